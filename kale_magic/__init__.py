@@ -1,0 +1,30 @@
+"""kale-magic: annotate notebook cells with magics, run them as a Kubeflow pipeline.
+
+Importing this package must stay cheap (``%load_ext`` budget: 0.2 s), so nothing
+heavy is imported here; the magics module pulls in only IPython and traitlets.
+"""
+
+__version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    from .magics import Kale
+
+    magics = Kale(shell=ipython)
+    ipython.register_magics(magics)
+    magics.attach()
+    ipython._kale_magics = magics
+
+
+def unload_ipython_extension(ipython):
+    magics = getattr(ipython, "_kale_magics", None)
+    if magics is None:
+        return
+    magics.detach()
+    for kind in ("line", "cell"):
+        table = ipython.magics_manager.magics[kind]
+        for name in list(table):
+            if getattr(table[name], "__self__", None) is magics:
+                del table[name]
+    ipython.magics_manager.registry.pop(type(magics).__name__, None)
+    del ipython._kale_magics
