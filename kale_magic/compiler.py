@@ -219,6 +219,7 @@ def component_source(plan: Plan, step: StepPlan, function: str) -> str:
         f"parameters={mapping('param', step.parameters)}",
         f"json_parameters={json_params!r}",
         f"inputs={mapping('in', [t.name for t in step.inputs])}",
+        f"producers={ {t.name: t.producer for t in _sorted(step.inputs)}!r}",
         f"outputs={mapping('out', [t.name for t in step.outputs])}",
         f"report={REPORT}",
         f"metrics={METRICS if step.metrics else None}",

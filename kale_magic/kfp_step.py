@@ -17,7 +17,8 @@ from pathlib import Path
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def run_component(step, notebook, parameters, json_parameters, inputs, outputs, report, metrics=None):
+def run_component(step, notebook, parameters, json_parameters, inputs, producers, outputs, report,
+                  metrics=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed."""
     import nbformat
 
@@ -27,17 +28,19 @@ def run_component(step, notebook, parameters, json_parameters, inputs, outputs, 
     node = inject_parameters(nbformat.reads(notebook, as_version=4), values)
     work = Path(tempfile.mkdtemp(prefix="kale-step-"))
     context = runtime.StepContext(
+        step=step,
         inputs={name: artifact.path for name, artifact in inputs.items()},
+        producers=producers,
         outputs={name: artifact.path for name, artifact in outputs.items()},
-        metrics_path=work / "metrics.json",
+        metrics_path=str(work / "metrics.json"),
     )
-    outcome = runtime.run_step(node, work / "executed.ipynb", work / "log.txt", context)
+    outcome = runtime.run_step(node, work / "executed.ipynb", work / "step.log", context)
+    sys.stdout.write((work / "step.log").read_text(encoding="utf-8"))  # into the pod's log
     Path(report.path).write_text(render_html(step, work / "executed.ipynb"), encoding="utf-8")
     if outcome.status != "succeeded":
-        print(outcome.traceback, file=sys.stderr)
-        raise RuntimeError(f"Step {step} failed: {outcome.error}")
-    for artifact in outputs.values():
-        artifact.metadata.update(_record(Path(artifact.path)))
+        raise RuntimeError(f"step '{step}' failed: {outcome.error}")
+    for name, artifact in outputs.items():
+        artifact.metadata.update(outcome.saved.get(name, {}))
     if metrics is not None:
         for name, value in sorted(outcome.metrics.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -45,23 +48,18 @@ def run_component(step, notebook, parameters, json_parameters, inputs, outputs, 
 
 
 def inject_parameters(node, values: dict):
-    """Add a cell that assigns the run's parameter values right after the ``parameters`` cell."""
+    """Add a cell that assigns the run's parameter values right after the ``parameters`` cell (as papermill)."""
     import nbformat
+
+    from .notebooks import parameters_source
 
     if not values:
         return node
-    source = "\n".join(f"{name} = {value!r}" for name, value in values.items())
-    cell = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
+    cell = nbformat.v4.new_code_cell(parameters_source(values), metadata={"tags": ["injected-parameters"]})
     cell["id"] = "injected-parameters"
     tagged = [i for i, c in enumerate(node.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
     node.cells.insert(tagged[0] + 1 if tagged else 0, cell)
     return node
-
-
-def _record(path: Path) -> dict:
-    """The marshal record (backend, type, size, checksum) saved next to the value."""
-    record = path / "kale.json"
-    return json.loads(record.read_text()) if record.is_file() else {}
 
 
 def render_html(step: str, executed: Path) -> str:

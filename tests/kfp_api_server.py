@@ -158,6 +158,7 @@ class FakeKfpServer:
             ("POST", "runs", 1): lambda: self._create_run(rec.json),
             ("GET", "runs", 1): lambda: {"runs": list(self.runs.values())},
             ("GET", "runs", 2): lambda: self._get_run(parts[1]),
+            ("POST", "runs", 2): lambda: self._run_action(*parts[1].partition(":")[::2]),
         }
         if key not in routes:
             raise ApiError(404, f"Not Found: {rec.method} {rec.path}")
@@ -247,6 +248,15 @@ class FakeKfpServer:
         if "next" in self._scripts:
             self._scripts[run["run_id"]] = self._scripts.pop("next")
         return run
+
+    def _run_action(self, run_id: str, action: str) -> dict:
+        run = self._get(self.runs, run_id)
+        if action != "terminate":
+            raise ApiError(404, f"Not Found: run action {action!r}")
+        self._scripts.pop(run_id, None)
+        _apply(run, {"state": "CANCELED", "tasks": {t["display_name"]: "CANCELED" if t["state"] in (
+            "PENDING", "RUNNING") else t["state"] for t in run["run_details"]["task_details"]}})
+        return {}
 
     def _get_run(self, run_id: str) -> dict:
         run = self._get(self.runs, run_id)

@@ -35,7 +35,7 @@ def test_matches_golden_file(compiled):
     golden = GOLDEN / "three_step.yaml"
     if os.environ.get("KALE_REGEN_GOLDEN") == "1":
         golden.write_bytes(path.read_bytes())
-    assert path.read_bytes() == golden.read_bytes()
+    assert path.read_bytes() == golden.read_bytes(), "compiled YAML differs from the golden file (KALE_REGEN_GOLDEN=1 to accept)"
 
 
 def test_same_plan_compiles_byte_identical(tmp_path):
@@ -149,7 +149,7 @@ def test_pipeline_options(tmp_path):
 def test_no_pip_install_by_default(compiled):
     _, spec, _ = compiled
     for executor in spec["deploymentSpec"]["executors"].values():
-        assert "pip" not in " ".join(executor["container"]["command"])
+        assert "pip install" not in " ".join(executor["container"]["command"])
 
 
 def test_default_file_is_under_dot_kale_next_to_the_notebook(tmp_path):

@@ -29,19 +29,30 @@ def clean_env(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
 
 
-def run(host, tmp_path, parameters=None, plan=None, **engine_args):
+def run(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, **engine_args):
+    """What ``launch`` does with an engine after Validate: compile, upload, run, finish."""
     plan = plan or three_step_plan()
     state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
     engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
-    engine.run(plan, state, tmp_path / "run", parameters or {})
-    assert state.finished
+    if cancel_after:
+        state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
+    engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
+    engine.upload(plan, state)
+    if not upload_only:
+        state.finish(*engine.run(plan, state, tmp_path / "run", {**plan.parameters, **(parameters or {})}))
     return state
+
+
+def failed_upload(host, tmp_path, **engine_args):
+    with pytest.raises(EngineError) as info:
+        run(host, tmp_path, **engine_args)
+    return str(info.value)
 
 
 def test_successful_run_uploads_the_compiled_yaml_and_follows_steps(server, tmp_path):
     server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
     state = run(server.url, tmp_path, {"n": 9, "cfg": {"layers": [5]}})
-    assert state.status == "succeeded", state.error
+    assert (state.status, state.error) == ("succeeded", "")
     (experiment,) = server.experiments.values()
     assert experiment["display_name"] == "exp-a"
     (pipeline,) = server.pipelines.values()
@@ -54,12 +65,14 @@ def test_successful_run_uploads_the_compiled_yaml_and_follows_steps(server, tmp_
         "n": 9, "scale": 1.5, "cfg": '{"layers": [5]}', "flag": True}
     assert {s.name: s.status for s in state.steps.values()} == {
         "load": "succeeded", "train": "succeeded", "report": "succeeded"}
-    assert [t.status for t in state.tasks.values()][2:] == ["done", "done", "done"]
-    assert state.tasks["Compile"].links["YAML"] == str(tmp_path / "pipeline.yaml")
-    assert state.links["Run"] == f"{server.url}/#/runs/details/{run_record['run_id']}"
-    assert state.links["Pipeline"] == (f"{server.url}/#/pipelines/details/{pipeline['pipeline_id']}"
+    assert state.tasks["Upload"].status == "done"
+    assert state.links["run"] == f"{server.url}/#/runs/details/{run_record['run_id']}"
+    assert state.links["pipeline"] == (f"{server.url}/#/pipelines/details/{pipeline['pipeline_id']}"
                                        f"/version/{version_id}")
-    assert state.links["Experiment"] == f"{server.url}/#/experiments/details/{experiment['experiment_id']}"
+    assert state.links["experiment"] == f"{server.url}/#/experiments/details/{experiment['experiment_id']}"
+    assert state.tasks["Run"].links["run"] == state.links["run"]
+    assert sorted(p.name for p in (tmp_path / "run" / "notebooks").iterdir()) == [
+        "load.ipynb", "report.ipynb", "train.ipynb"]
 
 
 def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
@@ -71,7 +84,10 @@ def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
     state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
     state.subscribe(lambda st, event: seen.append((event, st.steps[event[5:]].status))
                     if event.startswith("step:") else None)
-    KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml").run(plan, state, tmp_path, {})
+    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml")
+    engine.write_notebooks(plan, tmp_path, {})
+    engine.upload(plan, state)
+    assert engine.run(plan, state, tmp_path, {}) == ("succeeded", "")
     assert seen == [("step:load", "running"), ("step:load", "succeeded"), ("step:train", "running"),
                     ("step:train", "succeeded"), ("step:report", "succeeded")]
 
@@ -96,10 +112,15 @@ def test_failed_run_names_the_failing_step_and_its_message(server, tmp_path):
                            tasks={"load": "SUCCEEDED", "train": ("FAILED", "ZeroDivisionError: division by zero")}))
     state = run(server.url, tmp_path)
     assert state.status == "failed"
-    assert state.error == "Step train failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+    assert state.error == "step 'train' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
     assert state.steps["train"].message == "ZeroDivisionError: division by zero"
     assert state.steps["report"].status == "skipped"
-    assert state.tasks["Run"].status == "failed"
+
+
+def test_failed_run_without_task_details_gives_the_runs_error(server, tmp_path):
+    server.script_run(dict(state="FAILED", error="pod was evicted"))
+    state = run(server.url, tmp_path)
+    assert state.error == "the run ended failed on Kubeflow Pipelines: pod was evicted"
 
 
 def test_canceled_run_finishes(server, tmp_path):
@@ -111,45 +132,57 @@ def test_canceled_run_finishes(server, tmp_path):
     assert {s.status for s in state.steps.values()} == {"skipped"}
 
 
+def test_cancel_terminates_the_kfp_run(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}))
+    state = run(server.url, tmp_path, cancel_after="step:load")
+    (terminate,) = [r for r in server.requests if r.path.endswith(":terminate")]
+    assert terminate.path == f"/apis/v2beta1/runs/{server.last_run['run_id']}:terminate"
+    assert state.error == "the run was canceled in Kubeflow Pipelines"
+
+
 def test_upload_only_creates_no_run(server, tmp_path):
     state = run(server.url, tmp_path, upload_only=True)
-    assert state.status == "succeeded"
     assert len(server.versions) == 1 and not server.runs
-    assert state.tasks["Upload"].status == "done" and state.tasks["Run"].status == "skipped"
+    assert state.tasks["Upload"].status == "done"
 
 
-def test_compile_only_talks_to_no_server(tmp_path):
-    state = run(None, tmp_path, compile_only=True)
-    assert state.status == "succeeded"
-    assert (tmp_path / "pipeline.yaml").is_file()
-    assert state.tasks["Upload"].status == "skipped"
+def test_compiling_talks_to_no_server(tmp_path):
+    plan = three_step_plan()
+    engine = KfpEngine("http://127.0.0.1:9", pipeline_file=tmp_path / "p.yaml",
+                       config={"base_image": "my/image:1", "volumes": ["data:/data"], "host": "http://x:1"})
+    notebooks = engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
+    assert engine.pipeline_file.is_file() and set(notebooks) == set(plan.steps)
+    assert "image: my/image:1" in engine.pipeline_file.read_text()
 
 
 def test_unreachable_host_is_a_clear_error_and_keeps_the_yaml(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
-        state = run(f"http://127.0.0.1:{port}", tmp_path)
-    assert state.status == "failed"
-    assert state.error.startswith(f"Cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}")
-    assert "KF_PIPELINES_ENDPOINT" in state.error
-    assert str(tmp_path / "pipeline.yaml") in state.error
+        plan = three_step_plan()
+        state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
+        engine = KfpEngine(f"http://127.0.0.1:{port}", pipeline_file=tmp_path / "pipeline.yaml")
+        engine.write_notebooks(plan, tmp_path, {})
+        with pytest.raises(EngineError) as info:
+            engine.upload(plan, state)
+    assert str(info.value).startswith(f"Cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}")
+    assert "KF_PIPELINES_ENDPOINT" in str(info.value)
+    assert str(info.value).endswith(f"The pipeline YAML is kept at {tmp_path / 'pipeline.yaml'}.")
     assert (tmp_path / "pipeline.yaml").is_file()
-    assert state.tasks["Upload"].status == "failed"
+    assert (state.status, state.error) == ("failed", str(info.value))
+    assert (state.tasks["Upload"].status, state.tasks["Run"].status) == ("failed", "skipped")
 
 
 def test_missing_host_names_the_settings(tmp_path):
-    state = run(None, tmp_path)
-    assert "No Kubeflow Pipelines host is configured" in state.error
-    assert "Kale.host" in state.error
+    message = failed_upload(None, tmp_path)
+    assert "No Kubeflow Pipelines host is configured" in message and "Kale.host" in message
 
 
 def test_rejected_credentials_say_which_setting_to_check(tmp_path):
     with FakeKfpServer(token="s3cret-token") as srv:
-        state = run(srv.url, tmp_path)
-    assert state.status == "failed"
-    assert "refused the credentials" in state.error and "KF_PIPELINES_TOKEN" in state.error
-    assert "HTTP 401" in state.error
+        message = failed_upload(srv.url, tmp_path)
+    assert "refused the credentials" in message and "KF_PIPELINES_TOKEN" in message
+    assert "HTTP 401" in message
 
 
 def test_token_is_sent_and_never_shown(tmp_path, monkeypatch):
@@ -168,9 +201,9 @@ def test_token_is_sent_and_never_shown(tmp_path, monkeypatch):
 
 def test_server_errors_carry_the_servers_message(server, tmp_path):
     server.fail("POST", "/apis/v2beta1/pipelines/upload", 500, "storage backend unavailable")
-    state = run(server.url, tmp_path)
-    assert state.error.startswith(f"Kubeflow Pipelines at {server.url} answered HTTP 500 while uploading")
-    assert "storage backend unavailable" in state.error
+    message = failed_upload(server.url, tmp_path)
+    assert message.startswith(f"Kubeflow Pipelines at {server.url} answered HTTP 500 while uploading")
+    assert "storage backend unavailable" in message
     assert not server.runs
 
 
@@ -178,13 +211,11 @@ def test_run_creation_error(server, tmp_path):
     server.fail("POST", RUNS, 400, "Invalid input error: parameter n has the wrong type")
     state = run(server.url, tmp_path)
     assert "HTTP 400 while creating the run: Invalid input error: parameter n" in state.error
-    assert state.tasks["Run"].status == "failed"
 
 
 def test_no_pipeline_is_left_without_its_version(server, tmp_path):
     server.fail("GET", "/apis/v2beta1/pipelines/pipeline-", 503, "versions table locked")
-    state = run(server.url, tmp_path)
-    assert "versions table locked" in state.error
+    assert "versions table locked" in failed_upload(server.url, tmp_path)
     assert server.pipelines == {} and server.versions == {}
     (delete,) = [r for r in server.requests if r.method == "DELETE"]
     assert delete.path.startswith("/apis/v2beta1/pipelines/pipeline-")

@@ -1,18 +1,19 @@
-"""Run a plan on Kubeflow Pipelines: compile, upload, run, follow.
+"""Run a plan on Kubeflow Pipelines: compile to YAML, upload, run, follow.
 
-Progress goes into the ``RunState`` exactly as with the local engine (tasks
-Compile, Upload and Run with their links; one entry per step), so the panel,
-the run store and the ``Run`` object work the same for both.
+Same protocol as the local engine, driven by ``launch``: ``write_notebooks``
+is the Compile task (step notebooks for inspection, plus the pipeline YAML),
+``upload`` the Upload task, ``run`` creates the run and follows it, reporting
+each KFP task's state as the state of its step, and returns (status, error).
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from pathlib import Path
 
 from ..compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
-from ..errors import EngineError
-from ..kfp_client import KfpSettings, api_error, connect, resolve_settings
+from ..errors import EngineError, KaleError
+from ..kfp_client import api_error, connect, resolve_settings
 from ..plan import Plan
 from ..state import RunState
 
@@ -20,139 +21,143 @@ FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED en
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",
                "SUCCEEDED": "succeeded", "SKIPPED": "skipped", "CACHED": "cached",
                "FAILED": "failed", "CANCELED": "skipped"}
+CONNECTION = ("host", "ui_host", "namespace", "ssl_ca_cert")  # the rest of ``config`` is CompileOptions
+CONFIG = ("host", "ui_host", "namespace", "base_image", "packages", "caching", "volumes", "secrets", "accelerator")
 
 
 class KfpEngine:
-    """Compile the plan to YAML, upload it as a pipeline (version), run it and follow the run."""
-
     name = "kfp"
 
-    def __init__(self, host: str | None = None, ui_host: str | None = None, *,
-                 config: dict | None = None, compile_only: bool = False, upload_only: bool = False,
-                 poll_interval: float = 5.0, pipeline_file: Path | None = None, **compile_options):
-        self.host, self.ui_host, self.config = host, ui_host, dict(config or {})
-        self.compile_only, self.upload_only = compile_only, upload_only
-        self.poll_interval = poll_interval
+    def __init__(self, host: str | None = None, ui_host: str | None = None, *, config: dict | None = None,
+                 pipeline_file: Path | None = None, poll_interval: float = 5.0):
+        config = {k: v for k, v in (config or {}).items() if v is not None}
+        self.connection = {k: config.pop(k) for k in CONNECTION if k in config}
+        self.options = CompileOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        self.host, self.ui_host = host, ui_host
         self.pipeline_file = pipeline_file
-        self.options = CompileOptions(**compile_options)
+        self.poll_interval = poll_interval
+        self._cancel = threading.Event()
+        self._settings = self._client = self._experiment_id = self._version = None
 
-    def run(self, plan: Plan, state: RunState, run_dir: Path, parameters: dict) -> None:
-        """Drive the run to its end; failures end up in ``state`` as one sentence, never raised."""
-        current, path = "Compile", None
+    # Compile --------------------------------------------------------------------------------
+    def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
+        """Step notebooks under the run (to read what each step runs) and the pipeline YAML."""
+        import nbformat
+
+        from ..notebooks import step_notebook
+
+        folder = run_dir / "notebooks"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {name: folder / f"{name}.ipynb" for name in plan.steps}
+        for name, path in paths.items():
+            nbformat.write(step_notebook(plan, name, parameters), str(path))
+        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
+        return paths
+
+    # Upload ---------------------------------------------------------------------------------
+    def upload(self, plan: Plan, state: RunState) -> None:
+        """Upload the YAML as a new pipeline version; on failure mark the run failed and raise."""
         try:
-            path = self._compile(plan, state)
-            if self.compile_only:
-                return self._stop(state, ("Upload", "Run"))
-            current = "Upload"
-            settings = resolve_settings(self.host, self.ui_host, config=self.config)
-            client, experiment_id, version = self._upload(plan, state, settings, path)
-            if self.upload_only:
-                return self._stop(state, ("Run",))
-            current = "Run"
-            run_id = self._start(plan, state, settings, client, experiment_id, version, parameters)
-            self._follow(plan, state, settings, client, run_id)
-        except EngineError as err:
-            message = f"{err} The pipeline YAML is kept at {path}." if path else str(err)
-            state.task(current, "failed", message)
+            self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
+            state.task("Upload", "running", f"to {self._settings.host}")
+            self._client = connect(self._settings)
+            name = Names(plan).pipeline
+            experiment = self._call("getting or creating the experiment", _experiment, self._client,
+                                    plan.experiment)
+            self._version = self._call("uploading the pipeline", _upload_version, self._client,
+                                       self.pipeline_file, name, f"{name}-{state.run_id}", plan.description)
+        except KaleError as err:
+            message = f"{err} The pipeline YAML is kept at {self.pipeline_file}."
+            state.task("Upload", "failed", message)
+            state.task("Run", "skipped", "")
             state.finish("failed", message)
-
-    # phases --------------------------------------------------------------
-    def _compile(self, plan: Plan, state: RunState) -> Path:
-        state.task("Compile", "running")
-        path = compile_pipeline(plan, self.pipeline_file, self.options)
-        state.task("Compile", "done", f"{len(plan.steps)} steps, image {self.options.base_image}",
-                   YAML=str(path))
-        state.links["Pipeline YAML"] = str(path)
-        return path
-
-    def _upload(self, plan: Plan, state: RunState, settings: KfpSettings, path: Path):
-        state.task("Upload", "running", f"to {settings.host}")
-        client = connect(settings)
-        name = Names(plan).pipeline
-        experiment = _call(settings, "getting or creating the experiment", _experiment, client, plan.experiment)
-        version = _call(settings, "uploading the pipeline", _upload_version, client, path, name,
-                        f"{name}-{state.run_id}", plan.description)
-        links = {"Experiment": settings.link(f"experiments/details/{experiment.experiment_id}"),
-                 "Pipeline": settings.link(f"pipelines/details/{version.pipeline_id}"
-                                           f"/version/{version.pipeline_version_id}")}
+            raise EngineError(message) from None
+        self._experiment_id = experiment.experiment_id
+        version = self._version
+        links = {"experiment": self._settings.link(f"experiments/details/{experiment.experiment_id}"),
+                 "pipeline": self._settings.link(f"pipelines/details/{version.pipeline_id}"
+                                                 f"/version/{version.pipeline_version_id}")}
         state.links.update(links)
         state.task("Upload", "done", f"pipeline {name}, version {version.display_name}", **links)
-        return client, experiment.experiment_id, version
 
-    def _start(self, plan, state, settings, client, experiment_id, version, parameters) -> str:
+    # Run ------------------------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def run(self, plan: Plan, state: RunState, run_dir: Path, parameters: dict,
+            notebooks: dict[str, Path] | None = None) -> tuple[str, str]:
+        """Create the run from the uploaded version and follow it to its end."""
+        try:
+            run_id = self._start(plan, state, parameters)
+            return self._follow(plan, state, run_id)
+        except KaleError as err:
+            return "failed", str(err)
+
+    def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
 
         body = V2beta1Run(
-            experiment_id=experiment_id, display_name=f"{plan.pipeline} {state.run_id}",
+            experiment_id=self._experiment_id, display_name=f"{plan.pipeline} {state.run_id}",
             pipeline_version_reference=V2beta1PipelineVersionReference(
-                pipeline_id=version.pipeline_id, pipeline_version_id=version.pipeline_version_id),
+                pipeline_id=self._version.pipeline_id, pipeline_version_id=self._version.pipeline_version_id),
             runtime_config=V2beta1RuntimeConfig(parameters=pipeline_arguments(plan, parameters)))
-        run = _call(settings, "creating the run", client.runs.run_service_create_run, run=body)
-        link = settings.link(f"runs/details/{run.run_id}")
-        state.links["Run"] = link
-        state.task("Run", "running", f"run {run.run_id}", Run=link)
+        run = self._call("creating the run", self._client.runs.run_service_create_run, run=body)
+        state.links["run"] = self._settings.link(f"runs/details/{run.run_id}")
+        state.task("Run", "running", f"run {run.run_id} on {self._settings.host}", run=state.links["run"])
         return run.run_id
 
-    def _follow(self, plan, state, settings, client, run_id: str) -> None:
+    def _follow(self, plan: Plan, state: RunState, run_id: str) -> tuple[str, str]:
         steps_by_task = Names(plan).steps_by_task
         seen: dict[str, str] = {}
+        terminating = False
         while True:
-            run = _call(settings, "following the run", client.get_run, run_id)
-            failures = self._update_steps(state, run, steps_by_task, seen, settings.link(f"runs/details/{run_id}"))
+            run = self._call("following the run", self._client.get_run, run_id)
+            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"])
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
-            time.sleep(self.poll_interval)
+            if self._cancel.wait(self.poll_interval) and not terminating:
+                terminating = True
+                self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id)
         if final == "SUCCEEDED":
-            state.task("Run", "done", "succeeded")
-            state.finish("succeeded")
-            return
+            return "succeeded", ""
         if final == "CANCELED":
-            error = "The run was canceled in Kubeflow Pipelines."
+            error = "the run was canceled in Kubeflow Pipelines"
         elif failures:
-            step, message = failures[0]
-            error = f"Step {step} failed on Kubeflow Pipelines: {message}"
+            error = "step '{}' failed on Kubeflow Pipelines: {}".format(*failures[0])
         else:
-            error = f"The run ended {final.lower()} on Kubeflow Pipelines: {_message(run.error) or 'no reason given'}"
+            error = f"the run ended {final.lower()} on Kubeflow Pipelines: {_message(run.error) or 'no reason given'}"
         for name, step in state.steps.items():
             if step.status in ("pending", "running"):
-                state.step(name, "skipped", message=f"not run: the run ended {final.lower()}")
-        state.task("Run", "failed", error)
-        state.finish("failed", error)
+                state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
+        return "failed", error
 
-    @staticmethod
-    def _update_steps(state, run, steps_by_task, seen, link) -> list[tuple[str, str]]:
-        """Copy per-task states into the step states; return (step, message) of failed steps."""
-        failures = []
-        details = (run.run_details.task_details if run.run_details else None) or []
-        for task in details:
-            step = steps_by_task.get(task.display_name) or (task.display_name if task.display_name in state.steps
-                                                             else None)
-            status = STEP_STATES.get((task.state or "").upper())
-            if step is None or status is None:
-                continue
-            message = _message(task.error) or ("canceled" if task.state == "CANCELED" else "")
-            if status == "failed":
-                failures.append((step, message or "no message from KFP"))
-            if seen.get(step) != status:
-                seen[step] = status
-                state.step(step, status, message=message, links={"KFP run": link})
-        return failures
-
-    @staticmethod
-    def _stop(state: RunState, skipped: tuple[str, ...]) -> None:
-        for task in skipped:
-            state.task(task, "skipped")
-        state.finish("succeeded")
+    def _call(self, action: str, func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except KaleError:
+            raise
+        except Exception as exc:
+            raise api_error(exc, self._settings, action) from None
 
 
-def _call(settings: KfpSettings, action: str, func, *args, **kwargs):
-    try:
-        return func(*args, **kwargs)
-    except EngineError:
-        raise
-    except Exception as exc:
-        raise api_error(exc, settings, action) from None
+def _update_steps(state, run, steps_by_task, seen, link) -> list[tuple[str, str]]:
+    """Copy per-task states into the step states; return (step, message) of the failed steps."""
+    failures = []
+    details = (run.run_details.task_details if run.run_details else None) or []
+    for task in details:
+        step = steps_by_task.get(task.display_name) or (task.display_name if task.display_name in state.steps
+                                                         else None)
+        status = STEP_STATES.get((task.state or "").upper())
+        if step is None or status is None:
+            continue
+        message = _message(task.error) or ("canceled" if status == "skipped" and task.state == "CANCELED" else "")
+        if status == "failed":
+            failures.append((step, message or "no message from KFP"))
+        if seen.get(step) != status:
+            seen[step] = status
+            state.step(step, status, message=message, links={"KFP run": link})
+    return failures
 
 
 def _message(error) -> str:
@@ -169,13 +174,13 @@ def _experiment(client, name: str):
     except ValueError as exc:
         if not str(exc).startswith("No experiment is found"):
             raise EngineError(f"Kubeflow Pipelines has several experiments named {name!r}; "
-                              "rename the experiment (--experiment).") from None
+                              "use another name with --experiment.") from None
     body = V2beta1Experiment(display_name=name, namespace=namespace)
     return client.experiments.experiment_service_create_experiment(experiment=body)
 
 
 def _upload_version(client, path: Path, name: str, version_name: str, description: str):
-    """Upload a new version of pipeline ``name`` (creating the pipeline first if needed).
+    """Upload a new version of pipeline ``name``, creating the pipeline first if needed.
 
     A pipeline created here and left without a usable version is deleted again.
     """
@@ -184,8 +189,7 @@ def _upload_version(client, path: Path, name: str, version_name: str, descriptio
         return client.pipeline_uploads.upload_pipeline_version(
             str(path), name=version_name, pipelineid=pipeline_id, description=description or None)
     pipeline = client.pipeline_uploads.upload_pipeline(
-        str(path), name=name, description=description or None,
-        namespace=client.get_user_namespace() or None)
+        str(path), name=name, description=description or None, namespace=client.get_user_namespace() or None)
     try:
         versions = client.list_pipeline_versions(pipeline.pipeline_id, page_size=1,
                                                  sort_by="created_at desc").pipeline_versions
