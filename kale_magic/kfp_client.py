@@ -33,7 +33,6 @@ class KfpSettings:
     ui_host: str
     namespace: str | None = None
     token: str | None = field(default=None, repr=False)
-    ssl_ca_cert: str | None = None
 
     def link(self, fragment: str) -> str:
         """A KFP UI link, e.g. ``link('runs/details/ID')``."""
@@ -52,8 +51,7 @@ def resolve_settings(host: str | None = None, ui_host: str | None = None, *,
         host = f"https://{host}"
     ui_host = ui_host or config.get("ui_host") or environ.get("KF_PIPELINES_UI_ENDPOINT") or host
     return KfpSettings(host=host.rstrip("/"), ui_host=ui_host, namespace=config.get("namespace") or None,
-                       token=environ.get("KF_PIPELINES_TOKEN") or None,
-                       ssl_ca_cert=config.get("ssl_ca_cert") or None)
+                       token=environ.get("KF_PIPELINES_TOKEN") or None)
 
 
 def connect(settings: KfpSettings):
@@ -72,7 +70,7 @@ def connect(settings: KfpSettings):
             warnings.simplefilter("ignore", FutureWarning)
             client = client_class(host=settings.host, namespace=settings.namespace or "kubeflow",
                                   existing_token=settings.token, credentials=credentials,
-                                  ssl_ca_cert=settings.ssl_ca_cert, ui_host=settings.ui_host)
+                                  ui_host=settings.ui_host)
         client.get_kfp_healthz()
         return client
     except Exception as exc:

@@ -235,3 +235,13 @@ def test_settings_resolution_order(monkeypatch):
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT")
     with pytest.raises(EngineError, match="Kale.host"):
         resolve_settings()
+
+
+def test_in_cluster_service_account_token_is_used(tmp_path, monkeypatch):
+    token_file = tmp_path / "sa-token"
+    token_file.write_text("sa-token-value")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    with FakeKfpServer(token="sa-token-value") as srv:
+        state = run(srv.url, tmp_path, upload_only=True)
+    assert state.tasks["Upload"].status == "done"
+    assert {r.headers["authorization"] for r in srv.requests} == {"Bearer sa-token-value"}

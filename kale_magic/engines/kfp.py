@@ -21,7 +21,7 @@ FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED en
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",
                "SUCCEEDED": "succeeded", "SKIPPED": "skipped", "CACHED": "cached",
                "FAILED": "failed", "CANCELED": "skipped"}
-CONNECTION = ("host", "ui_host", "namespace", "ssl_ca_cert")  # the rest of ``config`` is CompileOptions
+CONNECTION = ("host", "ui_host", "namespace")  # the rest of ``config`` is CompileOptions
 CONFIG = ("host", "ui_host", "namespace", "base_image", "packages", "caching", "volumes", "secrets", "accelerator")
 
 
