@@ -28,7 +28,7 @@ DEFAULT_BASE_IMAGE = "python:3.11"
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 REPORT = "kale_report"
 METRICS = "kale_metrics"
-TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as JSON text
+TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
 
 
 @dataclass(frozen=True)
@@ -125,17 +125,22 @@ def _is_typed(value: object) -> bool:
     return type(value) in TYPED_PARAMETERS
 
 
-def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, object]:
-    """The run's pipeline arguments: typed values as is, the others as the JSON text the steps decode.
+def _argument(value: object, default: object) -> object:
+    """A parameter value as KFP carries it: typed as is, anything else as Python literal text.
 
-    Lists and dicts travel as JSON strings because the KFP SDK stores numbers in
-    them as doubles: a step would see ``[3.0]`` where the notebook had ``[3]``.
+    Lists, dicts, tuples and None travel as text because the KFP SDK stores the
+    numbers inside a list or dict as doubles (a step would see ``[3.0]`` where the
+    notebook had ``[3]``) and has no tuple or None; the step decodes the text
+    (:func:`kale_magic.kfp_step.decode`), which also accepts JSON typed in the KFP UI.
     """
-    out = {}
-    for name, default in plan.parameters.items():
-        value = values.get(name, default)
-        out[name] = value if _is_typed(default) else json.dumps(value, sort_keys=True)
-    return out
+    from .notebooks import literal
+
+    return value if _is_typed(default) else literal(value)
+
+
+def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, object]:
+    """The run's pipeline arguments, for every pipeline parameter."""
+    return {name: _argument(values.get(name, default), default) for name, default in plan.parameters.items()}
 
 
 # compile -----------------------------------------------------------------
@@ -180,7 +185,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
 
 def _pipeline_function(plan: Plan, build):
     """A function with the typed, defaulted signature kfp reads the pipeline inputs from."""
-    defaults = {n: (v if _is_typed(v) else json.dumps(v, sort_keys=True)) for n, v in plan.parameters.items()}
+    defaults = {n: _argument(v, v) for n, v in plan.parameters.items()}
     params = ", ".join(f"{n}: {type(v).__name__} = __kale_defaults[{n!r}]" for n, v in defaults.items())
     source = f"def pipeline({params}):\n    __kale_build(locals())\n"
     namespace = {"__kale_defaults": defaults, "__kale_build": build}
@@ -212,12 +217,12 @@ def component_source(plan: Plan, step: StepPlan, function: str) -> str:
     def mapping(kind, variables):
         return "{" + ", ".join(f"{v!r}: {io[(kind, v)]}" for v in sorted(variables)) + "}"
 
-    json_params = tuple(p for p in sorted(step.parameters) if not _is_typed(plan.parameters[p]))
+    text_params = tuple(p for p in sorted(step.parameters) if not _is_typed(plan.parameters[p]))
     arguments = [
         f"step={step.name!r}",
         f"notebook={_notebook_json(plan, step)!r}",
         f"parameters={mapping('param', step.parameters)}",
-        f"json_parameters={json_params!r}",
+        f"text_parameters={text_params!r}",
         f"inputs={mapping('in', [t.name for t in step.inputs])}",
         f"producers={ {t.name: t.producer for t in _sorted(step.inputs)}!r}",
         f"outputs={mapping('out', [t.name for t in step.outputs])}",

@@ -7,6 +7,7 @@ runtime the local engine uses.
 
 from __future__ import annotations
 
+import ast
 import html
 import json
 import re
@@ -17,14 +18,14 @@ from pathlib import Path
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def run_component(step, notebook, parameters, json_parameters, inputs, producers, outputs, report,
+def run_component(step, notebook, parameters, text_parameters, inputs, producers, outputs, report,
                   metrics=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed."""
     import nbformat
 
     from . import runtime
 
-    values = {k: json.loads(v) if k in json_parameters else v for k, v in parameters.items()}
+    values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
     node = inject_parameters(nbformat.reads(notebook, as_version=4), values)
     work = Path(tempfile.mkdtemp(prefix="kale-step-"))
     context = runtime.StepContext(
@@ -45,6 +46,14 @@ def run_component(step, notebook, parameters, json_parameters, inputs, producers
         for name, value in sorted(outcome.metrics.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics.log_metric(name, value)
+
+
+def decode(text: str):
+    """A list/dict/tuple/None parameter from its text: a Python literal, or JSON typed in the KFP UI."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return json.loads(text)
 
 
 def inject_parameters(node, values: dict):

@@ -12,6 +12,7 @@ from kfp_plans import three_step_plan
 from kale_magic.compiler import (CompileOptions, Names, compile_pipeline, default_pipeline_file, k8s_name,
                                  pipeline_arguments)
 from kale_magic.errors import ValidationError
+from kale_magic.kfp_step import decode
 from kale_magic.plan import Plan, StepPlan, Transfer
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -84,7 +85,7 @@ def test_parameters_are_typed_and_passed_only_to_readers(compiled):
     root = spec["root"]["inputDefinitions"]["parameters"]
     assert {k: v["parameterType"] for k, v in root.items()} == {
         "n": "NUMBER_INTEGER", "scale": "NUMBER_DOUBLE", "cfg": "STRING", "flag": "BOOLEAN"}
-    assert root["cfg"]["defaultValue"] == '{"layers": [3, 2], "name": "m"}'
+    assert root["cfg"]["defaultValue"] == "{'layers': [3, 2], 'name': 'm'}"
     comps = spec["components"]
     assert set(comps["comp-load"]["inputDefinitions"]["parameters"]) == {"n", "scale"}
     assert set(comps["comp-train"]["inputDefinitions"]["parameters"]) == {"cfg", "n"}
@@ -190,10 +191,21 @@ def test_colliding_and_reserved_names_are_made_unique(tmp_path):
     assert spec["root"]["dag"]["tasks"]["v-import"]["taskInfo"]["name"] == "import"
 
 
-def test_pipeline_arguments_send_lists_and_dicts_as_json():
+def test_pipeline_arguments_send_other_values_as_literal_text():
     plan = three_step_plan()
     args = pipeline_arguments(plan, {"n": 7, "cfg": {"layers": [1]}})
-    assert args == {"n": 7, "scale": 1.5, "cfg": '{"layers": [1]}', "flag": True}
+    assert args == {"n": 7, "scale": 1.5, "cfg": "{'layers': [1]}", "flag": True}
+
+
+@pytest.mark.parametrize("value", [[3, 2], {"b": 1, "a": (1, 2)}, (1,), None, {1, 2}, [[1.5, True, None]]])
+def test_text_parameters_round_trip_exactly(value):
+    text = pipeline_arguments(Plan("p", {}, parameters={"v": value}), {})["v"]
+    decoded = decode(text)
+    assert decoded == value and repr(decoded) == repr(value)
+
+
+def test_json_typed_in_the_kfp_ui_is_accepted():
+    assert decode('{"on": true, "ids": [1, 2], "x": null}') == {"on": True, "ids": [1, 2], "x": None}
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

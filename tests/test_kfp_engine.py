@@ -62,7 +62,7 @@ def test_successful_run_uploads_the_compiled_yaml_and_follows_steps(server, tmp_
     assert server.spec_of(version_id) == (tmp_path / "pipeline.yaml").read_text()
     assert run_record["experiment_id"] == experiment["experiment_id"]
     assert run_record["runtime_config"]["parameters"] == {
-        "n": 9, "scale": 1.5, "cfg": '{"layers": [5]}', "flag": True}
+        "n": 9, "scale": 1.5, "cfg": "{'layers': [5]}", "flag": True}
     assert {s.name: s.status for s in state.steps.values()} == {
         "load": "succeeded", "train": "succeeded", "report": "succeeded"}
     assert state.tasks["Upload"].status == "done"
