@@ -245,3 +245,28 @@ def test_in_cluster_service_account_token_is_used(tmp_path, monkeypatch):
         state = run(srv.url, tmp_path, upload_only=True)
     assert state.tasks["Upload"].status == "done"
     assert {r.headers["authorization"] for r in srv.requests} == {"Bearer sa-token-value"}
+
+
+def test_fake_server_speaks_to_the_plain_kfp_client(server, tmp_path):
+    """The fixture other tests rely on: what kfp.Client sends is recorded, run states are test-driven."""
+    import warnings
+
+    import kfp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = kfp.Client(host=server.url)
+    (tmp_path / "p.yaml").write_text("pipelineInfo:\n  name: p\n")
+    pipeline = client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p")
+    version = client.list_pipeline_versions(pipeline.pipeline_id).pipeline_versions[0]
+    experiment = client.create_experiment("e")
+    run = client.run_pipeline(experiment.experiment_id, "r", params={"n": 1},
+                              pipeline_id=pipeline.pipeline_id, version_id=version.pipeline_version_id)
+    server.set_run(run.run_id, "FAILED", tasks={"a": "SUCCEEDED", "b": ("FAILED", "boom")}, error="b failed")
+    got = client.get_run(run.run_id)
+    assert (got.state, got.error.message) == ("FAILED", "b failed")
+    assert [(t.display_name, t.state) for t in got.run_details.task_details] == [("a", "SUCCEEDED"), ("b", "FAILED")]
+    assert got.run_details.task_details[1].error.message == "boom"
+    assert server.spec_of(version.pipeline_version_id) == "pipelineInfo:\n  name: p\n"
+    (upload,) = server.requests_to("POST", "/apis/v2beta1/pipelines/upload")
+    assert upload.query["name"] == "p" and upload.files["uploadfile"].startswith(b"pipelineInfo")
