@@ -270,3 +270,16 @@ def test_fake_server_speaks_to_the_plain_kfp_client(server, tmp_path):
     assert server.spec_of(version.pipeline_version_id) == "pipelineInfo:\n  name: p\n"
     (upload,) = server.requests_to("POST", "/apis/v2beta1/pipelines/upload")
     assert upload.query["name"] == "p" and upload.files["uploadfile"].startswith(b"pipelineInfo")
+
+
+def test_following_survives_a_few_failed_polls(server, tmp_path):
+    server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+    server.fail("GET", RUNS + "/", 503, "apiserver restarting", times=2)
+    assert run(server.url, tmp_path).status == "succeeded"
+
+
+def test_following_gives_up_when_the_api_keeps_failing(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}))
+    server.fail("GET", RUNS + "/", 503, "apiserver gone", times=10)
+    state = run(server.url, tmp_path)
+    assert state.error.endswith("answered HTTP 503 while following the run: apiserver gone")

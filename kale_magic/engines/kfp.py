@@ -22,6 +22,8 @@ STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running
                "SUCCEEDED": "succeeded", "SKIPPED": "skipped", "CACHED": "cached",
                "FAILED": "failed", "CANCELED": "skipped"}
 CONNECTION = ("host", "ui_host", "namespace")  # the rest of ``config`` is CompileOptions
+POLL_ATTEMPTS = 3
+REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
 CONFIG = ("host", "ui_host", "namespace", "base_image", "packages", "caching", "volumes", "secrets", "accelerator")
 
 
@@ -101,7 +103,8 @@ class KfpEngine:
             pipeline_version_reference=V2beta1PipelineVersionReference(
                 pipeline_id=self._version.pipeline_id, pipeline_version_id=self._version.pipeline_version_id),
             runtime_config=V2beta1RuntimeConfig(parameters=pipeline_arguments(plan, parameters)))
-        run = self._call("creating the run", self._client.runs.run_service_create_run, run=body)
+        run = self._call("creating the run", self._client.runs.run_service_create_run, run=body,
+                         _request_timeout=REQUEST_TIMEOUT)
         state.links["run"] = self._settings.link(f"runs/details/{run.run_id}")
         state.task("Run", "running", f"run {run.run_id} on {self._settings.host}", run=state.links["run"])
         return run.run_id
@@ -111,14 +114,15 @@ class KfpEngine:
         seen: dict[str, str] = {}
         terminating = False
         while True:
-            run = self._call("following the run", self._client.get_run, run_id)
+            run = self._poll(run_id)
             failures = _update_steps(state, run, steps_by_task, seen, state.links["run"])
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
             if self._cancel.wait(self.poll_interval) and not terminating:
                 terminating = True
-                self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id)
+                self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id,
+                           _request_timeout=REQUEST_TIMEOUT)
         if final == "SUCCEEDED":
             return "succeeded", ""
         if final == "CANCELED":
@@ -131,6 +135,17 @@ class KfpEngine:
             if step.status in ("pending", "running"):
                 state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
         return "failed", error
+
+    def _poll(self, run_id: str):
+        """The run, tolerating a few failed polls in a row: the run goes on while the API hiccups."""
+        for attempt in range(POLL_ATTEMPTS):
+            try:
+                return self._call("following the run", self._client.runs.run_service_get_run,
+                                  run_id=run_id, _request_timeout=REQUEST_TIMEOUT)
+            except EngineError:
+                if attempt == POLL_ATTEMPTS - 1:
+                    raise
+                self._cancel.wait(self.poll_interval)
 
     def _call(self, action: str, func, *args, **kwargs):
         try:
@@ -176,7 +191,7 @@ def _experiment(client, name: str):
             raise EngineError(f"Kubeflow Pipelines has several experiments named {name!r}; "
                               "use another name with --experiment.") from None
     body = V2beta1Experiment(display_name=name, namespace=namespace)
-    return client.experiments.experiment_service_create_experiment(experiment=body)
+    return client.experiments.experiment_service_create_experiment(experiment=body, _request_timeout=REQUEST_TIMEOUT)
 
 
 def _upload_version(client, path: Path, name: str, version_name: str, description: str):
@@ -187,9 +202,11 @@ def _upload_version(client, path: Path, name: str, version_name: str, descriptio
     pipeline_id = client.get_pipeline_id(name)
     if pipeline_id is not None:
         return client.pipeline_uploads.upload_pipeline_version(
-            str(path), name=version_name, pipelineid=pipeline_id, description=description or None)
+            str(path), name=version_name, pipelineid=pipeline_id, description=description or None,
+            _request_timeout=REQUEST_TIMEOUT)
     pipeline = client.pipeline_uploads.upload_pipeline(
-        str(path), name=name, description=description or None, namespace=client.get_user_namespace() or None)
+        str(path), name=name, description=description or None, namespace=client.get_user_namespace() or None,
+        _request_timeout=REQUEST_TIMEOUT)
     try:
         versions = client.list_pipeline_versions(pipeline.pipeline_id, page_size=1,
                                                  sort_by="created_at desc").pipeline_versions
