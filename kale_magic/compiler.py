@@ -167,12 +167,14 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
     names = Names(plan)
     components = {s: _component(plan, plan.steps[s], names, opts) for s in plan.steps}
 
+    ios = {name: Names.io(step) for name, step in plan.steps.items()}
+
     def build(params):
         tasks = {}
         for name, step in plan.steps.items():
-            io = Names.io(step)
+            io = ios[name]
             args = {io[("param", p)]: params[p] for p in step.parameters}
-            args.update({io[("in", t.name)]: tasks[t.producer].outputs[Names.io(plan.steps[t.producer])[("out", t.name)]]
+            args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
                          for t in step.inputs})
             task = components[name](**args)
             task.after(*(tasks[p] for p in step.parents))

@@ -65,7 +65,7 @@ class Kale(Magics):
     packages = List(Unicode(), help="pip packages each KFP step installs at start (default none).").tag(config=True)
     caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True)
     volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
-    secrets = List(Unicode(), help="Secrets as env vars in every KFP step: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
+    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
     accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
 
     def __init__(self, shell):

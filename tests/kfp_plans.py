@@ -23,14 +23,3 @@ def three_step_plan(**overrides) -> Plan:
     fields.update(overrides)
     return Plan(**fields)
 
-
-def wide_plan(n_steps: int) -> Plan:
-    """A chain of ``n_steps`` steps, each passing one value to the next (for the benchmark)."""
-    steps = {}
-    for i in range(n_steps):
-        name = f"step_{i}"
-        inputs = (Transfer(f"v{i - 1}", f"step_{i - 1}", "json", "builtins.int"),) if i else ()
-        outputs = (Transfer(f"v{i}", name, "json", "builtins.int"),)
-        code = f"v{i} = {'v%d + ' % (i - 1) if i else ''}1"
-        steps[name] = StepPlan(name, (code,), (f"step_{i - 1}",) if i else (), (), inputs, outputs, ())
-    return Plan("wide", steps)

@@ -36,7 +36,7 @@ def test_matches_golden_file(compiled):
     golden = GOLDEN / "three_step.yaml"
     if os.environ.get("KALE_REGEN_GOLDEN") == "1":
         golden.write_bytes(path.read_bytes())
-    assert path.read_bytes() == golden.read_bytes(), "compiled YAML differs from the golden file (KALE_REGEN_GOLDEN=1 to accept)"
+    assert path.read_bytes() == golden.read_bytes(), "YAML differs from the golden file (KALE_REGEN_GOLDEN=1 accepts)"
 
 
 def test_same_plan_compiles_byte_identical(tmp_path):
