@@ -91,7 +91,8 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
     notebooks = engine.write_notebooks(plan, run_dir, plan.parameters)
     pipeline_file = getattr(engine, "pipeline_file", None)  # the KFP engine's YAML
     links = {"pipeline": str(pipeline_file)} if pipeline_file else {}
-    state.task("Compile", "done", f"{len(notebooks)} step notebooks", notebooks=str(run_dir / "notebooks"), **links)
+    state.task("Compile", "done", f"{len(notebooks)} step notebooks", notebooks=str(run_dir / "notebooks"),
+               **links)
     run = Run(state, plan, run_dir, pipeline_file)
     if request.compile_only:
         for task in ("Upload", "Run"):

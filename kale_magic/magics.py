@@ -229,10 +229,12 @@ class Kale(Magics):
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
     def _engine_name(self, args) -> str:
+        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
         import os
 
-        kfp_host = args.host or self.host or os.environ.get("KF_PIPELINES_ENDPOINT")
-        return "kfp" if args.host or args.upload_only else args.engine or ("kfp" if kfp_host else "local")
+        if args.host or args.upload_only:
+            return "kfp"
+        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
 
     def _engine(self, request, workspace):
         if request.engine == "kfp":

@@ -86,3 +86,12 @@ def test_unreachable_host_is_one_clear_error(kernel, tmp_path):
     assert str(error).startswith("Cannot reach Kubeflow Pipelines at http://127.0.0.1:9")
     assert str(tmp_path / ".kale" / "pipelines" / "pipeline.yaml") in str(error)
     assert error._render_traceback_() == [f"Kale engine: {error}"]
+
+
+def test_kf_pipelines_endpoint_selects_kfp(kernel, server, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", server.url)
+    monkeypatch.setenv("KF_PIPELINES_UI_ENDPOINT", "https://ui.example")
+    kernel.cells(*CELLS)
+    run = kernel.run("%kale_run")
+    assert run.status == "succeeded" and run.state.engine == "kfp"
+    assert run.links["run"] == f"https://ui.example/#/runs/details/{server.last_run['run_id']}"
