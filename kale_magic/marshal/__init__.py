@@ -20,10 +20,11 @@ from . import store
 from .base import ARTIFACT_TYPES, Backend, BackendDeclined, MissingLibrary, library
 from .hashing import create, open_verified
 from .numpy_backend import NumpyBackend
+from .pandas_backend import PandasBackend
 from .pickling import DillBackend, PickleBackend
 from .registry import ENTRY_POINT_GROUP, BackendRegistry
 
-BUILTIN_BACKENDS = (NumpyBackend, PickleBackend, DillBackend)
+BUILTIN_BACKENDS = (NumpyBackend, PandasBackend, PickleBackend, DillBackend)
 
 
 def default_registry() -> BackendRegistry:
