@@ -21,10 +21,13 @@ from .base import ARTIFACT_TYPES, Backend, BackendDeclined, MissingLibrary, libr
 from .hashing import create, open_verified
 from .numpy_backend import NumpyBackend
 from .pandas_backend import PandasBackend
+from .sklearn_backend import SklearnBackend
+from .torch_backend import TorchModelBackend, TorchTensorBackend
 from .pickling import DillBackend, PickleBackend
 from .registry import ENTRY_POINT_GROUP, BackendRegistry
 
-BUILTIN_BACKENDS = (NumpyBackend, PandasBackend, PickleBackend, DillBackend)
+BUILTIN_BACKENDS = (NumpyBackend, PandasBackend, SklearnBackend, TorchTensorBackend, TorchModelBackend,
+                    PickleBackend, DillBackend)
 
 
 def default_registry() -> BackendRegistry:

@@ -72,6 +72,9 @@ class HashingWriter:
     def seekable(self):
         return False
 
+    def tell(self):
+        return self.size  # append-only from offset 0 (joblib aligns arrays with it)
+
     def close(self):
         if self._file.closed:
             return
