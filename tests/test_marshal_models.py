@@ -177,3 +177,49 @@ def test_cuda_tensors_load_on_cpu_without_a_gpu(tmp_path, torch, monkeypatch):
 def test_describe_tensor_is_size_only(torch):
     assert marshal.describe(torch.zeros(100, 10, dtype=torch.float16)) == \
         ("torch-tensor", "torch.Tensor", "Dataset", 2000)
+
+
+# --- XGBoost / LightGBM (optional) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def binary_data():
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 5))
+    return X, (X[:, 0] + rng.random(300) > 1).astype(int)
+
+
+def test_xgboost_booster_native_format(tmp_path, binary_data):
+    xgb = pytest.importorskip("xgboost")
+    X, y = binary_data
+    names = list("abcde")
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 3},
+                        xgb.DMatrix(X, label=y, feature_names=names), num_boost_round=15)
+    booster.set_attr(note="trained in step train")
+    record, out = roundtrip(booster, tmp_path)
+    assert (record["backend"], record["artifact_type"], list(record["files"])) == ("xgboost", "Model", ["model.ubj"])
+    assert type(out) is xgb.Booster
+    assert out.feature_names == names and out.attr("note") == "trained in step train"
+    dmatrix = xgb.DMatrix(X, feature_names=names)
+    np.testing.assert_array_equal(out.predict(dmatrix), booster.predict(dmatrix))
+
+
+def test_lightgbm_booster_native_format(tmp_path, binary_data):
+    lgb = pytest.importorskip("lightgbm")
+    X, y = binary_data
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 7}, lgb.Dataset(X, label=y),
+                        num_boost_round=15)
+    record, out = roundtrip(booster, tmp_path)
+    assert (record["backend"], record["artifact_type"], list(record["files"])) == ("lightgbm", "Model", ["model.txt"])
+    assert type(out) is lgb.Booster
+    np.testing.assert_array_equal(out.predict(X), booster.predict(X))
+
+
+@pytest.mark.parametrize("library, estimator", [("xgboost", "XGBRegressor"), ("lightgbm", "LGBMRegressor")])
+def test_boosting_sklearn_wrappers_use_the_sklearn_backend(tmp_path, binary_data, library, estimator):
+    module = pytest.importorskip(library)
+    X, y = binary_data
+    model = getattr(module, estimator)(n_estimators=10, **({"verbose": -1} if library == "lightgbm" else {}))
+    model.fit(X, y)
+    record, out = roundtrip(model, tmp_path)
+    assert record["backend"] == "sklearn"
+    np.testing.assert_array_equal(out.predict(X), model.predict(X))

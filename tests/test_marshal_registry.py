@@ -47,7 +47,8 @@ def test_builtin_backends_in_documented_priority_order():
     names = BackendRegistry(group=None)
     for backend in marshal.BUILTIN_BACKENDS:
         names.register(backend)
-    assert names.names() == ["numpy", "pandas", "sklearn", "torch-tensor", "torch", "pickle", "dill"]
+    assert names.names() == ["numpy", "pandas", "sklearn", "torch-tensor", "torch", "xgboost", "lightgbm",
+                             "pickle", "dill"]
     assert names.names()[-1] == "dill"  # the last resort
 
 
