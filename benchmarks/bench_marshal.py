@@ -16,14 +16,17 @@ import argparse
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an installed kale_magic
 
-from kale_magic import marshal
+import numpy as np  # noqa: E402
+
+from kale_magic import marshal  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

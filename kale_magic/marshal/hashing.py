@@ -14,7 +14,8 @@ import contextvars
 import os
 
 ALGORITHM = "xxh3_128"
-CHUNK = 64 << 20
+CHUNK = 64 << 20  # slices of an array's own memory: no copy, so large is fine
+READ_CHUNK = 8 << 20  # a buffer we allocate: small, so hashing a file costs no memory
 
 # filename (absolute) -> (size, digest) of files written through `create` in the current save
 _written: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kale_marshal_written", default=None)
@@ -74,6 +75,10 @@ class HashingWriter:
 
     def tell(self):
         return self.size  # append-only from offset 0 (joblib aligns arrays with it)
+
+    @property
+    def closed(self):
+        return self._file.closed
 
     def close(self):
         if self._file.closed:
@@ -140,7 +145,7 @@ class VerifyingReader:
 
     def finish(self):
         """Hash what is left unread and compare with the record."""
-        while self.read(CHUNK):
+        while self.read(READ_CHUNK):
             pass
         if (self.size, self._hash.hexdigest()) != self._expected:
             raise ChecksumMismatch(self.name, "its content does not match the checksum saved with it")
@@ -172,7 +177,7 @@ def file_digest(path) -> tuple[int, str]:
     """(size, digest) of a file, read in large chunks."""
     hasher = _hasher()
     size = 0
-    buffer = bytearray(min(CHUNK, max(os.path.getsize(path), 1)))
+    buffer = bytearray(min(READ_CHUNK, max(os.path.getsize(path), 1)))
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
         while count := f.readinto(view):
