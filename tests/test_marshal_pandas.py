@@ -1,4 +1,4 @@
-"""pandas round trips: Parquet when Arrow keeps everything, an exact pickle otherwise."""
+"""pandas round trips: Arrow IPC when Arrow keeps everything, an exact pickle otherwise."""
 
 import numpy as np
 import pytest
@@ -58,7 +58,7 @@ def rich_frame():
     return frame
 
 
-PARQUET_CASES = {
+ARROW_CASES = {
     "rich frame": rich_frame(),
     "non-string column names": pd.DataFrame({1: [1, 2], 2: [3.0, 4.0]}),
     "float column names": pd.DataFrame({1.5: [1, 2], 2.5: [3.0, 4.0]}),
@@ -78,13 +78,13 @@ PARQUET_CASES = {
     "datetime index": pd.date_range("2021", periods=5, freq="h", tz="America/New_York"),
     "multiindex": pd.MultiIndex.from_product([[1, 2], ["a", "b"]], names=["i", "j"]),
     "categorical index": pd.CategoricalIndex(["a", "b", "a"], categories=["b", "a"]),
+    "seconds resolution (Parquet would make it ms)": pd.DataFrame({"t": pd.array(pd.date_range("2020", periods=2), dtype="datetime64[s]")}),
 }
 
 PICKLE_CASES = {
     "object column": pd.DataFrame({"o": [1, "a", None]}),
     "python ints in object column": pd.DataFrame({"o": pd.Series([1, 2], dtype=object)}),
     "lists in cells": pd.DataFrame({"l": [[1], [2, 3]]}),
-    "seconds resolution": pd.DataFrame({"t": pd.array(pd.date_range("2020", periods=2), dtype="datetime64[s]")}),
     "duplicate columns": pd.DataFrame([[1, 2]], columns=["a", "a"]),
     "mixed column labels": pd.DataFrame({1: [1], "a": [2]}),
     "tuple series name": pd.Series([1, 2], name=("a", "b")),
@@ -94,17 +94,17 @@ PICKLE_CASES = {
 }
 
 
-@pytest.mark.parametrize("case", PARQUET_CASES)
-def test_arrow_compatible_values_use_parquet_and_round_trip_exactly(tmp_path, case):
-    value = PARQUET_CASES[case]
+@pytest.mark.parametrize("case", ARROW_CASES)
+def test_arrow_compatible_values_use_arrow_ipc_and_round_trip_exactly(tmp_path, case):
+    value = ARROW_CASES[case]
     record, out = roundtrip(value, tmp_path)
     assert record["backend"] == "pandas" and record["artifact_type"] == "Dataset"
-    assert list(record["files"]) == ["frame.parquet"]
+    assert list(record["files"]) == ["frame.arrow"]
     assert_identical(value, out)
 
 
 @pytest.mark.parametrize("case", PICKLE_CASES)
-def test_values_parquet_would_change_are_pickled_exactly(tmp_path, case):
+def test_values_arrow_would_change_are_pickled_exactly(tmp_path, case):
     value = PICKLE_CASES[case]
     record, out = roundtrip(value, tmp_path)
     assert record["backend"] == "pandas"
@@ -163,9 +163,9 @@ def test_describe_is_cheap_and_shallow():
     assert marshal.describe(pd.MultiIndex.from_product([[1], [2]]))[3] is None
 
 
-def test_tampered_parquet_is_reported(tmp_path):
+def test_tampered_arrow_file_is_reported(tmp_path):
     marshal.save(rich_frame(), tmp_path / "v")
-    path = tmp_path / "v" / "frame.parquet"
+    path = tmp_path / "v" / "frame.arrow"
     blob = bytearray(path.read_bytes())
     blob[len(blob) // 2] ^= 1
     path.write_bytes(bytes(blob))

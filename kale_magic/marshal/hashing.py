@@ -173,6 +173,18 @@ def digest_of(entry: dict) -> str:
     return digest
 
 
+def verify_buffer(buffer, entry: dict, filename: str) -> None:
+    """Check an in-memory (or memory-mapped) copy of a recorded file."""
+    if (memoryview(buffer).nbytes, _hasher_of(buffer)) != (entry["size"], digest_of(entry)):
+        raise ChecksumMismatch(filename, "its content does not match the checksum saved with it")
+
+
+def _hasher_of(buffer) -> str:
+    hasher = _hasher()
+    hasher.update(buffer)
+    return hasher.hexdigest()
+
+
 def file_digest(path) -> tuple[int, str]:
     """(size, digest) of a file, read in large chunks."""
     hasher = _hasher()

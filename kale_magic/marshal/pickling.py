@@ -32,17 +32,21 @@ _BUILTIN_TYPES = frozenset({
 PICKLE_FILE = "value.pkl"
 
 
-class _NotebookObject(Exception):
-    pass
+class NotebookObject(Exception):
+    """Pickling met an object defined in ``__main__``: only dill can send it."""
 
 
-class _FastPickler(pickle.Pickler):
-    """A pickler that stops at the first object defined in ``__main__``."""
+class MainGuard:
+    """Pickler mixin that stops at the first object defined in ``__main__`` (classes, functions, instances)."""
 
     def reducer_override(self, obj):
         if getattr(obj, "__module__", None) == "__main__":
-            raise _NotebookObject(obj)
+            raise NotebookObject(obj)
         return NotImplemented
+
+
+class FastPickler(MainGuard, pickle.Pickler):
+    """The C pickler, guarded."""
 
 
 def _dump(pickler_class, obj, directory, filename=PICKLE_FILE, **options):
@@ -58,8 +62,8 @@ def dump_exact(obj, directory, stem) -> str:
     fallback stays inside the backend, so the value keeps its artifact type.
     """
     try:
-        return _dump(_FastPickler, obj, directory, f"{stem}.pkl")[0]
-    except (_NotebookObject, pickle.PicklingError, TypeError, AttributeError):
+        return _dump(FastPickler, obj, directory, f"{stem}.pkl")[0]
+    except (NotebookObject, pickle.PicklingError, TypeError, AttributeError):
         import dill
 
         (directory / f"{stem}.pkl").unlink()
@@ -95,8 +99,8 @@ class PickleBackend(Backend):
 
     def save(self, obj, directory):
         try:
-            return _dump(_FastPickler, obj, directory)
-        except (_NotebookObject, pickle.PicklingError, TypeError, AttributeError) as exc:
+            return _dump(FastPickler, obj, directory)
+        except (NotebookObject, pickle.PicklingError, TypeError, AttributeError) as exc:
             raise BackendDeclined(str(exc)) from exc
 
     def load(self, directory, record):

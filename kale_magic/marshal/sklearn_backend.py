@@ -9,22 +9,15 @@ from __future__ import annotations
 
 from . import hashing
 from .base import Backend, library
-from .pickling import dump_exact, load_exact
+from .pickling import MainGuard, NotebookObject, dump_exact, load_exact
 
 JOBLIB_FILE = "model.joblib"
 DILL_STEM = "model"
 
 
-class _NotebookObject(Exception):
-    pass
-
-
 def _joblib_pickler(joblib_numpy_pickle):
-    class Pickler(joblib_numpy_pickle.NumpyPickler):
-        def reducer_override(self, obj):
-            if getattr(obj, "__module__", None) == "__main__":
-                raise _NotebookObject(obj)
-            return NotImplemented
+    class Pickler(MainGuard, joblib_numpy_pickle.NumpyPickler):
+        """joblib's pickler (arrays written raw), guarded against notebook objects."""
 
     return Pickler
 
@@ -47,7 +40,7 @@ class SklearnBackend(Backend):
             with hashing.create(directory / JOBLIB_FILE) as f:
                 _joblib_pickler(numpy_pickle)(f, protocol=5).dump(obj)
             return [JOBLIB_FILE]
-        except _NotebookObject:
+        except NotebookObject:
             (directory / JOBLIB_FILE).unlink()
             return [dump_exact(obj, directory, DILL_STEM)]
 

@@ -13,20 +13,10 @@ import types
 
 from . import hashing
 from .base import Backend, library
+from .pickling import FastPickler, NotebookObject
 
 TORCH_FILE = "value.pt"
 DILL_TORCH_FILE = "value.dill.pt"
-
-
-class _NotebookObject(Exception):
-    pass
-
-
-class _FastPickler(pickle.Pickler):
-    def reducer_override(self, obj):
-        if getattr(obj, "__module__", None) == "__main__":
-            raise _NotebookObject(obj)
-        return NotImplemented
 
 
 def _pickle_module(pickler):
@@ -54,9 +44,9 @@ class _TorchBackend(Backend):
         torch = self.require("torch")
         try:
             with hashing.create(directory / TORCH_FILE) as f:
-                torch.save(obj, f, pickle_module=_pickle_module(_FastPickler), pickle_protocol=5)
+                torch.save(obj, f, pickle_module=_pickle_module(FastPickler), pickle_protocol=5)
             return [TORCH_FILE]
-        except _NotebookObject:
+        except NotebookObject:
             (directory / TORCH_FILE).unlink()
         with hashing.create(directory / DILL_TORCH_FILE) as f:
             torch.save(obj, f, pickle_module=_dill_module(), pickle_protocol=5)
