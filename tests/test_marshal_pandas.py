@@ -190,3 +190,20 @@ def test_missing_pyarrow_at_load_names_the_pip_line(tmp_path):
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "v")], capture_output=True, text=True)
     assert "needs the 'pyarrow' package: pip install pyarrow" in out.stderr
     assert "'df' from step 'prep'" in out.stderr
+
+
+def test_attrs_arrow_cannot_compare_fall_back_to_pickle(tmp_path):
+    frame = pd.DataFrame({"a": [1, 2]})
+    frame.attrs = {"weights": np.array([0.5, 0.5])}
+    record, out = roundtrip(frame, tmp_path)
+    assert list(record["files"]) == ["frame.pkl"]
+    np.testing.assert_array_equal(out.attrs["weights"], frame.attrs["weights"])
+    pd.testing.assert_frame_equal(out, frame)
+
+
+def test_loaded_frame_is_writable(tmp_path):
+    frame = pd.DataFrame({"x": np.arange(5.0), "s": list("abcde")})
+    _, out = roundtrip(frame, tmp_path)
+    out.loc[0, "x"] = 42.0
+    out.loc[1, "s"] = "z"
+    assert out["x"].tolist()[0] == 42.0 and out["s"].tolist()[:2] == ["a", "z"]

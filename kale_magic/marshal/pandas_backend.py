@@ -42,13 +42,13 @@ def _as_frame(pd, obj):
             raise _Inexact("series name")
         frame, meta = obj.to_frame(SERIES_COLUMN), {"kind": "Series", "name": obj.name}
     else:
-        # a frame needs a column to keep its rows; a bool column costs a bit per row once compressed
+        # a frame needs a column to keep its rows; an Arrow bool column costs one bit per row
         frame = pd.DataFrame({SERIES_COLUMN: library("numpy").zeros(len(obj), dtype=bool)}, index=obj)
         meta = {"kind": "Index"}
     # Arrow keeps the labels, not an index's frequency nor that column labels were a range
     meta["freq"] = getattr(frame.index, "freqstr", None)
     columns = frame.columns
-    if type(columns).__name__ == "RangeIndex":
+    if isinstance(columns, pd.RangeIndex):
         if columns.name is not None and type(columns.name) not in (str, int, float, bool):
             raise _Inexact("column index name")
         meta["columns_range"] = [columns.start, columns.stop, columns.step, columns.name]
@@ -105,14 +105,19 @@ def _check_exact(pd, pa, frame, meta):
             raise _Inexact("labels holding Python objects")
     if any(dtype == object for dtype in frame.dtypes):
         raise _Inexact("columns holding Python objects")
+    try:
+        json.dumps(frame.attrs)  # pyarrow stores attrs as JSON (and only warns when it cannot)
+    except (TypeError, ValueError) as exc:
+        raise _Inexact("attrs that are not JSON") from exc
     head = frame.iloc[:1]
     try:
         sink = pa.BufferOutputStream()
         _write_ipc(pa, pa.Table.from_pandas(head, nthreads=1), sink)
         probe = _restore_labels(pd, pa.ipc.open_file(sink.getvalue()).read_all().to_pandas(), meta)
-    except (pa.ArrowException, ValueError, TypeError) as exc:
+        same = _signature(probe) == _signature(head)
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # includes attrs that cannot be compared
         raise _Inexact(str(exc)) from exc
-    if _signature(probe) != _signature(head):
+    if not same:
         raise _Inexact("Arrow would change a dtype or label")
 
 
