@@ -1,6 +1,7 @@
 """Remembered hashes, so an unchanged re-snapshot reads no file content.
 
-An entry is trusted while the file's (inode, size, mtime_ns) are unchanged.  As in
+An entry is trusted while the file's (inode, size, mtime_ns, ctime_ns) are unchanged
+(ctime also catches edits that put the old mtime back, as ``cp -p`` or ``touch -d`` do).  As in
 git's "racy clean" rule, a file modified less than ``RACY_NS`` before the snapshot
 started is not remembered: a second write within the same timestamp tick would
 otherwise go unnoticed.
@@ -29,13 +30,13 @@ class HashCache:
 
     def lookup(self, rel: str, info: os.stat_result) -> str | None:
         entry = self._old.get(rel)
-        if entry and entry[:3] == [info.st_ino, info.st_size, info.st_mtime_ns]:
-            return entry[3]
+        if entry and entry[:4] == [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]:
+            return entry[4]
         return None
 
     def remember(self, rel: str, info: os.stat_result, digest: str) -> None:
         if info.st_mtime_ns < self._started_ns - RACY_NS:
-            self._new[rel] = [info.st_ino, info.st_size, info.st_mtime_ns, digest]
+            self._new[rel] = [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, digest]
 
     def save(self) -> None:
         """Keep only the files seen by this snapshot (deleted files drop out)."""

@@ -78,6 +78,7 @@ class ObjectStore:
         return digest, size, added
 
     def _commit(self, tmp: Path, digest: str, size: int) -> bool:
+        """Move ``tmp`` into place unless an intact copy is there; first writer wins."""
         if self.has(digest, size):
             tmp.unlink()
             return False
@@ -85,7 +86,15 @@ class ObjectStore:
         os.utime(tmp, ns=(SEAL_MTIME_NS, SEAL_MTIME_NS))
         target = self.path(digest)
         target.parent.mkdir(exist_ok=True)
-        os.replace(tmp, target)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            if self.has(digest, size):  # a concurrent snapshot stored the same content
+                tmp.unlink()
+                return False
+            os.replace(tmp, target)  # a damaged object: replace it
+            return True
+        tmp.unlink()
         return True
 
     def link(self, digest: str, dest: Path, mode: int) -> None:
