@@ -57,8 +57,7 @@ def _create(args) -> int:
 
 def _list(args) -> int:
     for snapshot in list_snapshots(_store(args)):
-        print(f"{snapshot.id}  {snapshot.created}  {snapshot.file_count:>6} files  "
-              f"{format_size(snapshot.total_bytes):>10}")
+        print(f"{snapshot.id}  {snapshot.file_count:>6} files  {format_size(snapshot.total_bytes):>10}")
     return 0
 
 

@@ -59,7 +59,7 @@ def resolve_id(store: Path, text: str) -> str:
     """An exact id, a unique prefix of one, or ``latest``."""
     ids = sorted(p.stem for p in manifests_dir(store).glob("*.json"))
     if text == "latest" and ids:
-        return ids[-1]
+        return list_snapshots(store)[-1].id
     if text in ids:
         return text
     matches = [i for i in ids if i.startswith(text)]

@@ -101,7 +101,7 @@ def take_snapshot(root: Path, store: Path, *, notebook: Path | None = None,
     data = {"format": FORMAT, "root": str(root), "files": files, "symlinks": found.symlinks,
             "dirs": found.dirs, "skipped": found.skipped, "environment": environment}
     data["id"] = _snapshot_id(data, started)
-    data["created"] = datetime.fromtimestamp(started / 1e9, timezone.utc).isoformat(timespec="seconds")
+    data["created"] = datetime.fromtimestamp(started / 1e9, timezone.utc).isoformat(timespec="microseconds")
     cache.save()
     path = write_manifest(store, data)
     return Snapshot.from_manifest(path, data, new_bytes, warnings)
