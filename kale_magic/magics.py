@@ -154,6 +154,8 @@ class Kale(Magics):
               help="Override a %%%%parameters value (repeatable).")
     @argument("--compile-only", action="store_true", help="Write the step notebooks, do not run.")
     @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
+    @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
+    @argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
     @line_magic
     def kale_run(self, line):
@@ -165,10 +167,21 @@ class Kale(Magics):
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
                              engine="kfp" if args.host else args.engine, host=args.host,
                              params=self._params(args.param), compile_only=args.compile_only,
-                             no_snapshot=args.no_snapshot, background=args.background)
+                             no_snapshot=args.no_snapshot, background=args.background,
+                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max)
         workspace = self._workspace()
         return launch(request, self._cells(workspace), self._environment(), workspace,
                       self._engine(request, workspace), listeners=[TextProgress()])
+
+    @magic_arguments()
+    @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
+    @line_magic
+    def kale_snapshots(self, line):
+        """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
+        from .snapshot.task import snapshot_table
+
+        args = parse_argstring(self.kale_snapshots, line)
+        print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
 
     # helpers --------------------------------------------------------------------------------
     def _workspace(self):

@@ -16,8 +16,6 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
         os.replace(name, path)
     except OSError as error:
         Path(name).unlink(missing_ok=True)

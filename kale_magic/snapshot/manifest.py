@@ -80,7 +80,10 @@ def list_snapshots(store: Path) -> list[Snapshot]:
     """All complete snapshots of a store, oldest first."""
     snapshots = []
     for path in sorted(manifests_dir(store).glob("*.json")):
-        snapshots.append(Snapshot.from_manifest(path, json.loads(path.read_text())))
+        try:
+            snapshots.append(Snapshot.from_manifest(path, json.loads(path.read_text())))
+        except (ValueError, KeyError):  # cut short by a crash: not a usable snapshot
+            continue
     return sorted(snapshots, key=lambda s: (s.created, s.id))
 
 

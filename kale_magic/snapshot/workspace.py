@@ -29,6 +29,7 @@ from .sizes import format_size
 DEFAULT_WARN_BYTES = 500 << 20
 DEFAULT_MAX_BYTES = 5 << 30
 _RETRIES = 3
+_WORKERS = min(4, os.cpu_count() or 1)  # hashing releases the GIL; more threads only contend
 
 
 @dataclass
@@ -124,11 +125,11 @@ def _check_size(root: Path, found: Scan, warn_bytes: int | None, max_bytes: int 
 
 
 def _ingest_all(root: Path, found: Scan, objects: ObjectStore, cache: HashCache) -> tuple[list[dict], int]:
-    """Hash and store every file (two at a time: hashing releases the GIL)."""
+    """Hash and store every file, a few at a time (copying and hashing release the GIL)."""
     def one(item):
         return _ingest(root, *item, objects, cache)
 
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=_WORKERS) as pool:
         futures = [pool.submit(one, item) for item in found.files]
         try:
             results = [future.result() for future in futures]
