@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Int, List, Unicode
 
 from .errors import KaleError
@@ -19,7 +20,7 @@ from .session import RecordedCell, Session, StepOptions, cell_key
 
 
 # Names IPython itself sets while running a cell (output and input caches).
-IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh)$")
+IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh|_exit_code)$")
 
 
 class CellFailed(Exception):
@@ -30,7 +31,19 @@ class CellFailed(Exception):
 
 
 def _names(text: str) -> tuple[str, ...]:
+    """``--after a,b``; ``--after ""`` means no parents."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def parse_argstring(magic, line: str):
+    """Like IPython's ``parse_argstring``, but with POSIX quoting, so ``--param "s=it's"`` works."""
+    import shlex
+
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc} in: {line.strip()}; balance the quotes around values with spaces.") from None
+    return magic.parser.parse_args(words)
 
 
 @magics_class
@@ -66,6 +79,7 @@ class Kale(Magics):
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
                         options: StepOptions = StepOptions()):
+        cell = cell.rstrip("\n")
         python = self.shell.transform_cell(cell)
         key = cell_key(kind, step, self._cell_id, cell)
         ns = self.shell.user_ns

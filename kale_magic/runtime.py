@@ -194,7 +194,8 @@ def new_shell() -> StepShell:
     config.HistoryManager.enabled = False
     config.InteractiveShell.colors = "nocolor"
     config.InteractiveShell.xmode = "Context"
-    shell = StepShell(config=config)
+    StepShell.clear_instance()  # IPython's display() finds the shell through the singleton
+    shell = StepShell.instance(config=config)
     shell._kale_error = None
     return shell
 
