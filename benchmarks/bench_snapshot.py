@@ -71,10 +71,10 @@ def main() -> int:
         copies, firsts = [], []
         for attempt in range(args.repeat):
             copy = base / f"copy{attempt}"
-            copies.append(timed(lambda: subprocess.run(["cp", "-r", str(root), str(copy)], check=True)))
+            copies.append(timed(lambda copy=copy: subprocess.run(["cp", "-r", str(root), str(copy)], check=True)))
             shutil.rmtree(copy)
             store = base / f"store{attempt}"
-            firsts.append(timed(lambda: take_snapshot(root, store, max_bytes=None)))
+            firsts.append(timed(lambda store=store: take_snapshot(root, store, max_bytes=None)))
             if attempt < args.repeat - 1:
                 shutil.rmtree(store)
         cp_time, first = min(copies), min(firsts)
@@ -106,7 +106,7 @@ def main() -> int:
         print(f"{label:<34} {seconds:8.3f} s   {note}")
     verdicts = [first <= 1.5 * cp_time, unchanged < 1.0, one_changed < 1.0 + hash_time]
     print("targets met" if all(verdicts) else "TARGETS MISSED: " + ", ".join(
-        name for name, ok in zip(("first snapshot", "unchanged", "one changed"), verdicts) if not ok))
+        name for name, ok in zip(("first snapshot", "unchanged", "one changed"), verdicts, strict=True) if not ok))
     return 0 if all(verdicts) else 1
 
 

@@ -8,11 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from s3_server import free_ports, s3_env, s3_server  # noqa: F401  (fixtures)
+import s3_server as s3
+
 
 from kale_magic.snapshot import SnapshotError, download, pack, publish, take_snapshot, unpack, upload
 from kale_magic.snapshot import remote
 from kale_magic.snapshot.kfp import enter_snapshot, fetch_snapshot, snapshot_importer
+
+s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
 
 FILES = {"train.py": "print('hi')\n", "data/a.csv": "x,y\n1,2\n", "data/b.bin": None, "empty/": None}
 
@@ -163,7 +166,7 @@ def test_missing_object_and_bucket(s3_env, tmp_path):
 
 def test_unreachable_store(snapshot, monkeypatch, tmp_path):
     _, store, snap = snapshot
-    (port,) = free_ports(1)  # nothing listens there
+    (port,) = s3.free_ports(1)  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")

@@ -32,7 +32,7 @@ class Snapshot:
 
     @classmethod
     def from_manifest(cls, path: Path, data: dict, new_bytes: int = 0,
-                      warnings: list[str] = ()) -> "Snapshot":
+                      warnings: list[str] = ()) -> Snapshot:
         files = data["files"]
         largest = sorted(files, key=lambda f: (-f["size"], f["path"]))[:LARGEST]
         return cls(id=data["id"], manifest=path, created=data["created"],

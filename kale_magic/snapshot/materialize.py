@@ -22,14 +22,12 @@ from .objects import ObjectStore
 
 def materialize(store: Path, snapshot_id: str, dest: Path) -> Path:
     """The snapshot's files at ``dest``, read-only where the platform allows."""
-    objects = ObjectStore(Path(store) / "objects")
-    return _build(store, snapshot_id, Path(dest), lambda f, target: objects.link(f["sha256"], target, f["mode"]))
+    return _build(store, snapshot_id, Path(dest), ObjectStore.link)
 
 
 def restore(store: Path, snapshot_id: str, dest: Path) -> Path:
     """Writable copies of the snapshot's files at ``dest`` (which must be empty or absent)."""
-    objects = ObjectStore(Path(store) / "objects")
-    return _build(store, snapshot_id, Path(dest), lambda f, target: objects.copy(f["sha256"], target, f["mode"]))
+    return _build(store, snapshot_id, Path(dest), ObjectStore.copy)
 
 
 def _build(store: Path, snapshot_id: str, dest: Path, place) -> Path:
@@ -60,6 +58,6 @@ def _fill(data: dict, objects: ObjectStore, tmp: Path, place) -> None:
             raise SnapshotError(
                 f"snapshot {data['id']} is damaged: the stored content of '{entry['path']}' is "
                 f"missing or was modified ({objects.path(entry['sha256'])})")
-        place(entry, tmp / entry["path"])
+        place(objects, entry["sha256"], tmp / entry["path"], entry["mode"])
     for link in data["symlinks"]:
         os.symlink(link["target"], tmp / link["path"])

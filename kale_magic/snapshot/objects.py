@@ -61,17 +61,19 @@ class ObjectStore:
         """Copy ``source`` in; return ``(sha256, size, whether the content was new)``.
 
         Read errors stay ``OSError`` (the caller names the workspace file)."""
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
-        tmp = Path(name)
+        tmp = None
         try:
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self._tmp, prefix="in-")
+            tmp = Path(name)
             with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
                 _clone_or_copy(src, dst)
             digest = sha256_file(tmp)
             size = tmp.stat().st_size
             added = self._commit(tmp, digest, size)
         except OSError as error:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             if error.errno == errno.ENOSPC:
                 raise disk_full(self.root, error) from None
             raise

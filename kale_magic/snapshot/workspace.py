@@ -138,7 +138,7 @@ def _ingest_all(root: Path, found: Scan, objects: ObjectStore, cache: HashCache)
             raise
     files = []
     new_bytes = 0
-    for rel, result in zip((rel for rel, _ in found.files), results):
+    for (rel, _), result in zip(found.files, results, strict=True):
         if result is None:
             found.skipped.append({"path": rel, "reason": "deleted while the snapshot was taken"})
         else:
