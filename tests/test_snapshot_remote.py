@@ -197,3 +197,29 @@ def test_snapshot_importer_compiles_into_a_kfp_pipeline(tmp_path):
     compiler.Compiler().compile(pipeline, str(out))
     text = out.read_text()
     assert "s3://bucket/root/kale-snapshots/abc.tar.zst" in text and "importer" in text
+
+
+def test_a_kfp_pipeline_step_reads_the_snapshot_through_the_importer(snapshot, s3_env, tmp_path, monkeypatch):
+    """The whole KFP path, run by ``kfp.local``: publish, ``dsl.importer``, the step unpacks and reads."""
+    from kfp import dsl, local
+    from kfp.dsl import Artifact, Input
+
+    _, store, snap = snapshot
+    url = publish(store, snap.id, f"s3://{s3_env.bucket}/kfp-root")
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+
+    @dsl.component(base_image="python:3.11")
+    def step(kale_snapshot: Input[Artifact]) -> str:
+        import tempfile
+
+        from kale_magic.snapshot.kfp import enter_snapshot
+
+        enter_snapshot(kale_snapshot, tempfile.mkdtemp())
+        return open("data/a.csv").read()
+
+    @dsl.pipeline(name="snapshot-e2e")
+    def pipeline() -> str:
+        return step(kale_snapshot=snapshot_importer(url)).output
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    assert pipeline().output == FILES["data/a.csv"]

@@ -13,6 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import SnapshotError
 from .remote import download, unpack
 
 INPUT_NAME = "kale_snapshot"
@@ -28,9 +29,21 @@ def snapshot_importer(url: str):
     return task.output
 
 
-def enter_snapshot(pack_path: str | Path, workdir: str | Path) -> Path:
-    """Unpack the snapshot into ``workdir`` and change into it, so relative paths read it."""
-    workdir = unpack(Path(pack_path), Path(workdir))
+def enter_snapshot(artifact, workdir: str | Path) -> Path:
+    """Unpack the snapshot into ``workdir`` and change into it, so relative paths read it.
+
+    ``artifact`` is the step's input artifact (or a path).  On a cluster the KFP
+    launcher has already downloaded it to ``artifact.path``; where nothing did
+    (``kfp.local``, a launcher without object-store access) it is fetched from
+    ``artifact.uri`` with the store credentials in the environment.
+    """
+    path = Path(getattr(artifact, "path", artifact))
+    if path.is_file():
+        workdir = unpack(path, Path(workdir))
+    elif getattr(artifact, "uri", None):
+        workdir = fetch_snapshot(artifact.uri, workdir)
+    else:
+        raise SnapshotError(f"the workspace snapshot {path} is missing in this step's container")
     os.chdir(workdir)
     return workdir
 

@@ -157,10 +157,14 @@ def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     path = pack(store, snapshot_id)
     url = f"{pipeline_root.rstrip('/')}/kale-snapshots/{path.name}"
     bucket, key = _split(url)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     client = _client()
-    with contextlib.suppress(Exception):
+    try:
         if client.head_object(Bucket=bucket, Key=key)["ContentLength"] == path.stat().st_size:
             return url
+    except (BotoCoreError, ClientError):  # absent, or the store is unwell: upload says which
+        pass
     return upload(path, url)
 
 
