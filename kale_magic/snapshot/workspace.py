@@ -43,6 +43,7 @@ class Scan:
 
 
 def scan(root: Path, exclude: tuple[Path, ...] = ()) -> Scan:
+    """List what a snapshot of ``root`` holds; reads metadata only, so size caps apply before any copying."""
     found, rules = Scan(), IgnoreRules()
     pending = [("", root)]
     while pending:
