@@ -11,7 +11,8 @@ import pytest
 import s3_server as s3
 
 
-from kale_magic.snapshot import SnapshotError, download, pack, publish, take_snapshot, unpack, upload
+from kale_magic.snapshot import (SnapshotError, download, pack, publish, published_url, take_snapshot, unpack,
+                                 upload)
 from kale_magic.snapshot import remote
 from kale_magic.snapshot.kfp import enter_snapshot, fetch_snapshot, snapshot_importer
 
@@ -95,6 +96,7 @@ def test_publish_uploads_once_under_the_pipeline_root(snapshot, s3_env):
     _, store, snap = snapshot
     url = publish(store, snap.id, f"s3://{s3_env.bucket}/root")
     assert url == f"s3://{s3_env.bucket}/root/kale-snapshots/{snap.id}.tar.zst"
+    assert url == published_url(f"s3://{s3_env.bucket}/root/", snap.id)
     key = url.split("/", 3)[3]
     first = s3_env.client().head_object(Bucket=s3_env.bucket, Key=key)["LastModified"]
     assert publish(store, snap.id, f"s3://{s3_env.bucket}/root/") == url

@@ -36,8 +36,7 @@ def pack(store: Path, snapshot_id: str) -> Path:
     """The snapshot as one compressed tar under ``<store>/packs/`` (made once, then reused)."""
     store = Path(store)
     data = read_manifest(store, snapshot_id)
-    suffix = ".tar.zst" if _zstandard() else ".tar.gz"
-    path = store / "packs" / f"{data['id']}{suffix}"
+    path = store / "packs" / f"{data['id']}{pack_suffix()}"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +49,15 @@ def pack(store: Path, snapshot_id: str) -> Path:
         Path(name).unlink(missing_ok=True)
         raise
     return path
+
+
+def pack_suffix() -> str:
+    return ".tar.zst" if _zstandard() else ".tar.gz"
+
+
+def published_url(pipeline_root: str, snapshot_id: str) -> str:
+    """Where ``publish`` puts a snapshot: known before packing, so a pipeline can be compiled first."""
+    return f"{pipeline_root.rstrip('/')}/kale-snapshots/{snapshot_id}{pack_suffix()}"
 
 
 def _write_tar(stream, data: dict, objects: ObjectStore) -> None:
@@ -155,7 +163,7 @@ def download(url: str, dest: Path) -> Path:
 def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     """Pack the snapshot and upload it under ``<pipeline_root>/kale-snapshots/`` unless already there."""
     path = pack(store, snapshot_id)
-    url = f"{pipeline_root.rstrip('/')}/kale-snapshots/{path.name}"
+    url = published_url(pipeline_root, path.name.split(".", 1)[0])
     bucket, key = _split(url)
     from botocore.exceptions import BotoCoreError, ClientError
 
