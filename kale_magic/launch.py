@@ -132,7 +132,7 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
 
 def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell], state: RunState,
               run_dir: Path, engine) -> None:
-    """The Snapshot task; a local run's steps then work in the materialized copy."""
+    """The Snapshot task; local steps then work in the materialized copy, KFP steps in an unpacked one."""
     from .snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, parse_size
     from .snapshot.task import cell_texts, snapshot_task
 
@@ -142,10 +142,11 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
             max_bytes = parse_size(request.snapshot_max) if request.snapshot_max else DEFAULT_MAX_BYTES
         except ValueError as exc:
             raise KaleError(f"--snapshot-max: {exc}") from None
-        _, workdir = snapshot_task(state, workspace.root, workspace.kale_dir / "snapshots",
-                                   notebook=workspace.notebook, cells=cell_texts(cells),
-                                   from_snapshot=request.from_snapshot, warn_bytes=DEFAULT_WARN_BYTES,
-                                   max_bytes=max_bytes, workdir=run_dir / "workspace" if local else None)
+        store = workspace.kale_dir / "snapshots"
+        snapshot, workdir = snapshot_task(
+            state, workspace.root, store, notebook=workspace.notebook, cells=cell_texts(cells),
+            from_snapshot=request.from_snapshot, warn_bytes=DEFAULT_WARN_BYTES, max_bytes=max_bytes,
+            workdir=run_dir / "workspace" if local else None)
     except KaleError as exc:
         if state.tasks["Snapshot"].status != "failed":
             state.task("Snapshot", "failed", str(exc))
@@ -155,3 +156,5 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
         raise
     if workdir is not None:
         engine.workdir = workdir
+    elif hasattr(engine, "use_snapshot"):  # KFP: published in its Upload task, imported by every step
+        engine.use_snapshot(store, snapshot.id)
