@@ -67,6 +67,9 @@ class Kale(Magics):
     volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
     secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
     accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
+    pipeline_root = Unicode(None, allow_none=True, help="Object store the KFP steps read the workspace snapshot "
+                            "from, e.g. 'minio://mlpipeline/v2/artifacts' or 's3://bucket/prefix' (credentials: "
+                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot.").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
