@@ -338,3 +338,29 @@ def test_unknown_snapshot_id_names_the_known_ones(workspace, tmp_path):
     with pytest.raises(SnapshotError, match=f"'nope' does not exist .*{snapshot.id}"):
         materialize(workspace / ".kale/snapshots", "nope", tmp_path / "m")
     assert materialize(workspace / ".kale/snapshots", snapshot.id[:12], tmp_path / "m").is_dir()
+
+
+def install_fake(site: Path, name: str, version: str) -> None:
+    """What pip leaves behind: a ``*.dist-info`` folder with a METADATA file."""
+    for old in site.glob(f"{name}-*.dist-info"):
+        shutil.rmtree(old)
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\nbody: x\n")
+
+
+def test_package_changes_are_seen_by_the_next_snapshot_and_its_diff(workspace, tmp_path, monkeypatch):
+    from kale_magic.snapshot import diff
+
+    site = tmp_path / "site"
+    site.mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    install_fake(site, "kale-fake-dep", "1.0")
+    first = snap(workspace)
+    assert manifest(first)["environment"]["packages"]["kale-fake-dep"] == "1.0"
+
+    install_fake(site, "kale-fake-dep", "2.0")
+    second = snap(workspace)
+    assert manifest(second)["environment"]["packages"]["kale-fake-dep"] == "2.0"
+    changes = diff(workspace / ".kale/snapshots", first.id, second.id)
+    assert changes.lines() == ["package kale-fake-dep 1.0 -> 2.0"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
 import sys
-
-_packages_cache: dict[tuple, dict[str, str]] = {}
 
 
 def capture_environment(cells: list[str] | None = None) -> dict:
@@ -32,11 +31,7 @@ def installed_packages() -> dict[str, str]:
     Computed again only when a folder on ``sys.path`` changed (an install adds or
     removes a ``*.dist-info`` folder, which changes the folder's mtime).
     """
-    key = tuple((entry, _mtime(entry)) for entry in sys.path)
-    if key not in _packages_cache:
-        _packages_cache.clear()
-        _packages_cache[key] = _read_packages()
-    return dict(_packages_cache[key])
+    return dict(_read_packages(tuple((entry, _mtime(entry)) for entry in sys.path)))
 
 
 def _mtime(path: str) -> int | None:
@@ -46,7 +41,9 @@ def _mtime(path: str) -> int | None:
         return None
 
 
-def _read_packages() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _read_packages(path_state: tuple) -> dict[str, str]:
+    """``path_state`` (sys.path entries and their mtimes) is only the cache key."""
     packages: dict[str, str] = {}
     for dist in importlib.metadata.distributions():
         # The two header lines, without the email parser importlib.metadata uses (10x slower).
