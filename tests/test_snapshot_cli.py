@@ -83,3 +83,37 @@ def test_create_honours_snapshot_max(tmp_path):
         run_cli("snapshot", "--root", str(root), "create", "--snapshot-max", "4K")
     assert run_cli("snapshot", "--root", str(root), "create", "--snapshot-max", "1M") == 0
     assert os.listdir(root / ".kale/snapshots/manifests")
+
+
+def test_prune_keeps_the_newest_and_the_content_they_share(tmp_path, capsys, monkeypatch):
+    from kale_magic.snapshot import list_snapshots, materialize, prune, retention
+
+    root = tmp_path / "ws"
+    store = root / ".kale/snapshots"
+    ids = []
+    for version in ("v1", "v2", "v3"):
+        write(root, {"shared.txt": "same in all", "changing.txt": version})
+        assert run_cli("snapshot", "--root", str(root), "create") == 0
+        ids.append(capsys.readouterr().out.split(":")[0])
+    old_run = materialize(store, ids[0], tmp_path / "old-run")  # a run that used the first one
+
+    monkeypatch.setattr(retention, "GRACE_S", -60)  # everything counts as old
+    assert run_cli("snapshot", "--root", str(root), "prune", "--keep", "1") == 0
+    assert capsys.readouterr().out.startswith("removed 2 snapshots and 2 unshared files")
+    assert [s.id for s in list_snapshots(store)] == [ids[2]]
+    objects = sorted(p.read_text() for p in (store / "objects").glob("??/*"))
+    assert objects == ["same in all", "v3"]
+    restored = materialize(store, ids[2], tmp_path / "new-run")
+    assert (restored / "changing.txt").read_text() == "v3"
+    assert (old_run / "changing.txt").read_text() == "v1"  # hard links keep the data alive
+    assert prune(store, 1).snapshots == []
+
+
+def test_prune_spares_recent_content_of_a_snapshot_in_progress(tmp_path, capsys):
+    root = tmp_path / "ws"
+    write(root, {"a.txt": "a"})
+    assert run_cli("snapshot", "--root", str(root), "create") == 0
+    manifest = next((root / ".kale/snapshots/manifests").glob("*.json"))
+    manifest.unlink()  # as if its snapshot were still being taken
+    assert run_cli("snapshot", "--root", str(root), "prune", "--keep", "0") == 0
+    assert [p.read_text() for p in (root / ".kale/snapshots/objects").glob("??/*")] == ["a"]

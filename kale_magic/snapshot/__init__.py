@@ -9,6 +9,7 @@ Kubeflow pipeline through an S3-compatible object store.
 from .errors import SnapshotError
 from .manifest import Snapshot, SnapshotDiff, diff, list_snapshots, resolve_id
 from .materialize import materialize, restore
+from .retention import prune
 from .remote import download, pack, publish, published_url, unpack, upload
 from .sizes import format_size, parse_size
 from .workspace import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
@@ -16,5 +17,5 @@ from .workspace import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_WARN_BYTES", "Snapshot", "SnapshotDiff", "SnapshotError",
     "diff", "download", "format_size", "list_snapshots", "materialize", "pack", "parse_size",
-    "publish", "published_url", "resolve_id", "restore", "take_snapshot", "unpack", "upload",
+    "prune", "publish", "published_url", "resolve_id", "restore", "take_snapshot", "unpack", "upload",
 ]

@@ -1,4 +1,4 @@
-"""``kale-magic snapshot create|list|restore|diff``: snapshots from the shell.
+"""``kale-magic snapshot create|list|restore|diff|prune``: snapshots from the shell.
 
 The main ``kale-magic`` command calls ``add_parser``; each subcommand's handler is
 stored as ``func`` on the parsed arguments and returns an exit status.
@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from . import (DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, diff, format_size, list_snapshots,
-               parse_size, restore, take_snapshot)
+               parse_size, prune, restore, take_snapshot)
 
 STORE = Path(".kale") / "snapshots"
 
@@ -39,6 +39,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     diff_cmd.add_argument("a")
     diff_cmd.add_argument("b")
     diff_cmd.set_defaults(func=_diff)
+
+    prune_cmd = commands.add_parser("prune", help="delete all but the newest snapshots and unshared content")
+    prune_cmd.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
+    prune_cmd.set_defaults(func=_prune)
     return parser
 
 
@@ -69,4 +73,11 @@ def _restore(args) -> int:
 def _diff(args) -> int:
     changes = diff(_store(args), args.a, args.b)
     print("\n".join(changes.lines()) or "no differences")
+    return 0
+
+
+def _prune(args) -> int:
+    pruned = prune(_store(args), args.keep)
+    print(f"removed {len(pruned.snapshots)} snapshots and {pruned.objects} unshared files, "
+          f"freed {format_size(pruned.freed_bytes)}")
     return 0
