@@ -24,7 +24,8 @@ STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running
 CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the rest of ``config`` is CompileOptions
 POLL_ATTEMPTS = 3
 REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
-CONFIG = ("host", "ui_host", "namespace", "pipeline_root", "base_image", "packages", "caching", "volumes", "secrets", "accelerator")
+CONFIG = ("host", "ui_host", "namespace", "pipeline_root", "base_image", "packages", "caching", "volumes", "secrets",
+          "accelerator")
 
 
 class KfpEngine:
