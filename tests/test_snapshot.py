@@ -364,3 +364,26 @@ def test_package_changes_are_seen_by_the_next_snapshot_and_its_diff(workspace, t
     assert manifest(second)["environment"]["packages"]["kale-fake-dep"] == "2.0"
     changes = diff(workspace / ".kale/snapshots", first.id, second.id)
     assert changes.lines() == ["package kale-fake-dep 1.0 -> 2.0"]
+
+
+def test_pipes_are_left_out_and_reported(tmp_path):
+    root = make_tree(tmp_path / "ws", {"a.txt": "a"})
+    os.mkfifo(root / "events.pipe")
+    snapshot = snap(root)
+    assert paths(snapshot) == ["a.txt"]
+    assert any("events.pipe" in w and "not a regular file" in w for w in snapshot.warnings)
+
+
+def test_file_deleted_during_the_snapshot_is_left_out_and_reported(tmp_path, monkeypatch):
+    root = make_tree(tmp_path / "ws", {"keep.txt": "k", "temp.txt": "t"})
+    original = ObjectStore.ingest
+
+    def ingest_after_delete(self, source):
+        if Path(source).name == "temp.txt":
+            Path(source).unlink()  # another process cleans up just now
+        return original(self, source)
+
+    monkeypatch.setattr(ObjectStore, "ingest", ingest_after_delete)
+    snapshot = snap(root)
+    assert paths(snapshot) == ["keep.txt"]
+    assert any("temp.txt" in w and "deleted while" in w for w in snapshot.warnings)

@@ -29,7 +29,7 @@ class IgnoreRules:
         for name in IGNORE_FILES:
             try:
                 lines += (abs_dir / name).read_text(errors="replace").splitlines()
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:  # absent (usually), or unreadable: no rules from it
                 continue
         if lines:
             self._specs[rel_dir] = pathspec.GitIgnoreSpec.from_lines(lines)

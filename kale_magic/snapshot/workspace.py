@@ -56,22 +56,30 @@ def scan(root: Path, exclude: tuple[Path, ...] = ()) -> Scan:
                                 "fix its permissions or list it in .kaleignore") from None
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if entry.is_symlink():
-                if not rules.ignored(rel, False):
-                    _add_symlink(found, root, rel, Path(entry.path))
-            elif entry.is_dir(follow_symlinks=False):
-                if not rules.ignored(rel, True) and Path(entry.path) not in exclude:
-                    found.dirs.append(rel)
-                    pending.append((rel, Path(entry.path)))
-            elif rules.ignored(rel, False):
+            try:
+                _add_entry(found, rules, root, rel, entry, pending, exclude)
+            except FileNotFoundError:  # deleted since the folder was listed
                 continue
-            elif entry.is_file(follow_symlinks=False):
-                found.files.append((rel, entry.stat(follow_symlinks=False)))
-            else:
-                found.skipped.append({"path": rel, "reason": "not a regular file (pipe, socket or device)"})
     found.files.sort()
     found.dirs.sort()
     return found
+
+
+def _add_entry(found: Scan, rules: IgnoreRules, root: Path, rel: str, entry: os.DirEntry,
+               pending: list, exclude: tuple[Path, ...]) -> None:
+    if entry.is_symlink():
+        if not rules.ignored(rel, False):
+            _add_symlink(found, root, rel, Path(entry.path))
+    elif entry.is_dir(follow_symlinks=False):
+        if not rules.ignored(rel, True) and Path(entry.path) not in exclude:
+            found.dirs.append(rel)
+            pending.append((rel, Path(entry.path)))
+    elif rules.ignored(rel, False):
+        return
+    elif entry.is_file(follow_symlinks=False):
+        found.files.append((rel, entry.stat(follow_symlinks=False)))
+    else:
+        found.skipped.append({"path": rel, "reason": "not a regular file (pipe, socket or device)"})
 
 
 def _add_symlink(found: Scan, root: Path, rel: str, path: Path) -> None:
