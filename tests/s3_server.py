@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class S3Server:
     bucket: str
     process: subprocess.Popen
     log: Path
+    ports: tuple[int, ...] = ()
 
     def env(self) -> dict[str, str]:
         """The variables a user would set to point kale-magic at this store."""
@@ -67,7 +69,8 @@ def start(workdir: Path, timeout: float = 90) -> S3Server:
     identities.write_text(json.dumps({"identities": [{
         "name": "kale", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc = free_ports(8)
+    ports = free_ports(8)
+    master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc = ports
     log = workdir / "weed.log"
     command = [
         weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
@@ -80,7 +83,7 @@ def start(workdir: Path, timeout: float = 90) -> S3Server:
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=workdir,
                                    start_new_session=True)
-    server = S3Server(f"http://127.0.0.1:{s3}", ACCESS_KEY, SECRET_KEY, BUCKET, process, log)
+    server = S3Server(f"http://127.0.0.1:{s3}", ACCESS_KEY, SECRET_KEY, BUCKET, process, log, tuple(ports))
     try:
         _wait_ready(server, timeout)
     except BaseException:
@@ -112,9 +115,13 @@ def _wait_ready(server: S3Server, timeout: float) -> None:
 
 
 def stop(server: S3Server) -> None:
-    """Kill outright: its graceful shutdown takes ~15 s and its data is thrown away anyway."""
+    """Kill outright (its graceful shutdown takes ~15 s and its data is thrown away anyway),
+    then remove the Unix sockets it leaves in /tmp, named after its ports."""
     server.process.kill()
     server.process.wait(timeout=15)
+    for port in server.ports:
+        for socket_file in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            socket_file.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
