@@ -67,6 +67,9 @@ class Kale(Magics):
     volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
     secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
     accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
+    pipeline_root = Unicode(None, allow_none=True, help="Object store the KFP steps read the workspace snapshot "
+                            "from, e.g. 'minio://mlpipeline/v2/artifacts' or 's3://bucket/prefix' (credentials: "
+                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot.").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -181,6 +184,8 @@ class Kale(Magics):
               help="Override a %%%%parameters value (repeatable).")
     @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
     @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
+    @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
+    @argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
     @line_magic
     def kale_run(self, line):
@@ -193,10 +198,21 @@ class Kale(Magics):
                              engine=self._engine_name(args), host=args.host,
                              params=self._params(args.param), compile_only=args.compile_only,
                              upload_only=args.upload_only,
-                             no_snapshot=args.no_snapshot, background=args.background)
+                             no_snapshot=args.no_snapshot, background=args.background,
+                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max)
         workspace = self._workspace()
         return launch(request, self._cells(workspace), self._environment(), workspace,
                       self._engine(request, workspace), listeners=[TextProgress()])
+
+    @magic_arguments()
+    @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
+    @line_magic
+    def kale_snapshots(self, line):
+        """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
+        from .snapshot.task import snapshot_table
+
+        args = parse_argstring(self.kale_snapshots, line)
+        print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
 
     # helpers --------------------------------------------------------------------------------
     def _workspace(self):

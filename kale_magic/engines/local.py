@@ -137,12 +137,15 @@ class LocalEngine:
             outputs={t.name: str(data / name / t.name) for t in step.outputs},
             metrics_path=str(run_dir / "steps" / f"{name}.metrics.json"),
         )
-        cwd = self.workdir or (plan.notebook_path.parent if plan.notebook_path else Path.cwd())
+        root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
+        cwd = self.workdir or root
+        # local modules (`import utils`) come from the snapshot too, not the live folder
+        sys_path = [str(cwd) if self.workdir and p and os.path.abspath(p) == str(root) else p for p in sys.path]
         return {
             "notebook": str(notebook), "executed": str(run_dir / "executed" / f"{name}.ipynb"),
             "log": str(run_dir / "logs" / f"{name}.log"), "outcome": str(run_dir / "steps" / f"{name}.json"),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
-            "env": dict(os.environ), "sys_path": list(sys.path),
+            "env": dict(os.environ), "sys_path": sys_path,
         }
 
     @staticmethod
