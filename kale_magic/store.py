@@ -243,7 +243,7 @@ class Recorder:
         if unknown:
             raise TypeError(f"unknown run fields {sorted(unknown)}; known: {_NOTES}")
         self.notes.update(ids)
-        if self.state.finished:
+        if self.state.ended is not None:
             self.save()
 
     def _on_change(self, state, event: str) -> None:

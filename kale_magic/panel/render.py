@@ -126,6 +126,11 @@ def header_line(state: RunState) -> str:
             f"{plain(state.experiment)} · {state.engine} · {state.status}")
 
 
+def _ended(state: RunState) -> bool:
+    """True from inside the ``finished`` notification on (``state.finished`` is set after it)."""
+    return state.ended is not None
+
+
 def footer_line(state: RunState) -> str:
     took = seconds((state.ended or 0) - state.started) if state.ended else ""
     line = f"Run {plain(state.run_id)} {state.status}" + (f" in {took}" if took else "")
@@ -144,7 +149,7 @@ def render_text(state: RunState, links: Links | None = None) -> str:
             lines.append(task_line(task, links))
             if task.name == "Run":
                 lines += [step_line(step, links) for step in state.steps.values()]
-        if state.finished:
+        if _ended(state):
             lines.append(footer_line(state))
     return "\n".join(lines)
 
@@ -197,7 +202,7 @@ def header_html(state: RunState, links: Links) -> str:
 
 
 def footer_html(state: RunState) -> str:
-    if not state.finished:
+    if not _ended(state):
         return ""
     style = "padding:4px 6px;border-top:1px solid #ddd;"
     if state.status == "failed":

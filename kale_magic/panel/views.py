@@ -71,10 +71,11 @@ class _View:
         self.links = links or Links()
         self.report = StateReport(state, self.links)
         self._throttle = Throttle(self.draw, interval)
+        self._finished = False
 
     def start(self) -> "_View":
         self.state.subscribe(self._on_change)
-        if self.state.finished:
+        if self.state.ended is not None:
             self._finish()
         return self
 
@@ -85,9 +86,12 @@ class _View:
             self._throttle.poke()
 
     def _finish(self) -> None:
+        """Draw the final state once, even if the run ended while the view was starting."""
         self._throttle.close()
         with self._throttle._drawing:
-            self.finish()
+            if not self._finished:
+                self._finished = True
+                self.finish()
 
     def draw(self) -> None:
         raise NotImplementedError
