@@ -12,7 +12,7 @@ from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Int, Unicode
+from traitlets import CaselessStrEnum, Int, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
@@ -40,6 +40,8 @@ class Kale(Magics):
     notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
                             "(Jupyter servers and VS Code do).").tag(config=True)
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    panel = CaselessStrEnum(("auto", "widget", "html", "text"), "auto", help="How runs show progress: ipywidgets, "
+                            "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -155,8 +157,9 @@ class Kale(Magics):
     @line_magic
     def kale_run(self, line):
         """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
+        from . import panel
         from .launch import RunRequest, launch
-        from .progress import TextProgress
+        from .store import RunStore, step_hashes
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
@@ -164,8 +167,26 @@ class Kale(Magics):
                              params=self._params(args.param), compile_only=args.compile_only,
                              no_snapshot=args.no_snapshot, background=args.background)
         workspace = self._workspace()
-        return launch(request, self._cells(workspace), self._environment(), workspace,
-                      self._engine(request, workspace), listeners=[TextProgress()])
+        cells = self._cells(workspace)
+        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+
+    @magic_arguments()
+    @argument("--experiment", help="Only the runs of this experiment.")
+    @argument("--last", type=int, help="Only the N most recent runs.")
+    @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
+    @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
+    @line_magic
+    def kale_runs(self, line):
+        """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
+        from .runs_view import runs_view
+        from .store import RunStore
+
+        args = parse_argstring(self.kale_runs, line)
+        with RunStore.for_workspace(self._workspace().root) as store:
+            return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
+                             compare=args.compare)
 
     # helpers --------------------------------------------------------------------------------
     def _workspace(self):

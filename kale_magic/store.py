@@ -95,6 +95,15 @@ def code_hash(cells) -> str:
     return digest[:16]
 
 
+def step_hashes(cells) -> dict[str, str]:
+    """Step name -> :func:`code_hash` of its cells as typed, from recorded cells (``RecordedCell``)."""
+    sources: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.kind == "step":
+            sources.setdefault(cell.step, []).append(cell.source)
+    return {name: code_hash(code) for name, code in sources.items()}
+
+
 class RunStore:
     """Records runs and answers queries; one connection, usable from any thread."""
 
@@ -176,9 +185,13 @@ class RunStore:
                 [(record.run_id, s.name, i, s.status, s.duration, s.cached_from, s.code_hash, s.message)
                  for i, s in enumerate(record.steps)])
 
-    def recorder(self, state, plan=None) -> "Recorder":
-        """Persist ``state`` now and again when it finishes (see :class:`Recorder`)."""
-        return Recorder(self, state, plan).start()
+    def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
+        """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
+        recorder = Recorder(self, hashes)
+        if state is not None:
+            recorder(state, "attached")
+            state.subscribe(recorder)
+        return recorder
 
     # reading ---------------------------------------------------------------
     def runs(self, experiment: str | None = None, last: int | None = None) -> list[RunRecord]:
@@ -220,34 +233,33 @@ class RunStore:
 
 
 class Recorder:
-    """Writes a run when it starts and when it finishes, not on every progress event.
+    """A state listener that writes its run when it starts and when it finishes.
 
-    Ids only the caller knows (snapshot id, KFP pipeline/version/run ids) are
-    given with :meth:`note`; the compiled YAML is taken from the Compile task's
-    links when not noted.
+    Not on every progress event: a run is one insert and one update.  Ids only
+    the caller knows (snapshot id, KFP pipeline/version/run ids) are given with
+    :meth:`note`; the compiled YAML is taken from the Compile task's links.
+    ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """
 
-    def __init__(self, store: RunStore, state, plan=None):
+    def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
         self.store = store
-        self.state = state
-        self.hashes = {name: code_hash(step.cells) for name, step in plan.steps.items()} if plan else {}
+        self.hashes = dict(hashes or {})
         self.notes: dict[str, str] = {}
+        self.state = None
 
-    def start(self) -> "Recorder":
-        self.save()
-        self.state.subscribe(self._on_change)
-        return self
+    def __call__(self, state, event: str) -> None:
+        if self.state is None:
+            self.state = state
+            self.save()
+        elif event == "finished":
+            self.save()
 
     def note(self, **ids: str) -> None:
         unknown = set(ids) - set(_NOTES)
         if unknown:
             raise TypeError(f"unknown run fields {sorted(unknown)}; known: {_NOTES}")
         self.notes.update(ids)
-        if self.state.ended is not None:
-            self.save()
-
-    def _on_change(self, state, event: str) -> None:
-        if event == "finished":
+        if self.state is not None and self.state.ended is not None:
             self.save()
 
     def save(self) -> None:

@@ -43,7 +43,7 @@ FAKE_RUN = textwrap.dedent("""
 
 
 @pytest.fixture
-def kernel(tmp_path):
+def ipykernel_client(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=env)
     try:
@@ -61,9 +61,9 @@ def execute(client, code):
     return messages
 
 
-def test_widget_rows_update_live_and_the_final_state_replaces_them(kernel):
-    execute(kernel, FAKE_RUN)
-    messages = execute(kernel, "state, view, worker = start(); worker.start(); state.wait(30)")
+def test_widget_rows_update_live_and_the_final_state_replaces_them(ipykernel_client):
+    execute(ipykernel_client, FAKE_RUN)
+    messages = execute(ipykernel_client, "state, view, worker = start(); worker.start(); state.wait(30)")
     shown = [m for m in messages if m["msg_type"] == "display_data"]
     assert len(shown) == 1 and WIDGET in shown[0]["content"]["data"]
     assert "text/html" in shown[0]["content"]["data"], "a fallback for frontends without widgets"
@@ -80,21 +80,21 @@ def test_widget_rows_update_live_and_the_final_state_replaces_them(kernel):
     assert closed, "the row widgets are closed once the static panel replaces them"
 
 
-def test_background_run_keeps_updating_after_the_cell_returned(kernel):
-    execute(kernel, FAKE_RUN)
-    first = execute(kernel, "import time\nstate, view, worker = start(fail=True)")
+def test_background_run_keeps_updating_after_the_cell_returned(ipykernel_client):
+    execute(ipykernel_client, FAKE_RUN)
+    first = execute(ipykernel_client, "import time\nstate, view, worker = start(fail=True)")
     assert [m for m in first if m["msg_type"] == "display_data"]
-    later = execute(kernel, "worker.start()\nx = 1 + 1")  # the user goes on working
-    later += execute(kernel, "state.wait(30); assert state.status == 'failed'")
+    later = execute(ipykernel_client, "worker.start()\nx = 1 + 1")  # the user goes on working
+    later += execute(ipykernel_client, "state.wait(30); assert state.status == 'failed'")
     final = [m for m in later if m["msg_type"] == "update_display_data"]
     assert len(final) == 1
     html = final[0]["content"]["data"]["text/html"]
     assert 'data-name="b" data-status="failed"' in html and "ValueError: &lt;bad&gt;" in html
 
 
-def test_html_mode_updates_one_display_in_place(kernel):
-    execute(kernel, FAKE_RUN)
-    messages = execute(kernel, "state, view, worker = start(mode='html'); worker.start(); state.wait(30)")
+def test_html_mode_updates_one_display_in_place(ipykernel_client):
+    execute(ipykernel_client, FAKE_RUN)
+    messages = execute(ipykernel_client, "state, view, worker = start(mode='html'); worker.start(); state.wait(30)")
     shown = [m for m in messages if m["msg_type"] == "display_data"]
     updates = [m for m in messages if m["msg_type"] == "update_display_data"]
     assert len(shown) == 1 and WIDGET not in shown[0]["content"]["data"]

@@ -6,19 +6,21 @@ import sqlite3
 import pytest
 
 from kale_magic.errors import KaleError
-from kale_magic.plan import Plan, StepPlan
+from kale_magic.session import RecordedCell
 from kale_magic.state import RunState
-from kale_magic.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash
+from kale_magic.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
 
 
-def plan_for(cells):
-    steps = {name: StepPlan(name, (code,), (), (), (), (), ()) for name, code in cells.items()}
-    return Plan("demo", steps)
+def hashes_for(cells):
+    recorded = [RecordedCell("imports", "import os", "import os", "i", 0)]
+    recorded += [RecordedCell("step", code, code, name, i + 1, step=name)
+                 for i, (name, code) in enumerate(cells.items())]
+    return step_hashes(recorded)
 
 
 def record_run(store, run_id, experiment="exp", lr=0.1, acc=0.9, train_code="fit(lr)"):
     state = RunState(run_id, "demo", experiment, "local", steps=["load", "train"], parameters={"lr": lr})
-    recorder = store.recorder(state, plan_for({"load": "x = load()", "train": train_code}))
+    recorder = store.recorder(state, hashes_for({"load": "x = load()", "train": train_code}))
     state.task("Compile", "done", YAML=f".kale/runs/{run_id}/pipeline.yaml")
     state.task("Run", "running")
     state.step("load", "running")
@@ -38,7 +40,7 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     saves = []
     original = store.save
     store.save = lambda record: (saves.append(record.status), original(record))
-    recorder = store.recorder(state, plan_for({"a": "y = n * 2"}))
+    recorder = store.recorder(state, hashes_for({"a": "y = n * 2"}))
     assert store.get("r1").status == "running"
     for _ in range(20):
         state.step("a", "running")
@@ -52,6 +54,7 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     assert run.ended >= run.started and (run.snapshot_id, run.kfp_run_id) == ("snap-1", "kfp-9")
     assert run.steps == [StepRecord("a", "succeeded", run.steps[0].duration, None, code_hash(["y = n * 2"]))]
     assert run.steps[0].duration is not None
+    assert set(hashes_for({"a": "1"})) == {"a"}, "only steps have code hashes"
     with pytest.raises(TypeError, match="unknown run fields"):
         recorder.note(colour="blue")
 

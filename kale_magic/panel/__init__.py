@@ -20,7 +20,7 @@ from .render import Links, StateReport, render_html, render_text
 
 MODES = ("auto", "widget", "html", "text")
 
-__all__ = ["show", "pick_mode", "Links", "StateReport", "render_html", "render_text", "MODES"]
+__all__ = ["show", "listener", "pick_mode", "Links", "StateReport", "render_html", "render_text", "MODES"]
 
 
 def pick_mode(shell=None) -> str:
@@ -45,3 +45,14 @@ def show(state: RunState, *, mode: str = "auto", notebook_dir: str | os.PathLike
         mode = pick_mode()
     view = {"widget": WidgetView, "html": DisplayView, "text": TextView}[mode]
     return view(state, Links(notebook_dir)).start()
+
+
+def listener(mode: str = "auto", notebook_dir: str | os.PathLike | None = None):
+    """A state listener that shows the panel on the run's first event (for code that creates the state)."""
+    views = []
+
+    def on_change(state: RunState, event: str) -> None:
+        if not views:
+            views.append(show(state, mode=mode, notebook_dir=notebook_dir))
+
+    return on_change
