@@ -12,7 +12,7 @@ from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import CaselessStrEnum, Int, Unicode
+from traitlets import CaselessStrEnum, Int, List, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
@@ -40,6 +40,8 @@ class Kale(Magics):
     notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
                             "(Jupyter servers and VS Code do).").tag(config=True)
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
+                   "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
     panel = CaselessStrEnum(("auto", "widget", "html", "text"), "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
@@ -101,6 +103,7 @@ class Kale(Magics):
         options = StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu,
                               retries=args.retries, timeout=args.timeout, image=args.image,
                               no_cache=args.no_cache)
+        self._worker_server().start()  # warm it up while the user works; %kale_run will need it
         self._record_and_run("step", cell, step=args.name, options=options)
 
     @cell_magic
@@ -222,11 +225,15 @@ class Kale(Magics):
         if request.engine != "local":
             raise KaleError("the KFP engine is not available in this version; run with --engine local.")
         from .engines.local import LocalEngine
-        from .engines.workers import WorkerServer
+
+        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel)
+
+    def _worker_server(self):
+        from .engines.workers import PRELOAD, WorkerServer
 
         if self._workers is None:
-            self._workers = WorkerServer()
-        return LocalEngine(self._workers, max_parallel=self.max_parallel)
+            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
+        return self._workers
 
     @staticmethod
     def _params(pairs: list[str]) -> dict[str, str]:

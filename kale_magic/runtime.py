@@ -258,6 +258,22 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def warm_up() -> None:
+    """Run a one-cell notebook once, so that lazy imports, nbformat's schema and IPython's
+    first-run work are done in the worker server and every forked step inherits them."""
+    import tempfile
+
+    import nbformat
+    import nbformat.v4 as v4
+
+    nb = v4.new_notebook(cells=[v4.new_code_cell("_ = 1")])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "warm.ipynb"
+        nbformat.write(nb, str(path))
+        run_step(str(path), path, Path(tmp) / "warm.log", StepContext())
+    StepContext._active = None
+
+
 # the entry point used by the local engine's workers -------------------------------------------
 
 def run_job(job: dict) -> int:

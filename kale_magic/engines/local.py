@@ -65,6 +65,10 @@ class LocalEngine:
         finished: list[str] = []
 
         def watch(name, child):
+            if child.started.wait(600) and child.exit is None:
+                state.step(name, "running", log=str(run_dir / "logs" / f"{name}.log"),
+                           notebook=str(run_dir / "executed" / f"{name}.ipynb"))
+                running[name] = (child, time.time())
             child.done.wait()
             with done:
                 finished.append(name)
@@ -77,8 +81,6 @@ class LocalEngine:
                 child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
                 status[name] = "running"
                 running[name] = (child, time.time())
-                state.step(name, "running", log=str(run_dir / "logs" / f"{name}.log"),
-                           notebook=str(run_dir / "executed" / f"{name}.ipynb"))
                 threading.Thread(target=watch, args=(name, child), daemon=True).start()
             if not running:
                 break

@@ -21,7 +21,8 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-PRELOAD = ("IPython.core.interactiveshell", "nbformat", "kale_magic.runtime", "kale_magic.marshal")
+# Imported once by the server; missing optional ones are skipped.  Kale.preload adds more.
+PRELOAD = ("IPython.core.interactiveshell", "nbformat", "kale_magic.runtime", "kale_magic.marshal", "numpy")
 
 
 # the server side (runs in the worker process) -----------------------------------------
@@ -32,6 +33,9 @@ def serve(preload: list[str]) -> None:
             __import__(module)
         except ImportError:
             pass
+    from kale_magic.runtime import warm_up
+
+    warm_up()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -96,6 +100,15 @@ def _child(job: dict) -> None:
         os._exit(code)
 
 
+def _python_path() -> str:
+    """The kernel's import path, with this very kale_magic first, so the worker runs the same code."""
+    import kale_magic
+
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(kale_magic.__file__)))
+    paths = [package_root] + [os.path.abspath(p) for p in sys.path if p]
+    return os.pathsep.join(dict.fromkeys(paths))
+
+
 # the engine side ------------------------------------------------------------------------
 
 @dataclass
@@ -123,8 +136,8 @@ class WorkerServer:
                 return
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "kale_magic.engines.workers", *self.preload],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                    p for p in sys.path if p)}, start_new_session=True)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _python_path()},
+                start_new_session=True)
             threading.Thread(target=self._read, args=(self._process,), daemon=True,
                              name="kale-worker-reader").start()
 
