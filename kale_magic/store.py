@@ -13,7 +13,6 @@ import hashlib
 import json
 import sqlite3
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -190,3 +190,24 @@ def test_a_view_started_after_the_run_finished_draws_the_final_state(tmp_path):
     run_to_success(state)
     out = text_view(state, tmp_path)
     assert out.getvalue().splitlines()[-1].startswith("Run r1 succeeded")
+
+
+def test_kfp_run_links_open_the_kfp_ui_in_a_new_tab(tmp_path):
+    ui = "http://127.0.0.1:8080/#"
+    state = RunState("kfp-run-1", "demo", "exp", "kfp", steps=["train"])
+    state.task("Compile", "done", "pipeline YAML", YAML=str(tmp_path / ".kale" / "runs" / "x" / "pipeline.yaml"))
+    state.task("Upload", "done", "version v2", pipeline=f"{ui}/pipelines/details/p1",
+               version=f"{ui}/pipelines/details/p1/version/v2")
+    state.task("Run", "running", run=f"{ui}/runs/details/kfp-run-1")
+    state.step("train", "running", links={"logs": f"{ui}/runs/details/kfp-run-1?node=train"})
+    state.step("train", "succeeded")
+    state.links["run"] = f"{ui}/runs/details/kfp-run-1"
+    state.task("Run", "done")
+    state.finish("succeeded")
+    page = Page(render_html(state, Links(tmp_path)))
+    anchors = {a["href"]: a for a in page.attrs if "href" in a}
+    kfp = [a for href, a in anchors.items() if href.startswith("http")]
+    assert len(kfp) == 4 and all(a["target"] == "_blank" and "noopener" in a["rel"] for a in kfp)
+    assert ".kale/runs/x/pipeline.yaml" in anchors and "target" not in anchors[".kale/runs/x/pipeline.yaml"]
+    text = render_text(state, Links(tmp_path))
+    assert f"(run: {ui}/runs/details/kfp-run-1)" in text and "(YAML: .kale/runs/x/pipeline.yaml)" in text

@@ -1,7 +1,6 @@
 """The panel in a real ipykernel: live widget rows, the saved final state, background updates."""
 
 import os
-import sys
 import textwrap
 from pathlib import Path
 
@@ -94,7 +93,8 @@ def test_background_run_keeps_updating_after_the_cell_returned(ipykernel_client)
 
 def test_html_mode_updates_one_display_in_place(ipykernel_client):
     execute(ipykernel_client, FAKE_RUN)
-    messages = execute(ipykernel_client, "state, view, worker = start(mode='html'); worker.start(); state.wait(30)")
+    messages = execute(ipykernel_client,
+                       "state, view, worker = start(mode='html'); worker.start(); state.wait(30)")
     shown = [m for m in messages if m["msg_type"] == "display_data"]
     updates = [m for m in messages if m["msg_type"] == "update_display_data"]
     assert len(shown) == 1 and WIDGET not in shown[0]["content"]["data"]
@@ -121,3 +121,17 @@ def test_executed_notebook_keeps_the_final_panel(tmp_path):
     assert set(panels[0].data) == {"text/plain", "text/html"}
     assert 'class="kale-panel" data-status="failed"' in panels[0].data["text/html"]
     assert "[✗] b failed" in panels[0].data["text/plain"]
+
+
+def test_kale_run_in_the_background_keeps_its_panel_live(ipykernel_client):
+    execute(ipykernel_client, "%load_ext kale_magic")
+    for cell in ("%%step make\ndata = [1, 2, 3]", "%%step total\nn = sum(data)"):
+        execute(ipykernel_client, cell)
+    started = execute(ipykernel_client, "run = %kale_run --background")
+    shown = [m for m in started if m["msg_type"] == "display_data"]
+    assert len(shown) == 1 and WIDGET in shown[0]["content"]["data"]
+    later = execute(ipykernel_client, "run.wait(60); assert run.status == 'succeeded', run")
+    final = [m for m in started + later if m["msg_type"] == "update_display_data"]
+    assert len(final) == 1, "the final panel is drawn once, from the run's thread"
+    html = final[0]["content"]["data"]["text/html"]
+    assert 'data-name="total" data-status="succeeded"' in html and 'class="kale-footer"' in html

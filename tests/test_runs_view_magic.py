@@ -1,7 +1,5 @@
 """%kale_run records every run and shows its progress; %kale_runs shows the recorded runs."""
 
-import pytest
-
 from kale_magic.errors import KaleError
 from kale_magic.runs_view import RunComparison, RunsTable
 from kale_magic.store import RunStore

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -66,7 +65,7 @@ def _wait_for_server(url: str, process: subprocess.Popen, log: Path, deadline: f
 
 @pytest.fixture
 def lab(tmp_path):
-    pytest.importorskip("jupyterlab", reason="the browser test needs jupyterlab (pip install 'kale-magic[browser]')")
+    pytest.importorskip("jupyterlab", reason="the browser test needs jupyterlab: pip install 'kale-magic[browser]'")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
     workdir = tmp_path / "work"
@@ -91,7 +90,8 @@ def lab(tmp_path):
     log = open(tmp_path / "jupyterlab.log", "wb")
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process, tmp_path / "jupyterlab.log")
+        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process,
+                         tmp_path / "jupyterlab.log")
         yield {"url": f"http://127.0.0.1:{port}", "token": token, "dir": workdir, "log": tmp_path / "jupyterlab.log"}
     finally:
         process.terminate()
