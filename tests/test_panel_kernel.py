@@ -53,9 +53,20 @@ def ipykernel_client(tmp_path):
 
 
 def execute(client, code):
-    """Run code, return the iopub messages it caused (until the kernel is idle)."""
+    """Run code; return every iopub message until the kernel is idle again.
+
+    Messages from a run's worker thread may carry an earlier cell's parent header,
+    so they are collected whatever cell they name.
+    """
+    msg_id = client.execute(code)
     messages = []
-    reply = client.execute_interactive(code, output_hook=messages.append, timeout=60)
+    while True:
+        message = client.get_iopub_msg(timeout=60)
+        messages.append(message)
+        if (message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+                and message["parent_header"].get("msg_id") == msg_id):
+            break
+    reply = client.get_shell_msg(timeout=60)
     assert reply["content"]["status"] == "ok", reply["content"]
     return messages
 

@@ -1,7 +1,10 @@
 """The SQLite run store: recording, queries, two writer processes, forward migration."""
 
-import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +12,8 @@ from kale_magic.errors import KaleError
 from kale_magic.session import RecordedCell
 from kale_magic.state import RunState
 from kale_magic.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def hashes_for(cells):
@@ -83,22 +88,32 @@ def test_queries_by_experiment_last_and_id_prefix(tmp_path):
         store.get("run-")
 
 
-def _writer(path, prefix, count):
-    store = RunStore(path)
-    for i in range(count):
-        record_run(store, f"{prefix}-{i}", experiment=prefix, lr=i / 10, acc=i / count)
-    store.close()
+WRITER = """
+import sys
+from kale_magic.state import RunState
+from kale_magic.store import RunStore
+
+store = RunStore(sys.argv[1])
+prefix, count = sys.argv[2], int(sys.argv[3])
+for i in range(count):
+    state = RunState(f"{prefix}-{i}", "demo", prefix, "local", steps=["load", "train"], parameters={"lr": i / 10})
+    store.recorder(state)
+    for step in ("load", "train"):
+        state.step(step, "running")
+        state.step(step, "succeeded")
+    state.finish("succeeded")
+"""
 
 
 def test_two_processes_writing_at_once(tmp_path):
+    """Like two kernels running pipelines: both create the database and write runs concurrently."""
     path = tmp_path / ".kale" / "runs.db"
-    context = multiprocessing.get_context("spawn")
-    writers = [context.Process(target=_writer, args=(path, name, 40)) for name in ("k1", "k2")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "40"], env=env,
+                                stderr=subprocess.PIPE, text=True) for name in ("k1", "k2")]
     for process in writers:
-        process.start()
-    for process in writers:
-        process.join(120)
-        assert process.exitcode == 0
+        _, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, errors
     store = RunStore(path)
     runs = store.runs()
     assert len(runs) == 80
