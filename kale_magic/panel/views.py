@@ -26,7 +26,7 @@ class Throttle:
         self._last = 0.0
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()  # guards _last and _timer
-        self._drawing = threading.Lock()  # one draw at a time
+        self.drawing = threading.Lock()  # held while drawing: one draw at a time
         self._closed = False
 
     def poke(self) -> None:
@@ -51,7 +51,7 @@ class Throttle:
         self._run()
 
     def _run(self) -> None:
-        with self._drawing:
+        with self.drawing:
             self.draw()
 
     def close(self) -> None:
@@ -88,7 +88,7 @@ class _View:
     def _finish(self) -> None:
         """Draw the final state once, even if the run ended while the view was starting."""
         self._throttle.close()
-        with self._throttle._drawing:
+        with self._throttle.drawing:
             if not self._finished:
                 self._finished = True
                 self.finish()
@@ -124,13 +124,13 @@ class WidgetView(_View):
         self._shown: dict[str, str] = {}
         self.box = ipywidgets.VBox(layout=ipywidgets.Layout(border="1px solid #ddd"))
         self.box.add_class("kale-panel-widget")
-        self._draw_rows()
+        self.draw()
         bundle = {WIDGET_MIME: {"version_major": 2, "version_minor": 0, "model_id": self.box.model_id},
                   **self.report.bundle()}
         self.handle = display(bundle, raw=True, display_id=True)
         return super().start()
 
-    def _draw_rows(self) -> None:
+    def draw(self) -> None:
         fragments = row_fragments(self.state, self.links)
         for key, fragment in fragments:
             if key not in self._rows:
@@ -142,8 +142,6 @@ class WidgetView(_View):
         children = tuple(self._rows[key] for key, _ in fragments)
         if children != self.box.children:
             self.box.children = children
-
-    draw = _draw_rows
 
     def finish(self) -> None:
         self.handle.update(self.report.bundle(), raw=True)
@@ -186,7 +184,7 @@ class TextView(_View):
         if event == "finished":
             self._finish()
         else:
-            with self._throttle._drawing:
+            with self._throttle.drawing:
                 self.draw()
 
     def draw(self) -> None:

@@ -9,6 +9,7 @@ sees, follows a link, and saves a screenshot to ``test-artifacts/``.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -114,25 +115,29 @@ def browser():
             chromium.close()
 
 
+def _open_notebook(browser, lab, cells, name):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(lab["dir"] / name))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_function("() => { const p = window.jupyterapp?.shell?.currentWidget?.sessionContext;"
+                           " return p && p.session?.kernel && p.kernelDisplayStatus === 'idle'; }",
+                           timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    return page
+
+
 def _panel_rows(panel) -> list[tuple[str, str]]:
     return [(row.get_attribute("data-name"), row.get_attribute("data-status"))
             for row in panel.locator(".kale-row").all()]
 
 
 def test_panel_in_jupyterlab(lab, browser):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(lab["dir"] / "pipeline.ipynb"))
-    ARTIFACTS.mkdir(exist_ok=True)
-
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = _open_notebook(browser, lab, CELLS, "pipeline.ipynb")
     try:
-        page.goto(f"{lab['url']}/lab/tree/pipeline.ipynb?token={lab['token']}")
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_function("() => { const p = window.jupyterapp?.shell?.currentWidget?.sessionContext;"
-                               " return p && p.session?.kernel && p.kernelDisplayStatus === 'idle'; }",
-                               timeout=60_000)
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_function("() => document.querySelectorAll('.kale-panel[data-status=\"succeeded\"],"
                                " .kale-panel[data-status=\"failed\"]').length >= 2", timeout=180_000)
         panels = page.locator(".kale-panel")
@@ -169,6 +174,40 @@ def test_panel_in_jupyterlab(lab, browser):
         report.click()
         page.wait_for_selector(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('validation.txt')", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-report-link.png"))
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
+        print(lab["log"].read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        page.close()
+
+
+BACKGROUND_CELLS = [
+    "%load_ext kale_magic",
+    "%%imports\nimport os, time",
+    "open('go', 'w').close()",
+    "%%step make\ndata = [1, 2, 3]",
+    "%%step hold\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\nn = len(data)",
+    "os.remove('go')  # in the pipeline, 'hold' waits until the test creates it",
+    "run = %kale_run --background",
+    "still_working = 6 * 7\nstill_working",
+]
+
+
+def test_background_run_updates_the_live_widget(lab, browser):
+    page = _open_notebook(browser, lab, BACKGROUND_CELLS, "background.ipynb")
+    try:
+        page.wait_for_selector(".kale-panel-widget .kale-row[data-name='hold'][data-status='running'],"
+                               " .kale-panel[data-status]", timeout=120_000)
+        assert page.locator(".kale-panel").count() == 0, "the run ended before the test let it"
+        page.locator(".jp-OutputArea-output", has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=60_000)
+        widget = page.locator(".kale-panel-widget")
+        assert widget.locator(".kale-row[data-name='make'][data-status='succeeded']").count() == 1
+        widget.screenshot(path=str(ARTIFACTS / "jupyterlab-live-widget.png"))
+        (lab["dir"] / "go").touch()
+        page.wait_for_selector(".kale-panel[data-status='succeeded']", timeout=120_000)
+        assert page.locator(".kale-panel-widget").count() == 0, "the widget gave way to the static panel"
+        assert _panel_rows(page.locator(".kale-panel"))[-2:] == [("make", "succeeded"), ("hold", "succeeded")]
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
