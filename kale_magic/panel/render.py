@@ -112,13 +112,18 @@ def task_line(task: TaskState, links: Links) -> str:
 
 
 def step_line(step: StepState, links: Links) -> str:
-    parts = [f"    [{ICONS[step.status]}] {plain(step.name)} {step.status} {seconds(step.duration)}"]
+    """``[✗] train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
+    line = f"    [{ICONS[step.status]}] {plain(step.name)} {step.status}"
+    message = plain(step.message).removeprefix(f"{step.status}: ")
+    if message:
+        line += f": {message}"
+    if step.duration is not None:
+        line += f" ({seconds(step.duration)})"
+    parts = [line]
     if step.cached_from:
         parts.append(f"(cached from {plain(step.cached_from)})")
-    if step.message:
-        parts.append(plain(step.message))
     parts += [f"({links.text(k, v)})" for k, v in step_links(step).items()]
-    return "  ".join(p.rstrip() for p in parts)
+    return "  ".join(parts)
 
 
 def header_line(state: RunState) -> str:

@@ -106,6 +106,13 @@ class _View:
         return self.report._repr_html_()
 
 
+def _with_traceback(step, line: str) -> str:
+    """A terminal has no expandable rows: a failed step's traceback follows its line."""
+    if step.status == "failed" and step.traceback:
+        return line + "\n" + step.traceback.rstrip()
+    return line
+
+
 class WidgetView(_View):
     """One ipywidgets ``Output`` per row, updated in place while the run goes on.
 
@@ -189,9 +196,10 @@ class TextView(_View):
 
     def draw(self) -> None:
         with self.state._lock:
-            rows = [(f"task:{t.name}", t, task_line) for t in self.state.tasks.values()]
-            rows += [(f"step:{s.name}", s, step_line) for s in self.state.steps.values()]
-            changed = [(key, (row.status, row.message), line(row, self.links)) for key, row, line in rows
+            rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in self.state.tasks.values()]
+            rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links)))
+                     for s in self.state.steps.values()]
+            changed = [(key, (row.status, row.message), text) for key, row, text in rows
                        if self._printed.get(key, ("pending", "")) != (row.status, row.message)]
         for key, signature, text in changed:
             self._printed[key] = signature
