@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -231,12 +232,31 @@ class RunStore:
         return RunRecord(**data, steps=[StepRecord(**dict(s)) for s in steps])
 
 
+_KFP_UI_IDS = (
+    ("kfp_run_id", re.compile(r"/runs/details/([^/?#]+)")),
+    ("kfp_pipeline_id", re.compile(r"/pipelines/details/([^/?#]+)")),
+    ("kfp_version_id", re.compile(r"/pipelines/details/[^/?#]+/version/([^/?#]+)")),
+)
+
+
+def _kfp_ids(urls) -> dict[str, str]:
+    """KFP ids read back from the KFP UI links an engine put in the state (the UI's URL scheme)."""
+    found: dict[str, str] = {}
+    for url in urls:
+        for field_name, pattern in _KFP_UI_IDS:
+            match = pattern.search(str(url))
+            if match and field_name not in found:
+                found[field_name] = match.group(1)
+    return found
+
+
 class Recorder:
     """A state listener that writes its run when it starts and when it finishes.
 
     Not on every progress event: a run is one insert and one update.  Ids only
     the caller knows (snapshot id, KFP pipeline/version/run ids) are given with
-    :meth:`note`; the compiled YAML is taken from the Compile task's links.
+    :meth:`note`; the compiled YAML is taken from the Compile task's links and
+    the KFP ids from the KFP UI links, when not noted.
     ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """
 
@@ -274,9 +294,10 @@ class Recorder:
                               if str(v).endswith((".yaml", ".yml"))), None)
             steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
                                 self.hashes.get(s.name), s.message) for s in state.steps.values()]
+            found = {**_kfp_ids(links.values()), "yaml_path": yaml_path}
             return RunRecord(
                 run_id=state.run_id, experiment=state.experiment, pipeline=state.pipeline,
                 engine=state.engine, status=state.status, started=state.started,
                 ended=state.ended, parameters=dict(state.parameters), metrics=dict(state.metrics),
                 links=links, error=state.error, steps=steps,
-                **{"yaml_path": yaml_path, **self.notes})
+                **{**found, **self.notes})

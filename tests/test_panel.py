@@ -211,3 +211,10 @@ def test_kfp_run_links_open_the_kfp_ui_in_a_new_tab(tmp_path):
     assert ".kale/runs/x/pipeline.yaml" in anchors and "target" not in anchors[".kale/runs/x/pipeline.yaml"]
     text = render_text(state, Links(tmp_path))
     assert f"(run: {ui}/runs/details/kfp-run-1)" in text and "(YAML: .kale/runs/x/pipeline.yaml)" in text
+
+
+def test_parameters_are_shown_in_the_header(tmp_path):
+    state = new_state(parameters={"lr": 0.1, "name": "a<b>"})
+    assert "lr=0.1, name='a<b>'" in render_text(state)
+    markup = render_html(state)
+    assert "parameters: lr=0.1, name=&#x27;a&lt;b&gt;&#x27;" in markup

@@ -151,3 +151,19 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(KaleError, match="newer kale-magic"):
         RunStore(path)
+
+
+def test_kfp_ids_and_yaml_are_read_from_the_links_of_a_kfp_run(tmp_path):
+    ui = "http://127.0.0.1:8080/#"
+    store = RunStore(tmp_path / "runs.db")
+    state = RunState("r-kfp", "demo", "exp", "kfp", steps=["train"])
+    store.recorder(state)
+    state.task("Compile", "done", pipeline=str(tmp_path / "demo.yaml"))
+    state.links.update(experiment=f"{ui}/experiments/details/e1", pipeline=f"{ui}/pipelines/details/p1/version/v7")
+    state.task("Upload", "done", **state.links)
+    state.links["run"] = f"{ui}/runs/details/kfp-123"
+    state.step("train", "succeeded", links={"KFP run": f"{ui}/runs/details/kfp-123"})
+    state.finish("succeeded")
+    run = store.get("r-kfp")
+    assert (run.kfp_run_id, run.kfp_pipeline_id, run.kfp_version_id) == ("kfp-123", "p1", "v7")
+    assert run.yaml_path == str(tmp_path / "demo.yaml") and run.links["run"] == f"{ui}/runs/details/kfp-123"

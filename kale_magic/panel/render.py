@@ -126,9 +126,14 @@ def step_line(step: StepState, links: Links) -> str:
     return "  ".join(parts)
 
 
+def parameters_text(state: RunState) -> str:
+    return ", ".join(f"{plain(k)}={plain(repr(v))}" for k, v in state.parameters.items())
+
+
 def header_line(state: RunState) -> str:
+    params = f" · {parameters_text(state)}" if state.parameters else ""
     return (f"Kale run {plain(state.run_id)} · pipeline {plain(state.pipeline)} · experiment "
-            f"{plain(state.experiment)} · {state.engine} · {state.status}")
+            f"{plain(state.experiment)} · {state.engine} · {state.status}{params}")
 
 
 def _ended(state: RunState) -> bool:
@@ -203,6 +208,8 @@ def header_html(state: RunState, links: Links) -> str:
             f' · run <code>{esc(state.run_id)}</code> · {esc(state.engine)}'
             f' · <span class="kale-run-status" style="color:{color};font-weight:bold">{state.status}</span>'
             + "".join(" · " + links.anchor(k, v) for k, v in state.links.items())
+            + (f'<div class="kale-parameters" style="font-size:11px;color:#555">parameters: '
+               f"{esc(parameters_text(state))}</div>" if state.parameters else "")
             + "</div>")
 
 
