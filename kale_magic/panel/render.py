@@ -25,7 +25,7 @@ COLORS = {
     "failed": "#c62828", "cached": "#00838f", "skipped": "#9e9e9e",
 }
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;"
+_ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
         "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
 _FAILED_ROW = "background:#fdecea;border-left:3px solid #c62828;"
 
@@ -104,7 +104,9 @@ def step_links(step: StepState) -> dict[str, str]:
 
 # -- text ------------------------------------------------------------------
 def task_line(task: TaskState, links: Links) -> str:
-    parts = [f"[{ICONS[task.status]}] {task.name:<9} {task.status:<8} {seconds(task.elapsed):>9}"]
+    """One line per change: a line is printed once, so a running task shows no (stale) elapsed time."""
+    elapsed = seconds(task.elapsed) if task.ended else ""
+    parts = [f"[{ICONS[task.status]}] {task.name:<9} {task.status:<8} {elapsed:>9}"]
     if task.message:
         parts.append(plain(task.message))
     parts += [f"({links.text(k, v)})" for k, v in task.links.items()]
@@ -117,7 +119,7 @@ def step_line(step: StepState, links: Links) -> str:
     message = plain(step.message).removeprefix(f"{step.status}: ")
     if message:
         line += f": {message}"
-    if step.duration is not None:
+    if step.ended is not None:
         line += f" ({seconds(step.duration)})"
     parts = [line]
     if step.cached_from:

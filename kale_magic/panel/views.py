@@ -15,6 +15,10 @@ from ..state import RunState
 from .render import Links, StateReport, row_fragments, step_line, task_line, footer_line, header_line
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+# Output widgets pad each output like a notebook output; rows of a panel sit tight.
+WIDGET_CSS = ("<style>.kale-panel-widget .widget-output, .kale-panel-widget .jp-OutputArea-child,"
+              " .kale-panel-widget .jp-OutputArea-output, .kale-panel-widget .kale-header"
+              " {margin: 0; padding-top: 0; padding-bottom: 0; min-height: 0}</style>")
 
 
 class Throttle:
@@ -64,7 +68,12 @@ class Throttle:
 
 
 class _View:
-    """Subscribes to a state and routes changes to a throttled ``draw`` and a final ``finish``."""
+    """Subscribes to a state and routes changes to a throttled ``draw`` and a final ``finish``.
+
+    Live views redraw every ``tick`` seconds too, so running rows show a current elapsed time.
+    """
+
+    tick: float | None = 1.0
 
     def __init__(self, state: RunState, links: Links | None = None, interval: float = 0.1):
         self.state = state
@@ -77,7 +86,13 @@ class _View:
         self.state.subscribe(self._on_change)
         if self.state.ended is not None:
             self._finish()
+        elif self.tick:
+            threading.Thread(target=self._ticker, name="kale-panel-tick", daemon=True).start()
         return self
+
+    def _ticker(self) -> None:
+        while not self.state.wait(self.tick):
+            self._throttle.poke()
 
     def _on_change(self, state: RunState, event: str) -> None:
         if event == "finished":
@@ -139,6 +154,7 @@ class WidgetView(_View):
 
     def draw(self) -> None:
         fragments = row_fragments(self.state, self.links)
+        fragments[0] = (fragments[0][0], WIDGET_CSS + fragments[0][1])
         for key, fragment in fragments:
             if key not in self._rows:
                 self._rows[key] = self._widgets.Output()
@@ -174,6 +190,8 @@ class DisplayView(_View):
 
 class TextView(_View):
     """Prints a line whenever a task or step changes (terminal IPython, scripts)."""
+
+    tick = None
 
     def __init__(self, state: RunState, links: Links | None = None, stream=None):
         super().__init__(state, links, interval=0.0)
