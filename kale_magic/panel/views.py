@@ -12,7 +12,7 @@ import threading
 import time
 
 from ..state import RunState
-from .render import Links, StateReport, row_fragments, step_line, task_line, footer_line, header_line
+from .render import Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # Output widgets pad each output like a notebook output; rows of a panel sit tight.
@@ -196,7 +196,7 @@ class TextView(_View):
     def __init__(self, state: RunState, links: Links | None = None, stream=None):
         super().__init__(state, links, interval=0.0)
         self.stream = stream or sys.stdout
-        self._printed: dict[str, str] = {}
+        self._printed: dict[str, tuple[str, str]] = {}  # row -> (status, message) last printed
 
     def start(self) -> "TextView":
         self._print(header_line(self.state))
