@@ -13,7 +13,7 @@ from pathlib import Path
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
@@ -55,6 +55,8 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+    panel = CaselessStrEnum(("auto", "widget", "html", "text"), "auto", help="How runs show progress: ipywidgets, "
+                            "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
     # Kubeflow Pipelines (engines/kfp.py); host and UI also from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT
     host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there.").tag(config=True)
@@ -190,8 +192,9 @@ class Kale(Magics):
     @line_magic
     def kale_run(self, line):
         """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
+        from . import panel
         from .launch import RunRequest, launch
-        from .progress import TextProgress
+        from .store import RunStore, step_hashes
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
@@ -201,8 +204,26 @@ class Kale(Magics):
                              no_snapshot=args.no_snapshot, background=args.background,
                              from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max)
         workspace = self._workspace()
-        return launch(request, self._cells(workspace), self._environment(), workspace,
-                      self._engine(request, workspace), listeners=[TextProgress()])
+        cells = self._cells(workspace)
+        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+
+    @magic_arguments()
+    @argument("--experiment", help="Only the runs of this experiment.")
+    @argument("--last", type=int, help="Only the N most recent runs.")
+    @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
+    @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
+    @line_magic
+    def kale_runs(self, line):
+        """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
+        from .runs_view import runs_view
+        from .store import RunStore
+
+        args = parse_argstring(self.kale_runs, line)
+        with RunStore.for_workspace(self._workspace().root) as store:
+            return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
+                             compare=args.compare)
 
     @magic_arguments()
     @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
