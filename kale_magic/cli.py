@@ -1,0 +1,129 @@
+"""The ``kale-magic`` command: run, compile and convert notebooks without a frontend.
+
+Each subcommand is a small function taking the parsed arguments and returning
+the exit status.  User mistakes surface as :class:`KaleError` and are printed as
+one line on stderr; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from .errors import KaleError
+
+
+class NotebookFileError(KaleError):
+    """The file given on the command line is not a Python notebook we can read."""
+
+    label = "kale-magic"
+
+
+def read_notebook(path: str | Path):
+    """Read ``path`` as an nbformat v4 Python notebook, or explain in one sentence why not."""
+    import nbformat
+
+    path = Path(path)
+    if not path.exists():
+        raise NotebookFileError(f"{path}: no such file.")
+    if path.is_dir():
+        raise NotebookFileError(f"{path}: is a directory, not a notebook.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NotebookFileError(f"{path}: not a notebook (not UTF-8 text).") from None
+    except json.JSONDecodeError as exc:
+        raise NotebookFileError(f"{path}: not a notebook (invalid JSON: {exc.msg} at line "
+                                f"{exc.lineno}).") from None
+    if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
+            and isinstance(data.get("nbformat"), int)):
+        raise NotebookFileError(f"{path}: not a Jupyter notebook (no 'cells' and 'nbformat').")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nb = nbformat.reads(json.dumps(data), as_version=4)
+        except Exception as exc:  # nbformat's conversion errors have no common base
+            raise NotebookFileError(f"{path}: not a readable notebook ({exc}).") from None
+    language = _kernel_language(nb)
+    if language not in (None, "python"):
+        raise NotebookFileError(f"{path}: a {language} notebook; kale-magic runs Python notebooks.")
+    return nb
+
+
+def _kernel_language(nb) -> str | None:
+    meta = nb.get("metadata", {})
+    language = meta.get("kernelspec", {}).get("language") or meta.get("language_info", {}).get("name")
+    return language.lower() if isinstance(language, str) else None
+
+
+def write_notebook(nb, path: str | Path) -> None:
+    import nbformat
+
+    try:
+        nbformat.write(nb, str(path))
+    except OSError as exc:
+        raise NotebookFileError(f"{path}: cannot write ({exc.strerror}).") from None
+
+
+def annotated_notebook(path: str | Path):
+    """The notebook at ``path`` with our magics, converting Kale's tags in memory if it has them."""
+    from .convert import convert, is_kale_notebook
+
+    nb = read_notebook(path)
+    if not is_kale_notebook(nb):
+        return nb
+    result = convert(nb)
+    for note in result.notes:
+        print(f"kale-magic: {path}: {note}", file=sys.stderr)
+    return result.notebook
+
+
+# subcommands ----------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from .convert import convert
+
+    result = convert(read_notebook(args.notebook))
+    output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
+    write_notebook(result.notebook, output)
+    for note in result.notes:
+        print(f"kale-magic: {args.notebook}: {note}", file=sys.stderr)
+    print(f"wrote {output}")
+    return 0
+
+
+def _default_converted_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.magic{path.suffix or '.ipynb'}")
+
+
+# parser ---------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kale-magic",
+        description="Run, compile and convert notebooks annotated with kale-magic's cell magics "
+                    "(or Kale's cell tags) without a Jupyter frontend.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = sub.add_parser("convert", help="turn a Kale-tagged notebook into one using the magics")
+    convert.add_argument("notebook", help="notebook annotated with Kale's cell tags")
+    convert.add_argument("-o", "--output", help="where to write it (default: NAME.magic.ipynb)")
+    convert.set_defaults(handler=cmd_convert)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except KaleError as exc:
+        print(f"kale-magic: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kale-magic: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
