@@ -94,6 +94,48 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_run(args) -> int:
+    from . import headless
+
+    path = Path(args.notebook)
+    nb = headless.prepare(annotated_notebook(path), _run_options(args))
+    execution = headless.execute(nb, path.resolve().parent, env=_kernel_env(path))
+    if args.output:
+        write_notebook(execution.notebook, args.output)
+    for run in execution.runs:
+        metrics = "  ".join(f"{k}={v}" for k, v in run.metrics.items())
+        print(f"run {run.id}: {run.status}" + (f"  {metrics}" if metrics else "")
+              + (f"  ({run.error})" if run.error else ""))
+    if execution.error:
+        print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
+    elif not execution.runs:
+        print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
+    return 0 if execution.succeeded else 1
+
+
+def _run_options(args) -> list[str]:
+    """``%kale_run`` options for what the command line says, quoted for the magic's parser."""
+    from .convert import quote_argument
+
+    options = []
+    for flag in ("experiment", "pipeline", "engine", "host"):
+        value = getattr(args, flag)
+        if value:
+            options += [f"--{flag}", quote_argument(value)]
+    for param in args.param:
+        options += ["--param", quote_argument(param)]
+    if args.compile_only:
+        options.append("--compile-only")
+    return options
+
+
+def _kernel_env(path: Path) -> dict:
+    """The kernel learns which notebook it runs the way Jupyter tells it (``__session__``)."""
+    import os
+
+    return {**os.environ, "JPY_SESSION_NAME": str(path.resolve())}
+
+
 def _default_converted_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.magic{path.suffix or '.ipynb'}")
 
@@ -110,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("notebook", help="notebook annotated with Kale's cell tags")
     convert.add_argument("-o", "--output", help="where to write it (default: NAME.magic.ipynb)")
     convert.set_defaults(handler=cmd_convert)
+
+    run = sub.add_parser("run", help="execute a notebook in a fresh kernel and run its pipeline")
+    run.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
+    run.add_argument("--experiment", help="experiment to group the run under")
+    run.add_argument("--pipeline", help="pipeline name")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable)")
+    run.add_argument("--engine", choices=("local", "kfp"), help="where the steps run")
+    run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
+    run.add_argument("--compile-only", action="store_true",
+                     help="build the pipeline without running it")
+    run.add_argument("--output", help="save the executed notebook here")
+    run.set_defaults(handler=cmd_run)
     return parser
 
 

@@ -235,7 +235,7 @@ def _step_arguments(tags: _CellTags, options: dict, first: bool) -> str:
             words += [f"--{key}", options[key]]
     if options.get("no-cache"):
         words.append("--no-cache")
-    return " ".join(_quote(w) for w in words)
+    return " ".join(quote_argument(w) for w in words)
 
 
 def _metric_names(source: str, index: int) -> str:
@@ -299,10 +299,10 @@ def kale_run_options(meta: dict, notes: list[Note]) -> list[str]:
     for key, option in (("experiment_name", "--experiment"), ("pipeline_name", "--pipeline"),
                         ("pipeline_description", "--description")):
         if meta.get(key):
-            words += [option, _quote(str(meta[key]))]
+            words += [option, quote_argument(str(meta[key]))]
     image = meta.get("docker_image") or meta.get("base_image")
     if image:
-        words += ["--image", _quote(image)]
+        words += ["--image", quote_argument(image)]
     for volume in meta.get("volumes") or []:
         words += _volume_option(volume, notes)
     handled = {"experiment_name", "pipeline_name", "pipeline_description", "docker_image",
@@ -317,13 +317,13 @@ def _volume_option(volume: dict, notes: list[Note]) -> list[str]:
     """An existing claim mounts as ``--volume CLAIM:MOUNT``; Rok clones and new claims cannot."""
     name, mount, kind = volume.get("name"), volume.get("mount_point"), volume.get("type")
     if kind in ("pvc", "pv") and name and mount:
-        return ["--volume", _quote(f"{name}:{mount}")]
+        return ["--volume", quote_argument(f"{name}:{mount}")]
     notes.append(Note(None, f"volume {name or '?'} (type {kind}, mounted at {mount}) is not "
                             f"carried over: kale-magic mounts existing claims only"))
     return []
 
 
-def _quote(word: str) -> str:
+def quote_argument(word: str) -> str:
     """Quote for the magic's argument parser, protected from IPython's ``$name``/``{expr}`` expansion.
 
     IPython splits magic arguments with non-POSIX shlex: double quotes group words
