@@ -1,0 +1,1 @@
+"""Engines run a plan and report progress into a RunState."""

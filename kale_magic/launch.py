@@ -1,0 +1,125 @@
+"""``%kale_run``'s five tasks: Validate, Snapshot, Compile, Upload, Run.
+
+Kept out of the magics class so the CLI and tests can drive it with plain data.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import KaleError
+from .planner import Environment, build_plan
+from .report import plan_text
+from .run import Run
+from .session import RecordedCell
+from .state import RunState
+
+
+@dataclass
+class RunRequest:
+    experiment: str = "Default"
+    pipeline: str | None = None
+    description: str = ""
+    engine: str = "local"
+    host: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    compile_only: bool = False
+    no_snapshot: bool = False
+    background: bool = False
+
+
+@dataclass
+class Workspace:
+    """Where the notebook lives and where a run writes (``<root>/.kale``)."""
+
+    root: Path
+    notebook: Path | None = None
+    order_source: str = "execution order"
+
+    @property
+    def kale_dir(self) -> Path:
+        return self.root / ".kale"
+
+    @property
+    def pipeline_name(self) -> str:
+        import re
+
+        stem = self.notebook.stem if self.notebook else "pipeline"
+        return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "pipeline"
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
+           engine, listeners=()) -> Run:
+    pipeline = request.pipeline or workspace.pipeline_name
+    state = RunState(new_run_id(), pipeline, request.experiment, engine.name)
+    for listener in listeners:
+        state.subscribe(listener)
+    run_dir = workspace.kale_dir / "runs" / state.run_id
+
+    state.task("Validate", "running")
+    try:
+        plan = build_plan(cells, env, pipeline=pipeline, experiment=request.experiment,
+                          description=request.description, overrides=request.params,
+                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+    except KaleError as exc:
+        state.task("Validate", "failed", str(exc))
+        for task in ("Snapshot", "Compile", "Upload", "Run"):
+            state.task(task, "skipped", "")
+        state.finish("failed", str(exc))
+        raise
+    run_dir.mkdir(parents=True)
+    report = run_dir / "validation.txt"
+    report.write_text(plan_text(plan) + "\n", encoding="utf-8")
+    state.parameters = dict(plan.parameters)
+    state.set_steps(list(plan.steps))
+    flows = sum(len(s.inputs) for s in plan.steps.values())
+    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
+               report=str(report))
+
+    state.task("Snapshot", "skipped", "--no-snapshot" if request.no_snapshot else "no snapshot taken")
+
+    state.task("Compile", "running")
+    notebooks = engine.write_notebooks(plan, run_dir, plan.parameters)
+    state.task("Compile", "done", f"{len(notebooks)} step notebooks", notebooks=str(run_dir / "notebooks"))
+    run = Run(state, plan, run_dir)
+    if request.compile_only:
+        for task in ("Upload", "Run"):
+            state.task(task, "skipped", "--compile-only")
+        state.finish("compiled")
+        return run
+
+    state.task("Upload", "skipped", f"{engine.name} engine: nothing to upload")
+    state.task("Run", "running")
+
+    def execute():
+        status, error = "failed", "the engine stopped unexpectedly"
+        try:
+            status, error = engine.run(plan, state, run_dir, plan.parameters, notebooks=notebooks)
+        except BaseException as exc:  # an engine bug must still end the run visibly
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            state.task("Run", "done" if status == "succeeded" else "failed",
+                       f"{len(plan.steps)} steps succeeded" if status == "succeeded" else error)
+            state.finish(status, error)
+
+    thread = threading.Thread(target=execute, name=f"kale-run-{state.run_id}", daemon=True)
+    thread.start()
+    run.thread = thread
+    if not request.background:
+        try:
+            while not state.wait(0.1):
+                pass
+        except KeyboardInterrupt:
+            engine.cancel()
+            state.wait()
+        thread.join()
+    return run

@@ -1,0 +1,225 @@
+"""The ``Kale`` magics: annotation cell magics that record themselves and run the cell,
+and the line magics that show, reset and run the pipeline.
+
+Bodies stay short: parse the arguments, record, run.  Analysis lives in
+``analysis``/``planner``, running in ``launch`` and the engines.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Int, List, Unicode
+
+from .errors import KaleError
+from .session import RecordedCell, Session, StepOptions, cell_key
+
+
+# Names IPython itself sets while running a cell (output and input caches).
+IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh)$")
+
+
+class CellFailed(Exception):
+    """Marks an annotated cell as failed after IPython already showed the error."""
+
+    def _render_traceback_(self):
+        return []
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@magics_class
+class Kale(Magics):
+    """kale-magic: annotate cells, then ``%kale_run`` them as a pipeline."""
+
+    notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
+                            "(Jupyter servers and VS Code do).").tag(config=True)
+    max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
+                   "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.session = Session()
+        self._cell_id: str | None = None
+        self._depth = 0
+        self._workers = None
+
+    # lifecycle --------------------------------------------------------------------------
+    def attach(self) -> None:
+        self.shell.events.register("pre_run_cell", self._pre_run_cell)
+
+    def detach(self) -> None:
+        self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        if self._workers is not None:
+            self._workers.close()
+
+    def _pre_run_cell(self, info) -> None:
+        if self._depth == 0:  # the frontend's cell, not one we run from inside a magic
+            self._cell_id = getattr(info, "cell_id", None)
+
+    # recording ------------------------------------------------------------------------------
+    def _record_and_run(self, kind: str, cell: str, step: str | None = None,
+                        options: StepOptions = StepOptions()):
+        python = self.shell.transform_cell(cell)
+        key = cell_key(kind, step, self._cell_id, cell)
+        ns = self.shell.user_ns
+        before = {name: id(value) for name, value in ns.items()}
+        self._depth += 1
+        try:
+            result = self.shell.run_cell(cell, store_history=False)
+        finally:
+            self._depth -= 1
+        created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not IPYTHON_NAMES.match(n))
+        self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options, created))
+        if not result.success:
+            raise CellFailed(f"the %%{kind} cell failed")
+
+    @magic_arguments()
+    @argument("name", help="Step name: lowercase letters, digits, '-' or '_'.")
+    @argument("--after", type=_names, default=None,
+              help="Comma-separated steps this one runs after (default: the previous step; '' for none).")
+    @argument("--cpu", help="CPU request and limit on KFP, e.g. 500m or 2.")
+    @argument("--memory", help="Memory request and limit on KFP, e.g. 2Gi.")
+    @argument("--gpu", type=int, help="Number of GPUs on KFP.")
+    @argument("--retries", type=int, help="How many times KFP retries the step.")
+    @argument("--timeout", type=int, help="Seconds after which the step is stopped.")
+    @argument("--image", help="Container image for this step on KFP.")
+    @argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
+    @cell_magic
+    def step(self, line, cell):
+        """Mark this cell as (part of) a pipeline step, and run it."""
+        from .planner import check_step_name
+
+        args = parse_argstring(self.step, line)
+        check_step_name(args.name)
+        options = StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu,
+                              retries=args.retries, timeout=args.timeout, image=args.image,
+                              no_cache=args.no_cache)
+        self._worker_server().start()  # warm it up while the user works; %kale_run will need it
+        self._record_and_run("step", cell, step=args.name, options=options)
+
+    @cell_magic
+    def imports(self, line, cell):
+        """Imports every step runs first; their names are re-imported, never marshalled."""
+        self._record_and_run("imports", cell)
+
+    @cell_magic
+    def functions(self, line, cell):
+        """Functions and classes every step defines; re-created by code in each step."""
+        self._record_and_run("functions", cell)
+
+    @cell_magic
+    def parameters(self, line, cell):
+        """Pipeline parameters: 'name = literal' lines, overridable with %kale_run --param."""
+        self._record_and_run("parameters", cell)
+
+    @cell_magic
+    def metrics(self, line, cell):
+        """Pipeline metrics: one variable name per line, logged by the step that produces it."""
+        self._record_and_run("metrics", cell)
+
+    @cell_magic
+    def skip(self, line, cell):
+        """Run this cell in the notebook only; it never reaches the pipeline."""
+        self._record_and_run("skip", cell)
+
+    # the pipeline -------------------------------------------------------------------------
+    @line_magic
+    def kale_show(self, line):
+        """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
+        from .report import plan_text
+
+        plan = self._plan()
+        print(plan_text(plan))
+
+    @line_magic
+    def kale_reset(self, line):
+        """Forget every recorded annotation (the cells' variables stay in the namespace)."""
+        self.session.reset()
+        print("kale: all recorded annotations forgotten")
+
+    @magic_arguments()
+    @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
+    @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
+    @argument("--description", default="", help="Pipeline description.")
+    @argument("--engine", choices=("local", "kfp"), default="local", help="Where to run.")
+    @argument("--host", help="KFP API endpoint; implies --engine kfp.")
+    @argument("--param", action="append", default=[], metavar="NAME=VALUE",
+              help="Override a %%%%parameters value (repeatable).")
+    @argument("--compile-only", action="store_true", help="Write the step notebooks, do not run.")
+    @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
+    @argument("--background", action="store_true", help="Return at once; use run.wait().")
+    @line_magic
+    def kale_run(self, line):
+        """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
+        from .launch import RunRequest, launch
+        from .progress import TextProgress
+
+        args = parse_argstring(self.kale_run, line)
+        request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
+                             engine="kfp" if args.host else args.engine, host=args.host,
+                             params=self._params(args.param), compile_only=args.compile_only,
+                             no_snapshot=args.no_snapshot, background=args.background)
+        workspace = self._workspace()
+        return launch(request, self._cells(workspace), self._environment(), workspace,
+                      self._engine(request, workspace), listeners=[TextProgress()])
+
+    # helpers --------------------------------------------------------------------------------
+    def _workspace(self):
+        from .launch import Workspace
+        from .notebook_file import cell_order, find_notebook
+
+        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
+        self._order = cell_order(notebook)
+        matched = self._order and any(c.cell_id in self._order for c in self.session.cells.values())
+        source = f"notebook file {notebook}" if matched else "execution order"
+        root = notebook.parent if notebook else Path.cwd()
+        return Workspace(root=root, notebook=notebook, order_source=source)
+
+    def _cells(self, workspace):
+        return self.session.ordered(self._order if workspace.order_source != "execution order" else None)
+
+    def _environment(self):
+        import builtins
+
+        from .planner import Environment
+
+        ignored = set(self.shell.user_ns_hidden) | set(dir(builtins)) | {"get_ipython", "display"}
+        return Environment(namespace=self.shell.user_ns, ignored=frozenset(ignored))
+
+    def _plan(self):
+        from .planner import build_plan
+
+        workspace = self._workspace()
+        return build_plan(self._cells(workspace), self._environment(), pipeline=workspace.pipeline_name,
+                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+
+    def _engine(self, request, workspace):
+        if request.engine != "local":
+            raise KaleError("the KFP engine is not available in this version; run with --engine local.")
+        from .engines.local import LocalEngine
+
+        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel)
+
+    def _worker_server(self):
+        from .engines.workers import PRELOAD, WorkerServer
+
+        if self._workers is None:
+            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
+        return self._workers
+
+    @staticmethod
+    def _params(pairs: list[str]) -> dict[str, str]:
+        out = {}
+        for pair in pairs:
+            name, sep, value = pair.partition("=")
+            if not sep or not name.strip():
+                raise KaleError(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param n=100")
+            out[name.strip()] = value
+        return out

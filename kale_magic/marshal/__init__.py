@@ -1,0 +1,63 @@
+"""Moving values between steps: an extensible registry of marshal backends.
+
+``save(obj, path)`` writes a directory holding the data and a ``kale.json``
+record; ``load(path)`` reads it back through the backend named in the record,
+after checking sizes and checksums; ``describe(obj)`` names the backend and
+KFP artifact type a value will get, without serializing it (plan time).
+
+Backends are tried by descending priority, the first whose ``handles`` accepts
+the value wins (a backend may still decline a particular value at save time);
+dill is the last resort.  Third-party backends come from the entry-point group
+``kale_magic.marshal_backends`` or from :func:`register`.
+
+Importing this package imports no heavy library: each backend imports its
+library only when such a value is saved or loaded.
+"""
+
+from __future__ import annotations
+
+from . import store
+from .base import ARTIFACT_TYPES, Backend, BackendDeclined, MissingLibrary, library
+from .hashing import create, open_verified
+from .numpy_backend import NumpyBackend
+from .pickling import DillBackend, PickleBackend
+from .registry import ENTRY_POINT_GROUP, BackendRegistry
+
+BUILTIN_BACKENDS = (NumpyBackend, PickleBackend, DillBackend)
+
+
+def default_registry() -> BackendRegistry:
+    """A registry with the built-in backends; entry points load on first use."""
+    new = BackendRegistry(ENTRY_POINT_GROUP)
+    for backend in BUILTIN_BACKENDS:
+        new.register(backend)
+    return new
+
+
+registry = default_registry()
+
+
+def register(backend, priority: int | None = None) -> Backend:
+    """Register a backend (class or instance) in the default registry, replacing one of the same name."""
+    return registry.register(backend, priority)
+
+
+def save(obj, path, name: str | None = None) -> dict:
+    """Atomically write ``obj`` as a directory at ``path``; returns its record (also in ``kale.json``)."""
+    return store.save(registry, obj, path, name)
+
+
+def load(path, name: str | None = None, step: str | None = None):
+    """Load the value saved at ``path``; ``name``/``step`` only make error messages precise."""
+    return store.load(registry, path, name, step)
+
+
+def describe(obj) -> tuple[str, str, str, int | None]:
+    """(backend name, type name, KFP artifact type, size in bytes or None), without serializing."""
+    return store.describe(registry, obj)
+
+
+__all__ = [
+    "ARTIFACT_TYPES", "Backend", "BackendDeclined", "BackendRegistry", "ENTRY_POINT_GROUP", "MissingLibrary",
+    "create", "default_registry", "describe", "library", "load", "open_verified", "register", "registry", "save",
+]

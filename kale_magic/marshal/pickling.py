@@ -1,0 +1,105 @@
+"""Pickle protocol 5 for builtins, dill for everything else (the last resort).
+
+Objects defined in the notebook live in ``__main__``; plain pickle stores them
+by reference (``__main__.Model``), which the next step cannot resolve.  The
+fast path watches for them while pickling and declines, so dill, which sends
+them by value, takes over.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+from . import hashing
+from .base import Backend, BackendDeclined
+
+# Exact types (module, qualname) the fast path takes; subclasses go to dill.
+_BUILTIN_TYPES = frozenset({
+    ("builtins", name) for name in (
+        "NoneType", "bool", "int", "float", "complex", "str", "bytes", "bytearray",
+        "list", "tuple", "dict", "set", "frozenset", "range", "slice", "ellipsis",
+    )
+} | {
+    ("datetime", "date"), ("datetime", "datetime"), ("datetime", "time"),
+    ("datetime", "timedelta"), ("datetime", "timezone"),
+    ("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID"),
+    ("collections", "OrderedDict"), ("collections", "deque"), ("collections", "Counter"),
+    ("collections", "defaultdict"),
+    ("pathlib", "PurePosixPath"), ("pathlib", "PureWindowsPath"), ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+})
+
+PICKLE_FILE = "value.pkl"
+
+
+class _NotebookObject(Exception):
+    pass
+
+
+class _FastPickler(pickle.Pickler):
+    """A pickler that stops at the first object defined in ``__main__``."""
+
+    def reducer_override(self, obj):
+        if getattr(obj, "__module__", None) == "__main__":
+            raise _NotebookObject(obj)
+        return NotImplemented
+
+
+def _dump(pickler_class, obj, directory, **options):
+    with hashing.create(directory / PICKLE_FILE) as f:
+        pickler_class(f, protocol=5, **options).dump(obj)
+    return [PICKLE_FILE]
+
+
+class PickleBackend(Backend):
+    """Python builtins and containers of them, with pickle protocol 5."""
+
+    name = "pickle"
+    priority = 10
+    verifies_while_reading = True
+
+    def handles(self, obj):
+        cls = type(obj)
+        return (cls.__module__, cls.__qualname__) in _BUILTIN_TYPES
+
+    def size(self, obj):
+        return len(obj) if isinstance(obj, (bytes, bytearray)) else None
+
+    def save(self, obj, directory):
+        try:
+            return _dump(_FastPickler, obj, directory)
+        except (_NotebookObject, pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise BackendDeclined(str(exc)) from exc
+
+    def load(self, directory, record):
+        with hashing.open_verified(directory, record, PICKLE_FILE) as f:
+            value = pickle.load(f)
+            f.finish()
+        return value
+
+
+class DillBackend(Backend):
+    """Anything dill can serialize: functions, lambdas and classes defined in the notebook.
+
+    ``recurse=True`` stores only the globals a function actually uses, so a
+    notebook function does not drag the whole user namespace along.
+    """
+
+    name = "dill"
+    priority = 0
+    packages = {"dill": "dill"}
+    verifies_while_reading = True
+
+    def handles(self, obj):
+        return True
+
+    def save(self, obj, directory):
+        dill = self.require("dill")
+        return _dump(dill.Pickler, obj, directory, recurse=True)
+
+    def load(self, directory, record):
+        dill = self.require("dill")
+        with hashing.open_verified(directory, record, PICKLE_FILE) as f:
+            value = dill.load(f)
+            f.finish()
+        return value

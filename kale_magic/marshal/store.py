@@ -1,0 +1,212 @@
+"""Saving and loading one value as a self-describing directory.
+
+Layout of a saved value::
+
+    <path>/            written as a hidden temp sibling, fsynced, then renamed into place
+      kale.json        the record: backend, versions, type, sizes, checksums, artifact type
+      <data files>     whatever the backend wrote
+
+A reader either sees the previous complete directory, nothing, or the new
+complete one: never a half-written value.  ``load`` trusts only the record
+(never a file extension) and checks every file's size and checksum.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..errors import MarshalError, MissingDependency
+from . import hashing
+from .base import BackendDeclined, MissingLibrary, type_name
+from .unmarshallable import check_marshallable
+
+RECORD_FILE = "kale.json"
+FORMAT = 1
+
+
+def _subject(name, step):
+    if name and step:
+        return f"'{name}' from step '{step}'"
+    return f"'{name}'" if name else "the saved value"
+
+
+def _fix(step):
+    return f"run step '{step}' again to save it" if step else "save it again"
+
+
+def describe(registry, obj):
+    check_marshallable(obj)
+    backend = registry.backend_for(obj)
+    return backend.name, type_name(obj), backend.artifact_type, backend.size(obj)
+
+
+def save(registry, obj, path, name=None) -> dict:
+    check_marshallable(obj)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        record = _write(registry, obj, temp, name)
+        _publish(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return record
+
+
+def _write(registry, obj, directory: Path, name) -> dict:
+    declined = []
+    for backend in registry.candidates(obj):
+        try:
+            with hashing.recording() as written:
+                backend.save(obj, directory)
+        except BackendDeclined as exc:
+            declined.append(f"{backend.name}: {exc}")
+            _empty(directory)
+            continue
+        except MissingLibrary as exc:
+            raise MissingDependency(exc.package, f"Saving {_subject(name, None)} with the "
+                                                 f"'{backend.name}' marshal backend") from exc
+        except Exception as exc:
+            raise MarshalError(f"Could not save {_subject(name, None)} of type {type_name(obj)} with the "
+                               f"'{backend.name}' marshal backend ({type(exc).__name__}: {exc}); "
+                               f"make it a type that can be pickled or pass what it is built from "
+                               f"instead") from exc
+        return _finish(backend, obj, directory, written)
+    raise MarshalError(f"No marshal backend could save {_subject(name, None)} of type {type_name(obj)} "
+                       f"({'; '.join(declined)})")
+
+
+def _finish(backend, obj, directory: Path, written: dict) -> dict:
+    files = {}
+    for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+        size, digest = written.get(str(file.resolve())) or hashing.file_digest(file)
+        files[file.relative_to(directory).as_posix()] = {"size": size, "checksum": f"{hashing.ALGORITHM}:{digest}"}
+        _fsync(file)
+    from .. import __version__
+
+    record = {
+        "format": FORMAT,
+        "backend": backend.name,
+        "backend_version": str(backend.version),
+        "type": type_name(obj),
+        "artifact_type": backend.artifact_type,
+        "size": sum(entry["size"] for entry in files.values()),
+        "checksum": f"{hashing.ALGORITHM}:{_combined(files)}",
+        "files": files,
+        "kale_magic_version": __version__,
+    }
+    with open(directory / RECORD_FILE, "w") as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync(directory)
+    return record
+
+
+def _combined(files: dict) -> str:
+    """One digest over every file's name, size and digest: the value's identity."""
+    import xxhash
+
+    text = "\n".join(f"{name} {entry['size']} {entry['checksum']}" for name, entry in sorted(files.items()))
+    return xxhash.xxh3_128(text.encode()).hexdigest()
+
+
+def _empty(directory: Path):
+    for child in directory.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def _fsync(path: Path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _publish(temp: Path, path: Path):
+    """Move the finished directory into place; an old value is swapped out, never overwritten in place."""
+    try:
+        os.rename(temp, path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+            raise
+        old = temp.with_name(temp.name + ".old")
+        os.rename(path, old)
+        os.rename(temp, path)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    _fsync(path.parent)
+
+
+def load(registry, path, name=None, step=None):
+    path = Path(path)
+    record = _read_record(path, name, step)
+    subject = _subject(name, step)
+    if record["backend"] not in registry:
+        raise MarshalError(f"Value {subject} was saved with the '{record['backend']}' marshal backend, which "
+                           f"is not installed here (known: {', '.join(registry.names())}); install the "
+                           f"package that provides it in this step's environment")
+    backend = registry.get(record["backend"])
+    try:
+        _check_files(path, record, verify_content=not backend.verifies_while_reading)
+        return _load_checked(backend, path, record)
+    except hashing.ChecksumMismatch as exc:
+        raise MarshalError(f"Value {subject} is corrupted ({exc.filename} in {path}: {exc.reason}); "
+                           f"{_fix(step)}") from None
+    except MissingLibrary as exc:
+        raise MissingDependency(exc.package, f"Loading {subject} (saved with the "
+                                             f"'{backend.name}' marshal backend)") from exc
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if not package:
+            raise
+        raise MissingDependency(backend.packages.get(package, package),
+                                f"Loading {subject} (saved with the '{backend.name}' marshal backend)") from exc
+
+
+def _load_checked(backend, path, record):
+    """Load; a backend that fails mid-stream on altered bytes is reported as corruption, not as its own bug."""
+    try:
+        return backend.load(path, record)
+    except (hashing.ChecksumMismatch, MissingLibrary, ModuleNotFoundError):
+        raise
+    except Exception:
+        if backend.verifies_while_reading:
+            _check_files(path, record, verify_content=True)
+        raise
+
+
+def _read_record(path: Path, name, step) -> dict:
+    subject = _subject(name, step)
+    try:
+        with open(path / RECORD_FILE) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        where = f"{path} has no {RECORD_FILE}" if path.is_dir() else f"nothing at {path}"
+        raise MarshalError(f"Value {subject} is missing ({where}); {_fix(step)}") from None
+    except (ValueError, OSError) as exc:
+        raise MarshalError(f"Value {subject} has an unreadable record {path / RECORD_FILE} ({exc}); "
+                           f"{_fix(step)}") from None
+    if not isinstance(record, dict) or not {"backend", "files", "type"} <= record.keys():
+        raise MarshalError(f"Value {subject} has an invalid record {path / RECORD_FILE}; {_fix(step)}")
+    return record
+
+
+def _check_files(path: Path, record: dict, verify_content: bool):
+    for filename, entry in record["files"].items():
+        file = path / filename
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:
+            raise hashing.ChecksumMismatch(filename, "the file is missing") from None
+        if size != entry["size"]:
+            raise hashing.ChecksumMismatch(filename, f"{size} bytes instead of {entry['size']}, "
+                                                     f"the file is truncated or was changed")
+        if verify_content and hashing.file_digest(file) != (entry["size"], hashing.digest_of(entry)):
+            raise hashing.ChecksumMismatch(filename, "its content does not match the checksum saved with it")

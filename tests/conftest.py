@@ -1,0 +1,56 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, in a temporary workspace."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+
+class Kernel:
+    """A real InteractiveShell that re-raises cell errors, like a test kernel."""
+
+    def __init__(self, shell: InteractiveShell):
+        self.shell = shell
+        self.ns = shell.user_ns
+
+    def run(self, source: str, cell_id: str | None = None):
+        result = self.shell.run_cell(textwrap.dedent(source).strip("\n"), store_history=True, cell_id=cell_id)
+        if result.error_before_exec is not None:
+            raise result.error_before_exec
+        if result.error_in_exec is not None:
+            raise result.error_in_exec
+        return result.result
+
+    def error(self, source: str, cell_id: str | None = None) -> BaseException:
+        """Run a cell that must fail; return its exception."""
+        result = self.shell.run_cell(textwrap.dedent(source).strip("\n"), store_history=True, cell_id=cell_id)
+        error = result.error_before_exec or result.error_in_exec
+        assert error is not None, "the cell was expected to fail"
+        return error
+
+    def cells(self, *sources: str):
+        for source in sources:
+            self.run(source)
+
+    @property
+    def magics(self):
+        return self.shell._kale_magics
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell(config=config)
+    shell.run_line_magic("load_ext", "kale_magic")
+    k = Kernel(shell)
+    yield k
+    if hasattr(shell, "_kale_magics"):
+        shell.run_line_magic("unload_ext", "kale_magic")
+    shell.atexit_operations() if hasattr(shell, "atexit_operations") else None
+    InteractiveShell.clear_instance()
