@@ -103,9 +103,8 @@ def cmd_run(args) -> int:
     if args.output:
         write_notebook(execution.notebook, args.output)
     for run in execution.runs:
-        metrics = "  ".join(f"{k}={v}" for k, v in run.metrics.items())
-        print(f"run {run.id}: {run.status}" + (f"  {metrics}" if metrics else "")
-              + (f"  ({run.error})" if run.error else ""))
+        if run.status not in headless.SUCCESS:
+            print(f"kale-magic: {path}: run {run.id} {run.status}: {run.error}", file=sys.stderr)
     if execution.error:
         print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
     elif not execution.runs:

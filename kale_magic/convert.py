@@ -111,8 +111,9 @@ def convert(nb) -> Conversion:
         if tags.kind == "step":
             first = tags.step not in seen_steps
             _check_after(tags, seen_steps, index)
+            root = first and bool(seen_steps)  # Kale: no prev tag, no parent; ours: the step above
             seen_steps.add(tags.step)
-            _annotate(cell, "step " + _step_arguments(tags, step_options[tags.step], first))
+            _annotate(cell, "step " + _step_arguments(tags, step_options[tags.step], first, root))
         elif tags.kind == "pipeline-metrics":
             _annotate(cell, "metrics", body=_metric_names(cell.source, index))
         else:
@@ -223,13 +224,19 @@ def _check_after(tags: _CellTags, seen: set[str], index: int) -> None:
                                   f"first or fix the name.")
 
 
-def _step_arguments(tags: _CellTags, options: dict, first: bool) -> str:
-    """``NAME [--after A,B] [--cpu C] ...``; options go on the step's first cell only."""
+def _step_arguments(tags: _CellTags, options: dict, first: bool, root: bool) -> str:
+    """``NAME [--after A,B] [--cpu C] ...``; options go on the step's first cell only.
+
+    A later step without ``prev:`` tags has no parent in Kale, so it gets ``--after=``
+    (none) rather than our default of the step above it.
+    """
     if not first:
         return tags.step
     words = [tags.step]
     if options["after"]:
         words += ["--after", ",".join(options["after"])]
+    elif root:
+        words.append("--after=")
     for key in ("cpu", "memory", "gpu", "image"):
         if options.get(key):
             words += [f"--{key}", options[key]]
@@ -288,39 +295,45 @@ def _add_kale_run(nb, notes: list[Note]) -> None:
 
     if any(c.cell_type == "code" and re.search(r"%kale_run\b", c.source) for c in nb.cells):
         return
-    meta = nb.metadata.get(KALE_METADATA, {})
-    words = ["%kale_run", *kale_run_options(meta, notes)]
-    nb.cells.append(new_code_cell("run = " + " ".join(words)))
+    lines = kale_run_lines(nb.metadata.get(KALE_METADATA, {}), notes)
+    nb.cells.append(new_code_cell("\n".join(lines)))
 
 
-def kale_run_options(meta: dict, notes: list[Note]) -> list[str]:
-    """The ``%kale_run`` options (quoted) that say what Kale's notebook metadata said."""
-    words = []
+def kale_run_lines(meta: dict, notes: list[Note]) -> list[str]:
+    """``%config`` lines for the KFP settings, then the ``%kale_run`` line, saying what Kale's metadata said."""
+    lines = []
+    image = meta.get("docker_image") or meta.get("base_image")
+    if image:
+        lines.append(_config("base_image", str(image)))
+    volumes = [v for v in (_volume(volume, notes) for volume in meta.get("volumes") or []) if v]
+    if volumes:
+        lines.append(_config("volumes", volumes))
+    words = ["run = %kale_run"]
     for key, option in (("experiment_name", "--experiment"), ("pipeline_name", "--pipeline"),
                         ("pipeline_description", "--description")):
         if meta.get(key):
             words += [option, quote_argument(str(meta[key]))]
-    image = meta.get("docker_image") or meta.get("base_image")
-    if image:
-        words += ["--image", quote_argument(image)]
-    for volume in meta.get("volumes") or []:
-        words += _volume_option(volume, notes)
     handled = {"experiment_name", "pipeline_name", "pipeline_description", "docker_image",
                "base_image", "volumes", "steps_defaults"} | _IGNORED_METADATA
     for key in sorted(set(meta) - handled):
         if meta[key] not in (None, "", [], {}):
             notes.append(Note(None, f"{KALE_METADATA}.{key} has no kale-magic equivalent; not applied"))
-    return words
+    return lines + [" ".join(words)]
 
 
-def _volume_option(volume: dict, notes: list[Note]) -> list[str]:
-    """An existing claim mounts as ``--volume CLAIM:MOUNT``; Rok clones and new claims cannot."""
+def _config(trait: str, value) -> str:
+    """A ``%config Kale.<trait> = <value>`` line (the KFP engine's settings are traitlets)."""
+    return f"%config Kale.{trait} = {_protect_from_expansion(repr(value))}"
+
+
+def _volume(volume: dict, notes: list[Note]) -> str | None:
+    """An existing claim mounts as ``CLAIM:/mount/path``; Rok clones and new claims cannot."""
     name, mount, kind = volume.get("name"), volume.get("mount_point"), volume.get("type")
     if kind in ("pvc", "pv") and name and mount:
-        return ["--volume", quote_argument(f"{name}:{mount}")]
+        return f"{name}:{mount}"
     notes.append(Note(None, f"volume {name or '?'} (type {kind}, mounted at {mount}) is not "
                             f"carried over: kale-magic mounts existing claims only"))
-    return []
+    return None
 
 
 def quote_argument(word: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from nbclient import NotebookClient
 
 RESULT_MARKER = "__kale_magic_runs__ "
+SUCCESS = ("succeeded", "compiled")  # "compiled": %kale_run --compile-only did what it was asked
 _KALE_RUN = re.compile(r"%kale_run\b[^\n]*")
 
 # Runs in the kernel: remember what each %kale_run returns, however it was written.
@@ -40,14 +41,12 @@ _REPORT = """\
 def _kale_cli_report(runs):
     import json
     def plain(value):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return repr(value)
+        value = value.item() if hasattr(value, "item") else value
+        return value if isinstance(value, (bool, int, float, str)) else repr(value)
     out = []
     for run in runs:
         run.wait()
-        out.append({"id": run.id, "status": run.status, "error": getattr(run, "error", ""),
+        out.append({"id": run.id, "status": run.status, "error": run.state.error,
                     "metrics": {k: plain(v) for k, v in dict(run.metrics).items()}})
     print(%r + json.dumps(out))
 _kale_cli_report(_kale_cli_runs)
@@ -70,7 +69,7 @@ class Execution:
 
     @property
     def succeeded(self) -> bool:
-        return not self.error and bool(self.runs) and all(r.status == "succeeded" for r in self.runs)
+        return not self.error and bool(self.runs) and all(r.status in SUCCESS for r in self.runs)
 
 
 def prepare(nb, run_options: list[str]):
@@ -92,7 +91,7 @@ def prepare(nb, run_options: list[str]):
         for cell in code:
             cell.source = _KALE_RUN.sub(lambda m: m.group(0) + extra, cell.source)
     else:
-        nb.cells.append(new_code_cell("%kale_run" + extra))
+        nb.cells.append(new_code_cell("run = %kale_run" + extra))
     return nb
 
 

@@ -83,14 +83,16 @@ def test_every_tag_becomes_its_magic():
     ]
 
 
-def test_notebook_metadata_goes_into_the_kale_run_line():
-    last = convert(full_notebook()).notebook.cells[-1].source
-    assert last.startswith("run = %kale_run ")
+def test_notebook_metadata_goes_into_the_kale_run_cell():
+    last = convert(full_notebook()).notebook.cells[-1].source.split("\n")
+    assert last[:2] == ["%config Kale.base_image = 'python:3.11-slim'",
+                        "%config Kale.volumes = ['data-pvc:/data']"]
+    assert last[2].startswith("run = %kale_run ")
     shell = InteractiveShell.instance()
-    words = [w.strip('"') for w in arg_split(shell.var_expand(last.removeprefix("run = %kale_run ")))]
+    shell.user_ns.update(x=1, HOME="somewhere")  # expansion must not touch them
+    words = [w.strip('"') for w in arg_split(shell.var_expand(last[2].removeprefix("run = %kale_run ")))]
     assert words == ["--experiment", "digits", "--pipeline", "digits-pipe",
-                     "--description", "costs {x} and $HOME's value",
-                     "--image", "python:3.11-slim", "--volume", "data-pvc:/data"]
+                     "--description", "costs {x} and $HOME's value"]
 
 
 def test_what_has_no_equivalent_is_reported_and_unknown_tags_are_kept():
@@ -175,3 +177,9 @@ def test_kale_notebooks_are_recognised_by_their_tags():
     assert is_kale_notebook(full_notebook())
     assert not is_kale_notebook(convert(full_notebook()).notebook)
     assert not is_kale_notebook(kale_notebook(code("x = 1", "parameters")))
+
+
+def test_a_later_step_without_prev_tags_has_no_parent_as_in_kale():
+    nb = kale_notebook(code("a = 1", "step:a"), code("b = 2", "step:b"), code("c = a", "step:c", "prev:a"))
+    assert sources(convert(nb).notebook)[1:4] == [
+        "%%step a\na = 1", "%%step b --after=\nb = 2", "%%step c --after a\nc = a"]
