@@ -135,6 +135,36 @@ def _kernel_env(path: Path) -> dict:
     return {**os.environ, "JPY_SESSION_NAME": str(path.resolve())}
 
 
+def cmd_compile(args) -> int:
+    from .magics import Kale
+    from .static import static_plan
+
+    path = Path(args.notebook)
+    plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
+                                         pipeline=args.pipeline, params=Kale._params(args.param))
+    for warning in warnings:
+        print(f"kale-magic: warning: {warning}", file=sys.stderr)
+    written = _compile(plan, args.output, config)
+    print(f"wrote {written} ({len(plan.steps)} steps)")
+    return 0
+
+
+def _compile(plan, output, config: dict):
+    """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
+    import dataclasses
+
+    from .compiler import CompileOptions, compile_pipeline
+    from .errors import MissingDependency
+
+    fields = {f.name for f in dataclasses.fields(CompileOptions) if f.init}
+    try:
+        return compile_pipeline(plan, output, **{k: v for k, v in config.items() if k in fields})
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "kfp":
+            raise MissingDependency("kfp", "Compiling a pipeline") from None
+        raise
+
+
 def _default_converted_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.magic{path.suffix or '.ipynb'}")
 
@@ -164,6 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the pipeline without running it")
     run.add_argument("--output", help="save the executed notebook here")
     run.set_defaults(handler=cmd_run)
+
+    compile_ = sub.add_parser("compile", help="build the KFP pipeline YAML from the cell sources, "
+                                              "without running them")
+    compile_.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
+    compile_.add_argument("-o", "--output", help="YAML file to write (default: "
+                                                 ".kale/pipelines/PIPELINE.yaml next to the notebook)")
+    compile_.add_argument("--pipeline", help="pipeline name")
+    compile_.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="change a parameter's default (repeatable)")
+    compile_.set_defaults(handler=cmd_compile)
     return parser
 
 
