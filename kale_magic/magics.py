@@ -11,15 +11,16 @@ import re
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Int, List, Unicode
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Int, List, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
 
 
 # Names IPython itself sets while running a cell (output and input caches).
-IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh)$")
+IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh|_exit_code)$")
 
 
 class CellFailed(Exception):
@@ -30,7 +31,19 @@ class CellFailed(Exception):
 
 
 def _names(text: str) -> tuple[str, ...]:
+    """``--after a,b``; ``--after ""`` means no parents."""
     return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def parse_argstring(magic, line: str):
+    """Like IPython's ``parse_argstring``, but with POSIX quoting, so ``--param "s=it's"`` works."""
+    import shlex
+
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc} in: {line.strip()}; balance the quotes around values with spaces.") from None
+    return magic.parser.parse_args(words)
 
 
 @magics_class
@@ -42,6 +55,18 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+
+    # Kubeflow Pipelines (engines/kfp.py); host and UI also from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT
+    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there.").tag(config=True)
+    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host).").tag(config=True)
+    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations).").tag(config=True)
+    base_image = Unicode("python:3.11", help="Image of the KFP steps; it must contain kale-magic, kfp and "
+                         "the notebook's libraries.").tag(config=True)
+    packages = List(Unicode(), help="pip packages each KFP step installs at start (default none).").tag(config=True)
+    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True)
+    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
+    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
+    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -66,6 +91,7 @@ class Kale(Magics):
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
                         options: StepOptions = StepOptions()):
+        cell = cell.rstrip("\n")
         python = self.shell.transform_cell(cell)
         key = cell_key(kind, step, self._cell_id, cell)
         ns = self.shell.user_ns
@@ -148,11 +174,12 @@ class Kale(Magics):
     @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
     @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
     @argument("--description", default="", help="Pipeline description.")
-    @argument("--engine", choices=("local", "kfp"), default="local", help="Where to run.")
+    @argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
     @argument("--host", help="KFP API endpoint; implies --engine kfp.")
+    @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
     @argument("--param", action="append", default=[], metavar="NAME=VALUE",
               help="Override a %%%%parameters value (repeatable).")
-    @argument("--compile-only", action="store_true", help="Write the step notebooks, do not run.")
+    @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
     @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
     @line_magic
@@ -163,8 +190,9 @@ class Kale(Magics):
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                             engine="kfp" if args.host else args.engine, host=args.host,
+                             engine=self._engine_name(args), host=args.host,
                              params=self._params(args.param), compile_only=args.compile_only,
+                             upload_only=args.upload_only,
                              no_snapshot=args.no_snapshot, background=args.background)
         workspace = self._workspace()
         return launch(request, self._cells(workspace), self._environment(), workspace,
@@ -200,9 +228,19 @@ class Kale(Magics):
         return build_plan(self._cells(workspace), self._environment(), pipeline=workspace.pipeline_name,
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
+    def _engine_name(self, args) -> str:
+        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
+        import os
+
+        if args.host or args.upload_only:
+            return "kfp"
+        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+
     def _engine(self, request, workspace):
-        if request.engine != "local":
-            raise KaleError("the KFP engine is not available in this version; run with --engine local.")
+        if request.engine == "kfp":
+            from .engines.kfp import CONFIG, KfpEngine
+
+            return KfpEngine(request.host, config={name: getattr(self, name) for name in CONFIG})
         from .engines.local import LocalEngine
 
         return LocalEngine(self._worker_server(), max_parallel=self.max_parallel)
