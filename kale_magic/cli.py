@@ -112,20 +112,20 @@ def cmd_run(args) -> int:
     return 0 if execution.succeeded else 1
 
 
-def _run_options(args) -> list[str]:
-    """``%kale_run`` options for what the command line says, quoted for the magic's parser."""
-    from .convert import quote_argument
+def _run_options(args) -> str:
+    """``%kale_run`` options for what the command line says, as magic-line text."""
+    from .convert import magic_arguments
 
-    options = []
+    words = []
     for flag in ("experiment", "pipeline", "engine", "host"):
         value = getattr(args, flag)
         if value:
-            options += [f"--{flag}", quote_argument(value)]
+            words += [f"--{flag}", value]
     for param in args.param:
-        options += ["--param", quote_argument(param)]
+        words += ["--param", param]
     if args.compile_only:
-        options.append("--compile-only")
-    return options
+        words.append("--compile-only")
+    return magic_arguments(words)
 
 
 def _kernel_env(path: Path) -> dict:

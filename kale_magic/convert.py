@@ -242,7 +242,7 @@ def _step_arguments(tags: _CellTags, options: dict, first: bool, root: bool) -> 
             words += [f"--{key}", options[key]]
     if options.get("no-cache"):
         words.append("--no-cache")
-    return " ".join(quote_argument(w) for w in words)
+    return magic_arguments(words)
 
 
 def _metric_names(source: str, index: int) -> str:
@@ -308,22 +308,22 @@ def kale_run_lines(meta: dict, notes: list[Note]) -> list[str]:
     volumes = [v for v in (_volume(volume, notes) for volume in meta.get("volumes") or []) if v]
     if volumes:
         lines.append(_config("volumes", volumes))
-    words = ["run = %kale_run"]
+    words = []
     for key, option in (("experiment_name", "--experiment"), ("pipeline_name", "--pipeline"),
                         ("pipeline_description", "--description")):
         if meta.get(key):
-            words += [option, quote_argument(str(meta[key]))]
+            words += [option, str(meta[key])]
     handled = {"experiment_name", "pipeline_name", "pipeline_description", "docker_image",
                "base_image", "volumes", "steps_defaults"} | _IGNORED_METADATA
     for key in sorted(set(meta) - handled):
         if meta[key] not in (None, "", [], {}):
             notes.append(Note(None, f"{KALE_METADATA}.{key} has no kale-magic equivalent; not applied"))
-    return lines + [" ".join(words)]
+    return lines + [("run = %kale_run " + magic_arguments(words)).rstrip()]
 
 
 def _config(trait: str, value) -> str:
     """A ``%config Kale.<trait> = <value>`` line (the KFP engine's settings are traitlets)."""
-    return f"%config Kale.{trait} = {_protect_from_expansion(repr(value))}"
+    return f"%config Kale.{trait} = {protect_from_expansion(repr(value))}"
 
 
 def _volume(volume: dict, notes: list[Note]) -> str | None:
@@ -336,16 +336,9 @@ def _volume(volume: dict, notes: list[Note]) -> str | None:
     return None
 
 
-def quote_argument(word: str) -> str:
-    """Quote for the magic's argument parser, protected from IPython's ``$name``/``{expr}`` expansion.
-
-    IPython splits magic arguments with non-POSIX shlex: double quotes group words
-    and stay in the value (the magics strip them), and there is no escape character.
-    """
-    escaped = _protect_from_expansion(word)
-    if re.fullmatch(r"[\w@%+=:,./-]+", escaped):
-        return escaped
-    return '"' + escaped.replace('"', "'") + '"'
+def magic_arguments(words: list[str]) -> str:
+    """Words quoted for the magics' POSIX argument parser, the line protected from IPython's expansion."""
+    return protect_from_expansion(" ".join(shlex.quote(w) for w in words))
 
 
 # IPython's DollarFormatter expands ``$name`` unless an odd number of single quotes
@@ -353,11 +346,14 @@ def quote_argument(word: str) -> str:
 _DOLLAR_FIELD = re.compile(r"(.*?)\$([\w.]+)(?=([^']*'[^']*')*[^']*$)")
 
 
-def _protect_from_expansion(word: str) -> str:
-    """Double the braces and exactly the dollars IPython would expand, chunk by chunk as it parses."""
+def protect_from_expansion(text: str) -> str:
+    """Double the braces and exactly the dollars IPython would expand, chunk by chunk as it parses.
+
+    IPython expands ``$name`` and ``{expr}`` in a magic's line before the magic sees it.
+    """
     import string
 
     chunks = [text for text, _, _, _ in string.Formatter().parse(
-        word.replace("{", "{{").replace("}", "}}"))]
+        text.replace("{", "{{").replace("}", "}}"))]
     return "".join(_DOLLAR_FIELD.sub(lambda m: f"{m.group(1)}$${m.group(2)}", chunk)
                    .replace("{", "{{").replace("}", "}}") for chunk in chunks)

@@ -72,7 +72,7 @@ class Execution:
         return not self.error and bool(self.runs) and all(r.status in SUCCESS for r in self.runs)
 
 
-def prepare(nb, run_options: list[str]):
+def prepare(nb, run_options: str):
     """A copy of ``nb`` that loads the extension and runs the pipeline with ``run_options`` added.
 
     Options go at the end of every ``%kale_run`` line, so the command line wins over
@@ -84,7 +84,7 @@ def prepare(nb, run_options: list[str]):
 
     nb = copy.deepcopy(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    extra = "".join(" " + option for option in run_options)
+    extra = " " + run_options if run_options else ""
     if not any("%load_ext kale_magic" in c.source for c in code):
         nb.cells.insert(0, new_code_cell("%load_ext kale_magic"))
     if any(_KALE_RUN.search(c.source) for c in code):

@@ -5,10 +5,10 @@ import copy
 import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-from IPython.utils.process import arg_split
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from kale_magic.convert import convert, is_kale_notebook
+from kale_magic.convert import convert, is_kale_notebook, magic_arguments
+from kale_magic.magics import Kale, parse_argstring
 from kale_magic.errors import ValidationError
 
 
@@ -90,9 +90,19 @@ def test_notebook_metadata_goes_into_the_kale_run_cell():
     assert last[2].startswith("run = %kale_run ")
     shell = InteractiveShell.instance()
     shell.user_ns.update(x=1, HOME="somewhere")  # expansion must not touch them
-    words = [w.strip('"') for w in arg_split(shell.var_expand(last[2].removeprefix("run = %kale_run ")))]
-    assert words == ["--experiment", "digits", "--pipeline", "digits-pipe",
-                     "--description", "costs {x} and $HOME's value"]
+    args = parse_argstring(Kale.kale_run, shell.var_expand(last[2].removeprefix("run = %kale_run ")))
+    assert (args.experiment, args.pipeline, args.description) == \
+        ("digits", "digits-pipe", "costs {x} and $HOME's value")
+
+
+@pytest.mark.parametrize("text", ["plain", "two words", "it's $HOME", "{x} and {{y}}", "$x's $y",
+                                  "a \"quoted\" 'mix' $x {x}", "$", "$$x", "back\\slash"])
+def test_magic_arguments_survive_expansion_and_parsing(text):
+    shell = InteractiveShell.instance()
+    shell.user_ns.update(x=1, y=2, HOME="somewhere")
+    line = magic_arguments(["--description", text, "--param", f"s={text}"])
+    args = parse_argstring(Kale.kale_run, shell.var_expand(line))
+    assert args.description == text and args.param == [f"s={text}"]
 
 
 def test_what_has_no_equivalent_is_reported_and_unknown_tags_are_kept():
