@@ -11,11 +11,16 @@ from nbformat.v4 import new_code_cell, new_notebook
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def kale_magic(*args, cwd=None, timeout=600):
+def kernel_env():
+    """The environment of a process (or kernel) that imports this checkout's kale_magic."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def kale_magic(*args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "kale_magic.cli", *map(str, args)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+                          cwd=cwd, env=kernel_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def code(source, *tags):

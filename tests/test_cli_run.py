@@ -1,12 +1,15 @@
 """``kale-magic run`` end to end: a real subprocess, a real kernel, the local engine."""
 
 import json
+import shutil
 
 import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from cli_helpers import code, kale_magic, write
+from cli_helpers import ROOT, code, kale_magic, kernel_env, write
+
+DEMOS = ROOT / "demo_notebooks"
 
 
 def run_metrics(workdir):
@@ -106,7 +109,7 @@ def oracle_metrics(path, names, parameters=""):
     nb.cells = [c for c in nb.cells if "pipeline-metrics" not in c.metadata.get("tags", [])]
     nb.cells.append(new_code_cell(f"import json; print(json.dumps({{k: globals()[k] for k in {names!r}}}))"))
     NotebookClient(nb, timeout=120, kernel_name="python3",
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(env=kernel_env())
     return json.loads(nb.cells[-1].outputs[0].text)
 
 
@@ -130,3 +133,12 @@ def test_convert_then_run_gives_the_same_metrics(tmp_path):
     result = kale_magic("run", "magic.ipynb", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert run_metrics(tmp_path) == oracle_metrics(source, ["mean", "spread", "count"])
+
+
+def test_the_kale_tagged_demo_runs_from_the_command_line(tmp_path):
+    demo = tmp_path / "kale_tagged.ipynb"
+    shutil.copy(DEMOS / "kale_tagged.ipynb", demo)
+    result = kale_magic("run", demo, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ evaluate succeeded" in result.stdout
+    assert run_metrics(tmp_path) == oracle_metrics(demo, ["accuracy", "depth"])
