@@ -165,6 +165,58 @@ def _compile(plan, output, config: dict):
         raise
 
 
+def cmd_runs(args) -> int:
+    from .runs_view import runs_view
+
+    with _store(args.dir) as store:
+        compare = tuple(args.compare) if args.compare else None
+        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare)))
+    return 0
+
+
+def cmd_show(args) -> int:
+    with _store(args.dir) as store:
+        print(run_text(store.get(args.run_id)))
+    return 0
+
+
+def _store(directory: str):
+    """The run store of the notebooks in ``directory``; reading never creates one."""
+    from .store import RunStore
+
+    path = Path(directory) / ".kale" / "runs.db"
+    if not path.is_file():
+        raise NotebookFileError(f"no runs recorded in {directory} (no {path}); run a notebook there "
+                                f"first, or pass --dir with the notebook's folder.")
+    return RunStore(path)
+
+
+def run_text(record) -> str:
+    """One stored run as text: what ran, with which parameters, how each step went."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+    took = f", {record.duration:.1f} s" if record.duration is not None else ""
+    lines = [f"Run {record.run_id}: {record.status}",
+             f"  pipeline {record.pipeline}, experiment {record.experiment}, {record.engine} engine",
+             f"  started {when}{took}"]
+    for title, values in (("parameters", record.parameters), ("metrics", record.metrics)):
+        if values:
+            lines.append(f"  {title}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    if record.steps:
+        width = max(len(step.name) for step in record.steps)
+        lines.append("  steps:")
+        for step in record.steps:
+            took = f"{step.duration:.2f} s" if step.duration is not None else "-"
+            note = f"  (from {step.cached_from})" if step.cached_from else ""
+            note += f"  {step.message}" if step.message else ""
+            lines.append(f"    {step.name:<{width}}  {step.status:<9}  {took:>8}{note}")
+    lines += [f"  {label}: {target}" for label, target in record.links.items()]
+    if record.error:
+        lines.append(f"  error: {record.error}")
+    return "\n".join(lines)
+
+
 def _default_converted_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.magic{path.suffix or '.ipynb'}")
 
@@ -180,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = sub.add_parser("convert", help="turn a Kale-tagged notebook into one using the magics")
     convert.add_argument("notebook", help="notebook annotated with Kale's cell tags")
     convert.add_argument("-o", "--output", help="where to write it (default: NAME.magic.ipynb)")
-    convert.set_defaults(handler=cmd_convert)
+    convert.set_defaults(func=cmd_convert)
 
     run = sub.add_parser("run", help="execute a notebook in a fresh kernel and run its pipeline")
     run.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
@@ -193,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--compile-only", action="store_true",
                      help="build the pipeline without running it")
     run.add_argument("--output", help="save the executed notebook here")
-    run.set_defaults(handler=cmd_run)
+    run.set_defaults(func=cmd_run)
 
     compile_ = sub.add_parser("compile", help="build the KFP pipeline YAML from the cell sources, "
                                               "without running them")
@@ -203,14 +255,38 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--pipeline", help="pipeline name")
     compile_.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                           help="change a parameter's default (repeatable)")
-    compile_.set_defaults(handler=cmd_compile)
+    compile_.set_defaults(func=cmd_compile)
+
+    runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
+    runs.add_argument("--experiment", help="only the runs of this experiment")
+    runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                      help="what changed between two runs")
+    runs.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="one recorded run: parameters, metrics, steps")
+    show.add_argument("run_id", help="a run id or a unique prefix of one")
+    show.add_argument("--dir", default=".", help="the notebook's folder (default: .)")
+    show.set_defaults(func=cmd_show)
+
+    _add_snapshot_commands(sub)
     return parser
+
+
+def _add_snapshot_commands(sub) -> None:
+    """``kale-magic snapshot ...`` comes from the snapshot package, when it is installed."""
+    try:
+        from .snapshot.cli import add_parser
+    except ImportError:
+        return
+    add_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        return args.func(args)
     except KaleError as exc:
         print(f"kale-magic: {exc}", file=sys.stderr)
         return 1

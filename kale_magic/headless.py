@@ -21,10 +21,12 @@ RESULT_MARKER = "__kale_magic_runs__ "
 SUCCESS = ("succeeded", "compiled")  # "compiled": %kale_run --compile-only did what it was asked
 _KALE_RUN = re.compile(r"%kale_run\b[^\n]*")
 
-# Runs in the kernel: remember what each %kale_run returns, however it was written.
+# Runs in the kernel: progress as text lines (not a widget), and remember what each
+# %kale_run returns, however it was written.
 _SETUP = """\
 def _kale_cli_watch():
     shell = get_ipython()
+    shell.config.Kale.panel = "text"
     runs, run_line_magic = [], shell.run_line_magic
     def watched(name, line, _stack_depth=1):
         result = run_line_magic(name, line, _stack_depth=_stack_depth + 1)
