@@ -120,7 +120,7 @@ def convert(nb) -> Conversion:
             _annotate(cell, SPECIAL_KINDS[tags.kind])
         previous = _CellTags(kind=tags.kind, step=tags.step)
     _add_ids(nb)
-    _add_load_ext(nb)
+    add_load_ext(nb)
     _add_kale_run(nb, notes)
     return Conversion(nb, notes)
 
@@ -281,7 +281,8 @@ def _add_ids(nb) -> None:
             cell["id"] = random_cell_id()
 
 
-def _add_load_ext(nb) -> None:
+def add_load_ext(nb) -> None:
+    """A ``%load_ext kale_magic`` cell before the first code cell, unless one loads it already."""
     from nbformat.v4 import new_code_cell
 
     if any(c.cell_type == "code" and "%load_ext kale_magic" in c.source for c in nb.cells):

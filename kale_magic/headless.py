@@ -84,11 +84,12 @@ def prepare(nb, run_options: str):
 
     from nbformat.v4 import new_code_cell
 
+    from .convert import add_load_ext
+
     nb = copy.deepcopy(nb)
+    add_load_ext(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     extra = " " + run_options if run_options else ""
-    if not any("%load_ext kale_magic" in c.source for c in code):
-        nb.cells.insert(0, new_code_cell("%load_ext kale_magic"))
     if any(_KALE_RUN.search(c.source) for c in code):
         for cell in code:
             cell.source = _KALE_RUN.sub(lambda m: m.group(0) + extra, cell.source)
@@ -99,8 +100,11 @@ def prepare(nb, run_options: str):
 
 def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
     """Run every cell of ``nb`` in a new kernel started in ``workdir``; never raises for cell errors."""
-    from nbclient.exceptions import CellExecutionError
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
     from nbformat.v4 import new_code_cell
+
+    from .errors import EngineError
 
     hidden = [new_code_cell(_SETUP), new_code_cell(_REPORT)]
     nb.cells.insert(0, hidden[0])
@@ -114,6 +118,11 @@ def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
         client.execute(env=dict(os.environ) if env is None else env)
     except CellExecutionError as exc:
         error = _cell_error(client, exc)
+    except NoSuchKernel:
+        raise EngineError("no 'python3' Jupyter kernel is installed for this Python; "
+                          "install one with: python -m ipykernel install --user") from None
+    except DeadKernelError:
+        error = f"the kernel died while running cell {client.current_index} (out of memory?)"
     runs = _read_runs(nb.cells[-1])
     nb.cells = [c for c in nb.cells if c not in hidden]
     return Execution(nb, runs, error)

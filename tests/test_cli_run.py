@@ -142,3 +142,22 @@ def test_the_kale_tagged_demo_runs_from_the_command_line(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "✓ evaluate succeeded" in result.stdout
     assert run_metrics(tmp_path) == oracle_metrics(demo, ["accuracy", "depth"])
+
+
+def test_the_extension_and_the_run_are_added_when_the_notebook_lacks_them(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
+                                         code("%%step only\nanswer = 6 * 7"), code("%%metrics\nanswer")])
+    nbformat.write(nb, str(tmp_path / "nb.ipynb"))
+    result = kale_magic("run", "nb.ipynb", "--output", "done.ipynb", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    done = nbformat.read(str(tmp_path / "done.ipynb"), as_version=4)
+    assert [c.source.split("\n")[0] for c in done.cells] == [
+        "# Title", "%load_ext kale_magic", "%%step only", "%%metrics", "run = %kale_run"]
+    assert run_metrics(tmp_path) == {"answer": 42}
+
+
+def test_a_notebook_without_annotations_says_what_to_add(tmp_path):
+    write(tmp_path / "nb.ipynb", code("x = 1"))
+    result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no %%step cells were recorded" in result.stderr
