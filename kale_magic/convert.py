@@ -94,20 +94,9 @@ def convert(nb) -> Conversion:
     previous = None  # the kind (or step) that an untagged cell continues, as Kale tracks it
     seen_steps: set[str] = set()
     for index, cell, tags in parsed:
-        if tags.kind == "skip":
-            _annotate(cell, "skip")
+        tags = _effective_tags(cell, index, tags, previous, notes)
+        if tags is None:
             continue
-        if tags.kind is None:
-            if not cell.source.strip():
-                continue
-            if _is_ours(cell.source):
-                continue
-            if previous is None:
-                notes.append(Note(index, "untagged code before the first annotated cell; "
-                                         "Kale leaves it out of the pipeline, converted to %%skip"))
-                _annotate(cell, "skip")
-                continue
-            tags = previous
         if tags.kind == "step":
             first = tags.step not in seen_steps
             _check_after(tags, seen_steps, index)
@@ -123,6 +112,27 @@ def convert(nb) -> Conversion:
     add_load_ext(nb)
     _add_kale_run(nb, notes)
     return Conversion(nb, notes)
+
+
+def _effective_tags(cell, index: int, tags: _CellTags, previous: _CellTags | None,
+                    notes: list[Note]) -> _CellTags | None:
+    """What a cell belongs to: its own tags, or (untagged) what Kale would merge it into.
+
+    None when the cell is done with: skipped (annotated %%skip here), empty, or ours already.
+    """
+    if tags.kind == "skip":  # Kale does not let a skipped cell change what comes next
+        _annotate(cell, "skip")
+        return None
+    if tags.kind is not None:
+        return tags
+    if not cell.source.strip() or _is_ours(cell.source):
+        return None
+    if previous is None:
+        notes.append(Note(index, "untagged code before the first annotated cell; "
+                                 "Kale leaves it out of the pipeline, converted to %%skip"))
+        _annotate(cell, "skip")
+        return None
+    return previous
 
 
 def _is_ours(source: str) -> bool:
