@@ -211,7 +211,9 @@ def run_text(record) -> str:
             note = f"  (from {step.cached_from})" if step.cached_from else ""
             note += f"  {step.message}" if step.message else ""
             lines.append(f"    {step.name:<{width}}  {step.status:<9}  {took:>8}{note}")
-    lines += [f"  {label}: {target}" for label, target in record.links.items()]
+    if record.links:
+        lines.append("  links:")
+        lines += [f"    {label}: {target}" for label, target in record.links.items()]
     if record.error:
         lines.append(f"  error: {record.error}")
     return "\n".join(lines)

@@ -17,11 +17,12 @@ def workspace(tmp_path_factory):
           code("%%metrics\ntotal"),
           code("a = %kale_run --experiment sizes"),
           code("b = %kale_run --experiment sizes --param n=10"),
-          code("c = %kale_run --experiment broken --param n=0"))
+          code("c = %kale_run --experiment broken --param n=0"),
+          code("print('ids:', a.id, b.id, c.id)"))
     result = kale_magic("run", "nb.ipynb", cwd=root)
     assert result.returncode == 1 and "nothing to add" in result.stderr  # the third run fails
-    run_ids = sorted(p.name for p in (root / ".kale" / "runs").iterdir())
-    return root, run_ids
+    ids = next(line for line in result.stdout.splitlines() if line.startswith("ids: "))
+    return root, ids.split()[1:]
 
 
 def test_runs_lists_parameters_and_metrics_side_by_side(workspace):
