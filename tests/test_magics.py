@@ -137,3 +137,11 @@ def test_load_ext_imports_nothing_heavy():
 def test_help_documents_options(kernel, capsys):
     kernel.run("%%step?")
     assert "--after" in capsys.readouterr().out
+
+
+def test_planning_never_serializes_values(kernel):
+    kernel.cells("%%functions\nclass NoPickle:\n    def __reduce__(self):\n        raise AssertionError('serialized')",
+                 "%%step a\nobj = NoPickle()", "%%step b\nname = type(obj).__name__")
+    plan = kernel.magics._plan()
+    assert [t.name for t in plan.steps["b"].inputs] == ["obj"]
+    assert plan.steps["b"].inputs[0].type_name.endswith("NoPickle")
