@@ -299,3 +299,13 @@ def test_key_covers_versions_and_snapshot(kernel):
     assert cache.snapshot_fingerprint(manifest, exclude={"nb.ipynb"}) == \
         cache.snapshot_fingerprint(edited, exclude={"nb.ipynb"})
     assert cache.snapshot_fingerprint(manifest) != cache.snapshot_fingerprint(edited)
+
+
+def test_an_unreadable_cache_index_means_running_again(kernel):
+    after_step = run_cells(kernel, chain(2))
+    kale_run(kernel)
+    for entry in Path(".kale/cache/entries").glob("*.json"):
+        entry.write_text("{not json")
+    run, ran = kale_run(kernel)
+    assert ran == ["s0", "s1"] and check(run, after_step) == 2
+    assert kale_run(kernel)[1] == []

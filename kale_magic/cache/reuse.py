@@ -86,12 +86,16 @@ class StepCache:
             if decision.reason:
                 self.notes[name] = decision.reason
             return False
-        for output, record in entry["outputs"].items():
-            _link_tree(self.index.value_dir(location, name, output), run_dir / "data" / name / output)
-            self.records[(name, output)] = record
-        links = self._link_reports(location, name, run_dir)
-        _write_outcome(run_dir / "steps" / f"{name}.json", entry)
-        self._touch(entry, state.run_id)
+        try:
+            for output in entry["outputs"]:
+                _link_tree(self.index.value_dir(location, name, output), run_dir / "data" / name / output)
+            links = self._link_reports(location, name, run_dir)
+            _write_outcome(run_dir / "steps" / f"{name}.json", entry)
+            self._touch(entry, state.run_id)
+        except OSError as exc:
+            self.notes[name] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
+            return False
+        self.records.update({(name, output): record for output, record in entry["outputs"].items()})
         state.metrics.update(entry.get("metrics", {}))
         state.step(name, "cached", cached_from=entry["run_id"], message=f"reused from run {entry['run_id']}",
                    **links)
@@ -109,12 +113,16 @@ class StepCache:
         if any(t.name not in saved for t in step.outputs):
             return
         key, parts = self.keys[name]
-        self.index.put({
+        entry = {
             "key": key, "pipeline": self.pipeline, "step": name, "run_id": state.run_id,
             "locations": [state.run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
             "outputs": {t.name: saved[t.name] for t in step.outputs}, "metrics": outcome.metrics,
-        })
+        }
+        try:
+            self.index.put(entry)
+        except OSError as exc:  # the run itself succeeded; only later reuse is lost
+            self.notes[name] = f"not cached: {exc}"
 
     # before a run --------------------------------------------------------------------------------
     def predict(self, plan: Plan, parameters: dict) -> list[Decision]:
