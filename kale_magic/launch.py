@@ -28,6 +28,7 @@ class RunRequest:
     host: str | None = None
     params: dict[str, str] = field(default_factory=dict)
     compile_only: bool = False
+    upload_only: bool = False
     no_snapshot: bool = False
     background: bool = False
     no_cache: bool = False  # run every step, reuse no cached result
@@ -90,15 +91,25 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
 
     state.task("Compile", "running")
     notebooks = engine.write_notebooks(plan, run_dir, plan.parameters)
-    state.task("Compile", "done", f"{len(notebooks)} step notebooks", notebooks=str(run_dir / "notebooks"))
-    run = Run(state, plan, run_dir)
+    pipeline_file = getattr(engine, "pipeline_file", None)  # the KFP engine's YAML
+    links = {"pipeline": str(pipeline_file)} if pipeline_file else {}
+    state.task("Compile", "done", f"{len(notebooks)} step notebooks", notebooks=str(run_dir / "notebooks"),
+               **links)
+    run = Run(state, plan, run_dir, pipeline_file)
     if request.compile_only:
         for task in ("Upload", "Run"):
             state.task(task, "skipped", "--compile-only")
         state.finish("compiled")
         return run
 
-    state.task("Upload", "skipped", f"{engine.name} engine: nothing to upload")
+    if hasattr(engine, "upload"):
+        engine.upload(plan, state)
+        if request.upload_only:
+            state.task("Run", "skipped", "--upload-only")
+            state.finish("uploaded")
+            return run
+    else:
+        state.task("Upload", "skipped", f"{engine.name} engine: nothing to upload")
     state.task("Run", "running")
 
     def execute():

@@ -13,7 +13,7 @@ from pathlib import Path
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Int, List, Unicode
+from traitlets import Bool, Int, List, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
@@ -55,6 +55,18 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+
+    # Kubeflow Pipelines (engines/kfp.py); host and UI also from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT
+    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there.").tag(config=True)
+    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host).").tag(config=True)
+    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations).").tag(config=True)
+    base_image = Unicode("python:3.11", help="Image of the KFP steps; it must contain kale-magic, kfp and "
+                         "the notebook's libraries.").tag(config=True)
+    packages = List(Unicode(), help="pip packages each KFP step installs at start (default none).").tag(config=True)
+    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True)
+    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
+    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
+    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -166,11 +178,12 @@ class Kale(Magics):
     @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
     @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
     @argument("--description", default="", help="Pipeline description.")
-    @argument("--engine", choices=("local", "kfp"), default="local", help="Where to run.")
+    @argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
     @argument("--host", help="KFP API endpoint; implies --engine kfp.")
+    @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
     @argument("--param", action="append", default=[], metavar="NAME=VALUE",
               help="Override a %%%%parameters value (repeatable).")
-    @argument("--compile-only", action="store_true", help="Write the step notebooks, do not run.")
+    @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
     @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
     @argument("--no-cache", action="store_true", help="Run every step; reuse no cached result.")
@@ -186,10 +199,14 @@ class Kale(Magics):
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                             engine="kfp" if args.host else args.engine, host=args.host,
+                             engine=self._engine_name(args), host=args.host,
                              params=self._params(args.param), compile_only=args.compile_only,
+                             upload_only=args.upload_only,
                              no_snapshot=args.no_snapshot, background=args.background,
                              no_cache=args.no_cache, resume=args.resume)
+        if request.engine != "local" and (args.cache_only_check or args.resume is not None):
+            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
+                            "cache decides which steps run (turn it off with --no-cache).")
         workspace = self._workspace()
         if args.cache_only_check:
             print(self._cache_check(request, workspace))
@@ -260,9 +277,21 @@ class Kale(Magics):
         return build_plan(self._cells(workspace), self._environment(), pipeline=workspace.pipeline_name,
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
+    def _engine_name(self, args) -> str:
+        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
+        import os
+
+        if args.host or args.upload_only:
+            return "kfp"
+        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+
     def _engine(self, request, workspace):
-        if request.engine != "local":
-            raise KaleError("the KFP engine is not available in this version; run with --engine local.")
+        if request.engine == "kfp":
+            from .engines.kfp import CONFIG, KfpEngine
+
+            config = {name: getattr(self, name) for name in CONFIG}
+            config["caching"] = config["caching"] and not request.no_cache
+            return KfpEngine(request.host, config=config)
         from .engines.local import LocalEngine
 
         return LocalEngine(self._worker_server(), max_parallel=self.max_parallel,

@@ -309,3 +309,16 @@ def test_an_unreadable_cache_index_means_running_again(kernel):
     run, ran = kale_run(kernel)
     assert ran == ["s0", "s1"] and check(run, after_step) == 2
     assert kale_run(kernel)[1] == []
+
+
+def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
+    from kale_magic.launch import RunRequest
+
+    kernel.run("%%step a\nx = 1")
+    workspace = kernel.magics._workspace()
+    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9", no_cache=True), workspace)
+    assert engine.options.caching is False
+    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9"), workspace)
+    assert engine.options.caching is True
+    with pytest.raises(KaleError, match="work with the local engine"):
+        kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
