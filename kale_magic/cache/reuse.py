@@ -137,14 +137,15 @@ class StepCache:
                 continue
             parts = key_parts(plan, name, parameters, {t.name: records[(t.producer, t.name)] for t in step.inputs},
                               self.snapshot)
-            decision, entry, _ = self._decide(step, digest(parts), parts)
+            decision, entry, _ = self._decide(step, digest(parts), parts, read_content=False)
             if entry is not None:
                 records.update({(name, output): record for output, record in entry["outputs"].items()})
             out.append(decision)
         return out
 
     # deciding -----------------------------------------------------------------------------------
-    def _decide(self, step: StepPlan, key: str, parts: dict) -> tuple[Decision, dict | None, str | None]:
+    def _decide(self, step: StepPlan, key: str, parts: dict,
+                read_content: bool = True) -> tuple[Decision, dict | None, str | None]:
         before = self.resumed.get(step.name, {})
         resumable = before.get("key") == key and before.get("status") in ("succeeded", "cached")
         if not resumable and not self.use_cache:
@@ -156,7 +157,7 @@ class StepCache:
             return Decision(step.name, None, self._why_new(step.name, parts)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
-            problem = _verify(self.index, location, step.name, entry["outputs"])
+            problem = _verify(self.index, location, step.name, entry["outputs"], read_content)
             if problem is None:
                 return Decision(step.name, entry["run_id"]), entry, location
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
@@ -192,8 +193,12 @@ class StepCache:
 
 # files ------------------------------------------------------------------------------------------
 
-def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict) -> str | None:
-    """None when every output of the entry is present with the content it had; else what is wrong."""
+def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict, read_content: bool = True) -> str | None:
+    """None when every output of the entry is present with the content it had; else what is wrong.
+
+    Without ``read_content`` (previews) only records and sizes are compared, so that
+    ``%kale_show`` does not read gigabytes; a run always reads and hashes every file.
+    """
     from ..marshal import hashing
 
     for name, record in outputs.items():
@@ -206,7 +211,9 @@ def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict) -> str | N
             return f"'{name}' was replaced"
         for filename, expected in record["files"].items():
             try:
-                if hashing.file_digest(folder / filename) != (expected["size"], hashing.digest_of(expected)):
+                if (folder / filename).stat().st_size != expected["size"]:
+                    return f"'{name}' is corrupted ({filename} has the wrong size)"
+                if read_content and hashing.file_digest(folder / filename)[1] != hashing.digest_of(expected):
                     return f"'{name}' is corrupted ({filename} does not match its checksum)"
             except (OSError, hashing.ChecksumMismatch):
                 return f"'{name}' is missing {filename}"
