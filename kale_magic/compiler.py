@@ -250,13 +250,10 @@ def _artifact(artifact_type: str) -> str:
 
 
 def _notebook_json(plan: Plan, step: StepPlan) -> str:
-    """The step notebook as canonical JSON, cell ids numbered so output stays byte-identical."""
+    """The step notebook as canonical JSON (its cell ids are deterministic)."""
     from .notebooks import step_notebook
 
-    notebook = step_notebook(plan, step.name)
-    for i, cell in enumerate(notebook.cells):
-        cell["id"] = f"cell-{i}"
-    return json.dumps(notebook, sort_keys=True, separators=(",", ":"))
+    return json.dumps(step_notebook(plan, step.name), sort_keys=True, separators=(",", ":"))
 
 
 def _define(source: str, function: str):
