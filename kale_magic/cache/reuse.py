@@ -55,7 +55,7 @@ class StepCache:
             raise KaleError(f"--resume: pipeline '{self.pipeline}' has no failed run to resume; "
                             "name one with --resume RUN_ID (see %kale_runs).")
         record = self.index.run(run_id)
-        if record is None:
+        if record is None or record.get("pipeline") != self.pipeline:
             raise KaleError(f"--resume {run_id}: no such run of this notebook under {self.index.kale_dir}; "
                             "check the id (see %kale_runs).")
         return run_id, record.get("steps", {})
@@ -63,14 +63,18 @@ class StepCache:
     # the engine's calls ----------------------------------------------------------------------
     def begin(self, state) -> None:
         """Write this run's record when it finishes, for ``--resume`` and for explanations."""
-        def on_event(state, event):
-            if event == "finished":
-                steps = {name: {"status": s.status, "key": self.keys.get(name, (None,))[0],
-                                "parts": self.keys.get(name, (None, {}))[1]} for name, s in state.steps.items()}
-                self.index.put_run(state.run_id, {"pipeline": self.pipeline, "status": state.status,
-                                                  "ended": time.time(), "steps": steps})
+        state.subscribe(lambda state, event: self._record_run(state) if event == "finished" else None)
 
-        state.subscribe(on_event)
+    def _record_run(self, state) -> None:
+        steps = {}
+        for name, step in state.steps.items():
+            key, parts = self.keys.get(name, (None, {}))
+            steps[name] = {"status": step.status, "key": key, "parts": parts}
+        try:
+            self.index.put_run(state.run_id, {"pipeline": self.pipeline, "status": state.status,
+                                              "ended": time.time(), "steps": steps})
+        except OSError:
+            pass  # without the record only --resume of this run is lost, not the run
 
     def reuse(self, plan: Plan, name: str, run_dir: Path, parameters: dict, state) -> bool:
         """Mark step ``name`` cached in ``state`` and link its outputs into ``run_dir``, if possible."""
