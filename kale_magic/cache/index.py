@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+ENTRY_FIELDS = frozenset({"key", "pipeline", "step", "run_id", "locations", "parts", "outputs", "metrics"})
+
+
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -45,7 +48,11 @@ class CacheIndex:
 
     # entries --------------------------------------------------------------------------------
     def entry(self, key: str) -> dict | None:
-        return _read_json(self.root / "entries" / f"{key}.json")
+        """The entry for ``key``; a damaged one counts as absent (the step then simply runs)."""
+        entry = _read_json(self.root / "entries" / f"{key}.json")
+        if entry is None or not ENTRY_FIELDS <= entry.keys() or entry["key"] != key:
+            return None
+        return entry
 
     def put(self, entry: dict) -> None:
         _write_json(self.root / "entries" / f"{entry['key']}.json", entry)
