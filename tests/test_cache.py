@@ -334,3 +334,15 @@ def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
     assert engine.options.caching is True
     with pytest.raises(KaleError, match="work with the local engine"):
         kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
+
+
+@pytest.mark.parametrize("name", ["chain", "diamond", "in-place", "exec and globals()", "ipython magics",
+                                  "closure reads a step's global", "pandas"])
+def test_core_notebooks_cached_run_gives_the_kernel_values(kernel, name):
+    from test_engine_oracle import NOTEBOOKS
+
+    after_step = run_cells(kernel, NOTEBOOKS[name])
+    kale_run(kernel)
+    run, _ = kale_run(kernel)
+    assert {s.status for s in run.steps.values()} == {"cached"}
+    assert check(run, after_step) >= 1
