@@ -71,7 +71,10 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
     for step in steps.values():
         where = f"step '{step.name}'"
         names = analysis.analyze([c.python for c in step.cells], where)
-        changed = names.changed | {n for c in step.cells for n in c.created}
+        created = {n for c in step.cells for n in c.created}
+        changed = names.changed | created
+        # Bound by the step itself in ways the AST cannot see (star imports, exec, globals()[...]).
+        names.reads = [n for n in names.reads if n not in created - names.changed]
         closure = analysis.function_closure(names.reads, code.functions) - set(names.reads) - changed
         names.reads.extend(sorted(closure))
         step_names[step.name] = (names, changed)
@@ -101,6 +104,8 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                 transfer = needed[(producer, var)] = _transfer(var, producer, env)
             inputs[name].append(transfer)
 
+    for transfer in _results(order, ancestors, changes, ignored, env):
+        needed.setdefault((transfer.producer, transfer.name), transfer)
     metrics, metric_steps = _metrics(kinds["metrics"], order, ancestors, changes)
     plan_steps = {}
     for name in order:
@@ -226,6 +231,26 @@ def _not_produced(var, step, ancestors, changes, cells, env) -> str:
         return (f"{start} it is defined in a cell that is not annotated (or typed interactively); "
                 f"move that code into a step that runs before '{step}', or into %%functions.")
     return f"{start} it is not defined anywhere in the notebook; check the spelling."
+
+
+def _results(order, ancestors, changes, ignored, env) -> list[Transfer]:
+    """Values a step changes last (no later step changes them): saved so ``run.load`` can return them.
+
+    Unlike values another step needs, a result that cannot be marshalled is simply not kept.
+    """
+    out = []
+    for step in order:
+        descendants = [s for s in order if step in ancestors[s]]
+        for var in sorted(changes[step]):
+            if var in ignored or var not in env.namespace or _is_module(env.namespace[var]):
+                continue
+            if any(var in changes[d] for d in descendants):
+                continue
+            try:
+                out.append(_transfer(var, step, env))
+            except ValidationError:
+                continue
+    return out
 
 
 def _is_module(value) -> bool:

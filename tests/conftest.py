@@ -40,17 +40,29 @@ class Kernel:
         return self.shell._kale_magics
 
 
+@pytest.fixture(scope="session")
+def workers():
+    """One warm worker server for the whole test session (each kernel would otherwise start its own)."""
+    from kale_magic.engines.workers import WorkerServer
+
+    server = WorkerServer()
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def kernel(tmp_path, monkeypatch):
+def kernel(tmp_path, monkeypatch, workers):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     config = Config()
     config.HistoryManager.enabled = False
     shell = InteractiveShell(config=config)
     shell.run_line_magic("load_ext", "kale_magic")
+    shell._kale_magics._workers = workers
     k = Kernel(shell)
     yield k
     if hasattr(shell, "_kale_magics"):
+        shell._kale_magics._workers = None  # shared: the session fixture closes it
         shell.run_line_magic("unload_ext", "kale_magic")
-    shell.atexit_operations() if hasattr(shell, "atexit_operations") else None
     InteractiveShell.clear_instance()

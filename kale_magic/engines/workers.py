@@ -62,8 +62,8 @@ def serve(preload: list[str]) -> None:
             answer({"id": children.pop(pid), "exit": os.waitstatus_to_exitcode(status)})
         if 0 in ready:
             data = os.read(0, 1 << 16)
-            if not data:  # the engine went away
-                return
+            if not data:  # the engine went away; skip atexit hooks (the warm-up shell's)
+                os._exit(0)
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)

@@ -1,0 +1,225 @@
+"""Plan → KFP v2 YAML: golden files, strict protobuf parsing, references, options, names."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp_plans import three_step_plan
+
+from kale_magic.compiler import (CompileOptions, Names, compile_pipeline, default_pipeline_file, k8s_name,
+                                 pipeline_arguments)
+from kale_magic.errors import ValidationError
+from kale_magic.kfp_step import decode
+from kale_magic.plan import Plan, StepPlan, Transfer
+
+GOLDEN = Path(__file__).parent / "golden"
+OPTIONS = dict(volumes=("data-pvc:/data",), secrets=("db-creds:password=DB_PASSWORD,user",))
+
+
+def load(path):
+    return list(yaml.safe_load_all(Path(path).read_text()))
+
+
+@pytest.fixture
+def compiled(tmp_path):
+    path = compile_pipeline(three_step_plan(), tmp_path / "p.yaml", **OPTIONS)
+    spec, platform = load(path)
+    return path, spec, platform
+
+
+def test_matches_golden_file(compiled):
+    """Regenerate with KALE_REGEN_GOLDEN=1 after an intended change (or a kfp upgrade)."""
+    path, _, _ = compiled
+    golden = GOLDEN / "three_step.yaml"
+    if os.environ.get("KALE_REGEN_GOLDEN") == "1":
+        golden.write_bytes(path.read_bytes())
+    assert path.read_bytes() == golden.read_bytes(), "YAML differs from the golden file (KALE_REGEN_GOLDEN=1 accepts)"
+
+
+def test_same_plan_compiles_byte_identical(tmp_path):
+    first = compile_pipeline(three_step_plan(), tmp_path / "a.yaml", **OPTIONS)
+    second = compile_pipeline(three_step_plan(), tmp_path / "b.yaml", **OPTIONS)
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_parses_strictly_into_pipeline_and_platform_specs(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    _, spec, platform = compiled
+    parsed = json_format.ParseDict(spec, pipeline_spec_pb2.PipelineSpec())
+    assert parsed.pipeline_info.name == "demo-pipeline"
+    platform_spec = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec())
+    assert set(platform_spec.platforms) == {"kubernetes"}
+
+
+def test_no_dangling_references(compiled):
+    _, spec, platform = compiled
+    components, executors = spec["components"], spec["deploymentSpec"]["executors"]
+    tasks = spec["root"]["dag"]["tasks"]
+    root_params = spec["root"]["inputDefinitions"]["parameters"]
+    for comp in components.values():
+        assert comp["executorLabel"] in executors
+    for task in tasks.values():
+        component = components[task["componentRef"]["name"]]
+        assert set(task.get("dependentTasks", [])) <= set(tasks)
+        wanted = component.get("inputDefinitions", {})
+        given = task.get("inputs", {})
+        assert set(given.get("parameters", {})) == set(wanted.get("parameters", {}))
+        assert set(given.get("artifacts", {})) == set(wanted.get("artifacts", {}))
+        for param in given.get("parameters", {}).values():
+            assert param["componentInputParameter"] in root_params
+        for artifact in given.get("artifacts", {}).values():
+            ref = artifact["taskOutputArtifact"]
+            producer = components[tasks[ref["producerTask"]]["componentRef"]["name"]]
+            assert ref["outputArtifactKey"] in producer["outputDefinitions"]["artifacts"]
+            assert ref["producerTask"] in task["dependentTasks"]
+    assert set(platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]) <= set(executors)
+
+
+def test_parameters_are_typed_and_passed_only_to_readers(compiled):
+    _, spec, _ = compiled
+    root = spec["root"]["inputDefinitions"]["parameters"]
+    assert {k: v["parameterType"] for k, v in root.items()} == {
+        "n": "NUMBER_INTEGER", "scale": "NUMBER_DOUBLE", "cfg": "STRING", "flag": "BOOLEAN"}
+    assert root["cfg"]["defaultValue"] == "{'layers': [3, 2], 'name': 'm'}"
+    comps = spec["components"]
+    assert set(comps["comp-load"]["inputDefinitions"]["parameters"]) == {"n", "scale"}
+    assert set(comps["comp-train"]["inputDefinitions"]["parameters"]) == {"cfg", "n"}
+    assert set(comps["comp-report"]["inputDefinitions"]["parameters"]) == {"flag"}
+
+
+def test_each_value_is_a_typed_artifact_with_report_and_metrics(compiled):
+    _, spec, _ = compiled
+    comps = spec["components"]
+
+    def kinds(defs):
+        return {k: v["artifactType"]["schemaTitle"] for k, v in defs.get("artifacts", {}).items()}
+
+    assert kinds(comps["comp-load"]["outputDefinitions"]) == {"x": "system.Dataset", "kale_report": "system.HTML"}
+    assert kinds(comps["comp-train"]["inputDefinitions"]) == {"in_x": "system.Dataset"}
+    assert kinds(comps["comp-train"]["outputDefinitions"]) == {
+        "model": "system.Model", "kale_report": "system.HTML", "kale_metrics": "system.Metrics"}
+    assert kinds(comps["comp-report"]["inputDefinitions"]) == {"in_model": "system.Model"}
+
+
+def test_step_options_are_applied(compiled):
+    _, spec, platform = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    resources = executors["exec-train"]["container"]["resources"]
+    assert resources["resourceCpuRequest"] == resources["resourceCpuLimit"] == "500m"
+    assert resources["resourceMemoryRequest"] == resources["resourceMemoryLimit"] == "1Gi"
+    assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["accelerator"]["resourceCount"] == "1"
+    assert "resources" not in executors["exec-load"]["container"]
+    assert executors["exec-report"]["container"]["image"] == "registry.example/kale:1"
+    assert executors["exec-load"]["container"]["image"] == "python:3.11"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["train"]["cachingOptions"] == {}
+    assert tasks["load"]["cachingOptions"] == {"enableCache": True}
+    assert "retryPolicy" not in tasks["load"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert k8s["exec-train"]["activeDeadlineSeconds"] == "600"
+    assert "activeDeadlineSeconds" not in k8s["exec-load"]
+    for executor in ("exec-load", "exec-train", "exec-report"):
+        assert k8s[executor]["pvcMount"][0]["mountPath"] == "/data"
+        assert k8s[executor]["pvcMount"][0]["constant"] == "data-pvc"
+        secret = k8s[executor]["secretAsEnv"][0]
+        assert secret["secretName"] == "db-creds"
+        assert secret["keyToEnv"] == [{"secretKey": "password", "envVar": "DB_PASSWORD"},
+                                      {"secretKey": "user", "envVar": "user"}]
+
+
+def test_pipeline_options(tmp_path):
+    path = compile_pipeline(three_step_plan(), tmp_path / "p.yaml", base_image="my/image:2", caching=False,
+                            accelerator="amd.com/gpu", packages=("scikit-learn==1.5",))
+    spec = load(path)[0]
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-load"]["container"]["image"] == "my/image:2"
+    assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
+    assert all("cachingOptions" not in t or t["cachingOptions"] == {} for t in spec["root"]["dag"]["tasks"].values())
+    command = " ".join(executors["exec-load"]["container"]["command"])
+    assert "scikit-learn==1.5" in command and "kfp==" not in command
+    assert spec["pipelineInfo"] == {"name": "demo-pipeline", "description": "A demo pipeline"}
+
+
+def test_no_pip_install_by_default(compiled):
+    _, spec, _ = compiled
+    for executor in spec["deploymentSpec"]["executors"].values():
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_default_file_is_under_dot_kale_next_to_the_notebook(tmp_path):
+    plan = three_step_plan(notebook_path=tmp_path / "nb" / "train.ipynb")
+    assert default_pipeline_file(plan) == tmp_path / "nb" / ".kale" / "pipelines" / "demo-pipeline.yaml"
+    assert compile_pipeline(plan).is_file()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Demo Pipeline", "demo-pipeline"),
+    ("load_data", "load-data"),
+    ("  __x__ ", "x"),
+    ("2nd step", "kale-2nd-step"),
+    ("Ünïcode!", "n-code"),
+    ("", "kale"),
+    ("a" * 80, "a" * 63),
+])
+def test_k8s_names(text, expected):
+    assert k8s_name(text) == expected
+
+
+def test_colliding_and_reserved_names_are_made_unique(tmp_path):
+    big, small = Transfer("X", "a_b", "json", "builtins.int"), Transfer("x", "a_b", "json", "builtins.int")
+    steps = {
+        "a_b": StepPlan("a_b", ("X = 1\nx = 2",), (), (), (), (big, small), ()),
+        "a-b": StepPlan("a-b", ("kale_report = X + x",), ("a_b",), (), (big, small),
+                        (Transfer("kale_report", "a-b", "json", "builtins.int"),), ()),
+        "import": StepPlan("import", ("print(kale_report)",), ("a-b",), (), (
+            Transfer("kale_report", "a-b", "json", "builtins.int"),), (), ()),
+    }
+    plan = Plan("p", steps)
+    names = Names(plan)
+    assert names.tasks == {"a_b": "a-b", "a-b": "a-b-2", "import": "v-import"}
+    assert Names.io(steps["a_b"]) == {("out", "X"): "x", ("out", "x"): "x_2"}
+    assert Names.io(steps["a-b"])[("out", "kale_report")] == "kale_report_2"
+    spec = load(compile_pipeline(plan, tmp_path / "p.yaml"))[0]
+    assert set(spec["root"]["dag"]["tasks"]) == {"a-b", "a-b-2", "v-import"}
+    assert spec["root"]["dag"]["tasks"]["v-import"]["taskInfo"]["name"] == "import"
+
+
+def test_pipeline_arguments_send_other_values_as_literal_text():
+    plan = three_step_plan()
+    args = pipeline_arguments(plan, {"n": 7, "cfg": {"layers": [1]}})
+    assert args == {"n": 7, "scale": 1.5, "cfg": "{'layers': [1]}", "flag": True}
+
+
+@pytest.mark.parametrize("value", [[3, 2], {"b": 1, "a": (1, 2)}, (1,), None, {1, 2}, [[1.5, True, None]]])
+def test_text_parameters_round_trip_exactly(value):
+    text = pipeline_arguments(Plan("p", {}, parameters={"v": value}), {})["v"]
+    decoded = decode(text)
+    assert decoded == value and repr(decoded) == repr(value)
+
+
+def test_json_typed_in_the_kfp_ui_is_accepted():
+    assert decode('{"on": true, "ids": [1, 2], "x": null}') == {"on": True, "ids": [1, 2], "x": None}
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(volumes=("no-mount",)), "PVC_NAME:/mount/path"),
+    (dict(volumes=("pvc:relative",)), "PVC_NAME:/mount/path"),
+    (dict(secrets=("only-name",)), "SECRET_NAME:KEY=ENV_VAR"),
+])
+def test_bad_pipeline_options_are_clear_errors(kwargs, fragment):
+    with pytest.raises(ValidationError, match=fragment.replace(":", ".")):
+        CompileOptions(**kwargs)
+
+
+def test_importing_the_compiler_does_not_import_kfp():
+    code = "import sys, kale_magic.compiler, kale_magic.engines.kfp; print('kfp' in sys.modules)"
+    root = Path(__file__).parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,285 @@
+"""The KFP engine against a fake KFP API server driven by the tests, through the real kfp.Client."""
+
+import socket
+
+import pytest
+from kfp_api_server import FakeKfpServer
+from kfp_plans import three_step_plan
+
+from kale_magic.engines.kfp import KfpEngine
+from kale_magic.errors import EngineError
+from kale_magic.kfp_client import resolve_settings
+from kale_magic.state import RunState
+
+RUNS = "/apis/v2beta1/runs"
+ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}
+
+
+@pytest.fixture
+def server():
+    with FakeKfpServer() as srv:
+        yield srv
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
+
+
+def run(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, **engine_args):
+    """What ``launch`` does with an engine after Validate: compile, upload, run, finish."""
+    plan = plan or three_step_plan()
+    state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
+    engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
+    if cancel_after:
+        state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
+    engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
+    engine.upload(plan, state)
+    if not upload_only:
+        state.finish(*engine.run(plan, state, tmp_path / "run", {**plan.parameters, **(parameters or {})}))
+    return state
+
+
+def failed_upload(host, tmp_path, **engine_args):
+    with pytest.raises(EngineError) as info:
+        run(host, tmp_path, **engine_args)
+    return str(info.value)
+
+
+def test_successful_run_uploads_the_compiled_yaml_and_follows_steps(server, tmp_path):
+    server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+    state = run(server.url, tmp_path, {"n": 9, "cfg": {"layers": [5]}})
+    assert (state.status, state.error) == ("succeeded", "")
+    (experiment,) = server.experiments.values()
+    assert experiment["display_name"] == "exp-a"
+    (pipeline,) = server.pipelines.values()
+    assert pipeline["display_name"] == "demo-pipeline"
+    run_record = server.last_run
+    version_id = run_record["pipeline_version_reference"]["pipeline_version_id"]
+    assert server.spec_of(version_id) == (tmp_path / "pipeline.yaml").read_text()
+    assert run_record["experiment_id"] == experiment["experiment_id"]
+    assert run_record["runtime_config"]["parameters"] == {
+        "n": 9, "scale": 1.5, "cfg": "{'layers': [5]}", "flag": True}
+    assert {s.name: s.status for s in state.steps.values()} == {
+        "load": "succeeded", "train": "succeeded", "report": "succeeded"}
+    assert state.tasks["Upload"].status == "done"
+    assert state.links["run"] == f"{server.url}/#/runs/details/{run_record['run_id']}"
+    assert state.links["pipeline"] == (f"{server.url}/#/pipelines/details/{pipeline['pipeline_id']}"
+                                       f"/version/{version_id}")
+    assert state.links["experiment"] == f"{server.url}/#/experiments/details/{experiment['experiment_id']}"
+    assert state.tasks["Run"].links["run"] == state.links["run"]
+    assert sorted(p.name for p in (tmp_path / "run" / "notebooks").iterdir()) == [
+        "load.ipynb", "report.ipynb", "train.ipynb"]
+
+
+def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
+    seen = []
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}),
+                      dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": "RUNNING"}),
+                      dict(state="SUCCEEDED", tasks=ALL_DONE))
+    plan = three_step_plan()
+    state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
+    state.subscribe(lambda st, event: seen.append((event, st.steps[event[5:]].status))
+                    if event.startswith("step:") else None)
+    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml")
+    engine.write_notebooks(plan, tmp_path, {})
+    engine.upload(plan, state)
+    assert engine.run(plan, state, tmp_path, {}) == ("succeeded", "")
+    assert seen == [("step:load", "running"), ("step:load", "succeeded"), ("step:train", "running"),
+                    ("step:train", "succeeded"), ("step:report", "succeeded")]
+
+
+def test_existing_pipeline_gets_a_new_version_and_experiment_is_reused(server, tmp_path):
+    server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+    run(server.url, tmp_path)
+    server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+    state = run(server.url, tmp_path)
+    assert state.status == "succeeded"
+    assert len(server.pipelines) == 1 and len(server.experiments) == 1
+    assert len(server.versions) == 2
+    (upload,) = server.requests_to("POST", "/apis/v2beta1/pipelines/upload_version")
+    assert upload.query["pipelineid"] == next(iter(server.pipelines))
+    assert upload.query["name"] == "demo-pipeline-run-1"
+    assert server.last_run["pipeline_version_reference"]["pipeline_version_id"] == list(server.versions)[-1]
+
+
+def test_failed_run_names_the_failing_step_and_its_message(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": "RUNNING"}),
+                      dict(state="FAILED", error="1 task failed",
+                           tasks={"load": "SUCCEEDED", "train": ("FAILED", "ZeroDivisionError: division by zero")}))
+    state = run(server.url, tmp_path)
+    assert state.status == "failed"
+    assert state.error == "step 'train' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+    assert state.steps["train"].message == "ZeroDivisionError: division by zero"
+    assert state.steps["report"].status == "skipped"
+
+
+def test_failed_run_without_task_details_gives_the_runs_error(server, tmp_path):
+    server.script_run(dict(state="FAILED", error="pod was evicted"))
+    state = run(server.url, tmp_path)
+    assert state.error == "the run ended failed on Kubeflow Pipelines: pod was evicted"
+
+
+def test_canceled_run_finishes(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}),
+                      dict(state="CANCELED", tasks={"load": "CANCELED"}))
+    state = run(server.url, tmp_path)
+    assert state.status == "failed"
+    assert "canceled" in state.error
+    assert {s.status for s in state.steps.values()} == {"skipped"}
+
+
+def test_cancel_terminates_the_kfp_run(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}))
+    state = run(server.url, tmp_path, cancel_after="step:load")
+    (terminate,) = [r for r in server.requests if r.path.endswith(":terminate")]
+    assert terminate.path == f"/apis/v2beta1/runs/{server.last_run['run_id']}:terminate"
+    assert state.error == "the run was canceled in Kubeflow Pipelines"
+
+
+def test_upload_only_creates_no_run(server, tmp_path):
+    state = run(server.url, tmp_path, upload_only=True)
+    assert len(server.versions) == 1 and not server.runs
+    assert state.tasks["Upload"].status == "done"
+
+
+def test_compiling_talks_to_no_server(tmp_path):
+    plan = three_step_plan()
+    engine = KfpEngine("http://127.0.0.1:9", pipeline_file=tmp_path / "p.yaml",
+                       config={"base_image": "my/image:1", "volumes": ["data:/data"], "host": "http://x:1"})
+    notebooks = engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
+    assert engine.pipeline_file.is_file() and set(notebooks) == set(plan.steps)
+    assert "image: my/image:1" in engine.pipeline_file.read_text()
+
+
+def test_unreachable_host_is_a_clear_error_and_keeps_the_yaml(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound, not listening: connections are refused
+        plan = three_step_plan()
+        state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
+        engine = KfpEngine(f"http://127.0.0.1:{port}", pipeline_file=tmp_path / "pipeline.yaml")
+        engine.write_notebooks(plan, tmp_path, {})
+        with pytest.raises(EngineError) as info:
+            engine.upload(plan, state)
+    assert str(info.value).startswith(f"Cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}")
+    assert "KF_PIPELINES_ENDPOINT" in str(info.value)
+    assert str(info.value).endswith(f"The pipeline YAML is kept at {tmp_path / 'pipeline.yaml'}.")
+    assert (tmp_path / "pipeline.yaml").is_file()
+    assert (state.status, state.error) == ("failed", str(info.value))
+    assert (state.tasks["Upload"].status, state.tasks["Run"].status) == ("failed", "skipped")
+
+
+def test_missing_host_names_the_settings(tmp_path):
+    message = failed_upload(None, tmp_path)
+    assert "No Kubeflow Pipelines host is configured" in message and "Kale.host" in message
+
+
+def test_rejected_credentials_say_which_setting_to_check(tmp_path):
+    with FakeKfpServer(token="s3cret-token") as srv:
+        message = failed_upload(srv.url, tmp_path)
+    assert "refused the credentials" in message and "KF_PIPELINES_TOKEN" in message
+    assert "HTTP 401" in message
+
+
+def test_token_is_sent_and_never_shown(tmp_path, monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_TOKEN", "s3cret-token")
+    with FakeKfpServer(token="s3cret-token") as srv:
+        srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+        state = run(srv.url, tmp_path)
+        settings = resolve_settings(srv.url)
+    assert state.status == "succeeded", state.error
+    assert all(r.headers["authorization"] == "Bearer s3cret-token" for r in srv.requests)
+    shown = repr([(t.message, t.links) for t in state.tasks.values()]) + repr(state.links) + state.error
+    assert "s3cret" not in shown
+    assert "s3cret" not in (tmp_path / "pipeline.yaml").read_text()
+    assert settings.token == "s3cret-token" and "s3cret" not in repr(settings)
+
+
+def test_server_errors_carry_the_servers_message(server, tmp_path):
+    server.fail("POST", "/apis/v2beta1/pipelines/upload", 500, "storage backend unavailable")
+    message = failed_upload(server.url, tmp_path)
+    assert message.startswith(f"Kubeflow Pipelines at {server.url} answered HTTP 500 while uploading")
+    assert "storage backend unavailable" in message
+    assert not server.runs
+
+
+def test_run_creation_error(server, tmp_path):
+    server.fail("POST", RUNS, 400, "Invalid input error: parameter n has the wrong type")
+    state = run(server.url, tmp_path)
+    assert "HTTP 400 while creating the run: Invalid input error: parameter n" in state.error
+
+
+def test_no_pipeline_is_left_without_its_version(server, tmp_path):
+    server.fail("GET", "/apis/v2beta1/pipelines/pipeline-", 503, "versions table locked")
+    assert "versions table locked" in failed_upload(server.url, tmp_path)
+    assert server.pipelines == {} and server.versions == {}
+    (delete,) = [r for r in server.requests if r.method == "DELETE"]
+    assert delete.path.startswith("/apis/v2beta1/pipelines/pipeline-")
+
+
+def test_settings_resolution_order(monkeypatch):
+    monkeypatch.setenv("KF_PIPELINES_ENDPOINT", "http://env:1")
+    assert resolve_settings().host == "http://env:1"
+    assert resolve_settings(config={"host": "http://config:2"}).host == "http://config:2"
+    assert resolve_settings("http://arg:3", config={"host": "http://config:2"}).host == "http://arg:3"
+    assert resolve_settings().ui_host == "http://env:1"
+    monkeypatch.setenv("KF_PIPELINES_UI_ENDPOINT", "https://ui.example")
+    settings = resolve_settings()
+    assert settings.ui_host == "https://ui.example"
+    assert settings.link("runs/details/r1") == "https://ui.example/#/runs/details/r1"
+    assert resolve_settings("kfp.example:8443").host == "https://kfp.example:8443"
+    monkeypatch.delenv("KF_PIPELINES_ENDPOINT")
+    with pytest.raises(EngineError, match="Kale.host"):
+        resolve_settings()
+
+
+def test_in_cluster_service_account_token_is_used(tmp_path, monkeypatch):
+    token_file = tmp_path / "sa-token"
+    token_file.write_text("sa-token-value")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    with FakeKfpServer(token="sa-token-value") as srv:
+        state = run(srv.url, tmp_path, upload_only=True)
+    assert state.tasks["Upload"].status == "done"
+    assert {r.headers["authorization"] for r in srv.requests} == {"Bearer sa-token-value"}
+
+
+def test_fake_server_speaks_to_the_plain_kfp_client(server, tmp_path):
+    """The fixture other tests rely on: what kfp.Client sends is recorded, run states are test-driven."""
+    import warnings
+
+    import kfp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        client = kfp.Client(host=server.url)
+    (tmp_path / "p.yaml").write_text("pipelineInfo:\n  name: p\n")
+    pipeline = client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p")
+    version = client.list_pipeline_versions(pipeline.pipeline_id).pipeline_versions[0]
+    experiment = client.create_experiment("e")
+    run = client.run_pipeline(experiment.experiment_id, "r", params={"n": 1},
+                              pipeline_id=pipeline.pipeline_id, version_id=version.pipeline_version_id)
+    server.set_run(run.run_id, "FAILED", tasks={"a": "SUCCEEDED", "b": ("FAILED", "boom")}, error="b failed")
+    got = client.get_run(run.run_id)
+    assert (got.state, got.error.message) == ("FAILED", "b failed")
+    assert [(t.display_name, t.state) for t in got.run_details.task_details] == [("a", "SUCCEEDED"), ("b", "FAILED")]
+    assert got.run_details.task_details[1].error.message == "boom"
+    assert server.spec_of(version.pipeline_version_id) == "pipelineInfo:\n  name: p\n"
+    (upload,) = server.requests_to("POST", "/apis/v2beta1/pipelines/upload")
+    assert upload.query["name"] == "p" and upload.files["uploadfile"].startswith(b"pipelineInfo")
+
+
+def test_following_survives_a_few_failed_polls(server, tmp_path):
+    server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+    server.fail("GET", RUNS + "/", 503, "apiserver restarting", times=2)
+    assert run(server.url, tmp_path).status == "succeeded"
+
+
+def test_following_gives_up_when_the_api_keeps_failing(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}))
+    server.fail("GET", RUNS + "/", 503, "apiserver gone", times=10)
+    state = run(server.url, tmp_path)
+    assert state.error.endswith("answered HTTP 503 while following the run: apiserver gone")
