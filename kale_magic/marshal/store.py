@@ -89,7 +89,9 @@ def _write(registry, obj, directory: Path, name) -> dict:
 def _finish(backend, obj, directory: Path, written: dict) -> dict:
     files = {}
     for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        size, digest = written.get(str(file.resolve())) or hashing.file_digest(file)
+        size, digest = written.get(os.path.abspath(file), (None, None))
+        if size != file.stat().st_size:  # not written through hashing.create (or changed after)
+            size, digest = hashing.file_digest(file)
         files[file.relative_to(directory).as_posix()] = {"size": size, "checksum": f"{hashing.ALGORITHM}:{digest}"}
     from .. import __version__
 
