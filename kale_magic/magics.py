@@ -69,6 +69,9 @@ class Kale(Magics):
     volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
     secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
     accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
+    pipeline_root = Unicode(None, allow_none=True, help="Object store the KFP steps read the workspace snapshot "
+                            "from, e.g. 'minio://mlpipeline/v2/artifacts' or 's3://bucket/prefix' (credentials: "
+                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot.").tag(config=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -161,10 +164,14 @@ class Kale(Magics):
     @line_magic
     def kale_show(self, line):
         """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
+        from .launch import RunRequest
         from .report import plan_text
 
         plan = self._plan()
         print(plan_text(plan))
+        workspace = self._workspace()
+        if (workspace.kale_dir / "cache").is_dir():
+            print(self._cache_check(RunRequest(), workspace, plan))
 
     @line_magic
     def kale_reset(self, line):
@@ -183,7 +190,14 @@ class Kale(Magics):
               help="Override a %%%%parameters value (repeatable).")
     @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
     @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
+    @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
+    @argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
+    @argument("--no-cache", action="store_true", help="Run every step; reuse no cached result.")
+    @argument("--cache-only-check", action="store_true",
+              help="Only show which steps would be reused from the cache and why the others would run.")
+    @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
+              help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
     @line_magic
     def kale_run(self, line):
         """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
@@ -196,8 +210,16 @@ class Kale(Magics):
                              engine=self._engine_name(args), host=args.host,
                              params=self._params(args.param), compile_only=args.compile_only,
                              upload_only=args.upload_only,
-                             no_snapshot=args.no_snapshot, background=args.background)
+                             no_snapshot=args.no_snapshot, background=args.background,
+                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
+                             no_cache=args.no_cache, resume=args.resume)
+        if request.engine != "local" and (args.cache_only_check or args.resume is not None):
+            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
+                            "cache decides which steps run (turn it off with --no-cache).")
         workspace = self._workspace()
+        if args.cache_only_check:
+            print(self._cache_check(request, workspace))
+            return None
         cells = self._cells(workspace)
         recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
         return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
@@ -219,7 +241,50 @@ class Kale(Magics):
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
                              compare=args.compare)
 
+    @magic_arguments()
+    @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
+    @line_magic
+    def kale_snapshots(self, line):
+        """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
+        from .snapshot.task import snapshot_table
+
+        args = parse_argstring(self.kale_snapshots, line)
+        print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
+
+    @magic_arguments()
+    @argument("--clear", action="store_true", help="Forget cached step results and delete saved values.")
+    @argument("--older-than", type=float, metavar="DAYS", help="With --clear: only what is older than DAYS.")
+    @line_magic
+    def kale_cache(self, line):
+        """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
+        from .cache import CacheIndex, clear
+
+        args = parse_argstring(self.kale_cache, line)
+        workspace = self._workspace()
+        if args.clear:
+            print(clear(workspace.root, older_than=args.older_than))
+        else:
+            entries = CacheIndex(workspace.kale_dir).entries()
+            print(f"kale: {len(entries)} cached step results in {workspace.kale_dir / 'cache'}; "
+                  "%kale_cache --clear [--older-than DAYS] frees their disk")
+
     # helpers --------------------------------------------------------------------------------
+    def _step_cache(self, request, workspace):
+        from .cache import StepCache
+
+        return StepCache(workspace.kale_dir, request.pipeline or workspace.pipeline_name,
+                         use_cache=not request.no_cache, resume=request.resume)
+
+    def _cache_check(self, request, workspace, plan=None) -> str:
+        from .cache import check_text
+        from .planner import build_plan
+
+        if plan is None:
+            plan = build_plan(self._cells(workspace), self._environment(), overrides=request.params,
+                              pipeline=request.pipeline or workspace.pipeline_name,
+                              notebook_path=workspace.notebook, order_source=workspace.order_source)
+        return check_text(self._step_cache(request, workspace).predict(plan, plan.parameters))
+
     def _workspace(self):
         from .launch import Workspace
         from .notebook_file import cell_order, find_notebook
@@ -261,10 +326,13 @@ class Kale(Magics):
         if request.engine == "kfp":
             from .engines.kfp import CONFIG, KfpEngine
 
-            return KfpEngine(request.host, config={name: getattr(self, name) for name in CONFIG})
+            config = {name: getattr(self, name) for name in CONFIG}
+            config["caching"] = config["caching"] and not request.no_cache
+            return KfpEngine(request.host, config=config)
         from .engines.local import LocalEngine
 
-        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel)
+        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel,
+                           cache=self._step_cache(request, workspace))
 
     def _worker_server(self):
         from .engines.workers import PRELOAD, WorkerServer
