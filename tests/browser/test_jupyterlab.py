@@ -172,7 +172,7 @@ def test_panel_in_jupyterlab(lab, browser):
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-panel.png"))
 
         assert good.get_attribute("data-status") == "succeeded"
-        assert _panel_rows(good) == [("Validate", "done"), ("Snapshot", "skipped"), ("Compile", "done"),
+        assert _panel_rows(good) == [("Validate", "done"), ("Snapshot", "done"), ("Compile", "done"),
                                      ("Upload", "skipped"), ("Run", "done"), ("make", "succeeded"),
                                      ("score", "succeeded")]
         assert good.locator(".kale-row[data-name='score'] .kale-status").inner_text() == "succeeded"
@@ -207,20 +207,23 @@ def test_panel_in_jupyterlab(lab, browser):
         page.close()
 
 
-BACKGROUND_CELLS = [
-    "%load_ext kale_magic",
-    "%%imports\nimport os, time",
-    "open('go', 'w').close()",
-    "%%step make\ndata = [1, 2, 3]",
-    "%%step hold\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\nn = len(data)",
-    "os.remove('go')  # in the pipeline, 'hold' waits until the test creates it",
-    "run = %kale_run --background",
-    "still_working = 6 * 7\nstill_working",
-]
+def background_cells(go: Path) -> list[str]:
+    """A run whose 'hold' step waits for the file ``go`` (a full path: steps run in a snapshot)."""
+    return [
+        "%load_ext kale_magic",
+        "%%imports\nimport os, time",
+        f"%%parameters\ngo_file = {str(go)!r}",
+        "open(go_file, 'w').close()",
+        "%%step make\ndata = [1, 2, 3]",
+        "%%step hold\nwhile not os.path.exists(go_file):\n    time.sleep(0.05)\nn = len(data)",
+        "os.remove(go_file)  # in the pipeline, 'hold' waits until the test creates it",
+        "run = %kale_run --background",
+        "still_working = 6 * 7\nstill_working",
+    ]
 
 
 def test_background_run_updates_the_live_widget(lab, browser):
-    page = _open_notebook(browser, lab, BACKGROUND_CELLS, "background.ipynb")
+    page = _open_notebook(browser, lab, background_cells(lab["dir"] / "go"), "background.ipynb")
     try:
         page.wait_for_selector(".kale-panel-widget .kale-row[data-name='hold'][data-status='running'],"
                                " .kale-panel[data-status]", timeout=120_000)
