@@ -28,6 +28,7 @@ DEFAULT_BASE_IMAGE = "python:3.11"
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 REPORT = "kale_report"
 METRICS = "kale_metrics"
+SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
 TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
 
 
@@ -41,6 +42,7 @@ class CompileOptions:
     volumes: tuple[str, ...] = ()  # "PVC_NAME:/mount/path"
     secrets: tuple[str, ...] = ()  # "SECRET:KEY=ENV_VAR[,KEY=ENV_VAR]" or "SECRET:KEY"
     accelerator: str = DEFAULT_ACCELERATOR
+    snapshot_url: str | None = None  # s3://.../kale-snapshots/<id>.tar.zst, imported once for all steps
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
 
@@ -170,10 +172,15 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
 
     def build(params):
+        from .snapshot.kfp import snapshot_importer
+
         tasks = {}
+        snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
         for name, step in plan.steps.items():
             io = ios[name]
             args = {io[("param", p)]: params[p] for p in step.parameters}
+            if snapshot is not None:
+                args[SNAPSHOT] = snapshot
             args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
                          for t in step.inputs})
             task = components[name](**args)
@@ -198,20 +205,22 @@ def _pipeline_function(plan: Plan, build):
 def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions):
     from kfp import dsl
 
-    source = component_source(plan, step, names.functions[step.name])
+    source = component_source(plan, step, names.functions[step.name], snapshot=bool(opts.snapshot_url))
     func = _define(source, names.functions[step.name])
     return dsl.component(func, base_image=step.options.image or opts.base_image,
                          packages_to_install=list(opts.packages) or None,
                          install_kfp_package=False)
 
 
-def component_source(plan: Plan, step: StepPlan, function: str) -> str:
+def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool = False) -> str:
     """Python source of the step's component function (kfp embeds it in the YAML)."""
     io = Names.io(step)
     kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.parameters)]
     signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.inputs)]
     signature += [f"{io[('out', t.name)]}: Output[{_artifact(kinds[t.name])}]" for t in _sorted(step.outputs)]
+    if snapshot:
+        signature.append(f"{SNAPSHOT}: Input[Artifact]")
     signature.append(f"{REPORT}: Output[HTML]")
     if step.metrics:
         signature.append(f"{METRICS}: Output[Metrics]")
@@ -231,6 +240,8 @@ def component_source(plan: Plan, step: StepPlan, function: str) -> str:
         f"report={REPORT}",
         f"metrics={METRICS if step.metrics else None}",
     ]
+    if snapshot:
+        arguments.append(f"snapshot={SNAPSHOT}")
     body = "".join(f"        {a},\n" for a in arguments)
     return (f"def {function}({', '.join(signature)}):\n"
             f"    from kale_magic.kfp_step import run_component\n"

@@ -19,7 +19,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def run_component(step, notebook, parameters, text_parameters, inputs, producers, outputs, report,
-                  metrics=None):
+                  metrics=None, snapshot=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed."""
     import nbformat
 
@@ -28,6 +28,10 @@ def run_component(step, notebook, parameters, text_parameters, inputs, producers
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
     node = inject_parameters(nbformat.reads(notebook, as_version=4), values)
     work = Path(tempfile.mkdtemp(prefix="kale-step-"))
+    if snapshot is not None:  # the step's working directory: the notebook's folder as %kale_run found it
+        from .snapshot.kfp import enter_snapshot
+
+        enter_snapshot(snapshot, work / "workspace")
     context = runtime.StepContext(
         step=step,
         inputs={name: artifact.path for name, artifact in inputs.items()},

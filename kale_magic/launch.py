@@ -30,7 +30,11 @@ class RunRequest:
     compile_only: bool = False
     upload_only: bool = False
     no_snapshot: bool = False
+    from_snapshot: str | None = None  # run on the files of this earlier snapshot
+    snapshot_max: str | None = None  # size cap, e.g. "10G" (default: the snapshot package's)
     background: bool = False
+    no_cache: bool = False  # run every step, reuse no cached result
+    resume: str | None = None  # reuse what this run ("" = the last failed run) got done
 
 
 @dataclass
@@ -85,7 +89,10 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
     state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
                report=str(report))
 
-    state.task("Snapshot", "skipped", "--no-snapshot" if request.no_snapshot else "no snapshot taken")
+    if request.no_snapshot and not request.from_snapshot:
+        state.task("Snapshot", "skipped", "--no-snapshot: steps run in the notebook's folder")
+    else:
+        _snapshot(request, workspace, cells, state, run_dir, engine)
 
     state.task("Compile", "running")
     notebooks = engine.write_notebooks(plan, run_dir, plan.parameters)
@@ -118,8 +125,9 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            state.task("Run", "done" if status == "succeeded" else "failed",
-                       f"{len(plan.steps)} steps succeeded" if status == "succeeded" else error)
+            cached = sum(1 for s in state.steps.values() if s.status == "cached")
+            done = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+            state.task("Run", "done" if status == "succeeded" else "failed", done if status == "succeeded" else error)
             state.finish(status, error)
 
     thread = threading.Thread(target=execute, name=f"kale-run-{state.run_id}", daemon=True)
@@ -134,3 +142,33 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
             state.wait()
         thread.join()
     return run
+
+
+def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell], state: RunState,
+              run_dir: Path, engine) -> None:
+    """The Snapshot task; local steps then work in the materialized copy, KFP steps in an unpacked one."""
+    from .snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, parse_size
+    from .snapshot.task import cell_texts, snapshot_task
+
+    local = engine.name == "local" and not request.compile_only
+    try:
+        try:
+            max_bytes = parse_size(request.snapshot_max) if request.snapshot_max else DEFAULT_MAX_BYTES
+        except ValueError as exc:
+            raise KaleError(f"--snapshot-max: {exc}") from None
+        store = workspace.kale_dir / "snapshots"
+        snapshot, workdir = snapshot_task(
+            state, workspace.root, store, notebook=workspace.notebook, cells=cell_texts(cells),
+            from_snapshot=request.from_snapshot, warn_bytes=DEFAULT_WARN_BYTES, max_bytes=max_bytes,
+            workdir=run_dir / "workspace" if local else None)
+    except KaleError as exc:
+        if state.tasks["Snapshot"].status != "failed":
+            state.task("Snapshot", "failed", str(exc))
+        for task in ("Compile", "Upload", "Run"):
+            state.task(task, "skipped", "")
+        state.finish("failed", str(exc))
+        raise
+    if workdir is not None:
+        engine.workdir = workdir
+    elif hasattr(engine, "use_snapshot"):  # KFP: published in its Upload task, imported by every step
+        engine.use_snapshot(store, snapshot.id)

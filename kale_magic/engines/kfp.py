@@ -21,10 +21,11 @@ FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED en
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",
                "SUCCEEDED": "succeeded", "SKIPPED": "skipped", "CACHED": "cached",
                "FAILED": "failed", "CANCELED": "skipped"}
-CONNECTION = ("host", "ui_host", "namespace")  # the rest of ``config`` is CompileOptions
+CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the rest of ``config`` is CompileOptions
 POLL_ATTEMPTS = 3
 REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
-CONFIG = ("host", "ui_host", "namespace", "base_image", "packages", "caching", "volumes", "secrets", "accelerator")
+CONFIG = ("host", "ui_host", "namespace", "pipeline_root", "base_image", "packages", "caching", "volumes", "secrets",
+          "accelerator")
 
 
 class KfpEngine:
@@ -40,6 +41,19 @@ class KfpEngine:
         self.poll_interval = poll_interval
         self._cancel = threading.Event()
         self._settings = self._client = self._experiment_id = self._version = None
+        self._snapshot: tuple[Path, str] | None = None
+
+    def use_snapshot(self, store: Path, snapshot_id: str) -> None:
+        """Give every step the snapshot (called after the Snapshot task, before compiling);
+        needs an object-store pipeline root (``Kale.pipeline_root``) to publish it to."""
+        import dataclasses
+
+        from ..snapshot import published_url
+
+        root = self.connection.get("pipeline_root")
+        if root:
+            self._snapshot = (store, snapshot_id)
+            self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot_id))
 
     # Compile --------------------------------------------------------------------------------
     def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
@@ -62,6 +76,10 @@ class KfpEngine:
         try:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
+            if self._snapshot:
+                from ..snapshot import publish
+
+                publish(*self._snapshot, self.connection["pipeline_root"])
             self._client = connect(self._settings)
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,

@@ -1,0 +1,21 @@
+"""Workspace and environment snapshots: every run starts from a frozen copy.
+
+``take_snapshot`` stores each workspace file once by SHA-256 and writes a manifest;
+``materialize`` gives a run read-only hard links to that content; ``pack``,
+``upload``, ``download`` and ``unpack`` move a snapshot to the steps of a
+Kubeflow pipeline through an S3-compatible object store.
+"""
+
+from .errors import SnapshotError
+from .manifest import Snapshot, SnapshotDiff, diff, list_snapshots, resolve_id
+from .materialize import materialize, restore
+from .retention import prune
+from .remote import download, pack, publish, published_url, unpack, upload
+from .sizes import format_size, parse_size
+from .workspace import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
+
+__all__ = [
+    "DEFAULT_MAX_BYTES", "DEFAULT_WARN_BYTES", "Snapshot", "SnapshotDiff", "SnapshotError",
+    "diff", "download", "format_size", "list_snapshots", "materialize", "pack", "parse_size",
+    "prune", "publish", "published_url", "resolve_id", "restore", "take_snapshot", "unpack", "upload",
+]
