@@ -180,6 +180,19 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_cache(args) -> int:
+    from .cache import CacheIndex, clear
+
+    kale_dir = Path(args.dir) / ".kale"
+    if args.clear:
+        print(clear(kale_dir, older_than=args.older_than))
+    else:
+        entries = CacheIndex(kale_dir).entries() if kale_dir.is_dir() else []
+        print(f"{len(entries)} cached step results in {kale_dir / 'cache'}; "
+              f"kale-magic cache --clear [--older-than DAYS] frees their disk")
+    return 0
+
+
 def _store(directory: str):
     """The run store of the notebooks in ``directory``; reading never creates one."""
     from .store import RunStore
@@ -271,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", help="a run id or a unique prefix of one")
     show.add_argument("--dir", default=".", help="the notebook's folder (default: .)")
     show.set_defaults(func=cmd_show)
+
+    cache = sub.add_parser("cache", help="the step cache: how many results it holds, or --clear it")
+    cache.add_argument("--clear", action="store_true",
+                       help="forget cached step results and delete saved values (run history stays)")
+    cache.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="with --clear: only what was not used for DAYS days")
+    cache.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
+    cache.set_defaults(func=cmd_cache)
 
     _add_snapshot_commands(sub)
     return parser
