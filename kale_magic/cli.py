@@ -117,14 +117,15 @@ def _run_options(args) -> str:
     from .convert import magic_arguments
 
     words = []
-    for flag in ("experiment", "pipeline", "engine", "host"):
+    for flag in ("experiment", "pipeline", "description", "engine", "host"):
         value = getattr(args, flag)
         if value:
             words += [f"--{flag}", value]
     for param in args.param:
         words += ["--param", param]
-    if args.compile_only:
-        words.append("--compile-only")
+    for flag in ("compile_only", "no_cache", "no_snapshot"):
+        if getattr(args, flag):
+            words.append("--" + flag.replace("_", "-"))
     return magic_arguments(words)
 
 
@@ -257,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a pipeline parameter (repeatable)")
     run.add_argument("--engine", choices=("local", "kfp"), help="where the steps run")
     run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
+    run.add_argument("--description", help="pipeline description")
     run.add_argument("--compile-only", action="store_true",
                      help="build the pipeline without running it")
+    run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
+    run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
     run.add_argument("--output", help="save the executed notebook here")
     run.set_defaults(func=cmd_run)
 
