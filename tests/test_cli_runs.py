@@ -68,6 +68,15 @@ def test_unknown_runs_and_empty_folders_are_one_line(workspace, tmp_path):
     assert not (tmp_path / ".kale").exists()
 
 
+def test_snapshot_commands_come_through_the_main_command(workspace):
+    root, _ = workspace
+    result = kale_magic("snapshot", "--root", root, "list")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(" files ") >= 1  # the runs snapshot the workspace
+    missing = kale_magic("snapshot", "--root", root, "restore", "nope", root / "restored")
+    assert missing.returncode == 1 and "snapshot 'nope' does not exist" in missing.stderr
+
+
 def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(workspace):
     root, (a, _, _) = workspace
     before = kale_magic("cache", "--dir", root)
