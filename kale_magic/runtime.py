@@ -83,7 +83,9 @@ def save_outputs(namespace: dict, names: list[str]) -> None:
         if name not in namespace:
             raise MarshalError(f"step '{ctx.step}' should produce '{name}' for later steps, but it is not "
                                "defined when the step ends; make sure every path through the step assigns it.")
-        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name)
+        # Not fsynced: a partial value is never visible (atomic rename), and a crash-damaged one fails
+        # its checksum on load, so the run (or the cache) recomputes it rather than using it.
+        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
 
 
 def log_metrics(namespace: dict, names: list[str]) -> None:

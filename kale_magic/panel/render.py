@@ -106,7 +106,7 @@ def step_links(step: StepState) -> dict[str, str]:
 def task_line(task: TaskState, links: Links) -> str:
     """One line per change: a line is printed once, so a running task shows no (stale) elapsed time."""
     elapsed = seconds(task.elapsed) if task.ended else ""
-    parts = [f"[{ICONS[task.status]}] {task.name:<9} {task.status:<8} {elapsed:>9}"]
+    parts = [f"{ICONS[task.status]} {task.name:<9} {task.status:<8} {elapsed:>9}"]
     if task.message:
         parts.append(plain(task.message))
     parts += [f"({links.text(k, v)})" for k, v in task.links.items()]
@@ -114,8 +114,8 @@ def task_line(task: TaskState, links: Links) -> str:
 
 
 def step_line(step: StepState, links: Links) -> str:
-    """``[✗] train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
-    line = f"    [{ICONS[step.status]}] {plain(step.name)} {step.status}"
+    """``✗ train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
+    line = f"    {ICONS[step.status]} {plain(step.name)} {step.status}"
     message = plain(step.message).removeprefix(f"{step.status}: ")
     if message:
         line += f": {message}"
