@@ -65,9 +65,12 @@ def test_success_transitions_in_text_and_html(tmp_path):
     run_to_success(state)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("Kale run r1 · pipeline demo")
-    assert any("Validate" in l and "running" in l for l in lines)
-    assert lines.index(next(l for l in lines if "✓ Validate" in l)) > \
-        lines.index(next(l for l in lines if "◔ Validate" in l))
+    assert not any("◔ Validate" in l for l in lines), "quick tasks print their outcome only"
+    assert lines.index(next(l for l in lines if "✓ Run" in l)) > \
+        lines.index(next(l for l in lines if "◔ Run" in l))
+    running = next(l for l in lines if "◔ train running" in l)
+    assert "(log:" in running and "(notebook:" not in running, "a running step links its live log"
+    assert all("(log:" not in l for l in lines if l.startswith("    ✓")), "no links for steps that went well"
     assert [l.split()[1] for l in lines if l.startswith("    ✓")] == ["load", "train", "evaluate"]
     assert lines[-1].startswith("Run r1 succeeded in ") and "accuracy=0.93" in lines[-1]
     assert not any("pending" in l for l in lines), "pending rows that never changed are not printed"

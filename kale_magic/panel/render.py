@@ -113,8 +113,12 @@ def task_line(task: TaskState, links: Links) -> str:
     return "  ".join(parts).rstrip()
 
 
-def step_line(step: StepState, links: Links) -> str:
-    """``✗ train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
+def step_line(step: StepState, links: Links, *, terse: bool = False) -> str:
+    """``✗ train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled.
+
+    ``terse`` (terminal progress, a line per change): the live log while running, the
+    notebook and log of a failed step, no links for a step that went well.
+    """
     line = f"    {ICONS[step.status]} {plain(step.name)} {step.status}"
     message = plain(step.message).removeprefix(f"{step.status}: ")
     if message:
@@ -124,7 +128,11 @@ def step_line(step: StepState, links: Links) -> str:
     parts = [line]
     if step.cached_from:
         parts.append(f"(cached from {plain(step.cached_from)})")
-    parts += [f"({links.text(k, v)})" for k, v in step_links(step).items()]
+    shown = step_links(step)
+    if terse:
+        keep = {"running": ("log",), "failed": ("notebook", "log")}.get(step.status, ())
+        shown = {k: v for k, v in shown.items() if k in keep}
+    parts += [f"({links.text(k, v)})" for k, v in shown.items()]
     return "  ".join(parts)
 
 
