@@ -1,11 +1,13 @@
 """Step caching on the local engine: exactly the expected steps execute, and values stay right.
 
-Steps append their name to ``executions.log`` (a side channel in the workspace),
-so what ran is counted, never timed.
+Steps append their name to a log file outside the workspace (a side channel named
+by ``$KALE_TEST_LOG``, so the step code and the workspace snapshot stay the same
+from run to run): what ran is counted, never timed.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,13 @@ from kale_magic import cache
 from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
-LOG = Path("executions.log")
+@pytest.fixture(autouse=True)
+def side_channel(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KALE_TEST_LOG", str(tmp_path_factory.mktemp("side-channel") / "executions.log"))
 
 
 def mark(step: str) -> str:
-    return f"with open('executions.log', 'a') as _log:\n    _log.write('{step}\\n')\n"
+    return f"with open(__import__('os').environ['KALE_TEST_LOG'], 'a') as _log:\n    _log.write('{step}\\n')\n"
 
 
 def chain(n: int = 10) -> list[str]:
@@ -31,9 +35,10 @@ def chain(n: int = 10) -> list[str]:
 
 def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
-    LOG.unlink(missing_ok=True)
+    log = Path(os.environ["KALE_TEST_LOG"])
+    log.unlink(missing_ok=True)
     run = kernel.shell.run_line_magic("kale_run", line)
-    return run, (LOG.read_text().split() if LOG.exists() else [])
+    return run, (log.read_text().split() if log.exists() else [])
 
 
 def cache_check(kernel) -> str:
