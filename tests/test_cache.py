@@ -7,6 +7,7 @@ from run to run): what ran is counted, never timed.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -301,8 +302,9 @@ def test_key_covers_versions_and_snapshot(kernel):
     plan = kernel.magics._plan()
     records = {"x": {"checksum": "xxh3_128:0", "backend": "numpy"}}
     parts = cache.key_parts(plan, "b", plan.parameters, records)
-    import numpy
     import sys
+
+    import numpy
 
     assert parts["library:numpy"] == numpy.__version__
     assert parts["backend:numpy"].endswith(f"numpy={numpy.__version__}")
@@ -310,12 +312,31 @@ def test_key_covers_versions_and_snapshot(kernel):
     with_snapshot = cache.key_parts(plan, "b", plan.parameters, records, snapshot="abc")
     assert cache.digest(with_snapshot) != cache.digest(parts)
     assert cache.explain(with_snapshot, parts) == "workspace files changed"
-    manifest = {"files": [{"path": "nb.ipynb", "sha256": "1"}, {"path": "data.csv", "sha256": "2"}]}
-    edited = {"files": [{"path": "nb.ipynb", "sha256": "9"}, {"path": "data.csv", "sha256": "2"}]}
-    assert cache.snapshot_fingerprint(manifest, exclude={"nb.ipynb"}) == \
-        cache.snapshot_fingerprint(edited, exclude={"nb.ipynb"})
-    assert cache.snapshot_fingerprint(manifest) != cache.snapshot_fingerprint(edited)
 
+
+def test_workspace_files_in_the_snapshot_are_part_of_the_key(kernel, tmp_path):
+    from kale_magic.cache import workspace
+
+    (tmp_path / "data.txt").write_text("1")
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    kernel.shell.run_line_magic("config", f"Kale.notebook_path = {str(notebook)!r}")
+    run_cells(kernel, [f"%%step read\n{mark('read')}value = int(open('data.txt').read())",
+                       f"%%step other --after ''\n{mark('other')}z = 1"])
+    kale_run(kernel)
+    notebook.write_text(notebook.read_text() + " ")  # saving the notebook changes no step's files
+    assert kale_run(kernel)[1] == []
+    (tmp_path / "data.txt").write_text("2")
+    assert "▶ read   run: workspace files changed: data.txt" in cache_check(kernel)
+    run, ran = kale_run(kernel)
+    assert sorted(ran) == ["other", "read"] and run.load("value") == 2
+    assert run.steps["read"].error == "workspace files changed: data.txt"
+    assert kale_run(kernel)[1] == []
+    store = tmp_path / ".kale" / "snapshots"
+    manifest = json.loads(max((store / "manifests").glob("*.json")).read_text())
+    taken = workspace.from_manifest(manifest, tmp_path, notebook)
+    assert "analysis.ipynb" in {f["path"] for f in manifest["files"]} and "analysis.ipynb" not in taken.files
+    assert workspace.current(tmp_path, store, notebook).fingerprint == taken.fingerprint  # previews agree
 
 def test_an_unreadable_cache_index_means_running_again(kernel):
     after_step = run_cells(kernel, chain(2))
