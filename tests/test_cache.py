@@ -311,7 +311,8 @@ def test_key_covers_versions_and_snapshot(kernel):
     assert parts["python"] == sys.version.split()[0]
     with_snapshot = cache.key_parts(plan, "b", plan.parameters, records, snapshot="abc")
     assert cache.digest(with_snapshot) != cache.digest(parts)
-    assert cache.explain(with_snapshot, parts) == "workspace files changed"
+    assert cache.explain(with_snapshot, {**parts, "snapshot": "def"}) == "workspace files changed"
+    assert cache.explain(parts, with_snapshot) == "the earlier result was computed with a workspace snapshot"
 
 
 def test_workspace_files_in_the_snapshot_are_part_of_the_key(kernel, tmp_path):
@@ -333,7 +334,8 @@ def test_workspace_files_in_the_snapshot_are_part_of_the_key(kernel, tmp_path):
     assert run.steps["read"].error == "workspace files changed: data.txt"
     assert kale_run(kernel)[1] == []
     store = tmp_path / ".kale" / "snapshots"
-    manifest = json.loads(max((store / "manifests").glob("*.json")).read_text())
+    manifests = [json.loads(p.read_text()) for p in (store / "manifests").glob("*.json")]
+    manifest = max(manifests, key=lambda m: m["created"])  # ids sort by second only
     taken = workspace.from_manifest(manifest, tmp_path, notebook)
     assert "analysis.ipynb" in {f["path"] for f in manifest["files"]} and "analysis.ipynb" not in taken.files
     assert workspace.current(tmp_path, store, notebook).fingerprint == taken.fingerprint  # previews agree

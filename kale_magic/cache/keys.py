@@ -185,6 +185,9 @@ def explain(new: Mapping[str, str], old: Mapping[str, str], details: Mapping[str
         kind, _, name = part.partition(":")
         if part in details:
             reasons.append(details[part])
+        elif part == "snapshot" and (part not in new or part not in old):
+            reasons.append("the earlier result was computed " + ("without" if part in new else "with")
+                           + " a workspace snapshot")
         elif part in LABELS:
             reasons.append(LABELS[part])
         elif kind == "parameter":
