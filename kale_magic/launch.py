@@ -5,6 +5,7 @@ Kept out of the magics class so the CLI and tests can drive it with plain data.
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -170,5 +171,10 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
         raise
     if workdir is not None:
         engine.workdir = workdir
+        if getattr(engine, "cache", None) is not None:  # the files steps see are part of their cache keys
+            from .cache.workspace import from_manifest
+
+            manifest = json.loads(snapshot.manifest.read_text())
+            engine.cache.snapshot = from_manifest(manifest, workspace.root, workspace.notebook)
     elif hasattr(engine, "use_snapshot"):  # KFP: published in its Upload task, imported by every step
         engine.use_snapshot(store, snapshot.id)

@@ -277,13 +277,16 @@ class Kale(Magics):
 
     def _cache_check(self, request, workspace, plan=None) -> str:
         from .cache import check_text
+        from .cache.workspace import preview
         from .planner import build_plan
 
         if plan is None:
             plan = build_plan(self._cells(workspace), self._environment(), overrides=request.params,
                               pipeline=request.pipeline or workspace.pipeline_name,
                               notebook_path=workspace.notebook, order_source=workspace.order_source)
-        return check_text(self._step_cache(request, workspace).predict(plan, plan.parameters))
+        cache = self._step_cache(request, workspace)
+        cache.snapshot = preview(workspace.root, workspace.kale_dir / "snapshots", workspace.notebook, request)
+        return check_text(cache.predict(plan, plan.parameters))
 
     def _workspace(self):
         from .launch import Workspace

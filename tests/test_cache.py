@@ -1,12 +1,13 @@
 """Step caching on the local engine: exactly the expected steps execute, and values stay right.
 
-Steps append their name to the file named by ``$KALE_TEST_LOG`` (a side channel
-outside the workspace, so it is not part of the run's snapshot), so what ran is
-counted, never timed.
+Steps append their name to a log file outside the workspace (a side channel named
+by ``$KALE_TEST_LOG``, so the step code and the workspace snapshot stay the same
+from run to run): what ran is counted, never timed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -17,14 +18,8 @@ from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
 @pytest.fixture(autouse=True)
-def execution_log(tmp_path_factory, monkeypatch):
-    path = tmp_path_factory.mktemp("side-channel") / "executions.log"
-    monkeypatch.setenv("KALE_TEST_LOG", str(path))
-    return path
-
-
-def log_path() -> Path:
-    return Path(os.environ["KALE_TEST_LOG"])
+def side_channel(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KALE_TEST_LOG", str(tmp_path_factory.mktemp("side-channel") / "executions.log"))
 
 
 def mark(step: str) -> str:
@@ -41,7 +36,7 @@ def chain(n: int = 10) -> list[str]:
 
 def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
-    log = log_path()
+    log = Path(os.environ["KALE_TEST_LOG"])
     log.unlink(missing_ok=True)
     run = kernel.shell.run_line_magic("kale_run", line)
     return run, (log.read_text().split() if log.exists() else [])
@@ -307,21 +302,43 @@ def test_key_covers_versions_and_snapshot(kernel):
     plan = kernel.magics._plan()
     records = {"x": {"checksum": "xxh3_128:0", "backend": "numpy"}}
     parts = cache.key_parts(plan, "b", plan.parameters, records)
-    import numpy
     import sys
+
+    import numpy
 
     assert parts["library:numpy"] == numpy.__version__
     assert parts["backend:numpy"].endswith(f"numpy={numpy.__version__}")
     assert parts["python"] == sys.version.split()[0]
     with_snapshot = cache.key_parts(plan, "b", plan.parameters, records, snapshot="abc")
     assert cache.digest(with_snapshot) != cache.digest(parts)
-    assert cache.explain(with_snapshot, parts) == "workspace files changed"
-    manifest = {"files": [{"path": "nb.ipynb", "sha256": "1"}, {"path": "data.csv", "sha256": "2"}]}
-    edited = {"files": [{"path": "nb.ipynb", "sha256": "9"}, {"path": "data.csv", "sha256": "2"}]}
-    assert cache.snapshot_fingerprint(manifest, exclude={"nb.ipynb"}) == \
-        cache.snapshot_fingerprint(edited, exclude={"nb.ipynb"})
-    assert cache.snapshot_fingerprint(manifest) != cache.snapshot_fingerprint(edited)
+    assert cache.explain(with_snapshot, {**parts, "snapshot": "def"}) == "workspace files changed"
+    assert cache.explain(parts, with_snapshot) == "the earlier result was computed with a workspace snapshot"
 
+
+def test_workspace_files_in_the_snapshot_are_part_of_the_key(kernel, tmp_path):
+    from kale_magic.cache import workspace
+
+    (tmp_path / "data.txt").write_text("1")
+    notebook = tmp_path / "analysis.ipynb"
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    kernel.shell.run_line_magic("config", f"Kale.notebook_path = {str(notebook)!r}")
+    run_cells(kernel, [f"%%step read\n{mark('read')}value = int(open('data.txt').read())",
+                       f"%%step other --after ''\n{mark('other')}z = 1"])
+    kale_run(kernel)
+    notebook.write_text(notebook.read_text() + " ")  # saving the notebook changes no step's files
+    assert kale_run(kernel)[1] == []
+    (tmp_path / "data.txt").write_text("2")
+    assert "▶ read   run: workspace files changed: data.txt" in cache_check(kernel)
+    run, ran = kale_run(kernel)
+    assert sorted(ran) == ["other", "read"] and run.load("value") == 2
+    assert run.steps["read"].error == "workspace files changed: data.txt"
+    assert kale_run(kernel)[1] == []
+    store = tmp_path / ".kale" / "snapshots"
+    manifests = [json.loads(p.read_text()) for p in (store / "manifests").glob("*.json")]
+    manifest = max(manifests, key=lambda m: m["created"])  # ids sort by second only
+    taken = workspace.from_manifest(manifest, tmp_path, notebook)
+    assert "analysis.ipynb" in {f["path"] for f in manifest["files"]} and "analysis.ipynb" not in taken.files
+    assert workspace.current(tmp_path, store, notebook).fingerprint == taken.fingerprint  # previews agree
 
 def test_an_unreadable_cache_index_means_running_again(kernel):
     after_step = run_cells(kernel, chain(2))

@@ -6,8 +6,9 @@ state shows ``cached`` with the run it came from.  :func:`clear` frees disk.
 """
 
 from .index import CacheIndex, Cleared, clear
-from .keys import digest, explain, key_parts, snapshot_fingerprint
+from .keys import digest, explain, key_parts
 from .reuse import Decision, StepCache, check_text
+from .workspace import WorkspaceView
 
 __all__ = ["CacheIndex", "Cleared", "Decision", "StepCache", "check_text", "clear", "digest", "explain",
-           "key_parts", "snapshot_fingerprint"]
+           "key_parts", "WorkspaceView"]

@@ -162,19 +162,6 @@ def backend_version(name: str) -> str:
     return f"{backend.version};{libraries}" if libraries else str(backend.version)
 
 
-def snapshot_fingerprint(manifest: Mapping, exclude=()) -> str:
-    """Content of a workspace snapshot manifest as one digest, for the ``snapshot`` part of keys.
-
-    ``exclude`` lists paths (relative to the workspace) that do not feed steps, such
-    as the notebook file itself, which changes on every save.
-    """
-    skipped = set(exclude)
-    files = sorted((f["path"], f.get("sha256", ""), f.get("mode", 0)) for f in manifest.get("files", ())
-                   if f["path"] not in skipped and not f["path"].startswith(".kale/"))
-    links = sorted((s["path"], s["target"]) for s in manifest.get("symlinks", ()))
-    return _hash([json.dumps(files), json.dumps(links)])
-
-
 # explaining a miss ------------------------------------------------------------------------
 
 LABELS = {
@@ -186,14 +173,22 @@ LABELS = {
 }
 
 
-def explain(new: Mapping[str, str], old: Mapping[str, str]) -> str:
-    """Which parts differ, in words: 'parameter n changed (100 -> 200); function clean changed'."""
-    reasons = []
+def explain(new: Mapping[str, str], old: Mapping[str, str], details: Mapping[str, str] | None = None) -> str:
+    """Which parts differ, in words: 'parameter n changed (100 -> 200); function clean changed'.
+
+    ``details`` replaces the wording of a part (e.g. naming the workspace files that changed).
+    """
+    reasons, details = [], details or {}
     for part in sorted(set(new) | set(old), key=_part_order):
         if new.get(part) == old.get(part):
             continue
         kind, _, name = part.partition(":")
-        if part in LABELS:
+        if part in details:
+            reasons.append(details[part])
+        elif part == "snapshot" and (part not in new or part not in old):
+            reasons.append("the earlier result was computed " + ("without" if part in new else "with")
+                           + " a workspace snapshot")
+        elif part in LABELS:
             reasons.append(LABELS[part])
         elif kind == "parameter":
             reasons.append(f"parameter {name} changed ({old.get(part, 'unset')} -> {new.get(part, 'unset')})")

@@ -21,6 +21,7 @@ from ..errors import KaleError
 from ..plan import Plan, StepPlan
 from .index import CacheIndex
 from .keys import digest, explain, key_parts
+from .workspace import WorkspaceView, changed_files, snapshot_files
 
 KEPT_LOCATIONS = 3  # runs whose copies of a result are remembered, newest first
 
@@ -36,11 +37,11 @@ class StepCache:
     """The cache as one run sees it; used from the engine's scheduling thread only."""
 
     def __init__(self, kale_dir: Path, pipeline: str, *, use_cache: bool = True, resume: str | None = None,
-                 snapshot: str | None = None):
+                 snapshot: WorkspaceView | None = None):
         self.index = CacheIndex(kale_dir)
         self.pipeline = pipeline
         self.use_cache = use_cache
-        self.snapshot = snapshot  # fingerprint of the workspace snapshot the steps see, when one is taken
+        self.snapshot = snapshot  # the workspace files the steps see, when a snapshot is taken
         self.resume, self.resumed = self._resolve(resume)
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts)
@@ -82,7 +83,7 @@ class StepCache:
         inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
         if any(record is None for record in inputs.values()):
             return False  # an input was not saved through the cache's view (e.g. its producer failed)
-        parts = key_parts(plan, name, parameters, inputs, self.snapshot)
+        parts = key_parts(plan, name, parameters, inputs, self._fingerprint())
         key = digest(parts)
         self.keys[name] = (key, parts)
         decision, entry, location = self._decide(step, key, parts)
@@ -122,6 +123,7 @@ class StepCache:
             "locations": [state.run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
             "outputs": {t.name: saved[t.name] for t in step.outputs}, "metrics": outcome.metrics,
+            "snapshot_id": self.snapshot.snapshot_id if self.snapshot else None,
         }
         try:
             self.index.put(entry)
@@ -139,8 +141,8 @@ class StepCache:
                 out.append(Decision(name, None, f"upstream step '{waiting[0]}' runs first, so its outputs "
                                                 "may change"))
                 continue
-            parts = key_parts(plan, name, parameters, {t.name: records[(t.producer, t.name)] for t in step.inputs},
-                              self.snapshot)
+            inputs = {t.name: records[(t.producer, t.name)] for t in step.inputs}
+            parts = key_parts(plan, name, parameters, inputs, self._fingerprint())
             decision, entry, _ = self._decide(step, digest(parts), parts, read_content=False)
             if entry is not None:
                 records.update({(name, output): record for output, record in entry["outputs"].items()})
@@ -174,7 +176,17 @@ class StepCache:
         if before and before.get("parts"):
             return f"changed since run {self.resume}: {explain(parts, before['parts'])}"
         latest = self.index.latest(self.pipeline, name)
-        return explain(parts, latest["parts"]) if latest else ""
+        return explain(parts, latest["parts"], self._workspace_details(latest)) if latest else ""
+
+    def _fingerprint(self) -> str | None:
+        return self.snapshot.fingerprint if self.snapshot else None
+
+    def _workspace_details(self, entry: dict) -> dict[str, str]:
+        """Name the files that changed since the entry's snapshot, when both are known."""
+        before = snapshot_files(self.index.kale_dir / "snapshots", entry.get("snapshot_id"))
+        if self.snapshot is None or before is None:
+            return {}
+        return {"snapshot": f"workspace files changed: {changed_files(before, self.snapshot)}"}
 
     def _touch(self, entry: dict, run_id: str) -> None:
         locations = [run_id] + [r for r in entry.get("locations", ()) if r != run_id]
