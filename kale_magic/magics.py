@@ -20,7 +20,7 @@ from .session import RecordedCell, Session, StepOptions, cell_key
 
 
 # Names IPython itself sets while running a cell (output and input caches).
-IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh|_exit_code)$")
+IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh|_exit_code|__\w+__)$")
 
 
 class CellFailed(Exception):
