@@ -33,6 +33,8 @@ class RunRequest:
     from_snapshot: str | None = None  # run on the files of this earlier snapshot
     snapshot_max: str | None = None  # size cap, e.g. "10G" (default: the snapshot package's)
     background: bool = False
+    no_cache: bool = False  # run every step, reuse no cached result
+    resume: str | None = None  # reuse what this run ("" = the last failed run) got done
 
 
 @dataclass
@@ -123,8 +125,9 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
             error = f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            state.task("Run", "done" if status == "succeeded" else "failed",
-                       f"{len(plan.steps)} steps succeeded" if status == "succeeded" else error)
+            cached = sum(1 for s in state.steps.values() if s.status == "cached")
+            done = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+            state.task("Run", "done" if status == "succeeded" else "failed", done if status == "succeeded" else error)
             state.finish(status, error)
 
     thread = threading.Thread(target=execute, name=f"kale-run-{state.run_id}", daemon=True)

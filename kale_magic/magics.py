@@ -13,7 +13,7 @@ from pathlib import Path
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 
 from .errors import KaleError
 from .session import RecordedCell, Session, StepOptions, cell_key
@@ -55,6 +55,8 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+    panel = CaselessStrEnum(("auto", "widget", "html", "text"), "auto", help="How runs show progress: ipywidgets, "
+                            "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
     # Kubeflow Pipelines (engines/kfp.py); host and UI also from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT
     host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there.").tag(config=True)
@@ -162,10 +164,14 @@ class Kale(Magics):
     @line_magic
     def kale_show(self, line):
         """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
+        from .launch import RunRequest
         from .report import plan_text
 
         plan = self._plan()
         print(plan_text(plan))
+        workspace = self._workspace()
+        if (workspace.kale_dir / "cache").is_dir():
+            print(self._cache_check(RunRequest(), workspace, plan))
 
     @line_magic
     def kale_reset(self, line):
@@ -187,11 +193,17 @@ class Kale(Magics):
     @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
     @argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
     @argument("--background", action="store_true", help="Return at once; use run.wait().")
+    @argument("--no-cache", action="store_true", help="Run every step; reuse no cached result.")
+    @argument("--cache-only-check", action="store_true",
+              help="Only show which steps would be reused from the cache and why the others would run.")
+    @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
+              help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
     @line_magic
     def kale_run(self, line):
         """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
+        from . import panel
         from .launch import RunRequest, launch
-        from .progress import TextProgress
+        from .store import RunStore, step_hashes
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
@@ -199,10 +211,35 @@ class Kale(Magics):
                              params=self._params(args.param), compile_only=args.compile_only,
                              upload_only=args.upload_only,
                              no_snapshot=args.no_snapshot, background=args.background,
-                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max)
+                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
+                             no_cache=args.no_cache, resume=args.resume)
+        if request.engine != "local" and (args.cache_only_check or args.resume is not None):
+            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
+                            "cache decides which steps run (turn it off with --no-cache).")
         workspace = self._workspace()
-        return launch(request, self._cells(workspace), self._environment(), workspace,
-                      self._engine(request, workspace), listeners=[TextProgress()])
+        if args.cache_only_check:
+            print(self._cache_check(request, workspace))
+            return None
+        cells = self._cells(workspace)
+        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+
+    @magic_arguments()
+    @argument("--experiment", help="Only the runs of this experiment.")
+    @argument("--last", type=int, help="Only the N most recent runs.")
+    @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
+    @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
+    @line_magic
+    def kale_runs(self, line):
+        """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
+        from .runs_view import runs_view
+        from .store import RunStore
+
+        args = parse_argstring(self.kale_runs, line)
+        with RunStore.for_workspace(self._workspace().root) as store:
+            return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
+                             compare=args.compare)
 
     @magic_arguments()
     @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
@@ -214,7 +251,40 @@ class Kale(Magics):
         args = parse_argstring(self.kale_snapshots, line)
         print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
 
+    @magic_arguments()
+    @argument("--clear", action="store_true", help="Forget cached step results and delete saved values.")
+    @argument("--older-than", type=float, metavar="DAYS", help="With --clear: only what is older than DAYS.")
+    @line_magic
+    def kale_cache(self, line):
+        """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
+        from .cache import CacheIndex, clear
+
+        args = parse_argstring(self.kale_cache, line)
+        workspace = self._workspace()
+        if args.clear:
+            print(clear(workspace.root, older_than=args.older_than))
+        else:
+            entries = CacheIndex(workspace.kale_dir).entries()
+            print(f"kale: {len(entries)} cached step results in {workspace.kale_dir / 'cache'}; "
+                  "%kale_cache --clear [--older-than DAYS] frees their disk")
+
     # helpers --------------------------------------------------------------------------------
+    def _step_cache(self, request, workspace):
+        from .cache import StepCache
+
+        return StepCache(workspace.kale_dir, request.pipeline or workspace.pipeline_name,
+                         use_cache=not request.no_cache, resume=request.resume)
+
+    def _cache_check(self, request, workspace, plan=None) -> str:
+        from .cache import check_text
+        from .planner import build_plan
+
+        if plan is None:
+            plan = build_plan(self._cells(workspace), self._environment(), overrides=request.params,
+                              pipeline=request.pipeline or workspace.pipeline_name,
+                              notebook_path=workspace.notebook, order_source=workspace.order_source)
+        return check_text(self._step_cache(request, workspace).predict(plan, plan.parameters))
+
     def _workspace(self):
         from .launch import Workspace
         from .notebook_file import cell_order, find_notebook
@@ -256,10 +326,13 @@ class Kale(Magics):
         if request.engine == "kfp":
             from .engines.kfp import CONFIG, KfpEngine
 
-            return KfpEngine(request.host, config={name: getattr(self, name) for name in CONFIG})
+            config = {name: getattr(self, name) for name in CONFIG}
+            config["caching"] = config["caching"] and not request.no_cache
+            return KfpEngine(request.host, config=config)
         from .engines.local import LocalEngine
 
-        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel)
+        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel,
+                           cache=self._step_cache(request, workspace))
 
     def _worker_server(self):
         from .engines.workers import PRELOAD, WorkerServer

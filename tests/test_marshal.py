@@ -378,3 +378,34 @@ def test_sigkilled_writer_leaves_nothing_loadable_at_path(tmp_path, previous):
         assert marshal.load(target) == previous
     # the dead writer's temp directory is hidden and never mistaken for the value
     assert [p for p in os.listdir(tmp_path) if not p.startswith(".")] == ([] if previous is None else ["v"])
+
+
+def test_objects_defined_in_an_ipython_shell_load_in_another_process(tmp_path):
+    """Step cells run in an InteractiveShell whose module is named __main__: its classes travel by value."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    shell = InteractiveShell(config=config)
+    try:
+        result = shell.run_cell(textwrap.dedent(f"""
+            from kale_magic import marshal
+            def helper(x):
+                return x + 1
+            class Scaler:
+                def __init__(self, k):
+                    self.k = k
+                def __call__(self, x):
+                    return helper(x) * self.k
+            record = marshal.save({{"scale": Scaler(3), "inc": lambda v: helper(v)}}, {str(tmp_path / "v")!r})
+        """))
+        assert result.success, result.error_in_exec
+        assert shell.user_ns["Scaler"].__module__ == "__main__"
+        assert shell.user_ns["record"]["backend"] == "dill"
+    finally:
+        InteractiveShell.clear_instance()
+    script = f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom kale_magic import marshal\n" \
+             f"v = marshal.load({str(tmp_path / 'v')!r}); print(v['scale'](1), v['inc'](1))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.stdout.split() == ["6", "2"], out.stderr

@@ -7,6 +7,9 @@ Layout of a run directory (``.kale/runs/<run-id>/``)::
     logs/<step>.log          stdout/stderr, streamed while the step runs
     data/<step>/<name>/      values a step saved for later steps (marshal directories)
     steps/<step>.json        the step's outcome (status, error, metrics)
+
+With a :class:`~kale_magic.cache.StepCache`, a ready step whose cache key matches an
+earlier success is not run: its outputs are hard-linked from that run instead.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from .workers import WorkerServer
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: WorkerServer | None = None, max_parallel: int = 8, workdir: Path | None = None):
+    def __init__(self, workers: WorkerServer | None = None, max_parallel: int = 8, workdir: Path | None = None,
+                 cache=None):
         self.workers = workers or WorkerServer()
         self.max_parallel = max(1, max_parallel)
         self.workdir = workdir
+        self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
         self._cancel = threading.Event()
 
     def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
@@ -63,6 +68,8 @@ class LocalEngine:
         running: dict[str, tuple] = {}
         done = threading.Condition()
         finished: list[str] = []
+        if self.cache:
+            self.cache.begin(state)
 
         def watch(name, child):
             if child.started.wait(600) and child.exit is None:
@@ -78,11 +85,16 @@ class LocalEngine:
             for name in self._ready(plan, status):
                 if len(running) >= self.max_parallel:
                     break
+                if self.cache and self.cache.reuse(plan, name, run_dir, parameters, state):
+                    status[name] = "cached"
+                    continue
                 child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
                 status[name] = "running"
                 running[name] = (child, time.time())
                 threading.Thread(target=watch, args=(name, child), daemon=True).start()
             if not running:
+                if self._ready(plan, status):  # cached steps made their children ready
+                    continue
                 break
             with done:
                 done.wait_for(lambda: finished or self._cancel.is_set(), timeout=self._next_deadline(plan, running))
@@ -96,7 +108,10 @@ class LocalEngine:
                 outcome = self._outcome(run_dir, name, child.exit, plan.steps[name].options.timeout, started)
                 status[name] = outcome.status
                 state.metrics.update(outcome.metrics)
-                state.step(name, outcome.status, started=started, message=outcome.error,
+                if self.cache:
+                    self.cache.remember(plan, name, outcome, state)
+                note = self.cache.notes.get(name, "") if self.cache else ""
+                state.step(name, outcome.status, started=started, message=outcome.error or note,
                            traceback=outcome.traceback)
                 if outcome.status == "failed":
                     for skipped in self._descendants(plan, name):
@@ -117,7 +132,7 @@ class LocalEngine:
     @staticmethod
     def _ready(plan: Plan, status: dict[str, str]) -> list[str]:
         return [n for n, s in status.items()
-                if s == "pending" and all(status[p] == "succeeded" for p in plan.steps[n].parents)]
+                if s == "pending" and all(status[p] in ("succeeded", "cached") for p in plan.steps[n].parents)]
 
     @staticmethod
     def _descendants(plan: Plan, name: str) -> list[str]:

@@ -18,12 +18,18 @@ from __future__ import annotations
 
 from . import store
 from .base import ARTIFACT_TYPES, Backend, BackendDeclined, MissingLibrary, library
+from .boosters import LightGBMBackend, XGBoostBackend
 from .hashing import create, open_verified
 from .numpy_backend import NumpyBackend
+from .pandas_backend import PandasBackend
 from .pickling import DillBackend, PickleBackend
 from .registry import ENTRY_POINT_GROUP, BackendRegistry
+from .sklearn_backend import SklearnBackend
+from .torch_backend import TorchModelBackend, TorchTensorBackend
 
-BUILTIN_BACKENDS = (NumpyBackend, PickleBackend, DillBackend)
+#: In priority order: specialised backends (100), then the pickle fast path (10), then dill (0).
+BUILTIN_BACKENDS = (NumpyBackend, PandasBackend, SklearnBackend, TorchTensorBackend, TorchModelBackend,
+                    XGBoostBackend, LightGBMBackend, PickleBackend, DillBackend)
 
 
 def default_registry() -> BackendRegistry:

@@ -14,7 +14,8 @@ import contextvars
 import os
 
 ALGORITHM = "xxh3_128"
-CHUNK = 64 << 20
+CHUNK = 64 << 20  # slices of an array's own memory: no copy, so large is fine
+READ_CHUNK = 8 << 20  # a buffer we allocate: small, so hashing a file costs no memory
 
 # filename (absolute) -> (size, digest) of files written through `create` in the current save
 _written: contextvars.ContextVar[dict | None] = contextvars.ContextVar("kale_marshal_written", default=None)
@@ -71,6 +72,13 @@ class HashingWriter:
 
     def seekable(self):
         return False
+
+    def tell(self):
+        return self.size  # append-only from offset 0 (joblib aligns arrays with it)
+
+    @property
+    def closed(self):
+        return self._file.closed
 
     def close(self):
         if self._file.closed:
@@ -137,7 +145,7 @@ class VerifyingReader:
 
     def finish(self):
         """Hash what is left unread and compare with the record."""
-        while self.read(CHUNK):
+        while self.read(READ_CHUNK):
             pass
         if (self.size, self._hash.hexdigest()) != self._expected:
             raise ChecksumMismatch(self.name, "its content does not match the checksum saved with it")
@@ -165,11 +173,23 @@ def digest_of(entry: dict) -> str:
     return digest
 
 
+def verify_buffer(buffer, entry: dict, filename: str) -> None:
+    """Check an in-memory (or memory-mapped) copy of a recorded file."""
+    if (memoryview(buffer).nbytes, _hasher_of(buffer)) != (entry["size"], digest_of(entry)):
+        raise ChecksumMismatch(filename, "its content does not match the checksum saved with it")
+
+
+def _hasher_of(buffer) -> str:
+    hasher = _hasher()
+    hasher.update(buffer)
+    return hasher.hexdigest()
+
+
 def file_digest(path) -> tuple[int, str]:
     """(size, digest) of a file, read in large chunks."""
     hasher = _hasher()
     size = 0
-    buffer = bytearray(min(CHUNK, max(os.path.getsize(path), 1)))
+    buffer = bytearray(min(READ_CHUNK, max(os.path.getsize(path), 1)))
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
         while count := f.readinto(view):

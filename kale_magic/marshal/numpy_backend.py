@@ -8,7 +8,9 @@ the same pass and no copy of the array is ever made.  The file stays a plain
 
 from __future__ import annotations
 
+import io
 import pickle
+import warnings
 
 from . import hashing
 from .base import Backend, library
@@ -39,11 +41,15 @@ def write_npy(np, path, arr):
     """Write ``arr`` as ``.npy`` through a hashing writer, without copying contiguous data."""
     fmt = np.lib.format
     flat = _flat_bytes(np, arr)
+    header = fmt.header_data_from_array_1_0(arr)
     with hashing.create(path) as f:
-        if flat is None:
-            fmt.write_array(f, arr, allow_pickle=False)
+        if flat is None or not _latin1(header["descr"]):
+            # numpy's own writer: copies 16 MiB chunks of a strided array; picks format 3.0 for
+            # non-latin-1 field names
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "format 3.0 needs numpy >= 1.17"
+                fmt.write_array(f, arr, allow_pickle=False)
             return
-        header = fmt.header_data_from_array_1_0(arr)
         try:
             fmt.write_array_header_1_0(f, header)
         except ValueError:  # header longer than 64 KiB (very wide structured dtypes)
@@ -52,13 +58,27 @@ def write_npy(np, path, arr):
             f.write(flat[start:start + hashing.CHUNK])
 
 
+def _latin1(descr) -> bool:
+    try:
+        repr(descr).encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def read_npy(np, directory, record, filename):
     """Read a ``.npy`` written by :func:`write_npy` into a fresh array, verifying on the way."""
     fmt = np.lib.format
     with hashing.open_verified(directory, record, filename) as f:
         version = fmt.read_magic(f)
-        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran_order, dtype = read_header(f, max_header_size=_MAX_HEADER)
+        if version == (1, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
+        elif version == (2, 0):
+            shape, fortran_order, dtype = fmt.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
+        else:  # 3.0 (utf-8 field names, rare) has no public header reader: let numpy parse it all
+            arr = np.load(io.BytesIO(fmt.magic(*version) + f.read()), allow_pickle=False)
+            f.finish()
+            return arr
         arr = np.empty(shape, dtype, order="F" if fortran_order else "C")
         flat = _flat_bytes(np, arr)
         for start in range(0, flat.size, hashing.CHUNK):

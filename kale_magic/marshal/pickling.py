@@ -32,23 +32,55 @@ _BUILTIN_TYPES = frozenset({
 PICKLE_FILE = "value.pkl"
 
 
-class _NotebookObject(Exception):
-    pass
+class NotebookObject(Exception):
+    """Pickling met an object defined in ``__main__``: only dill can send it."""
 
 
-class _FastPickler(pickle.Pickler):
-    """A pickler that stops at the first object defined in ``__main__``."""
+class MainGuard:
+    """Pickler mixin that stops at the first object defined in ``__main__`` (classes, functions, instances)."""
 
     def reducer_override(self, obj):
         if getattr(obj, "__module__", None) == "__main__":
-            raise _NotebookObject(obj)
+            raise NotebookObject(obj)
         return NotImplemented
 
 
-def _dump(pickler_class, obj, directory, **options):
-    with hashing.create(directory / PICKLE_FILE) as f:
+class FastPickler(MainGuard, pickle.Pickler):
+    """The C pickler, guarded."""
+
+
+def _dump(pickler_class, obj, directory, filename=PICKLE_FILE, **options):
+    with hashing.create(directory / filename) as f:
         pickler_class(f, protocol=5, **options).dump(obj)
-    return [PICKLE_FILE]
+    return [filename]
+
+
+def dump_exact(obj, directory, stem) -> str:
+    """Pickle ``obj`` as ``<stem>.pkl``, or with dill as ``<stem>.dill`` when it holds notebook objects.
+
+    For backends whose preferred format cannot represent a value exactly: the
+    fallback stays inside the backend, so the value keeps its artifact type.
+    """
+    try:
+        return _dump(FastPickler, obj, directory, f"{stem}.pkl")[0]
+    except (NotebookObject, pickle.PicklingError, TypeError, AttributeError):
+        import dill
+
+        (directory / f"{stem}.pkl").unlink()
+        return _dump(dill.Pickler, obj, directory, f"{stem}.dill", recurse=True)[0]
+
+
+def load_exact(directory, record, stem):
+    """Load what :func:`dump_exact` wrote (the file name says which pickler was used)."""
+    filename = f"{stem}.pkl" if f"{stem}.pkl" in record["files"] else f"{stem}.dill"
+    if filename.endswith(".dill"):
+        import dill as unpickler
+    else:
+        unpickler = pickle
+    with hashing.open_verified(directory, record, filename) as f:
+        value = unpickler.load(f)
+        f.finish()
+    return value
 
 
 class PickleBackend(Backend):
@@ -67,8 +99,8 @@ class PickleBackend(Backend):
 
     def save(self, obj, directory):
         try:
-            return _dump(_FastPickler, obj, directory)
-        except (_NotebookObject, pickle.PicklingError, TypeError, AttributeError) as exc:
+            return _dump(FastPickler, obj, directory)
+        except (NotebookObject, pickle.PicklingError, TypeError, AttributeError) as exc:
             raise BackendDeclined(str(exc)) from exc
 
     def load(self, directory, record):

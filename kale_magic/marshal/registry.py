@@ -9,6 +9,7 @@ heavy library lazily.
 
 from __future__ import annotations
 
+import threading
 import warnings
 
 from ..errors import MarshalError
@@ -26,6 +27,8 @@ class BackendRegistry:
         self._entry_points_loaded = group is None
         self._broken: dict[str, str] = {}  # entry-point name -> why it failed to load
         self._counter = 0
+        self._loading = threading.RLock()  # steps may save from several threads at once
+        self._entry_points_loading = False
 
     def register(self, backend, priority: int | None = None) -> Backend:
         """Add (or replace, by name) a backend class or instance; returns the instance."""
@@ -85,7 +88,16 @@ class BackendRegistry:
     def _load_entry_points(self) -> None:
         if self._entry_points_loaded:
             return
-        self._entry_points_loaded = True
+        with self._loading:  # other threads wait for a complete registry; a plug-in importing us does not
+            if self._entry_points_loaded or self._entry_points_loading:
+                return
+            self._entry_points_loading = True
+            try:
+                self._register_entry_points()
+            finally:
+                self._entry_points_loaded = True
+
+    def _register_entry_points(self) -> None:
         from importlib.metadata import entry_points
 
         for entry_point in sorted(entry_points(group=self._group), key=lambda ep: ep.name):

@@ -1,0 +1,217 @@
+"""A step's cache key: everything that can change what the step produces, part by part.
+
+The key is a digest over named *parts* (``code``, ``parameter:n``, ``input:x``,
+``function:clean``, ``library:numpy`` ...).  Parts are kept next to the digest so
+that a miss can be explained by naming the parts that differ from the last time.
+
+What a step runs: its own cells (exact text), every ``%%imports`` cell (exact
+text), and from ``%%functions`` every top-level statement that is not a ``def``
+or ``class`` plus the definitions it uses, directly or through other functions
+(compared as normalized code, so comments and formatting there do not count).
+A step that reaches names dynamically (``globals()``, ``eval``, ``exec``,
+``locals()``, ``vars()``) depends on every definition.
+
+What it receives: the values of the parameters it reads, and the content
+checksum of each input value (from the marshal record of the run that saved
+it), so a re-run upstream step that produced the same bytes does not force its
+descendants to run.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+
+from ..plan import Plan, StepPlan
+
+KEY_FORMAT = "1"  # bump when the meaning of a part changes, so old entries stop matching
+DYNAMIC_NAMES = frozenset({"globals", "eval", "exec", "locals", "vars"})
+SHORT_VALUE = 60  # parameter values up to this length are kept readable in the parts
+
+
+def digest(parts: Mapping[str, str]) -> str:
+    text = json.dumps(dict(parts), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _hash(texts) -> str:
+    h = hashlib.sha256()
+    for text in texts:
+        h.update(text.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: Mapping[str, dict],
+              snapshot: str | None = None) -> dict[str, str]:
+    """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record."""
+    from .. import __version__
+    from ..notebooks import literal
+
+    step = plan.steps[name]
+    parts = {
+        "format": KEY_FORMAT, "step": name, "code": _hash(step.cells), "imports": _hash(plan.imports),
+        "outputs": ",".join(sorted(f"{t.name}:{t.backend}" for t in step.outputs)),
+        "metrics": ",".join(step.metrics),
+        "python": sys.version.split()[0], "kale-magic": __version__,
+    }
+    parts.update(_function_parts(plan, step))
+    for param in step.parameters:
+        text = literal(parameters[param])
+        parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])
+    backends = {t.backend for t in step.outputs}
+    for transfer in step.inputs:
+        record = inputs[transfer.name]
+        parts[f"input:{transfer.name}"] = f"{transfer.producer}:{record['checksum']}"
+        backends.add(record["backend"])
+    for backend in sorted(backends):
+        parts[f"backend:{backend}"] = backend_version(backend)
+    for module in sorted(imported_modules(plan.imports + plan.functions + step.cells)):
+        parts[f"library:{module}"] = module_version(module)
+    if snapshot is not None:
+        parts["snapshot"] = snapshot
+    return parts
+
+
+# %%functions: only what the step uses ---------------------------------------------------
+
+def _function_parts(plan: Plan, step: StepPlan) -> dict[str, str]:
+    from .. import analysis
+
+    definitions: dict[str, list[str]] = {}
+    always: list[str] = []
+    for source in plan.functions:
+        for stmt in ast.parse(python_source(source)).body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                definitions.setdefault(stmt.name, []).append(ast.unparse(stmt))
+            else:
+                always.append(ast.unparse(stmt))
+    if not definitions and not always:
+        return {}
+    reads = set(analysis.analyze([python_source(s) for s in step.cells], f"step '{step.name}'").reads)
+    if always:
+        reads |= set(analysis.analyze(always, "the %%functions cells").reads)
+    if reads & DYNAMIC_NAMES:
+        used = set(definitions)
+    else:
+        code = analysis.analyze([python_source(s) for s in plan.functions], "the %%functions cells")
+        used = (reads | analysis.function_closure(sorted(reads), code.functions)) & set(definitions)
+    parts = {f"function:{n}": _hash(definitions[n]) for n in sorted(used)}
+    if always:
+        parts["functions:statements"] = _hash(always)
+    return parts
+
+
+@lru_cache(maxsize=4096)
+def python_source(source: str) -> str:
+    """The cell as Python (IPython's magics and ``!`` lines turned into calls), like the kernel ran it."""
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(source)
+
+
+# versions ---------------------------------------------------------------------------------
+
+def imported_modules(sources) -> set[str]:
+    """Top-level modules named by import statements (stdlib ones excluded: Python's version covers them)."""
+    out = set()
+    for source in sources:
+        try:
+            tree = ast.parse(python_source(source))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                out.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out.add(node.module.split(".")[0])
+    return {m for m in out if m not in sys.stdlib_module_names}
+
+
+def module_version(module: str) -> str:
+    """The version of an importable library as the kernel sees it; '?' when it does not say."""
+    loaded = sys.modules.get(module)
+    version = getattr(loaded, "__version__", None)
+    if isinstance(version, str):
+        return version
+    return _distribution_version(module)
+
+
+@lru_cache(maxsize=1024)
+def _distribution_version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except (metadata.PackageNotFoundError, ValueError):
+        return "?"
+
+
+def backend_version(name: str) -> str:
+    """The backend's own format version plus the versions of the libraries it uses."""
+    from .. import marshal
+
+    if name not in marshal.registry:
+        return "?"
+    backend = marshal.registry.get(name)
+    libraries = ",".join(f"{m}={module_version(m)}" for m in sorted(backend.packages))
+    return f"{backend.version};{libraries}" if libraries else str(backend.version)
+
+
+def snapshot_fingerprint(manifest: Mapping, exclude=()) -> str:
+    """Content of a workspace snapshot manifest as one digest, for the ``snapshot`` part of keys.
+
+    ``exclude`` lists paths (relative to the workspace) that do not feed steps, such
+    as the notebook file itself, which changes on every save.
+    """
+    skipped = set(exclude)
+    files = sorted((f["path"], f.get("sha256", ""), f.get("mode", 0)) for f in manifest.get("files", ())
+                   if f["path"] not in skipped and not f["path"].startswith(".kale/"))
+    links = sorted((s["path"], s["target"]) for s in manifest.get("symlinks", ()))
+    return _hash([json.dumps(files), json.dumps(links)])
+
+
+# explaining a miss ------------------------------------------------------------------------
+
+LABELS = {
+    "code": "the step's code changed", "imports": "the %%imports cells changed",
+    "functions:statements": "top-level statements in %%functions changed",
+    "outputs": "the values it must save changed", "metrics": "its metrics changed",
+    "python": "the Python version changed", "kale-magic": "the kale-magic version changed",
+    "snapshot": "workspace files changed", "format": "the cache format changed",
+}
+
+
+def explain(new: Mapping[str, str], old: Mapping[str, str]) -> str:
+    """Which parts differ, in words: 'parameter n changed (100 -> 200); function clean changed'."""
+    reasons = []
+    for part in sorted(set(new) | set(old), key=_part_order):
+        if new.get(part) == old.get(part):
+            continue
+        kind, _, name = part.partition(":")
+        if part in LABELS:
+            reasons.append(LABELS[part])
+        elif kind == "parameter":
+            reasons.append(f"parameter {name} changed ({old.get(part, 'unset')} -> {new.get(part, 'unset')})")
+        elif kind == "input":
+            producer = (new.get(part) or old.get(part)).split(":")[0]
+            reasons.append(f"input {name} from step '{producer}' changed" if part in new and part in old
+                           else f"input {name} {'added' if part in new else 'removed'}")
+        elif kind == "function":
+            reasons.append(f"function {name} " + ("changed" if part in new and part in old
+                                                  else "is now used" if part in new else "is no longer used"))
+        elif kind in ("library", "backend"):
+            reasons.append(f"{kind} {name} {old.get(part, 'none')} -> {new.get(part, 'none')}")
+        else:
+            reasons.append(f"{part} changed")
+    return "; ".join(reasons) or "nothing changed"
+
+
+def _part_order(part: str) -> tuple[int, str]:
+    order = ("code", "parameter", "input", "function", "functions", "imports", "outputs", "metrics")
+    kind = part.partition(":")[0]
+    return (order.index(kind) if kind in order else len(order), part)

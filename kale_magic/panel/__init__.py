@@ -1,0 +1,58 @@
+"""The deployment panel: a live view of a run's :class:`~kale_magic.state.RunState`.
+
+``show(state)`` is the one entry point (``%kale_run`` calls it, foreground or
+``--background`` alike: views redraw from whichever thread changes the state).
+It picks the richest view the kernel can show:
+
+* ``widget`` — ipywidgets rows in a notebook kernel, replaced by the static
+  panel when the run ends so the saved notebook keeps the final state;
+* ``html`` — a display updated in place (notebook kernel, no ipywidgets);
+* ``text`` — one line per change (terminal IPython, plain Python).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+from ..state import RunState
+from .render import Links, StateReport, render_html, render_text
+
+MODES = ("auto", "widget", "html", "text")
+
+__all__ = ["show", "listener", "pick_mode", "Links", "StateReport", "render_html", "render_text", "MODES"]
+
+
+def pick_mode(shell=None) -> str:
+    """``widget`` in an ipykernel with ipywidgets importable, ``html`` without it, else ``text``."""
+    if shell is None:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    if shell is None or not type(shell).__module__.startswith("ipykernel"):
+        return "text"
+    return "widget" if importlib.util.find_spec("ipywidgets") else "html"
+
+
+def show(state: RunState, *, mode: str = "auto", notebook_dir: str | os.PathLike | None = None):
+    """Show ``state`` live and return the view (its repr is the current state)."""
+    from ..errors import KaleError
+    from .views import DisplayView, TextView, WidgetView
+
+    if mode not in MODES:
+        raise KaleError(f"Unknown panel mode {mode!r}; use one of {', '.join(MODES)}.")
+    if mode == "auto":
+        mode = pick_mode()
+    view = {"widget": WidgetView, "html": DisplayView, "text": TextView}[mode]
+    return view(state, Links(notebook_dir)).start()
+
+
+def listener(mode: str = "auto", notebook_dir: str | os.PathLike | None = None):
+    """A state listener that shows the panel on the run's first event (for code that creates the state)."""
+    views = []
+
+    def on_change(state: RunState, event: str) -> None:
+        if not views:
+            views.append(show(state, mode=mode, notebook_dir=notebook_dir))
+
+    return on_change

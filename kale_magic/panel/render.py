@@ -1,0 +1,260 @@
+"""Text and HTML renderings of a :class:`~kale_magic.state.RunState`.
+
+Every view (widget rows, the saved HTML fallback, terminal lines, ``Run``'s
+repr) draws from these functions, so what the user sees is the same wherever
+it is shown.  Every string that came from the user (step names, messages,
+tracebacks, parameter values, paths) goes through :func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from pathlib import Path, PurePath
+from urllib.parse import quote, urlsplit
+
+from ..state import RunState, StepState, TaskState
+
+ICONS = {
+    "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
+    "failed": "✗", "cached": "↺", "skipped": "–",
+}
+COLORS = {
+    "pending": "#757575", "running": "#1565c0", "done": "#2e7d32", "succeeded": "#2e7d32",
+    "failed": "#c62828", "cached": "#00838f", "skipped": "#9e9e9e",
+}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
+        "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
+_FAILED_ROW = "background:#fdecea;border-left:3px solid #c62828;"
+
+
+def plain(text: object) -> str:
+    """User text without terminal colour codes (tracebacks from IPython carry them)."""
+    return _ANSI.sub("", str(text))
+
+
+def esc(text: object) -> str:
+    return html.escape(plain(text), quote=True)
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+class Links:
+    """Turns the paths and URLs in a state into hrefs and display text.
+
+    Workspace files get hrefs relative to the notebook's directory (the kernel's
+    working directory): JupyterLab and Notebook 7 resolve a relative href in an
+    output against the notebook's path, open it in a tab on click and rewrite it
+    to the server's ``files/`` URL, so no knowledge of the server root or base
+    URL is needed.  URLs with a scheme (the KFP UI) open in a new browser tab.
+    """
+
+    def __init__(self, notebook_dir: str | os.PathLike | None = None):
+        self.notebook_dir = Path(notebook_dir or os.getcwd()).resolve()
+
+    @staticmethod
+    def is_url(target: str) -> bool:
+        return urlsplit(str(target)).scheme in ("http", "https")
+
+    def relative(self, target: str | os.PathLike) -> str:
+        """The path as seen from the notebook's directory, with forward slashes."""
+        path = Path(target)
+        if path.is_absolute():
+            path = Path(os.path.relpath(path.resolve(), self.notebook_dir))
+        return PurePath(path).as_posix()
+
+    def href(self, target: str | os.PathLike) -> str:
+        if self.is_url(str(target)):
+            return str(target)
+        return quote(self.relative(target), safe="/")
+
+    def anchor(self, label: str, target: str | os.PathLike) -> str:
+        external = self.is_url(str(target))
+        extra = ' target="_blank" rel="noopener noreferrer"' if external else ""
+        return (f'<a class="kale-link" href="{html.escape(self.href(target), quote=True)}"'
+                f' title="{esc(target)}"{extra}>{esc(label)}</a>')
+
+    def text(self, label: str, target: str | os.PathLike) -> str:
+        shown = str(target) if self.is_url(str(target)) else self.relative(target)
+        return f"{plain(label)}: {plain(shown)}"
+
+
+def step_links(step: StepState) -> dict[str, str]:
+    links = {}
+    if step.notebook:
+        links["notebook"] = step.notebook
+    if step.log:
+        links["log"] = step.log
+    links.update(step.links)
+    return links
+
+
+# -- text ------------------------------------------------------------------
+def task_line(task: TaskState, links: Links) -> str:
+    """One line per change: a line is printed once, so a running task shows no (stale) elapsed time."""
+    elapsed = seconds(task.elapsed) if task.ended else ""
+    parts = [f"[{ICONS[task.status]}] {task.name:<9} {task.status:<8} {elapsed:>9}"]
+    if task.message:
+        parts.append(plain(task.message))
+    parts += [f"({links.text(k, v)})" for k, v in task.links.items()]
+    return "  ".join(parts).rstrip()
+
+
+def step_line(step: StepState, links: Links) -> str:
+    """``[✗] train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
+    line = f"    [{ICONS[step.status]}] {plain(step.name)} {step.status}"
+    message = plain(step.message).removeprefix(f"{step.status}: ")
+    if message:
+        line += f": {message}"
+    if step.ended is not None:
+        line += f" ({seconds(step.duration)})"
+    parts = [line]
+    if step.cached_from:
+        parts.append(f"(cached from {plain(step.cached_from)})")
+    parts += [f"({links.text(k, v)})" for k, v in step_links(step).items()]
+    return "  ".join(parts)
+
+
+def parameters_text(state: RunState) -> str:
+    return ", ".join(f"{plain(k)}={plain(repr(v))}" for k, v in state.parameters.items())
+
+
+def header_line(state: RunState) -> str:
+    params = f" · {parameters_text(state)}" if state.parameters else ""
+    return (f"Kale run {plain(state.run_id)} · pipeline {plain(state.pipeline)} · experiment "
+            f"{plain(state.experiment)} · {state.engine} · {state.status}{params}")
+
+
+def _ended(state: RunState) -> bool:
+    """True from inside the ``finished`` notification on (``state.finished`` is set after it)."""
+    return state.ended is not None
+
+
+def footer_line(state: RunState) -> str:
+    took = seconds((state.ended or 0) - state.started) if state.ended else ""
+    line = f"Run {plain(state.run_id)} {state.status}" + (f" in {took}" if took else "")
+    if state.error:
+        line += f": {plain(state.error)}"
+    if state.metrics:
+        line += " · " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in state.metrics.items())
+    return line
+
+
+def render_text(state: RunState, links: Links | None = None) -> str:
+    links = links or Links()
+    with state._lock:
+        lines = [header_line(state)]
+        for task in state.tasks.values():
+            lines.append(task_line(task, links))
+            if task.name == "Run":
+                lines += [step_line(step, links) for step in state.steps.values()]
+        if _ended(state):
+            lines.append(footer_line(state))
+    return "\n".join(lines)
+
+
+# -- HTML ------------------------------------------------------------------
+def _cells(kind: str, name: str, status: str, elapsed: float | None, message: str,
+           links: dict[str, str], linker: Links) -> str:
+    color = COLORS[status]
+    anchors = " ".join(linker.anchor(k, v) for k, v in links.items())
+    return (f'<span class="kale-icon" style="color:{color};width:1.2em">{ICONS[status]}</span>'
+            f'<span class="kale-name" style="min-width:{"9em" if kind == "task" else "10em"};'
+            f'font-weight:{"bold" if kind == "task" else "normal"}">{esc(name)}</span>'
+            f'<span class="kale-status" style="color:{color};min-width:6em">{status}</span>'
+            f'<span class="kale-time" style="min-width:5.5em;text-align:right">{seconds(elapsed)}</span>'
+            f'<span class="kale-message" style="flex:1">{esc(message)}</span>'
+            f'<span class="kale-links">{anchors}</span>')
+
+
+def task_html(task: TaskState, links: Links) -> str:
+    style = _ROW + (_FAILED_ROW if task.status == "failed" else "")
+    return (f'<div class="kale-row kale-task" data-name="{esc(task.name)}" data-status="{task.status}"'
+            f' style="{style}">'
+            + _cells("task", task.name, task.status, task.elapsed, task.message, task.links, links)
+            + "</div>")
+
+
+def step_html(step: StepState, links: Links) -> str:
+    failed = step.status == "failed"
+    style = _ROW + "padding-left:2.6em;" + (_FAILED_ROW if failed else "")
+    message = step.message or (f"cached from {step.cached_from}" if step.cached_from else "")
+    row = (f'<div class="kale-row kale-step" data-name="{esc(step.name)}" data-status="{step.status}"'
+           f' style="{style}">'
+           + _cells("step", step.name, step.status, step.duration, message, step_links(step), links)
+           + "</div>")
+    if failed and step.traceback:
+        row += ('<details class="kale-traceback" style="margin:0 6px 4px 3.6em">'
+                '<summary style="cursor:pointer;color:#c62828">traceback</summary>'
+                f'<pre style="white-space:pre-wrap;font-size:11px">{esc(step.traceback)}</pre></details>')
+    return row
+
+
+def header_html(state: RunState, links: Links) -> str:
+    color = COLORS.get(state.status, COLORS["running"])
+    return ('<div class="kale-header" style="padding:4px 6px;border-bottom:1px solid #ddd">'
+            f'<b>Kale</b> · pipeline <b>{esc(state.pipeline)}</b> · experiment {esc(state.experiment)}'
+            f' · run <code>{esc(state.run_id)}</code> · {esc(state.engine)}'
+            f' · <span class="kale-run-status" style="color:{color};font-weight:bold">{state.status}</span>'
+            + "".join(" · " + links.anchor(k, v) for k, v in state.links.items())
+            + (f'<div class="kale-parameters" style="font-size:11px;color:#555">parameters: '
+               f"{esc(parameters_text(state))}</div>" if state.parameters else "")
+            + "</div>")
+
+
+def footer_html(state: RunState) -> str:
+    if not _ended(state):
+        return ""
+    style = "padding:4px 6px;border-top:1px solid #ddd;"
+    if state.status == "failed":
+        style += "color:#c62828;font-weight:bold;"
+    return f'<div class="kale-footer" style="{style}">{esc(footer_line(state))}</div>'
+
+
+def row_fragments(state: RunState, links: Links | None = None) -> list[tuple[str, str]]:
+    """(key, html) for each visible row, in order; the widget view updates rows by key."""
+    links = links or Links()
+    with state._lock:
+        rows = [("header", header_html(state, links))]
+        for task in state.tasks.values():
+            rows.append((f"task:{task.name}", task_html(task, links)))
+            if task.name == "Run":
+                rows += [(f"step:{s.name}", step_html(s, links)) for s in state.steps.values()]
+        rows.append(("footer", footer_html(state)))
+    return rows
+
+
+def render_html(state: RunState, links: Links | None = None) -> str:
+    body = "".join(fragment for _, fragment in row_fragments(state, links))
+    return (f'<div class="kale-panel" data-status="{state.status}" '
+            f'style="border:1px solid #ddd;border-radius:4px;max-width:100%">{body}</div>')
+
+
+class StateReport:
+    """A displayable snapshot of a state: ``repr`` is text, ``_repr_html_`` the panel."""
+
+    def __init__(self, state: RunState, links: Links | None = None):
+        self.state = state
+        self.links = links or Links()
+
+    def __repr__(self) -> str:
+        return render_text(self.state, self.links)
+
+    def _repr_html_(self) -> str:
+        return render_html(self.state, self.links)
+
+    def bundle(self) -> dict[str, str]:
+        return {"text/plain": repr(self), "text/html": self._repr_html_()}

@@ -1,0 +1,303 @@
+"""The run store: every run, local or KFP, recorded in ``.kale/runs.db`` (SQLite).
+
+Two kernels may run pipelines at once, so the database is in WAL mode with a
+busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction (a writer
+waits for the other instead of failing half way).  The schema carries its
+version in ``PRAGMA user_version`` and is migrated forward on open, one step at
+a time; old rows stay readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import KaleError
+
+# Each entry migrates version i to i + 1.  Never edit a shipped entry: append one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, pipeline TEXT NOT NULL,
+        engine TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, ended REAL,
+        parameters TEXT NOT NULL DEFAULT '{}', metrics TEXT NOT NULL DEFAULT '{}',
+        snapshot_id TEXT, yaml_path TEXT, kfp_run_id TEXT, links TEXT NOT NULL DEFAULT '{}',
+        error TEXT NOT NULL DEFAULT '');
+    CREATE INDEX runs_by_experiment ON runs (experiment, started);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE, name TEXT NOT NULL,
+        position INTEGER NOT NULL, status TEXT NOT NULL, duration REAL, cached_from TEXT,
+        PRIMARY KEY (run_id, name));
+    """,
+    """
+    ALTER TABLE runs ADD COLUMN kfp_pipeline_id TEXT;
+    ALTER TABLE runs ADD COLUMN kfp_version_id TEXT;
+    ALTER TABLE steps ADD COLUMN code_hash TEXT;
+    ALTER TABLE steps ADD COLUMN message TEXT NOT NULL DEFAULT '';
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
+                "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
+                "kfp_pipeline_id", "kfp_version_id", "links", "error")
+_JSON_COLUMNS = ("parameters", "metrics", "links")
+_NOTES = ("snapshot_id", "yaml_path", "kfp_run_id", "kfp_pipeline_id", "kfp_version_id")
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str
+    duration: float | None = None
+    cached_from: str | None = None
+    code_hash: str | None = None
+    message: str = ""
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    experiment: str
+    pipeline: str
+    engine: str
+    status: str
+    started: float
+    ended: float | None = None
+    parameters: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    snapshot_id: str | None = None
+    yaml_path: str | None = None
+    kfp_run_id: str | None = None
+    kfp_pipeline_id: str | None = None
+    kfp_version_id: str | None = None
+    links: dict = field(default_factory=dict)
+    error: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_hash(cells) -> str:
+    """A short fingerprint of a step's code, so two runs can say which steps changed."""
+    digest = hashlib.sha256("\n\x00\n".join(cells).encode()).hexdigest()
+    return digest[:16]
+
+
+def step_hashes(cells) -> dict[str, str]:
+    """Step name -> :func:`code_hash` of its cells as typed, from recorded cells (``RecordedCell``)."""
+    sources: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.kind == "step":
+            sources.setdefault(cell.step, []).append(cell.source)
+    return {name: code_hash(code) for name, code in sources.items()}
+
+
+class RunStore:
+    """Records runs and answers queries; one connection, usable from any thread."""
+
+    def __init__(self, path: str | Path, timeout: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._lock = threading.Lock()
+        self._migrate()
+
+    @classmethod
+    def for_workspace(cls, root: str | Path = ".") -> "RunStore":
+        """The store of the notebook directory ``root``: ``root/.kale/runs.db``."""
+        return cls(Path(root) / ".kale" / "runs.db")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _transaction(self, kind: str):
+        with self._lock:
+            self._conn.execute(f"BEGIN {kind}")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _write(self):
+        return self._transaction("IMMEDIATE")
+
+    def _read(self):
+        """A snapshot: a run and its steps are read as of one moment."""
+        return self._transaction("DEFERRED")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:  # re-read inside the lock: another process may have migrated
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise KaleError(f"{self.path} was written by a newer kale-magic (schema {version}); "
+                                "upgrade kale-magic to read it.")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def version(self) -> int:
+        with self._read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # writing ---------------------------------------------------------------
+    def save(self, record: RunRecord) -> None:
+        """Insert or replace a run and its steps in one transaction."""
+        values = [json.dumps(getattr(record, c), default=str) if c in _JSON_COLUMNS
+                  else getattr(record, c) for c in _RUN_COLUMNS]
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:])
+        with self._write() as conn:
+            conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
+                         f" ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+            conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
+            conn.executemany(
+                "INSERT INTO steps (run_id, name, position, status, duration, cached_from, code_hash,"
+                " message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(record.run_id, s.name, i, s.status, s.duration, s.cached_from, s.code_hash, s.message)
+                 for i, s in enumerate(record.steps)])
+
+    def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
+        """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
+        recorder = Recorder(self, hashes)
+        if state is not None:
+            recorder(state, "attached")
+            state.subscribe(recorder)
+        return recorder
+
+    # reading ---------------------------------------------------------------
+    def runs(self, experiment: str | None = None, last: int | None = None) -> list[RunRecord]:
+        """Runs oldest first; ``last`` keeps the most recent N."""
+        where, args = ("WHERE experiment = ?", [experiment]) if experiment is not None else ("", [])
+        limit = "LIMIT ?" if last is not None else ""
+        if last is not None:
+            args.append(int(last))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs {where} ORDER BY started DESC, rowid DESC {limit}", args).fetchall()
+            return [self._record(row) for row in reversed(rows)]
+
+    def experiments(self) -> list[str]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT experiment FROM runs GROUP BY experiment ORDER BY MAX(started)")
+            return [row[0] for row in rows]
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id or unique id prefix; a clear error otherwise."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchall() or \
+                conn.execute("SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?",
+                             (len(run_id), run_id)).fetchall()
+            if len(rows) == 1:
+                return self._record(rows[0])
+        what = "No run" if not rows else f"{len(rows)} runs match"
+        raise KaleError(f"{what} {run_id!r} in {self.path}; %kale_runs (or `kale-magic runs`) "
+                        "lists the recorded run ids.")
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        data = {c: row[c] for c in _RUN_COLUMNS}
+        for column in _JSON_COLUMNS:
+            data[column] = json.loads(data[column] or "{}")
+        steps = self._conn.execute(
+            "SELECT name, status, duration, cached_from, code_hash, message FROM steps"
+            " WHERE run_id = ? ORDER BY position", (row["run_id"],)).fetchall()
+        return RunRecord(**data, steps=[StepRecord(**dict(s)) for s in steps])
+
+
+_KFP_UI_IDS = (
+    ("kfp_run_id", re.compile(r"/runs/details/([^/?#]+)")),
+    ("kfp_pipeline_id", re.compile(r"/pipelines/details/([^/?#]+)")),
+    ("kfp_version_id", re.compile(r"/pipelines/details/[^/?#]+/version/([^/?#]+)")),
+)
+
+
+def _kfp_ids(urls) -> dict[str, str]:
+    """KFP ids read back from the KFP UI links an engine put in the state (the UI's URL scheme)."""
+    found: dict[str, str] = {}
+    for url in urls:
+        for field_name, pattern in _KFP_UI_IDS:
+            match = pattern.search(str(url))
+            if match and field_name not in found:
+                found[field_name] = match.group(1)
+    return found
+
+
+class Recorder:
+    """A state listener that writes its run when it starts and when it finishes.
+
+    Not on every progress event: a run is one insert and one update.  Ids only
+    the caller knows (snapshot id, KFP pipeline/version/run ids) are given with
+    :meth:`note`; the compiled YAML is taken from the Compile task's links and
+    the KFP ids from the KFP UI links, when not noted.
+    ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
+    """
+
+    def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
+        self.store = store
+        self.hashes = dict(hashes or {})
+        self.notes: dict[str, str] = {}
+        self.state = None
+
+    def __call__(self, state, event: str) -> None:
+        if self.state is None:
+            self.state = state
+            self.save()
+        elif event == "finished":
+            self.save()
+
+    def note(self, **ids: str) -> None:
+        unknown = set(ids) - set(_NOTES)
+        if unknown:
+            raise TypeError(f"unknown run fields {sorted(unknown)}; known: {_NOTES}")
+        self.notes.update(ids)
+        if self.state is not None and self.state.ended is not None:
+            self.save()
+
+    def save(self) -> None:
+        self.store.save(self.record())
+
+    def record(self) -> RunRecord:
+        state = self.state
+        with state._lock:
+            links = dict(state.links)
+            for task in state.tasks.values():
+                links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
+            yaml_path = next((v for v in state.tasks["Compile"].links.values()
+                              if str(v).endswith((".yaml", ".yml"))), None)
+            steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
+                                self.hashes.get(s.name), s.message) for s in state.steps.values()]
+            found = {**_kfp_ids(links.values()), "yaml_path": yaml_path}
+            return RunRecord(
+                run_id=state.run_id, experiment=state.experiment, pipeline=state.pipeline,
+                engine=state.engine, status=state.status, started=state.started,
+                ended=state.ended, parameters=dict(state.parameters), metrics=dict(state.metrics),
+                links=links, error=state.error, steps=steps,
+                **{**found, **self.notes})

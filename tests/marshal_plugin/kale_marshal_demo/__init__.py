@@ -1,0 +1,1 @@
+"""A tiny "library" (geometry) plus its kale-magic marshal backend (kale_backend)."""

@@ -1,0 +1,110 @@
+"""``kale-magic compile``: the KFP YAML from the cell sources alone, compared with the live kernel's."""
+
+import yaml
+
+from cli_helpers import code, kale_magic, write
+
+
+def notebook(path, *extra):
+    """A pipeline whose cells would fail if anything ran them: compile must only read them."""
+    return write(path, code("%load_ext kale_magic"),
+                 code("%%imports\nimport math"),
+                 code("%%parameters\nn = 3\nscale = 1.5"),
+                 code("%%step make --cpu 2 --memory 1Gi\nxs = [math.sqrt(i) for i in range(n)]\n"
+                      "open('/no/such/file')"),
+                 code("%%step double\nys = [x * scale for x in xs]"),
+                 code("%%step total --after make,double\nexec('z = 1')\ntotal = sum(xs) + sum(ys)"),
+                 code("%%metrics\ntotal"), *extra)
+
+
+def dag(spec):
+    """task -> (sorted upstream tasks, sorted input artifact names, sorted parameter names)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    return {name: (sorted(task.get("dependentTasks", [])),
+                   sorted(task.get("inputs", {}).get("artifacts", {})),
+                   sorted(task.get("inputs", {}).get("parameters", {})))
+            for name, task in tasks.items()}
+
+
+def test_compile_writes_the_pipeline_without_running_any_cell(tmp_path):
+    notebook(tmp_path / "nb.ipynb")
+    result = kale_magic("compile", "nb.ipynb", "-o", "out/pipe.yaml", "--param", "n=7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"wrote out/pipe.yaml (3 steps)\n"
+    spec = yaml.safe_load((tmp_path / "out" / "pipe.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "nb"
+    assert spec["root"]["inputDefinitions"]["parameters"]["n"]["defaultValue"] == 7
+    assert dag(spec) == {
+        "make": ([], [], ["n"]),
+        "double": (["make"], ["in_xs"], ["scale"]),
+        "total": (["double", "make"], ["in_xs", "in_ys"], []),
+    }
+    resources = spec["deploymentSpec"]["executors"]["exec-make"]["container"]["resources"]
+    assert resources["cpuLimit"] == 2 and resources["memoryLimit"] == 1.073741824
+
+
+def test_compile_warns_once_per_variable_it_cannot_type(tmp_path):
+    notebook(tmp_path / "nb.ipynb")
+    result = kale_magic("compile", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = result.stderr.splitlines()
+    assert [w.split("'")[1] for w in warnings if "type unknown" in w] == ["xs", "ys"]
+    assert "kale-magic: warning: 'xs' (make -> double, total): type unknown" in result.stderr
+    assert any("the %%step total cell uses exec()" in w for w in warnings)
+    assert (tmp_path / ".kale" / "pipelines" / "nb.yaml").is_file()
+
+
+def test_the_notebooks_kale_run_and_config_lines_are_honoured(tmp_path):
+    notebook(tmp_path / "nb.ipynb", code("%config Kale.base_image = 'registry.example/steps:1'\n"
+                                         "run = %kale_run --pipeline digits --param scale=2.5"))
+    result = kale_magic("compile", "nb.ipynb", "-o", "p.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "digits"
+    assert spec["root"]["inputDefinitions"]["parameters"]["scale"]["defaultValue"] == 2.5
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/steps:1"}
+
+
+def test_static_and_live_compiles_make_the_same_graph(tmp_path):
+    """The oracle: ``%kale_run --compile-only`` in a live kernel sees the same steps, edges and inputs."""
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%%parameters\nn = 4"),
+          code("%%step make\nxs = list(range(n))\nlabels = {i: str(i) for i in xs}"),
+          code("%%step left\nleft = [x * 2 for x in xs]"),
+          code("%%step right --after make\nright = [labels[x] for x in xs]"),
+          code("%%step join --after left,right\npairs = list(zip(left, right))\ncount = len(pairs)"),
+          code("%%metrics\ncount"))
+    live = kale_magic("run", "nb.ipynb", "--engine", "kfp", "--compile-only", cwd=tmp_path)
+    assert live.returncode == 0, live.stdout + live.stderr
+    static = kale_magic("compile", "nb.ipynb", "-o", "static.yaml", cwd=tmp_path)
+    assert static.returncode == 0, static.stderr
+    live_spec = yaml.safe_load((tmp_path / ".kale" / "pipelines" / "nb.yaml").read_text())
+    static_spec = yaml.safe_load((tmp_path / "static.yaml").read_text())
+    assert dag(static_spec) == dag(live_spec)
+    assert dag(static_spec)["join"] == (["left", "right"], ["in_left", "in_right"], [])
+
+
+def test_a_kale_tagged_notebook_compiles_directly(tmp_path):
+    write(tmp_path / "kale.ipynb",
+          code("n = 2", "pipeline-parameters"),
+          code("xs = list(range(n))", "step:load", "limit:nvidia.com/gpu:1"),
+          code("total = sum(xs)", "step:sum", "prev:load", "team:data"),
+          code("print(total)", "pipeline-metrics"),
+          kubeflow_notebook={"pipeline_name": "from-kale", "docker_image": "kale/image:2"})
+    result = kale_magic("compile", "kale.ipynb", "-o", "p.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "cell 3: tag 'team:data' has no kale-magic equivalent" in result.stderr
+    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    assert spec["pipelineInfo"]["name"] == "from-kale"
+    assert dag(spec) == {"load": ([], [], ["n"]), "sum": (["load"], ["in_xs"], [])}
+    executors = spec["deploymentSpec"]["executors"]
+    assert executors["exec-load"]["container"]["image"] == "kale/image:2"
+    assert executors["exec-load"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"
+
+
+def test_an_annotation_mistake_is_one_line(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%%step a\nx = 1"), code("%%step b --after nowhere\ny = x"))
+    result = kale_magic("compile", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "no step of that name" in result.stderr

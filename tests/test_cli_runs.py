@@ -1,0 +1,68 @@
+"""``kale-magic runs`` and ``kale-magic show``: the run store read from a terminal."""
+
+import pytest
+
+from cli_helpers import code, kale_magic, write
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Three recorded runs: two of experiment 'sizes' with different n, one failed run of 'broken'."""
+    root = tmp_path_factory.mktemp("runs")
+    write(root / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%%parameters\nn = 3"),
+          code("%%step make\nxs = list(range(n))"),
+          code("%%step total\nif n == 0 and '__session__' not in globals():\n"
+               "    raise ValueError('nothing to add')\ntotal = sum(xs)"),
+          code("%%metrics\ntotal"),
+          code("a = %kale_run --experiment sizes"),
+          code("b = %kale_run --experiment sizes --param n=10"),
+          code("c = %kale_run --experiment broken --param n=0"),
+          code("print('ids:', a.id, b.id, c.id)"))
+    result = kale_magic("run", "nb.ipynb", cwd=root)
+    assert result.returncode == 1 and "nothing to add" in result.stderr  # the third run fails
+    ids = next(line for line in result.stdout.splitlines() if line.startswith("ids: "))
+    return root, ids.split()[1:]
+
+
+def test_runs_lists_parameters_and_metrics_side_by_side(workspace):
+    root, (a, b, c) = workspace
+    result = kale_magic("runs", "--experiment", "sizes", cwd=root)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    row_a = next(line for line in lines if a in line)
+    row_b = next(line for line in lines if b in line)
+    assert "3" in row_a.split() and "10" in row_b.split() and "45" in row_b.split()
+    assert c not in result.stdout
+    assert f"total: {b}" in result.stdout  # the best run per metric
+
+
+def test_runs_compare_says_what_changed(workspace):
+    root, (a, b, _) = workspace
+    result = kale_magic("runs", "--compare", a, b, "--dir", root)
+    assert result.returncode == 0, result.stderr
+    assert "n" in result.stdout and "3" in result.stdout and "10" in result.stdout
+    assert "45" in result.stdout
+
+
+def test_show_prints_one_run_with_its_steps(workspace):
+    root, (_, _, c) = workspace
+    result = kale_magic("show", c[:-2], "--dir", root)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Run {c}: failed"
+    assert "  pipeline nb, experiment broken, local engine" in lines
+    assert "  parameters: n=0" in lines
+    assert any(line.split()[:2] == ["make", "succeeded"] for line in lines)
+    assert any(line.split()[:2] == ["total", "failed"] and "nothing to add" in line for line in lines)
+
+
+def test_unknown_runs_and_empty_folders_are_one_line(workspace, tmp_path):
+    root, _ = workspace
+    unknown = kale_magic("show", "no-such-run", "--dir", root)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
+    assert "No run 'no-such-run'" in unknown.stderr
+    empty = kale_magic("runs", cwd=tmp_path)
+    assert empty.returncode == 1 and empty.stderr.count("\n") == 1
+    assert "no runs recorded in ." in empty.stderr
+    assert not (tmp_path / ".kale").exists()
