@@ -148,7 +148,7 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
               run_dir: Path, engine) -> None:
     """The Snapshot task; local steps then work in the materialized copy, KFP steps in an unpacked one."""
     from .snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, parse_size
-    from .snapshot.task import cell_texts, snapshot_task
+    from .snapshot.task import cache_fingerprint, cell_texts, snapshot_task
 
     local = engine.name == "local" and not request.compile_only
     try:
@@ -168,6 +168,8 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
             state.task(task, "skipped", "")
         state.finish("failed", str(exc))
         raise
+    if getattr(engine, "cache", None) is not None:  # a changed workspace file invalidates cached steps
+        engine.cache.snapshot = cache_fingerprint(snapshot)
     if workdir is not None:
         engine.workdir = workdir
     elif hasattr(engine, "use_snapshot"):  # KFP: published in its Upload task, imported by every step

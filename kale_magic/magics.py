@@ -222,8 +222,11 @@ class Kale(Magics):
             return None
         cells = self._cells(workspace)
         recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
-        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                     listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        if "snapshot" in run.links:  # the manifest's name is the snapshot id
+            recorder.note(snapshot_id=Path(run.links["snapshot"]).stem)
+        return run
 
     @magic_arguments()
     @argument("--experiment", help="Only the runs of this experiment.")

@@ -39,6 +39,17 @@ def snapshot_task(state: RunState, root: Path, store: Path, *, notebook: Path | 
     return snapshot, materialized
 
 
+def cache_fingerprint(snapshot: Snapshot) -> str:
+    """The workspace part of step cache keys: every file but the notebook (it changes on each save)."""
+    import json
+
+    from ..cache import snapshot_fingerprint
+
+    manifest = json.loads(snapshot.manifest.read_text())
+    notebook = manifest["environment"].get("notebook", {}).get("path")
+    return snapshot_fingerprint(manifest, exclude={notebook} if notebook else ())
+
+
 def cell_texts(cells) -> list[str]:
     """Recorded cells as the user wrote them, magic line included."""
     return [f"%%{c.kind}{' ' + c.step if c.step else ''}\n{c.source}" for c in cells]
