@@ -286,7 +286,12 @@ class Kale(Magics):
             plan = build_plan(self._cells(workspace), self._environment(), overrides=request.params,
                               pipeline=request.pipeline or workspace.pipeline_name,
                               notebook_path=workspace.notebook, order_source=workspace.order_source)
-        return check_text(self._step_cache(request, workspace).predict(plan, plan.parameters))
+        cache = self._step_cache(request, workspace)
+        if not request.no_snapshot or request.from_snapshot:  # runs key their steps on the workspace too
+            from .snapshot.task import snapshot_fingerprint_for
+
+            cache.snapshot = snapshot_fingerprint_for(workspace, request.from_snapshot)
+        return check_text(cache.predict(plan, plan.parameters))
 
     def _workspace(self):
         from .launch import Workspace

@@ -135,3 +135,19 @@ def test_the_run_store_records_the_snapshot_id(kernel, workspace, tmp_path):
     with RunStore.for_workspace(workspace) as store:
         (record,) = [r for r in store.runs() if r.run_id == run.id]
     assert record.snapshot_id == snapshot.id
+
+
+def test_cache_prediction_sees_workspace_changes_without_taking_a_snapshot(kernel, workspace, tmp_path, capsys):
+    gate = tmp_path.parent / f"{tmp_path.name}-gate"
+    record_pipeline(kernel, gate)
+    gate.touch()
+    kernel.run("%kale_run")
+    capsys.readouterr()
+    kernel.run("%kale_run --cache-only-check")
+    assert capsys.readouterr().out.startswith("Cache: 2 of 2 steps would be reused")
+
+    (workspace / "data/train.csv").write_text("version 2\n")
+    kernel.run("%kale_run --cache-only-check")
+    out = capsys.readouterr().out
+    assert out.startswith("Cache: 0 of 2 steps would be reused") and "workspace files changed" in out
+    assert len(list_snapshots(workspace / ".kale/snapshots")) == 1  # predicting stored nothing

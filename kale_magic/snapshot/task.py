@@ -50,6 +50,42 @@ def cache_fingerprint(snapshot: Snapshot) -> str:
     return snapshot_fingerprint(manifest, exclude={notebook} if notebook else ())
 
 
+def current_fingerprint(root: Path, store: Path, notebook: Path | None) -> str:
+    """``cache_fingerprint`` of a snapshot taken now, without storing one: for predictions
+    (``%kale_show``, ``--cache-only-check``).  Unchanged files cost a ``stat`` (hash cache)."""
+    import stat
+    import time
+
+    from ..cache import snapshot_fingerprint
+    from .errors import SnapshotError
+    from .hashcache import HashCache
+    from .objects import sha256_file
+    from .workspace import notebook_path, scan
+
+    root, store = Path(root).resolve(), Path(store).resolve()
+    found = scan(root, exclude=(store,))
+    cache = HashCache(store / "hashcache.json", time.time_ns())
+    files = []
+    for rel, info in found.files:
+        try:
+            digest = cache.lookup(rel, info) or sha256_file(root / rel)
+        except OSError as error:
+            raise SnapshotError(f"cannot read '{rel}' ({error.strerror}); fix its permissions "
+                                "or list it in .kaleignore") from None
+        files.append({"path": rel, "sha256": digest, "mode": stat.S_IMODE(info.st_mode)})
+    skipped = {notebook_path(Path(notebook), root)} if notebook else set()
+    return snapshot_fingerprint({"files": files, "symlinks": found.symlinks}, exclude=skipped)
+
+
+def snapshot_fingerprint_for(workspace, from_snapshot: str | None = None) -> str:
+    """The fingerprint a ``%kale_run`` of ``workspace`` (a ``launch.Workspace``) would key its steps on."""
+    store = workspace.kale_dir / "snapshots"
+    if from_snapshot:
+        data = read_manifest(store, from_snapshot)
+        return cache_fingerprint(Snapshot.from_manifest(manifests_dir(store) / f"{data['id']}.json", data))
+    return current_fingerprint(workspace.root, store, workspace.notebook)
+
+
 def cell_texts(cells) -> list[str]:
     """Recorded cells as the user wrote them, magic line included."""
     return [f"%%{c.kind}{' ' + c.step if c.step else ''}\n{c.source}" for c in cells]
