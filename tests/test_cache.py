@@ -1,11 +1,12 @@
 """Step caching on the local engine: exactly the expected steps execute, and values stay right.
 
-Steps append their name to ``executions.log`` (a side channel in the workspace),
+Steps append their name to an executions log (a side channel next to the workspace),
 so what ran is counted, never timed.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,11 +15,20 @@ from kale_magic import cache
 from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
-LOG = Path("executions.log")
+LOG_VARIABLE = "KALE_TEST_EXECUTIONS_LOG"
+
+
+@pytest.fixture(autouse=True)
+def execution_log(tmp_path, monkeypatch):
+    """Outside the workspace: steps work in a snapshot of it, and a new file in it would be a
+    workspace change (which rightly invalidates cached steps)."""
+    path = tmp_path.parent / f"{tmp_path.name}-executions.log"
+    monkeypatch.setenv(LOG_VARIABLE, str(path))
+    return path
 
 
 def mark(step: str) -> str:
-    return f"with open('executions.log', 'a') as _log:\n    _log.write('{step}\\n')\n"
+    return f"with open(__import__('os').environ[{LOG_VARIABLE!r}], 'a') as _log:\n    _log.write('{step}\\n')\n"
 
 
 def chain(n: int = 10) -> list[str]:
@@ -31,9 +41,10 @@ def chain(n: int = 10) -> list[str]:
 
 def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
-    LOG.unlink(missing_ok=True)
+    log = Path(os.environ[LOG_VARIABLE])
+    log.unlink(missing_ok=True)
     run = kernel.shell.run_line_magic("kale_run", line)
-    return run, (LOG.read_text().split() if LOG.exists() else [])
+    return run, (log.read_text().split() if log.exists() else [])
 
 
 def cache_check(kernel) -> str:
