@@ -189,7 +189,8 @@ BACKGROUND_CELLS = [
     "%%step make\ndata = [1, 2, 3]",
     "%%step hold\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\nn = len(data)",
     "os.remove('go')  # in the pipeline, 'hold' waits until the test creates it",
-    "# no snapshot: 'hold' must see the 'go' file the test makes in this folder\nrun = %kale_run --background --no-snapshot",
+    "# no snapshot: 'hold' must see the 'go' file the test makes in this folder\n"
+    "run = %kale_run --background --no-snapshot",
     "still_working = 6 * 7\nstill_working",
 ]
 
