@@ -38,7 +38,7 @@ def kale_run(shell, cells: list[str]) -> tuple[float, float]:
         result = shell.run_cell(cell, cell_id=f"c{i}")
         assert result.success
     started = time.perf_counter()
-    run = shell.run_line_magic("kale_run", "--no-snapshot")
+    run = shell.run_line_magic("kale_run", "--no-snapshot --no-cache")
     wall = time.perf_counter() - started
     assert run.status == "succeeded", run.state.error
     return wall, run.state.tasks["Run"].elapsed

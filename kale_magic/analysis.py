@@ -51,9 +51,12 @@ class Names:
 
 
 def base_name(node: ast.AST) -> str | None:
-    """``df`` for ``df.a.b[0].c(...)``: the global an attribute/subscript chain hangs off."""
-    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call, ast.Starred)):
-        node = node.func if isinstance(node, ast.Call) else node.value
+    """``df`` for ``df.a.b[0]``: the global an attribute/subscript chain hangs off.
+
+    None through a call: in ``Model().fit(X)`` the changed object is the new instance, not ``Model``.
+    """
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
     return node.id if isinstance(node, ast.Name) else None
 
 

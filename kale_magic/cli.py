@@ -117,14 +117,15 @@ def _run_options(args) -> str:
     from .convert import magic_arguments
 
     words = []
-    for flag in ("experiment", "pipeline", "engine", "host"):
+    for flag in ("experiment", "pipeline", "description", "engine", "host"):
         value = getattr(args, flag)
         if value:
             words += [f"--{flag}", value]
     for param in args.param:
         words += ["--param", param]
-    if args.compile_only:
-        words.append("--compile-only")
+    for flag in ("compile_only", "no_cache", "no_snapshot"):
+        if getattr(args, flag):
+            words.append("--" + flag.replace("_", "-"))
     return magic_arguments(words)
 
 
@@ -177,6 +178,19 @@ def cmd_runs(args) -> int:
 def cmd_show(args) -> int:
     with _store(args.dir) as store:
         print(run_text(store.get(args.run_id)))
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import CacheIndex, clear
+
+    kale_dir = Path(args.dir) / ".kale"
+    if args.clear:
+        print(clear(kale_dir, older_than=args.older_than))
+    else:
+        entries = CacheIndex(kale_dir).entries() if kale_dir.is_dir() else []
+        print(f"{len(entries)} cached step results in {kale_dir / 'cache'}; "
+              f"kale-magic cache --clear [--older-than DAYS] frees their disk")
     return 0
 
 
@@ -244,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a pipeline parameter (repeatable)")
     run.add_argument("--engine", choices=("local", "kfp"), help="where the steps run")
     run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
+    run.add_argument("--description", help="pipeline description")
     run.add_argument("--compile-only", action="store_true",
                      help="build the pipeline without running it")
+    run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
+    run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
     run.add_argument("--output", help="save the executed notebook here")
     run.set_defaults(func=cmd_run)
 
@@ -271,6 +288,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id", help="a run id or a unique prefix of one")
     show.add_argument("--dir", default=".", help="the notebook's folder (default: .)")
     show.set_defaults(func=cmd_show)
+
+    cache = sub.add_parser("cache", help="the step cache: how many results it holds, or --clear it")
+    cache.add_argument("--clear", action="store_true",
+                       help="forget cached step results and delete saved values (run history stays)")
+    cache.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="with --clear: only what was not used for DAYS days")
+    cache.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
+    cache.set_defaults(func=cmd_cache)
 
     _add_snapshot_commands(sub)
     return parser

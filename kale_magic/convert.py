@@ -93,6 +93,7 @@ def convert(nb) -> Conversion:
     step_options = _collect_step_options(parsed, defaults, notes)
     previous = None  # the kind (or step) that an untagged cell continues, as Kale tracks it
     seen_steps: set[str] = set()
+    metric_cells = []
     for index, cell, tags in parsed:
         tags = _effective_tags(cell, index, tags, previous, notes)
         if tags is None:
@@ -104,10 +105,11 @@ def convert(nb) -> Conversion:
             seen_steps.add(tags.step)
             _annotate(cell, "step " + _step_arguments(tags, step_options[tags.step], first, root))
         elif tags.kind == "pipeline-metrics":
-            _annotate(cell, "metrics", body=_metric_names(cell.source, index))
+            metric_cells.append((index, cell, _metric_names(cell.source, index)))
         else:
             _annotate(cell, SPECIAL_KINDS[tags.kind])
         previous = _CellTags(kind=tags.kind, step=tags.step)
+    _annotate_metrics(nb, metric_cells, notes)
     _add_ids(nb)
     add_load_ext(nb)
     _add_kale_run(nb, notes)
@@ -255,7 +257,7 @@ def _step_arguments(tags: _CellTags, options: dict, first: bool, root: bool) -> 
     return magic_arguments(words)
 
 
-def _metric_names(source: str, index: int) -> str:
+def _metric_names(source: str, index: int) -> list[str]:
     """Kale's metrics cell holds ``print(name)`` lines; ours lists the names."""
     try:
         tree = ast.parse(source)
@@ -271,7 +273,40 @@ def _metric_names(source: str, index: int) -> str:
             raise ValidationError(f"Cell {index} (pipeline-metrics) line {stmt.lineno} is not "
                                   f"print(variable); Kale metrics cells may only print variables.")
         names.append(call.args[0].id)
-    return "\n".join(names)
+    return names
+
+
+def _annotate_metrics(nb, metric_cells, notes: list[Note]) -> None:
+    """``%%metrics`` cells, without the parameters Kale's metrics cell printed but never logged.
+
+    Kale logs a metric from the last step that assigns it; a pipeline parameter no
+    step assigns is silently left out there, and would be a validation error here.
+    """
+    parameters = _assigned(nb, "%%parameters")
+    computed = _assigned(nb, "%%step ")
+    for index, cell, names in metric_cells:
+        kept = []
+        for name in names:
+            if name in parameters and name not in computed:
+                notes.append(Note(index, f"pipeline-metrics prints parameter '{name}', which no step "
+                                         f"computes: Kale never logged it, so it is left out of %%metrics "
+                                         f"(the run records it as a parameter)"))
+            else:
+                kept.append(name)
+        _annotate(cell, "metrics", body="\n".join(kept))
+
+
+def _assigned(nb, magic: str) -> set[str]:
+    """Names assigned at any depth in the code cells that start with ``magic``."""
+    names = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.source.startswith(magic):
+            try:
+                tree = ast.parse(cell.source.split("\n", 1)[1] if "\n" in cell.source else "")
+            except SyntaxError:
+                continue  # the run names the cell's syntax error
+            names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return names
 
 
 # cells -----------------------------------------------------------------------

@@ -21,12 +21,10 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def run_component(step, notebook, parameters, text_parameters, inputs, producers, outputs, report,
                   metrics=None, snapshot=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed."""
-    import nbformat
-
     from . import runtime
 
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
-    node = inject_parameters(nbformat.reads(notebook, as_version=4), values)
+    node = inject_parameters(json.loads(notebook), values)
     work = Path(tempfile.mkdtemp(prefix="kale-step-"))
     if snapshot is not None:  # the step's working directory: the notebook's folder as %kale_run found it
         from .snapshot.kfp import enter_snapshot
@@ -62,43 +60,41 @@ def decode(text: str):
 
 def inject_parameters(node, values: dict):
     """Add a cell that assigns the run's parameter values right after the ``parameters`` cell (as papermill)."""
-    import nbformat
-
     from .notebooks import parameters_source
 
     if not values:
         return node
-    cell = nbformat.v4.new_code_cell(parameters_source(values), metadata={"tags": ["injected-parameters"]})
-    cell["id"] = "injected-parameters"
-    tagged = [i for i, c in enumerate(node.cells) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    node.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+    cell = {"cell_type": "code", "id": "injected-parameters", "metadata": {"tags": ["injected-parameters"]},
+            "source": parameters_source(values), "outputs": [], "execution_count": None}
+    tagged = [i for i, c in enumerate(node["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    node["cells"].insert(tagged[0] + 1 if tagged else 0, cell)
     return node
 
 
 def render_html(step: str, executed: Path) -> str:
     """A self-contained HTML page of the executed step notebook: code, text, images, errors."""
-    import nbformat
+    from .notebooks import read_notebook
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(step)}</title>"
              "<style>pre{background:#f6f8fa;padding:8px;white-space:pre-wrap}"
              ".err{background:#fdecea}</style></head><body>",
              f"<h1>Step {html.escape(step)}</h1>"]
     if executed.is_file():
-        for cell in nbformat.read(executed, as_version=4).cells:
-            if cell.cell_type == "code":
-                parts.append(f"<pre>{html.escape(cell.source)}</pre>")
+        for cell in read_notebook(executed)["cells"]:
+            if cell["cell_type"] == "code":
+                parts.append(f"<pre>{html.escape(cell['source'])}</pre>")
                 parts.extend(_render_output(out) for out in cell.get("outputs", []))
             else:
-                parts.append(f"<div>{html.escape(cell.source)}</div>")
+                parts.append(f"<div>{html.escape(cell['source'])}</div>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
 def _render_output(out) -> str:
-    if out.output_type == "stream":
-        return f"<pre>{html.escape(out.text)}</pre>"
-    if out.output_type == "error":
-        text = ANSI.sub("", "\n".join(out.traceback)) or f"{out.ename}: {out.evalue}"
+    if out["output_type"] == "stream":
+        return f"<pre>{html.escape(out['text'])}</pre>"
+    if out["output_type"] == "error":
+        text = ANSI.sub("", "\n".join(out["traceback"])) or f"{out['ename']}: {out['evalue']}"
         return f"<pre class='err'>{html.escape(text)}</pre>"
     data = out.get("data", {})
     if "image/png" in data:

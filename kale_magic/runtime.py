@@ -83,7 +83,9 @@ def save_outputs(namespace: dict, names: list[str]) -> None:
         if name not in namespace:
             raise MarshalError(f"step '{ctx.step}' should produce '{name}' for later steps, but it is not "
                                "defined when the step ends; make sure every path through the step assigns it.")
-        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name)
+        # Not fsynced: a partial value is never visible (atomic rename), and a crash-damaged one fails
+        # its checksum on load, so the run (or the cache) recomputes it rather than using it.
+        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
 
 
 def log_metrics(namespace: dict, names: list[str]) -> None:
@@ -124,7 +126,7 @@ class _Outputs:
         self.log.flush()
 
     def rich(self, kind: str, data: dict, metadata: dict, count=None) -> None:
-        output = {"output_type": kind, "data": data, "metadata": metadata or {}}
+        output = {"output_type": kind, "data": dict(data), "metadata": dict(metadata or {})}
         if kind == "execute_result":
             output["execution_count"] = count
         self.cell.append(output)
@@ -212,11 +214,11 @@ def new_shell() -> StepShell:
 
 
 def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOutcome:
-    """Run a step notebook cell by cell; stop at the first error, like nbclient does."""
-    import nbformat
+    """Run a step notebook (a path or a v4 dict) cell by cell; stop at the first error, like nbclient."""
+    from .notebooks import read_notebook, write_notebook
 
     started = time.time()
-    nb = nbformat.read(str(notebook), as_version=4) if isinstance(notebook, (str, os.PathLike)) else notebook
+    nb = read_notebook(notebook) if isinstance(notebook, (str, os.PathLike)) else notebook
     context.activate()
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     shell = new_shell()
@@ -233,30 +235,28 @@ def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOut
     outcome.saved = dict(context.saved)
     if context.metrics_path and Path(context.metrics_path).exists():
         outcome.metrics = json.loads(Path(context.metrics_path).read_text())
-    nb.metadata.setdefault("kale", {})["outcome"] = {"status": outcome.status, "error": outcome.error,
-                                                     "duration": round(outcome.duration, 3)}
-    _atomic_write(Path(executed_path), nbformat.writes(nb))
+    nb.setdefault("metadata", {}).setdefault("kale", {})["outcome"] = {
+        "status": outcome.status, "error": outcome.error, "duration": round(outcome.duration, 3)}
+    write_notebook(nb, executed_path)
     return outcome
 
 
-def _run_cells(shell: StepShell, nb, outputs: _Outputs) -> StepOutcome:
-    import nbformat.v4 as v4
-
-    for cell in nb.cells:
-        if cell.cell_type != "code":
+def _run_cells(shell: StepShell, nb: dict, outputs: _Outputs) -> StepOutcome:
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
             continue
         outputs.cell = []
         shell._kale_error = None
-        result = shell.run_cell(cell.source, store_history=True)
-        cell.execution_count = shell.execution_count - 1
-        cell.outputs = [v4.new_output(**o) for o in outputs.cell]
+        result = shell.run_cell(cell["source"], store_history=True)
+        cell["execution_count"] = shell.execution_count - 1
+        cell["outputs"] = outputs.cell
         if not result.success:
             if shell._kale_error is None:  # failures IPython reports without a traceback
                 error = result.error_in_exec or result.error_before_exec
                 shell._kale_error = (type(error).__name__, str(error), [], "".join(
                     traceback.format_exception(error)))
             ename, evalue, _, text = shell._kale_error
-            role = cell.metadata.get("kale", {}).get("role", "step")
+            role = cell.get("metadata", {}).get("kale", {}).get("role", "step")
             line = f"{ename}: {evalue}" if evalue else ename
             if role in ("unmarshal", "marshal"):
                 line = evalue or ename  # our own errors already name the variable and step
@@ -271,18 +271,15 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def warm_up() -> None:
-    """Run a one-cell notebook once, so that lazy imports, nbformat's schema and IPython's
-    first-run work are done in the worker server and every forked step inherits them."""
+    """Run a one-cell notebook once, so that lazy imports and IPython's first-run work are
+    done in the worker server and every forked step inherits them."""
     import tempfile
 
-    import nbformat
-    import nbformat.v4 as v4
-
-    nb = v4.new_notebook(cells=[v4.new_code_cell("_ = 1")])
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
+          "cells": [{"cell_type": "code", "id": "warm", "metadata": {}, "source": "_ = 1", "outputs": [],
+                     "execution_count": None}]}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "warm.ipynb"
-        nbformat.write(nb, str(path))
-        run_step(str(path), path, Path(tmp) / "warm.log", StepContext())
+        run_step(nb, Path(tmp) / "warm.ipynb", Path(tmp) / "warm.log", StepContext())
     StepContext._active = None
     StepShell.prepared = new_shell()
 

@@ -255,8 +255,9 @@ class Recorder:
 
     Not on every progress event: a run is one insert and one update.  Ids only
     the caller knows (snapshot id, KFP pipeline/version/run ids) are given with
-    :meth:`note`; the compiled YAML is taken from the Compile task's links and
-    the KFP ids from the KFP UI links, when not noted.
+    :meth:`note`; when not noted, the compiled YAML comes from the Compile task's
+    links, the snapshot id from the Snapshot task's manifest (``<id>.json``) and
+    the KFP ids from the KFP UI links.
     ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """
 
@@ -294,7 +295,9 @@ class Recorder:
                               if str(v).endswith((".yaml", ".yml"))), None)
             steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
                                 self.hashes.get(s.name), s.message) for s in state.steps.values()]
-            found = {**_kfp_ids(links.values()), "yaml_path": yaml_path}
+            manifest = state.tasks["Snapshot"].links.get("manifest")
+            found = {**_kfp_ids(links.values()), "yaml_path": yaml_path,
+                     "snapshot_id": Path(manifest).stem if manifest else None}
             return RunRecord(
                 run_id=state.run_id, experiment=state.experiment, pipeline=state.pipeline,
                 engine=state.engine, status=state.status, started=state.started,

@@ -1,7 +1,8 @@
 """Step caching on the local engine: exactly the expected steps execute, and values stay right.
 
-Steps append their name to an executions log (a side channel next to the workspace),
-so what ran is counted, never timed.
+Steps append their name to the file named by ``$KALE_TEST_LOG`` (a side channel
+outside the workspace, so it is not part of the run's snapshot), so what ran is
+counted, never timed.
 """
 
 from __future__ import annotations
@@ -15,20 +16,19 @@ from kale_magic import cache
 from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
-LOG_VARIABLE = "KALE_TEST_EXECUTIONS_LOG"
-
-
 @pytest.fixture(autouse=True)
-def execution_log(tmp_path, monkeypatch):
-    """Outside the workspace: steps work in a snapshot of it, and a new file in it would be a
-    workspace change (which rightly invalidates cached steps)."""
-    path = tmp_path.parent / f"{tmp_path.name}-executions.log"
-    monkeypatch.setenv(LOG_VARIABLE, str(path))
+def execution_log(tmp_path_factory, monkeypatch):
+    path = tmp_path_factory.mktemp("side-channel") / "executions.log"
+    monkeypatch.setenv("KALE_TEST_LOG", str(path))
     return path
 
 
+def log_path() -> Path:
+    return Path(os.environ["KALE_TEST_LOG"])
+
+
 def mark(step: str) -> str:
-    return f"with open(__import__('os').environ[{LOG_VARIABLE!r}], 'a') as _log:\n    _log.write('{step}\\n')\n"
+    return f"with open(__import__('os').environ['KALE_TEST_LOG'], 'a') as _log:\n    _log.write('{step}\\n')\n"
 
 
 def chain(n: int = 10) -> list[str]:
@@ -41,7 +41,7 @@ def chain(n: int = 10) -> list[str]:
 
 def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
-    log = Path(os.environ[LOG_VARIABLE])
+    log = log_path()
     log.unlink(missing_ok=True)
     run = kernel.shell.run_line_magic("kale_run", line)
     return run, (log.read_text().split() if log.exists() else [])

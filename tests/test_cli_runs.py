@@ -66,3 +66,24 @@ def test_unknown_runs_and_empty_folders_are_one_line(workspace, tmp_path):
     assert empty.returncode == 1 and empty.stderr.count("\n") == 1
     assert "no runs recorded in ." in empty.stderr
     assert not (tmp_path / ".kale").exists()
+
+
+def test_snapshot_commands_come_through_the_main_command(workspace):
+    root, _ = workspace
+    result = kale_magic("snapshot", "--root", root, "list")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count(" files ") >= 1  # the runs snapshot the workspace
+    missing = kale_magic("snapshot", "--root", root, "restore", "nope", root / "restored")
+    assert missing.returncode == 1 and "snapshot 'nope' does not exist" in missing.stderr
+
+
+def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(workspace):
+    root, (a, _, _) = workspace
+    before = kale_magic("cache", "--dir", root)
+    assert before.returncode == 0, before.stderr
+    assert int(before.stdout.split()[0]) > 0
+    cleared = kale_magic("cache", "--clear", "--dir", root)
+    assert cleared.returncode == 0 and "removed" in cleared.stdout
+    assert kale_magic("cache", "--dir", root).stdout.startswith("0 cached step results")
+    assert not (root / ".kale" / "runs" / a / "data").exists()
+    assert kale_magic("show", a, "--dir", root).stdout.startswith(f"Run {a}: succeeded")

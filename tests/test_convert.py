@@ -145,11 +145,27 @@ def test_old_notebooks_without_cell_ids_get_them():
 
 def test_untagged_cells_continue_the_special_cell_above():
     nb = kale_notebook(code("a = 1", "pipeline-parameters"), code("b = 2"),
-                       code("y = a + b", "step:s"), code("print(y)", "pipeline-metrics"),
-                       code("print(a)"))
+                       code("y = a + b\nz = 2 * y", "step:s"), code("print(y)", "pipeline-metrics"),
+                       code("print(z)"))
     assert sources(convert(nb).notebook)[1:-1] == [
-        "%%parameters\na = 1", "%%parameters\nb = 2", "%%step s\ny = a + b",
-        "%%metrics\ny", "%%metrics\na"]
+        "%%parameters\na = 1", "%%parameters\nb = 2", "%%step s\ny = a + b\nz = 2 * y",
+        "%%metrics\ny", "%%metrics\nz"]
+
+
+def test_parameters_printed_as_metrics_are_left_out_as_kale_never_logged_them():
+    """Kale's own test notebook prints two parameters in its metrics cell."""
+    nb = kale_notebook(code("import numpy as np", "imports"),
+                       code("d1 = 5\nd2 = 6\nstrtest = 'test'", "pipeline-parameters"),
+                       code("rnd_matrix = np.random.rand(d1, d2)", "limit:nvidia.com/gpu:2",
+                            "step:create_matrix"),
+                       code("sum_result = rnd_matrix.sum()\nd2 = d2 + 1", "prev:create_matrix",
+                            "step:sum_matrix"),
+                       code("print(d1)\nprint(d2)\nprint(sum_result)", "pipeline-metrics"))
+    result = convert(nb)
+    assert result.notebook.cells[-2].source == "%%metrics\nd2\nsum_result"  # d2 is recomputed
+    assert [str(n) for n in result.notes] == [
+        "cell 5: pipeline-metrics prints parameter 'd1', which no step computes: Kale never logged "
+        "it, so it is left out of %%metrics (the run records it as a parameter)"]
 
 
 def test_a_step_named_again_later_gets_its_options_once():

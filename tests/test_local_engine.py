@@ -164,3 +164,14 @@ def test_run_layout_and_links(kernel):
         result.notebook("zzz")
     with pytest.raises(Exception, match="no step of run .* saved 'nothing'"):
         result.load("nothing")
+
+
+def test_step_notebooks_are_valid_nbformat(kernel):
+    kernel.cells("%%parameters\nn = 2", "%%imports\nimport math",
+                 "%%step a\nfrom IPython.display import HTML, display\ndisplay(HTML('<i>x</i>'))\nx = math.sqrt(n)\nx")
+    kernel.error("%%step b\nprint(x)\nraise ValueError('stop')")
+    result = run(kernel)
+    for folder in ("notebooks", "executed"):
+        for path in (result.run_dir / folder).glob("*.ipynb"):
+            nbformat.validate(nbformat.read(str(path), as_version=4))  # raises if not valid v4.5
+            assert path.read_text() == nbformat.writes(nbformat.read(str(path), as_version=4)) + "\n"

@@ -409,3 +409,11 @@ def test_objects_defined_in_an_ipython_shell_load_in_another_process(tmp_path):
              f"v = marshal.load({str(tmp_path / 'v')!r}); print(v['scale'](1), v['inc'](1))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert out.stdout.split() == ["6", "2"], out.stderr
+
+
+def test_non_durable_save_is_the_same_value(tmp_path):
+    arr = np.arange(10.0)
+    durable = marshal.save(arr, tmp_path / "a")
+    fast = marshal.save(arr, tmp_path / "b", durable=False)
+    assert fast["checksum"] == durable["checksum"]
+    np.testing.assert_array_equal(marshal.load(tmp_path / "b"), arr)

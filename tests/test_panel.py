@@ -65,10 +65,13 @@ def test_success_transitions_in_text_and_html(tmp_path):
     run_to_success(state)
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("Kale run r1 · pipeline demo")
-    assert any("Validate" in l and "running" in l for l in lines)
-    assert lines.index(next(l for l in lines if "[✓] Validate" in l)) > \
-        lines.index(next(l for l in lines if "[◔] Validate" in l))
-    assert [l.split()[1] for l in lines if l.startswith("    [✓]")] == ["load", "train", "evaluate"]
+    assert not any("◔ Validate" in l for l in lines), "quick tasks print their outcome only"
+    assert lines.index(next(l for l in lines if "✓ Run" in l)) > \
+        lines.index(next(l for l in lines if "◔ Run" in l))
+    running = next(l for l in lines if "◔ train running" in l)
+    assert "(log:" in running and "(notebook:" not in running, "a running step links its live log"
+    assert all("(log:" not in l for l in lines if l.startswith("    ✓")), "no links for steps that went well"
+    assert [l.split()[1] for l in lines if l.startswith("    ✓")] == ["load", "train", "evaluate"]
     assert lines[-1].startswith("Run r1 succeeded in ") and "accuracy=0.93" in lines[-1]
     assert not any("pending" in l for l in lines), "pending rows that never changed are not printed"
 
@@ -96,8 +99,8 @@ def test_failure_in_the_middle_turns_red_and_stays(tmp_path):
     state.finish("failed", "step train failed: ZeroDivisionError: division by zero")
 
     text = out.getvalue()
-    assert "[✗] train failed" in text and "ZeroDivisionError: division by zero" in text
-    assert "[–] evaluate skipped" in text
+    assert "✗ train failed" in text and "ZeroDivisionError: division by zero" in text
+    assert "– evaluate skipped" in text
     assert text.splitlines()[-1].startswith("Run r1 failed")
 
     markup = render_html(state, Links(tmp_path))
@@ -123,7 +126,7 @@ def test_cached_steps_show_where_their_outputs_came_from(tmp_path):
     state.task("Run", "done")
     state.finish("succeeded")
     text = render_text(state, Links(tmp_path))
-    assert "[↺] load cached" in text and "(cached from run-0001)" in text
+    assert "↺ load cached" in text and "(cached from run-0001)" in text
     page = Page(render_html(state, Links(tmp_path)))
     assert ("load", "cached") in page.rows() and ("evaluate", "succeeded") in page.rows()
     assert "cached from run-0001" in "".join(page.text)
@@ -161,7 +164,7 @@ def test_terminal_ipython_gets_text_lines(capsys):
         view = panel.show(state, mode="text")
         run_to_success(state)
         printed = capsys.readouterr().out
-        assert "[✓] only succeeded" in printed and "Run r1 succeeded" in printed
+        assert "✓ only succeeded" in printed and "Run r1 succeeded" in printed
         assert repr(view) == render_text(state, view.links)
     finally:
         InteractiveShell.clear_instance()

@@ -131,7 +131,7 @@ def test_executed_notebook_keeps_the_final_panel(tmp_path):
     assert len(panels) == 1
     assert set(panels[0].data) == {"text/plain", "text/html"}
     assert 'class="kale-panel" data-status="failed"' in panels[0].data["text/html"]
-    assert "[✗] b failed" in panels[0].data["text/plain"]
+    assert "✗ b failed" in panels[0].data["text/plain"]
 
 
 def test_kale_run_in_the_background_keeps_its_panel_live(ipykernel_client):

@@ -17,7 +17,7 @@ def test_three_runs_recorded_and_shown_side_by_side(kernel, tmp_path, capsys):
     runs = [kernel.run(f"%kale_run --experiment demo --param scale={s}") for s in (1, 3, 2)]
     assert [r.status for r in runs] == ["succeeded"] * 3
     printed = capsys.readouterr().out
-    assert "[✓] score succeeded" in printed and f"Run {runs[-1].id} succeeded" in printed
+    assert "✓ score succeeded" in printed and f"Run {runs[-1].id} succeeded" in printed
 
     table = kernel.run("%kale_runs --experiment demo --plot total")
     assert isinstance(table, RunsTable)
@@ -29,6 +29,7 @@ def test_three_runs_recorded_and_shown_side_by_side(kernel, tmp_path, capsys):
     assert len(kernel.run("%kale_runs --last 2").records) == 2
     record = RunStore.for_workspace(tmp_path).get(runs[0].id)
     assert record.experiment == "demo" and record.engine == "local" and record.parameters["scale"] == 1
+    assert record.snapshot_id and any((tmp_path / ".kale").rglob(f"{record.snapshot_id}.json"))
     assert [(s.name, s.status) for s in record.steps] == [("make", "succeeded"), ("score", "succeeded")]
     assert all(s.code_hash and s.duration is not None for s in record.steps)
 
@@ -55,7 +56,7 @@ def test_a_failed_run_is_recorded_with_its_error(kernel, tmp_path, capsys):
     assert run.status == record.status == "failed"
     assert "FileNotFoundError" in record.error
     assert [(s.name, s.status) for s in record.steps] == [("boom", "failed"), ("after", "skipped")]
-    assert "[✗] boom failed" in printed
+    assert "✗ boom failed" in printed
 
 
 def test_unknown_run_id_is_one_sentence(kernel):

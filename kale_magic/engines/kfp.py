@@ -58,15 +58,9 @@ class KfpEngine:
     # Compile --------------------------------------------------------------------------------
     def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
         """Step notebooks under the run (to read what each step runs) and the pipeline YAML."""
-        import nbformat
+        from ..notebooks import write_step_notebooks
 
-        from ..notebooks import step_notebook
-
-        folder = run_dir / "notebooks"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {name: folder / f"{name}.ipynb" for name in plan.steps}
-        for name, path in paths.items():
-            nbformat.write(step_notebook(plan, name, parameters), str(path))
+        paths = write_step_notebooks(plan, run_dir, parameters)
         self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
         return paths
 

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from ..notebooks import step_notebook
+from ..notebooks import write_step_notebooks
 from ..plan import Plan
 from ..runtime import StepContext, StepOutcome
 from ..state import RunState
@@ -41,15 +41,7 @@ class LocalEngine:
 
     def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
         """The Compile task: one step notebook per step."""
-        import nbformat
-
-        folder = run_dir / "notebooks"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = {}
-        for name in plan.steps:
-            paths[name] = folder / f"{name}.ipynb"
-            nbformat.write(step_notebook(plan, name, parameters), str(paths[name]))
-        return paths
+        return write_step_notebooks(plan, run_dir, parameters)
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass, field
 
 # Imported once by the server; missing optional ones are skipped.  Kale.preload adds more.
-PRELOAD = ("IPython.core.interactiveshell", "nbformat", "kale_magic.runtime", "kale_magic.marshal", "numpy")
+PRELOAD = ("IPython.core.interactiveshell", "kale_magic.runtime", "kale_magic.marshal", "numpy")
 
 
 # the server side (runs in the worker process) -----------------------------------------

@@ -2,7 +2,7 @@
 
 Layout of a saved value::
 
-    <path>/            written as a hidden temp sibling, fsynced, then renamed into place
+    <path>/            written as a hidden temp sibling, fsynced (unless durable=False), renamed into place
       kale.json        the record: backend, versions, type, sizes, checksums, artifact type
       <data files>     whatever the backend wrote
 
@@ -45,17 +45,21 @@ def describe(registry, obj):
     return backend.name, type_name(obj), backend.artifact_type, backend.size(obj)
 
 
-def save(registry, obj, path, name=None) -> dict:
+def save(registry, obj, path, name=None, durable=True) -> dict:
     check_marshallable(obj)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         record = _write(registry, obj, temp, name)
+        if durable:
+            _sync_tree(temp)
         _publish(temp, path)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    if durable:
+        _fsync(path.parent)
     return record
 
 
@@ -85,9 +89,10 @@ def _write(registry, obj, directory: Path, name) -> dict:
 def _finish(backend, obj, directory: Path, written: dict) -> dict:
     files = {}
     for file in sorted(p for p in directory.rglob("*") if p.is_file()):
-        size, digest = written.get(str(file.resolve())) or hashing.file_digest(file)
+        size, digest = written.get(os.path.abspath(file), (None, None))
+        if size != file.stat().st_size:  # not written through hashing.create (or changed after)
+            size, digest = hashing.file_digest(file)
         files[file.relative_to(directory).as_posix()] = {"size": size, "checksum": f"{hashing.ALGORITHM}:{digest}"}
-        _fsync(file)
     from .. import __version__
 
     record = {
@@ -103,9 +108,6 @@ def _finish(backend, obj, directory: Path, written: dict) -> dict:
     }
     with open(directory / RECORD_FILE, "w") as f:
         json.dump(record, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync(directory)
     return record
 
 
@@ -120,6 +122,13 @@ def _combined(files: dict) -> str:
 def _empty(directory: Path):
     for child in directory.iterdir():
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def _sync_tree(directory: Path):
+    """Put every file, then the directory itself, on disk before the rename publishes them."""
+    for file in directory.rglob("*"):
+        _fsync(file)
+    _fsync(directory)
 
 
 def _fsync(path: Path):
@@ -141,7 +150,6 @@ def _publish(temp: Path, path: Path):
         os.rename(path, old)
         os.rename(temp, path)
         shutil.rmtree(old) if old.is_dir() else old.unlink()
-    _fsync(path.parent)
 
 
 def load(registry, path, name=None, step=None):

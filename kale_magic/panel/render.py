@@ -106,16 +106,20 @@ def step_links(step: StepState) -> dict[str, str]:
 def task_line(task: TaskState, links: Links) -> str:
     """One line per change: a line is printed once, so a running task shows no (stale) elapsed time."""
     elapsed = seconds(task.elapsed) if task.ended else ""
-    parts = [f"[{ICONS[task.status]}] {task.name:<9} {task.status:<8} {elapsed:>9}"]
+    parts = [f"{ICONS[task.status]} {task.name:<9} {task.status:<8} {elapsed:>9}"]
     if task.message:
         parts.append(plain(task.message))
     parts += [f"({links.text(k, v)})" for k, v in task.links.items()]
     return "  ".join(parts).rstrip()
 
 
-def step_line(step: StepState, links: Links) -> str:
-    """``[✗] train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled."""
-    line = f"    [{ICONS[step.status]}] {plain(step.name)} {step.status}"
+def step_line(step: StepState, links: Links, *, terse: bool = False) -> str:
+    """``✗ train failed: ValueError: ... (1.20 s)``; a message repeating the status is not doubled.
+
+    ``terse`` (terminal progress, a line per change): the live log while running, the
+    notebook and log of a failed step, no links for a step that went well.
+    """
+    line = f"    {ICONS[step.status]} {plain(step.name)} {step.status}"
     message = plain(step.message).removeprefix(f"{step.status}: ")
     if message:
         line += f": {message}"
@@ -124,7 +128,11 @@ def step_line(step: StepState, links: Links) -> str:
     parts = [line]
     if step.cached_from:
         parts.append(f"(cached from {plain(step.cached_from)})")
-    parts += [f"({links.text(k, v)})" for k, v in step_links(step).items()]
+    shown = step_links(step)
+    if terse:
+        keep = {"running": ("log",), "failed": ("notebook", "log")}.get(step.status, ())
+        shown = {k: v for k, v in shown.items() if k in keep}
+    parts += [f"({links.text(k, v)})" for k, v in shown.items()]
     return "  ".join(parts)
 
 

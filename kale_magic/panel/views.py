@@ -214,8 +214,9 @@ class TextView(_View):
 
     def draw(self) -> None:
         with self.state._lock:
-            rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in self.state.tasks.values()]
-            rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links)))
+            rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in self.state.tasks.values()
+                    if t.status != "running" or t.name == "Run"]  # the other tasks take an instant
+            rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links, terse=True)))
                      for s in self.state.steps.values()]
             changed = [(key, (row.status, row.message), text) for key, row, text in rows
                        if self._printed.get(key, ("pending", "")) != (row.status, row.message)]

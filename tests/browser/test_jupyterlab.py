@@ -8,6 +8,7 @@ sees, follows a link, and saves a screenshot to ``test-artifacts/``.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -64,9 +65,11 @@ def _wait_for_server(url: str, process: subprocess.Popen, log: Path, deadline: f
     raise TimeoutError(f"JupyterLab did not answer {url}")
 
 
-@pytest.fixture
-def lab(tmp_path):
+def _serve(tmp_path, app: str):
+    """Start ``jupyter lab`` or ``jupyter notebook`` on 127.0.0.1 in a fresh directory; yield its address."""
     pytest.importorskip("jupyterlab", reason="the browser test needs jupyterlab: pip install 'kale-magic[browser]'")
+    if app == "notebook":
+        pytest.importorskip("notebook", reason="the Notebook 7 test needs notebook>=7: pip install 'kale-magic[browser]'")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
     workdir = tmp_path / "work"
@@ -76,24 +79,26 @@ def lab(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    command = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
+    command = [sys.executable, "-m", "jupyter", app, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
                f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", "--no-browser",
-               f"--ServerApp.root_dir={workdir}", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--LabApp.expose_app_in_browser=True", "--ServerApp.allow_root=True",
+               f"--ServerApp.root_dir={workdir}", f"--{app_class}.news_url=None",
+               "--ServerApp.allow_root=True",
                "--ServerApp.terminals_enabled=False",
                # Runs live in .kale/, a hidden directory Jupyter refuses to serve by default; the
                # README tells users to allow hidden files for the panel's links to open.
                "--ContentsManager.allow_hidden=True"]
+    if app == "lab":
+        command.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
     notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text('{"fetchNews": "false"}')
-    log = open(tmp_path / "jupyterlab.log", "wb")
+    log_path = tmp_path / f"jupyter-{app}.log"
+    log = open(log_path, "wb")
     process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process,
-                         tmp_path / "jupyterlab.log")
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "dir": workdir, "log": tmp_path / "jupyterlab.log"}
+        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process, log_path)
+        yield {"url": f"http://127.0.0.1:{port}", "token": token, "dir": workdir, "log": log_path}
     finally:
         process.terminate()
         try:
@@ -101,6 +106,16 @@ def lab(tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    yield from _serve(tmp_path, "lab")
+
+
+@pytest.fixture
+def notebook7(tmp_path):
+    yield from _serve(tmp_path, "notebook")
 
 
 @pytest.fixture
@@ -115,19 +130,29 @@ def browser():
             chromium.close()
 
 
-def _open_notebook(browser, lab, cells, name):
+def _open_notebook(browser, lab, cells, name, url_path="lab/tree"):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(lab["dir"] / name))
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab['url']}/lab/tree/{name}?token={lab['token']}")
+    page.goto(f"{lab['url']}/{url_path}/{name}?token={lab['token']}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    page.wait_for_function("() => { const p = window.jupyterapp?.shell?.currentWidget?.sessionContext;"
-                           " return p && p.session?.kernel && p.kernelDisplayStatus === 'idle'; }",
-                           timeout=60_000)
-    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    _wait_for_idle_kernel(lab)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
     return page
+
+
+def _wait_for_idle_kernel(server, deadline: float = 60) -> None:
+    """The notebook's kernel has started and is idle (asked from the server, the same for Lab and Notebook 7)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with urllib.request.urlopen(f"{server['url']}/api/sessions?token={server['token']}", timeout=5) as answer:
+            if any(s["kernel"]["execution_state"] == "idle" for s in json.load(answer)):
+                return
+        time.sleep(0.3)
+    raise TimeoutError("the notebook's kernel did not start")
 
 
 def _panel_rows(panel) -> list[tuple[str, str]]:
@@ -182,21 +207,23 @@ def test_panel_in_jupyterlab(lab, browser):
         page.close()
 
 
-BACKGROUND_CELLS = [
-    "%load_ext kale_magic",
-    "%%imports\nimport os, time",
-    "open('go', 'w').close()",
-    "%%step make\ndata = [1, 2, 3]",
-    "%%step hold\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\nn = len(data)",
-    "os.remove('go')  # in the pipeline, 'hold' waits until the test creates it",
-    "# no snapshot: 'hold' must see the 'go' file the test makes in this folder\n"
-    "run = %kale_run --background --no-snapshot",
-    "still_working = 6 * 7\nstill_working",
-]
+def background_cells(go: Path) -> list[str]:
+    """A run whose 'hold' step waits for the file ``go`` (a full path: steps run in a snapshot)."""
+    return [
+        "%load_ext kale_magic",
+        "%%imports\nimport os, time",
+        f"%%parameters\ngo_file = {str(go)!r}",
+        "open(go_file, 'w').close()",
+        "%%step make\ndata = [1, 2, 3]",
+        "%%step hold\nwhile not os.path.exists(go_file):\n    time.sleep(0.05)\nn = len(data)",
+        "os.remove(go_file)  # in the pipeline, 'hold' waits until the test creates it",
+        "run = %kale_run --background",
+        "still_working = 6 * 7\nstill_working",
+    ]
 
 
 def test_background_run_updates_the_live_widget(lab, browser):
-    page = _open_notebook(browser, lab, BACKGROUND_CELLS, "background.ipynb")
+    page = _open_notebook(browser, lab, background_cells(lab["dir"] / "go"), "background.ipynb")
     try:
         page.wait_for_selector(".kale-panel-widget .kale-row[data-name='hold'][data-status='running'],"
                                " .kale-panel[data-status]", timeout=120_000)
@@ -212,6 +239,30 @@ def test_background_run_updates_the_live_widget(lab, browser):
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        page.close()
+
+
+def test_panel_links_in_notebook_7(notebook7, browser):
+    page = _open_notebook(browser, notebook7, CELLS[:6], "pipeline.ipynb", url_path="notebooks")
+    try:
+        page.wait_for_selector(".kale-panel[data-status='succeeded']", timeout=180_000)
+        panel = page.locator(".kale-panel")
+        assert ("score", "succeeded") in _panel_rows(panel)
+        page.screenshot(path=str(ARTIFACTS / "notebook7-panel.png"))
+        href = panel.locator(".kale-row[data-name='score'] a.kale-link", has_text="log").get_attribute("href")
+        assert "/files/.kale/runs/" in href and href.split("?")[0].endswith("/logs/score.log")
+        response = page.request.get(href if href.startswith("http") else notebook7["url"] + href,
+                                    headers={"Authorization": f"token {notebook7['token']}"})
+        assert response.status == 200, f"{href} -> {response.status}"
+        with page.context.expect_page(timeout=30_000) as opened:
+            panel.locator(".kale-row[data-name='Validate'] a.kale-link", has_text="report").click()
+        opened.value.wait_for_load_state()
+        assert "validation.txt" in opened.value.url
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "notebook7-failure.png"), full_page=True)
+        print(notebook7["log"].read_text(errors="replace")[-4000:])
         raise
     finally:
         page.close()
