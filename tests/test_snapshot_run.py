@@ -108,3 +108,46 @@ def test_snapshot_over_the_cap_stops_the_run_with_the_fix(kernel, workspace, tmp
     assert isinstance(error, KaleError)
     assert "data/big.bin" in str(error) and "--snapshot-max" in str(error)
     assert not list((workspace / ".kale/runs").glob("*/workspace"))
+
+
+def test_a_changed_workspace_file_invalidates_cached_steps(kernel, workspace, tmp_path):
+    gate = tmp_path.parent / f"{tmp_path.name}-gate"
+    record_pipeline(kernel, gate)
+    gate.touch()
+    assert kernel.run("%kale_run").status == "succeeded"
+    again = kernel.run("%kale_run")
+    assert {s.status for s in again.state.steps.values()} == {"cached"}  # nothing changed
+
+    (workspace / "data/train.csv").write_text("version 2\n")
+    changed = kernel.run("%kale_run")
+    assert changed.state.steps["read"].status == "succeeded"  # ran again, on the new file
+    assert changed.load("content") == "version 2\n"
+
+
+def test_the_run_store_records_the_snapshot_id(kernel, workspace, tmp_path):
+    from kale_magic.store import RunStore
+
+    gate = tmp_path.parent / f"{tmp_path.name}-gate"
+    record_pipeline(kernel, gate)
+    gate.touch()
+    run = kernel.run("%kale_run")
+    (snapshot,) = list_snapshots(workspace / ".kale/snapshots")
+    with RunStore.for_workspace(workspace) as store:
+        (record,) = [r for r in store.runs() if r.run_id == run.id]
+    assert record.snapshot_id == snapshot.id
+
+
+def test_cache_prediction_sees_workspace_changes_without_taking_a_snapshot(kernel, workspace, tmp_path, capsys):
+    gate = tmp_path.parent / f"{tmp_path.name}-gate"
+    record_pipeline(kernel, gate)
+    gate.touch()
+    kernel.run("%kale_run")
+    capsys.readouterr()
+    kernel.run("%kale_run --cache-only-check")
+    assert capsys.readouterr().out.startswith("Cache: 2 of 2 steps would be reused")
+
+    (workspace / "data/train.csv").write_text("version 2\n")
+    kernel.run("%kale_run --cache-only-check")
+    out = capsys.readouterr().out
+    assert out.startswith("Cache: 0 of 2 steps would be reused") and "workspace files changed" in out
+    assert len(list_snapshots(workspace / ".kale/snapshots")) == 1  # predicting stored nothing

@@ -76,6 +76,12 @@ def read_manifest(store: Path, snapshot_id: str) -> dict:
     return json.loads(path.read_text())
 
 
+def load_snapshot(store: Path, snapshot_id: str) -> Snapshot:
+    """An existing snapshot by id (or unique prefix, or ``latest``)."""
+    data = read_manifest(store, snapshot_id)
+    return Snapshot.from_manifest(manifests_dir(store) / f"{data['id']}.json", data)
+
+
 def list_snapshots(store: Path) -> list[Snapshot]:
     """All complete snapshots of a store, oldest first."""
     snapshots = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import KaleError
 from ..state import RunState
-from .manifest import Snapshot, list_snapshots, manifests_dir, read_manifest
+from .manifest import Snapshot, list_snapshots, load_snapshot
 from .materialize import materialize
 from .sizes import format_size
 from .workspace import take_snapshot
@@ -23,8 +23,7 @@ def snapshot_task(state: RunState, root: Path, store: Path, *, notebook: Path | 
     state.task("Snapshot", "running")
     try:
         if from_snapshot:
-            data = read_manifest(store, from_snapshot)
-            snapshot = Snapshot.from_manifest(manifests_dir(store) / f"{data['id']}.json", data)
+            snapshot = load_snapshot(store, from_snapshot)
         else:
             snapshot = take_snapshot(root, store, notebook=notebook, cells=cells,
                                      warn_bytes=warn_bytes, max_bytes=max_bytes)

@@ -195,8 +195,13 @@ def _store_notebook(notebook: Path, root: Path, objects: ObjectStore) -> dict:
         digest, size, _ = objects.ingest(notebook)
     except OSError as error:
         raise SnapshotError(f"cannot read the notebook {notebook} ({error.strerror})") from None
-    shown = notebook.relative_to(root).as_posix() if root in notebook.parents else str(notebook)
-    return {"path": shown, "size": size, "sha256": digest}
+    return {"path": notebook_path(notebook, root), "size": size, "sha256": digest}
+
+
+def notebook_path(notebook: Path, root: Path) -> str:
+    """How a manifest names the notebook: relative to the workspace when inside it."""
+    notebook = notebook.resolve()
+    return notebook.relative_to(root).as_posix() if root in notebook.parents else str(notebook)
 
 
 def _snapshot_id(data: dict, started_ns: int) -> str:
