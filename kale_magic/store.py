@@ -14,6 +14,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,10 +115,24 @@ class RunStore:
                                      check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._use_wal(timeout)
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._lock = threading.Lock()
         self._migrate()
+
+    def _use_wal(self, timeout: float) -> None:
+        """WAL mode persists in the file; switching needs an exclusive lock that SQLite's busy
+        handler does not wait for, so two kernels creating the store at once retry here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     @classmethod
     def for_workspace(cls, root: str | Path = ".") -> "RunStore":
