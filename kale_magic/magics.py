@@ -278,12 +278,8 @@ class Kale(Magics):
     def _cache_check(self, request, workspace, plan=None) -> str:
         from .cache import check_text
         from .cache.workspace import preview
-        from .planner import build_plan
 
-        if plan is None:
-            plan = build_plan(self._cells(workspace), self._environment(), overrides=request.params,
-                              pipeline=request.pipeline or workspace.pipeline_name,
-                              notebook_path=workspace.notebook, order_source=workspace.order_source)
+        plan = plan or self._plan(workspace, request)
         cache = self._step_cache(request, workspace)
         cache.snapshot = preview(workspace.root, workspace.kale_dir / "snapshots", workspace.notebook, request)
         return check_text(cache.predict(plan, plan.parameters))
@@ -310,11 +306,14 @@ class Kale(Magics):
         ignored = set(self.shell.user_ns_hidden) | set(dir(builtins)) | {"get_ipython", "display"}
         return Environment(namespace=self.shell.user_ns, ignored=frozenset(ignored))
 
-    def _plan(self):
+    def _plan(self, workspace=None, request=None):
+        """The plan ``%kale_run`` would make now (with the request's --param/--pipeline, if any)."""
         from .planner import build_plan
 
-        workspace = self._workspace()
-        return build_plan(self._cells(workspace), self._environment(), pipeline=workspace.pipeline_name,
+        workspace = workspace or self._workspace()
+        return build_plan(self._cells(workspace), self._environment(),
+                          overrides=request.params if request else None,
+                          pipeline=(request and request.pipeline) or workspace.pipeline_name,
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
     def _engine_name(self, args) -> str:
