@@ -45,6 +45,7 @@ class Workspace:
     root: Path
     notebook: Path | None = None
     order_source: str = "execution order"
+    cell_order: dict[str, int] = field(default_factory=dict)  # cell id -> position, when the file is used
 
     @property
     def kale_dir(self) -> Path:

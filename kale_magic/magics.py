@@ -289,14 +289,15 @@ class Kale(Magics):
         from .notebook_file import cell_order, find_notebook
 
         notebook = find_notebook(self.notebook_path, self.shell.user_ns)
-        self._order = cell_order(notebook)
-        matched = self._order and any(c.cell_id in self._order for c in self.session.cells.values())
-        source = f"notebook file {notebook}" if matched else "execution order"
+        order = cell_order(notebook)
+        if not any(c.cell_id in order for c in self.session.cells.values()):
+            order = {}  # the file does not list these cells (not saved yet): execution order
         root = notebook.parent if notebook else Path.cwd()
-        return Workspace(root=root, notebook=notebook, order_source=source)
+        return Workspace(root=root, notebook=notebook, cell_order=order,
+                         order_source=f"notebook file {notebook}" if order else "execution order")
 
     def _cells(self, workspace):
-        return self.session.ordered(self._order if workspace.order_source != "execution order" else None)
+        return self.session.ordered(workspace.cell_order or None)
 
     def _environment(self):
         import builtins
