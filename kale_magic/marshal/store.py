@@ -51,7 +51,7 @@ def save(registry, obj, path, name=None, durable=True) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        record = _write(registry, obj, temp, name)
+        record = _write(registry, obj, temp, name, durable)
         if durable:
             _sync_tree(temp)
         _publish(temp, path)
@@ -63,11 +63,11 @@ def save(registry, obj, path, name=None, durable=True) -> dict:
     return record
 
 
-def _write(registry, obj, directory: Path, name) -> dict:
+def _write(registry, obj, directory: Path, name, durable: bool) -> dict:
     declined = []
     for backend in registry.candidates(obj):
         try:
-            with hashing.recording() as written:
+            with hashing.recording(durable) as written:
                 backend.save(obj, directory)
         except BackendDeclined as exc:
             declined.append(f"{backend.name}: {exc}")
@@ -214,7 +214,6 @@ def _check_files(path: Path, record: dict, verify_content: bool):
         except FileNotFoundError:
             raise hashing.ChecksumMismatch(filename, "the file is missing") from None
         if size != entry["size"]:
-            raise hashing.ChecksumMismatch(filename, f"{size} bytes instead of {entry['size']}, "
-                                                     f"the file is truncated or was changed")
+            raise hashing.wrong_size(filename, size, entry["size"])
         if verify_content and hashing.file_digest(file) != (entry["size"], hashing.digest_of(entry)):
             raise hashing.ChecksumMismatch(filename, "its content does not match the checksum saved with it")
