@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 
 def load_ipython_extension(ipython):
-    from .magics import Kale
+    from .extension.magics import Kale
 
     magics = Kale(shell=ipython)
     ipython.register_magics(magics)

@@ -43,7 +43,7 @@ class Kernel:
 @pytest.fixture(scope="session")
 def workers():
     """One warm worker server for the whole test session (each kernel would otherwise start its own)."""
-    from kale_magic.engines.workers import WorkerServer
+    from kale_magic.engines.local.workers import WorkerServer
 
     server = WorkerServer()
     server.start()

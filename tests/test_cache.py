@@ -352,7 +352,7 @@ def test_an_unreadable_cache_index_means_running_again(kernel):
 
 
 def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
-    from kale_magic.launch import RunRequest
+    from kale_magic.run.launch import RunRequest
 
     kernel.run("%%step a\nx = 1")
     workspace = kernel.magics._workspace()

@@ -7,8 +7,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from kale_magic.convert import convert, is_kale_notebook, magic_arguments
-from kale_magic.magics import Kale, parse_argstring
+from kale_magic.plan.convert import convert, is_kale_notebook, magic_arguments
+from kale_magic.extension.magics import Kale, parse_argstring
 from kale_magic.errors import ValidationError
 
 

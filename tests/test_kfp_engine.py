@@ -6,10 +6,10 @@ import pytest
 from kfp_api_server import FakeKfpServer
 from kfp_plans import three_step_plan
 
-from kale_magic.engines.kfp import KfpEngine
+from kale_magic.engines.kfp.engine import KfpEngine
 from kale_magic.errors import EngineError
-from kale_magic.kfp_client import resolve_settings
-from kale_magic.state import RunState
+from kale_magic.engines.kfp.client import resolve_settings
+from kale_magic.run.state import RunState
 
 RUNS = "/apis/v2beta1/runs"
 ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}

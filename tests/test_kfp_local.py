@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kale_magic import marshal
-from kale_magic.compiler import compile_pipeline
+from kale_magic.engines.kfp.compiler import compile_pipeline
 
 ROOT = Path(__file__).parents[1]
 

@@ -10,7 +10,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kale_magic import panel
 from kale_magic.panel.render import Links, render_html, render_text
 from kale_magic.panel.views import TextView, Throttle
-from kale_magic.state import RunState
+from kale_magic.run.state import RunState
 
 HOSTILE = '<script>alert("x")</script>\'"><img src=x onerror=alert(1)>'
 

@@ -9,7 +9,7 @@ import s3_server as s3
 from kfp_api_server import FakeKfpServer
 
 from kale_magic import marshal
-from kale_magic.compiler import CompileOptions, compile_pipeline
+from kale_magic.engines.kfp.compiler import CompileOptions, compile_pipeline
 from kale_magic.snapshot import list_snapshots, publish, published_url, take_snapshot
 
 ROOT = Path(__file__).parents[1]

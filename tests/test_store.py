@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kale_magic.errors import KaleError
-from kale_magic.session import RecordedCell
-from kale_magic.state import RunState
-from kale_magic.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
+from kale_magic.plan.session import RecordedCell
+from kale_magic.run.state import RunState
+from kale_magic.history.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,8 +90,8 @@ def test_queries_by_experiment_last_and_id_prefix(tmp_path):
 
 WRITER = """
 import sys
-from kale_magic.state import RunState
-from kale_magic.store import RunStore
+from kale_magic.run.state import RunState
+from kale_magic.history.store import RunStore
 
 store = RunStore(sys.argv[1])
 prefix, count = sys.argv[2], int(sys.argv[3])

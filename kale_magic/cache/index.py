@@ -94,7 +94,7 @@ class Cleared:
     freed: int  # bytes actually released (values hard-linked into kept runs stay)
 
     def __str__(self) -> str:
-        from ..report import human_size
+        from ..plan.report import human_size
 
         return (f"kale: removed {self.entries} cache entries and the saved values of {self.runs} runs, "
                 f"freed {human_size(self.freed)} (run history, logs and executed notebooks are kept)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KaleError
-from ..plan import Plan, StepPlan
+from ..plan.model import Plan, StepPlan
 from .index import CacheIndex
 from .keys import digest, explain, key_parts
 from .workspace import WorkspaceView, changed_files, snapshot_files

@@ -1,4 +1,4 @@
-"""Text and HTML renderings of a :class:`~kale_magic.state.RunState`.
+"""Text and HTML renderings of a :class:`~kale_magic.run.state.RunState`.
 
 Every view (widget rows, the saved HTML fallback, terminal lines, ``Run``'s
 repr) draws from these functions, so what the user sees is the same wherever
@@ -14,7 +14,7 @@ import re
 from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
 
-from ..state import RunState, StepState, TaskState
+from ..run.state import RunState, StepState, TaskState
 
 ICONS = {
     "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",

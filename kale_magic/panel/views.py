@@ -1,6 +1,6 @@
 """The live views of a run: ipywidgets rows, an updated display, terminal lines.
 
-Each view subscribes to a :class:`~kale_magic.state.RunState` and redraws from
+Each view subscribes to a :class:`~kale_magic.run.state.RunState` and redraws from
 it; none holds run logic.  Redraws are throttled so a run with many fast steps
 is not slowed by its panel; the final state is always drawn.
 """
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from ..state import RunState
+from ..run.state import RunState
 from .render import Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import KaleError
-from ..state import RunState
+from ..run.state import RunState
 from .manifest import Snapshot, list_snapshots, load_snapshot
 from .materialize import materialize
 from .sizes import format_size

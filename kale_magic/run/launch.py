@@ -12,11 +12,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import KaleError
-from .planner import Environment, build_plan
-from .report import plan_text
-from .run import Run
-from .session import RecordedCell
+from ..errors import KaleError
+from ..plan.planner import Environment, build_plan
+from ..plan.report import plan_text
+from .handle import Run
+from ..plan.session import RecordedCell
 from .state import RunState
 
 
@@ -149,8 +149,8 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
 def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell], state: RunState,
               run_dir: Path, engine) -> None:
     """The Snapshot task; local steps then work in the materialized copy, KFP steps in an unpacked one."""
-    from .snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, parse_size
-    from .snapshot.task import cell_texts, snapshot_task
+    from ..snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, parse_size
+    from ..snapshot.task import cell_texts, snapshot_task
 
     local = engine.name == "local" and not request.compile_only
     try:
@@ -173,7 +173,7 @@ def _snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCel
     if workdir is not None:
         engine.workdir = workdir
         if getattr(engine, "cache", None) is not None:  # the files steps see are part of their cache keys
-            from .cache.workspace import from_manifest
+            from ..cache.workspace import from_manifest
 
             manifest = json.loads(snapshot.manifest.read_text())
             engine.cache.snapshot = from_manifest(manifest, workspace.root, workspace.notebook)

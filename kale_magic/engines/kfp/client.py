@@ -18,7 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from .errors import EngineError
+from ...errors import EngineError
 
 CONNECT_TIMEOUT = 5.0  # seconds; an unreachable host must fail well within 10 s
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"

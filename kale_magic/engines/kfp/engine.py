@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
-from ..errors import EngineError, KaleError
-from ..kfp_client import api_error, connect, resolve_settings
-from ..plan import Plan
-from ..state import RunState
+from .compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
+from ...errors import EngineError, KaleError
+from .client import api_error, connect, resolve_settings
+from ...plan.model import Plan
+from ...run.state import RunState
 
 FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED ends a run too
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",
@@ -48,7 +48,7 @@ class KfpEngine:
         needs an object-store pipeline root (``Kale.pipeline_root``) to publish it to."""
         import dataclasses
 
-        from ..snapshot import published_url
+        from ...snapshot import published_url
 
         root = self.connection.get("pipeline_root")
         if root:
@@ -58,7 +58,7 @@ class KfpEngine:
     # Compile --------------------------------------------------------------------------------
     def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
         """Step notebooks under the run (to read what each step runs) and the pipeline YAML."""
-        from ..notebooks import write_step_notebooks
+        from ...step.notebooks import write_step_notebooks
 
         paths = write_step_notebooks(plan, run_dir, parameters)
         self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
@@ -71,7 +71,7 @@ class KfpEngine:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
             if self._snapshot:
-                from ..snapshot import publish
+                from ...snapshot import publish
 
                 publish(*self._snapshot, self.connection["pipeline_root"])
             self._client = connect(self._settings)

@@ -84,7 +84,7 @@ def prepare(nb, run_options: str):
 
     from nbformat.v4 import new_code_cell
 
-    from .convert import add_load_ext
+    from ..plan.convert import add_load_ext
 
     nb = copy.deepcopy(nb)
     add_load_ext(nb)
@@ -104,7 +104,7 @@ def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
     from nbclient.exceptions import CellExecutionError, DeadKernelError
     from nbformat.v4 import new_code_cell
 
-    from .errors import EngineError
+    from ..errors import EngineError
 
     hidden = [new_code_cell(_SETUP), new_code_cell(_REPORT)]
     nb.cells.insert(0, hidden[0])

@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import KaleError
+from ..errors import KaleError
 
 
 class NotebookFileError(KaleError):
@@ -70,7 +70,7 @@ def write_notebook(nb, path: str | Path) -> None:
 
 def annotated_notebook(path: str | Path):
     """The notebook at ``path`` with our magics, converting Kale's tags in memory if it has them."""
-    from .convert import convert, is_kale_notebook
+    from ..plan.convert import convert, is_kale_notebook
 
     nb = read_notebook(path)
     if not is_kale_notebook(nb):
@@ -83,7 +83,7 @@ def annotated_notebook(path: str | Path):
 
 # subcommands ----------------------------------------------------------------
 def cmd_convert(args) -> int:
-    from .convert import convert
+    from ..plan.convert import convert
 
     result = convert(read_notebook(args.notebook))
     output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
@@ -114,7 +114,7 @@ def cmd_run(args) -> int:
 
 def _run_options(args) -> str:
     """``%kale_run`` options for what the command line says, as magic-line text."""
-    from .convert import magic_arguments
+    from ..plan.convert import magic_arguments
 
     words = []
     for flag in ("experiment", "pipeline", "description", "engine", "host"):
@@ -137,8 +137,8 @@ def _kernel_env(path: Path) -> dict:
 
 
 def cmd_compile(args) -> int:
-    from .magics import Kale
-    from .static import static_plan
+    from ..extension.magics import Kale
+    from ..plan.static import static_plan
 
     path = Path(args.notebook)
     plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
@@ -154,8 +154,8 @@ def _compile(plan, output, config: dict):
     """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
     import dataclasses
 
-    from .compiler import CompileOptions, compile_pipeline
-    from .errors import MissingDependency
+    from ..engines.kfp.compiler import CompileOptions, compile_pipeline
+    from ..errors import MissingDependency
 
     fields = {f.name for f in dataclasses.fields(CompileOptions) if f.init}
     try:
@@ -167,7 +167,7 @@ def _compile(plan, output, config: dict):
 
 
 def cmd_runs(args) -> int:
-    from .runs_view import runs_view
+    from ..history.views import runs_view
 
     with _store(args.dir) as store:
         compare = tuple(args.compare) if args.compare else None
@@ -182,7 +182,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from .cache import CacheIndex, clear
+    from ..cache import CacheIndex, clear
 
     kale_dir = Path(args.dir) / ".kale"
     if args.clear:
@@ -196,7 +196,7 @@ def cmd_cache(args) -> int:
 
 def _store(directory: str):
     """The run store of the notebooks in ``directory``; reading never creates one."""
-    from .store import RunStore
+    from ..history.store import RunStore
 
     path = Path(directory) / ".kale" / "runs.db"
     if not path.is_file():
@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_snapshot_commands(sub) -> None:
     """``kale-magic snapshot ...`` comes from the snapshot package, when it is installed."""
     try:
-        from .snapshot.cli import add_parser
+        from ..snapshot.cli import add_parser
     except ImportError:
         return
     add_parser(sub)

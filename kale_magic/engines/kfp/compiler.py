@@ -2,7 +2,7 @@
 
 Each step becomes a lightweight Python component generated at compile time: a
 function whose body hands the embedded step notebook to
-:func:`kale_magic.kfp_step.run_component`, with one ``Input``/``Output``
+:func:`kale_magic.engines.kfp.component.run_component`, with one ``Input``/``Output``
 artifact per marshalled value, typed pipeline parameters, an HTML report and,
 where the step computes metrics, an ``Output[Metrics]``.  The SDK does the rest
 (component specs, DAG, resources, Kubernetes platform config, YAML).
@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ValidationError
-from .plan import Plan, StepPlan
+from ...errors import ValidationError
+from ...plan.model import Plan, StepPlan
 
 DEFAULT_BASE_IMAGE = "python:3.11"
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -133,9 +133,9 @@ def _argument(value: object, default: object) -> object:
     Lists, dicts, tuples and None travel as text because the KFP SDK stores the
     numbers inside a list or dict as doubles (a step would see ``[3.0]`` where the
     notebook had ``[3]``) and has no tuple or None; the step decodes the text
-    (:func:`kale_magic.kfp_step.decode`), which also accepts JSON typed in the KFP UI.
+    (:func:`kale_magic.engines.kfp.component.decode`), which also accepts JSON typed in the KFP UI.
     """
-    from .notebooks import literal
+    from ...step.notebooks import literal
 
     return value if _is_typed(default) else literal(value)
 
@@ -172,7 +172,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
 
     def build(params):
-        from .snapshot.kfp import snapshot_importer
+        from .snapshot import snapshot_importer
 
         tasks = {}
         snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
@@ -244,7 +244,7 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool =
         arguments.append(f"snapshot={SNAPSHOT}")
     body = "".join(f"        {a},\n" for a in arguments)
     return (f"def {function}({', '.join(signature)}):\n"
-            f"    from kale_magic.kfp_step import run_component\n"
+            f"    from kale_magic.engines.kfp.component import run_component\n"
             f"    run_component(\n{body}    )\n")
 
 
@@ -262,7 +262,7 @@ def _artifact(artifact_type: str) -> str:
 
 def _notebook_json(plan: Plan, step: StepPlan) -> str:
     """The step notebook as canonical JSON (its cell ids are deterministic)."""
-    from .notebooks import step_notebook
+    from ...step.notebooks import step_notebook
 
     return json.dumps(step_notebook(plan, step.name), sort_keys=True, separators=(",", ":"))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KaleError
-from .plan import Plan
+from ..errors import KaleError
+from ..plan.model import Plan
 from .state import RunState
 
 
@@ -59,7 +59,7 @@ class Run:
 
     def load(self, name: str, step: str | None = None):
         """Load a value a step saved, by default from the last step that saved it."""
-        from . import marshal
+        from .. import marshal
 
         producers = [t.producer for t in self.plan.transfers() if t.name == name] if self.plan else []
         if step is None:

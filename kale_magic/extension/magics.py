@@ -15,8 +15,8 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 
-from .errors import KaleError
-from .session import RecordedCell, Session, StepOptions, cell_key
+from ..errors import KaleError
+from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 
 
 # Names IPython itself sets while running a cell (output and input caches).
@@ -125,7 +125,7 @@ class Kale(Magics):
     @cell_magic
     def step(self, line, cell):
         """Mark this cell as (part of) a pipeline step, and run it."""
-        from .planner import check_step_name
+        from ..plan.planner import check_step_name
 
         args = parse_argstring(self.step, line)
         check_step_name(args.name)
@@ -164,8 +164,8 @@ class Kale(Magics):
     @line_magic
     def kale_show(self, line):
         """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
-        from .launch import RunRequest
-        from .report import plan_text
+        from ..run.launch import RunRequest
+        from ..plan.report import plan_text
 
         plan = self._plan()
         print(plan_text(plan))
@@ -201,9 +201,9 @@ class Kale(Magics):
     @line_magic
     def kale_run(self, line):
         """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
-        from . import panel
-        from .launch import RunRequest, launch
-        from .store import RunStore, step_hashes
+        from .. import panel
+        from ..run.launch import RunRequest, launch
+        from ..history.store import RunStore, step_hashes
 
         args = parse_argstring(self.kale_run, line)
         request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
@@ -233,8 +233,8 @@ class Kale(Magics):
     @line_magic
     def kale_runs(self, line):
         """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
-        from .runs_view import runs_view
-        from .store import RunStore
+        from ..history.views import runs_view
+        from ..history.store import RunStore
 
         args = parse_argstring(self.kale_runs, line)
         with RunStore.for_workspace(self._workspace().root) as store:
@@ -246,7 +246,7 @@ class Kale(Magics):
     @line_magic
     def kale_snapshots(self, line):
         """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
-        from .snapshot.task import snapshot_table
+        from ..snapshot.task import snapshot_table
 
         args = parse_argstring(self.kale_snapshots, line)
         print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
@@ -257,7 +257,7 @@ class Kale(Magics):
     @line_magic
     def kale_cache(self, line):
         """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
-        from .cache import CacheIndex, clear
+        from ..cache import CacheIndex, clear
 
         args = parse_argstring(self.kale_cache, line)
         workspace = self._workspace()
@@ -270,14 +270,14 @@ class Kale(Magics):
 
     # helpers --------------------------------------------------------------------------------
     def _step_cache(self, request, workspace):
-        from .cache import StepCache
+        from ..cache import StepCache
 
         return StepCache(workspace.kale_dir, request.pipeline or workspace.pipeline_name,
                          use_cache=not request.no_cache, resume=request.resume)
 
     def _cache_check(self, request, workspace, plan=None) -> str:
-        from .cache import check_text
-        from .cache.workspace import preview
+        from ..cache import check_text
+        from ..cache.workspace import preview
 
         plan = plan or self._plan(workspace, request)
         cache = self._step_cache(request, workspace)
@@ -285,7 +285,7 @@ class Kale(Magics):
         return check_text(cache.predict(plan, plan.parameters))
 
     def _workspace(self):
-        from .launch import Workspace
+        from ..run.launch import Workspace
         from .notebook_file import cell_order, find_notebook
 
         notebook = find_notebook(self.notebook_path, self.shell.user_ns)
@@ -302,14 +302,14 @@ class Kale(Magics):
     def _environment(self):
         import builtins
 
-        from .planner import Environment
+        from ..plan.planner import Environment
 
         ignored = set(self.shell.user_ns_hidden) | set(dir(builtins)) | {"get_ipython", "display"}
         return Environment(namespace=self.shell.user_ns, ignored=frozenset(ignored))
 
     def _plan(self, workspace=None, request=None):
         """The plan ``%kale_run`` would make now (with the request's --param/--pipeline, if any)."""
-        from .planner import build_plan
+        from ..plan.planner import build_plan
 
         workspace = workspace or self._workspace()
         return build_plan(self._cells(workspace), self._environment(),
@@ -327,18 +327,18 @@ class Kale(Magics):
 
     def _engine(self, request, workspace):
         if request.engine == "kfp":
-            from .engines.kfp import CONFIG, KfpEngine
+            from ..engines.kfp.engine import CONFIG, KfpEngine
 
             config = {name: getattr(self, name) for name in CONFIG}
             config["caching"] = config["caching"] and not request.no_cache
             return KfpEngine(request.host, config=config)
-        from .engines.local import LocalEngine
+        from ..engines.local.engine import LocalEngine
 
         return LocalEngine(self._worker_server(), max_parallel=self.max_parallel,
                            cache=self._step_cache(request, workspace))
 
     def _worker_server(self):
-        from .engines.workers import PRELOAD, WorkerServer
+        from ..engines.local.workers import PRELOAD, WorkerServer
 
         if self._workers is None:
             self._workers = WorkerServer(PRELOAD + tuple(self.preload))

@@ -1,4 +1,4 @@
-"""Recorded cells + the live namespace -> a validated :class:`~kale_magic.plan.Plan`.
+"""Recorded cells + the live namespace -> a validated :class:`~kale_magic.plan.model.Plan`.
 
 Everything a user can get wrong in the annotations is found here, before anything
 runs, and reported as one sentence naming the cell or step and the fix.  Live
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import analysis
-from .errors import UnmarshallableError, ValidationError
-from .plan import Plan, StepPlan, Transfer
+from ..errors import UnmarshallableError, ValidationError
+from .model import Plan, StepPlan, Transfer
 from .session import RecordedCell, StepOptions
 
 STEP_NAME = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -266,7 +266,7 @@ def _written(cell: RecordedCell) -> set[str]:
 def _transfer(var: str, producer: str, env: Environment) -> Transfer:
     if var not in env.namespace:
         return Transfer(var, producer, backend="auto", type_name="unknown")
-    from . import marshal
+    from .. import marshal
 
     value = env.namespace[var]
     try:

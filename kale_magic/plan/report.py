@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .plan import Plan
+from .model import Plan
 
 
 def human_size(size: int | None) -> str:

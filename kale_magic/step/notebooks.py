@@ -17,9 +17,9 @@ import json
 import os
 from pathlib import Path
 
-from .plan import Plan
+from ..plan.model import Plan
 
-RUNTIME_IMPORT = "from kale_magic import runtime as _kale_rt"
+RUNTIME_IMPORT = "from kale_magic.step import runtime as _kale_rt"
 
 
 def literal(value) -> str:

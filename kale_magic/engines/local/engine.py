@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-from ..notebooks import write_step_notebooks
-from ..plan import Plan
-from ..runtime import StepContext, StepOutcome
-from ..state import RunState
+from ...step.notebooks import write_step_notebooks
+from ...plan.model import Plan
+from ...step.runtime import StepContext, StepOutcome
+from ...run.state import RunState
 from .workers import WorkerServer
 
 

@@ -1,6 +1,6 @@
 """What ``%kale_runs`` shows: runs side by side, a metric over runs, two runs compared.
 
-Functions take :class:`~kale_magic.store.RunRecord` lists and return displayable
+Functions take :class:`~kale_magic.history.store.RunRecord` lists and return displayable
 objects (``_repr_html_`` for notebooks, ``repr`` text for terminals).  pandas is
 used when installed, so the table is also a DataFrame the user can work with.
 """

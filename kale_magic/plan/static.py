@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ValidationError
+from ..errors import ValidationError
 from .session import CELL_KINDS, RecordedCell, StepOptions, cell_key
 
 _CELL_MAGIC = re.compile(r"^%%(\w+)[ \t]*(.*)$")
@@ -63,7 +63,7 @@ def read_annotations(nb) -> StaticNotebook:
 
 def _step_line(line: str, index: int) -> tuple[str, StepOptions]:
     """Parse ``%%step`` arguments with the magic's own parser."""
-    from .magics import Kale
+    from ..extension.magics import Kale
 
     args = _parse(Kale.step, line, f"cell {index}")
     return args.name, StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu,
@@ -73,7 +73,7 @@ def _step_line(line: str, index: int) -> tuple[str, StepOptions]:
 
 def run_arguments(line: str):
     """The notebook's ``%kale_run`` options, parsed by the magic's own parser."""
-    from .magics import Kale
+    from ..extension.magics import Kale
 
     return _parse(Kale.kale_run, line, "the %kale_run line")
 
@@ -99,11 +99,11 @@ def _config_value(trait: str, text: str, index: int):
 def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
                 params: dict[str, str] | None = None):
     """(plan, Kale %config settings, warnings): the pipeline of ``nb`` planned from sources alone."""
-    from .launch import Workspace
+    from ..run.launch import Workspace
     from .planner import Environment, build_plan
 
     found = read_annotations(nb)
-    from .magics import Kale
+    from ..extension.magics import Kale
 
     run = run_arguments(found.run_line)
     overrides = Kale._params(run.param)

@@ -13,8 +13,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import SnapshotError
-from .remote import download, unpack
+from ...snapshot.errors import SnapshotError
+from ...snapshot.remote import download, unpack
 
 INPUT_NAME = "kale_snapshot"
 

@@ -19,7 +19,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from .errors import ValidationError
+from ..errors import ValidationError
 
 KALE_METADATA = "kubeflow_notebook"
 SPECIAL_KINDS = {  # Kale tag -> our cell magic

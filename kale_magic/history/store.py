@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import KaleError
+from ..errors import KaleError
 
 # Each entry migrates version i to i + 1.  Never edit a shipped entry: append one.
 MIGRATIONS: tuple[str, ...] = (

@@ -1,6 +1,6 @@
 """The data-flow plan: what each step runs, reads, receives and sends.
 
-Built by :mod:`kale_magic.analysis` from the recorded cells and the live
+Built by :mod:`kale_magic.plan.analysis` from the recorded cells and the live
 namespace; consumed by the notebook builder, the engines and the compiler.
 It holds no live objects, only names and type descriptions.
 """

@@ -267,7 +267,7 @@ class _Flow(ast.NodeVisitor):
 
 def parse(source: str, where: str) -> ast.Module:
     """Parse transformed cell source; a syntax error names the cell."""
-    from .errors import ValidationError
+    from ..errors import ValidationError
 
     try:
         return ast.parse(source)
@@ -308,7 +308,7 @@ def function_closure(names: list[str], functions: dict[str, set[str]]) -> set[st
 
 def literal_parameters(source: str, where: str = "the %%parameters cell") -> dict[str, object]:
     """``name = <literal>`` lines of a parameters cell; anything else is a validation error."""
-    from .errors import ValidationError
+    from ..errors import ValidationError
 
     params: dict[str, object] = {}
     for stmt in parse(source, where).body:
@@ -338,7 +338,7 @@ def _single_name(stmt) -> str | None:
 
 def metric_names(source: str, where: str = "the %%metrics cell") -> list[str]:
     """One metric per line: a variable name, or Kale's ``print(name)``."""
-    from .errors import ValidationError
+    from ..errors import ValidationError
 
     out = []
     for stmt in parse(source, where).body:
