@@ -70,7 +70,7 @@ def outputs(root: Path, task: str, name: str) -> Path:
 
 def recorded_plan(kernel, cells=NOTEBOOK):
     kernel.cells(*cells)
-    return kernel.magics._plan()
+    return kernel.magics.plan()
 
 
 def test_compiled_yaml_runs_unchanged_under_kfp_local(kernel, kfp_local, tmp_path):

@@ -137,12 +137,12 @@ def _kernel_env(path: Path) -> dict:
 
 
 def cmd_compile(args) -> int:
-    from ..extension.magics import Kale
+    from ..extension.arguments import parse_params
     from ..plan.static import static_plan
 
     path = Path(args.notebook)
     plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
-                                         pipeline=args.pipeline, params=Kale._params(args.param))
+                                         pipeline=args.pipeline, params=parse_params(args.param))
     for warning in warnings:
         print(f"kale-magic: warning: {warning}", file=sys.stderr)
     written = _compile(plan, args.output, config)
@@ -152,14 +152,11 @@ def cmd_compile(args) -> int:
 
 def _compile(plan, output, config: dict):
     """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
-    import dataclasses
-
     from ..engines.kfp.compiler import CompileOptions, compile_pipeline
     from ..errors import MissingDependency
 
-    fields = {f.name for f in dataclasses.fields(CompileOptions) if f.init}
     try:
-        return compile_pipeline(plan, output, **{k: v for k, v in config.items() if k in fields})
+        return compile_pipeline(plan, output, CompileOptions.from_settings(config))
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "kfp":
             raise MissingDependency("kfp", "Compiling a pipeline") from None
@@ -183,13 +180,13 @@ def cmd_show(args) -> int:
 
 def cmd_cache(args) -> int:
     from ..cache import CacheIndex, clear
+    from ..layout import KaleDir
 
-    kale_dir = Path(args.dir) / ".kale"
+    kale = KaleDir(args.dir)
     if args.clear:
-        print(clear(kale_dir, older_than=args.older_than))
+        print(clear(kale, older_than=args.older_than))
     else:
-        entries = CacheIndex(kale_dir).entries() if kale_dir.is_dir() else []
-        print(f"{len(entries)} cached step results in {kale_dir / 'cache'}; "
+        print(f"{len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
               f"kale-magic cache --clear [--older-than DAYS] frees their disk")
     return 0
 
@@ -197,8 +194,9 @@ def cmd_cache(args) -> int:
 def _store(directory: str):
     """The run store of the notebooks in ``directory``; reading never creates one."""
     from ..history.store import RunStore
+    from ..layout import KaleDir
 
-    path = Path(directory) / ".kale" / "runs.db"
+    path = KaleDir(directory).runs_db
     if not path.is_file():
         raise NotebookFileError(f"no runs recorded in {directory} (no {path}); run a notebook there "
                                 f"first, or pass --dir with the notebook's folder.")

@@ -19,7 +19,6 @@ from nbclient import NotebookClient
 
 RESULT_MARKER = "__kale_magic_runs__ "
 SUCCESS = ("succeeded", "compiled")  # "compiled": %kale_run --compile-only did what it was asked
-_KALE_RUN = re.compile(r"%kale_run\b[^\n]*")
 
 # Runs in the kernel: progress as text lines (not a widget), and remember what each
 # %kale_run returns, however it was written.
@@ -85,14 +84,15 @@ def prepare(nb, run_options: str):
     from nbformat.v4 import new_code_cell
 
     from ..plan.convert import add_load_ext
+    from ..plan.static import KALE_RUN
 
     nb = copy.deepcopy(nb)
     add_load_ext(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     extra = " " + run_options if run_options else ""
-    if any(_KALE_RUN.search(c.source) for c in code):
+    if any(KALE_RUN.search(c.source) for c in code):
         for cell in code:
-            cell.source = _KALE_RUN.sub(lambda m: m.group(0) + extra, cell.source)
+            cell.source = KALE_RUN.sub(lambda m: m.group(0) + extra, cell.source)
     else:
         nb.cells.append(new_code_cell("run = %kale_run" + extra))
     return nb

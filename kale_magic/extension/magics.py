@@ -1,26 +1,21 @@
 """The ``Kale`` magics: annotation cell magics that record themselves and run the cell,
 and the line magics that show, reset and run the pipeline.
 
-Bodies stay short: parse the arguments, record, run.  Analysis lives in
-``analysis``/``planner``, running in ``launch`` and the engines.
+Bodies stay short: parse the arguments (:mod:`.arguments`), record, run.  Analysis
+lives in :mod:`kale_magic.plan`, running in :mod:`kale_magic.run` and the engines.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.error import UsageError
-from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 
 from ..errors import KaleError
+from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
-
-
-# Names IPython itself sets while running a cell (output and input caches).
-IPYTHON_NAMES = re.compile(r"^(_+|_i+|_i?\d+|_ih|_oh|_dh|_exit_code|__\w+__)$")
+from . import arguments
 
 
 class CellFailed(Exception):
@@ -28,22 +23,6 @@ class CellFailed(Exception):
 
     def _render_traceback_(self):
         return []
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``--after a,b``; ``--after ""`` means no parents."""
-    return tuple(n.strip() for n in text.split(",") if n.strip())
-
-
-def parse_argstring(magic, line: str):
-    """Like IPython's ``parse_argstring``, but with POSIX quoting, so ``--param "s=it's"`` works."""
-    import shlex
-
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:
-        raise UsageError(f"{exc} in: {line.strip()}; balance the quotes around values with spaces.") from None
-    return magic.parser.parse_args(words)
 
 
 @magics_class
@@ -55,23 +34,32 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
-    panel = CaselessStrEnum(("auto", "widget", "html", "text"), "auto", help="How runs show progress: ipywidgets, "
+    panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
-    # Kubeflow Pipelines (engines/kfp.py); host and UI also from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT
-    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there.").tag(config=True)
-    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host).").tag(config=True)
-    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations).").tag(config=True)
+    # Kubeflow Pipelines (kale_magic.engines.kfp), tagged kfp=True: the engine takes exactly these.
+    # The host and UI also come from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT.
+    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there."
+                   ).tag(config=True, kfp=True)
+    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host)."
+                      ).tag(config=True, kfp=True)
+    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
+                        ).tag(config=True, kfp=True)
     base_image = Unicode("python:3.11", help="Image of the KFP steps; it must contain kale-magic, kfp and "
-                         "the notebook's libraries.").tag(config=True)
-    packages = List(Unicode(), help="pip packages each KFP step installs at start (default none).").tag(config=True)
-    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True)
-    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'.").tag(config=True)
-    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'.").tag(config=True)
-    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP.").tag(config=True)
+                         "the notebook's libraries.").tag(config=True, kfp=True)
+    packages = List(Unicode(), help="pip packages each KFP step installs at start (default none)."
+                    ).tag(config=True, kfp=True)
+    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
+    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
+                   ).tag(config=True, kfp=True)
+    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'."
+                   ).tag(config=True, kfp=True)
+    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
+                          ).tag(config=True, kfp=True)
     pipeline_root = Unicode(None, allow_none=True, help="Object store the KFP steps read the workspace snapshot "
                             "from, e.g. 'minio://mlpipeline/v2/artifacts' or 's3://bucket/prefix' (credentials: "
-                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot.").tag(config=True)
+                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot."
+                            ).tag(config=True, kfp=True)
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -82,12 +70,29 @@ class Kale(Magics):
 
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
+        """Called by ``load_ext``: hear which frontend cell runs."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
 
     def detach(self) -> None:
+        """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
         if self._workers is not None:
             self._workers.close()
+            self._workers = None
+
+    @property
+    def workers(self):
+        """The warm worker server of this kernel's local engine (started on first use)."""
+        from ..engines.local.workers import PRELOAD, WorkerServer
+
+        if self._workers is None:
+            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
+        return self._workers
+
+    @workers.setter
+    def workers(self, server) -> None:
+        """Share a worker server (tests give every kernel the same one); ``None`` forgets it unclosed."""
+        self._workers = server
 
     def _pre_run_cell(self, info) -> None:
         if self._depth == 0:  # the frontend's cell, not one we run from inside a magic
@@ -96,6 +101,8 @@ class Kale(Magics):
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
                         options: StepOptions = StepOptions()):
+        from ..plan.planner import is_bookkeeping
+
         cell = cell.rstrip("\n")
         python = self.shell.transform_cell(cell)
         key = cell_key(kind, step, self._cell_id, cell)
@@ -106,34 +113,20 @@ class Kale(Magics):
             result = self.shell.run_cell(cell, store_history=False)
         finally:
             self._depth -= 1
-        created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not IPYTHON_NAMES.match(n))
+        created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not is_bookkeeping(n))
         self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options, created))
         if not result.success:
             raise CellFailed(f"the %%{kind} cell failed")
 
-    @magic_arguments()
-    @argument("name", help="Step name: lowercase letters, digits, '-' or '_'.")
-    @argument("--after", type=_names, default=None,
-              help="Comma-separated steps this one runs after (default: the previous step; '' for none).")
-    @argument("--cpu", help="CPU request and limit on KFP, e.g. 500m or 2.")
-    @argument("--memory", help="Memory request and limit on KFP, e.g. 2Gi.")
-    @argument("--gpu", type=int, help="Number of GPUs on KFP.")
-    @argument("--retries", type=int, help="How many times KFP retries the step.")
-    @argument("--timeout", type=int, help="Seconds after which the step is stopped.")
-    @argument("--image", help="Container image for this step on KFP.")
-    @argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
     @cell_magic
+    @arguments.documented_by(arguments.step)
     def step(self, line, cell):
-        """Mark this cell as (part of) a pipeline step, and run it."""
         from ..plan.planner import check_step_name
 
-        args = parse_argstring(self.step, line)
+        args = arguments.parse(arguments.step, line)
         check_step_name(args.name)
-        options = StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu,
-                              retries=args.retries, timeout=args.timeout, image=args.image,
-                              no_cache=args.no_cache)
-        self._worker_server().start()  # warm it up while the user works; %kale_run will need it
-        self._record_and_run("step", cell, step=args.name, options=options)
+        self.workers.start()  # warm it up while the user works; %kale_run will need it
+        self._record_and_run("step", cell, step=args.name, options=arguments.step_options(args))
 
     @cell_magic
     def imports(self, line, cell):
@@ -164,13 +157,13 @@ class Kale(Magics):
     @line_magic
     def kale_show(self, line):
         """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
-        from ..run.launch import RunRequest
         from ..plan.report import plan_text
+        from ..run.launch import RunRequest
 
-        plan = self._plan()
+        plan = self.plan()
         print(plan_text(plan))
         workspace = self._workspace()
-        if (workspace.kale_dir / "cache").is_dir():
+        if workspace.kale.cache_entries.is_dir():
             print(self._cache_check(RunRequest(), workspace, plan))
 
     @line_magic
@@ -179,43 +172,15 @@ class Kale(Magics):
         self.session.reset()
         print("kale: all recorded annotations forgotten")
 
-    @magic_arguments()
-    @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
-    @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
-    @argument("--description", default="", help="Pipeline description.")
-    @argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
-    @argument("--host", help="KFP API endpoint; implies --engine kfp.")
-    @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
-    @argument("--param", action="append", default=[], metavar="NAME=VALUE",
-              help="Override a %%%%parameters value (repeatable).")
-    @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
-    @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
-    @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
-    @argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
-    @argument("--background", action="store_true", help="Return at once; use run.wait().")
-    @argument("--no-cache", action="store_true", help="Run every step; reuse no cached result.")
-    @argument("--cache-only-check", action="store_true",
-              help="Only show which steps would be reused from the cache and why the others would run.")
-    @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
-              help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
     @line_magic
+    @arguments.documented_by(arguments.kale_run)
     def kale_run(self, line):
-        """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
         from .. import panel
-        from ..run.launch import RunRequest, launch
         from ..history.store import RunStore, step_hashes
+        from ..run.launch import launch
 
-        args = parse_argstring(self.kale_run, line)
-        request = RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                             engine=self._engine_name(args), host=args.host,
-                             params=self._params(args.param), compile_only=args.compile_only,
-                             upload_only=args.upload_only,
-                             no_snapshot=args.no_snapshot, background=args.background,
-                             from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
-                             no_cache=args.no_cache, resume=args.resume)
-        if request.engine != "local" and (args.cache_only_check or args.resume is not None):
-            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
-                            "cache decides which steps run (turn it off with --no-cache).")
+        args = arguments.parse(arguments.kale_run, line)
+        request = self._request(args)
         workspace = self._workspace()
         if args.cache_only_check:
             print(self._cache_check(request, workspace))
@@ -225,63 +190,78 @@ class Kale(Magics):
         return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
                       listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
 
-    @magic_arguments()
-    @argument("--experiment", help="Only the runs of this experiment.")
-    @argument("--last", type=int, help="Only the N most recent runs.")
-    @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
-    @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
     @line_magic
+    @arguments.documented_by(arguments.kale_runs)
     def kale_runs(self, line):
-        """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
-        from ..history.views import runs_view
         from ..history.store import RunStore
+        from ..history.views import runs_view
 
-        args = parse_argstring(self.kale_runs, line)
+        args = arguments.parse(arguments.kale_runs, line)
         with RunStore.for_workspace(self._workspace().root) as store:
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
                              compare=args.compare)
 
-    @magic_arguments()
-    @argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
     @line_magic
+    @arguments.documented_by(arguments.kale_snapshots)
     def kale_snapshots(self, line):
-        """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
-        from ..snapshot.task import snapshot_table
+        from ..snapshot.manifest import snapshot_table
 
-        args = parse_argstring(self.kale_snapshots, line)
-        print(snapshot_table(self._workspace().kale_dir / "snapshots", args.last))
+        args = arguments.parse(arguments.kale_snapshots, line)
+        workspace = self._workspace()
+        print(snapshot_table(workspace.kale.snapshots, args.last, workspace.root))
 
-    @magic_arguments()
-    @argument("--clear", action="store_true", help="Forget cached step results and delete saved values.")
-    @argument("--older-than", type=float, metavar="DAYS", help="With --clear: only what is older than DAYS.")
     @line_magic
+    @arguments.documented_by(arguments.kale_cache)
     def kale_cache(self, line):
-        """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
         from ..cache import CacheIndex, clear
 
-        args = parse_argstring(self.kale_cache, line)
-        workspace = self._workspace()
+        args = arguments.parse(arguments.kale_cache, line)
+        kale = self._workspace().kale
         if args.clear:
-            print(clear(workspace.root, older_than=args.older_than))
+            print(clear(kale, older_than=args.older_than))
         else:
-            entries = CacheIndex(workspace.kale_dir).entries()
-            print(f"kale: {len(entries)} cached step results in {workspace.kale_dir / 'cache'}; "
+            print(f"kale: {len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
                   "%kale_cache --clear [--older-than DAYS] frees their disk")
 
+    # the plan ---------------------------------------------------------------------------------
+    def plan(self, request=None):
+        """The plan ``%kale_run`` would make now (with the request's --param/--pipeline, if any)."""
+        from ..plan.planner import build_plan
+
+        workspace = self._workspace()
+        return build_plan(self._cells(workspace), self._environment(),
+                          overrides=request.params if request else None,
+                          pipeline=(request and request.pipeline) or workspace.pipeline_name,
+                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+
     # helpers --------------------------------------------------------------------------------
+    def _request(self, args):
+        from ..run.launch import RunRequest
+
+        engine = self._engine_name(args)
+        if engine != "local" and (args.cache_only_check or args.resume is not None):
+            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
+                            "cache decides which steps run (turn it off with --no-cache).")
+        return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
+                          engine=engine, host=args.host, params=arguments.parse_params(args.param),
+                          compile_only=args.compile_only, upload_only=args.upload_only,
+                          no_snapshot=args.no_snapshot, background=args.background,
+                          from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
+                          no_cache=args.no_cache, resume=args.resume)
+
     def _step_cache(self, request, workspace):
         from ..cache import StepCache
 
-        return StepCache(workspace.kale_dir, request.pipeline or workspace.pipeline_name,
+        return StepCache(workspace.kale, request.pipeline or workspace.pipeline_name,
                          use_cache=not request.no_cache, resume=request.resume)
 
     def _cache_check(self, request, workspace, plan=None) -> str:
         from ..cache import check_text
         from ..cache.workspace import preview
 
-        plan = plan or self._plan(workspace, request)
+        plan = plan or self.plan(request)
         cache = self._step_cache(request, workspace)
-        cache.snapshot = preview(workspace.root, workspace.kale_dir / "snapshots", workspace.notebook, request)
+        cache.snapshot = preview(workspace.root, workspace.kale.snapshots, workspace.notebook, request)
         return check_text(cache.predict(plan, plan.parameters))
 
     def _workspace(self):
@@ -300,22 +280,9 @@ class Kale(Magics):
         return self.session.ordered(workspace.cell_order or None)
 
     def _environment(self):
-        import builtins
-
         from ..plan.planner import Environment
 
-        ignored = set(self.shell.user_ns_hidden) | set(dir(builtins)) | {"get_ipython", "display"}
-        return Environment(namespace=self.shell.user_ns, ignored=frozenset(ignored))
-
-    def _plan(self, workspace=None, request=None):
-        """The plan ``%kale_run`` would make now (with the request's --param/--pipeline, if any)."""
-        from ..plan.planner import build_plan
-
-        workspace = workspace or self._workspace()
-        return build_plan(self._cells(workspace), self._environment(),
-                          overrides=request.params if request else None,
-                          pipeline=(request and request.pipeline) or workspace.pipeline_name,
-                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+        return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
 
     def _engine_name(self, args) -> str:
         """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
@@ -327,29 +294,11 @@ class Kale(Magics):
 
     def _engine(self, request, workspace):
         if request.engine == "kfp":
-            from ..engines.kfp.engine import CONFIG, KfpEngine
+            from ..engines.kfp.engine import KfpEngine
 
-            config = {name: getattr(self, name) for name in CONFIG}
+            config = self.trait_values(kfp=True)
             config["caching"] = config["caching"] and not request.no_cache
             return KfpEngine(request.host, config=config)
         from ..engines.local.engine import LocalEngine
 
-        return LocalEngine(self._worker_server(), max_parallel=self.max_parallel,
-                           cache=self._step_cache(request, workspace))
-
-    def _worker_server(self):
-        from ..engines.local.workers import PRELOAD, WorkerServer
-
-        if self._workers is None:
-            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
-        return self._workers
-
-    @staticmethod
-    def _params(pairs: list[str]) -> dict[str, str]:
-        out = {}
-        for pair in pairs:
-            name, sep, value = pair.partition("=")
-            if not sep or not name.strip():
-                raise KaleError(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param n=100")
-            out[name.strip()] = value
-        return out
+        return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))

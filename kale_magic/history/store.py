@@ -1,5 +1,8 @@
 """The run store: every run, local or KFP, recorded in ``.kale/runs.db`` (SQLite).
 
+It is the one run registry: ``%kale_runs`` and ``kale-magic runs`` read it, and
+so does ``--resume`` (each step's cache key is kept with its status).
+
 Two kernels may run pipelines at once, so the database is in WAL mode with a
 busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction (a writer
 waits for the other instead of failing half way).  The schema carries its
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sqlite3
 import threading
 import time
@@ -20,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import KaleError
+from ..layout import KaleDir
 
 # Each entry migrates version i to i + 1.  Never edit a shipped entry: append one.
 MIGRATIONS: tuple[str, ...] = (
@@ -42,14 +45,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE steps ADD COLUMN code_hash TEXT;
     ALTER TABLE steps ADD COLUMN message TEXT NOT NULL DEFAULT '';
     """,
+    """
+    ALTER TABLE runs ADD COLUMN kfp_experiment_id TEXT;
+    ALTER TABLE steps ADD COLUMN cache_key TEXT;
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, status, ended);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
                 "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
-                "kfp_pipeline_id", "kfp_version_id", "links", "error")
+                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error")
+_STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key")
 _JSON_COLUMNS = ("parameters", "metrics", "links")
-_NOTES = ("snapshot_id", "yaml_path", "kfp_run_id", "kfp_pipeline_id", "kfp_version_id")
 
 
 @dataclass
@@ -60,6 +68,7 @@ class StepRecord:
     cached_from: str | None = None
     code_hash: str | None = None
     message: str = ""
+    cache_key: str | None = None  # the step's cache key in that run (local engine), for --resume
 
 
 @dataclass
@@ -78,6 +87,7 @@ class RunRecord:
     kfp_run_id: str | None = None
     kfp_pipeline_id: str | None = None
     kfp_version_id: str | None = None
+    kfp_experiment_id: str | None = None
     links: dict = field(default_factory=dict)
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
@@ -136,8 +146,8 @@ class RunStore:
 
     @classmethod
     def for_workspace(cls, root: str | Path = ".") -> "RunStore":
-        """The store of the notebook directory ``root``: ``root/.kale/runs.db``."""
-        return cls(Path(root) / ".kale" / "runs.db")
+        """The store of the notebooks in folder ``root``."""
+        return cls(KaleDir(root).runs_db)
 
     def close(self) -> None:
         self._conn.close()
@@ -195,10 +205,9 @@ class RunStore:
                          f" ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
             conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
             conn.executemany(
-                "INSERT INTO steps (run_id, name, position, status, duration, cached_from, code_hash,"
-                " message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(record.run_id, s.name, i, s.status, s.duration, s.cached_from, s.code_hash, s.message)
-                 for i, s in enumerate(record.steps)])
+                f"INSERT INTO steps (run_id, position, {', '.join(_STEP_COLUMNS)})"
+                f" VALUES (?, ?, {', '.join('?' for _ in _STEP_COLUMNS)})",
+                [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
 
     def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
         """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
@@ -227,95 +236,70 @@ class RunStore:
 
     def get(self, run_id: str) -> RunRecord:
         """The run with this id or unique id prefix; a clear error otherwise."""
+        rows = self._matching(run_id)
+        if len(rows) == 1:
+            return rows[0]
+        what = "No run" if not rows else f"{len(rows)} runs match"
+        raise KaleError(f"{what} {run_id!r} in {self.path}; %kale_runs (or `kale-magic runs`) "
+                        "lists the recorded run ids.")
+
+    def find(self, run_id: str) -> RunRecord | None:
+        """Like :meth:`get`, but None when no single run matches."""
+        rows = self._matching(run_id)
+        return rows[0] if len(rows) == 1 else None
+
+    def last_failed(self, pipeline: str) -> str | None:
+        """The id of this pipeline's most recent failed run that got as far as running steps."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM runs WHERE pipeline = ? AND status = 'failed' AND EXISTS"
+                " (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND cache_key IS NOT NULL)"
+                " ORDER BY ended DESC, rowid DESC LIMIT 1", (pipeline,)).fetchone()
+        return row[0] if row else None
+
+    def _matching(self, run_id: str) -> list[RunRecord]:
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchall() or \
                 conn.execute("SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?",
                              (len(run_id), run_id)).fetchall()
-            if len(rows) == 1:
-                return self._record(rows[0])
-        what = "No run" if not rows else f"{len(rows)} runs match"
-        raise KaleError(f"{what} {run_id!r} in {self.path}; %kale_runs (or `kale-magic runs`) "
-                        "lists the recorded run ids.")
+            return [self._record(row) for row in rows]
 
     def _record(self, row: sqlite3.Row) -> RunRecord:
         data = {c: row[c] for c in _RUN_COLUMNS}
         for column in _JSON_COLUMNS:
             data[column] = json.loads(data[column] or "{}")
         steps = self._conn.execute(
-            "SELECT name, status, duration, cached_from, code_hash, message FROM steps"
-            " WHERE run_id = ? ORDER BY position", (row["run_id"],)).fetchall()
+            f"SELECT {', '.join(_STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY position",
+            (row["run_id"],)).fetchall()
         return RunRecord(**data, steps=[StepRecord(**dict(s)) for s in steps])
-
-
-_KFP_UI_IDS = (
-    ("kfp_run_id", re.compile(r"/runs/details/([^/?#]+)")),
-    ("kfp_pipeline_id", re.compile(r"/pipelines/details/([^/?#]+)")),
-    ("kfp_version_id", re.compile(r"/pipelines/details/[^/?#]+/version/([^/?#]+)")),
-)
-
-
-def _kfp_ids(urls) -> dict[str, str]:
-    """KFP ids read back from the KFP UI links an engine put in the state (the UI's URL scheme)."""
-    found: dict[str, str] = {}
-    for url in urls:
-        for field_name, pattern in _KFP_UI_IDS:
-            match = pattern.search(str(url))
-            if match and field_name not in found:
-                found[field_name] = match.group(1)
-    return found
 
 
 class Recorder:
     """A state listener that writes its run when it starts and when it finishes.
 
-    Not on every progress event: a run is one insert and one update.  Ids only
-    the caller knows (snapshot id, KFP pipeline/version/run ids) are given with
-    :meth:`note`; when not noted, the compiled YAML comes from the Compile task's
-    links, the snapshot id from the Snapshot task's manifest (``<id>.json``) and
-    the KFP ids from the KFP UI links.
-    ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
+    Not on every progress event: a run is one insert and one update.  Everything
+    it writes comes from the state's snapshot; ids (snapshot, YAML, KFP) are data
+    on the state, never read back from links.  ``hashes`` (step name ->
+    :func:`code_hash`) let two runs say which steps changed.
     """
 
     def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
         self.store = store
         self.hashes = dict(hashes or {})
-        self.notes: dict[str, str] = {}
-        self.state = None
+        self.started = False
 
     def __call__(self, state, event: str) -> None:
-        if self.state is None:
-            self.state = state
-            self.save()
-        elif event == "finished":
-            self.save()
+        if not self.started or event == "finished":
+            self.started = True
+            self.store.save(self.record(state.snapshot()))
 
-    def note(self, **ids: str) -> None:
-        unknown = set(ids) - set(_NOTES)
-        if unknown:
-            raise TypeError(f"unknown run fields {sorted(unknown)}; known: {_NOTES}")
-        self.notes.update(ids)
-        if self.state is not None and self.state.ended is not None:
-            self.save()
-
-    def save(self) -> None:
-        self.store.save(self.record())
-
-    def record(self) -> RunRecord:
-        state = self.state
-        with state._lock:
-            links = dict(state.links)
-            for task in state.tasks.values():
-                links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
-            yaml_path = next((v for v in state.tasks["Compile"].links.values()
-                              if str(v).endswith((".yaml", ".yml"))), None)
-            steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
-                                self.hashes.get(s.name), s.message) for s in state.steps.values()]
-            manifest = state.tasks["Snapshot"].links.get("manifest")
-            found = {**_kfp_ids(links.values()), "yaml_path": yaml_path,
-                     "snapshot_id": Path(manifest).stem if manifest else None}
-            return RunRecord(
-                run_id=state.run_id, experiment=state.experiment, pipeline=state.pipeline,
-                engine=state.engine, status=state.status, started=state.started,
-                ended=state.ended, parameters=dict(state.parameters), metrics=dict(state.metrics),
-                links=links, error=state.error, steps=steps,
-                **{**found, **self.notes})
+    def record(self, run) -> RunRecord:
+        links = dict(run.links)
+        for task in run.tasks.values():
+            links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
+        steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
+                            self.hashes.get(s.name), s.message, s.cache_key) for s in run.steps.values()]
+        return RunRecord(
+            run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
+            status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),
+            metrics=dict(run.metrics), links=links, error=run.error, steps=steps, **asdict(run.ids))

@@ -16,9 +16,8 @@ import importlib.util
 import os
 
 from ..run.state import RunState
+from .modes import MODES
 from .render import Links, StateReport, render_html, render_text
-
-MODES = ("auto", "widget", "html", "text")
 
 __all__ = ["show", "listener", "pick_mode", "Links", "StateReport", "render_html", "render_text", "MODES"]
 

@@ -336,16 +336,20 @@ def _single_name(stmt) -> str | None:
     return None
 
 
-def metric_names(source: str, where: str = "the %%metrics cell") -> list[str]:
-    """One metric per line: a variable name, or Kale's ``print(name)``."""
+def metric_names(source: str, where: str = "the %%metrics cell", *, prints_only: bool = False) -> list[str]:
+    """One metric per line: a variable name, or Kale's ``print(name)`` (the only form when ``prints_only``)."""
     from ..errors import ValidationError
 
     out = []
     for stmt in parse(source, where).body:
         value = stmt.value if isinstance(stmt, ast.Expr) else None
-        if (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "print"
-                and len(value.args) == 1 and not value.keywords):
+        printed = (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "print"
+                   and len(value.args) == 1 and not value.keywords)
+        if printed:
             value = value.args[0]
+        if prints_only and not (printed and isinstance(value, ast.Name)):
+            raise ValidationError(f"{where} line {stmt.lineno} is not print(variable); Kale metrics cells may "
+                                  "only print variables.")
         if not isinstance(value, ast.Name):
             raise ValidationError(
                 f"{where}, line {stmt.lineno}: each line must name one variable to log as a metric "

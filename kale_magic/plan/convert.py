@@ -20,6 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..errors import ValidationError
+from .analysis import metric_names
 
 KALE_METADATA = "kubeflow_notebook"
 SPECIAL_KINDS = {  # Kale tag -> our cell magic
@@ -105,7 +106,7 @@ def convert(nb) -> Conversion:
             seen_steps.add(tags.step)
             _annotate(cell, "step " + _step_arguments(tags, step_options[tags.step], first, root))
         elif tags.kind == "pipeline-metrics":
-            metric_cells.append((index, cell, _metric_names(cell.source, index)))
+            metric_cells.append((index, cell, metric_names(cell.source, f"Cell {index} (pipeline-metrics)", prints_only=True)))
         else:
             _annotate(cell, SPECIAL_KINDS[tags.kind])
         previous = _CellTags(kind=tags.kind, step=tags.step)
@@ -257,25 +258,6 @@ def _step_arguments(tags: _CellTags, options: dict, first: bool, root: bool) -> 
     return magic_arguments(words)
 
 
-def _metric_names(source: str, index: int) -> list[str]:
-    """Kale's metrics cell holds ``print(name)`` lines; ours lists the names."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise ValidationError(f"Cell {index} (pipeline-metrics) is not valid Python: {exc.msg} "
-                              f"on line {exc.lineno}.") from None
-    names = []
-    for stmt in tree.body:
-        call = stmt.value if isinstance(stmt, ast.Expr) else None
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
-                and call.func.id == "print" and len(call.args) == 1 and not call.keywords
-                and isinstance(call.args[0], ast.Name)):
-            raise ValidationError(f"Cell {index} (pipeline-metrics) line {stmt.lineno} is not "
-                                  f"print(variable); Kale metrics cells may only print variables.")
-        names.append(call.args[0].id)
-    return names
-
-
 def _annotate_metrics(nb, metric_cells, notes: list[Note]) -> None:
     """``%%metrics`` cells, without the parameters Kale's metrics cell printed but never logged.
 
@@ -339,7 +321,9 @@ def add_load_ext(nb) -> None:
 def _add_kale_run(nb, notes: list[Note]) -> None:
     from nbformat.v4 import new_code_cell
 
-    if any(c.cell_type == "code" and re.search(r"%kale_run\b", c.source) for c in nb.cells):
+    from .static import KALE_RUN
+
+    if any(c.cell_type == "code" and KALE_RUN.search(c.source) for c in nb.cells):
         return
     lines = kale_run_lines(nb.metadata.get(KALE_METADATA, {}), notes)
     nb.cells.append(new_code_cell("\n".join(lines)))

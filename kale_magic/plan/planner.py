@@ -18,6 +18,15 @@ from .model import Plan, StepPlan, Transfer
 from .session import RecordedCell, StepOptions
 
 STEP_NAME = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
+# The names IPython puts in a user namespace, which never flow between steps: its globals, and the
+# input/output caches and dunders it sets while a cell runs (_, __, _i3, _5, __warningregistry__, ...).
+IPYTHON_GLOBALS = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh"})
+_BOOKKEEPING = re.compile(r"^(_+|_i+|_i?\d+|_exit_code|__\w+__)$")
+
+
+def is_bookkeeping(name: str) -> bool:
+    """True for a name IPython or Python set, not the user."""
+    return name in IPYTHON_GLOBALS or bool(_BOOKKEEPING.match(name))
 
 
 def check_step_name(name: str) -> None:
@@ -28,6 +37,12 @@ def check_step_name(name: str) -> None:
         raise ValidationError(
             f"step name '{name}' is not valid: use lowercase letters, digits, '-' or '_', starting with a "
             f"letter, at most 63 characters (Kubernetes names), e.g. %%step {hint[:63]}")
+
+
+def default_pipeline_name(notebook: Path | None) -> str:
+    """The pipeline a notebook makes when ``--pipeline`` does not say: its file name, Kubernetes-safe."""
+    stem = notebook.stem if notebook else "pipeline"
+    return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "pipeline"
 
 
 @dataclass
@@ -43,6 +58,13 @@ class Environment:
 
     namespace: Mapping[str, object]  # the live user namespace (values only looked at by type)
     ignored: frozenset[str] = frozenset()  # IPython's own names (In, Out, get_ipython, _ ...) and builtins
+
+    @classmethod
+    def of(cls, namespace: Mapping[str, object], hidden=()) -> "Environment":
+        """The environment of a namespace; ``hidden`` are names the shell put there (``user_ns_hidden``)."""
+        import builtins
+
+        return cls(namespace, frozenset(dir(builtins)) | IPYTHON_GLOBALS | frozenset(hidden))
 
 
 def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "pipeline",

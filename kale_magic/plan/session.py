@@ -35,6 +35,11 @@ class RecordedCell:
     created: frozenset[str] = frozenset()  # globals created or rebound when the cell ran
 
     @property
+    def text(self) -> str:
+        """The cell as the user wrote it, magic line included (what a snapshot records)."""
+        return f"%%{self.kind}{' ' + self.step if self.step else ''}\n{self.source}"
+
+    @property
     def label(self) -> str:
         """How error messages name this cell."""
         if self.kind == "step":

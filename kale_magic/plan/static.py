@@ -10,7 +10,6 @@ saves it) and the names that code creates in ways the AST cannot see.
 from __future__ import annotations
 
 import ast
-import builtins
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,11 @@ from ..errors import ValidationError
 from .session import CELL_KINDS, RecordedCell, StepOptions, cell_key
 
 _CELL_MAGIC = re.compile(r"^%%(\w+)[ \t]*(.*)$")
-_KALE_RUN = re.compile(r"%kale_run\b([^\n]*)")
+#: A ``%kale_run`` line and its options (in a cell, after ``run =``, anywhere on a line).
+KALE_RUN = re.compile(r"%kale_run\b([^\n]*)")
 _CONFIG = re.compile(r"^\s*%config\s+Kale\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 # Code whose effect on global names only shows when it runs.
 _DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "setattr", "__import__"}
-_IPYTHON_NAMES = {"get_ipython", "display", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh"}
 
 
 @dataclass
@@ -47,7 +46,7 @@ def read_annotations(nb) -> StaticNotebook:
         source = cell.source.lstrip("\n")
         for trait, value in _CONFIG.findall(source):
             found.config[trait] = _config_value(trait, value, index)
-        if not found.run_line and (run := _KALE_RUN.search(source)):
+        if not found.run_line and (run := KALE_RUN.search(source)):
             found.run_line = run.group(1).strip()
         match = _CELL_MAGIC.match(source.split("\n", 1)[0])
         if not match or match.group(1) not in CELL_KINDS:
@@ -63,27 +62,26 @@ def read_annotations(nb) -> StaticNotebook:
 
 def _step_line(line: str, index: int) -> tuple[str, StepOptions]:
     """Parse ``%%step`` arguments with the magic's own parser."""
-    from ..extension.magics import Kale
+    from ..extension import arguments
 
-    args = _parse(Kale.step, line, f"cell {index}")
-    return args.name, StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu,
-                                  retries=args.retries, timeout=args.timeout, image=args.image,
-                                  no_cache=args.no_cache)
+    args = _parse(arguments.step, line, f"cell {index}")
+    return args.name, arguments.step_options(args)
 
 
 def run_arguments(line: str):
     """The notebook's ``%kale_run`` options, parsed by the magic's own parser."""
-    from ..extension.magics import Kale
+    from ..extension import arguments
 
-    return _parse(Kale.kale_run, line, "the %kale_run line")
+    return _parse(arguments.kale_run, line, "the %kale_run line")
 
 
-def _parse(magic, line: str, where: str):
+def _parse(spec, line: str, where: str):
     from IPython.core.error import UsageError
-    from IPython.core.magic_arguments import parse_argstring
+
+    from ..extension import arguments
 
     try:
-        return parse_argstring(magic, line)
+        return arguments.parse(spec, line)
     except UsageError as exc:
         raise ValidationError(f"{where}: {exc}") from None
 
@@ -99,19 +97,15 @@ def _config_value(trait: str, text: str, index: int):
 def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
                 params: dict[str, str] | None = None):
     """(plan, Kale %config settings, warnings): the pipeline of ``nb`` planned from sources alone."""
-    from ..run.launch import Workspace
-    from .planner import Environment, build_plan
+    from ..extension.arguments import parse_params
+    from .planner import Environment, build_plan, default_pipeline_name
 
     found = read_annotations(nb)
-    from ..extension.magics import Kale
-
     run = run_arguments(found.run_line)
-    overrides = Kale._params(run.param)
+    overrides = parse_params(run.param)
     overrides.update(params or {})
-    workspace = Workspace(root=notebook_path.parent, notebook=notebook_path)
-    ignored = frozenset(dir(builtins)) | _IPYTHON_NAMES
-    plan = build_plan(found.cells, Environment(namespace={}, ignored=ignored),
-                      pipeline=pipeline or run.pipeline or workspace.pipeline_name,
+    plan = build_plan(found.cells, Environment.of({}),
+                      pipeline=pipeline or run.pipeline or default_pipeline_name(notebook_path),
                       experiment=run.experiment, description=run.description, overrides=overrides,
                       notebook_path=notebook_path, order_source=f"notebook file {notebook_path}")
     return plan, found.config, _warnings(plan, found.cells)

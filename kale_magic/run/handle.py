@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KaleError
-from ..plan.model import Plan
+from ..layout import RunDir
+from ..plan import Plan
 from .state import RunState
 
 
@@ -19,12 +20,17 @@ class StepResult:
 
 
 class Run:
-    def __init__(self, state: RunState, plan: Plan | None, run_dir: Path, pipeline_file: Path | None = None):
+    def __init__(self, state: RunState, plan: Plan | None, run_dir: RunDir, pipeline_file: Path | None = None):
         self.state = state
         self.plan = plan
-        self.run_dir = run_dir
+        self.files = RunDir(run_dir)
         self.pipeline_file = pipeline_file
         self.thread = None  # set by --background
+
+    @property
+    def run_dir(self) -> Path:
+        """``.kale/runs/<id>``: everything this run wrote (see :mod:`kale_magic.layout`)."""
+        return self.files.path
 
     @property
     def id(self) -> str:
@@ -54,8 +60,8 @@ class Run:
     def notebook(self, step: str) -> Path:
         """The executed step notebook (with its outputs), or the generated one if it has not run."""
         self._check_step(step)
-        executed = self.run_dir / "executed" / f"{step}.ipynb"
-        return executed if executed.exists() else self.run_dir / "notebooks" / f"{step}.ipynb"
+        executed = self.files.executed(step)
+        return executed if executed.exists() else self.files.notebook(step)
 
     def load(self, name: str, step: str | None = None):
         """Load a value a step saved, by default from the last step that saved it."""
@@ -69,7 +75,7 @@ class Run:
             step = producers[-1]
         else:
             self._check_step(step)
-        path = self.run_dir / "data" / step / name
+        path = self.files.value(step, name)
         if not path.exists():
             raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")

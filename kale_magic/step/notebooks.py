@@ -14,10 +14,11 @@ on every kernel's first run and in every step container.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-from ..plan.model import Plan
+from ..files import atomic_write
+from ..layout import RunDir
+from ..plan import Plan
 
 RUNTIME_IMPORT = "from kale_magic.step import runtime as _kale_rt"
 
@@ -41,10 +42,10 @@ def parameters_source(values: dict[str, object]) -> str:
     return "\n".join(f"{name} = {literal(value)}" for name, value in values.items())
 
 
-def step_notebook(plan: Plan, step_name: str, parameters: dict[str, object] | None = None):
+def step_notebook(plan: Plan, step_name: str):
     """The step's notebook as a dict; cell ids are deterministic so the same plan gives the same bytes."""
     step = plan.steps[step_name]
-    values = {**plan.parameters, **(parameters or {})}
+    values = plan.parameters
     cells = []
 
     def add(source: str, role: str, tags=()):
@@ -78,23 +79,18 @@ def step_notebook(plan: Plan, step_name: str, parameters: dict[str, object] | No
     }
 
 
-def write_step_notebooks(plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
-    """The Compile task's notebooks: ``<run_dir>/notebooks/<step>.ipynb``."""
-    folder = run_dir / "notebooks"
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {name: folder / f"{name}.ipynb" for name in plan.steps}
+def write_step_notebooks(plan: Plan, run_dir: RunDir) -> dict[str, Path]:
+    """The Compile task's notebooks, one per step, with the plan's parameter values."""
+    paths = {name: run_dir.notebook(name) for name in plan.steps}
     for name, path in paths.items():
-        write_notebook(step_notebook(plan, name, parameters), path)
+        write_notebook(step_notebook(plan, name), path)
     return paths
 
 
 def write_notebook(nb: dict, path) -> None:
     """Atomically, byte for byte as ``nbformat.write`` would (multiline strings as lists of lines)."""
-    path = Path(path)
     text = json.dumps(_convert_text(nb, _split), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, text)
 
 
 def read_notebook(path) -> dict:

@@ -20,6 +20,9 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 
+from ..files import atomic_write
+from ..layout import StepOutcome
+
 CONTEXT_ENV = "KALE_STEP_CONTEXT"  # path of a context JSON, to run a step notebook by hand
 
 
@@ -54,16 +57,6 @@ class StepContext:
         return json.dumps(asdict(self))
 
 
-@dataclass
-class StepOutcome:
-    status: str  # "succeeded" or "failed"
-    error: str = ""  # one line: "ZeroDivisionError: division by zero"
-    traceback: str = ""
-    metrics: dict = field(default_factory=dict)
-    duration: float = 0.0
-    saved: dict = field(default_factory=dict)  # name -> marshal record
-
-
 # the calls made by the data cells ------------------------------------------------------
 
 def load_inputs(namespace: dict, names: list[str]) -> None:
@@ -92,7 +85,7 @@ def log_metrics(namespace: dict, names: list[str]) -> None:
     ctx = StepContext.current()
     values = {name: _metric_value(namespace[name]) for name in names}
     if ctx.metrics_path:
-        _atomic_write(Path(ctx.metrics_path), json.dumps(values))
+        atomic_write(ctx.metrics_path, json.dumps(values))
     for name, value in values.items():
         print(f"metric {name} = {value}")
 
@@ -157,10 +150,10 @@ class _Stream:
 
 class _Publisher(DisplayPublisher):
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
-        self.shell._kale_outputs.rich("display_data", data, metadata)
+        self.shell.capture.rich("display_data", data, metadata)
 
     def clear_output(self, wait=False):
-        self.shell._kale_outputs.cell.clear()
+        self.shell.capture.cell.clear()
 
 
 class _DisplayHook(DisplayHook):
@@ -168,7 +161,7 @@ class _DisplayHook(DisplayHook):
         pass
 
     def write_format_data(self, format_dict, md_dict=None):
-        self.shell._kale_outputs.rich("execute_result", format_dict, md_dict, self.shell.execution_count)
+        self.shell.capture.rich("execute_result", format_dict, md_dict, self.shell.execution_count)
 
     def finish_displayhook(self):
         pass
@@ -180,14 +173,16 @@ class StepShell(InteractiveShell):
     display_pub_class = _Publisher
     displayhook_class = _DisplayHook
     prepared = None  # set in the worker server after warm-up; each forked child uses it once
+    capture: _Outputs | None = None  # where the running cell's outputs go
+    last_error: tuple | None = None  # (ename, evalue, traceback lines, text) of the running cell
 
     def _showtraceback(self, etype, evalue, stb):
         text = self.InteractiveTB.stb2text(stb)
-        self._kale_error = (etype.__name__, str(evalue), stb, text)
-        self._kale_outputs.cell.append({"output_type": "error", "ename": etype.__name__,
-                                        "evalue": str(evalue), "traceback": stb})
-        self._kale_outputs.log.write(text + "\n")
-        self._kale_outputs.log.flush()
+        self.last_error = (etype.__name__, str(evalue), stb, text)
+        self.capture.cell.append({"output_type": "error", "ename": etype.__name__,
+                                  "evalue": str(evalue), "traceback": stb})
+        self.capture.log.write(text + "\n")
+        self.capture.log.flush()
 
 
 def new_shell() -> StepShell:
@@ -209,7 +204,6 @@ def new_shell() -> StepShell:
         shell = StepShell.instance(config=config)
     except MultipleInstanceError:  # run in-process beside another shell (tests): display() goes there
         shell = StepShell(config=config)
-    shell._kale_error = None
     return shell
 
 
@@ -224,7 +218,7 @@ def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOut
     shell = new_shell()
     with open(log_path, "a", encoding="utf-8", buffering=1) as log:
         outputs = _Outputs(log)
-        shell._kale_outputs = outputs
+        shell.capture = outputs
         saved_streams = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Stream(outputs, "stdout"), _Stream(outputs, "stderr")
         try:
@@ -246,28 +240,22 @@ def _run_cells(shell: StepShell, nb: dict, outputs: _Outputs) -> StepOutcome:
         if cell["cell_type"] != "code":
             continue
         outputs.cell = []
-        shell._kale_error = None
+        shell.last_error = None
         result = shell.run_cell(cell["source"], store_history=True)
         cell["execution_count"] = shell.execution_count - 1
         cell["outputs"] = outputs.cell
         if not result.success:
-            if shell._kale_error is None:  # failures IPython reports without a traceback
+            if shell.last_error is None:  # failures IPython reports without a traceback
                 error = result.error_in_exec or result.error_before_exec
-                shell._kale_error = (type(error).__name__, str(error), [], "".join(
+                shell.last_error = (type(error).__name__, str(error), [], "".join(
                     traceback.format_exception(error)))
-            ename, evalue, _, text = shell._kale_error
+            ename, evalue, _, text = shell.last_error
             role = cell.get("metadata", {}).get("kale", {}).get("role", "step")
             line = f"{ename}: {evalue}" if evalue else ename
             if role in ("unmarshal", "marshal"):
                 line = evalue or ename  # our own errors already name the variable and step
             return StepOutcome("failed", error=line, traceback=text)
     return StepOutcome("succeeded")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def warm_up() -> None:
@@ -293,5 +281,5 @@ def run_job(job: dict) -> int:
         outcome = run_step(job["notebook"], job["executed"], job["log"], context)
     except BaseException as exc:  # report, don't lose, a failure of the runtime itself
         outcome = StepOutcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    _atomic_write(Path(job["outcome"]), json.dumps(asdict(outcome), default=str))
+    atomic_write(job["outcome"], outcome.to_json())
     return 0 if outcome.status == "succeeded" else 1

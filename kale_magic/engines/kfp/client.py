@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from ...errors import EngineError
 
+CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the Kale settings that say where KFP is
 CONNECT_TIMEOUT = 5.0  # seconds; an unreachable host must fail well within 10 s
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 HOST_SETTINGS = "--host, %config Kale.host or KF_PIPELINES_ENDPOINT"

@@ -18,11 +18,12 @@ import json
 import keyword
 import linecache
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ...errors import ValidationError
-from ...plan.model import Plan, StepPlan
+from ...layout import KaleDir
+from ...plan import Plan, StepPlan
 
 DEFAULT_BASE_IMAGE = "python:3.11"
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -45,6 +46,13 @@ class CompileOptions:
     snapshot_url: str | None = None  # s3://.../kale-snapshots/<id>.tar.zst, imported once for all steps
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "CompileOptions":
+        """The options among ``settings`` (``Kale`` traits or a notebook's ``%config`` lines); others are ignored."""
+        names = {f.name for f in fields(cls) if f.init}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                      if k in names and v is not None})
 
     def __post_init__(self):
         object.__setattr__(self, "packages", tuple(self.packages))
@@ -119,7 +127,7 @@ class Names:
 def default_pipeline_file(plan: Plan) -> Path:
     """``.kale/pipelines/<pipeline>.yaml`` next to the notebook (or the working directory)."""
     base = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
-    return base / ".kale" / "pipelines" / f"{Names(plan).pipeline}.yaml"
+    return KaleDir(base).pipeline_file(Names(plan).pipeline)
 
 
 # parameters ----------------------------------------------------------------

@@ -15,6 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ...layout import RunDir
+
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -25,21 +27,22 @@ def run_component(step, notebook, parameters, text_parameters, inputs, producers
 
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
     node = inject_parameters(json.loads(notebook), values)
-    work = Path(tempfile.mkdtemp(prefix="kale-step-"))
+    work = RunDir(tempfile.mkdtemp(prefix="kale-step-"))  # the same files a local run writes
+    work.make_step_dirs()
     if snapshot is not None:  # the step's working directory: the notebook's folder as %kale_run found it
         from .snapshot import enter_snapshot
 
-        enter_snapshot(snapshot, work / "workspace")
+        enter_snapshot(snapshot, work.workspace)
     context = runtime.StepContext(
         step=step,
         inputs={name: artifact.path for name, artifact in inputs.items()},
         producers=producers,
         outputs={name: artifact.path for name, artifact in outputs.items()},
-        metrics_path=str(work / "metrics.json"),
+        metrics_path=str(work.metrics_file(step)),
     )
-    outcome = runtime.run_step(node, work / "executed.ipynb", work / "step.log", context)
-    sys.stdout.write((work / "step.log").read_text(encoding="utf-8"))  # into the pod's log
-    Path(report.path).write_text(render_html(step, work / "executed.ipynb"), encoding="utf-8")
+    outcome = runtime.run_step(node, work.executed(step), work.log(step), context)
+    sys.stdout.write(work.log(step).read_text(encoding="utf-8"))  # into the pod's log
+    Path(report.path).write_text(render_html(step, work.executed(step)), encoding="utf-8")
     if outcome.status != "succeeded":
         raise RuntimeError(f"step '{step}' failed: {outcome.error}")
     for name, artifact in outputs.items():

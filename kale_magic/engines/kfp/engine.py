@@ -1,31 +1,31 @@
 """Run a plan on Kubeflow Pipelines: compile to YAML, upload, run, follow.
 
-Same protocol as the local engine, driven by ``launch``: ``write_notebooks``
-is the Compile task (step notebooks for inspection, plus the pipeline YAML),
-``upload`` the Upload task, ``run`` creates the run and follows it, reporting
-each KFP task's state as the state of its step, and returns (status, error).
+The :class:`~kale_magic.engines.base.Engine` protocol, driven by ``launch``:
+``compile`` writes the step notebooks (for inspection) and the pipeline YAML,
+``upload`` registers it as a new pipeline version, ``run`` creates the run and
+follows it, reporting each KFP task's state as the state of its step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
-from .compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
 from ...errors import EngineError, KaleError
-from .client import api_error, connect, resolve_settings
-from ...plan.model import Plan
+from ...layout import RunDir
+from ...plan import Plan
 from ...run.state import RunState
+from ..base import Compiled, Outcome, SnapshotRef, Uploaded
+from .client import CONNECTION, api_error, connect, resolve_settings
+from .compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
 
 FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED ends a run too
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",
                "SUCCEEDED": "succeeded", "SKIPPED": "skipped", "CACHED": "cached",
                "FAILED": "failed", "CANCELED": "skipped"}
-CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the rest of ``config`` is CompileOptions
 POLL_ATTEMPTS = 3
 REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
-CONFIG = ("host", "ui_host", "namespace", "pipeline_root", "base_image", "packages", "caching", "volumes", "secrets",
-          "accelerator")
 
 
 class KfpEngine:
@@ -33,9 +33,10 @@ class KfpEngine:
 
     def __init__(self, host: str | None = None, ui_host: str | None = None, *, config: dict | None = None,
                  pipeline_file: Path | None = None, poll_interval: float = 5.0):
+        """``config``: the ``Kale`` settings tagged for KFP (connection settings and CompileOptions fields)."""
         config = {k: v for k, v in (config or {}).items() if v is not None}
-        self.connection = {k: config.pop(k) for k in CONNECTION if k in config}
-        self.options = CompileOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+        self.connection = {k: config[k] for k in CONNECTION if k in config}
+        self.options = CompileOptions.from_settings(config)
         self.host, self.ui_host = host, ui_host
         self.pipeline_file = pipeline_file
         self.poll_interval = poll_interval
@@ -43,30 +44,28 @@ class KfpEngine:
         self._settings = self._client = self._experiment_id = self._version = None
         self._snapshot: tuple[Path, str] | None = None
 
-    def use_snapshot(self, store: Path, snapshot_id: str) -> None:
-        """Give every step the snapshot (called after the Snapshot task, before compiling);
-        needs an object-store pipeline root (``Kale.pipeline_root``) to publish it to."""
-        import dataclasses
-
+    def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
+        """Give every step the snapshot; it needs an object-store pipeline root (``Kale.pipeline_root``)
+        to be published to (at upload), else the steps start in an empty folder."""
         from ...snapshot import published_url
 
         root = self.connection.get("pipeline_root")
-        if root:
-            self._snapshot = (store, snapshot_id)
-            self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot_id))
+        if snapshot is not None and root:
+            self._snapshot = (snapshot.store, snapshot.id)
+            self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot.id))
 
     # Compile --------------------------------------------------------------------------------
-    def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
+    def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
         """Step notebooks under the run (to read what each step runs) and the pipeline YAML."""
         from ...step.notebooks import write_step_notebooks
 
-        paths = write_step_notebooks(plan, run_dir, parameters)
+        notebooks = write_step_notebooks(plan, run_dir)
         self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
-        return paths
+        return Compiled(notebooks, self.pipeline_file)
 
     # Upload ---------------------------------------------------------------------------------
-    def upload(self, plan: Plan, state: RunState) -> None:
-        """Upload the YAML as a new pipeline version; on failure mark the run failed and raise."""
+    def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> Uploaded:
+        """Upload the YAML as a new pipeline version (publishing the snapshot first)."""
         try:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
@@ -81,31 +80,27 @@ class KfpEngine:
             self._version = self._call("uploading the pipeline", _upload_version, self._client,
                                        self.pipeline_file, name, f"{name}-{state.run_id}", plan.description)
         except KaleError as err:
-            message = f"{err} The pipeline YAML is kept at {self.pipeline_file}."
-            state.task("Upload", "failed", message)
-            state.task("Run", "skipped", "")
-            state.finish("failed", message)
-            raise EngineError(message) from None
+            raise EngineError(f"{err} The pipeline YAML is kept at {self.pipeline_file}.") from None
         self._experiment_id = experiment.experiment_id
         version = self._version
         links = {"experiment": self._settings.link(f"experiments/details/{experiment.experiment_id}"),
                  "pipeline": self._settings.link(f"pipelines/details/{version.pipeline_id}"
                                                  f"/version/{version.pipeline_version_id}")}
-        state.links.update(links)
-        state.task("Upload", "done", f"pipeline {name}, version {version.display_name}", **links)
+        ids = {"kfp_experiment_id": experiment.experiment_id, "kfp_pipeline_id": version.pipeline_id,
+               "kfp_version_id": version.pipeline_version_id}
+        return Uploaded(f"pipeline {name}, version {version.display_name}", links, ids)
 
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
         self._cancel.set()
 
-    def run(self, plan: Plan, state: RunState, run_dir: Path, parameters: dict,
-            notebooks: dict[str, Path] | None = None) -> tuple[str, str]:
+    def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
         """Create the run from the uploaded version and follow it to its end."""
         try:
-            run_id = self._start(plan, state, parameters)
+            run_id = self._start(plan, state, plan.parameters)
             return self._follow(plan, state, run_id)
         except KaleError as err:
-            return "failed", str(err)
+            return Outcome("failed", str(err))
 
     def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
@@ -117,11 +112,13 @@ class KfpEngine:
             runtime_config=V2beta1RuntimeConfig(parameters=pipeline_arguments(plan, parameters)))
         run = self._call("creating the run", self._client.runs.run_service_create_run, run=body,
                          _request_timeout=REQUEST_TIMEOUT)
-        state.links["run"] = self._settings.link(f"runs/details/{run.run_id}")
-        state.task("Run", "running", f"run {run.run_id} on {self._settings.host}", run=state.links["run"])
+        link = self._settings.link(f"runs/details/{run.run_id}")
+        state.set_ids(kfp_run_id=run.run_id)
+        state.add_links(run=link)
+        state.task("Run", "running", f"run {run.run_id} on {self._settings.host}", run=link)
         return run.run_id
 
-    def _follow(self, plan: Plan, state: RunState, run_id: str) -> tuple[str, str]:
+    def _follow(self, plan: Plan, state: RunState, run_id: str) -> Outcome:
         steps_by_task = Names(plan).steps_by_task
         seen: dict[str, str] = {}
         terminating = False
@@ -136,7 +133,7 @@ class KfpEngine:
                 self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id,
                            _request_timeout=REQUEST_TIMEOUT)
         if final == "SUCCEEDED":
-            return "succeeded", ""
+            return Outcome("succeeded")
         if final == "CANCELED":
             error = "the run was canceled in Kubeflow Pipelines"
         elif failures:
@@ -146,7 +143,7 @@ class KfpEngine:
         for name, step in state.steps.items():
             if step.status in ("pending", "running"):
                 state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
-        return "failed", error
+        return Outcome("failed", error)
 
     def _poll(self, run_id: str):
         """The run, tolerating a few failed polls in a row: the run goes on while the API hiccups."""

@@ -1,14 +1,8 @@
 """The local engine: every step in its own process, independent steps at the same time.
 
-Layout of a run directory (``.kale/runs/<run-id>/``)::
-
-    notebooks/<step>.ipynb   the generated step notebook
-    executed/<step>.ipynb    the same notebook with its outputs, after it ran
-    logs/<step>.log          stdout/stderr, streamed while the step runs
-    data/<step>/<name>/      values a step saved for later steps (marshal directories)
-    steps/<step>.json        the step's outcome (status, error, metrics)
-
-With a :class:`~kale_magic.cache.StepCache`, a ready step whose cache key matches an
+It writes the run's files through its :class:`~kale_magic.layout.RunDir` (step
+notebooks, executed notebooks, logs, saved values, outcomes).  With a
+:class:`~kale_magic.cache.StepCache`, a ready step whose cache key matches an
 earlier success is not run: its outputs are hard-linked from that run instead.
 """
 
@@ -21,52 +15,66 @@ import threading
 import time
 from pathlib import Path
 
-from ...step.notebooks import write_step_notebooks
-from ...plan.model import Plan
-from ...step.runtime import StepContext, StepOutcome
+from ...layout import RunDir, StepOutcome
+from ...plan import Plan
 from ...run.state import RunState
+from ...step.notebooks import write_step_notebooks
+from ...step.runtime import StepContext
+from ..base import Compiled, Outcome, SnapshotRef
 from .workers import WorkerServer
 
 
 class LocalEngine:
     name = "local"
 
-    def __init__(self, workers: WorkerServer | None = None, max_parallel: int = 8, workdir: Path | None = None,
-                 cache=None):
+    def __init__(self, workers: WorkerServer | None = None, max_parallel: int = 8, cache=None):
         self.workers = workers or WorkerServer()
         self.max_parallel = max(1, max_parallel)
-        self.workdir = workdir
+        self.workdir: Path | None = None  # the materialized snapshot steps work in (prepare)
         self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
         self._cancel = threading.Event()
 
-    def write_notebooks(self, plan: Plan, run_dir: Path, parameters: dict) -> dict[str, Path]:
-        """The Compile task: one step notebook per step."""
-        return write_step_notebooks(plan, run_dir, parameters)
+    def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
+        """Steps work in a materialized copy of the snapshot, whose files are part of their cache keys."""
+        self.workdir = None
+        if snapshot is None or not will_run:
+            return
+        from ...snapshot import materialize
+        from ...snapshot.manifest import read_manifest
+
+        self.workdir = materialize(snapshot.store, snapshot.id, run_dir.workspace)
+        if self.cache is not None:
+            from ...cache.workspace import from_manifest
+
+            manifest = read_manifest(snapshot.store, snapshot.id)
+            self.cache.snapshot = from_manifest(manifest, snapshot.root, snapshot.notebook)
+
+    def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
+        """One step notebook per step."""
+        self.workers.start()  # warm up while notebooks are written
+        return Compiled(write_step_notebooks(plan, run_dir))
+
+    def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> None:
+        """Nothing to upload: the steps run here."""
+        return None
 
     def cancel(self) -> None:
         self._cancel.set()
 
-    def run(self, plan: Plan, state: RunState, run_dir: Path, parameters: dict,
-            notebooks: dict[str, Path] | None = None) -> tuple[str, str]:
-        """Run every step whose parents succeeded; a failed step skips its descendants only.
-
-        Returns the run's final (status, one-line error).
-        """
-        self.workers.start()  # warm up while notebooks are written
-        notebooks = notebooks or self.write_notebooks(plan, run_dir, parameters)
-        for sub in ("executed", "logs", "steps", "data"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
+        """Run every step whose parents succeeded; a failed step skips its descendants only."""
+        self.workers.start()
+        notebooks = compiled.notebooks
+        parameters = plan.parameters
+        run_dir.make_step_dirs()
         status = {name: "pending" for name in plan.steps}
         running: dict[str, tuple] = {}
         done = threading.Condition()
         finished: list[str] = []
-        if self.cache:
-            self.cache.begin(state)
 
         def watch(name, child):
             if child.started.wait(600) and child.exit is None:
-                state.step(name, "running", log=str(run_dir / "logs" / f"{name}.log"),
-                           notebook=str(run_dir / "executed" / f"{name}.ipynb"))
+                state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
                 running[name] = (child, time.time())
             child.done.wait()
             with done:
@@ -99,12 +107,12 @@ class LocalEngine:
                 child, started = running.pop(name)
                 outcome = self._outcome(run_dir, name, child.exit, plan.steps[name].options.timeout, started)
                 status[name] = outcome.status
-                state.metrics.update(outcome.metrics)
+                state.add_metrics(outcome.metrics)
                 if self.cache:
                     self.cache.remember(plan, name, outcome, state)
                 note = self.cache.notes.get(name, "") if self.cache else ""
                 state.step(name, outcome.status, started=started, message=outcome.error or note,
-                           traceback=outcome.traceback)
+                           traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
                 if outcome.status == "failed":
                     for skipped in self._descendants(plan, name):
                         if status[skipped] == "pending":
@@ -115,10 +123,10 @@ class LocalEngine:
             for name, s in status.items():
                 if s == "pending":
                     state.step(name, "skipped", message="skipped: the run was cancelled")
-            return "failed", "the run was cancelled"
+            return Outcome("failed", "the run was cancelled")
         if failed:
-            return "failed", f"step '{failed[0]}' failed: {state.steps[failed[0]].message}"
-        return "succeeded", ""
+            return Outcome("failed", f"step '{failed[0]}' failed: {state.steps[failed[0]].message}")
+        return Outcome("succeeded")
 
     # helpers ------------------------------------------------------------------------------
     @staticmethod
@@ -134,32 +142,31 @@ class LocalEngine:
                 out.append(step.name)
         return out
 
-    def _job(self, plan: Plan, name: str, run_dir: Path, notebook: Path) -> dict:
+    def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
-        data = run_dir / "data"
         context = StepContext(
             step=name,
-            inputs={t.name: str(data / t.producer / t.name) for t in step.inputs},
+            inputs={t.name: str(run_dir.value(t.producer, t.name)) for t in step.inputs},
             producers={t.name: t.producer for t in step.inputs},
-            outputs={t.name: str(data / name / t.name) for t in step.outputs},
-            metrics_path=str(run_dir / "steps" / f"{name}.metrics.json"),
+            outputs={t.name: str(run_dir.value(name, t.name)) for t in step.outputs},
+            metrics_path=str(run_dir.metrics_file(name)),
         )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         # local modules (`import utils`) come from the snapshot too, not the live folder
         sys_path = [str(cwd) if self.workdir and p and os.path.abspath(p) == str(root) else p for p in sys.path]
         return {
-            "notebook": str(notebook), "executed": str(run_dir / "executed" / f"{name}.ipynb"),
-            "log": str(run_dir / "logs" / f"{name}.log"), "outcome": str(run_dir / "steps" / f"{name}.json"),
+            "notebook": str(notebook), "executed": str(run_dir.executed(name)),
+            "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
             "env": dict(os.environ), "sys_path": sys_path,
         }
 
     @staticmethod
-    def _outcome(run_dir: Path, name: str, exit_code, timeout, started) -> StepOutcome:
-        path = run_dir / "steps" / f"{name}.json"
-        if path.exists():
-            return StepOutcome(**json.loads(path.read_text()))
+    def _outcome(run_dir: RunDir, name: str, exit_code, timeout, started) -> StepOutcome:
+        outcome = run_dir.read_outcome(name)
+        if outcome is not None:
+            return outcome
         if timeout and time.time() - started >= timeout:
             error = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
         else:
