@@ -14,7 +14,7 @@ import pytest
 from test_kfp_local import kfp_local, outputs  # noqa: F401 (kfp_local is a fixture)
 
 from kale_magic import marshal
-from kale_magic.compiler import compile_pipeline
+from kale_magic.engines.kfp.compiler import compile_pipeline
 from kale_magic.marshal import numpy_backend
 
 N = 2 * numpy_backend.MAP_FROM_BYTES // 8  # float64 elements: large enough to be mapped
@@ -38,7 +38,7 @@ def damaging(how: str, marker) -> list[str]:
         harm = ("f = open(path, 'r+b'); f.seek(os.path.getsize(path) // 2); b = f.read(1)\n"
                 "f.seek(os.path.getsize(path) // 2); f.write(bytes([b[0] ^ 1])); f.close()")
     return [
-        "%%imports\nimport os\nimport numpy as np\nfrom kale_magic.runtime import StepContext",
+        "%%imports\nimport os\nimport numpy as np\nfrom kale_magic.step.runtime import StepContext",
         f"%%step make\narr = np.arange({N}, dtype=np.float64)",
         "%%step harm --after make\nsize = arr.size\ntry:\n"
         "    path = os.path.join(StepContext.current().inputs['arr'], 'array.npy')\n"
@@ -90,7 +90,7 @@ def kfp_run(kernel, tmp_path):
     """Compile what the kernel recorded and run it under kfp.local."""
     from kfp import components
 
-    path = compile_pipeline(kernel.magics._plan(), tmp_path / "pipeline.yaml")
+    path = compile_pipeline(kernel.magics.plan(), tmp_path / "pipeline.yaml")
     components.load_component_from_file(str(path))()
 
 

@@ -23,7 +23,9 @@ import functools
 import mmap
 import os
 
-ALGORITHM = "xxh3_128"
+from ..files import CONTENT_HASH, file_digest  # noqa: F401 (file_digest: for files not read through a backend)
+
+ALGORITHM = CONTENT_HASH
 # Bytes per write/read: small enough that hashing a chunk finds it still in the CPU cache (L3) right
 # after the copy to/from the kernel, large enough that the Python loop costs nothing.
 CHUNK = 4 << 20
@@ -258,15 +260,3 @@ def _hasher_of(buffer) -> str:
     hasher.update(buffer)
     return hasher.hexdigest()
 
-
-def file_digest(path) -> tuple[int, str]:
-    """(size, digest) of a file, read in large chunks."""
-    hasher = _hasher()
-    size = 0
-    buffer = bytearray(min(CHUNK, max(os.path.getsize(path), 1)))
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as f:
-        while count := f.readinto(view):
-            hasher.update(view[:count])
-            size += count
-    return size, hasher.hexdigest()
