@@ -4,7 +4,9 @@ Importing this package must stay cheap (``%load_ext`` budget: 0.2 s), so nothing
 heavy is imported here; the magics module pulls in only IPython and traitlets.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):

@@ -49,7 +49,7 @@ def _hash(texts) -> str:
 def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: Mapping[str, dict],
               snapshot: str | None = None) -> dict[str, str]:
     """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record."""
-    from .. import __version__
+    from ..version import __version__
     from ..step.notebooks import literal
 
     step = plan.steps[name]

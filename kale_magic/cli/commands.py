@@ -70,7 +70,7 @@ def write_notebook(nb, path: str | Path) -> None:
 
 def annotated_notebook(path: str | Path):
     """The notebook at ``path`` with our magics, converting Kale's tags in memory if it has them."""
-    from ..plan.convert import convert, is_kale_notebook
+    from ..extension.convert import convert, is_kale_notebook
 
     nb = read_notebook(path)
     if not is_kale_notebook(nb):
@@ -83,7 +83,7 @@ def annotated_notebook(path: str | Path):
 
 # subcommands ----------------------------------------------------------------
 def cmd_convert(args) -> int:
-    from ..plan.convert import convert
+    from ..extension.convert import convert
 
     result = convert(read_notebook(args.notebook))
     output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
@@ -114,7 +114,7 @@ def cmd_run(args) -> int:
 
 def _run_options(args) -> str:
     """``%kale_run`` options for what the command line says, as magic-line text."""
-    from ..plan.convert import magic_arguments
+    from ..extension.convert import magic_arguments
 
     words = []
     for flag in ("experiment", "pipeline", "description", "engine", "host"):
@@ -138,7 +138,7 @@ def _kernel_env(path: Path) -> dict:
 
 def cmd_compile(args) -> int:
     from ..extension.arguments import parse_params
-    from ..plan.static import static_plan
+    from ..extension.static import static_plan
 
     path = Path(args.notebook)
     plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),

@@ -83,8 +83,8 @@ def prepare(nb, run_options: str):
 
     from nbformat.v4 import new_code_cell
 
-    from ..plan.convert import add_load_ext
-    from ..plan.static import KALE_RUN
+    from ..extension.convert import add_load_ext
+    from ..extension.static import KALE_RUN
 
     nb = copy.deepcopy(nb)
     add_load_ext(nb)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...errors import EngineError, KaleError
 from ...layout import RunDir
 from ...plan import Plan
-from ...run.state import RunState
 from ..base import Compiled, Outcome, SnapshotRef, Uploaded
 from .client import CONNECTION, api_error, connect, resolve_settings
 from .compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
+
+if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
+    from ...run.state import RunState
 
 FINAL_RUN_STATES = ("SUCCEEDED", "FAILED", "CANCELED", "SKIPPED")  # CANCELED ends a run too
 STEP_STATES = {"PENDING": "pending", "RUNNING": "running", "CANCELING": "running",

@@ -14,14 +14,17 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...layout import RunDir, StepOutcome
 from ...plan import Plan
-from ...run.state import RunState
 from ...step.notebooks import write_step_notebooks
 from ...step.runtime import StepContext
 from ..base import Compiled, Outcome, SnapshotRef
 from .workers import WorkerServer
+
+if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
+    from ...run.state import RunState
 
 
 class LocalEngine:

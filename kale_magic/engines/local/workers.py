@@ -102,9 +102,7 @@ def _child(job: dict) -> None:
 
 def _python_path() -> str:
     """The kernel's import path, with this very kale_magic first, so the worker runs the same code."""
-    import kale_magic
-
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(kale_magic.__file__)))
+    package_root = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 3))
     paths = [package_root] + [os.path.abspath(p) for p in sys.path if p]
     return os.pathsep.join(dict.fromkeys(paths))
 

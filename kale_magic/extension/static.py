@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ValidationError
-from .session import CELL_KINDS, RecordedCell, StepOptions, cell_key
+from ..plan.session import CELL_KINDS, RecordedCell, StepOptions, cell_key
+from . import arguments
 
 _CELL_MAGIC = re.compile(r"^%%(\w+)[ \t]*(.*)$")
 #: A ``%kale_run`` line and its options (in a cell, after ``run =``, anywhere on a line).
@@ -62,23 +63,17 @@ def read_annotations(nb) -> StaticNotebook:
 
 def _step_line(line: str, index: int) -> tuple[str, StepOptions]:
     """Parse ``%%step`` arguments with the magic's own parser."""
-    from ..extension import arguments
-
     args = _parse(arguments.step, line, f"cell {index}")
     return args.name, arguments.step_options(args)
 
 
 def run_arguments(line: str):
     """The notebook's ``%kale_run`` options, parsed by the magic's own parser."""
-    from ..extension import arguments
-
     return _parse(arguments.kale_run, line, "the %kale_run line")
 
 
 def _parse(spec, line: str, where: str):
     from IPython.core.error import UsageError
-
-    from ..extension import arguments
 
     try:
         return arguments.parse(spec, line)
@@ -97,12 +92,11 @@ def _config_value(trait: str, text: str, index: int):
 def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
                 params: dict[str, str] | None = None):
     """(plan, Kale %config settings, warnings): the pipeline of ``nb`` planned from sources alone."""
-    from ..extension.arguments import parse_params
-    from .planner import Environment, build_plan, default_pipeline_name
+    from ..plan.planner import Environment, build_plan, default_pipeline_name
 
     found = read_annotations(nb)
     run = run_arguments(found.run_line)
-    overrides = parse_params(run.param)
+    overrides = arguments.parse_params(run.param)
     overrides.update(params or {})
     plan = build_plan(found.cells, Environment.of({}),
                       pipeline=pipeline or run.pipeline or default_pipeline_name(notebook_path),
@@ -127,7 +121,7 @@ def _warnings(plan, cells: list[RecordedCell]) -> list[str]:
 
 
 def _dynamic_code(python: str) -> list[str]:
-    from .analysis import CODE_MAGICS
+    from ..plan.analysis import CODE_MAGICS
 
     try:
         tree = ast.parse(python)

@@ -20,7 +20,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from ..errors import ValidationError
-from .analysis import metric_names
+from ..plan.analysis import metric_names
 
 KALE_METADATA = "kubeflow_notebook"
 SPECIAL_KINDS = {  # Kale tag -> our cell magic
