@@ -66,7 +66,7 @@ def test_a_consumers_writes_reach_neither_the_file_nor_the_next_step(kernel):
     saved = result.load("arr", step="make")
     assert type(saved) is np.ndarray
     np.testing.assert_array_equal(saved, np.arange(N, dtype=np.float64))
-    folder = result.run_dir / "data" / "make" / "arr"
+    folder = result.files.value("make", "arr")
     record = json.loads((folder / "kale.json").read_text())
     assert marshal.hashing.file_digest(folder / "array.npy")[1] == \
         marshal.hashing.digest_of(record["files"]["array.npy"])
