@@ -104,7 +104,7 @@ def changed_files(old: dict[str, str], view: WorkspaceView, limit: int = 3) -> s
 def preview(root: Path, store: Path, notebook: Path | None, request) -> WorkspaceView | None:
     """What a run of ``request`` would let its steps see: None with ``--no-snapshot``."""
     if request.from_snapshot:
-        from ..snapshot.manifest import object_name, read_manifest
+        from ..snapshot.manifest import read_manifest
 
         return from_manifest(read_manifest(store, request.from_snapshot), root, notebook)
     return None if request.no_snapshot else current(root, store, notebook)

@@ -3,8 +3,9 @@
 ``save(obj, path)`` writes a directory holding the data and a ``kale.json``
 record; ``load(path)`` reads it back through the backend named in the record,
 checking sizes and checksums before the value is returned (large arrays and
-tables come back as copy-on-write mappings of the saved files, not copies); ``describe(obj)`` names the backend and
-KFP artifact type a value will get, without serializing it (plan time).
+tables come back as copy-on-write mappings of the saved files, not copies);
+``describe(obj)`` names the backend and KFP artifact type a value will get,
+without serializing it (plan time).
 
 Backends are tried by descending priority, the first whose ``handles`` accepts
 the value wins (a backend may still decline a particular value at save time);

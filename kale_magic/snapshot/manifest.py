@@ -155,7 +155,7 @@ def _entries(manifest: dict) -> dict[str, tuple]:
 
 
 def _differ(objects: ObjectStore, a: tuple, b: tuple) -> bool:
-    """Whether two entries differ; contents named by different hashes (formats 1 and 2) are compared byte by byte."""
+    """Whether two entries differ; contents named by different hashes (formats 1, 2) are compared byte by byte."""
     if a == b:
         return False
     if "->" in (a[0], b[0]) or a[1] != b[1] or len(a[0]) == len(b[0]):
