@@ -23,7 +23,8 @@ EXPECTED = float(np.arange(N, dtype=np.float64).sum())
 WRITING_CONSUMER = [
     "%%imports\nimport numpy as np",
     f"%%step make\narr = np.arange({N}, dtype=np.float64)",
-    # an alias: the step writes through it into the array it loaded
+    # writes through an alias into the array it loaded: the analysis sees `view` change, not `arr`, so
+    # `check` takes `arr` from `make` (in the kernel, where nothing is isolated, it would see the -1s)
     "%%step scribble --after make\nview = arr\nview[:] = -1.0\n"
     "scribbled = (type(arr).__name__, float(view.sum()))",
     "%%step check --after scribble\nchecked = (type(arr).__name__, float(arr.sum()), scribbled)",
