@@ -24,11 +24,16 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 class StepView(Protocol):
     """What the pictures read of a step's run state (``StepState`` has these)."""
 
-    status: str
-    started: float | None
-    ended: float | None
-    message: str
-    cached_from: str | None
+    @property
+    def status(self) -> str: ...
+    @property
+    def started(self) -> float | None: ...
+    @property
+    def ended(self) -> float | None: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def cached_from(self) -> str | None: ...
 
 
 def text(value: object) -> str:
