@@ -11,11 +11,10 @@ from .manifest import Snapshot, SnapshotDiff, diff, list_snapshots, resolve_id
 from .materialize import materialize, restore
 from .retention import prune
 from .remote import download, pack, publish, published_url, unpack, upload
-from .sizes import format_size, parse_size
 from .workspace import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_WARN_BYTES", "Snapshot", "SnapshotDiff", "SnapshotError",
-    "diff", "download", "format_size", "list_snapshots", "materialize", "pack", "parse_size",
+    "diff", "download", "list_snapshots", "materialize", "pack",
     "prune", "publish", "published_url", "resolve_id", "restore", "take_snapshot", "unpack", "upload",
 ]

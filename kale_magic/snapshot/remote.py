@@ -16,17 +16,18 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import MissingDependency
+from ..files import replacing
+from ..layout import KALE_DIR
 from .errors import SnapshotError
 from .manifest import read_manifest
 from .objects import ObjectStore
 
-MANIFEST_MEMBER = ".kale/manifest.json"
+MANIFEST_MEMBER = f"{KALE_DIR}/manifest.json"  # where a step finds the manifest in its workspace
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SCHEMES = ("s3", "minio")
 
@@ -39,15 +40,8 @@ def pack(store: Path, snapshot_id: str) -> Path:
     path = store / "packs" / f"{data['id']}{pack_suffix()}"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".pack-")
-    try:
-        with os.fdopen(fd, "wb") as raw, _compressing(raw) as stream:
-            _write_tar(stream, data, ObjectStore(store / "objects"))
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as raw, _compressing(raw) as stream:
+        _write_tar(stream, data, ObjectStore(store / "objects"))
     return path
 
 
@@ -150,13 +144,8 @@ def download(url: str, dest: Path) -> Path:
     if dest.is_dir():
         dest = dest / key.rsplit("/", 1)[-1]
     client = _client()
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        with _store_errors(client, url, "download the snapshot from"):
-            client.download_file(bucket, key, str(tmp))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(dest) as tmp, _store_errors(client, url, "download the snapshot from"):
+        client.download_file(bucket, key, str(tmp))
     return dest
 
 
