@@ -9,7 +9,7 @@ no widget state), a terminal prints ``text/plain``, which is the text
 from __future__ import annotations
 
 from ..plan import Plan
-from ..report import plan_text
+from ..plan.report import plan_text
 from .graph import graph_html
 from .render import esc
 
