@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kale_magic.panel.graph import MAX_HEIGHT, MAX_WIDTH, graph_html, graph_svg, layout
-from kale_magic.panel.render import COLORS, ICONS
+from kale_magic.panel.graph import MAX_WIDTH, graph_html, graph_svg, layout
+from kale_magic.panel.svg import MAX_HEIGHT
+from kale_magic.panel.style import COLORS, ICONS
 from kale_magic.panel.timeline import critical_path, timeline_svg
 from kale_magic.plan import Plan, StepPlan, Transfer
 from kale_magic.run.state import StepState
@@ -49,7 +50,7 @@ class Picture:
     def __init__(self, svg: str):
         self.root = ET.fromstring(svg)
         groups = list(self.root.iter(f"{NS}g"))
-        self.nodes = {g.get("data-name"): g for g in groups if g.get("class") == "kale-node"}
+        self.nodes = {g.get("data-step"): g for g in groups if g.get("class") == "kale-node"}
         self.edges = {(g.get("data-from"), g.get("data-to")): g.get("data-values") for g in groups
                       if g.get("class") == "kale-edge"}
         self.values = [g for g in groups if g.get("class") == "kale-value"]
@@ -147,7 +148,7 @@ def test_statuses_icons_colours_and_the_failed_nodes_link():
     assert failed.get("fill") == "#fdecea" and float(failed.get("stroke-width")) > 2
     links = [a for a in pic.root.iter(f"{NS}a")]
     assert [a.get("href") for a in links] == [".kale/runs/r1/b.ipynb"], "only the failed node links"
-    assert links[0].find(f"{NS}g").get("data-name") == "b"
+    assert links[0].find(f"{NS}g").get("data-step") == "b"
     assert pic.nodes["b"].find(f"{NS}title").text.splitlines()[1] == "failed: ValueError: bad <input>"
     assert pic.nodes["c"].find(f"{NS}rect").get("stroke-dasharray"), "a skipped node is dashed"
     animated = [n for n, g in pic.nodes.items() if g.find(f"{NS}rect/{NS}animate") is not None]
@@ -217,7 +218,7 @@ def test_fifty_steps_stay_apart():
 # -- timeline --------------------------------------------------------------------
 def bars(svg):
     root = ET.fromstring(svg)
-    return {g.get("data-name"): g for g in root.iter(f"{NS}g") if g.get("class") == "kale-bar"}
+    return {g.get("data-step"): g for g in root.iter(f"{NS}g") if g.get("class") == "kale-bar"}
 
 
 TIMES = {
@@ -271,3 +272,87 @@ def test_timeline_of_a_running_step_ends_now_and_pulses():
 def test_timeline_escapes_names():
     svg = timeline_svg({HOSTILE: StepState(HOSTILE, "succeeded", started=0.0, ended=1.0)})
     assert "<script" not in svg and list(bars(svg)) == [HOSTILE]
+
+
+# -- in the panel ------------------------------------------------------------------
+def picture_in(markup, css_class):
+    """The one ``<svg class=css_class>`` inside panel HTML, parsed."""
+    start = markup.index(f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}"')
+    return markup[start:markup.index("</svg>", start) + len("</svg>")]
+
+
+def test_the_panel_carries_the_live_graph_and_the_timeline_after_the_run(tmp_path):
+    from kale_magic.panel.render import Links, StateReport, render_html
+    from kale_magic.run.state import RunState
+
+    plan = pipeline(DIAMOND)
+    state = RunState("r1", "demo", "exp", "local")
+    report = StateReport(state, Links(tmp_path))
+    state.task("Validate", "running")
+    assert "kale-graph" not in report._repr_html_(), "no graph before there is a plan"
+    state.set_plan(plan)
+    state.task("Validate", "done")
+    markup = report._repr_html_()
+    run_row, graph, first_step = (markup.index(s) for s in
+                                  ('data-name="Run"', 'class="kale-graph"', 'class="kale-row kale-step"'))
+    assert run_row < graph < first_step, "the graph sits above the step rows"
+    assert {Picture(picture_in(markup, "kale-graph")).status(n) for n in "abcd"} == {"pending"}
+
+    state.task("Run", "running")
+    state.step("a", "succeeded", started=100.0, ended=101.0)
+    state.step("b", "running", started=101.0)
+    state.step("c", "failed", started=101.0, ended=102.0, message="KeyError: 'k'",
+               notebook=str(tmp_path / ".kale" / "runs" / "r1" / "executed" / "c.ipynb"))
+    live = Picture(picture_in(report._repr_html_(), "kale-graph"))
+    assert {n: live.status(n) for n in "abcd"} == {"a": "succeeded", "b": "running", "c": "failed", "d": "pending"}
+    assert live.nodes["b"].find(f"{NS}rect/{NS}animate") is not None
+    assert [a.get("href") for a in live.root.iter(f"{NS}a")] == [".kale/runs/r1/executed/c.ipynb"], \
+        "the failed node links to its executed notebook, relative to the notebook like the rows' links"
+    assert "kale-timeline" not in report._repr_html_(), "the timeline comes when the run has ended"
+
+    state.step("b", "succeeded", ended=103.0)
+    state.step("d", "skipped", message="upstream step c failed")
+    state.task("Run", "failed", "step c failed")
+    state.finish("failed", "step c failed")
+    final = render_html(state, Links(tmp_path))
+    assert final.index('class="kale-footer"') < final.index('class="kale-timeline"')
+    rows = bars(picture_in(final, "kale-timeline"))
+    assert {n: g.get("data-status") for n, g in rows.items()} == \
+        {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}
+    assert [n for n, g in rows.items() if g.get("data-critical")] == ["a", "b"], "b ended last, after a"
+    assert {Picture(picture_in(final, "kale-graph")).status(n) for n in "abcd"} == \
+        {"succeeded", "failed", "skipped"}
+
+
+def test_a_live_graph_is_laid_out_once_and_redrawn_only_on_change(monkeypatch):
+    from kale_magic.panel import graph
+
+    calls, original = [], graph.layout
+    monkeypatch.setattr(graph, "layout", lambda plan: calls.append(plan) or original(plan))
+    live, plan = graph.LiveGraph(), pipeline(CHAIN)
+    steps = {n: StepState(n) for n in plan.steps}
+    first = live.html(plan, steps, lambda _: None)
+    assert live.html(plan, dict(steps), lambda _: None) is first, "a tick with nothing changed draws nothing"
+    steps["load"] = StepState("load", "running", started=1.0)
+    assert 'data-status="running"' in live.html(plan, steps, lambda _: None)
+    assert len(calls) == 1
+
+
+def test_kale_show_displays_the_graph_and_keeps_the_text(kernel, capsys):
+    from kale_magic.panel.plan_view import PlanView
+
+    kernel.cells("%%imports\nimport math", "%%parameters\nlr = 0.5", "%%step a\narr = [math.pi * lr] * 4",
+                 "%%step b\ntotal = sum(arr)", "%%step c --after a\nhalf = [x / 2 for x in arr]")
+    capsys.readouterr()
+    kernel.run("%kale_show")
+    printed = capsys.readouterr().out
+    assert "a -> b: arr" in printed and "Parameters: lr=0.5" in printed, "a terminal prints the text"
+    data, _ = kernel.shell.display_formatter.format(PlanView(kernel.magics.plan()))
+    assert data["text/plain"] == printed.rstrip("\n")
+    pic = Picture(picture_in(data["text/html"], "kale-graph"))
+    assert list(pic.nodes) == ["a", "b", "c"], "%%imports is not a step"
+    assert pic.edges == {("a", "b"): "arr", ("a", "c"): "arr"}
+    assert pic.centre("b")[1] == pic.centre("c")[1], "independent branches side by side"
+    assert pic.texts(pic.nodes["a"], "kale-node-params") == ["⚙ lr"]
+    assert [v.get("data-values") for v in pic.values] == ["arr"]
+    assert pic.texts(pic.values[0], "kale-value-info") == ["list"], "no size: lists are not measured"

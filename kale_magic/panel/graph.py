@@ -9,7 +9,7 @@ Readability from 1 to 50+ steps: every step stays a node (a collapsed group
 would hide statuses).  The graph grows downward; when that would make it wider
 than :data:`MAX_WIDTH`, it is drawn left to right instead, so a wide fan-out
 stacks vertically.  :func:`graph_html` puts the picture in a box at most
-:data:`MAX_HEIGHT` px high that scrolls; names longer than :data:`NAME_CELLS`
+:data:`~.svg.MAX_HEIGHT` px high that scrolls; names longer than :data:`NAME_CELLS`
 are cut with an ellipsis and whole in the node's tooltip.
 """
 
@@ -17,22 +17,21 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-from ..plan import Plan, Transfer
 from ..files import human_size
+from ..plan import Plan, Transfer
 from . import layered
 from .layered import Edge, Key, Layout
-from .render import COLORS, ICONS
+from .style import COLORS, FAILED_FILL, ICONS
 from .svg import StepView, box, clip, num, svg_open, text, width
 
 MAX_WIDTH = 960  # px: a top-down picture wider than this is drawn left to right
-MAX_HEIGHT = 480  # px: the HTML box scrolls beyond this
 NAME_CELLS = 24  # step names are cut beyond this many monospace cells
 LABEL_CELLS = 30  # value labels likewise
 NAME_SIZE, DETAIL_SIZE, LABEL_SIZE, INFO_SIZE = 12, 10, 11, 9.5
 PAD, ICON = 10, 16  # px: inside a node, before its text; the status icon's place before the name
 
 # Node fill per status; the stroke, icon and text colours are the panel rows' COLORS.
-FILLS = {"pending": "#fafafa", "running": "#e3f2fd", "succeeded": "#e8f5e9", "failed": "#fdecea",
+FILLS = {"pending": "#fafafa", "running": "#e3f2fd", "succeeded": "#e8f5e9", "failed": FAILED_FILL,
          "cached": "#e0f7fa", "skipped": "#f5f5f5"}
 PLAN_STROKE, EDGE_STROKE = "#607d8b", "#9e9e9e"
 
@@ -186,7 +185,7 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
     if detail:
         label += (f'<text class="kale-node-params" x="{num(left + PAD)}" y="{num(first + 15)}" '
                   f'font-size="{DETAIL_SIZE}" fill="#616161">{text(detail)}</text>')
-    node = (f'<g class="kale-node" data-name="{text(name)}" data-status="{status or "planned"}">'
+    node = (f'<g class="kale-node" data-step="{text(name)}" data-status="{status or "planned"}">'
             f'<title>{text(_tooltip(plan, name, state))}</title>{rect}{icon}{label}</g>')
     target = href(name) if href and status == "failed" else None
     if target:
@@ -215,5 +214,23 @@ def graph_svg(plan: Plan, steps: Mapping[str, StepView] | None = None, *,
 
 
 def graph_html(plan: Plan, steps: Mapping[str, StepView] | None = None, **kwargs) -> str:
-    """:func:`graph_svg` in a box that scrolls beyond :data:`MAX_HEIGHT`."""
-    return box(graph_svg(plan, steps, **kwargs), "kale-graph-box", MAX_HEIGHT)
+    """:func:`graph_svg` in a box that scrolls beyond :data:`~.svg.MAX_HEIGHT`."""
+    return box(graph_svg(plan, steps, **kwargs), "kale-graph-box")
+
+
+class LiveGraph:
+    """A run's graph for a view that redraws often: laid out once, drawn again only when a step changes."""
+
+    def __init__(self):
+        self._plan: Plan | None = None
+        self._geometry: Layout | None = None
+        self._drawn: tuple[tuple, str] = ((), "")
+
+    def html(self, plan: Plan, steps: Mapping[str, StepView], href: Callable[[str], str | None]) -> str:
+        if plan is not self._plan:
+            self._plan, self._geometry, self._drawn = plan, layout(plan), ((), "")
+        seen = tuple((n, s.status, s.message, s.cached_from, href(n) if s.status == "failed" else None)
+                     for n, s in steps.items())
+        if seen != self._drawn[0]:
+            self._drawn = (seen, graph_html(plan, steps, href=href, geometry=self._geometry))
+        return self._drawn[1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..plan import Plan
 from ..plan.report import plan_text
 from .graph import graph_html
-from .render import esc
+from .style import esc
 
 
 class PlanView:

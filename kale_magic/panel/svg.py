@@ -13,10 +13,11 @@ import re
 import unicodedata
 from typing import Protocol
 
-from .render import plain
+from .style import plain
 
 FONT = "ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace"
 CELL = 0.6  # a monospace cell is about 0.6 em wide
+MAX_HEIGHT = 480  # px: a picture's box scrolls beyond this
 # Characters XML 1.0 forbids even as references: an SVG holding one would not parse.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -80,7 +81,7 @@ def svg_open(width_px: float, height_px: float, css_class: str, label: str) -> s
             f'aria-label="{text(label)}" font-family="{FONT}" font-size="12">')
 
 
-def box(svg: str, css_class: str, max_height: int) -> str:
-    """A picture in a box that scrolls beyond ``max_height`` (and the output's width)."""
-    return (f'<div class="{css_class}" style="max-height:{max_height}px;max-width:100%;overflow:auto;'
+def box(svg: str, css_class: str) -> str:
+    """A picture in a box that scrolls beyond :data:`MAX_HEIGHT` (and the output's width)."""
+    return (f'<div class="{css_class}" style="max-height:{MAX_HEIGHT}px;max-width:100%;overflow:auto;'
             f'padding:4px 6px">{svg}</div>')

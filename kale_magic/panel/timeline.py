@@ -6,7 +6,7 @@ name in bold) and the critical path (outlined bars: the step that ended last,
 then, going back, the parent that held it up longest) are visible at a glance.
 A cached step took no time: it is a hollow mark where it was reused; a step
 that never ran (skipped, or left pending by a failure) has no bar, only its
-status.  One row per step in plan order; beyond :data:`~.graph.MAX_HEIGHT` the
+status.  One row per step in plan order; beyond :data:`~.svg.MAX_HEIGHT` the
 box scrolls like the graph's.
 """
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from .graph import MAX_HEIGHT
-from .render import COLORS, ICONS, seconds
+from .style import COLORS, ICONS, seconds
 from .svg import StepView, box, clip, num, svg_open, text, width
 
 NAME_CELLS = 24
@@ -57,11 +56,13 @@ def timeline_svg(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[s
                  now: float | None = None) -> str:
     """One ``<svg>`` row per step; ``parents`` (step -> its parents) marks the critical path.
 
-    ``now`` ends the bars of steps still running (default: the latest time known).
+    The axis runs from the first start to the last end; ``now`` ends the bars of
+    steps still running (default: the latest time known).
     """
     times = [t for s in steps.values() for t in (s.started, s.ended) if t is not None]
-    start = min(times, default=0.0)
-    end = max([*times, now or start])
+    if now is not None and any(s.started is not None and s.ended is None for s in steps.values()):
+        times.append(now)
+    start, end = min(times, default=0.0), max(times, default=0.0)
     span = max(end - start, 1e-3)
     step, ticks = _ticks(span)
     critical = set(critical_path(steps, parents or {}))
@@ -101,7 +102,7 @@ def _row(name: str, state: StepView, y: float, names_w: float, start: float, end
     mid = y + ROW / 2 + 4
     weight = ' font-weight="bold"' if slowest else ""
     mark = ' data-critical="true"' if critical else ""
-    out = (f'<g class="kale-bar" data-name="{text(name)}" data-status="{state.status}"{mark}>'
+    out = (f'<g class="kale-bar" data-step="{text(name)}" data-status="{state.status}"{mark}>'
            f'<text x="10" y="{num(mid)}" fill="{color}">{ICONS[state.status]}</text>'
            f'<text x="26" y="{num(mid)}"{weight} fill="#212121">{text(clip(name, NAME_CELLS))}</text>')
     if state.started is None:
@@ -131,4 +132,4 @@ def _row(name: str, state: StepView, y: float, names_w: float, start: float, end
 def timeline_html(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[str]] | None = None, *,
                   now: float | None = None) -> str:
     """:func:`timeline_svg` in a box that scrolls like the graph's."""
-    return box(timeline_svg(steps, parents, now=now), "kale-timeline-box", MAX_HEIGHT)
+    return box(timeline_svg(steps, parents, now=now), "kale-timeline-box")
