@@ -91,9 +91,9 @@ def test_chain_top_down_with_values_on_edges():
     assert len(set(xs)) == 1 and ys[0] < ys[1] < ys[2], "a chain is a straight column, top down"
     labels = {v.get("data-values"): (pic.texts(v, "kale-value-names"), pic.texts(v, "kale-value-info"))
               for v in pic.values}
-    assert labels == {"x,y": (["x, y"], ["2 values · 4.0 KiB"]), "model": (["model"], ["ndarray · 2.0 KiB"])}
+    assert labels == {"x,y": (["x, y"], ["2 values · 4.0 KB"]), "model": (["model"], ["ndarray · 2.0 KB"])}
     tips = [v.find(f"{NS}title").text for v in pic.values]
-    assert "x: numpy.ndarray, 2.0 KiB, numpy backend\ny: numpy.ndarray, 2.0 KiB, numpy backend" in tips
+    assert "x: numpy.ndarray, 2.0 KB, numpy backend\ny: numpy.ndarray, 2.0 KB, numpy backend" in tips
     assert pic.texts(pic.nodes["train"], "kale-node-params") == ["⚙ lr, epochs"]
     assert pic.texts(pic.nodes["load"], "kale-node-params") == []
     assert "parameters: lr, epochs" in pic.nodes["train"].find(f"{NS}title").text
@@ -308,14 +308,14 @@ def test_the_panel_carries_the_live_graph_and_the_timeline_after_the_run(tmp_pat
     assert live.nodes["b"].find(f"{NS}rect/{NS}animate") is not None
     assert [a.get("href") for a in live.root.iter(f"{NS}a")] == [".kale/runs/r1/executed/c.ipynb"], \
         "the failed node links to its executed notebook, relative to the notebook like the rows' links"
-    assert "kale-timeline" not in report._repr_html_(), "the timeline comes when the run has ended"
+    assert "timeline" not in report._repr_html_(), "the timeline comes when the run has ended"
 
     state.step("b", "succeeded", ended=103.0)
     state.step("d", "skipped", message="upstream step c failed")
     state.task("Run", "failed", "step c failed")
     state.finish("failed", "step c failed")
     final = render_html(state, Links(tmp_path))
-    assert final.index('class="kale-footer"') < final.index('class="kale-timeline"')
+    assert final.index('class="kale-footer"') < final.index('class="kale-run-timeline"')
     rows = bars(picture_in(final, "kale-timeline"))
     assert {n: g.get("data-status") for n, g in rows.items()} == \
         {"a": "succeeded", "b": "succeeded", "c": "failed", "d": "skipped"}

@@ -220,7 +220,7 @@ def timeline_fragment(run: RunSnapshot) -> str:
     if not _ended(run) or all(s.started is None for s in run.steps.values()):
         return ""
     parents = {name: step.parents for name, step in run.plan.steps.items()} if run.plan else {}
-    return ('<div class="kale-timeline" style="border-top:1px solid #ddd">'
+    return ('<div class="kale-run-timeline" style="border-top:1px solid #ddd">'
             '<div style="padding:4px 6px 0;font-size:11px;color:#555">timeline</div>'
             + timeline.timeline_html(run.steps, parents, now=run.ended) + "</div>")
 
