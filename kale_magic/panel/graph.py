@@ -51,9 +51,9 @@ def _value_lines(plan: Plan, producer: str, names: tuple[str, ...]) -> tuple[str
 
 
 def _values(plan: Plan, producer: str, names: tuple[str, ...]) -> list[Transfer]:
-    outputs = {t.name: t for t in plan.steps[producer].outputs} if producer in plan.steps else {}
-    found = {t.name: t for s in plan.steps.values() for t in s.inputs if t.producer == producer}
-    return [outputs.get(n) or found[n] for n in names]
+    """The transfers behind an edge's names (edges are named after what their consumers load)."""
+    loaded = {t.name: t for s in plan.steps.values() for t in s.inputs if t.producer == producer}
+    return [loaded[n] for n in names]
 
 
 def _detail(plan: Plan, name: str) -> str:

@@ -31,7 +31,7 @@ RANK_GAP = {True: 14, False: 30}  # px between layers, top down / left to right 
 SWEEPS = 12
 
 Key = tuple  # ("step", name) | ("value", producer, names) | ("via", producer, consumer, rank)
-Size = Callable[[Key], "tuple[float, float]"]  # an item's (width, height) drawn top down
+Size = Callable[[Key], tuple[float, float]]  # an item's (width, height) drawn top down
 
 
 @dataclass(frozen=True)
