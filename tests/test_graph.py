@@ -91,9 +91,9 @@ def test_chain_top_down_with_values_on_edges():
     assert len(set(xs)) == 1 and ys[0] < ys[1] < ys[2], "a chain is a straight column, top down"
     labels = {v.get("data-values"): (pic.texts(v, "kale-value-names"), pic.texts(v, "kale-value-info"))
               for v in pic.values}
-    assert labels == {"x,y": (["x, y"], ["2 values · 4.0 KB"]), "model": (["model"], ["ndarray · 2.0 KB"])}
+    assert labels == {"x,y": (["x, y"], ["2 values · 4.0 KiB"]), "model": (["model"], ["ndarray · 2.0 KiB"])}
     tips = [v.find(f"{NS}title").text for v in pic.values]
-    assert "x: numpy.ndarray, 2.0 KB, numpy backend\ny: numpy.ndarray, 2.0 KB, numpy backend" in tips
+    assert "x: numpy.ndarray, 2.0 KiB, numpy backend\ny: numpy.ndarray, 2.0 KiB, numpy backend" in tips
     assert pic.texts(pic.nodes["train"], "kale-node-params") == ["⚙ lr, epochs"]
     assert pic.texts(pic.nodes["load"], "kale-node-params") == []
     assert "parameters: lr, epochs" in pic.nodes["train"].find(f"{NS}title").text

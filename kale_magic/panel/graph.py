@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Callable, Mapping
 
 from ..plan import Plan, Transfer
-from ..plan.report import human_size
+from ..files import human_size
 from . import layered
 from .layered import Edge, Key, Layout
 from .style import COLORS, FAILED_FILL, ICONS
