@@ -200,6 +200,7 @@ class Kale(Magics):
     def kale_run(self, line):
         from .. import panel
         from ..history.store import RunStore, step_hashes
+        from ..history.sweep import sweep
         from ..run.launch import launch
 
         args = arguments.parse(arguments.kale_run, line)
@@ -209,7 +210,9 @@ class Kale(Magics):
             print(self._cache_check(request, workspace))
             return None
         cells = self._cells(workspace)
-        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
+        sweep(workspace.kale, store)
+        recorder = store.recorder(hashes=step_hashes(cells))
         return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
                       listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
 
