@@ -3,7 +3,6 @@
 import os
 import re
 import secrets
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -236,19 +235,6 @@ def test_a_running_runs_temporary_files_are_left_alone(kernel, tmp_path):
         store.save(replace(store.get(failed.id), status="running", owner=Owner.current().as_dict()))
     assert run(kernel).status == "succeeded"
     assert leftover.exists()
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 2 MiB file system (tmpfs); needs mount rights (root)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 def test_a_full_disk_says_so_and_how_much_was_needed(kernel, tiny_disk, monkeypatch):

@@ -97,7 +97,7 @@ class RunRecord:
     links: dict = field(default_factory=dict)
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
-    owner: dict = field(default_factory=dict)  # the recording process (history.owner.Owner), while it runs
+    owner: dict = field(default_factory=dict)  # the process that recorded it (history.owner.Owner)
 
     @property
     def duration(self) -> float | None:
@@ -134,7 +134,7 @@ class RunStore:
         self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._use_wal(timeout)
         # In WAL mode, NORMAL still keeps every commit through a crash of the process (a killed kernel);
-        # only a crash of the machine may lose the last ones.  It saves an fsync per step's end.
+        # only a crash of the machine may lose the last ones.  It saves an fsync per write (steps start, end).
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._lock = threading.Lock()
@@ -236,18 +236,18 @@ class RunStore:
                 gone.append((row["run_id"], _interrupted(row["engine"], owner)))
         if not gone:
             return []
+        steps = [("interrupted", "interrupted: the kernel ended while it ran", "running"),
+                 ("skipped", "skipped: the run was interrupted", "pending")]
         with self._write() as conn:
             for run_id, error in gone:
-                conn.execute("UPDATE runs SET status = 'interrupted', error = ? WHERE run_id = ? AND status = 'running'",
-                             (error, run_id))
-                conn.execute("UPDATE steps SET status = 'interrupted', message = ? WHERE run_id = ? AND status = 'running'",
-                             ("interrupted: the kernel ended while it ran", run_id))
-                conn.execute("UPDATE steps SET status = 'skipped', message = ? WHERE run_id = ? AND status = 'pending'",
-                             ("skipped: the run was interrupted", run_id))
+                conn.execute("UPDATE runs SET status = 'interrupted', error = ? "
+                             "WHERE run_id = ? AND status = 'running'", (error, run_id))
+                conn.executemany("UPDATE steps SET status = ?, message = ? WHERE run_id = ? AND status = ?",
+                                 [(status, message, run_id, was) for status, message, was in steps])
         return [run_id for run_id, _ in gone]
 
     def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
-        """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
+        """A listener persisting a run (see :class:`Recorder`); given ``state``, it is attached and saved now."""
         recorder = Recorder(self, hashes)
         if state is not None:
             recorder(state, "attached")
@@ -323,9 +323,9 @@ class Recorder:
     """A state listener that writes its run when it starts, when a step starts or ends, and when it finishes.
 
     Not on every progress event; steps are written so that a run whose kernel dies
-    still says which steps were done (``--resume`` reuses them) and which one ran.  The run
-    carries its owner, this process, so that the next reader can tell it was
-    interrupted.  Everything it writes comes from the state's snapshot; ids
+    still says which steps were done (``--resume`` reuses them) and which one ran.
+    The run carries its owner, this process, so that the next reader can tell it
+    was interrupted.  Everything it writes comes from the state's snapshot; ids
     (snapshot, YAML, KFP) are data on the state, never read back from links.
     ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """

@@ -76,7 +76,7 @@ class Capture:
     # the cell ---------------------------------------------------------------------------
     def start_cell(self) -> None:
         with self._lock:
-            self.drain()
+            self._drain()
             self.cell: list[dict] = []
             self._kept = 0  # text characters kept in place in this cell
             self._tail: list[str] = []  # the text after those
@@ -97,7 +97,7 @@ class Capture:
     def add(self, output: dict, log_text: str | None = None) -> None:
         """A rich output or an error, after the text that came before it; ``log_text`` is its line in the log."""
         with self._lock:
-            self.drain()
+            self._drain()
             self._place_tail()
             self.cell.append(output)
             if log_text is not None:
@@ -112,10 +112,10 @@ class Capture:
     def sync(self) -> None:
         """Everything written so far into the outputs and onto the log file (before ``!cmd`` writes there)."""
         with self._lock:
-            self.drain()
+            self._drain()
             self._log.flush()
 
-    def drain(self) -> None:
+    def _drain(self) -> None:
         """Take the stdout chunks written so far; ones appended meanwhile stay for the next drain."""
         with self._lock:
             self.stdout.flush()
@@ -138,7 +138,7 @@ class Capture:
 
     def _stderr(self, data: bytes) -> None:
         with self._lock:
-            self.drain()
+            self._drain()
             self._text("stderr", data)
 
     # text -------------------------------------------------------------------------------

@@ -107,7 +107,8 @@ def _metric_value(value):
 
 def _rich(kind: str, data: dict, metadata: dict | None, **fields) -> tuple[dict, str | None]:
     """An nbformat output for a display or a result, and its line in the log."""
-    return {"output_type": kind, "data": dict(data), "metadata": dict(metadata or {}), **fields}, data.get("text/plain")
+    output = {"output_type": kind, "data": dict(data), "metadata": dict(metadata or {}), **fields}
+    return output, data.get("text/plain")
 
 
 class _Publisher(DisplayPublisher):
