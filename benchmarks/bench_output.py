@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--width", type=int, default=100, help="characters per printed line, newline included")
     args = parser.parse_args()
+    home = os.getcwd()
     with tempfile.TemporaryDirectory() as folder:
         os.chdir(folder)
         ip = shell()
@@ -78,6 +79,7 @@ def main() -> int:
         plain = {mb: statistics.median(plain_python(mb, args.width, folder) for _ in range(args.repeat))
                  for mb in (5, 50)}
         ip.run_line_magic("unload_ext", "kale_magic")
+        os.chdir(home)
     for mb in (5, 50):
         extra = times[mb] - times[0]
         print(f"extra for {mb:>2} MB: {extra:.3f} s ({extra * 50 / mb:.3f} s per 50 MB); "
