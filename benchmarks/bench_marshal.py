@@ -73,6 +73,7 @@ def measure(cases, check, repeat):
     samples = {name: [] for name, _, _ in cases}
     for _ in range(repeat):
         for name, save, load in cases:
+            os.sync()  # each save starts with no dirty pages pending, so none pays for another's write-back
             with PeakRSS() as memory:
                 t_save, _ = timed(save)
             t_load, value = timed(load)

@@ -14,7 +14,6 @@ are: files modified in the last second are always re-hashed (the "racy" rule).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import shutil
@@ -27,7 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kale_magic.snapshot import format_size, materialize, take_snapshot  # noqa: E402
+from kale_magic.files import file_digest, human_size  # noqa: E402
+from kale_magic.snapshot import materialize, take_snapshot  # noqa: E402
 
 
 def generate(root: Path, total: int, count: int, seed: int = 6) -> list[Path]:
@@ -67,7 +67,7 @@ def main() -> int:
     base = Path(tempfile.mkdtemp(prefix="kale-bench-snapshot-", dir=args.dir))
     try:
         root = base / "ws"
-        print(f"generating {format_size(total)} in {count} files under {root} ...", flush=True)
+        print(f"generating {human_size(total)} in {count} files under {root} ...", flush=True)
         paths = generate(root, total, count)
 
         copies, firsts = [], []
@@ -87,7 +87,7 @@ def main() -> int:
         changed = paths[len(paths) // 2]
         changed_size = changed.stat().st_size
         changed.write_bytes(os.urandom(changed_size))
-        hash_time = timed(lambda: hashlib.sha256(changed.read_bytes()).hexdigest())
+        hash_time = timed(lambda: file_digest(changed))
         one_changed = timed(lambda: take_snapshot(root, store, max_bytes=None))
 
         snapshot = take_snapshot(root, store, max_bytes=None)
@@ -98,12 +98,14 @@ def main() -> int:
     rows = [
         ("cp -r (baseline, median)", cp_time, ""),
         ("first snapshot (median)", first, f"{first / cp_time:.2f}x cp -r (target <= 1.5x)"),
+        ("first snapshot (best of each)", min(firsts), f"{min(firsts) / min(copies):.2f}x the best cp -r "
+                                                       f"({min(copies):.3f} s; a shared machine's floor)"),
         ("unchanged re-snapshot", unchanged, "target < 1 s"),
-        (f"one file changed ({format_size(changed_size)})", one_changed,
+        (f"one file changed ({human_size(changed_size)})", one_changed,
          f"target < 1 s + hashing it ({hash_time:.4f} s)"),
         ("materialize (hard links)", link_time, ""),
     ]
-    print(f"\nworkspace: {format_size(total)} in {count} files")
+    print(f"\nworkspace: {human_size(total)} in {count} files")
     for label, seconds, note in rows:
         print(f"{label:<34} {seconds:8.3f} s   {note}")
     verdicts = [first <= 1.5 * cp_time, unchanged < 1.0, one_changed < 1.0 + hash_time]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kale_magic.snapshot import SnapshotError, list_snapshots, materialize, take_snapshot
+from kale_magic.snapshot.manifest import object_name
 from kale_magic.snapshot.objects import ObjectStore
 
 OLD = time.time() - 3600  # older than the hash cache's "racy" window
@@ -62,8 +63,9 @@ def test_manifest_lists_files_with_size_mode_and_hash(workspace):
     assert sorted(entries) == ["data/copy.csv", "data/train.csv", "notes/readme.md", "train.py"]
     assert entries["train.py"]["size"] == len("print('train')\n")
     assert entries["train.py"]["mode"] == stat.S_IMODE(os.stat(workspace / "train.py").st_mode)
-    import hashlib
-    assert entries["train.py"]["sha256"] == hashlib.sha256(b"print('train')\n").hexdigest()
+    import xxhash
+    assert entries["train.py"]["xxh3_128"] == xxhash.xxh3_128(b"print('train')\n").hexdigest()
+    assert data["format"] == 2
     assert data["dirs"] == ["data", "notes"]
     assert snapshot.file_count == 4 and snapshot.total_bytes == sum(e["size"] for e in entries.values())
     assert snapshot.manifest == workspace / ".kale/snapshots/manifests" / f"{snapshot.id}.json"
@@ -127,7 +129,7 @@ def test_changed_file_is_the_only_one_read_again(workspace, monkeypatch):
     snapshot = snap(workspace)
     assert read == ["train.csv"]
     entry = next(e for e in manifest(snapshot)["files"] if e["path"] == "data/train.csv")
-    assert (ObjectStore(workspace / ".kale/snapshots/objects").path(entry["sha256"]).read_text()
+    assert (ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(entry)).read_text()
             == "a,b\n3,4\n")
 
 
@@ -262,7 +264,7 @@ def test_file_changing_while_copied_is_read_again(tmp_path, monkeypatch):
     monkeypatch.setattr(ObjectStore, "ingest", ingest_while_appended)
     snapshot = snap(root)
     entry = manifest(snapshot)["files"][0]
-    assert ObjectStore(root / ".kale/snapshots/objects").path(entry["sha256"]).read_text() == "row1\nrow2\n"
+    assert ObjectStore(root / ".kale/snapshots/objects").path(object_name(entry)).read_text() == "row1\nrow2\n"
     assert entry["size"] == len("row1\nrow2\n")
 
 
@@ -294,7 +296,7 @@ def test_full_disk_is_a_clear_error_and_leaves_no_snapshot(tmp_path, tiny_disk):
 def test_damaged_object_is_detected_and_replaced_by_the_next_snapshot(workspace, tmp_path):
     first = snap(workspace)
     entry = next(e for e in manifest(first)["files"] if e["path"] == "train.py")
-    obj = ObjectStore(workspace / ".kale/snapshots/objects").path(entry["sha256"])
+    obj = ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(entry))
     os.chmod(obj, 0o644)
     obj.write_text("print('tampered')\n")  # e.g. a root step writing through a hard link
     with pytest.raises(SnapshotError, match="damaged.*'train.py'"):
@@ -316,7 +318,7 @@ def test_environment_records_python_packages_cells_and_notebook(workspace):
     assert env["packages"]["pytest"] == pytest_module.__version__
     assert env["cells"] == ["%%step load\nx = 1", "%%step train\ny = x"]
     assert env["notebook"]["path"] == "analysis.ipynb"
-    stored = ObjectStore(workspace / ".kale/snapshots/objects").path(env["notebook"]["sha256"])
+    stored = ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(env["notebook"]))
     assert stored.read_text() == '{"cells": []}'
 
 

@@ -1,7 +1,7 @@
 """The workspace files a step can see, as one part of its cache key.
 
 When ``%kale_run`` takes a snapshot, local steps work in a copy of it, so the files
-they may read are exactly the snapshot's: its content (paths, SHA-256 and modes,
+they may read are exactly the snapshot's: its content (paths, content hashes and modes,
 without the notebook file itself, which changes on every save) is a key part.
 Previews (``--cache-only-check``, ``%kale_show``) take no snapshot; they walk the
 workspace the same way and reuse the snapshot's remembered hashes, so unchanged
@@ -17,13 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import sha256_file
+from ..files import file_digest
 
 
 @dataclass(frozen=True)
 class WorkspaceView:
     fingerprint: str
-    files: dict[str, str]  # path -> sha256, to name what changed
+    files: dict[str, str]  # path -> content name in the snapshot store, to name what changed
     snapshot_id: str | None = None  # the snapshot the steps work in (None for a preview)
     notebook: str | None = None  # the notebook's path, left out
 
@@ -47,7 +47,9 @@ def _view(files: dict[str, tuple[str, int]], symlinks: list[dict], snapshot_id: 
 def from_manifest(manifest: dict, root: Path, notebook: Path | None) -> WorkspaceView:
     """The view of a snapshot that was taken (or reused with ``--from-snapshot``)."""
     skip = _notebook_path(root, notebook)
-    files = {f["path"]: (f["sha256"], f["mode"]) for f in manifest.get("files", ()) if f["path"] != skip}
+    from ..snapshot.manifest import object_name
+
+    files = {f["path"]: (object_name(f), f["mode"]) for f in manifest.get("files", ()) if f["path"] != skip}
     return _view(files, manifest.get("symlinks", []), manifest.get("id"), skip)
 
 
@@ -64,31 +66,31 @@ def current(root: Path, store: Path, notebook: Path | None) -> WorkspaceView:
     for rel, info in found.files:
         if rel == skip:
             continue
-        digest = remembered.lookup(rel, info) or _sha256(root / rel)
+        digest = remembered.lookup(rel, info) or _digest(root / rel)
         if digest is not None:
             files[rel] = (digest, stat.S_IMODE(info.st_mode))
     return _view(files, found.symlinks, None, skip)
 
 
-def _sha256(path: Path) -> str | None:
+def _digest(path: Path) -> str | None:
     try:
-        return sha256_file(path)
+        return file_digest(path)[1]
     except OSError:  # vanished or unreadable: the snapshot would leave it out too
         return None
 
 
 def snapshot_files(store: Path, snapshot_id: str | None) -> dict[str, str] | None:
-    """path -> sha256 of an earlier snapshot (notebook included), if it is still kept."""
+    """path -> content name of an earlier snapshot (notebook included), if it is still kept."""
     if not snapshot_id:
         return None
     from ..snapshot.errors import SnapshotError
-    from ..snapshot.manifest import read_manifest
+    from ..snapshot.manifest import object_name, read_manifest
 
     try:
         manifest = read_manifest(Path(store), snapshot_id)
     except (SnapshotError, OSError, ValueError):
         return None
-    return {f["path"]: f["sha256"] for f in manifest.get("files", ())}
+    return {f["path"]: object_name(f) for f in manifest.get("files", ())}
 
 
 def changed_files(old: dict[str, str], view: WorkspaceView, limit: int = 3) -> str:

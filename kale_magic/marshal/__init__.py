@@ -2,8 +2,10 @@
 
 ``save(obj, path)`` writes a directory holding the data and a ``kale.json``
 record; ``load(path)`` reads it back through the backend named in the record,
-after checking sizes and checksums; ``describe(obj)`` names the backend and
-KFP artifact type a value will get, without serializing it (plan time).
+checking sizes and checksums before the value is returned (large arrays and
+tables come back as copy-on-write mappings of the saved files, not copies);
+``describe(obj)`` names the backend and KFP artifact type a value will get,
+without serializing it (plan time).
 
 Backends are tried by descending priority, the first whose ``handles`` accepts
 the value wins (a backend may still decline a particular value at save time);
@@ -19,7 +21,7 @@ from __future__ import annotations
 from . import store
 from .base import ARTIFACT_TYPES, Backend, BackendDeclined, MissingLibrary, library
 from .boosters import LightGBMBackend, XGBoostBackend
-from .hashing import create, open_verified
+from .hashing import create, map_verified, open_verified
 from .numpy_backend import NumpyBackend
 from .pandas_backend import PandasBackend
 from .pickling import DillBackend, PickleBackend
@@ -51,10 +53,12 @@ def register(backend, priority: int | None = None) -> Backend:
 def save(obj, path, name: str | None = None, *, durable: bool = True) -> dict:
     """Atomically write ``obj`` as a directory at ``path``; returns its record (also in ``kale.json``).
 
-    ``durable=False`` skips the fsyncs (up to half the time of a large save on a
-    fast disk).  Readers still never see a partial value; only a machine crash
-    right after the save could leave a damaged one, which ``load`` reports by
-    its checksum rather than returning wrong data.
+    ``durable=False`` skips the fsyncs.  A durable save starts writing each
+    file back to disk while it is still being written, so its wait at the end
+    is short; without it the disk is not waited for at all.  Readers still never
+    see a partial value; only a machine crash right after the save could leave a
+    damaged one, which ``load`` reports by its checksum rather than returning
+    wrong data.
     """
     return store.save(registry, obj, path, name, durable)
 
@@ -71,5 +75,6 @@ def describe(obj) -> tuple[str, str, str, int | None]:
 
 __all__ = [
     "ARTIFACT_TYPES", "Backend", "BackendDeclined", "BackendRegistry", "ENTRY_POINT_GROUP", "MissingLibrary",
-    "create", "default_registry", "describe", "library", "load", "open_verified", "register", "registry", "save",
+    "create", "default_registry", "describe", "library", "load", "map_verified", "open_verified", "register",
+    "registry", "save",
 ]

@@ -59,7 +59,8 @@ class Backend:
     artifact_type: str = "Artifact"
     priority: int = 50
     packages: dict[str, str] = {}
-    #: True when ``load`` reads every file through :func:`kale_magic.marshal.hashing.open_verified`,
+    #: True when ``load`` reads every file through :func:`kale_magic.marshal.hashing.open_verified`
+    #: or :func:`~kale_magic.marshal.hashing.map_verified`,
     #: so the framework need not hash the files in a separate pass first.
     verifies_while_reading: bool = False
 

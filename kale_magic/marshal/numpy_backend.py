@@ -1,15 +1,27 @@
 """numpy: arrays as standard ``.npy`` files, scalars as 0-d ``.npy``, other numpy objects pickled.
 
-The ``.npy`` is written and read by hand (the header via ``numpy.lib.format``,
-the data straight from/into the array's memory) so the checksum is computed on
-the same pass and no copy of the array is ever made.  The file stays a plain
-``.npy``: ``np.load(path, mmap_mode="r")`` works on it.
+The ``.npy`` is written by hand (the header via ``numpy.lib.format``, the data
+straight from the array's memory, chunk by chunk) so each byte is written once
+and hashed on the same pass.  The file stays a plain ``.npy``:
+``np.load(path, mmap_mode="r")`` works on it.
+
+Loading a large array copies nothing: the file is mapped copy-on-write and the
+array is a plain ``np.ndarray`` over the mapping (not an ``np.memmap``, so code
+checking exact types sees what the producer had).  A consumer pays for the
+pages it touches; one that writes gets private copies of those pages only, so
+the saved file, and what any other step loads from it, never change.  Before
+the array is returned the whole mapping is hashed against the record (~30 ms
+per GiB from the page cache), so a truncated or altered file is refused before
+user code sees a value.  Small arrays are simply read: below
+``MAP_FROM_BYTES`` a mapping (a file descriptor, page faults) costs more than
+the copy.
 """
 
 from __future__ import annotations
 
-import io
+import ast
 import pickle
+import struct
 import warnings
 
 from . import hashing
@@ -19,6 +31,7 @@ ARRAY_FILE = "array.npy"
 SCALAR_FILE = "scalar.npy"
 OBJECT_FILE = "object.pkl"
 _MAX_HEADER = 1 << 24
+MAP_FROM_BYTES = 1 << 20
 
 
 def _numpy_objects(np):
@@ -66,25 +79,41 @@ def _latin1(descr) -> bool:
     return True
 
 
-def read_npy(np, directory, record, filename):
-    """Read a ``.npy`` written by :func:`write_npy` into a fresh array, verifying on the way."""
+def _read_header(np, f):
+    """(shape, fortran_order, dtype), leaving ``f`` at the data."""
     fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        return fmt.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
+    if version == (2, 0):
+        return fmt.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
+    if version != (3, 0):
+        raise ValueError(f".npy format {version} is not one this backend writes")
+    # 3.0 is 2.0 with utf-8 field names, and numpy has no public reader for its header
+    (length,) = struct.unpack("<I", f.read(4))
+    header = ast.literal_eval(f.read(length).decode("utf-8"))
+    return tuple(header["shape"]), header["fortran_order"], fmt.descr_to_dtype(header["descr"])
+
+
+def read_npy(np, directory, record, filename):
+    """The array saved by :func:`write_npy`: mapped when large, read into a fresh array when small."""
+    if record["files"][filename]["size"] >= MAP_FROM_BYTES:
+        return map_npy(np, directory, record, filename)
     with hashing.open_verified(directory, record, filename) as f:
-        version = fmt.read_magic(f)
-        if version == (1, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = fmt.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
-        else:  # 3.0 (utf-8 field names, rare) has no public header reader: let numpy parse it all
-            arr = np.load(io.BytesIO(fmt.magic(*version) + f.read()), allow_pickle=False)
-            f.finish()
-            return arr
+        shape, fortran_order, dtype = _read_header(np, f)
         arr = np.empty(shape, dtype, order="F" if fortran_order else "C")
         flat = _flat_bytes(np, arr)
         for start in range(0, flat.size, hashing.CHUNK):
             f.readexactly_into(flat[start:start + hashing.CHUNK])
         f.finish()
     return arr
+
+
+def map_npy(np, directory, record, filename):
+    """A plain ndarray over a verified copy-on-write mapping of the file (see the module docstring)."""
+    mapping = hashing.map_verified(directory, record, filename)
+    shape, fortran_order, dtype = _read_header(np, mapping)  # an mmap reads like a file
+    return np.ndarray(shape, dtype, buffer=mapping, offset=mapping.tell(), order="F" if fortran_order else "C")
 
 
 class NumpyBackend(Backend):

@@ -53,7 +53,7 @@ def save(registry, obj, path, name=None, durable=True) -> dict:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        record = _write(registry, obj, temp, name)
+        record = _write(registry, obj, temp, name, durable)
         if durable:
             _sync_tree(temp)
         _publish(temp, path)
@@ -89,11 +89,11 @@ def _tree_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
-def _write(registry, obj, directory: Path, name) -> dict:
+def _write(registry, obj, directory: Path, name, durable: bool) -> dict:
     declined = []
     for backend in registry.candidates(obj):
         try:
-            with hashing.recording() as written:
+            with hashing.recording(durable) as written:
                 backend.save(obj, directory)
         except BackendDeclined as exc:
             declined.append(f"{backend.name}: {exc}")
@@ -242,7 +242,6 @@ def _check_files(path: Path, record: dict, verify_content: bool):
         except FileNotFoundError:
             raise hashing.ChecksumMismatch(filename, "the file is missing") from None
         if size != entry["size"]:
-            raise hashing.ChecksumMismatch(filename, f"{size} bytes instead of {entry['size']}, "
-                                                     f"the file is truncated or was changed")
+            raise hashing.wrong_size(filename, size, entry["size"])
         if verify_content and hashing.file_digest(file) != (entry["size"], hashing.digest_of(entry)):
             raise hashing.ChecksumMismatch(filename, "its content does not match the checksum saved with it")

@@ -1,6 +1,6 @@
 """Workspace and environment snapshots: every run starts from a frozen copy.
 
-``take_snapshot`` stores each workspace file once by SHA-256 and writes a manifest;
+``take_snapshot`` stores each workspace file once by its content hash and writes a manifest;
 ``materialize`` gives a run read-only hard links to that content; ``pack``,
 ``upload``, ``download`` and ``unpack`` move a snapshot to the steps of a
 Kubeflow pipeline through an S3-compatible object store.

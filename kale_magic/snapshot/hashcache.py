@@ -5,6 +5,10 @@ An entry is trusted while the file's (inode, size, mtime_ns, ctime_ns) are uncha
 git's "racy clean" rule, a file modified less than ``RACY_NS`` before the snapshot
 started is not remembered: a second write within the same timestamp tick would
 otherwise go unnoticed.
+
+The file records which hash its digests are: a cache written with another one
+(SHA-256, before format 2 of the manifests) is ignored, so the next snapshot
+hashes every file once.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import os
 from pathlib import Path
 
+from ..files import CONTENT_HASH
 from .atomic import write_atomic
 
 RACY_NS = 1_000_000_000
@@ -23,9 +28,10 @@ class HashCache:
         self.path = Path(path)
         self._started_ns = started_ns
         try:
-            self._old = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text())
         except (FileNotFoundError, ValueError):
-            self._old = {}
+            data = {}
+        self._old = data.get("files", {}) if data.get("hash") == CONTENT_HASH else {}
         self._new: dict[str, list] = {}
 
     def lookup(self, rel: str, info: os.stat_result) -> str | None:
@@ -40,4 +46,5 @@ class HashCache:
 
     def save(self) -> None:
         """Keep only the files seen by this snapshot (deleted files drop out)."""
-        write_atomic(self.path, json.dumps(self._new, separators=(",", ":")).encode())
+        data = {"hash": CONTENT_HASH, "files": self._new}
+        write_atomic(self.path, json.dumps(data, separators=(",", ":")).encode())

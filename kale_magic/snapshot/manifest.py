@@ -1,22 +1,36 @@
 """Manifests: the record of one snapshot, ``manifests/<id>.json``, written last and atomically.
 
-A manifest lists every file (path, size, mode, sha256), symlink and directory of the
-workspace, what was left out and why, and the environment.  A snapshot exists
+A manifest lists every file (path, size, mode, content name), symlink and directory
+of the workspace, what was left out and why, and the environment.  A snapshot exists
 exactly when its manifest does, so an interrupted snapshot is never used.
+
+Format 2 names each file's content by its xxh3-128 (key ``xxh3_128``); format 1,
+written before, by its SHA-256 (key ``sha256``).  Old snapshots stay usable as
+they are: their objects keep their SHA-256 names in the same store, and
+:func:`object_name` reads either key.  Comparing snapshots of the two formats
+compares the stored bytes where the names cannot be compared.
 """
 
 from __future__ import annotations
 
+import filecmp
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .atomic import write_atomic
 from .errors import SnapshotError
-from ..files import human_size
+from .objects import ObjectStore
+from ..files import CONTENT_HASH, human_size
 
-FORMAT = 1
+FORMAT = 2
 LARGEST = 5
+LEGACY_HASH = "sha256"  # format 1
+
+
+def object_name(entry: dict) -> str:
+    """The name of the stored object holding a manifest entry's content (a file's or the notebook's)."""
+    return entry.get(CONTENT_HASH) or entry[LEGACY_HASH]
 
 
 @dataclass
@@ -120,13 +134,14 @@ def diff(store: Path, a: str, b: str) -> SnapshotDiff:
     """What changed from snapshot ``a`` to ``b``: files (by content and mode), Python, packages."""
     old, new = read_manifest(store, a), read_manifest(store, b)
     before, after = _entries(old), _entries(new)
+    objects = ObjectStore(Path(store) / "objects")
     env_a, env_b = old["environment"], new["environment"]
     pkgs_a, pkgs_b = env_a.get("packages", {}), env_b.get("packages", {})
     return SnapshotDiff(
         a=old["id"], b=new["id"],
         added=sorted(after.keys() - before.keys()),
         removed=sorted(before.keys() - after.keys()),
-        changed=sorted(p for p in before.keys() & after.keys() if before[p] != after[p]),
+        changed=sorted(p for p in before.keys() & after.keys() if _differ(objects, before[p], after[p])),
         packages={n: (pkgs_a.get(n), pkgs_b.get(n)) for n in pkgs_a.keys() | pkgs_b.keys()
                   if pkgs_a.get(n) != pkgs_b.get(n)},
         python=None if env_a.get("python") == env_b.get("python")
@@ -134,9 +149,21 @@ def diff(store: Path, a: str, b: str) -> SnapshotDiff:
 
 
 def _entries(manifest: dict) -> dict[str, tuple]:
-    entries = {f["path"]: (f["sha256"], f["mode"]) for f in manifest["files"]}
+    entries = {f["path"]: (object_name(f), f["mode"]) for f in manifest["files"]}
     entries.update({s["path"]: ("->", s["target"]) for s in manifest["symlinks"]})
     return entries
+
+
+def _differ(objects: ObjectStore, a: tuple, b: tuple) -> bool:
+    """Whether two entries differ; contents named by different hashes (formats 1, 2) are compared byte by byte."""
+    if a == b:
+        return False
+    if "->" in (a[0], b[0]) or a[1] != b[1] or len(a[0]) == len(b[0]):
+        return True
+    try:
+        return not filecmp.cmp(objects.path(a[0]), objects.path(b[0]), shallow=False)
+    except OSError:  # one was pruned: nothing says they are the same
+        return True
 
 
 def snapshot_table(store: Path, last: int = 20, root: Path | None = None) -> str:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import SnapshotError, disk_full
-from .manifest import read_manifest
+from .manifest import object_name, read_manifest
 from .objects import ObjectStore
 
 
@@ -54,10 +54,11 @@ def _fill(data: dict, objects: ObjectStore, tmp: Path, place) -> None:
     for rel in data["dirs"]:
         (tmp / rel).mkdir(parents=True, exist_ok=True)
     for entry in data["files"]:
-        if not objects.has(entry["sha256"], entry["size"]):
+        name = object_name(entry)
+        if not objects.has(name, entry["size"]):
             raise SnapshotError(
                 f"snapshot {data['id']} is damaged: the stored content of '{entry['path']}' is "
-                f"missing or was modified ({objects.path(entry['sha256'])})")
-        place(objects, entry["sha256"], tmp / entry["path"], entry["mode"])
+                f"missing or was modified ({objects.path(name)})")
+        place(objects, name, tmp / entry["path"], entry["mode"])
     for link in data["symlinks"]:
         os.symlink(link["target"], tmp / link["path"])

@@ -24,7 +24,7 @@ from ..errors import MissingDependency
 from ..files import replacing
 from ..layout import KALE_DIR
 from .errors import SnapshotError
-from .manifest import read_manifest
+from .manifest import object_name, read_manifest
 from .objects import ObjectStore
 
 MANIFEST_MEMBER = f"{KALE_DIR}/manifest.json"  # where a step finds the manifest in its workspace
@@ -62,7 +62,7 @@ def _write_tar(stream, data: dict, objects: ObjectStore) -> None:
         for rel in data["dirs"]:
             tar.addfile(_info(rel, mtime, kind=tarfile.DIRTYPE, mode=0o755))
         for entry in data["files"]:
-            with open(objects.path(entry["sha256"]), "rb") as content:
+            with open(objects.path(object_name(entry)), "rb") as content:
                 tar.addfile(_info(entry["path"], mtime, size=entry["size"], mode=entry["mode"]), content)
         for link in data["symlinks"]:
             tar.addfile(_info(link["path"], mtime, kind=tarfile.SYMTYPE, linkname=link["target"]))

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .manifest import list_snapshots
+from .manifest import list_snapshots, object_name
 
 GRACE_S = 3600
 
@@ -55,8 +55,8 @@ def _referenced(store: Path) -> set[str]:
             data = json.loads(path.read_text())
         except ValueError:  # cut short by a crash: never usable, names nothing
             continue
-        names.update(entry["sha256"] for entry in data["files"])
+        names.update(object_name(entry) for entry in data["files"])
         notebook = data["environment"].get("notebook")
         if notebook:
-            names.add(notebook["sha256"])
+            names.add(object_name(notebook))
     return names

@@ -24,7 +24,7 @@ from .hashcache import HashCache
 from .ignore import IgnoreRules
 from .manifest import FORMAT, Snapshot, write_manifest
 from .objects import ObjectStore
-from ..files import human_size
+from ..files import CONTENT_HASH, human_size
 
 DEFAULT_WARN_BYTES = 500 << 20
 DEFAULT_MAX_BYTES = 5 << 30
@@ -186,7 +186,7 @@ def _same(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def _entry(rel: str, info: os.stat_result, digest: str) -> dict:
-    return {"path": rel, "size": info.st_size, "mode": stat.S_IMODE(info.st_mode), "sha256": digest}
+    return {"path": rel, "size": info.st_size, "mode": stat.S_IMODE(info.st_mode), CONTENT_HASH: digest}
 
 
 def _store_notebook(notebook: Path, root: Path, objects: ObjectStore) -> dict:
@@ -195,7 +195,7 @@ def _store_notebook(notebook: Path, root: Path, objects: ObjectStore) -> dict:
         digest, size, _ = objects.ingest(notebook)
     except OSError as error:
         raise SnapshotError(f"cannot read the notebook {notebook} ({error.strerror})") from None
-    return {"path": notebook_path(notebook, root), "size": size, "sha256": digest}
+    return {"path": notebook_path(notebook, root), "size": size, CONTENT_HASH: digest}
 
 
 def notebook_path(notebook: Path, root: Path) -> str:
