@@ -249,10 +249,12 @@ class Kale(Magics):
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume)
 
-    def _step_cache(self, request, workspace):
-        from ..cache import StepCache
+    def _step_cache(self, request, workspace, files=None):
+        """The step cache of a run; its steps read files in place unless the engine gives them a snapshot."""
+        from ..cache import LiveFiles, StepCache
 
         return StepCache(workspace.kale, request.pipeline or workspace.pipeline_name,
+                         files or LiveFiles(workspace.root, workspace.kale),
                          use_cache=not request.no_cache, resume=request.resume)
 
     def _cache_check(self, request, workspace, plan=None) -> str:
@@ -260,8 +262,7 @@ class Kale(Magics):
         from ..cache.workspace import preview
 
         plan = plan or self.plan(request)
-        cache = self._step_cache(request, workspace)
-        cache.snapshot = preview(workspace.root, workspace.kale.snapshots, workspace.notebook, request)
+        cache = self._step_cache(request, workspace, preview(workspace.kale, workspace.root, request))
         return check_text(cache.predict(plan, plan.parameters))
 
     def _workspace(self):
