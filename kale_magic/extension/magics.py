@@ -16,6 +16,7 @@ from ..errors import KaleError
 from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 from . import arguments
+from .notebook_file import NotebookFinder
 
 
 class CellFailed(Exception):
@@ -64,6 +65,7 @@ class Kale(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.session = Session()
+        self._notebooks = NotebookFinder()
         self._cell_id: str | None = None
         self._depth = 0
         self._workers = None
@@ -162,6 +164,7 @@ class Kale(Magics):
 
         plan = self.plan()
         print(plan_text(plan))
+        print(self._notebook().describe())
         workspace = self._workspace()
         if workspace.kale.cache_entries.is_dir():
             print(self._cache_check(RunRequest(), workspace, plan))
@@ -265,17 +268,17 @@ class Kale(Magics):
         cache = self._step_cache(request, workspace, preview(workspace.kale, workspace.root, request))
         return check_text(cache.predict(plan, plan.parameters))
 
+    def _notebook(self):
+        """The notebook file (found from the frontend, or by its cells) and the name it goes by."""
+        return self._notebooks.find(self.notebook_path, self.shell.user_ns, self.session.cells.values())
+
     def _workspace(self):
         from ..run.launch import Workspace
-        from .notebook_file import cell_order, find_notebook
 
-        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
-        order = cell_order(notebook)
-        if not any(c.cell_id in order for c in self.session.cells.values()):
-            order = {}  # the file does not list these cells (not saved yet): execution order
-        root = notebook.parent if notebook else Path.cwd()
-        return Workspace(root=root, notebook=notebook, cell_order=order,
-                         order_source=f"notebook file {notebook}" if order else "execution order")
+        notebook = self._notebook()
+        root = notebook.path.parent if notebook.path else Path.cwd()
+        return Workspace(root=root, notebook=notebook.path, cell_order=notebook.order, name=notebook.name,
+                         order_source=f"notebook file {notebook.path}" if notebook.order else "execution order")
 
     def _cells(self, workspace):
         return self.session.ordered(workspace.cell_order or None)
