@@ -65,7 +65,7 @@ class FileReads:
         self._local = threading.local()  # set while the hook itself lists a folder
 
     def __enter__(self) -> FileReads:
-        self._modules = set(sys.modules)
+        self._modules = set(sys.modules.copy())
         if not FileReads._hooked:
             sys.addaudithook(FileReads._hook)
             FileReads._hooked = True
@@ -93,6 +93,8 @@ class FileReads:
         """The path inside the workspace, or None (outside it, or in a skipped folder)."""
         if isinstance(path, int):
             return None  # an already open descriptor
+        if isinstance(path, str) and path[:1] == os.sep and not path.startswith(self.root) and "/." not in path:
+            return None  # the common case (libraries, the import system), decided without normalizing
         path = os.fsdecode(os.fspath(path))
         if not os.path.isabs(path):
             path = os.path.join(os.getcwd(), path)
@@ -157,8 +159,9 @@ class FileReads:
     # the result --------------------------------------------------------------------------
     def report(self) -> dict:
         """``{"files": [...], "listings": {...}, "changed": [...]}`` for the step's outcome."""
-        for name in set(sys.modules) - self._modules:
-            origin = getattr(sys.modules.get(name), "__file__", None)
+        modules = sys.modules.copy()  # one C call: safe while other threads import
+        for name in modules.keys() - self._modules:
+            origin = getattr(modules[name], "__file__", None)
             rel = self._relative(origin) if origin else None
             if rel is not None and rel not in self.outputs:
                 self.inputs.setdefault(rel, _signature(os.path.join(self.root, rel)))
