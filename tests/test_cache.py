@@ -325,14 +325,13 @@ def test_an_unreadable_cache_index_means_running_again(kernel):
 
 
 def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
-    from kale_magic.run.launch import RunRequest
+    import yaml
 
     kernel.run("%%step a\nx = 1")
-    workspace = kernel.magics._workspace()
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9", no_cache=True), workspace)
-    assert engine.options.caching is False
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9"), workspace)
-    assert engine.options.caching is True
+    for flags, cached in (("--no-cache", False), ("", True)):
+        run = kernel.run(f"%kale_run --engine kfp --compile-only --no-snapshot {flags}")
+        (task,) = yaml.safe_load_all(run.pipeline_file.read_text()).__next__()["root"]["dag"]["tasks"].values()
+        assert task["cachingOptions"].get("enableCache", False) is cached
     with pytest.raises(KaleError, match="work with the local engine"):
         kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
 

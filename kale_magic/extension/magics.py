@@ -158,16 +158,17 @@ class Kale(Magics):
     # the pipeline -------------------------------------------------------------------------
     @line_magic
     def kale_show(self, line):
-        """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
-        from ..plan.report import plan_text
+        """Show the recorded pipeline: a graph in notebooks, text in a terminal (steps, edges, values)."""
+        from IPython.display import display
+
+        from ..panel.plan_view import PlanView
         from ..run.launch import RunRequest
 
         plan = self.plan()
-        print(plan_text(plan))
-        print(self._notebook().describe())
         workspace = self._workspace()
-        if workspace.kale.cache_entries.is_dir():
-            print(self._cache_check(RunRequest(), workspace, plan))
+        cached = workspace.kale.cache_entries.is_dir()
+        notes = [self._notebook().describe()] + ([self._cache_check(RunRequest(), workspace, plan)] if cached else [])
+        display(PlanView(plan, "\n".join(notes)))
 
     @line_magic
     def kale_reset(self, line):

@@ -110,12 +110,13 @@ def _panel_rows(panel) -> list[tuple[str, str]]:
             for row in panel.locator(".kale-row").all()]
 
 
-# What the page a link opens must show, by row (the header is "run") and link label.
+# What the page a link opens must show, by row (the header is "run") and link label ("error": a graph node).
 LINK_CONTENT = {
     ("run", "snapshot"): '"files"', ("Snapshot", "manifest"): '"files"', ("Validate", "report"): "Pipeline '",
     ("Compile", "notebooks"): ".ipynb", ("make", "notebook"): "data = [1, 2, 3]", ("make", "log"): "made [1, 2, 3]",
     ("score", "notebook"): "total = sum(data) * scale", ("score", "log"): "scored 12",
     ("read", "notebook"): "FileNotFoundError", ("read", "log"): "FileNotFoundError",
+    ("read", "error"): "FileNotFoundError",
 }
 
 
@@ -134,11 +135,14 @@ def _follow_every_link(page, panel, screenshots: str | None = None) -> int:
 
     page.context.on("response", on_response)
     page.context.on("requestfailed", on_failed)
-    links = panel.locator("a.kale-link")
+    links = panel.locator("a.kale-link, a.kale-error-link")
     for i in range(links.count()):
         link = links.nth(i)
         row = link.locator("xpath=ancestor::div[contains(@class, 'kale-row')][1]")
-        where = (row.get_attribute("data-name") if row.count() else "run", link.inner_text())
+        if "kale-error-link" in link.get_attribute("class"):  # a failed node of the graph
+            where = (link.locator("g.kale-node").get_attribute("data-step"), "error")
+        else:
+            where = (row.get_attribute("data-name") if row.count() else "run", link.inner_text())
         assert "/kale-magic/files/.kale/" in link.get_attribute("href"), where
         with page.context.expect_page(timeout=30_000) as opened:
             link.click()
@@ -153,6 +157,13 @@ def _follow_every_link(page, panel, screenshots: str | None = None) -> int:
     page.context.remove_listener("requestfailed", on_failed)
     assert not failures, failures
     return links.count()
+
+
+def _graph_nodes(panel) -> dict[str, str]:
+    """Step -> status of the nodes the panel's graph shows (each one visible)."""
+    nodes = panel.locator("svg.kale-graph g.kale-node").all()
+    assert all(node.is_visible() for node in nodes)
+    return {node.get_attribute("data-step"): node.get_attribute("data-status") for node in nodes}
 
 
 def test_panel_in_jupyterlab(lab, browser):
@@ -183,8 +194,15 @@ def test_panel_in_jupyterlab(lab, browser):
         assert "FileNotFoundError" in traceback.locator("pre").inner_text()
         bad.screenshot(path=str(ARTIFACTS / "jupyterlab-failed-panel.png"))
 
+        # The graph above the step rows and the timeline under the footer, frozen with the final state.
+        assert _graph_nodes(good) == {"make": "succeeded", "score": "succeeded"}
+        assert good.locator("svg.kale-timeline g.kale-bar").count() == 2
+        assert _graph_nodes(bad) == {"make": "cached", "score": "cached", "read": "failed", "shout": "skipped"}
+        failed_node = bad.locator("svg.kale-graph a.kale-error-link g.kale-node[data-step='read']")
+        assert "rgb(198, 40, 40)" in failed_node.locator("rect").evaluate("e => getComputedStyle(e).stroke")
+
         assert _follow_every_link(page, good, "jupyterlab") == 8
-        assert _follow_every_link(page, bad) == 10  # its cached steps link to their earlier files
+        assert _follow_every_link(page, bad) == 11  # its cached steps link to their earlier files; the failed node
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
@@ -217,11 +235,25 @@ def test_background_run_updates_the_live_widget(lab, browser):
         page.locator(".jp-OutputArea-output", has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=60_000)
         widget = page.locator(".kale-panel-widget")
         assert widget.locator(".kale-row[data-name='make'][data-status='succeeded']").count() == 1
+        # The live graph: 'make' done, 'hold' running, its border marching (SMIL, no script).
+        assert _graph_nodes(widget) == {"make": "succeeded", "hold": "running"}
+        hold = widget.locator("svg.kale-graph g.kale-node[data-step='hold'] rect")
+        offsets = {hold.evaluate("e => getComputedStyle(e).strokeDashoffset")}
+        for _ in range(10):
+            page.wait_for_timeout(150)
+            offsets.add(hold.evaluate("e => getComputedStyle(e).strokeDashoffset"))
+        assert len(offsets) > 1, "a running node is visibly animated"
         widget.screenshot(path=str(ARTIFACTS / "jupyterlab-live-widget.png"))
         (lab["dir"] / "go").touch()
+        page.wait_for_selector(".kale-panel-widget svg.kale-graph g.kale-node[data-step='hold']"
+                               "[data-status='succeeded'], .kale-panel[data-status='succeeded']", timeout=120_000)
         page.wait_for_selector(".kale-panel[data-status='succeeded']", timeout=120_000)
         assert page.locator(".kale-panel-widget").count() == 0, "the widget gave way to the static panel"
-        assert _panel_rows(page.locator(".kale-panel"))[-2:] == [("make", "succeeded"), ("hold", "succeeded")]
+        final = page.locator(".kale-panel")
+        assert _panel_rows(final)[-2:] == [("make", "succeeded"), ("hold", "succeeded")]
+        assert _graph_nodes(final) == {"make": "succeeded", "hold": "succeeded"}
+        assert final.locator("svg.kale-timeline g.kale-bar").count() == 2
+        final.screenshot(path=str(ARTIFACTS / "jupyterlab-final-graph.png"))
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
