@@ -81,7 +81,7 @@ def test_nbconvert_runs_of_two_notebooks_in_one_folder_keep_their_own_identity(t
         return nbformat.read(str(tmp_path / f"{name}.nbconvert.ipynb"), as_version=4)
 
     executed = {name: execute(name) for name in ("a", "b", "a")}
-    show = "".join(o.get("text", "") for o in executed["a"].cells[3].outputs)
+    show = "".join(o.get("text", "") or o.get("data", {}).get("text/plain", "") for o in executed["a"].cells[3].outputs)
     assert "Pipeline 'a'" in show and "Notebook: a.ipynb (matched by its cells" in show
     with RunStore.for_workspace(tmp_path) as store:
         runs = store.runs()

@@ -2,8 +2,8 @@
 
 One entry per successful step execution, ``.kale/cache/entries/<key>.json`` (see
 :mod:`kale_magic.layout`): the step's key parts, the workspace files it read with
-their digests, its outputs' checksums, its metrics and the runs holding the files.  The values themselves stay in the runs'
-``data/`` folders; the cache only points at them.  Which run did what (for
+their digests, its outputs' checksums, its metrics and the runs holding the files.
+The values themselves stay in the runs' ``data/`` folders; the cache only points at them.  Which run did what (for
 ``--resume``) is the run registry's business (:mod:`kale_magic.history`).
 
 Every entry is written whole to a temporary sibling and renamed, so concurrent

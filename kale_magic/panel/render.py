@@ -17,7 +17,7 @@ from ..run.state import RunSnapshot, RunState, StepState, TaskState
 from ..server.address import FileServer
 from . import timeline
 from .graph import LiveGraph
-from .style import COLORS, FAILED_FILL, ICONS, esc, plain, seconds
+from .style import COLORS, FAILED_FILL, ICONS, esc, new_tab, plain, seconds
 
 _ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
         "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
@@ -59,10 +59,9 @@ class Links:
         return self._served(target) or quote(self.relative(target), safe="/")
 
     def anchor(self, label: str, target: str | os.PathLike) -> str:
-        new_tab = self.is_url(str(target)) or self._served(target)
-        extra = ' target="_blank" rel="noopener noreferrer"' if new_tab else ""
-        return (f'<a class="kale-link" href="{html.escape(self.href(target), quote=True)}"'
-                f' title="{esc(target)}"{extra}>{esc(label)}</a>')
+        href = self.href(target)
+        return (f'<a class="kale-link" href="{html.escape(href, quote=True)}"'
+                f' title="{esc(target)}"{new_tab(href)}>{esc(label)}</a>')
 
     def text(self, label: str, target: str | os.PathLike) -> str:
         shown = str(target) if self.is_url(str(target)) else self.relative(target)

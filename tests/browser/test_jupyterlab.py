@@ -125,12 +125,19 @@ def _follow_every_link(page, panel, screenshots: str | None = None) -> int:
     the expected content, with no failed request.  Returns how many links there were."""
     failures = []
 
+    def from_a_link(request) -> bool:
+        """Made by a page a link opened, not by JupyterLab itself."""
+        try:
+            return request.frame.page != page
+        except Exception:  # noqa: BLE001 - the navigation of a tab still being created
+            return True
+
     def on_response(response):
-        if response.status >= 400 and response.frame.page != page:
+        if response.status >= 400 and from_a_link(response.request):
             failures.append(f"{response.url} -> {response.status}")
 
     def on_failed(request):
-        if request.frame.page != page:
+        if from_a_link(request):
             failures.append(f"{request.url} failed: {request.failure}")
 
     page.context.on("response", on_response)
