@@ -13,7 +13,8 @@
         steps/<step>.json            the step's outcome (StepOutcome)
         steps/<step>.metrics.json    the metrics it logged
         workspace/                   the snapshot the local steps work in
-      cache/entries/<key>.json       step cache entries (kale_magic.cache)
+      cache/entries/<key>.json       step cache entries (kale_magic.cache); <key> is <base>-<files>
+      cache/hashes.json              remembered hashes of files steps read in place (--no-snapshot)
       snapshots/                     the workspace snapshot store (its inside belongs to kale_magic.snapshot)
       pipelines/<pipeline>.yaml      compiled KFP pipelines
 
@@ -45,6 +46,9 @@ class StepOutcome:
     metrics: dict = field(default_factory=dict)
     duration: float = 0.0
     saved: dict = field(default_factory=dict)  # name -> marshal record
+    # workspace files the step read (kale_magic.step.reads): {"files": [path], "listings": {folder:
+    # digest}, "changed": [path read, then changed before the step ended]}
+    reads: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -165,6 +169,14 @@ class KaleDir:
 
     def cache_entry(self, key: str) -> Path:
         return self.cache_entries / f"{key}.json"
+
+    def cache_variants(self, base: str) -> list[Path]:
+        """The entries whose key starts with ``base`` (one per set of files the step read)."""
+        return sorted(self.cache_entries.glob(f"{base}-*.json")) if self.cache_entries.is_dir() else []
+
+    @property
+    def cache_hashes(self) -> Path:
+        return self.path / "cache" / "hashes.json"
 
     def run(self, run_id: str) -> RunDir:
         return RunDir(self.runs / run_id)

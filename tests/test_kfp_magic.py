@@ -27,7 +27,7 @@ def test_kale_run_with_host_compiles_uploads_runs_and_follows(kernel, server, tm
     kernel.cells(*CELLS)
     run = kernel.run(f"%kale_run --host {server.url} --experiment nightly --param n=5")
     assert run.status == "succeeded", run.state.error
-    assert run.pipeline_file == tmp_path / ".kale" / "pipelines" / "pipeline.yaml"
+    assert run.pipeline_file == tmp_path / ".kale" / "pipelines" / f"{run.plan.pipeline}.yaml"
     (experiment,) = server.experiments.values()
     assert experiment["display_name"] == "nightly"
     sent = server.last_run
@@ -84,7 +84,7 @@ def test_unreachable_host_is_one_clear_error(kernel, tmp_path):
     error = kernel.error("%kale_run --host http://127.0.0.1:9")
     assert isinstance(error, EngineError)
     assert str(error).startswith("Cannot reach Kubeflow Pipelines at http://127.0.0.1:9")
-    assert str(tmp_path / ".kale" / "pipelines" / "pipeline.yaml") in str(error)
+    assert str(tmp_path / ".kale" / "pipelines" / f"{kernel.magics.plan().pipeline}.yaml") in str(error)
     assert error._render_traceback_() == [f"Kale engine: {error}"]
 
 

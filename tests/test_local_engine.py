@@ -157,7 +157,7 @@ def test_run_layout_and_links(kernel):
     kernel.cells("%%step a\nx = 1")
     result = run(kernel)
     assert result.run_dir.parent.name == "runs" and result.run_dir.parent.parent.name == ".kale"
-    assert (result.run_dir / "validation.txt").read_text().startswith("Pipeline 'pipeline'")
+    assert (result.run_dir / "validation.txt").read_text().startswith("Pipeline 'pipeline-")
     outcome = json.loads((result.run_dir / "steps" / "a.json").read_text())
     assert outcome["status"] == "succeeded"
     with pytest.raises(Exception, match="has no step 'zzz'"):

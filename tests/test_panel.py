@@ -156,6 +156,19 @@ def test_links_are_relative_to_the_notebook_and_kfp_links_open_a_new_tab(tmp_pat
     assert "target" not in Page(links.anchor("log", "a.log")).attrs[0]
 
 
+def test_under_a_jupyter_server_run_files_link_to_its_file_server(tmp_path):
+    from kale_magic.server.address import FileServer
+
+    links = Links(tmp_path / "sub", FileServer("/user/a/kale-magic/files/", tmp_path))
+    log = tmp_path / "sub" / ".kale" / "runs" / "r1" / "logs" / "a b.log"
+    anchor = Page(links.anchor("log", log)).attrs[0]
+    assert anchor["href"] == "/user/a/kale-magic/files/sub/.kale/runs/r1/logs/a%20b.log"
+    assert anchor["target"] == "_blank"
+    assert links.text("log", log) == "log: .kale/runs/r1/logs/a b.log"  # terminals show the path
+    assert links.href(tmp_path / "sub" / "data.csv") == "data.csv"  # not a run file: relative as before
+    assert links.href("http://kfp.example/#/runs") == "http://kfp.example/#/runs"
+
+
 def test_terminal_ipython_gets_text_lines(capsys):
     shell = InteractiveShell.instance()
     try:

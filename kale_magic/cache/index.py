@@ -1,9 +1,9 @@
 """The cache index on disk, and clearing it.
 
 One entry per successful step execution, ``.kale/cache/entries/<key>.json`` (see
-:mod:`kale_magic.layout`): the step's key parts, its outputs' checksums, its
-metrics and the runs holding the files.  The values themselves stay in the runs'
-``data/`` folders; the cache only points at them.  Which run did what (for
+:mod:`kale_magic.layout`): the step's key parts, the workspace files it read with
+their digests, its outputs' checksums, its metrics and the runs holding the files.
+The values themselves stay in the runs' ``data/`` folders; the cache only points at them.  Which run did what (for
 ``--resume``) is the run registry's business (:mod:`kale_magic.history`).
 
 Every entry is written whole to a temporary sibling and renamed, so concurrent
@@ -46,6 +46,12 @@ class CacheIndex:
         folder = self.kale.cache_entries
         found = (read_json(p) for p in folder.glob("*.json")) if folder.is_dir() else ()
         return [e for e in found if e is not None]
+
+    def variants(self, base: str) -> list[dict]:
+        """The entries of one base key (same code, inputs and versions; other files read), newest first."""
+        found = (read_json(path) for path in self.kale.cache_variants(base))
+        valid = [e for e in found if e is not None and ENTRY_FIELDS <= e.keys() and e.get("base") == base]
+        return sorted(valid, key=lambda e: e.get("created", 0), reverse=True)
 
     def latest(self, pipeline: str, step: str) -> dict | None:
         """The most recent entry of this step, to explain what changed since."""

@@ -15,6 +15,12 @@ What it receives: the values of the parameters it reads, and the content
 checksum of each input value (from the marshal record of the run that saved
 it), so a re-run upstream step that produced the same bytes does not force its
 descendants to run.
+
+What it read: the digest of these parts is the step's *base*; the full key is
+``<base>-<files>``, where ``<files>`` digests the workspace files and listings the
+step read when it ran (:func:`entry_key`).  They are known only after a run, so a
+lookup is two-level: the entries of a base, then the first whose files are what
+the step would find now (:mod:`.workspace`).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from functools import lru_cache
 
 from ..plan.model import Plan, StepPlan
 
-KEY_FORMAT = "1"  # bump when the meaning of a part changes, so old entries stop matching
+KEY_FORMAT = "2"  # bump when the meaning of a part changes, so old entries stop matching
 DYNAMIC_NAMES = frozenset({"globals", "eval", "exec", "locals", "vars"})
 SHORT_VALUE = 60  # parameter values up to this length are kept readable in the parts
 
@@ -46,8 +52,8 @@ def _hash(texts) -> str:
     return h.hexdigest()[:16]
 
 
-def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: Mapping[str, dict],
-              snapshot: str | None = None) -> dict[str, str]:
+def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
+              inputs: Mapping[str, dict]) -> dict[str, str]:
     """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record."""
     from ..version import __version__
     from ..step.notebooks import literal
@@ -72,9 +78,13 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: M
         parts[f"backend:{backend}"] = backend_version(backend)
     for module in sorted(imported_modules(plan.imports + plan.functions + step.cells)):
         parts[f"library:{module}"] = module_version(module)
-    if snapshot is not None:
-        parts["snapshot"] = snapshot
     return parts
+
+
+def entry_key(base: str, files: Mapping[str, str], listings: Mapping[str, str]) -> str:
+    """The full key of a result: its base and what the step read (path -> digest)."""
+    read = {**{f"file:{p}": d for p, d in files.items()}, **{f"listing:{p}": d for p, d in listings.items()}}
+    return f"{base}-{digest(read)[:16]}"
 
 
 # %%functions: only what the step uses ---------------------------------------------------
@@ -169,26 +179,18 @@ LABELS = {
     "functions:statements": "top-level statements in %%functions changed",
     "outputs": "the values it must save changed", "metrics": "its metrics changed",
     "python": "the Python version changed", "kale-magic": "the kale-magic version changed",
-    "snapshot": "workspace files changed", "format": "the cache format changed",
+    "format": "the cache format changed",
 }
 
 
-def explain(new: Mapping[str, str], old: Mapping[str, str], details: Mapping[str, str] | None = None) -> str:
-    """Which parts differ, in words: 'parameter n changed (100 -> 200); function clean changed'.
-
-    ``details`` replaces the wording of a part (e.g. naming the workspace files that changed).
-    """
-    reasons, details = [], details or {}
+def explain(new: Mapping[str, str], old: Mapping[str, str]) -> str:
+    """Which parts differ, in words: 'parameter n changed (100 -> 200); function clean changed'."""
+    reasons = []
     for part in sorted(set(new) | set(old), key=_part_order):
         if new.get(part) == old.get(part):
             continue
         kind, _, name = part.partition(":")
-        if part in details:
-            reasons.append(details[part])
-        elif part == "snapshot" and (part not in new or part not in old):
-            reasons.append("the earlier result was computed " + ("without" if part in new else "with")
-                           + " a workspace snapshot")
-        elif part in LABELS:
+        if part in LABELS:
             reasons.append(LABELS[part])
         elif kind == "parameter":
             reasons.append(f"parameter {name} changed ({old.get(part, 'unset')} -> {new.get(part, 'unset')})")

@@ -1,10 +1,12 @@
 """What the local engine asks before running a step: can an earlier result be reused?
 
-:class:`StepCache` computes each step's key when the step is ready (its inputs'
-checksums are known then), reuses a verified earlier result by hard-linking its
-files into the new run (no copy of large data), and records every success as a
-new entry.  :meth:`StepCache.predict` answers the same question before a run,
-for ``%kale_run --cache-only-check`` and ``%kale_show``.
+:class:`StepCache` computes each step's base key when the step is ready (its
+inputs' checksums are known then), looks among the entries of that base for one
+whose files are what the step would read now, reuses its verified result by
+hard-linking its files into the new run (no copy of large data), and records
+every success as a new entry, with the files the step read.
+:meth:`StepCache.predict` answers the same question before a run, for
+``%kale_run --cache-only-check`` and ``%kale_show``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from ..files import link_or_copy
 from ..layout import KaleDir, RunDir, StepOutcome
 from ..plan import Plan, StepPlan
 from .index import CacheIndex
-from .keys import digest, explain, key_parts
-from .workspace import WorkspaceView, changed_files, snapshot_files
+from .keys import digest, entry_key, explain, key_parts
+from .workspace import WorkspaceFiles
 
 KEPT_LOCATIONS = 3  # runs whose copies of a result are remembered, newest first
 
@@ -37,16 +39,16 @@ class Decision:
 class StepCache:
     """The cache as one run sees it; used from the engine's scheduling thread only."""
 
-    def __init__(self, kale: KaleDir, pipeline: str, *, use_cache: bool = True, resume: str | None = None,
-                 snapshot: WorkspaceView | None = None):
+    def __init__(self, kale: KaleDir, pipeline: str, files: WorkspaceFiles, *, use_cache: bool = True,
+                 resume: str | None = None):
         self.kale = kale
         self.index = CacheIndex(kale)
         self.pipeline = pipeline
         self.use_cache = use_cache
-        self.snapshot = snapshot  # the workspace files the steps see, when a snapshot is taken
+        self.files = files  # where the steps find the workspace files they read
         self.resume, self.resumed = self._resolve(resume)
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
-        self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts)
+        self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
         self.notes: dict[str, str] = {}  # step -> why it ran although it could have been cached
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
@@ -77,10 +79,9 @@ class StepCache:
         inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
         if any(record is None for record in inputs.values()):
             return False  # an input was not saved through the cache's view (e.g. its producer failed)
-        parts = key_parts(plan, name, parameters, inputs, self._fingerprint())
-        key = digest(parts)
-        self.keys[name] = (key, parts)
-        decision, entry, location = self._decide(step, key, parts)
+        parts = key_parts(plan, name, parameters, inputs)
+        self.keys[name] = (digest(parts), parts)
+        decision, entry, location = self._decide(step, digest(parts), parts)
         if entry is None:
             if decision.reason:
                 self.notes[name] = decision.reason
@@ -97,12 +98,13 @@ class StepCache:
             return False
         self.records.update({(name, output): record for output, record in entry["outputs"].items()})
         state.add_metrics(entry.get("metrics", {}))
+        self.keys[name] = (entry["key"], parts)
         state.step(name, "cached", cached_from=entry["run_id"], message=f"reused from run {entry['run_id']}",
-                   cache_key=key, **links)
+                   cache_key=entry["key"], **links)
         return True
 
     def remember(self, plan: Plan, name: str, outcome, state) -> None:
-        """Record a step that just succeeded as a cache entry."""
+        """Record a step that just succeeded as a cache entry, keyed on the files it read too."""
         step = plan.steps[name]
         saved = outcome.saved or {}
         for transfer in step.outputs:
@@ -112,13 +114,22 @@ class StepCache:
             return
         if any(t.name not in saved for t in step.outputs):
             return
-        key, parts = self.keys[name]
+        reads = outcome.reads or {}
+        if reads.get("changed"):
+            self.notes[name] = (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
+                                "what it writes, or something else wrote it)")
+            return
+        base, parts = self.keys[name]
+        files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
+        listings = dict(reads.get("listings", {}))
+        key = entry_key(base, files, listings)
+        self.keys[name] = (key, parts)
         entry = {
-            "key": key, "pipeline": self.pipeline, "step": name, "run_id": state.run_id,
+            "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": state.run_id,
             "locations": [state.run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
+            "files": files, "listings": listings,
             "outputs": {t.name: saved[t.name] for t in step.outputs}, "metrics": outcome.metrics,
-            "snapshot_id": self.snapshot.snapshot_id if self.snapshot else None,
         }
         try:
             self.index.put(entry)
@@ -137,25 +148,33 @@ class StepCache:
                                                 "may change"))
                 continue
             inputs = {t.name: records[(t.producer, t.name)] for t in step.inputs}
-            parts = key_parts(plan, name, parameters, inputs, self._fingerprint())
+            parts = key_parts(plan, name, parameters, inputs)
             decision, entry, _ = self._decide(step, digest(parts), parts, read_content=False)
             if entry is not None:
                 records.update({(name, output): record for output, record in entry["outputs"].items()})
             out.append(decision)
+        self.files.done()
         return out
 
+    def done(self) -> None:
+        """The run ended: keep what was learnt about the workspace (remembered hashes)."""
+        self.files.done()
+
     # deciding -----------------------------------------------------------------------------------
-    def _decide(self, step: StepPlan, key: str, parts: dict,
+    def _decide(self, step: StepPlan, base: str, parts: dict,
                 read_content: bool = True) -> tuple[Decision, dict | None, str | None]:
         before = self.resumed.get(step.name, {})
-        resumable = before.get("key") == key and before.get("status") in ("succeeded", "cached")
-        if not resumable and not self.use_cache:
-            return Decision(step.name, None, "forced by --no-cache"), None, None
-        if not resumable and step.options.no_cache:
-            return Decision(step.name, None, f"forced by %%step {step.name} --no-cache"), None, None
-        entry = self.index.entry(key)
+        forced = ("forced by --no-cache" if not self.use_cache
+                  else f"forced by %%step {step.name} --no-cache" if step.options.no_cache else None)
+        if forced and not before:
+            return Decision(step.name, None, forced), None, None
+        entry = self._match(base)
+        resumable = (entry is not None and before.get("key") == entry["key"]
+                     and before.get("status") in ("succeeded", "cached"))
+        if forced and not resumable:
+            return Decision(step.name, None, forced), None, None
         if entry is None:
-            return Decision(step.name, None, self._why_new(step.name, parts)), None, None
+            return Decision(step.name, None, self._why_new(step.name, base, parts)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
             problem = _verify(self.index, location, step.name, entry["outputs"], read_content)
@@ -164,25 +183,28 @@ class StepCache:
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
                                          "running it again"), None, None
 
-    def _why_new(self, name: str, parts: dict) -> str:
+    def _match(self, base: str) -> dict | None:
+        """The newest entry of this base whose files are what the step would read now."""
+        return next((e for e in self.index.variants(base) if self.files.matches(e)), None)
+
+    def _why_new(self, name: str, base: str, parts: dict) -> str:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
             return f"{before.get('status', 'did not run')} in run {self.resume}"
         earlier = self.index.entry(before["key"]) if before and before.get("key") else None
         if earlier is not None:
-            return f"changed since run {self.resume}: {explain(parts, earlier['parts'])}"
+            return f"changed since run {self.resume}: {self._difference(parts, earlier)}"
+        same_code = self.index.variants(base)
+        if same_code:  # the earlier result that saw the fewest other files
+            return self.files.changes(min(same_code, key=lambda e: len(self.files.differences(e))))
         latest = self.index.latest(self.pipeline, name)
-        return explain(parts, latest["parts"], self._workspace_details(latest)) if latest else ""
+        return self._difference(parts, latest) if latest else ""
 
-    def _fingerprint(self) -> str | None:
-        return self.snapshot.fingerprint if self.snapshot else None
-
-    def _workspace_details(self, entry: dict) -> dict[str, str]:
-        """Name the files that changed since the entry's snapshot, when both are known."""
-        before = snapshot_files(self.kale.snapshots, entry.get("snapshot_id"))
-        if self.snapshot is None or before is None:
-            return {}
-        return {"snapshot": f"workspace files changed: {changed_files(before, self.snapshot)}"}
+    def _difference(self, parts: dict, entry: dict) -> str:
+        """What differs from an earlier entry: its key parts, then the files it read."""
+        reasons = [explain(parts, entry["parts"])] if parts != entry["parts"] else []
+        files = self.files.changes(entry)
+        return "; ".join(reasons + [files] if files else reasons) or "nothing changed"
 
     def _touch(self, entry: dict, run_id: str) -> None:
         locations = [run_id] + [r for r in entry.get("locations", ()) if r != run_id]

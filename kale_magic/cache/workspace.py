@@ -1,110 +1,245 @@
-"""The workspace files a step can see, as one part of its cache key.
+"""What a step finds in the workspace, as the digests its cache entries compare.
 
-When ``%kale_run`` takes a snapshot, local steps work in a copy of it, so the files
-they may read are exactly the snapshot's: its content (paths, content hashes and modes,
-without the notebook file itself, which changes on every save) is a key part.
-Previews (``--cache-only-check``, ``%kale_show``) take no snapshot; they walk the
-workspace the same way and reuse the snapshot's remembered hashes, so unchanged
-files are not read.
+A cache entry lists the workspace files its step read and the folders it listed
+(recorded while it ran, :mod:`kale_magic.step.reads`), each with a digest of what
+was there.  Before the step runs again, exactly those paths are looked up where
+the step would find them now, and the entry is reused only if every digest is the
+same: editing another notebook or a scratch file changes nothing a step read.
+
+Where a step would find them, one class each:
+
+* :class:`SnapshotFiles` — a snapshot: the copy a run's steps work in, or (for a
+  preview of ``--from-snapshot``) the manifest alone.  A file still linked to the
+  snapshot's content has the manifest's name for it, so nothing is read; a file an
+  earlier step wrote is hashed.
+* :class:`ScanFiles` — the snapshot a run would take now (``--cache-only-check``,
+  ``%kale_show``): the workspace walked as a snapshot walks it, hashes from the
+  snapshot's hash cache, so unchanged files are not read.
+* :class:`LiveFiles` — the notebook's folder as it is (``--no-snapshot``), hashes
+  remembered by (inode, size, mtime, ctime) in ``.kale/cache/hashes.json``.
+
+A file's digest is the name the snapshot store gives its content, so a result
+computed in a snapshot is reused in place and the other way round.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import stat
 import time
-from dataclasses import dataclass
+from collections import defaultdict
 from pathlib import Path
 
 from ..files import file_digest
+from ..layout import KaleDir
+from ..step.reads import MISSING, listing_digest
+
+FOLDER = "folder"
+SHOWN = 3  # files named in a reason before "and N more"
 
 
-@dataclass(frozen=True)
-class WorkspaceView:
-    fingerprint: str
-    files: dict[str, str]  # path -> content name in the snapshot store, to name what changed
-    snapshot_id: str | None = None  # the snapshot the steps work in (None for a preview)
-    notebook: str | None = None  # the notebook's path, left out
-
-
-def _notebook_path(root: Path, notebook: Path | None) -> str | None:
-    if notebook is None:
-        return None
-    try:
-        return Path(notebook).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-def _view(files: dict[str, tuple[str, int]], symlinks: list[dict], snapshot_id: str | None,
-          notebook: str | None) -> WorkspaceView:
-    text = json.dumps([sorted(files.items()), sorted((s["path"], s["target"]) for s in symlinks)])
-    return WorkspaceView(hashlib.sha256(text.encode()).hexdigest()[:16],
-                         {path: digest for path, (digest, _) in files.items()}, snapshot_id, notebook)
-
-
-def from_manifest(manifest: dict, root: Path, notebook: Path | None) -> WorkspaceView:
-    """The view of a snapshot that was taken (or reused with ``--from-snapshot``)."""
-    skip = _notebook_path(root, notebook)
+def content_name(entry: dict) -> str:
+    """A manifest entry's content name (its hash): a file's digest wherever it is found."""
     from ..snapshot.manifest import object_name
 
-    files = {f["path"]: (object_name(f), f["mode"]) for f in manifest.get("files", ()) if f["path"] != skip}
-    return _view(files, manifest.get("symlinks", []), manifest.get("id"), skip)
+    return object_name(entry)
 
 
-def current(root: Path, store: Path, notebook: Path | None) -> WorkspaceView:
-    """The view a snapshot taken now would give, without storing anything."""
-    from ..snapshot.hashcache import HashCache
-    from ..snapshot.workspace import scan
-
-    root, store = Path(root).resolve(), Path(store).resolve()
-    skip = _notebook_path(root, notebook)
-    remembered = HashCache(store / "hashcache.json", time.time_ns())
-    found = scan(root, exclude=(store,))
-    files = {}
-    for rel, info in found.files:
-        if rel == skip:
-            continue
-        digest = remembered.lookup(rel, info) or _digest(root / rel)
-        if digest is not None:
-            files[rel] = (digest, stat.S_IMODE(info.st_mode))
-    return _view(files, found.symlinks, None, skip)
+def hash_file(path: Path) -> str:
+    """The name the snapshot store gives a file's content (xxh3-128)."""
+    return file_digest(path)[1]
 
 
-def _digest(path: Path) -> str | None:
-    try:
-        return file_digest(path)[1]
-    except OSError:  # vanished or unreadable: the snapshot would leave it out too
-        return None
+class WorkspaceFiles:
+    """Digests of paths as a step would find them; what differs from a cache entry, in words."""
+
+    def file(self, rel: str) -> str:
+        raise NotImplementedError
+
+    def listing(self, rel: str) -> str:
+        raise NotImplementedError
+
+    def matches(self, entry: dict) -> bool:
+        return (all(self.file(rel) == seen for rel, seen in entry.get("files", {}).items())
+                and all(self.listing(rel) == seen for rel, seen in entry.get("listings", {}).items()))
+
+    def differences(self, entry: dict) -> list[str]:
+        """The paths the entry saw otherwise: ['data.csv', 'helper.py (gone)', 'inbox/ (files added or removed)']."""
+        names = []
+        for rel, seen in entry.get("files", {}).items():
+            now = self.file(rel)
+            if now != seen:
+                names.append(rel + (" (gone)" if now == MISSING else " (new)" if seen == MISSING else ""))
+        for rel, seen in entry.get("listings", {}).items():
+            if self.listing(rel) != seen:
+                names.append(f"{rel or '.'}/ (files added or removed)")
+        return sorted(names)
+
+    def changes(self, entry: dict) -> str:
+        """'workspace files changed: data.csv, helper.py (gone)' — or '' when all is as the entry saw it."""
+        names = self.differences(entry)
+        if not names:
+            return ""
+        more = f" and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+        return "workspace files changed: " + ", ".join(names[:SHOWN]) + more
+
+    def done(self) -> None:
+        """Keep what was learnt (remembered hashes); called when a run or preview ends."""
 
 
-def snapshot_files(store: Path, snapshot_id: str | None) -> dict[str, str] | None:
-    """path -> content name of an earlier snapshot (notebook included), if it is still kept."""
-    if not snapshot_id:
-        return None
-    from ..snapshot.errors import SnapshotError
-    from ..snapshot.manifest import object_name, read_manifest
+class _OnDisk(WorkspaceFiles):
+    """Paths under a real folder; hashes kept per (path, inode, size, mtime) while this object lives."""
 
-    try:
-        manifest = read_manifest(Path(store), snapshot_id)
-    except (SnapshotError, OSError, ValueError):
-        return None
-    return {f["path"]: object_name(f) for f in manifest.get("files", ())}
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._hashed: dict[tuple, str] = {}
+
+    def _stat(self, rel: str) -> os.stat_result | None:
+        try:
+            return os.stat(self.root / rel)
+        except OSError:
+            return None
+
+    def _hash(self, rel: str, info: os.stat_result) -> str:
+        signature = (rel, info.st_ino, info.st_size, info.st_mtime_ns)
+        if signature not in self._hashed:
+            try:
+                self._hashed[signature] = hash_file(self.root / rel)
+            except OSError:
+                return MISSING
+        return self._hashed[signature]
+
+    def file(self, rel: str) -> str:
+        info = self._stat(rel)
+        if info is None:
+            return MISSING
+        return FOLDER if stat.S_ISDIR(info.st_mode) else self._hash(rel, info)
+
+    def listing(self, rel: str) -> str:
+        try:
+            return listing_digest(os.listdir(self.root / rel))
+        except OSError:
+            return MISSING
 
 
-def changed_files(old: dict[str, str], view: WorkspaceView, limit: int = 3) -> str:
-    """'data.csv, utils.py and 2 more' — the files whose content differs from an earlier snapshot's."""
-    new = view.files
-    changed = sorted(p for p in set(old) | set(new) if old.get(p) != new.get(p) and p != view.notebook)
-    shown = ", ".join(changed[:limit])
-    return shown + (f" and {len(changed) - limit} more" if len(changed) > limit else "")
+class LiveFiles(_OnDisk):
+    """The notebook's folder itself: steps read files in place (``--no-snapshot``)."""
+
+    def __init__(self, root: str | os.PathLike, kale: KaleDir):
+        super().__init__(root)
+        from ..snapshot.hashcache import HashCache
+
+        self._remembered = HashCache(kale.cache_hashes, time.time_ns())
+        self._learnt = False
+
+    def _hash(self, rel: str, info: os.stat_result) -> str:
+        known = self._remembered.lookup(rel, info)
+        if known is None:
+            known = super()._hash(rel, info)
+            self._learnt |= known != MISSING
+        if known != MISSING:
+            self._remembered.remember(rel, info, known)
+        return known
+
+    def done(self) -> None:
+        if self._learnt:
+            try:
+                self._remembered.save()
+            except OSError:  # only a memo: the next run hashes again
+                pass
 
 
-def preview(root: Path, store: Path, notebook: Path | None, request) -> WorkspaceView | None:
-    """What a run of ``request`` would let its steps see: None with ``--no-snapshot``."""
+class SnapshotFiles(_OnDisk):
+    """A snapshot's files: in the folder a run's steps work in, or from its manifest alone."""
+
+    def __init__(self, manifest: dict, store: Path, workdir: str | os.PathLike | None = None):
+        super().__init__(workdir or ".")
+        from ..snapshot.objects import ObjectStore
+
+        self.workdir = workdir
+        self.names = {f["path"]: content_name(f) for f in manifest.get("files", ())}
+        self.objects = ObjectStore(Path(store) / "objects")
+        self.children = _children([*self.names, *(s["path"] for s in manifest.get("symlinks", ())),
+                                   *manifest.get("dirs", ())])
+
+    def file(self, rel: str) -> str:
+        name = self.names.get(rel)
+        if self.workdir is None:
+            return name or (FOLDER if rel in self.children else MISSING)
+        info = self._stat(rel)
+        if info is None:
+            return MISSING
+        if name is not None:
+            try:
+                if os.path.samestat(info, os.stat(self.objects.path(name))):
+                    return name  # still the snapshot's content: no need to read it
+            except OSError:
+                pass
+        return FOLDER if stat.S_ISDIR(info.st_mode) else self._hash(rel, info)
+
+    def listing(self, rel: str) -> str:
+        if self.workdir is not None:
+            return super().listing(rel)
+        return listing_digest(self.children[rel]) if rel in self.children else MISSING
+
+
+class ScanFiles(WorkspaceFiles):
+    """What a snapshot taken now would hold, without storing one."""
+
+    def __init__(self, root: Path, store: Path):
+        self.root, self.store = Path(root).resolve(), Path(store).resolve()
+        self._found = None
+
+    def _scan(self):
+        if self._found is None:
+            from ..snapshot.hashcache import HashCache
+            from ..snapshot.workspace import scan
+
+            found = scan(self.root, exclude=(self.store,))
+            self._remembered = HashCache(self.store / "hashcache.json", time.time_ns())
+            self._files = dict(found.files)
+            self._links = {s["path"] for s in found.symlinks}
+            self._children = _children([*self._files, *self._links, *found.dirs])
+            self._found = found
+        return self._found
+
+    def file(self, rel: str) -> str:
+        self._scan()
+        info = self._files.get(rel)
+        if info is None and rel in self._links and (self.root / rel).is_file():
+            info = os.stat(self.root / rel)  # a link inside the workspace: the file it points to
+        if info is None:
+            return FOLDER if rel in self._children else MISSING
+        known = self._remembered.lookup(rel, info)
+        if known is None:
+            try:
+                known = hash_file(self.root / rel)
+            except OSError:
+                return MISSING
+        return known
+
+    def listing(self, rel: str) -> str:
+        self._scan()
+        return listing_digest(self._children[rel]) if rel in self._children else MISSING
+
+
+def _children(paths) -> dict[str, set[str]]:
+    """folder -> the names in it, for every folder on the way to one of ``paths`` (the root is '')."""
+    children: dict[str, set[str]] = defaultdict(set)
+    for path in paths:
+        while path:
+            parent, _, name = path.rpartition("/")
+            children[parent].add(name)
+            path = parent
+    return dict(children)
+
+
+def preview(kale: KaleDir, root: Path, request) -> WorkspaceFiles:
+    """Where the steps of a run of ``request`` would find their files, as a run would see them."""
     if request.from_snapshot:
         from ..snapshot.manifest import read_manifest
 
-        return from_manifest(read_manifest(store, request.from_snapshot), root, notebook)
-    return None if request.no_snapshot else current(root, store, notebook)
+        return SnapshotFiles(read_manifest(kale.snapshots, request.from_snapshot), kale.snapshots)
+    if request.no_snapshot:
+        return LiveFiles(root, kale)
+    return ScanFiles(root, kale.snapshots)

@@ -16,6 +16,7 @@ from ..errors import KaleError
 from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 from . import arguments
+from .notebook_file import NotebookFinder
 
 MAX_PARALLEL = 256  # steps at once; each is a process
 
@@ -86,6 +87,7 @@ class Kale(Magics):
     def __init__(self, shell):
         super().__init__(shell)
         self.session = Session()
+        self._notebooks = NotebookFinder()
         self._cell_id: str | None = None
         self._depth = 0
         self._workers = None
@@ -188,7 +190,8 @@ class Kale(Magics):
         plan = self.plan()
         workspace = self._workspace()
         cached = workspace.kale.cache_entries.is_dir()
-        display(PlanView(plan, self._cache_check(RunRequest(), workspace, plan) if cached else ""))
+        notes = [self._notebook().describe()] + ([self._cache_check(RunRequest(), workspace, plan)] if cached else [])
+        display(PlanView(plan, "\n".join(notes)))
 
     @line_magic
     def kale_reset(self, line):
@@ -276,10 +279,12 @@ class Kale(Magics):
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume)
 
-    def _step_cache(self, request, workspace):
-        from ..cache import StepCache
+    def _step_cache(self, request, workspace, files=None):
+        """The step cache of a run; its steps read files in place unless the engine gives them a snapshot."""
+        from ..cache import LiveFiles, StepCache
 
         return StepCache(workspace.kale, request.pipeline or workspace.pipeline_name,
+                         files or LiveFiles(workspace.root, workspace.kale),
                          use_cache=not request.no_cache, resume=request.resume)
 
     def _cache_check(self, request, workspace, plan=None) -> str:
@@ -287,21 +292,20 @@ class Kale(Magics):
         from ..cache.workspace import preview
 
         plan = plan or self.plan(request)
-        cache = self._step_cache(request, workspace)
-        cache.snapshot = preview(workspace.root, workspace.kale.snapshots, workspace.notebook, request)
+        cache = self._step_cache(request, workspace, preview(workspace.kale, workspace.root, request))
         return check_text(cache.predict(plan, plan.parameters))
+
+    def _notebook(self):
+        """The notebook file (found from the frontend, or by its cells) and the name it goes by."""
+        return self._notebooks.find(self.notebook_path, self.shell.user_ns, self.session.cells.values())
 
     def _workspace(self):
         from ..run.launch import Workspace
-        from .notebook_file import cell_order, find_notebook
 
-        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
-        order = cell_order(notebook)
-        if not any(c.cell_id in order for c in self.session.cells.values()):
-            order = {}  # the file does not list these cells (not saved yet): execution order
-        root = notebook.parent if notebook else Path.cwd()
-        return Workspace(root=root, notebook=notebook, cell_order=order,
-                         order_source=f"notebook file {notebook}" if order else "execution order")
+        notebook = self._notebook()
+        root = notebook.path.parent if notebook.path else Path.cwd()
+        return Workspace(root=root, notebook=notebook.path, cell_order=notebook.order, name=notebook.name,
+                         order_source=f"notebook file {notebook.path}" if notebook.order else "execution order")
 
     def _cells(self, workspace):
         return self.session.ordered(workspace.cell_order or None)

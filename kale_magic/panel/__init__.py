@@ -43,7 +43,17 @@ def show(state: RunState, *, mode: str = "auto", notebook_dir: str | os.PathLike
     if mode == "auto":
         mode = pick_mode()
     view = {"widget": WidgetView, "html": DisplayView, "text": TextView}[mode]
-    return view(state, Links(notebook_dir)).start()
+    return view(state, Links(notebook_dir, _file_server())).start()
+
+
+def _file_server():
+    """The Jupyter server this kernel's links may point at (kale_magic.server), if any."""
+    from IPython import get_ipython
+
+    from ..server.address import FileServer
+
+    shell = get_ipython()
+    return FileServer.for_kernel(os.environ, shell.user_ns if shell is not None else None)
 
 
 def listener(mode: str = "auto", notebook_dir: str | os.PathLike | None = None):

@@ -21,7 +21,7 @@ from ..plan import Plan, Transfer
 from ..files import human_size
 from . import layered
 from .layered import Edge, Key, Layout
-from .style import COLORS, FAILED_FILL, ICONS
+from .style import COLORS, FAILED_FILL, ICONS, new_tab
 from .svg import StepView, box, clip, num, svg_open, text, width
 
 MAX_WIDTH = 960  # px: a top-down picture wider than this is drawn left to right
@@ -189,8 +189,7 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
             f'<title>{text(_tooltip(plan, name, state))}</title>{rect}{icon}{label}</g>')
     target = href(name) if href and status == "failed" else None
     if target:
-        external = target.startswith(("http://", "https://"))
-        extra = ' target="_blank" rel="noopener noreferrer"' if external else ""
+        extra = new_tab(target)
         node = f'<a class="kale-error-link" href="{text(target)}"{extra}>{node}</a>'
     return node
 

@@ -14,9 +14,10 @@ from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
 
 from ..run.state import RunSnapshot, RunState, StepState, TaskState
+from ..server.address import FileServer
 from . import timeline
 from .graph import LiveGraph
-from .style import COLORS, FAILED_FILL, ICONS, esc, plain, seconds
+from .style import COLORS, FAILED_FILL, ICONS, esc, new_tab, plain, seconds
 
 _ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
         "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
@@ -26,15 +27,17 @@ _FAILED_ROW = f"background:{FAILED_FILL};border-left:3px solid #c62828;"
 class Links:
     """Turns the paths and URLs in a state into hrefs and display text.
 
-    Workspace files get hrefs relative to the notebook's directory (the kernel's
-    working directory): JupyterLab and Notebook 7 resolve a relative href in an
-    output against the notebook's path, open it in a tab on click and rewrite it
-    to the server's ``files/`` URL, so no knowledge of the server root or base
-    URL is needed.  URLs with a scheme (the KFP UI) open in a new browser tab.
+    Under a Jupyter server with kale-magic's extension (``server``), run files link
+    to the extension, which serves the hidden ``.kale/`` folder that Jupyter's own
+    file handlers refuse; they open in a new tab.  Elsewhere (VS Code, nbconvert
+    HTML, a saved notebook opened later) workspace files get hrefs relative to the
+    notebook's directory, which VS Code resolves and opens itself.  URLs with a
+    scheme (the KFP UI) open in a new browser tab.
     """
 
-    def __init__(self, notebook_dir: str | os.PathLike | None = None):
+    def __init__(self, notebook_dir: str | os.PathLike | None = None, server: FileServer | None = None):
         self.notebook_dir = Path(notebook_dir or os.getcwd()).resolve()
+        self.server = server
 
     @staticmethod
     def is_url(target: str) -> bool:
@@ -47,16 +50,18 @@ class Links:
             path = Path(os.path.relpath(path.resolve(), self.notebook_dir))
         return PurePath(path).as_posix()
 
+    def _served(self, target: str | os.PathLike) -> str | None:
+        return self.server.href(target) if self.server and not self.is_url(str(target)) else None
+
     def href(self, target: str | os.PathLike) -> str:
         if self.is_url(str(target)):
             return str(target)
-        return quote(self.relative(target), safe="/")
+        return self._served(target) or quote(self.relative(target), safe="/")
 
     def anchor(self, label: str, target: str | os.PathLike) -> str:
-        external = self.is_url(str(target))
-        extra = ' target="_blank" rel="noopener noreferrer"' if external else ""
-        return (f'<a class="kale-link" href="{html.escape(self.href(target), quote=True)}"'
-                f' title="{esc(target)}"{extra}>{esc(label)}</a>')
+        href = self.href(target)
+        return (f'<a class="kale-link" href="{html.escape(href, quote=True)}"'
+                f' title="{esc(target)}"{new_tab(href)}>{esc(label)}</a>')
 
     def text(self, label: str, target: str | os.PathLike) -> str:
         shown = str(target) if self.is_url(str(target)) else self.relative(target)

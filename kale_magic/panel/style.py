@@ -1,4 +1,5 @@
-"""The panel's vocabulary, shared by its rows and its pictures: status icons and colours, escaping, durations.
+"""The panel's vocabulary, shared by its rows and its pictures: status icons and colours,
+escaping, durations, new-tab links.
 
 One place, so a step's node in the graph, its bar in the timeline and its row
 look alike, and every picture escapes user text the same way.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import html
 import re
+from urllib.parse import urlsplit
 
 ICONS = {
     "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
@@ -41,3 +43,11 @@ def seconds(value: float | None) -> str:
     if minutes < 60:
         return f"{minutes} min {secs} s"
     return f"{minutes // 60} h {minutes % 60} min"
+
+
+def new_tab(href: str) -> str:
+    """The attributes of a link that opens in a new tab: other sites without a referrer; the Jupyter
+    server's own file handler with one (its cross-site check accepts a same-origin Referer)."""
+    if urlsplit(href).scheme in ("http", "https"):
+        return ' target="_blank" rel="noopener noreferrer"'
+    return ' target="_blank" rel="noopener"' if href.startswith("/") else ""

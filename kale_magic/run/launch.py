@@ -54,6 +54,7 @@ class Workspace:
     notebook: Path | None = None
     order_source: str = "execution order"
     cell_order: dict[str, int] = field(default_factory=dict)  # cell id -> position, when the file is used
+    name: str | None = None  # what the notebook goes by in the run store and the cache (default: its file's)
 
     @property
     def kale(self) -> KaleDir:
@@ -61,7 +62,7 @@ class Workspace:
 
     @property
     def pipeline_name(self) -> str:
-        return default_pipeline_name(self.notebook)
+        return self.name or default_pipeline_name(self.notebook)
 
 
 def new_run_id() -> str:

@@ -247,10 +247,17 @@ def warm_up() -> None:
 # the entry point used by the local engine's workers -------------------------------------------
 
 def run_job(job: dict) -> int:
-    """Run one step described by a job dict (paths as strings); write its outcome as JSON."""
+    """Run one step described by a job dict (paths as strings); write its outcome as JSON.
+
+    The outcome also says which workspace files the step read (its cache key covers them).
+    """
+    from .reads import FileReads
+
     context = StepContext(**job["context"])
     try:
-        outcome = run_step(job["notebook"], job["executed"], job["log"], context)
+        with FileReads(job["cwd"]) as reads:
+            outcome = run_step(job["notebook"], job["executed"], job["log"], context)
+        outcome.reads = reads.report()
     except BaseException as exc:  # report, don't lose, a failure of the runtime itself
         outcome = StepOutcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
     atomic_write(job["outcome"], outcome.to_json())

@@ -1,9 +1,12 @@
-"""The deployment panel in a real JupyterLab, in headless Chromium.
+"""The deployment panel in a real JupyterLab and Notebook 7, in headless Chromium.
 
-Starts JupyterLab on 127.0.0.1 in a temporary directory, opens a notebook that
-runs one pipeline that succeeds and one whose step fails, runs all cells,
-waits for both panels' final state, checks the rows, statuses and links a user
-sees, follows a link, and saves a screenshot to ``test-artifacts/``.
+Starts the server on 127.0.0.1 in a temporary directory the default way (a token, no
+``allow_hidden``: runs live in the hidden ``.kale/`` folder, which kale-magic's server
+extension serves), opens a notebook that runs one pipeline that succeeds and one
+whose step fails, runs all cells, waits for both panels' final state, checks the
+rows, statuses and links a user sees, clicks every link and checks that what it
+opens shows the expected content with no failed request, and saves screenshots to
+``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -21,6 +21,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jupyter_app import serve  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -33,8 +36,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 CELLS = [
     "%load_ext kale_magic",
     "%%parameters\nscale = 2",
-    "%%step make\ndata = [1, 2, 3]",
-    "%%step score\ntotal = sum(data) * scale",
+    "%%step make\ndata = [1, 2, 3]\nprint('made', data)",
+    "%%step score\ntotal = sum(data) * scale\nprint('scored', total)",
     "%%metrics\ntotal",
     "good = %kale_run --experiment browser",
     "open('input.txt', 'w').write('7')",
@@ -45,77 +48,24 @@ CELLS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(url: str, process: subprocess.Popen, log: Path, deadline: float = 90) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"JupyterLab did not answer {url}")
-
-
-def _serve(tmp_path, app: str):
-    """Start ``jupyter lab`` or ``jupyter notebook`` on 127.0.0.1 in a fresh directory; yield its address."""
+def _check_browser_tools(app: str) -> None:
     pytest.importorskip("jupyterlab", reason="the browser test needs jupyterlab: pip install 'kale-magic[browser]'")
     if app == "notebook":
         pytest.importorskip("notebook", reason="the Notebook 7 test needs notebook>=7: pip install 'kale-magic[browser]'")
     if not Path(CHROMIUM).exists():
         pytest.skip(f"the browser test needs Debian's chromium at {CHROMIUM} (apt-get install -y chromium)")
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    home = tmp_path / "jupyter"
-    port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    app_class = "LabApp" if app == "lab" else "JupyterNotebookApp"
-    command = [sys.executable, "-m", "jupyter", app, "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-               f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", "--no-browser",
-               f"--ServerApp.root_dir={workdir}", f"--{app_class}.news_url=None",
-               "--ServerApp.allow_root=True",
-               "--ServerApp.terminals_enabled=False",
-               # Runs live in .kale/, a hidden directory Jupyter refuses to serve by default; the
-               # README tells users to allow hidden files for the panel's links to open.
-               "--ContentsManager.allow_hidden=True"]
-    if app == "lab":
-        command.append("--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate")
-    notification = home / "settings" / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
-    notification.parent.mkdir(parents=True)
-    notification.write_text('{"fetchNews": "false"}')
-    log_path = tmp_path / f"jupyter-{app}.log"
-    log = open(log_path, "wb")
-    process = subprocess.Popen(command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_server(f"http://127.0.0.1:{port}/api/status?token={token}", process, log_path)
-        yield {"url": f"http://127.0.0.1:{port}", "token": token, "dir": workdir, "log": log_path}
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
 
 
 @pytest.fixture
 def lab(tmp_path):
-    yield from _serve(tmp_path, "lab")
+    _check_browser_tools("lab")
+    yield from serve(tmp_path, "lab")
 
 
 @pytest.fixture
 def notebook7(tmp_path):
-    yield from _serve(tmp_path, "notebook")
+    _check_browser_tools("notebook")
+    yield from serve(tmp_path, "notebook")
 
 
 @pytest.fixture
@@ -160,6 +110,62 @@ def _panel_rows(panel) -> list[tuple[str, str]]:
             for row in panel.locator(".kale-row").all()]
 
 
+# What the page a link opens must show, by row (the header is "run") and link label ("error": a graph node).
+LINK_CONTENT = {
+    ("run", "snapshot"): '"files"', ("Snapshot", "manifest"): '"files"', ("Validate", "report"): "Pipeline '",
+    ("Compile", "notebooks"): ".ipynb", ("make", "notebook"): "data = [1, 2, 3]", ("make", "log"): "made [1, 2, 3]",
+    ("score", "notebook"): "total = sum(data) * scale", ("score", "log"): "scored 12",
+    ("read", "notebook"): "FileNotFoundError", ("read", "log"): "FileNotFoundError",
+    ("read", "error"): "FileNotFoundError",
+}
+
+
+def _follow_every_link(page, panel, screenshots: str | None = None) -> int:
+    """Click each link of ``panel``; each opens a tab served by kale-magic's server extension showing
+    the expected content, with no failed request.  Returns how many links there were."""
+    failures = []
+
+    def from_a_link(request) -> bool:
+        """Made by a page a link opened, not by JupyterLab itself."""
+        try:
+            return request.frame.page != page
+        except Exception:  # noqa: BLE001 - the navigation of a tab still being created
+            return True
+
+    def on_response(response):
+        if response.status >= 400 and from_a_link(response.request):
+            failures.append(f"{response.url} -> {response.status}")
+
+    def on_failed(request):
+        if from_a_link(request):
+            failures.append(f"{request.url} failed: {request.failure}")
+
+    page.context.on("response", on_response)
+    page.context.on("requestfailed", on_failed)
+    links = panel.locator("a.kale-link, a.kale-error-link")
+    for i in range(links.count()):
+        link = links.nth(i)
+        row = link.locator("xpath=ancestor::div[contains(@class, 'kale-row')][1]")
+        if "kale-error-link" in link.get_attribute("class"):  # a failed node of the graph
+            where = (link.locator("g.kale-node").get_attribute("data-step"), "error")
+        else:
+            where = (row.get_attribute("data-name") if row.count() else "run", link.inner_text())
+        assert "/kale-magic/files/.kale/" in link.get_attribute("href"), where
+        with page.context.expect_page(timeout=30_000) as opened:
+            link.click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        text = tab.locator("body").inner_text(timeout=30_000)
+        assert LINK_CONTENT[where] in text, (where, tab.url, text[:500])
+        if screenshots and where in (("Compile", "notebooks"), ("make", "notebook")):
+            tab.screenshot(path=str(ARTIFACTS / f"{screenshots}-link-{where[1]}.png"))
+        tab.close()
+    page.context.remove_listener("response", on_response)
+    page.context.remove_listener("requestfailed", on_failed)
+    assert not failures, failures
+    return links.count()
+
+
 def _graph_nodes(panel) -> dict[str, str]:
     """Step -> status of the nodes the panel's graph shows (each one visible)."""
     nodes = panel.locator("svg.kale-graph g.kale-node").all()
@@ -202,20 +208,8 @@ def test_panel_in_jupyterlab(lab, browser):
         failed_node = bad.locator("svg.kale-graph a.kale-error-link g.kale-node[data-step='read']")
         assert "rgb(198, 40, 40)" in failed_node.locator("rect").evaluate("e => getComputedStyle(e).stroke")
 
-        # Links: JupyterLab rewrote the notebook-relative hrefs to the server's files/ URLs.
-        log_link = good.locator(".kale-row[data-name='score'] a.kale-link", has_text="log")
-        href = log_link.get_attribute("href")
-        assert "/files/.kale/runs/" in href and href.split("?")[0].endswith("/logs/score.log")
-        response = page.request.get(href if href.startswith("http") else lab["url"] + href,
-                                    headers={"Authorization": f"token {lab['token']}"})
-        assert response.status == 200, f"{href} -> {response.status}"
-        report = good.locator(".kale-row[data-name='Validate'] a.kale-link", has_text="report")
-        report.click()
-        page.wait_for_selector(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('validation.txt')", timeout=30_000)
-        page.screenshot(path=str(ARTIFACTS / "jupyterlab-report-link.png"))
-        page.locator(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('pipeline.ipynb')").click()
-        failed_node.click()  # opens the step's executed notebook, where its error is
-        page.wait_for_selector(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('read.ipynb')", timeout=30_000)
+        assert _follow_every_link(page, good, "jupyterlab") == 8
+        assert _follow_every_link(page, bad) == 11  # its cached steps link to their earlier files; the failed node
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
@@ -282,15 +276,7 @@ def test_panel_links_in_notebook_7(notebook7, browser):
         panel = page.locator(".kale-panel")
         assert ("score", "succeeded") in _panel_rows(panel)
         page.screenshot(path=str(ARTIFACTS / "notebook7-panel.png"))
-        href = panel.locator(".kale-row[data-name='score'] a.kale-link", has_text="log").get_attribute("href")
-        assert "/files/.kale/runs/" in href and href.split("?")[0].endswith("/logs/score.log")
-        response = page.request.get(href if href.startswith("http") else notebook7["url"] + href,
-                                    headers={"Authorization": f"token {notebook7['token']}"})
-        assert response.status == 200, f"{href} -> {response.status}"
-        with page.context.expect_page(timeout=30_000) as opened:
-            panel.locator(".kale-row[data-name='Validate'] a.kale-link", has_text="report").click()
-        opened.value.wait_for_load_state()
-        assert "validation.txt" in opened.value.url
+        assert _follow_every_link(page, panel, "notebook7") == 8
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "notebook7-failure.png"), full_page=True)
         print(notebook7["log"].read_text(errors="replace")[-4000:])

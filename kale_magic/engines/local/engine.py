@@ -38,7 +38,7 @@ class LocalEngine:
         self._cancel = threading.Event()
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
-        """Steps work in a materialized copy of the snapshot, whose files are part of their cache keys."""
+        """Steps work in a materialized copy of the snapshot; their cache keys see the files there."""
         self.workdir = None
         if snapshot is None or not will_run:
             return
@@ -47,10 +47,10 @@ class LocalEngine:
 
         self.workdir = materialize(snapshot.store, snapshot.id, run_dir.workspace)
         if self.cache is not None:
-            from ...cache.workspace import from_manifest
+            from ...cache.workspace import SnapshotFiles
 
             manifest = read_manifest(snapshot.store, snapshot.id)
-            self.cache.snapshot = from_manifest(manifest, snapshot.root, snapshot.notebook)
+            self.cache.files = SnapshotFiles(manifest, snapshot.store, self.workdir)
 
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
         """One step notebook per step."""
@@ -123,6 +123,8 @@ class LocalEngine:
                         if status[skipped] == "pending":
                             status[skipped] = "skipped"
                             state.step(skipped, "skipped", message=f"skipped: upstream step '{name}' failed")
+        if self.cache:
+            self.cache.done()
         failed = [n for n, s in status.items() if s == "failed"]
         if self._cancel.is_set():
             for name, s in status.items():

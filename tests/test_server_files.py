@@ -1,0 +1,100 @@
+"""The Jupyter server extension that serves run files: a real ``jupyter server`` started the
+default way (token auth, hidden files not allowed), with the extension as ``pip install``
+enabled it; requests sent with ``http.client`` exactly as written (no path clean-up)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+from urllib.parse import urlsplit
+
+import nbformat
+import pytest
+
+from jupyter_app import serve
+from kale_magic.server.address import FileServer
+
+pytest.importorskip("jupyter_server", reason="the file server test needs jupyter_server (the [browser] extra)")
+
+
+@pytest.fixture
+def server(tmp_path):
+    yield from serve(tmp_path, "server")
+
+
+def request(server, path: str, method: str = "GET", token: bool = True, headers=None):
+    """(status, headers, body) for ``path`` sent verbatim."""
+    address = urlsplit(server["url"])
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    sent = dict(headers or {})
+    if token:
+        sent["Authorization"] = f"token {server['token']}"
+    connection.request(method, path, headers=sent)
+    response = connection.getresponse()
+    body = response.read().decode(errors="replace")
+    connection.close()
+    return response.status, dict(response.getheaders()), body
+
+
+@pytest.fixture
+def run_files(server):
+    work = server["dir"]
+    run = work / ".kale" / "runs" / "r1"
+    (run / "logs").mkdir(parents=True)
+    (run / "logs" / "train.log").write_text("epoch 1: loss 0.5\n")
+    (run / "validation.txt").write_text("Pipeline 'demo' (1 steps)\n")
+    (run / "executed").mkdir()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "total = 6 * 7", outputs=[nbformat.v4.new_output("stream", name="stdout", text="forty-two\n")])])
+    nbformat.write(nb, str(run / "executed" / "train.ipynb"))
+    (work / "secret.txt").write_text("not a run file")
+    (work / "sub" / ".kale").mkdir(parents=True)
+    (work / "sub" / ".kale" / "note.txt").write_text("a notebook in a subfolder")
+    os.symlink("../../../secret.txt", run / "escape.txt")
+    return run
+
+
+def test_run_files_are_served_to_the_servers_users(server, run_files):
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1/logs/train.log")
+    assert status == 200 and body == "epoch 1: loss 0.5\n" and headers["Content-Type"].startswith("text/plain")
+    assert "sandbox" in headers["Content-Security-Policy"]
+    status, _, body = request(server, "/kale-magic/files/.kale/runs/r1/executed/train.ipynb")
+    assert status == 200 and "total" in body and "forty-two" in body and "<script" not in body
+    assert json.loads(request(server, "/kale-magic/files/.kale/runs/r1/executed/train.ipynb?raw=1")[2])["cells"]
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1")  # a folder: an index page
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert 'href="/kale-magic/files/.kale/runs/r1/logs"' in body and "validation.txt" in body
+    assert request(server, "/kale-magic/files/sub/.kale/note.txt")[0] == 200
+    assert request(server, "/kale-magic/files/.kale/runs/r1/validation.txt", method="HEAD")[0] == 200
+
+
+def test_requests_without_credentials_or_outside_run_folders_are_refused(server, run_files):
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1/logs/train.log", token=False)
+    assert status in (302, 403) and "loss" not in body
+    if status == 302:
+        assert "/login" in headers["Location"]
+    for path in ("/kale-magic/files/.kale/../secret.txt", "/kale-magic/files/.kale/runs/r1/../../../secret.txt",
+                 "/kale-magic/files/.kale/%2e%2e/secret.txt", "/kale-magic/files/secret.txt",
+                 "/kale-magic/files/.kale/runs/r1/escape.txt", "/kale-magic/files//etc/passwd",
+                 "/kale-magic/files/.kale/runs/r1/nothing.txt"):
+        status, _, body = request(server, path)
+        assert status in (403, 404), path
+        assert "not a run file" not in body and "root:" not in body
+    status, _, _ = request(server, "/kale-magic/files/.kale/runs/r1/logs/train.log", method="PUT",
+                           headers={"Content-Length": "0"})
+    assert status in (403, 405)  # read-only
+    assert (run_files / "logs" / "train.log").read_text() == "epoch 1: loss 0.5\n"
+
+
+def test_only_kernels_the_server_started_link_to_it(tmp_path):
+    """The extension exports its address to the server's environment; a kernel links there only if
+    that server is its parent (not nbconvert or a terminal below it) and it is not VS Code's."""
+    exported = FileServer("/base/kale-magic/files/", tmp_path).environment(pid=4242)
+    linked = FileServer.for_kernel({**exported, "JPY_PARENT_PID": "4242"}, {})
+    log = tmp_path / ".kale" / "runs" / "r1" / "logs" / "a b.log"
+    assert linked.href(log) == "/base/kale-magic/files/.kale/runs/r1/logs/a%20b.log"
+    assert linked.href(tmp_path / "data.csv") is None and linked.href("/etc/passwd") is None
+    assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "1"}, {}) is None
+    assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "4242"}, {"__vsc_ipynb_file__": "x.ipynb"}) is None
+    assert FileServer.for_kernel({"JPY_PARENT_PID": "4242"}, {}) is None
