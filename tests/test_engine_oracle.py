@@ -53,7 +53,7 @@ NOTEBOOKS = {
     "pandas": [
         "%%imports\nimport pandas as pd",
         "%%step a\ndf = pd.DataFrame({'k': ['x', 'y', None], 'v': [1.5, 2.5, 3.0]})",
-        "%%step b\ndf.dropna(inplace=True)\ndf['w'] = df.v * 2",
+        "%%step b\ndf.insert(1, 'u', df.v + 1)\ndf['w'] = df.v * 2",  # insert changes df in place
         "%%step c\nlast = float(df.w.sum())",
     ],
 }
