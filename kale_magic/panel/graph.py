@@ -16,6 +16,7 @@ are cut with an ellipsis and whole in the node's tooltip.
 from __future__ import annotations
 
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 from ..plan import Plan, Transfer
 from ..files import human_size
@@ -188,7 +189,10 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
     node = (f'<g class="kale-node" data-step="{text(name)}" data-status="{status or "planned"}">'
             f'<title>{text(_tooltip(plan, name, state))}</title>{rect}{icon}{label}</g>')
     target = href(name) if href and status == "failed" else None
-    if target:
+    if target and (target.startswith("/") or urlsplit(target).scheme):
+        # Only links a frontend leaves alone: JupyterLab rewrites a relative link by assigning its
+        # .href, which an SVG <a> does not have ("Javascript Error" under the panel); the row below
+        # the graph links to the same files.
         extra = new_tab(target)
         node = f'<a class="kale-error-link" href="{text(target)}"{extra}>{node}</a>'
     return node
