@@ -7,11 +7,15 @@ import nbformat
 import pytest
 
 from kale_magic import marshal
-from kale_magic.errors import MarshalError
+from kale_magic.errors import MarshalError, RunFailed
 
 
 def run(kernel, line=""):
-    return kernel.shell.run_line_magic("kale_run", line)
+    """The run, also a failed one (which stops the notebook: the failure holds it)."""
+    try:
+        return kernel.shell.run_line_magic("kale_run", line)
+    except RunFailed as failure:
+        return failure.run
 
 
 def test_failed_step_fails_the_run_and_skips_only_its_descendants(kernel, capsys):

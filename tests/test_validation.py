@@ -13,8 +13,14 @@ CASES = {
               "the steps a, b depend on each other in a cycle"),
     "read from a skip cell": (["%%skip\nlimit = 3", "%%step a\nx = limit + 1"],
                               "step 'a' reads 'limit', but it is defined in a %%skip cell"),
-    "read from an un-annotated cell": (["offset = 2", "%%step a\nx = offset + 1"],
-                                       "step 'a' reads 'offset', but it is defined in a cell that is not annotated"),
+    "read a constant from an un-annotated cell": (
+        ["offset = 2", "%%step a\nx = offset + 1"],
+        "step 'a' reads 'offset', but it is defined in a cell that is not annotated (or typed interactively); "
+        "if it is a setting, put 'offset = 2' in a %%parameters cell"),
+    "read from an un-annotated cell": (["table = {n: n * n for n in range(100)}", "%%step a\nx = table[3]"],
+                                       "step 'a' reads 'table', but it is defined in a cell that is not annotated "
+                                       "(or typed interactively); move that code into a step that runs before 'a', "
+                                       "or into %%functions."),
     "read from a step that is not an ancestor": (
         ["%%step a\nx = 1", "%%step b --after ''\ny = x + 1"],
         "step 'b' reads 'x', but it is produced by step 'a', which does not run before 'b'; add --after a"),

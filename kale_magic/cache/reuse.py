@@ -167,7 +167,7 @@ class StepCache:
     def _why_new(self, name: str, parts: dict) -> str:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
-            return f"{before.get('status', 'did not run')} in run {self.resume}"
+            return f"ran again ({before.get('status', 'did not run')} in run {self.resume})"
         earlier = self.index.entry(before["key"]) if before and before.get("key") else None
         if earlier is not None:
             return f"changed since run {self.resume}: {explain(parts, earlier['parts'])}"

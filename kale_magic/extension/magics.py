@@ -12,7 +12,7 @@ from pathlib import Path
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
 
-from ..errors import KaleError
+from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 from . import arguments
@@ -34,6 +34,9 @@ class Kale(Magics):
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
                    "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+    stop_on_failure = Bool(True, help="A failed run stops the notebook like a failed cell, after its panel "
+                           "shows what happened (False: %kale_run returns the failed Run and the next cells "
+                           "run).").tag(config=True)
     panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
@@ -67,6 +70,7 @@ class Kale(Magics):
         self._cell_id: str | None = None
         self._depth = 0
         self._workers = None
+        self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
@@ -187,8 +191,11 @@ class Kale(Magics):
             return None
         cells = self._cells(workspace)
         recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
-        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        self.last_run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                               listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        if self.last_run.status == "failed" and self.stop_on_failure:
+            raise RunFailed(self.last_run) from self.last_run.failure
+        return self.last_run
 
     @line_magic
     @arguments.documented_by(arguments.kale_runs)

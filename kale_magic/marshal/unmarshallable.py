@@ -74,5 +74,6 @@ def check_marshallable(obj) -> None:
         name = cls.__qualname__ if cls.__module__ in ("builtins", "types") else f"{cls.__module__}.{cls.__qualname__}"
         error = UnmarshallableError(f"a value of type {name} cannot be passed between steps ({why})")
         error.type_name = name
+        error.reason = why
         raise error
 

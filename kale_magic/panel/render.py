@@ -152,10 +152,9 @@ def _ended(state: RunSnapshot) -> bool:
 
 
 def footer_line(state: RunSnapshot) -> str:
+    """How the run ended; a failure's sentence is on the row that failed, not repeated here."""
     took = seconds((state.ended or 0) - state.started) if state.ended else ""
     line = f"Run {plain(state.run_id)} {state.status}" + (f" in {took}" if took else "")
-    if state.error:
-        line += f": {plain(state.error)}"
     if state.metrics:
         line += " · " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in state.metrics.items())
     return line
