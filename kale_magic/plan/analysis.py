@@ -265,6 +265,27 @@ class _Flow(ast.NodeVisitor):
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
 
+def module_names(sources) -> list[str]:
+    """The modules the import statements of ``sources`` name, in order, inner ones included.
+
+    ``from a import b`` names ``a`` and, as a guess, ``a.b`` (often a submodule; whoever
+    imports the list skips names that are not modules).  Relative imports are left out.
+    """
+    out: dict[str, None] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                out.update(dict.fromkeys(alias.name for alias in node.names))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out[node.module] = None
+                out.update(dict.fromkeys(f"{node.module}.{a.name}" for a in node.names if a.name != "*"))
+    return list(out)
+
+
 def parse(source: str, where: str) -> ast.Module:
     """Parse transformed cell source; a syntax error names the cell."""
     from ..errors import ValidationError
