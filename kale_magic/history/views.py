@@ -139,7 +139,7 @@ class RunsTable:
         if not self.records:
             return "No runs recorded yet."
         if self.frame is not None:
-            text = self.frame.to_string(na_rep="")
+            text = self.frame.astype(object).where(self.frame.notna(), "").to_string()  # missing: blank
         else:
             text = "\n".join(f"{run}  " + "  ".join(f"{k}={v}" for k, v in values.items())
                              for run, values in _rows(self.records))
