@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 
 import pytest
@@ -35,6 +36,15 @@ class Kernel:
         for source in sources:
             self.run(source)
 
+    def kale_run(self, line: str = ""):
+        """The Run of ``%kale_run line``, also a failed one (which stops the notebook: the failure holds it)."""
+        from kale_magic.errors import RunFailed
+
+        try:
+            return self.shell.run_line_magic("kale_run", line)
+        except RunFailed as failure:
+            return failure.run
+
     @property
     def magics(self):
         return self.shell.magics_manager.registry["Kale"]
@@ -66,3 +76,17 @@ def kernel(tmp_path, monkeypatch, workers):
         k.magics.workers = None  # shared: the session fixture closes it
         shell.run_line_magic("unload_ext", "kale_magic")
     InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs); needs mount rights (root).  Unmounted lazily: a run's store
+    or a kernel's working folder may still hold it open when the test ends."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)

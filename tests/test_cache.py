@@ -15,7 +15,7 @@ import pytest
 
 from kale_magic import cache
 from kale_magic.layout import KaleDir
-from kale_magic.errors import KaleError, RunFailed
+from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
 @pytest.fixture(autouse=True)
@@ -39,10 +39,7 @@ def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
     log = Path(os.environ["KALE_TEST_LOG"])
     log.unlink(missing_ok=True)
-    try:
-        run = kernel.shell.run_line_magic("kale_run", line)
-    except RunFailed as failure:  # a failed run stops the notebook; the failure holds the run
-        run = failure.run
+    run = kernel.kale_run(line)
     return run, (log.read_text().split() if log.exists() else [])
 
 
@@ -356,14 +353,13 @@ def test_an_unreadable_cache_index_means_running_again(kernel):
 
 
 def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
-    from kale_magic.run.launch import RunRequest
+    import yaml
 
     kernel.run("%%step a\nx = 1")
-    workspace = kernel.magics._workspace()
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9", no_cache=True), workspace)
-    assert engine.options.caching is False
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9"), workspace)
-    assert engine.options.caching is True
+    for flags, cached in (("--no-cache", False), ("", True)):
+        run = kernel.run(f"%kale_run --engine kfp --compile-only --no-snapshot {flags}")
+        (task,) = yaml.safe_load_all(run.pipeline_file.read_text()).__next__()["root"]["dag"]["tasks"].values()
+        assert task["cachingOptions"].get("enableCache", False) is cached
     with pytest.raises(KaleError, match="work with the local engine"):
         kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
 

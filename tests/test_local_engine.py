@@ -7,15 +7,11 @@ import nbformat
 import pytest
 
 from kale_magic import marshal
-from kale_magic.errors import MarshalError, RunFailed
+from kale_magic.errors import MarshalError
 
 
 def run(kernel, line=""):
-    """The run, also a failed one (which stops the notebook: the failure holds it)."""
-    try:
-        return kernel.shell.run_line_magic("kale_run", line)
-    except RunFailed as failure:
-        return failure.run
+    return kernel.kale_run(line)
 
 
 def test_failed_step_fails_the_run_and_skips_only_its_descendants(kernel, capsys):
