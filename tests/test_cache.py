@@ -93,6 +93,7 @@ def test_editing_the_last_step_runs_only_it(kernel):
     assert ran == ["s9"]
     assert run.load("v9") == kernel.ns["v9"] == [2, 1, 2, 3, 4, 5, 6, 7, 8, 90]
     assert run.steps["s9"].status == "succeeded" and run.steps["s9"].reason == "the step's code changed"
+    assert run.steps["s9"].error == ""  # a step that succeeded has no error; why it ran is its reason
     uncached, ran = kale_run(kernel, "--no-cache")
     assert len(ran) == 10
     same_values(run, uncached)
@@ -216,7 +217,7 @@ def test_damaged_cached_outputs_are_recomputed_with_a_note(kernel, damage):
     assert kale_run(kernel)[1] == []  # the fresh copy is the cache entry now
 
 
-def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel):
+def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel, capsys):
     kernel.run(f"%%step a --no-cache\n{mark('a')}x = 1", cell_id="c-a")
     kernel.error(f"%%step b\n{mark('b')}y = x / 0", cell_id="c-b")
     kernel.run(f"%%step c\n{mark('c')}z = 5", cell_id="c-c")
@@ -226,7 +227,8 @@ def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel):
     run, ran = kale_run(kernel, "--resume")
     assert ran == ["b", "c"]  # a is --no-cache, yet resume reuses what that run got done
     assert run.steps["a"].status == "cached" and run.steps["a"].cached_from == failed.id
-    assert "failed in run " + failed.id in run.steps["b"].reason
+    assert run.steps["b"].reason == f"resumed from run {failed.id}, where it failed" and run.steps["b"].error == ""
+    assert f"b succeeded: resumed from run {failed.id}, where it failed" in capsys.readouterr().out
     assert run.status == "succeeded" and run.load("y") == 0.5 and run.load("z") == 5
     named, ran = kale_run(kernel, f"--resume {failed.id} --no-cache")
     assert ran == ["b", "c"]
