@@ -147,7 +147,7 @@ def cmd_run(args) -> int:
         from .pipeline import run_pipeline
 
         run = run_pipeline(nb, path.resolve(), _run_options(args))
-        return _verdict(path, [(run.id, run.status, run.state.error)])
+        return _verdict(path, [(run.id, run.status)])
     from . import headless
 
     nb = headless.prepare(as_nbformat(nb), _run_options(args))
@@ -157,17 +157,18 @@ def cmd_run(args) -> int:
     if execution.error:
         print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
         return 1
-    return _verdict(path, [(run.id, run.status, run.error) for run in execution.runs])
+    return _verdict(path, [(run.id, run.status) for run in execution.runs])
 
 
-def _verdict(path: Path, runs: list[tuple[str, str, str]]) -> int:
-    """0 when every run (id, status, error) did what it was asked; else one line per run that did not."""
-    for run_id, status, error in runs:
+def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
+    """0 when every run (id, status) did what it was asked; else one line per run that did not.  The
+    run's error is not repeated: its progress, printed above, already says it."""
+    for run_id, status in runs:
         if status not in SUCCESS:
-            print(f"kale-magic: {path}: run {run_id} {status}: {error}", file=sys.stderr)
+            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above)", file=sys.stderr)
     if not runs:
         print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
-    return 0 if runs and all(status in SUCCESS for _, status, _ in runs) else 1
+    return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
 
 
 def _run_options(args) -> str:

@@ -55,7 +55,7 @@ def _kale_cli_report(runs):
     out = []
     for run in runs:
         run.wait()
-        out.append({"id": run.id, "status": run.status, "error": run.state.error,
+        out.append({"id": run.id, "status": run.status,
                     "metrics": {k: plain(v) for k, v in dict(run.metrics).items()}})
     print(%r + json.dumps(out))
 _kale_cli_report(_kale_cli_runs)
@@ -67,7 +67,6 @@ class RunOutcome:
     id: str
     status: str
     metrics: dict
-    error: str = ""
 
 
 @dataclass
