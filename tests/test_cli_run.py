@@ -228,3 +228,13 @@ def test_a_notebook_without_annotations_says_what_to_add(tmp_path):
     result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no %%step cells were recorded" in result.stderr
+
+
+def test_a_value_that_cannot_move_is_refused_by_the_step_that_saves_it_in_one_sentence(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%step a\ngen = (i for i in range(3))"),
+          code("%%step b\nfirst = next(gen)"))
+    result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 1
+    sentence = ("a failed: 'gen' (a builtins.generator, produced by step 'a') cannot be passed between steps "
+                "(a generator is a paused function); re-create it inside each step that uses it, or in %%functions.")
+    assert sentence in result.stdout and result.stdout.count("cannot be passed between steps") == 1

@@ -383,10 +383,9 @@ def _transfer(var: str, producer: str, env: Environment) -> Transfer:
     try:
         backend, type_name, artifact_type, size = marshal.describe(value)
     except UnmarshallableError as exc:
-        raise ValidationError(
-            f"'{var}' (a {type(value).__module__}.{type(value).__qualname__}, produced by step '{producer}') "
-            f"cannot be passed between steps ({exc.reason}); re-create it inside each step that uses it, "
-            "or in %%functions.") from None
+        from ..marshal.unmarshallable import refusal
+
+        raise ValidationError(refusal(var, value, producer, exc.reason)) from None
     return Transfer(var, producer, backend, type_name, artifact_type, size)
 
 

@@ -71,7 +71,8 @@ def load_inputs(namespace: dict, names: list[str]) -> None:
 
 def save_outputs(namespace: dict, names: list[str]) -> None:
     from .. import marshal
-    from ..errors import MarshalError
+    from ..errors import MarshalError, UnmarshallableError
+    from ..marshal.unmarshallable import refusal
 
     ctx = StepContext.current()
     for name in names:
@@ -80,7 +81,10 @@ def save_outputs(namespace: dict, names: list[str]) -> None:
                                "defined when the step ends; make sure every path through the step assigns it.")
         # Not fsynced: a partial value is never visible (atomic rename), and a crash-damaged one fails
         # its checksum on load, so the run (or the cache) recomputes it rather than using it.
-        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
+        try:
+            ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
+        except UnmarshallableError as exc:
+            raise UnmarshallableError(refusal(name, namespace[name], ctx.step, exc.reason)) from None
 
 
 def log_metrics(namespace: dict, names: list[str]) -> None:
