@@ -50,6 +50,7 @@ def test_executed_notebook_has_ipython_outputs_and_log_streams(kernel):
         "%%step show\nimport sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\n"
         "display(HTML('<b>bold</b>'))\nfiles = !echo from-shell\nvalue = 6 * 7\nvalue")
     result = run(kernel)
+    assert result.notebook("show") == result.run_dir / "executed" / "show.ipynb"  # a path, as the README says
     nb = nbformat.read(str(result.notebook("show")), as_version=4)
     roles = [c.metadata["kale"]["role"] for c in nb.cells]
     assert roles == ["unmarshal", "imports", "step", "marshal"]
