@@ -83,6 +83,14 @@ def test_a_run_while_the_worker_warms_waits_for_it_instead_of_importing_cold(ker
     assert "waiting for the warm worker to import the notebook's modules" in capsys.readouterr().out
 
 
+def test_a_run_while_the_worker_starts_says_that_it_starts(kernel, own_workers, capsys):
+    chain(kernel)  # no imports to preload: the worker only starts (IPython takes longer than planning)
+    run = kernel.run("%kale_run --no-snapshot")
+    assert run.status == "succeeded"
+    out = capsys.readouterr().out
+    assert "waiting for the warm worker to start" in out and "import the notebook's modules" not in out
+
+
 def test_changing_the_imports_re_warms_one_worker(kernel, probe, own_workers):
     kernel.run("%%imports\nimport kale_probe", cell_id="imports")
     chain(kernel, 2)

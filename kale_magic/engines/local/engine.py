@@ -98,7 +98,8 @@ class LocalEngine:
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
                     warming.append(name)
-                    state.task("Run", "running", "waiting for the warm worker to import the notebook's modules")
+                    state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
+                               if self.workers.importing else "waiting for the warm worker to start")
                 child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
                 status[name] = "running"
                 running[name] = (child, time.time())

@@ -295,6 +295,11 @@ class WorkerServer:
         return self._process.pid if self._process is not None else None
 
     @property
+    def importing(self) -> bool:
+        """True while the running worker imports modules besides ``preload`` (the notebook's)."""
+        return not self.ready and not set(self._loading) <= set(self.preload)
+
+    @property
     def ready(self) -> bool:
         """True once the running worker has imported what it preloads."""
         return self._ready.is_set()
