@@ -83,4 +83,3 @@ def refusal(name: str, value, step: str, why: str) -> str:
     cls = type(value)
     return (f"'{name}' (a {cls.__module__}.{cls.__qualname__}, produced by step '{step}') cannot be passed "
             f"between steps ({why}); re-create it inside each step that uses it, or in %%functions.")
-
