@@ -1,5 +1,7 @@
 """``kale-magic runs`` and ``kale-magic show``: the run store read from a terminal."""
 
+import re
+
 import pytest
 
 from cli_helpers import code, kale_magic, write
@@ -21,7 +23,8 @@ def workspace(tmp_path_factory):
           code("c = %kale_run --experiment broken --param n=0"),
           code("print('ids:', a.id, b.id, c.id)"))
     result = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=root)
-    assert result.returncode == 1 and "nothing to add" in result.stderr  # the third run fails
+    assert result.returncode == 1 and "ValueError: nothing to add" in result.stdout  # the third run fails
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
     ids = next(line for line in result.stdout.splitlines() if line.startswith("[cell 10] ids: "))
     return root, ids.split()[3:]
 
