@@ -6,7 +6,16 @@ heavy is imported here; the magics module pulls in only IPython and traitlets.
 
 from .version import __version__
 
-__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["__version__", "last_run", "load_ipython_extension", "unload_ipython_extension"]
+
+
+def last_run():
+    """The Run of this kernel's latest ``%kale_run``, also a failed one that stopped the notebook."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    magics = shell.magics_manager.registry.get("Kale") if shell is not None else None
+    return magics.last_run if magics is not None else None
 
 
 def load_ipython_extension(ipython):

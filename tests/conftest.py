@@ -36,6 +36,15 @@ class Kernel:
         for source in sources:
             self.run(source)
 
+    def kale_run(self, line: str = ""):
+        """The Run of ``%kale_run line``, also a failed one (which stops the notebook: the failure holds it)."""
+        from kale_magic.errors import RunFailed
+
+        try:
+            return self.shell.run_line_magic("kale_run", line)
+        except RunFailed as failure:
+            return failure.run
+
     @property
     def magics(self):
         return self.shell.magics_manager.registry["Kale"]

@@ -39,7 +39,7 @@ def kale_run(kernel, line: str = ""):
     """Run the pipeline; return the run and the names of the steps that executed."""
     log = Path(os.environ["KALE_TEST_LOG"])
     log.unlink(missing_ok=True)
-    run = kernel.shell.run_line_magic("kale_run", line)
+    run = kernel.kale_run(line)
     return run, (log.read_text().split() if log.exists() else [])
 
 
@@ -92,7 +92,8 @@ def test_editing_the_last_step_runs_only_it(kernel):
     run, ran = kale_run(kernel)
     assert ran == ["s9"]
     assert run.load("v9") == kernel.ns["v9"] == [2, 1, 2, 3, 4, 5, 6, 7, 8, 90]
-    assert run.steps["s9"].status == "succeeded" and run.steps["s9"].error == "the step's code changed"
+    assert run.steps["s9"].status == "succeeded" and run.steps["s9"].reason == "the step's code changed"
+    assert run.steps["s9"].error == ""  # a step that succeeded has no error; why it ran is its reason
     uncached, ran = kale_run(kernel, "--no-cache")
     assert len(ran) == 10
     same_values(run, uncached)
@@ -113,7 +114,7 @@ def test_changing_a_parameter_runs_its_readers_and_their_descendants(kernel):
     kale_run(kernel)
     run, ran = kale_run(kernel, "--param alpha=3")
     assert sorted(ran) == ["b", "c"]
-    assert run.steps["b"].error == "parameter alpha changed (1 -> 3)"
+    assert run.steps["b"].reason == "parameter alpha changed (1 -> 3)"
     assert run.load("total") == 18 and run.load("top") == 13
     assert {run.steps[s].status for s in "ade"} == {"cached"}
     again, ran = kale_run(kernel, "--param alpha=3")
@@ -152,7 +153,7 @@ def test_a_functions_change_runs_only_the_steps_that_call_the_function(kernel):
     run, ran = kale_run(kernel)
     assert ran == ["b"]
     assert run.load("tb") == 30
-    assert run.steps["b"].error == "function triple changed"
+    assert run.steps["b"].reason == "function triple changed"
     edit_functions(kernel, FUNCTIONS[0].replace("return 2 * x", "return 20 * x"))
     run, ran = kale_run(kernel)
     assert sorted(ran) == ["a", "c"]  # c calls double through via_helper
@@ -169,7 +170,7 @@ def test_comments_in_functions_do_not_count_but_top_level_statements_do(kernel):
     edit_functions(kernel, FUNCTIONS[0].replace("%%functions\n", "%%functions\nLIMIT = 5\n"))
     run, ran = kale_run(kernel)
     assert sorted(ran) == list("abcd")
-    assert run.steps["d"].error == "top-level statements in %%functions changed"
+    assert run.steps["d"].reason == "top-level statements in %%functions changed"
 
 
 def test_a_step_using_globals_depends_on_every_function(kernel):
@@ -186,10 +187,10 @@ def test_no_cache_on_a_step_and_on_the_run_force_execution(kernel):
     kale_run(kernel)
     run, ran = kale_run(kernel)
     assert ran == ["clock"]  # its output is the same, so c stays cached
-    assert run.steps["clock"].error == "forced by %%step clock --no-cache"
+    assert run.steps["clock"].reason == "forced by %%step clock --no-cache"
     run, ran = kale_run(kernel, "--no-cache")
     assert ran == ["a", "clock", "c"]
-    assert run.steps["a"].error == "forced by --no-cache"
+    assert run.steps["a"].reason == "forced by --no-cache"
 
 
 def corrupt(folder: Path) -> None:
@@ -211,12 +212,12 @@ def test_damaged_cached_outputs_are_recomputed_with_a_note(kernel, damage):
         assert "▶ s1  run: cached outputs of run" in cache_check(kernel)
     run, ran = kale_run(kernel)
     assert ran == ["s1"]  # s2's input is recomputed with the same content, so s2 stays cached
-    assert damage in run.steps["s1"].error and "running it again" in run.steps["s1"].error
+    assert damage in run.steps["s1"].reason and "running it again" in run.steps["s1"].reason
     assert run.status == "succeeded" and check(run, after_step) == 3
     assert kale_run(kernel)[1] == []  # the fresh copy is the cache entry now
 
 
-def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel):
+def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel, capsys):
     kernel.run(f"%%step a --no-cache\n{mark('a')}x = 1", cell_id="c-a")
     kernel.error(f"%%step b\n{mark('b')}y = x / 0", cell_id="c-b")
     kernel.run(f"%%step c\n{mark('c')}z = 5", cell_id="c-c")
@@ -226,7 +227,8 @@ def test_resume_reuses_what_succeeded_and_runs_the_fixed_step(kernel):
     run, ran = kale_run(kernel, "--resume")
     assert ran == ["b", "c"]  # a is --no-cache, yet resume reuses what that run got done
     assert run.steps["a"].status == "cached" and run.steps["a"].cached_from == failed.id
-    assert "failed in run " + failed.id in run.steps["b"].error
+    assert run.steps["b"].reason == f"resumed from run {failed.id}, where it failed" and run.steps["b"].error == ""
+    assert f"b succeeded: resumed from run {failed.id}, where it failed" in capsys.readouterr().out
     assert run.status == "succeeded" and run.load("y") == 0.5 and run.load("z") == 5
     named, ran = kale_run(kernel, f"--resume {failed.id} --no-cache")
     assert ran == ["b", "c"]
@@ -240,7 +242,7 @@ def test_resume_runs_steps_changed_since_the_failed_run(kernel):
     kernel.run(f"%%step b\n{mark('b')}y = x / 2", cell_id="c-b")
     run, ran = kale_run(kernel, f"--resume {failed.id}")
     assert ran == ["a", "b"] and run.load("y") == 1.0
-    assert run.steps["a"].error == f"changed since run {failed.id}: the step's code changed"
+    assert run.steps["a"].reason == f"changed since run {failed.id}: the step's code changed"
 
 
 def test_resume_without_a_failed_run_says_so(kernel):

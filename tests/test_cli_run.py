@@ -1,6 +1,7 @@
 """``kale-magic run`` end to end: a real subprocess, a real kernel, the local engine."""
 
 import json
+import re
 import shutil
 
 import nbformat
@@ -29,53 +30,117 @@ def annotated(path, *extra):
                  code("%%metrics\ntotal"), *extra)
 
 
-def test_run_executes_the_notebook_and_runs_its_pipeline(tmp_path):
-    annotated(tmp_path / "nb.ipynb")
-    result = kale_magic("run", "nb.ipynb", "--param", "n=5", "--output", "done.ipynb", cwd=tmp_path)
+def test_run_plans_from_the_sources_and_computes_each_step_once(tmp_path):
+    log = tmp_path.parent / f"{tmp_path.name}-executions.log"  # a side channel outside the workspace
+    mark = f"open({str(log)!r}, 'a').write('{{}}\\n')"
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%%imports\nimport numpy as np"),
+          code("%%parameters\nn = 3"),
+          code("%%step make\n" + mark.format("make") + "\nxs = np.arange(n)"),
+          code("%%step total\n" + mark.format("total") + "\ntotal = int(xs.sum())\nprint('total is', total)"),
+          code("%%metrics\ntotal"),
+          code(mark.format("plain cell") + "\nTrue"),
+          code("run = %kale_run --experiment cli"))
+    result = kale_magic("run", "nb.ipynb", "--param", "n=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert log.read_text().split() == ["make", "total"]  # no cell ran in a kernel: each step ran once
+    assert run_metrics(tmp_path) == {"total": 10}
+    (run_dir,) = (tmp_path / ".kale" / "runs").iterdir()
+    record = json.loads((run_dir / "data" / "make" / "xs" / "kale.json").read_text())
+    assert record["backend"] == "numpy"  # chosen from the live array by the step that saved it
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Kale run ") and "experiment cli" in lines[0]
+    assert any("make succeeded" in line for line in lines) and any("total succeeded" in line for line in lines)
+    assert "True" not in lines and not any("total is" in line for line in lines)  # progress, not cell outputs
+
+
+def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
+    annotated(tmp_path / "nb.ipynb", code("run = %kale_run"), code("print('after the run:', run.status)"))
+    result = kale_magic("run", "nb.ipynb", "--param", "n=5", "--execute-notebook", "--output", "done.ipynb",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "make succeeded" in result.stdout and "total succeeded" in result.stdout
     assert run_metrics(tmp_path) == {"total": 10}
+    assert "[cell 4] total is 3" in result.stdout.splitlines()  # other cells' outputs are labelled
+    assert "[cell 7] after the run: succeeded" in result.stdout.splitlines()
     done = nbformat.read(str(tmp_path / "done.ipynb"), as_version=4)
-    assert done.cells[-1].source == "run = %kale_run --param n=5"
-    assert [c.source for c in done.cells[:-1]] == \
-        [c.source for c in nbformat.read(str(tmp_path / "nb.ipynb"), as_version=4).cells]
+    assert done.cells[-2].source == "run = %kale_run --param n=5"
+    assert [c.source for c in done.cells[:-2]] == \
+        [c.source for c in nbformat.read(str(tmp_path / "nb.ipynb"), as_version=4).cells[:-2]]
     stream = "".join(o.get("text", "") for o in done.cells[3].outputs)
     assert stream == "total is 3\n"  # the notebook's own run, with the default n
     assert not any("__kale_magic_runs__" in o.get("text", "") for c in done.cells for o in c.outputs)
+
+
+def test_output_needs_execute_notebook(tmp_path):
+    annotated(tmp_path / "nb.ipynb")
+    result = kale_magic("run", "nb.ipynb", "--output", "done.ipynb", cwd=tmp_path)
+    assert result.returncode == 1 and "add --execute-notebook" in result.stderr
+    assert not (tmp_path / ".kale").exists()
 
 
 def test_command_line_options_are_added_to_the_notebooks_kale_run(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("run = %kale_run --pipeline mine --experiment nb"),
               code("print('after the run:', run.status, run.plan.experiment, run.plan.description)"))
     result = kale_magic("run", "nb.ipynb", "--experiment", "cli", "--compile-only", "--no-cache",
-                        "--no-snapshot", "--description", "it's $HOME {x}", cwd=tmp_path)
+                        "--no-snapshot", "--description", "it's $HOME {x}", "--execute-notebook", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "after the run: compiled cli it's $HOME {x}" in result.stdout
     (run_dir,) = (tmp_path / ".kale" / "runs").iterdir()
     assert sorted(p.name for p in (run_dir / "notebooks").iterdir()) == ["make.ipynb", "total.ipynb"]
     assert not (run_dir / "executed").exists() or not any((run_dir / "executed").iterdir())
+    again = kale_magic("run", "nb.ipynb", "--experiment", "cli", "--compile-only", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "pipeline mine · experiment cli" in again.stdout.splitlines()[0]  # the notebook's line, then ours
 
 
-def test_a_failed_step_fails_the_command(tmp_path):
-    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
-          code("%%step make\nxs = [1, 2]"),
-          code("%%step boom\nif len(xs) == 2 and '__session__' not in globals():\n"
-               "    raise RuntimeError('only in the pipeline')\ny = 1"))
+FAILING = [code("%load_ext kale_magic"),
+           code("%%step make\nxs = [1, 2]"),
+           code("%%step boom\nif len(xs) == 2 and '__session__' not in dir():\n"
+                "    raise RuntimeError('only in the pipeline')\ny = 1"),
+           code("run = %kale_run"),
+           code("print('after the failed run')")]
+
+
+def test_a_failed_step_fails_the_command_and_is_said_once(tmp_path):
+    write(tmp_path / "nb.ipynb", *FAILING)
     result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
     assert result.returncode == 1
     assert "boom failed" in result.stdout
-    assert result.stderr.startswith("kale-magic: nb.ipynb: run ") and "failed" in result.stderr
-    assert "RuntimeError: only in the pipeline" in result.stderr
+    assert result.stdout.count("RuntimeError: only in the pipeline") == 1  # the step's line; its traceback follows
+    assert "Traceback (most recent call last)" in result.stdout
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
 
 
-def test_an_annotation_mistake_is_one_line_naming_the_cell(tmp_path):
+def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cell(tmp_path):
+    write(tmp_path / "nb.ipynb", *FAILING)
+    result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--output", "done.ipynb", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "after the failed run" not in result.stdout
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
+    assert result.stdout.count("RuntimeError: only in the pipeline") == 1
+    assert "kale_magic.last_run()" not in result.stdout  # the pointer to the panel is for notebooks
+    done = nbformat.read(str(tmp_path / "done.ipynb"), as_version=4)
+    assert [o.ename for o in done.cells[3].outputs if o.output_type == "error"] == ["RunFailed"]
+    assert done.cells[4].outputs == []
+
+
+def test_annotation_mistakes_are_all_named_in_one_refusal(tmp_path):
     write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
-          code("%%step make\nxs = [1]"), code("%%step use --after nowhere\ny = xs"))
+          code("%%parameters\nn = len('abc')"),
+          code("%%step make\nxs = [1]"), code("%%step use --after nowhere\ny = 2"),
+          code("accuracy = 0.9"), code("%%metrics\naccuracy"))
     result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
     assert result.returncode == 1
-    assert result.stderr.count("\n") == 1, result.stderr
-    assert "cell 4 (run = %kale_run) raised ValidationError" in result.stderr
-    assert "no step of that name" in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "kale-magic: 3 problems, the most fundamental first:"
+    assert "no step of that name" in lines[1] and "parameter 'n' must be a literal" in lines[2]
+    assert "no step produces it" in lines[3] and len(lines) == 4
+    assert not (tmp_path / ".kale" / "runs").exists()
+    executed = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
+    assert executed.returncode == 1
+    assert executed.stderr.startswith("kale-magic: nb.ipynb: cell 7 (run = %kale_run) raised ValidationError: "
+                                      "3 problems"), executed.stderr
 
 
 def kale_tagged(path):
@@ -116,7 +181,8 @@ def oracle_metrics(path, names, parameters=""):
 
 def test_a_kale_tagged_notebook_runs_directly_with_the_metrics_of_its_cells(tmp_path):
     source = kale_tagged(tmp_path / "kale.ipynb")
-    result = kale_magic("run", "kale.ipynb", "--param", "n=4", "--output", "done.ipynb", cwd=tmp_path)
+    result = kale_magic("run", "kale.ipynb", "--param", "n=4", "--execute-notebook", "--output", "done.ipynb",
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cell 9: tag 'notes' has no kale-magic equivalent" in result.stderr
     expected = oracle_metrics(source, ["mean", "spread", "count"], parameters="n = 4")
@@ -149,7 +215,7 @@ def test_the_extension_and_the_run_are_added_when_the_notebook_lacks_them(tmp_pa
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
                                          code("%%step only\nanswer = 6 * 7"), code("%%metrics\nanswer")])
     nbformat.write(nb, str(tmp_path / "nb.ipynb"))
-    result = kale_magic("run", "nb.ipynb", "--output", "done.ipynb", cwd=tmp_path)
+    result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--output", "done.ipynb", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     done = nbformat.read(str(tmp_path / "done.ipynb"), as_version=4)
     assert [c.source.split("\n")[0] for c in done.cells] == [
@@ -162,3 +228,13 @@ def test_a_notebook_without_annotations_says_what_to_add(tmp_path):
     result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "no %%step cells were recorded" in result.stderr
+
+
+def test_a_value_that_cannot_move_is_refused_by_the_step_that_saves_it_in_one_sentence(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%step a\ngen = (i for i in range(3))"),
+          code("%%step b\nfirst = next(gen)"))
+    result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 1
+    sentence = ("a failed: 'gen' (a builtins.generator, produced by step 'a') cannot be passed between steps "
+                "(a generator is a paused function); re-create it inside each step that uses it, or in %%functions.")
+    assert sentence in result.stdout and result.stdout.count("cannot be passed between steps") == 1

@@ -1,5 +1,7 @@
 """``kale-magic runs`` and ``kale-magic show``: the run store read from a terminal."""
 
+import re
+
 import pytest
 
 from cli_helpers import code, kale_magic, write
@@ -10,6 +12,7 @@ def workspace(tmp_path_factory):
     """Three recorded runs: two of experiment 'sizes' with different n, one failed run of 'broken'."""
     root = tmp_path_factory.mktemp("runs")
     write(root / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%config Kale.stop_on_failure = False  # the cells after the failed run go on"),
           code("%%parameters\nn = 3"),
           code("%%step make\nxs = list(range(n))"),
           code("%%step total\nif n == 0 and '__session__' not in globals():\n"
@@ -19,10 +22,11 @@ def workspace(tmp_path_factory):
           code("b = %kale_run --experiment sizes --param n=10"),
           code("c = %kale_run --experiment broken --param n=0"),
           code("print('ids:', a.id, b.id, c.id)"))
-    result = kale_magic("run", "nb.ipynb", cwd=root)
-    assert result.returncode == 1 and "nothing to add" in result.stderr  # the third run fails
-    ids = next(line for line in result.stdout.splitlines() if line.startswith("ids: "))
-    return root, ids.split()[1:]
+    result = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=root)
+    assert result.returncode == 1 and "ValueError: nothing to add" in result.stdout  # the third run fails
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
+    ids = next(line for line in result.stdout.splitlines() if line.startswith("[cell 10] ids: "))
+    return root, ids.split()[3:]
 
 
 def test_runs_lists_parameters_and_metrics_side_by_side(workspace):

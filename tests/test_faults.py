@@ -22,7 +22,7 @@ from processes import kill_marked, marked, wait_for
 
 
 def run(kernel, line="--no-snapshot"):
-    return kernel.shell.run_line_magic("kale_run", line)
+    return kernel.kale_run(line)
 
 
 def step_outputs(result, step):

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from kfp_api_server import FakeKfpServer
 
-from kale_magic.errors import EngineError
+from kale_magic.errors import EngineError, RunFailed
 
 CELLS = [
     "%%parameters\nn = 3\nweights = [1, 2]",
@@ -82,10 +82,10 @@ def test_upload_only_uploads_and_stops(kernel, server):
 def test_unreachable_host_is_one_clear_error(kernel, tmp_path):
     kernel.cells(*CELLS)
     error = kernel.error("%kale_run --host http://127.0.0.1:9")
-    assert isinstance(error, EngineError)
+    assert isinstance(error, RunFailed) and isinstance(error.__cause__, EngineError)
     assert str(error).startswith("Cannot reach Kubeflow Pipelines at http://127.0.0.1:9")
     assert str(tmp_path / ".kale" / "pipelines" / f"{kernel.magics.plan().pipeline}.yaml") in str(error)
-    assert error._render_traceback_() == [f"Kale engine: {error}"]
+    assert error.run.state.tasks["Upload"].message == str(error)  # the panel's Upload row says it, once
 
 
 def test_kf_pipelines_endpoint_selects_kfp(kernel, server, monkeypatch):

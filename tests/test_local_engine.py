@@ -11,7 +11,7 @@ from kale_magic.errors import MarshalError
 
 
 def run(kernel, line=""):
-    return kernel.shell.run_line_magic("kale_run", line)
+    return kernel.kale_run(line)
 
 
 def test_failed_step_fails_the_run_and_skips_only_its_descendants(kernel, capsys):
@@ -50,6 +50,7 @@ def test_executed_notebook_has_ipython_outputs_and_log_streams(kernel):
         "%%step show\nimport sys\nprint('to stdout')\nprint('to stderr', file=sys.stderr)\n"
         "display(HTML('<b>bold</b>'))\nfiles = !echo from-shell\nvalue = 6 * 7\nvalue")
     result = run(kernel)
+    assert result.notebook("show") == result.run_dir / "executed" / "show.ipynb"  # a path, as the README says
     nb = nbformat.read(str(result.notebook("show")), as_version=4)
     roles = [c.metadata["kale"]["role"] for c in nb.cells]
     assert roles == ["unmarshal", "imports", "step", "marshal"]

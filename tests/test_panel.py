@@ -93,13 +93,15 @@ def test_failure_in_the_middle_turns_red_and_stays(tmp_path):
     state.step("load", "succeeded")
     state.step("train", "running")
     state.step("train", "failed", message="ZeroDivisionError: division by zero",
-               traceback="\x1b[31mTraceback (most recent call last)\x1b[0m\n  x = 1/0\nZeroDivisionError")
+               traceback="\x1b[31mTraceback (most recent call last)\x1b[0m\n  x = 1/0\n"
+                         "\x1b[31mZeroDivisionError\x1b[0m: division by zero\n")
     state.step("evaluate", "skipped", message="upstream step train failed")
     state.task("Run", "failed", "step train failed")
     state.finish("failed", "step train failed: ZeroDivisionError: division by zero")
 
     text = out.getvalue()
-    assert "✗ train failed" in text and "ZeroDivisionError: division by zero" in text
+    assert "✗ train failed" in text and "  x = 1/0" in text
+    assert text.count("ZeroDivisionError: division by zero") == 1, "the row says it; the traceback under it does not"
     assert "– evaluate skipped" in text
     assert text.splitlines()[-1].startswith("Run r1 failed")
 
@@ -110,6 +112,7 @@ def test_failure_in_the_middle_turns_red_and_stays(tmp_path):
     assert failed["data-status"] == "failed" and "#fdecea" in failed["style"]
     assert "details" in page.tags, "the traceback can be expanded"
     assert "\x1b" not in markup and "Traceback (most recent call last)" in markup
+    assert markup.count("ZeroDivisionError: division by zero") == 1
     assert "display:none" not in markup, "a failed panel is never hidden"
     # the failed row keeps its status and colour through later events
     state.step("load", "succeeded", message="late event")

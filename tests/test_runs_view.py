@@ -131,3 +131,27 @@ def test_direction_of_better(name, lower):
 def test_no_runs_yet(tmp_path):
     table = RunsTable([])
     assert repr(table) == "No runs recorded yet." and "No runs" in table._repr_html_()
+
+
+def test_integer_parameters_stay_integers_and_failed_runs_show_their_reason(tmp_path):
+    store = RunStore(tmp_path / "runs.db")
+    store.save(RunRecord("run-a", "exp", "first", "local", "succeeded", 1000.0, 1001.0, parameters={"n": 50},
+                         metrics={"count": 3}))
+    store.save(RunRecord("run-b", "exp", "second", "local", "failed", 1002.0, 1003.0, parameters={"lr": 0.5},
+                         error="step 'fit' failed: ValueError: bad"))
+    table = view(store, experiment="exp")
+    assert list(table.frame["n"].astype(object)) == [50, pd_na()] and str(table.frame["n"].dtype) == "Int64"
+    assert list(table.frame["pipeline"]) == ["first", "second"]
+    assert list(table.frame["error"]) == ["", "step 'fit' failed: ValueError: bad"]
+    text = repr(table)
+    assert "50.0" not in text and "NaN" not in text and "<NA>" not in text
+    rows = Cells(table._repr_html_()).rows
+    header = [cell[2] for cell in rows[0]]
+    values = {row[0][2]: dict(zip(header, (cell[2] for cell in row))) for row in rows[1:]}
+    assert values["run-a"]["n"] == "50" and values["run-a"]["count"] == "3" and values["run-b"]["n"] == ""
+
+
+def pd_na():
+    import pandas as pd
+
+    return pd.NA

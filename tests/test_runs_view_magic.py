@@ -50,7 +50,7 @@ def test_a_failed_run_is_recorded_with_its_error(kernel, tmp_path, capsys):
     (tmp_path / "input.txt").write_text("1")
     kernel.cells("%%step boom\nx = open('input.txt').read()", "%%step after\ny = x + '1'")
     (tmp_path / "input.txt").unlink()  # the step now fails in the pipeline
-    run = kernel.run("%kale_run")
+    run = kernel.error("%kale_run").run
     printed = capsys.readouterr().out
     record = RunStore.for_workspace(tmp_path).get(run.id)
     assert run.status == record.status == "failed"

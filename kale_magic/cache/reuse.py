@@ -190,7 +190,9 @@ class StepCache:
     def _why_new(self, name: str, base: str, parts: dict) -> str:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
-            return f"{before.get('status', 'did not run')} in run {self.resume}"
+            status = before.get("status")
+            what = "it failed" if status == "failed" else f"it was {status}" if status else "it did not run"
+            return f"resumed from run {self.resume}, where {what}"
         earlier = self.index.entry(before["key"]) if before and before.get("key") else None
         if earlier is not None:
             return f"changed since run {self.resume}: {self._difference(parts, earlier)}"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from ..errors import KaleError
 
+SUCCESS = ("succeeded", "compiled", "uploaded")  # a --compile-only or --upload-only run did what it was asked
+
 
 class NotebookFileError(KaleError):
     """The file given on the command line is not a Python notebook we can read."""
@@ -22,10 +24,48 @@ class NotebookFileError(KaleError):
     label = "kale-magic"
 
 
-def read_notebook(path: str | Path):
-    """Read ``path`` as an nbformat v4 Python notebook, or explain in one sentence why not."""
+class Node(dict):
+    """A notebook read as JSON with attribute access, like nbformat's ``NotebookNode``, without importing
+    nbformat (whose schema validator compiles grammars for seconds when JupyterLab is installed)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+
+def _as_nodes(value):
+    if isinstance(value, dict):
+        return Node((key, _as_nodes(item)) for key, item in value.items())
+    return [_as_nodes(item) for item in value] if isinstance(value, list) else value
+
+
+def _plain_v4(data: dict):
+    """A current notebook as :class:`Node` s (sources joined as nbformat does), or None to let nbformat read it."""
+    cells = data["cells"]
+    if data["nbformat"] != 4 or not all(isinstance(c, dict) and isinstance(c.get("cell_type"), str)
+                                        and isinstance(c.get("source"), (str, list)) for c in cells):
+        return None
+    nb = _as_nodes(data)
+    for cell in nb.cells:
+        if isinstance(cell.source, list):
+            cell.source = "".join(cell.source)
+    return nb
+
+
+def as_nbformat(nb):
+    """``nb`` as nbformat's own notebook object, for what hands it to nbformat or nbclient."""
     import nbformat
 
+    return nb if isinstance(nb, nbformat.NotebookNode) else nbformat.from_dict(nb)
+
+
+def read_notebook(path: str | Path):
+    """Read ``path`` as an nbformat v4 Python notebook, or explain in one sentence why not."""
     path = Path(path)
     if not path.exists():
         raise NotebookFileError(f"{path}: no such file.")
@@ -41,12 +81,16 @@ def read_notebook(path: str | Path):
     if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
             and isinstance(data.get("nbformat"), int)):
         raise NotebookFileError(f"{path}: not a Jupyter notebook (no 'cells' and 'nbformat').")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            nb = nbformat.reads(json.dumps(data), as_version=4)
-        except Exception as exc:  # nbformat's conversion errors have no common base
-            raise NotebookFileError(f"{path}: not a readable notebook ({exc}).") from None
+    nb = _plain_v4(data)
+    if nb is None:
+        import nbformat
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                nb = nbformat.reads(json.dumps(data), as_version=4)
+            except Exception as exc:  # nbformat's conversion errors have no common base
+                raise NotebookFileError(f"{path}: not a readable notebook ({exc}).") from None
     language = _kernel_language(nb)
     if language not in (None, "python"):
         raise NotebookFileError(f"{path}: a {language} notebook; kale-magic runs Python notebooks.")
@@ -75,7 +119,7 @@ def annotated_notebook(path: str | Path):
     nb = read_notebook(path)
     if not is_kale_notebook(nb):
         return nb
-    result = convert(nb)
+    result = convert(as_nbformat(nb))
     for note in result.notes:
         print(f"kale-magic: {path}: {note}", file=sys.stderr)
     return result.notebook
@@ -85,7 +129,7 @@ def annotated_notebook(path: str | Path):
 def cmd_convert(args) -> int:
     from ..extension.convert import convert
 
-    result = convert(read_notebook(args.notebook))
+    result = convert(as_nbformat(read_notebook(args.notebook)))
     output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
     write_notebook(result.notebook, output)
     for note in result.notes:
@@ -95,21 +139,36 @@ def cmd_convert(args) -> int:
 
 
 def cmd_run(args) -> int:
+    path = Path(args.notebook)
+    if args.output and not args.execute_notebook:
+        raise NotebookFileError("--output saves the notebook --execute-notebook executed; add --execute-notebook.")
+    nb = annotated_notebook(path)
+    if not args.execute_notebook:
+        from .pipeline import run_pipeline
+
+        run = run_pipeline(nb, path.resolve(), _run_options(args))
+        return _verdict(path, [(run.id, run.status)])
     from . import headless
 
-    path = Path(args.notebook)
-    nb = headless.prepare(annotated_notebook(path), _run_options(args))
+    nb = headless.prepare(as_nbformat(nb), _run_options(args))
     execution = headless.execute(nb, path.resolve().parent, env=_kernel_env(path))
     if args.output:
         write_notebook(execution.notebook, args.output)
-    for run in execution.runs:
-        if run.status not in headless.SUCCESS:
-            print(f"kale-magic: {path}: run {run.id} {run.status}: {run.error}", file=sys.stderr)
     if execution.error:
         print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
-    elif not execution.runs:
+        return 1
+    return _verdict(path, [(run.id, run.status) for run in execution.runs])
+
+
+def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
+    """0 when every run (id, status) did what it was asked; else one line per run that did not.  The
+    run's error is not repeated: its progress, printed above, already says it."""
+    for run_id, status in runs:
+        if status not in SUCCESS:
+            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above)", file=sys.stderr)
+    if not runs:
         print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
-    return 0 if execution.succeeded else 1
+    return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
 
 
 def _run_options(args) -> str:
@@ -248,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("-o", "--output", help="where to write it (default: NAME.magic.ipynb)")
     convert.set_defaults(func=cmd_convert)
 
-    run = sub.add_parser("run", help="execute a notebook in a fresh kernel and run its pipeline")
+    run = sub.add_parser("run", help="run the pipeline a notebook describes (planned from its cells, as "
+                                     "compile does; --execute-notebook runs every cell in a kernel first)")
     run.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
     run.add_argument("--experiment", help="experiment to group the run under")
     run.add_argument("--pipeline", help="pipeline name")
@@ -261,7 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the pipeline without running it")
     run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
     run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
-    run.add_argument("--output", help="save the executed notebook here")
+    run.add_argument("--execute-notebook", action="store_true",
+                     help="run every cell in a fresh kernel first, each %%kale_run line then running the "
+                          "pipeline with the kernel's values (for notebooks whose plan needs them)")
+    run.add_argument("--output", help="with --execute-notebook: save the executed notebook here")
     run.set_defaults(func=cmd_run)
 
     compile_ = sub.add_parser("compile", help="build the KFP pipeline YAML from the cell sources, "

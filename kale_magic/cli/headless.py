@@ -2,9 +2,12 @@
 
 The cells go to a real IPython kernel one by one with their cell ids (as
 JupyterLab sends them), so the magics record exactly what they record in a
-frontend.  A hidden first cell notes every ``Run`` that ``%kale_run`` returns and
-a hidden last cell waits for them and prints their outcome as one JSON line;
-both are removed from the executed notebook handed back.
+frontend.  Like "Run All", execution stops at the first cell that fails (a failed
+run is one).  A hidden first cell notes every ``Run`` that ``%kale_run`` returns
+(or stops at) and a hidden last cell, run even after a failure, waits for them and
+prints their outcome as one JSON line; both are removed from the executed notebook
+handed back.  What is echoed is the runs' progress; other cells' outputs are
+labelled with their cell's number.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from nbclient import NotebookClient
 
 RESULT_MARKER = "__kale_magic_runs__ "
-SUCCESS = ("succeeded", "compiled")  # "compiled": %kale_run --compile-only did what it was asked
+RUN_FAILED = "RunFailed"  # the error a failed run stops the notebook with: a run outcome, not a cell error
 
 # Runs in the kernel: progress as text lines (not a widget), and remember what each
 # %kale_run returns, however it was written.
@@ -28,7 +31,12 @@ def _kale_cli_watch():
     shell.config.Kale.panel = "text"
     runs, run_line_magic = [], shell.run_line_magic
     def watched(name, line, _stack_depth=1):
-        result = run_line_magic(name, line, _stack_depth=_stack_depth + 1)
+        try:
+            result = run_line_magic(name, line, _stack_depth=_stack_depth + 1)
+        except Exception as error:
+            if name == "kale_run" and getattr(error, "run", None) is not None:
+                runs.append(error.run)
+            raise
         if name == "kale_run" and result is not None:
             runs.append(result)
         return result
@@ -47,7 +55,7 @@ def _kale_cli_report(runs):
     out = []
     for run in runs:
         run.wait()
-        out.append({"id": run.id, "status": run.status, "error": run.state.error,
+        out.append({"id": run.id, "status": run.status,
                     "metrics": {k: plain(v) for k, v in dict(run.metrics).items()}})
     print(%r + json.dumps(out))
 _kale_cli_report(_kale_cli_runs)
@@ -59,18 +67,13 @@ class RunOutcome:
     id: str
     status: str
     metrics: dict
-    error: str = ""
 
 
 @dataclass
 class Execution:
     notebook: object  # the executed nbformat notebook, without the hidden cells
     runs: list[RunOutcome] = field(default_factory=list)
-    error: str = ""  # one line when a cell raised
-
-    @property
-    def succeeded(self) -> bool:
-        return not self.error and bool(self.runs) and all(r.status in SUCCESS for r in self.runs)
+    error: str = ""  # one line when a cell raised (a failed run is in ``runs`` instead)
 
 
 def prepare(nb, run_options: str):
@@ -101,7 +104,7 @@ def prepare(nb, run_options: str):
 def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
     """Run every cell of ``nb`` in a new kernel started in ``workdir``; never raises for cell errors."""
     from jupyter_client.kernelspec import NoSuchKernel
-    from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from nbclient.exceptions import DeadKernelError
     from nbformat.v4 import new_code_cell
 
     from ..errors import EngineError
@@ -109,15 +112,15 @@ def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
     hidden = [new_code_cell(_SETUP), new_code_cell(_REPORT)]
     nb.cells.insert(0, hidden[0])
     nb.cells.append(hidden[1])
-    client = _Client(nb, echo=echo, timeout=None, kernel_name="python3",
+    client = _Client(nb, echo=echo, report=hidden[1], timeout=None, kernel_name="python3",
                      resources={"metadata": {"path": str(workdir)}},
                      # the kernel's startup notices would drown the command's own stderr
                      extra_arguments=["--IPKernelApp.log_level=ERROR"])
     error = ""
     try:
         client.execute(env=dict(os.environ) if env is None else env)
-    except CellExecutionError as exc:
-        error = _cell_error(client, exc)
+        if client.failure is not None and client.failure[1].ename != RUN_FAILED:
+            error = _cell_error(client, *client.failure)
     except NoSuchKernel:
         raise EngineError("no 'python3' Jupyter kernel is installed for this Python; "
                           "install one with: python -m ipykernel install --user") from None
@@ -128,11 +131,10 @@ def execute(nb, workdir, env: dict | None = None, echo=sys.stdout) -> Execution:
     return Execution(nb, runs, error)
 
 
-def _cell_error(client, exc) -> str:
+def _cell_error(client, index: int, exc) -> str:
     """Name the failing cell by its position (hidden setup cell excluded) and first line."""
-    cell = client.nb.cells[client.current_index]
-    first = cell.source.strip().split("\n", 1)[0][:60]
-    return f"cell {client.current_index} ({first}) raised {exc.ename}: {exc.evalue}"
+    first = client.nb.cells[index].source.strip().split("\n", 1)[0][:60]
+    return f"cell {index} ({first}) raised {exc.ename}: {exc.evalue}"
 
 
 def _read_runs(cell) -> list[RunOutcome]:
@@ -144,13 +146,17 @@ def _read_runs(cell) -> list[RunOutcome]:
 
 
 class _Client(NotebookClient):
-    """nbclient that sends cell ids like JupyterLab and echoes outputs as they arrive."""
+    """nbclient that sends cell ids like JupyterLab, stops at the first failing cell (still running the
+    hidden ``report`` cell) and echoes outputs as they arrive."""
 
-    def __init__(self, nb, echo, **kwargs):
+    def __init__(self, nb, echo, report, **kwargs):
         super().__init__(nb, **kwargs)
         self.echo = echo
+        self.report = report
         self.current_index = 0
+        self.failure: tuple[int, object] | None = None  # (cell index, CellExecutionError)
         self._cell_id = None
+        self._label = ""
 
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
@@ -169,13 +175,28 @@ class _Client(NotebookClient):
 
     async def async_execute_cell(self, cell, cell_index, execution_count=None,
                                  store_history=True):
+        from nbclient.exceptions import CellExecutionError
+
+        from ..extension.static import KALE_RUN
+
+        if self.failure is not None and cell is not self.report:
+            return cell  # "Run All" stops at the failure; only the report still runs
         self.current_index, self._cell_id = cell_index, cell.get("id")
-        return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        runs = cell is self.report or KALE_RUN.search(cell.source or "")
+        self._label = "" if runs else f"[cell {cell_index}] "  # runs print their progress themselves
+        try:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        except CellExecutionError as exc:
+            self.failure = (cell_index, exc)
+            return cell
 
     def output(self, outs, msg, display_id, cell_index):
         out = super().output(outs, msg, display_id, cell_index)
         if out is not None and self.echo is not None:
-            self.echo.write(_as_text(out))
+            text = _as_text(out)
+            if self._label:
+                text = "".join(self._label + line for line in text.splitlines(True))
+            self.echo.write(text)
             self.echo.flush()
         return out
 
@@ -187,8 +208,8 @@ def _as_text(out) -> str:
     """What a terminal shows for one output; widgets and the hidden report show nothing."""
     if out.output_type == "stream":
         return "" if out.text.startswith(RESULT_MARKER) else out.text
-    if out.output_type == "error":
-        return _ANSI.sub("", "\n".join(out.traceback)) + "\n"
+    if out.output_type == "error":  # a failed run's error only points at the progress shown above it
+        return "" if out.ename == RUN_FAILED else _ANSI.sub("", "\n".join(out.traceback)) + "\n"
     data = out.get("data", {})
     if "application/vnd.jupyter.widget-view+json" in data:
         return ""

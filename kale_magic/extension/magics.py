@@ -12,7 +12,7 @@ from pathlib import Path
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 
-from ..errors import KaleError
+from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 from . import arguments
@@ -34,8 +34,14 @@ class Kale(Magics):
     notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
                             "(Jupyter servers and VS Code do).").tag(config=True)
     max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
-    preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
-                   "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+    preload = List(Unicode(), help="Modules the local engine's warm worker imports once besides those the "
+                   "%%imports and %%functions cells import (numpy always is), e.g. ['torch'].").tag(config=True)
+    preload_imports = Bool(True, help="Let the local engine's warm worker import what the %%imports and "
+                           "%%functions cells import, in the background as soon as those cells run, so steps "
+                           "start with them loaded (False: only Kale.preload).").tag(config=True)
+    stop_on_failure = Bool(True, help="A failed run stops the notebook like a failed cell, after its panel "
+                           "shows what happened (False: %kale_run returns the failed Run and the next cells "
+                           "run).").tag(config=True)
     panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
@@ -91,6 +97,7 @@ class Kale(Magics):
         self._cell_id: str | None = None
         self._depth = 0
         self._workers = None
+        self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
@@ -107,10 +114,10 @@ class Kale(Magics):
     @property
     def workers(self):
         """The warm worker server of this kernel's local engine (started on first use)."""
-        from ..engines.local.workers import PRELOAD, WorkerServer
+        from ..engines.local.workers import WorkerServer
 
         if self._workers is None:
-            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
+            self._workers = WorkerServer()
         return self._workers
 
     @workers.setter
@@ -132,6 +139,8 @@ class Kale(Magics):
         key = cell_key(kind, step, self._cell_id, cell)
         ns = self.shell.user_ns
         before = {name: id(value) for name, value in ns.items()}
+        if kind in ("imports", "functions"):
+            self._warm(key, python)  # the worker imports them while the kernel does
         self._depth += 1
         try:
             result = self.shell.run_cell(cell, store_history=False)
@@ -150,7 +159,7 @@ class Kale(Magics):
         args = arguments.parse(arguments.step, line)
         check_step_name(args.name)
         options = arguments.step_options(args)
-        self.workers.start()  # warm it up while the user works; %kale_run will need it
+        self._warm()  # while the user works; %kale_run will need it
         self._record_and_run("step", cell, step=args.name, options=options)
 
     @cell_magic
@@ -217,8 +226,11 @@ class Kale(Magics):
         store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
         sweep(workspace.kale, store)
         recorder = store.recorder(hashes=step_hashes(cells))
-        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        self.last_run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                               listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        if self.last_run.status == "failed" and self.stop_on_failure:
+            raise RunFailed(self.last_run) from self.last_run.failure
+        return self.last_run
 
     @line_magic
     @arguments.documented_by(arguments.kale_runs)
@@ -265,6 +277,20 @@ class Kale(Magics):
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
     # helpers --------------------------------------------------------------------------------
+    def _warm(self, key: str | None = None, python: str = "") -> None:
+        """Have the warm worker import what the steps will (never blocks): Kale.preload and the
+        modules the %%imports/%%functions cells (with cell ``key`` about to be ``python``) import,
+        except local ones."""
+        from ..plan.analysis import module_names
+        from .notebook_file import find_notebook
+
+        code = {c.key: c.python for c in self.session.ordered() if c.kind in ("imports", "functions")}
+        if key is not None:
+            code[key] = python
+        modules = module_names(code.values()) if self.preload_imports else []
+        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
+        self.workers.warm([*self.preload, *modules], local={Path.cwd(), notebook.parent if notebook else Path.cwd()})
+
     def _request(self, args):
         from ..run.launch import RunRequest
 
@@ -332,4 +358,5 @@ class Kale(Magics):
             return KfpEngine(request.host, config=config)
         from ..engines.local.engine import LocalEngine
 
+        self._warm()
         return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))

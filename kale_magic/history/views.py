@@ -63,11 +63,14 @@ def _columns(records):
 
 
 def _rows(records):
+    """(run id, column -> value); a failed run's error is a column too, so no failed row lacks its reason."""
     columns = _columns(records)
+    errors = any(record.error for record in records)
     for record in records:
-        fixed = {"experiment": record.experiment, "started": _when(record.started),
+        fixed = {"experiment": record.experiment, "pipeline": record.pipeline, "started": _when(record.started),
                  "status": record.status, "engine": record.engine}
-        yield record.run_id, fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
+        values = fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
+        yield record.run_id, values | ({"error": record.error} if errors else {})
 
 
 class RunsTable:
@@ -85,8 +88,9 @@ class RunsTable:
         except ImportError:
             return None
         rows = dict(_rows(self.records))
-        frame = pd.DataFrame.from_dict(rows, orient="index")
-        frame.index.name = "run"
+        labels = list(next(iter(rows.values()), {}))
+        frame = pd.DataFrame({label: _column(pd, [values[label] for values in rows.values()]) for label in labels},
+                             index=pd.Index(list(rows), name="run"))
         return frame
 
     def _metric_label(self, metric: str) -> str:
@@ -135,7 +139,7 @@ class RunsTable:
         if not self.records:
             return "No runs recorded yet."
         if self.frame is not None:
-            text = self.frame.to_string()
+            text = self.frame.astype(object).where(self.frame.notna(), "").to_string()  # missing: blank
         else:
             text = "\n".join(f"{run}  " + "  ".join(f"{k}={v}" for k, v in values.items())
                              for run, values in _rows(self.records))
@@ -145,6 +149,14 @@ class RunsTable:
         if self.plot:
             text += "\n" + metric_text(self.records, self.plot)
         return text
+
+
+def _column(pd, values: list):
+    """A column keeping each value's kind: integers stay integers when some runs lack them."""
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.array(values, dtype="Int64")
+    return pd.Series(values, dtype=object).infer_objects().array
 
 
 def metric_points(records: list[RunRecord], metric: str) -> list[tuple[str, float]]:
@@ -187,8 +199,8 @@ def metric_svg(records: list[RunRecord], metric: str, width: int = 420, height: 
 
 
 def _cell(value) -> str:
-    """Values as the user wrote them (no fixed precision); missing values blank."""
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    """Values as the user wrote them (no fixed precision); missing values (None, NaN, pandas' NA) blank."""
+    missing = value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ == "NAType"
     return "" if missing else str(value)
 
 

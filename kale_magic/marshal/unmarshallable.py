@@ -73,6 +73,13 @@ def check_marshallable(obj) -> None:
         cls = type(obj)
         name = cls.__qualname__ if cls.__module__ in ("builtins", "types") else f"{cls.__module__}.{cls.__qualname__}"
         error = UnmarshallableError(f"a value of type {name} cannot be passed between steps ({why})")
-        error.type_name = name
+        error.reason = why
         raise error
 
+
+def refusal(name: str, value, step: str, why: str) -> str:
+    """The sentence refusing to pass variable ``name`` on: the same at validation and, when no kernel
+    held the value (``kale-magic run``), in the step that saves it."""
+    cls = type(value)
+    return (f"'{name}' (a {cls.__module__}.{cls.__qualname__}, produced by step '{step}') cannot be passed "
+            f"between steps ({why}); re-create it inside each step that uses it, or in %%functions.")

@@ -128,10 +128,9 @@ def _ended(state: RunSnapshot) -> bool:
 
 
 def footer_line(state: RunSnapshot) -> str:
+    """How the run ended; a failure's sentence is on the row that failed, not repeated here."""
     took = seconds((state.ended or 0) - state.started) if state.ended else ""
     line = f"Run {plain(state.run_id)} {state.status}" + (f" in {took}" if took else "")
-    if state.error:
-        line += f": {plain(state.error)}"
     if state.metrics:
         line += " · " + ", ".join(f"{plain(k)}={plain(v)}" for k, v in state.metrics.items())
     return line
@@ -171,6 +170,17 @@ def task_html(task: TaskState, links: Links) -> str:
             + "</div>")
 
 
+def traceback_under_row(step: StepState) -> str:
+    """A failed step's traceback as it is shown under its row, which already says the error: the
+    traceback's closing error line is left out, so the sentence appears once."""
+    if step.status != "failed" or not step.traceback:
+        return ""
+    lines = plain(step.traceback).rstrip().splitlines()
+    if lines and step.message and lines[-1].strip().endswith(step.message):
+        lines.pop()
+    return "\n".join(lines).rstrip()
+
+
 def step_html(step: StepState, links: Links) -> str:
     failed = step.status == "failed"
     style = _ROW + "padding-left:2.6em;" + (_FAILED_ROW if failed else "")
@@ -179,10 +189,11 @@ def step_html(step: StepState, links: Links) -> str:
            f' style="{style}">'
            + _cells("step", step.name, step.status, step.duration, message, step_links(step), links)
            + "</div>")
-    if failed and step.traceback:
+    traceback = traceback_under_row(step)
+    if traceback:
         row += ('<details class="kale-traceback" style="margin:0 6px 4px 3.6em">'
                 '<summary style="cursor:pointer;color:#c62828">traceback</summary>'
-                f'<pre style="white-space:pre-wrap;font-size:11px">{esc(step.traceback)}</pre></details>')
+                f'<pre style="white-space:pre-wrap;font-size:11px">{esc(traceback)}</pre></details>')
     return row
 
 

@@ -12,7 +12,8 @@ import threading
 import time
 
 from ..run.state import RunState
-from .render import Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line
+from .render import (Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line,
+                     traceback_under_row)
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # Output widgets pad each output like a notebook output; rows of a panel sit tight.
@@ -123,9 +124,8 @@ class _View:
 
 def _with_traceback(step, line: str) -> str:
     """A terminal has no expandable rows: a failed step's traceback follows its line."""
-    if step.status == "failed" and step.traceback:
-        return line + "\n" + step.traceback.rstrip()
-    return line
+    traceback = traceback_under_row(step)
+    return line + "\n" + traceback if traceback else line
 
 
 class WidgetView(_View):

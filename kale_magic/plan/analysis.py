@@ -265,6 +265,27 @@ class _Flow(ast.NodeVisitor):
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
 
+def module_names(sources) -> list[str]:
+    """The modules the import statements of ``sources`` name, in order, inner ones included.
+
+    ``from a import b`` names ``a`` and, as a guess, ``a.b`` (often a submodule; whoever
+    imports the list skips names that are not modules).  Relative imports are left out.
+    """
+    out: dict[str, None] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                out.update(dict.fromkeys(alias.name for alias in node.names))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                out[node.module] = None
+                out.update(dict.fromkeys(f"{node.module}.{a.name}" for a in node.names if a.name != "*"))
+    return list(out)
+
+
 def parse(source: str, where: str) -> ast.Module:
     """Parse transformed cell source; a syntax error names the cell."""
     from ..errors import ValidationError
@@ -307,25 +328,27 @@ def function_closure(names: list[str], functions: dict[str, set[str]]) -> set[st
 
 
 def literal_parameters(source: str, where: str = "the %%parameters cell") -> dict[str, object]:
-    """``name = <literal>`` lines of a parameters cell; anything else is a validation error."""
+    """``name = <literal>`` lines of a parameters cell; every other line is a validation problem."""
     from ..errors import ValidationError
 
     params: dict[str, object] = {}
+    problems = []
     for stmt in parse(source, where).body:
         if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
             continue  # a docstring-like comment
         if not (isinstance(stmt, (ast.Assign, ast.AnnAssign)) and _single_name(stmt)):
-            raise ValidationError(
-                f"{where}, line {stmt.lineno}: only 'name = value' assignments are allowed in parameters; "
-                "move other code into a step.")
+            problems.append(f"{where}, line {stmt.lineno}: only 'name = value' assignments are allowed in "
+                            "parameters; move other code into a step.")
+            continue
         target = _single_name(stmt)
         try:
             params[target] = ast.literal_eval(stmt.value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            raise ValidationError(
-                f"{where}, line {stmt.lineno}: parameter '{target}' must be a literal "
-                f"(number, string, bool, None, list, dict, tuple), not '{ast.unparse(stmt.value)}'; "
-                "compute derived values in a step.") from None
+            problems.append(f"{where}, line {stmt.lineno}: parameter '{target}' must be a literal "
+                            f"(number, string, bool, None, list, dict, tuple), not '{ast.unparse(stmt.value)}'; "
+                            "compute derived values in a step.")
+    if problems:
+        raise ValidationError(*problems)
     return params
 
 
@@ -340,7 +363,7 @@ def metric_names(source: str, where: str = "the %%metrics cell", *, prints_only:
     """One metric per line: a variable name, or Kale's ``print(name)`` (the only form when ``prints_only``)."""
     from ..errors import ValidationError
 
-    out = []
+    out, problems = [], []
     for stmt in parse(source, where).body:
         value = stmt.value if isinstance(stmt, ast.Expr) else None
         printed = (isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "print"
@@ -348,12 +371,14 @@ def metric_names(source: str, where: str = "the %%metrics cell", *, prints_only:
         if printed:
             value = value.args[0]
         if prints_only and not (printed and isinstance(value, ast.Name)):
-            raise ValidationError(f"{where} line {stmt.lineno} is not print(variable); Kale metrics cells may "
-                                  "only print variables.")
-        if not isinstance(value, ast.Name):
-            raise ValidationError(
+            problems.append(f"{where} line {stmt.lineno} is not print(variable); Kale metrics cells may "
+                            "only print variables.")
+        elif not isinstance(value, ast.Name):
+            problems.append(
                 f"{where}, line {stmt.lineno}: each line must name one variable to log as a metric "
                 f"(found '{ast.unparse(stmt)}'); compute the value in a step and name it here.")
-        if value.id not in out:
+        elif value.id not in out:
             out.append(value.id)
+    if problems:
+        raise ValidationError(*problems)
     return out

@@ -67,39 +67,80 @@ class Environment:
         return cls(namespace, frozenset(dir(builtins)) | IPYTHON_GLOBALS | frozenset(hidden))
 
 
+class _Problems:
+    """Every problem validation finds, one sentence each, so one refusal names them all.
+
+    Ranks order them, the most fundamental first: a cell that cannot be read, then the
+    shape of the pipeline, its parameters, the data flow, the values, the metrics.
+    """
+
+    SYNTAX, STRUCTURE, PARAMETERS, FLOW, VALUES, METRICS = range(6)
+
+    def __init__(self):
+        self._found: list[tuple[int, str]] = []
+        self.unreadable = False  # a cell could not be parsed: what it defines is unknown
+        self.unordered: set[str] = set()  # steps whose --after is wrong: what runs before them is unknown
+
+    def add(self, rank: int, problem: ValidationError | str) -> None:
+        for sentence in problem.problems if isinstance(problem, ValidationError) else [problem]:
+            if all(sentence != known for _, known in self._found):
+                self._found.append((rank, sentence))
+
+    def check(self, rank: int, function, *args, fallback=None):
+        """``function(*args)``, or ``fallback`` after noting the problems it raised."""
+        try:
+            return function(*args)
+        except ValidationError as exc:
+            self.add(rank, exc)
+            return fallback
+
+    def readable(self, cells: list[RecordedCell]) -> list[RecordedCell]:
+        """The cells that parse; the others are problems (and make later "not defined" guesses unsafe)."""
+        out = []
+        for cell in cells:
+            if self.check(self.SYNTAX, analysis.parse, cell.python, cell.label) is None:
+                self.unreadable = True
+            else:
+                out.append(cell)
+        return out
+
+    def raise_if_any(self) -> None:
+        if self._found:
+            raise ValidationError(*(sentence for _, sentence in sorted(self._found, key=lambda f: f[0])))
+
+
 def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "pipeline",
                experiment: str = "Default", description: str = "", overrides: Mapping[str, str] | None = None,
                notebook_path: Path | None = None, order_source: str = "execution order") -> Plan:
+    """The plan of the recorded cells, or a :class:`ValidationError` naming every problem found."""
+    problems = _Problems()
     kinds = {kind: [c for c in cells if c.kind == kind] for kind in analysis_kinds()}
-    steps = _group_steps(kinds["step"])
-    if not steps:
-        raise ValidationError("no %%step cells were recorded: annotate at least one cell with '%%step NAME' "
-                              "and run it, then run %kale_run again.")
-    parents = _parents(steps)
-    order = _topological(steps, parents)
-    ancestors = _ancestors(order, parents)
 
-    parameters = {}
-    for cell in kinds["parameters"]:
-        parameters.update(analysis.literal_parameters(cell.python, cell.label))
-    parameters = _apply_overrides(parameters, overrides or {})
+    parameters, invalid = {}, set()  # invalid: assigned by a %%parameters line that is a problem already
+    for cell in problems.readable(kinds["parameters"]):
+        found = problems.check(problems.PARAMETERS, analysis.literal_parameters, cell.python, cell.label)
+        if found is None:
+            invalid |= analysis.analyze([cell.python], cell.label).writes
+        parameters.update(found or {})
+    parameters = _apply_overrides(parameters, overrides or {}, problems)
 
     code_cells = kinds["imports"] + kinds["functions"]
-    code = analysis.analyze([c.python for c in code_cells], "the %%imports/%%functions cells")
+    code = analysis.analyze([c.python for c in problems.readable(code_cells)], "the %%imports/%%functions cells")
     code_defined = code.writes | {n for c in code_cells for n in c.created}
     ignored = set(env.ignored)
 
-    step_names = {}
-    for step in steps.values():
-        where = f"step '{step.name}'"
-        names = analysis.analyze([c.python for c in step.cells], where)
-        created = {n for c in step.cells for n in c.created}
-        changed = names.changed | created
-        # Bound by the step itself in ways the AST cannot see (star imports, exec, globals()[...]).
-        names.reads = [n for n in names.reads if n not in created - names.changed]
-        closure = analysis.function_closure(names.reads, code.functions) - set(names.reads) - changed
-        names.reads.extend(sorted(closure))
-        step_names[step.name] = (names, changed)
+    steps = _group_steps(kinds["step"], problems)
+    if not steps:
+        problems.add(problems.STRUCTURE, "no %%step cells were recorded: annotate at least one cell with "
+                                         "'%%step NAME' and run it, then run %kale_run again.")
+        problems.raise_if_any()
+    parents = _parents(steps, problems)
+    step_names = {name: _step_names(step, code, problems) for name, step in steps.items()}
+    order = _topological(steps, parents, problems)
+    if order is None:  # a cycle: no order to follow values along
+        problems.raise_if_any()
+    ancestors = _ancestors(order, parents)
+    unordered = {name for name in order if problems.unordered & (ancestors[name] | {name})}
     changes = {name: changed for name, (_, changed) in step_names.items()}
     # Every step runs the %%imports/%%functions code; function bodies count only where called.
     always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
@@ -107,28 +148,37 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
     inputs: dict[str, list[Transfer]] = {name: [] for name in order}
     step_params: dict[str, list[str]] = {name: [] for name in order}
     needed: dict[tuple[str, str], Transfer] = {}
+    missing: set[str] = set()  # one sentence per missing name, naming the first step that reads it
     for name in order:
         reads, _ = step_names[name]
         for var in dict.fromkeys(always_reads + reads.reads):
             if var in ignored:
                 continue
-            producer = _nearest_writer(var, name, ancestors, changes, order)
+            producer = _nearest_writer(var, name, ancestors, changes, order, problems)
             if producer is not None and var in code_defined and _is_module(env.namespace.get(var)):
                 producer = None  # `np.x = ...` in a step: modules are re-imported, never marshalled
             if producer is None:
                 if var in parameters:
                     step_params[name].append(var)
-                elif var not in code_defined:
-                    raise ValidationError(_not_produced(var, name, ancestors, changes, cells, env))
+                elif var not in code_defined | invalid | missing and name not in unordered:
+                    missing.add(var)
+                    problem = _not_produced(var, name, ancestors, changes, cells, env)
+                    if problem is not None or not problems.unreadable:
+                        problems.add(problems.FLOW, problem or f"step '{name}' reads '{var}', but it is not "
+                                                               "defined anywhere in the notebook; check the spelling.")
                 continue
             transfer = needed.get((producer, var))
             if transfer is None:
-                transfer = needed[(producer, var)] = _transfer(var, producer, env)
+                transfer = problems.check(problems.VALUES, _transfer, var, producer, env)
+                if transfer is None:
+                    continue
+                needed[(producer, var)] = transfer
             inputs[name].append(transfer)
 
     for transfer in _results(order, ancestors, changes, ignored, env):
         needed.setdefault((transfer.producer, transfer.name), transfer)
-    metrics, metric_steps = _metrics(kinds["metrics"], order, ancestors, changes)
+    metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
+    problems.raise_if_any()
     plan_steps = {}
     for name in order:
         step = steps[name]
@@ -157,15 +207,27 @@ def analysis_kinds() -> tuple[str, ...]:
 
 # steps and their order -----------------------------------------------------------
 
-def _group_steps(cells: list[RecordedCell]) -> dict[str, _Step]:
+def _group_steps(cells: list[RecordedCell], problems: _Problems) -> dict[str, _Step]:
     """Cells of the same step name continue that step; options of later cells add to earlier ones."""
     steps: dict[str, _Step] = {}
     for cell in cells:
-        check_step_name(cell.step)
+        problems.check(problems.STRUCTURE, check_step_name, cell.step)
         step = steps.setdefault(cell.step, _Step(cell.step))
         step.cells.append(cell)
         step.options = _merge(step.options, cell.options)
     return steps
+
+
+def _step_names(step: _Step, code: analysis.Names, problems: _Problems) -> tuple[analysis.Names, set[str]]:
+    """(names the step reads and writes, names it changes); a cell that does not parse adds nothing."""
+    names = analysis.analyze([c.python for c in problems.readable(step.cells)], f"step '{step.name}'")
+    created = {n for c in step.cells for n in c.created}
+    changed = names.changed | created
+    # Bound by the step itself in ways the AST cannot see (star imports, exec, globals()[...]).
+    names.reads = [n for n in names.reads if n not in created - names.changed]
+    closure = analysis.function_closure(names.reads, code.functions) - set(names.reads) - changed
+    names.reads.extend(sorted(closure))
+    return names, changed
 
 
 def _merge(first: StepOptions, later: StepOptions) -> StepOptions:
@@ -175,7 +237,8 @@ def _merge(first: StepOptions, later: StepOptions) -> StepOptions:
     return StepOptions(**values)
 
 
-def _parents(steps: dict[str, _Step]) -> dict[str, tuple[str, ...]]:
+def _parents(steps: dict[str, _Step], problems: _Problems) -> dict[str, tuple[str, ...]]:
+    """Each step's parents; an --after naming no step (or the step itself) is a problem and is left out."""
     parents = {}
     previous = None
     for name, step in steps.items():
@@ -183,21 +246,25 @@ def _parents(steps: dict[str, _Step]) -> dict[str, tuple[str, ...]]:
         if after is None:
             parents[name] = (previous,) if previous else ()
         else:
-            for parent in after:
-                if parent not in steps:
-                    known = ", ".join(steps) or "none"
-                    raise ValidationError(
-                        f"step '{name}' runs --after '{parent}', but no step of that name was recorded "
-                        f"(known steps: {known}); fix the name in the %%step {name} line.")
+            kept = []
+            for parent in dict.fromkeys(after):
                 if parent == name:
-                    raise ValidationError(f"step '{name}' lists itself in --after; remove it.")
-            parents[name] = tuple(dict.fromkeys(after))
+                    problems.add(problems.STRUCTURE, f"step '{name}' lists itself in --after; remove it.")
+                    problems.unordered.add(name)
+                elif parent not in steps:
+                    problems.unordered.add(name)
+                    problems.add(problems.STRUCTURE,
+                                 f"step '{name}' runs --after '{parent}', but no step of that name was recorded "
+                                 f"(known steps: {', '.join(steps)}); fix the name in the %%step {name} line.")
+                else:
+                    kept.append(parent)
+            parents[name] = tuple(kept)
         previous = name
     return parents
 
 
-def _topological(steps: dict[str, _Step], parents: dict[str, tuple[str, ...]]) -> list[str]:
-    """Kahn's algorithm, ties broken by notebook order, so the result is deterministic."""
+def _topological(steps: dict[str, _Step], parents: dict[str, tuple[str, ...]], problems: _Problems) -> list[str] | None:
+    """Kahn's algorithm, ties broken by notebook order, so the result is deterministic; None for a cycle."""
     position = {name: i for i, name in enumerate(steps)}
     waiting = {name: set(p) for name, p in parents.items()}
     order: list[str] = []
@@ -213,9 +280,10 @@ def _topological(steps: dict[str, _Step], parents: dict[str, tuple[str, ...]]) -
                     ready.append(child)
     if len(order) < len(steps):
         cycle = [n for n in steps if n not in order]
-        raise ValidationError(
-            f"the steps {', '.join(cycle)} depend on each other in a cycle through --after; "
-            "remove one of those --after names so the steps can run in an order.")
+        problems.add(problems.STRUCTURE,
+                     f"the steps {', '.join(cycle)} depend on each other in a cycle through --after; "
+                     "remove one of those --after names so the steps can run in an order.")
+        return None
     return order
 
 
@@ -228,18 +296,19 @@ def _ancestors(order: list[str], parents: dict[str, tuple[str, ...]]) -> dict[st
 
 # data flow -------------------------------------------------------------------------
 
-def _nearest_writer(var, step, ancestors, changes, order) -> str | None:
+def _nearest_writer(var, step, ancestors, changes, order, problems: _Problems) -> str | None:
     writers = [a for a in order if a in ancestors[step] and var in changes[a]]
     nearest = [w for w in writers if not any(w in ancestors[other] for other in writers)]
     if len(nearest) > 1:
-        raise ValidationError(
-            f"steps '{nearest[0]}' and '{nearest[1]}' both change '{var}' and neither runs after the other, "
-            f"so step '{step}' cannot tell which value to use; order them with --after "
-            f"(e.g. %%step {nearest[1]} --after {nearest[0]}) or rename one of the variables.")
+        problems.add(problems.FLOW,
+                     f"steps '{nearest[0]}' and '{nearest[1]}' both change '{var}' and neither runs after the "
+                     f"other, so step '{step}' cannot tell which value to use; order them with --after "
+                     f"(e.g. %%step {nearest[1]} --after {nearest[0]}) or rename one of the variables.")
     return nearest[0] if nearest else None
 
 
-def _not_produced(var, step, ancestors, changes, cells, env) -> str:
+def _not_produced(var, step, ancestors, changes, cells, env) -> str | None:
+    """Why ``var`` does not reach ``step``, where it can be found; None when it is nowhere."""
     start = f"step '{step}' reads '{var}', but"
     later = [s for s in changes if var in changes[s] and s != step and s not in ancestors[step]]
     if later:
@@ -250,9 +319,29 @@ def _not_produced(var, step, ancestors, changes, cells, env) -> str:
         return (f"{start} it is defined in a %%skip cell, which never reaches the pipeline; "
                 "move that code into a step (or %%functions).")
     if var in env.namespace:
+        value = env.namespace[var]
+        if _is_setting(value):
+            return (f"{start} it is defined in a cell that is not annotated (or typed interactively); if it "
+                    f"is a setting, put '{var} = {value!r}' in a %%parameters cell, else move that code into a "
+                    f"step that runs before '{step}'.")
         return (f"{start} it is defined in a cell that is not annotated (or typed interactively); "
                 f"move that code into a step that runs before '{step}', or into %%functions.")
-    return f"{start} it is not defined anywhere in the notebook; check the spelling."
+    return None
+
+
+def _is_setting(value) -> bool:
+    """A short literal (number, string, bool, None, or a small container of them): a parameter's kind."""
+    import ast
+
+    if not isinstance(value, (int, float, str, bool, type(None), list, tuple, dict)):
+        return False
+    text = repr(value)
+    if len(text) > 80:
+        return False
+    try:
+        return ast.literal_eval(text) == value
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return False
 
 
 def _results(order, ancestors, changes, ignored, env) -> list[Transfer]:
@@ -294,34 +383,36 @@ def _transfer(var: str, producer: str, env: Environment) -> Transfer:
     try:
         backend, type_name, artifact_type, size = marshal.describe(value)
     except UnmarshallableError as exc:
-        raise ValidationError(
-            f"'{var}' (a {type(value).__module__}.{type(value).__qualname__}, produced by step '{producer}') "
-            f"cannot be passed between steps: {exc}. Re-create it inside each step that uses it, "
-            "or in %%functions.") from None
+        from ..marshal.unmarshallable import refusal
+
+        raise ValidationError(refusal(var, value, producer, exc.reason)) from None
     return Transfer(var, producer, backend, type_name, artifact_type, size)
 
 
-def _metrics(cells, order, ancestors, changes) -> tuple[list[str], dict[str, str]]:
+def _metrics(cells, order, ancestors, changes, problems: _Problems) -> tuple[list[str], dict[str, str]]:
     names: list[str] = []
     for cell in cells:
-        names.extend(n for n in analysis.metric_names(cell.python, cell.label) if n not in names)
+        found = problems.check(problems.METRICS, analysis.metric_names, cell.python, cell.label, fallback=[])
+        names.extend(n for n in found if n not in names)
     where = {}
     for metric in names:
         writers = [s for s in order if metric in changes[s]]
         if not writers:
-            raise ValidationError(
-                f"the %%metrics cell names '{metric}', but no step produces it; compute '{metric}' in a step "
-                "or remove it from the metrics cell.")
+            problems.add(problems.METRICS,
+                         f"the %%metrics cell names '{metric}', but no step produces it; compute '{metric}' in a "
+                         "step or remove it from the metrics cell.")
+            continue
         last = [w for w in writers if not any(w in ancestors[o] for o in writers)]
         if len(last) > 1:
-            raise ValidationError(
-                f"metric '{metric}' is changed by steps '{last[0]}' and '{last[1]}', which have no order "
-                "between them; order them with --after so one value is final.")
+            problems.add(problems.METRICS,
+                         f"metric '{metric}' is changed by steps '{last[0]}' and '{last[1]}', which have no "
+                         "order between them; order them with --after so one value is final.")
         where[metric] = last[0]
-    return names, where
+    return [n for n in names if n in where], where
 
 
-def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str]) -> dict[str, object]:
+def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str],
+                     problems: _Problems) -> dict[str, object]:
     """``--param NAME=VALUE``: VALUE is read as a Python literal, or kept as text."""
     import ast
 
@@ -329,8 +420,9 @@ def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str]
     for name, raw in overrides.items():
         if name not in parameters:
             known = ", ".join(parameters) or "none"
-            raise ValidationError(f"--param {name}: there is no parameter '{name}' in the %%parameters cells "
-                                  f"(known: {known}).")
+            problems.add(problems.PARAMETERS, f"--param {name}: there is no parameter '{name}' in the "
+                                              f"%%parameters cells (known: {known}).")
+            continue
         default = parameters[name]
         if isinstance(default, str):
             out[name] = raw
@@ -340,7 +432,8 @@ def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str]
         except (ValueError, SyntaxError):
             value = raw
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
-            raise ValidationError(f"--param {name}={raw}: '{name}' is a number (default {default!r}); "
-                                  "give a number.")
+            problems.add(problems.PARAMETERS, f"--param {name}={raw}: '{name}' is a number (default "
+                                              f"{default!r}); give a number.")
+            continue
         out[name] = value
     return out

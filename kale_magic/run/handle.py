@@ -15,8 +15,9 @@ from .state import RunState
 class StepResult:
     status: str
     duration: float | None
-    error: str = ""
+    error: str = ""  # a failed step's error line; empty otherwise
     cached_from: str | None = None
+    reason: str = ""  # why it ran although it could have been cached, or why it was skipped
 
 
 class Run:
@@ -26,6 +27,7 @@ class Run:
         self.files = RunDir(run_dir)
         self.pipeline_file = pipeline_file
         self.thread = None  # set by --background
+        self.failure: Exception | None = None  # the error of the task that failed the run, if one did
 
     @property
     def run_dir(self) -> Path:
@@ -42,7 +44,8 @@ class Run:
 
     @property
     def steps(self) -> dict[str, StepResult]:
-        return {name: StepResult(s.status, s.duration, s.message, s.cached_from)
+        return {name: StepResult(s.status, s.duration, s.message if s.status == "failed" else "", s.cached_from,
+                                 "" if s.status == "failed" else s.message)
                 for name, s in self.state.steps.items()}
 
     @property
@@ -58,7 +61,8 @@ class Run:
         return self
 
     def notebook(self, step: str) -> Path:
-        """The executed step notebook (with its outputs), or the generated one if it has not run."""
+        """The path of the executed step notebook (with its outputs), or of the generated one if the
+        step has not run: a path opens in any frontend and reads with ``nbformat.read``."""
         self._check_step(step)
         executed = self.files.executed(step)
         return executed if executed.exists() else self.files.notebook(step)

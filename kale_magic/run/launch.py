@@ -71,20 +71,32 @@ def new_run_id() -> str:
 
 def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
            engine: Engine, listeners=()) -> Run:
+    """Validate, then run; the returned Run's state says how it went.
+
+    A notebook that does not validate is not a run: the :class:`ValidationError` (naming every
+    problem) is raised before any listener hears of it, so there is no panel, no record in the
+    run store and no file.  A task that fails later ends the run failed and the Run is returned:
+    whether the notebook stops is the caller's decision.
+    """
     pipeline = request.pipeline or workspace.pipeline_name
     state = RunState(new_run_id(), pipeline, request.experiment, engine.name)
+    plan = validate(request, cells, env, workspace, state)
     for listener in listeners:
         state.subscribe(listener)
     run_dir = workspace.kale.run(state.run_id)
-
-    plan = validate(request, cells, env, workspace, state, run_dir)
-    snapshot(request, workspace, cells, state, run_dir, engine)
-    compiled = compile_steps(plan, state, run_dir, engine)
-    run = Run(state, plan, run_dir, compiled.pipeline_file)
-    if request.compile_only:
-        state.stop("compiled", note="--compile-only")
+    report_plan(plan, state, run_dir)
+    run = Run(state, plan, run_dir)
+    try:
+        snapshot(request, workspace, cells, state, run_dir, engine)
+        compiled = compile_steps(plan, state, run_dir, engine)
+        run.pipeline_file = compiled.pipeline_file
+        if request.compile_only:
+            state.stop("compiled", note="--compile-only")
+            return run
+        upload(plan, state, engine, compiled)
+    except KaleError as exc:  # the task failed the run (state.fail) and the panel shows why
+        run.failure = exc
         return run
-    upload(plan, state, engine, compiled)
     if request.upload_only:
         state.stop("uploaded", note="--upload-only")
         return run
@@ -95,16 +107,16 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
 
 
 def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
-             state: RunState, run_dir: RunDir) -> Plan:
-    """The Validate task: the plan, or the sentence saying why there is none."""
+             state: RunState) -> Plan:
+    """The Validate task: the plan, or a :class:`ValidationError` naming every problem."""
     state.task("Validate", "running")
-    try:
-        plan = build_plan(cells, env, pipeline=state.pipeline, experiment=request.experiment,
-                          description=request.description, overrides=request.params,
-                          notebook_path=workspace.notebook, order_source=workspace.order_source)
-    except KaleError as exc:
-        state.fail("Validate", str(exc))
-        raise
+    return build_plan(cells, env, pipeline=state.pipeline, experiment=request.experiment,
+                      description=request.description, overrides=request.params,
+                      notebook_path=workspace.notebook, order_source=workspace.order_source)
+
+
+def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
+    """The Validate task's outcome: the plan as text in the run's folder, the steps in the state."""
     run_dir.path.mkdir(parents=True)
     atomic_write(run_dir.validation, plan_text(plan) + "\n")
     state.set_parameters(plan.parameters)
@@ -112,7 +124,6 @@ def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, w
     flows = sum(len(s.inputs) for s in plan.steps.values())
     state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
                report=str(run_dir.validation))
-    return plan
 
 
 def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell], state: RunState,
@@ -205,10 +216,17 @@ def execute(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine, compil
 
 
 def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
+    """End the Run task; a failed step's error is on its own row, so the Run row only counts."""
+    counts = {status: [s.name for s in state.steps.values() if s.status == status]
+              for status in ("failed", "cached", "skipped")}
     if outcome.succeeded:
-        cached = sum(1 for s in state.steps.values() if s.status == "cached")
+        cached = len(counts["cached"])
         message = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
         state.task("Run", "done", message)
+    elif counts["failed"]:
+        skipped = f", {len(counts['skipped'])} skipped" if counts["skipped"] else ""
+        state.task("Run", "failed", f"{len(counts['failed'])} of {len(plan.steps)} steps failed "
+                                    f"({', '.join(counts['failed'])}){skipped}")
     else:
         state.task("Run", "failed", outcome.error)
     state.finish(outcome.status, outcome.error)

@@ -71,7 +71,8 @@ def load_inputs(namespace: dict, names: list[str]) -> None:
 
 def save_outputs(namespace: dict, names: list[str]) -> None:
     from .. import marshal
-    from ..errors import MarshalError
+    from ..errors import MarshalError, UnmarshallableError
+    from ..marshal.unmarshallable import refusal
 
     ctx = StepContext.current()
     for name in names:
@@ -80,7 +81,10 @@ def save_outputs(namespace: dict, names: list[str]) -> None:
                                "defined when the step ends; make sure every path through the step assigns it.")
         # Not fsynced: a partial value is never visible (atomic rename), and a crash-damaged one fails
         # its checksum on load, so the run (or the cache) recomputes it rather than using it.
-        ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
+        try:
+            ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
+        except UnmarshallableError as exc:
+            raise UnmarshallableError(refusal(name, namespace[name], ctx.step, exc.reason)) from None
 
 
 def log_metrics(namespace: dict, names: list[str]) -> None:
@@ -231,15 +235,22 @@ def _run_cells(shell: StepShell, nb: dict, capture: Capture) -> StepOutcome:
 
 
 def warm_up() -> None:
-    """Run a one-cell notebook once, so that lazy imports and IPython's first-run work are
-    done in the worker server and every forked step inherits them."""
+    """Run a small step once, saving a value and loading it back, so that lazy imports, the
+    marshal registry (entry points: ~30 ms) and IPython's first-run work are done in the worker
+    server and every forked step inherits them."""
     import tempfile
 
+    from .notebooks import RUNTIME_IMPORT
+
+    sources = ["value = 1", f"{RUNTIME_IMPORT}\n_kale_rt.save_outputs(globals(), ['value'])",
+               "_kale_rt.load_inputs(globals(), ['value'])"]
     nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {},
-          "cells": [{"cell_type": "code", "id": "warm", "metadata": {}, "source": "_ = 1", "outputs": [],
-                     "execution_count": None}]}
+          "cells": [{"cell_type": "code", "id": f"warm-{i}", "metadata": {}, "source": source, "outputs": [],
+                     "execution_count": None} for i, source in enumerate(sources)]}
     with tempfile.TemporaryDirectory() as tmp:
-        run_step(nb, Path(tmp) / "warm.ipynb", Path(tmp) / "warm.log", StepContext())
+        value = str(Path(tmp) / "value")
+        run_step(nb, Path(tmp) / "warm.ipynb", Path(tmp) / "warm.log",
+                 StepContext(step="warm-up", inputs={"value": value}, outputs={"value": value}))
     StepContext._active = None
     StepShell.prepared = new_shell()
 

@@ -218,6 +218,32 @@ def test_panel_in_jupyterlab(lab, browser):
         page.close()
 
 
+def test_run_all_stops_at_a_failed_run(lab, browser):
+    cells = ["%load_ext kale_magic", *CELLS[6:], "open('after.txt', 'w').write('the notebook went on')"]
+    page = _open_notebook(browser, lab, cells, "stops.ipynb")
+    try:
+        page.wait_for_selector(".kale-panel[data-status='failed']", timeout=180_000)
+        run_cell = page.locator(".jp-CodeCell").nth(len(cells) - 2)
+        error = run_cell.locator("[data-mime-type='application/vnd.jupyter.stderr']")
+        error.wait_for(timeout=60_000)
+        assert re.match(r"Kale: run \S+ failed \(shown above\), so the notebook stops here", error.inner_text())
+        panel = run_cell.locator(".kale-panel")
+        assert panel.bounding_box()["y"] < error.bounding_box()["y"], "the panel shows first, then the error"
+        assert panel.locator(".kale-row[data-name='read'] .kale-message").inner_text().startswith(
+            "FileNotFoundError")
+        _wait_for_idle_kernel(lab)
+        last = page.locator(".jp-CodeCell").nth(len(cells) - 1)
+        assert last.locator(".jp-InputPrompt").inner_text().strip() == "[ ]:", "the last cell never ran"
+        assert not (lab["dir"] / "after.txt").exists()
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-run-all-stops.png"))
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
+        print(lab["log"].read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        page.close()
+
+
 def background_cells(go: Path) -> list[str]:
     """A run whose 'hold' step waits for the file ``go`` (a full path: steps run in a snapshot)."""
     return [

@@ -76,8 +76,12 @@ class LocalEngine:
         done = threading.Condition()
         finished: list[str] = []
 
+        warming = []  # steps submitted before the worker had imported its modules
+
         def watch(name, child):
             if child.started.wait(600) and child.exit is None:
+                if warming and warming[0] == name:
+                    state.task("Run", "running", "")
                 state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
                 running[name] = (child, time.time())
             child.done.wait()
@@ -92,6 +96,10 @@ class LocalEngine:
                 if self.cache and self.cache.reuse(plan, name, run_dir, parameters, state):
                     status[name] = "cached"
                     continue
+                if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
+                    warming.append(name)
+                    state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
+                               if self.workers.importing else "waiting for the warm worker to start")
                 child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
                 status[name] = "running"
                 running[name] = (child, time.time())

@@ -5,9 +5,16 @@ Starting a Python process and importing IPython costs ~0.2 s; forking a warm one
 costs a few milliseconds, which is what keeps the local engine's per-step overhead
 small.  Each step still gets its own process (its own namespace, its own crash).
 
+The server also imports the modules the notebook's ``%%imports`` and ``%%functions``
+cells import (:meth:`WorkerServer.warm`), so a step that imports pandas pays for it
+once per kernel, not once per step.  Local modules (found in the notebook's folder)
+are never preloaded: steps import those from the run's snapshot.
+
 Protocol, one JSON object per line: the engine writes ``{"id", "job"}`` to the
-server's stdin; the server answers ``{"id", "pid"}`` when the child starts and
-``{"id", "exit"}`` when it ends.  The server runs this module as ``__main__``.
+server's stdin; the server answers ``{"ready": true}`` once it has imported what it
+preloads, ``{"id", "pid"}`` when a child starts and ``{"id", "exit"}`` when it ends
+(jobs sent while it warms up wait in its stdin).  The server runs this module as
+``__main__``: ``[--local=DIR ...] MODULE ...``.
 
 Nothing outlives the kernel.  Each step is the leader of its own process group,
 so what it starts (``!cmd``, ``subprocess``) is in that group, and the group is
@@ -21,6 +28,8 @@ the server from a run's thread that ends long before the kernel does.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import select
@@ -37,12 +46,19 @@ PARENT_CHECK = 1.0  # seconds between the server's checks that the kernel is sti
 
 # the server side (runs in the worker process) -----------------------------------------
 
-def serve(preload: list[str]) -> None:
-    for module in preload:
-        try:
-            __import__(module)
-        except ImportError:
-            pass
+def serve(arguments: list[str]) -> None:
+    kernel, server = os.getppid(), os.getpid()  # before preloading, which may outlast the kernel
+    # Answers go to a copy of stdout; stdout itself is /dev/null, so what a preloaded module prints
+    # when imported cannot garble them.
+    out = os.fdopen(os.dup(1), "wb")
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    local = [a.removeprefix("--local=") for a in arguments if a.startswith("--local=")]
+    # what steps see when they import matplotlib, so a preloaded one draws into the step notebook
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    for module in (a for a in arguments if not a.startswith("--local=")):
+        _preload(module, local)
     from kale_magic.step.runtime import warm_up
 
     warm_up()
@@ -50,15 +66,18 @@ def serve(preload: list[str]) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    kernel, server = os.getppid(), os.getpid()
     die_with_server = _death_signal()
     children: dict[int, int] = {}
     buffer = b""
-    out = sys.stdout.buffer
 
     def answer(message: dict) -> None:
-        out.write(json.dumps(message).encode() + b"\n")
-        out.flush()
+        try:
+            out.write(json.dumps(message).encode() + b"\n")
+            out.flush()
+        except BrokenPipeError:  # the engine went away (while this worker warmed up, say)
+            _stop(children)
+
+    answer({"ready": True})
 
     while True:
         try:
@@ -81,12 +100,38 @@ def serve(preload: list[str]) -> None:
                 request = json.loads(line)
                 pid = os.fork()
                 if pid == 0:
-                    os.close(wake_r)
-                    os.close(wake_w)
+                    for fd in (wake_r, wake_w, out.fileno()):
+                        os.close(fd)
                     _child(request["job"], server, die_with_server)
                 _own_group(pid)
                 children[pid] = request["id"]
                 answer({"id": request["id"], "pid": pid})
+
+
+def _preload(module: str, local: list[str]) -> None:
+    """Import ``module`` unless it is missing, broken or local code.
+
+    Local code lives under a ``local`` folder (the notebook's) outside any ``site-packages``:
+    steps import it from their snapshot, and a preloaded copy would go stale when it is edited.
+    A virtualenv inside the notebook's folder holds libraries, not local code.
+    """
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0])
+        if spec is None:
+            return
+        places = [p for p in (spec.origin, *(spec.submodule_search_locations or ())) if p and os.path.isabs(p)]
+        if any(_is_local(place, folder) for place in places for folder in local):
+            return
+        importlib.import_module(module)
+    except Exception:  # a module that fails to import here fails (or not) in the step itself
+        pass
+
+
+def _is_local(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    if os.path.commonpath([path, folder]) != folder:
+        return False
+    return not {"site-packages", "dist-packages"} & set(path[len(folder):].split(os.sep))
 
 
 def _ended(children: dict[int, int]):
@@ -187,41 +232,112 @@ class Child:
     exit: int | None = None
     started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    server: subprocess.Popen | None = None  # the worker process that forked it
 
 
 class WorkerServer:
-    """Client of a warm worker process; thread-safe; restarted if it dies."""
+    """Client of a warm worker process; thread-safe; restarted if it dies.
+
+    ``preload`` is what every worker imports; :meth:`warm` adds the notebook's own
+    imports.  There is one worker process at a time: new imports replace it with one
+    that preloads them, as soon as it has no step running.
+    """
 
     def __init__(self, preload=PRELOAD):
         self.preload = list(preload)
+        self.local: tuple[str, ...] = ()  # folders whose modules are never preloaded
+        self._extra: tuple[str, ...] = ()  # the notebook's imports (warm)
+        self._loading: tuple[str, ...] = ()  # what the running worker preloads
+        self._ready = threading.Event()  # the running worker has imported them
         self._process: subprocess.Popen | None = None
         self._children: dict[int, Child] = {}
         self._lock = threading.Lock()
         self._next = 0
 
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """What a worker started now preloads."""
+        return tuple(dict.fromkeys([*self.preload, *self._extra]))
+
     def start(self) -> None:
         with self._lock:
-            if self._process is not None and self._process.poll() is None:
-                return
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "kale_magic.engines.local.workers", *self.preload],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _python_path()},
-                start_new_session=True)
-            threading.Thread(target=self._read, args=(self._process,), daemon=True,
-                             name="kale-worker-reader").start()
+            self._start()
+
+    def _start(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._loading = self.modules
+        self._ready = ready = threading.Event()
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "kale_magic.engines.local.workers",
+             *(f"--local={folder}" for folder in self.local), *self._loading],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={**os.environ, "PYTHONPATH": _python_path()},
+            start_new_session=True)
+        threading.Thread(target=self._read, args=(self._process, ready), daemon=True,
+                         name="kale-worker-reader").start()
+
+    def warm(self, modules, local=()) -> None:
+        """Preload ``modules`` (besides ``preload``) from now on; never blocks.
+
+        A worker lacking one of them is replaced by one that imports them, at once
+        if it runs no step, else before the first step submitted once it is idle.
+        Modules under the ``local`` folders are left to the steps.
+        """
+        with self._lock:
+            self._extra = tuple(dict.fromkeys(modules))
+            self.local = tuple(dict.fromkeys(str(folder) for folder in local))
+            self._replace_if_stale()
+            self._start()
+
+    @property
+    def pid(self) -> int | None:
+        """The running worker's process id (None before one started)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def importing(self) -> bool:
+        """True while the running worker imports modules besides ``preload`` (the notebook's)."""
+        return not self.ready and not set(self._loading) <= set(self.preload)
+
+    @property
+    def ready(self) -> bool:
+        """True once the running worker has imported what it preloads."""
+        return self._ready.is_set()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until the worker has preloaded its modules (or died: steps then fail, not hang)."""
+        self.start()
+        return self._ready.wait(timeout)
+
+    def _replace_if_stale(self) -> None:
+        """Retire a running worker that lacks modules now wanted, when it has no child (lock held)."""
+        process = self._process
+        if process is None or process.poll() is not None or set(self.modules) <= set(self._loading):
+            return
+        if any(c.server is process for c in self._children.values()):
+            return
+        self._process = None
+        process.stdin.close()  # an idle worker exits on end of input
+        if not self._ready.is_set():
+            process.kill()  # still importing: it reads its input only afterwards
+        threading.Thread(target=process.wait, daemon=True, name="kale-worker-retired").start()
 
     def submit(self, job: dict) -> Child:
-        self.start()
         with self._lock:
+            self._replace_if_stale()
+            self._start()
             self._next += 1
-            child = self._children[self._next] = Child(self._next)
+            child = self._children[self._next] = Child(self._next, server=self._process)
             self._process.stdin.write(json.dumps({"id": child.id, "job": job}).encode() + b"\n")
             self._process.stdin.flush()
         return child
 
-    def _read(self, process: subprocess.Popen) -> None:
+    def _read(self, process: subprocess.Popen, ready: threading.Event) -> None:
         for line in process.stdout:
             message = json.loads(line)
+            if "ready" in message:
+                ready.set()
+                continue
             child = self._children.get(message["id"])
             if child is None:
                 continue
@@ -232,11 +348,12 @@ class WorkerServer:
                 child.exit = message["exit"]
                 self._children.pop(child.id, None)
                 child.done.set()
-        for child in list(self._children.values()):  # the server died: its children are lost
+        ready.set()  # the server is gone: nothing to wait for
+        for child in [c for c in self._children.values() if c.server is process]:  # its children are lost
             child.exit = child.exit if child.exit is not None else -signal.SIGKILL
             child.started.set()
             child.done.set()
-        self._children.clear()
+            self._children.pop(child.id, None)
 
     def kill(self, child: Child) -> None:
         child.started.wait(5)
