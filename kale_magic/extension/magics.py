@@ -282,13 +282,12 @@ class Kale(Magics):
         modules the %%imports/%%functions cells (with cell ``key`` about to be ``python``) import,
         except local ones."""
         from ..plan.analysis import module_names
-        from .notebook_file import find_notebook
 
         code = {c.key: c.python for c in self.session.ordered() if c.kind in ("imports", "functions")}
         if key is not None:
             code[key] = python
         modules = module_names(code.values()) if self.preload_imports else []
-        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
+        notebook = self._notebook().path
         self.workers.warm([*self.preload, *modules], local={Path.cwd(), notebook.parent if notebook else Path.cwd()})
 
     def _request(self, args):
