@@ -69,14 +69,14 @@ def test_only_the_steps_that_read_a_changed_file_run(kernel, folder, mode):
     assert "▶ load   run: workspace files changed: data.csv" in cache_check(kernel, mode)
     run, ran = kale_run(kernel, mode)
     assert sorted(ran) == ["load", "total"]  # total reads no file; its input changed
-    assert run.steps["load"].error == "workspace files changed: data.csv"
-    assert run.steps["total"].error == "input rows from step 'load' changed"
+    assert run.steps["load"].reason == "workspace files changed: data.csv"
+    assert run.steps["total"].reason == "input rows from step 'load' changed"
     assert run.load("t") == 10
 
     edit(folder / "scaling.py", "FACTOR = 100\n")
     run, ran = kale_run(kernel, mode)
     assert ran == ["scale"] and run.load("factor") == 100
-    assert run.steps["scale"].error == "workspace files changed: scaling.py"
+    assert run.steps["scale"].reason == "workspace files changed: scaling.py"
     assert kale_run(kernel, mode)[1] == []
 
 
@@ -95,13 +95,13 @@ def test_entries_are_found_by_what_the_step_read_last_time(kernel, folder, mode)
     assert ran == ["pick"] and run.load("text") == "beta!"
     edit(folder / "b.csv", "beta changed")  # read by the second result only
     run, ran = kale_run(kernel, mode)
-    assert ran == ["pick"] and run.steps["pick"].error == "workspace files changed: b.csv"
+    assert ran == ["pick"] and run.steps["pick"].reason == "workspace files changed: b.csv"
     edit(folder / "which.txt", "a.csv")
     run, ran = kale_run(kernel, mode)
     assert ran == [] and run.steps["pick"].cached_from == first.id and run.load("text") == "alpha"
     (folder / "extra.txt").write_text("now here")  # missing when it was read: its appearing counts
     run, ran = kale_run(kernel, mode)
-    assert ran == ["pick"] and run.steps["pick"].error == "workspace files changed: extra.txt (new)"
+    assert ran == ["pick"] and run.steps["pick"].reason == "workspace files changed: extra.txt (new)"
     assert run.load("extra") == "now here"
 
 
@@ -115,7 +115,7 @@ def test_a_listed_folder_counts_by_its_names(kernel, folder, mode):
     (folder / "inbox" / "2.txt").write_text("two")
     run, ran = kale_run(kernel, mode)
     assert ran == ["scan"] and run.load("names") == ["inbox/1.txt", "inbox/2.txt"]
-    assert run.steps["scan"].error == "workspace files changed: inbox/ (files added or removed)"
+    assert run.steps["scan"].reason == "workspace files changed: inbox/ (files added or removed)"
 
 
 def test_files_a_step_writes_are_outputs_and_rewriting_what_it_read_is_never_cached(kernel, folder):
@@ -128,7 +128,7 @@ def test_files_a_step_writes_are_outputs_and_rewriting_what_it_read_is_never_cac
     kale_run(kernel, "--no-snapshot")
     run, ran = kale_run(kernel, "--no-snapshot")
     assert ran == ["count"] and run.load("n") == 2  # (the kernel counted once too); report.txt is an output
-    assert run.steps["count"].error == ("not cached: counter.txt changed while the step ran (it reads what it "
+    assert run.steps["count"].reason == ("not cached: counter.txt changed while the step ran (it reads what it "
                                         "writes, or something else wrote it)")
 
 

@@ -15,6 +15,7 @@ from test_kfp_local import kfp_local, outputs  # noqa: F401 (kfp_local is a fixt
 
 from kale_magic import marshal
 from kale_magic.engines.kfp.compiler import compile_pipeline
+from kale_magic.errors import RunFailed
 from kale_magic.marshal import numpy_backend
 
 N = 2 * numpy_backend.MAP_FROM_BYTES // 8  # float64 elements: large enough to be mapped
@@ -77,7 +78,9 @@ def test_a_consumers_writes_reach_neither_the_file_nor_the_next_step(kernel):
 def test_a_damaged_value_fails_the_consumer_before_its_code_runs(kernel, tmp_path, how, reason):
     marker = tmp_path / "use-ran"
     record_damaging(kernel, how, marker)
-    result = run(kernel, "--no-cache")
+    with pytest.raises(RunFailed) as failed:
+        run(kernel, "--no-cache")
+    result = failed.value.run
     assert result.steps["make"].status == "succeeded" and result.steps["harm"].status == "succeeded"
     assert result.steps["use"].status == "failed"
     error = result.steps["use"].error
