@@ -81,7 +81,7 @@ class KfpEngine:
             self._version = self._call("uploading the pipeline", _upload_version, self._client,
                                        self.pipeline_file, name, f"{name}-{state.run_id}", plan.description)
         except KaleError as err:
-            message = f"{err} The pipeline YAML is kept at {self.pipeline_file}."
+            message = f"{str(err).rstrip('.')}. The pipeline YAML is kept at {self.pipeline_file}."
             state.task("Upload", "failed", message)
             state.task("Run", "skipped", "")
             state.finish("failed", message)
@@ -127,7 +127,8 @@ class KfpEngine:
         terminating = False
         while True:
             run = self._poll(run_id)
-            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"])
+            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"],
+                                     lambda pod: self._read_log(run_id, pod))
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
@@ -159,6 +160,20 @@ class KfpEngine:
                     raise
                 self._cancel.wait(self.poll_interval)
 
+    def _read_log(self, run_id: str, pod: str) -> str | None:
+        """What a step's pod printed, through the API's log endpoint; None when there is no such pod."""
+        api = self._client._run_api.api_client
+        try:
+            response = api.call_api(f"/apis/v1alpha1/runs/{run_id}/nodes/{pod}/log", "GET",
+                                    auth_settings=["Bearer"], _preload_content=False,
+                                    _request_timeout=REQUEST_TIMEOUT)
+        except Exception:
+            return None
+        text = response.data.decode("utf-8", "replace")
+        if text.startswith("{") and '"error_message"' in text[:200]:
+            return None  # the endpoint answers 200 with an error body when the pod is gone or never ran
+        return text
+
     def _call(self, action: str, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
@@ -168,23 +183,50 @@ class KfpEngine:
             raise api_error(exc, self._settings, action) from None
 
 
-def _update_steps(state, run, steps_by_task, seen, link) -> list[tuple[str, str]]:
-    """Copy per-task states into the step states; return (step, message) of the failed steps."""
+def _update_steps(state, run, steps_by_task, seen, link, read_log) -> list[tuple[str, str]]:
+    """Copy per-task states into the step states; return (step, message) of the failed steps.
+
+    The API builds task details from Argo's nodes: per step a ``<task>-driver`` pod, the ``<task>``
+    executor DAG (its pod in ``child_tasks``) and an inner ``executor`` pod. They carry no error text
+    and no CACHED state: a cache hit is a SUCCEEDED task whose executor was SKIPPED, and what a step
+    printed (its error) is only in its executor pod's log, read with ``read_log(pod)``.
+    """
     failures = []
     details = (run.run_details.task_details if run.run_details else None) or []
+    any_skipped_executor = any(t.display_name == "executor" and (t.state or "").upper() == "SKIPPED"
+                               for t in details)
+    canceled = (run.state or "").upper() in ("CANCELED", "CANCELING")
     for task in details:
         step = steps_by_task.get(task.display_name) or (task.display_name if task.display_name in state.steps
                                                          else None)
         status = STEP_STATES.get((task.state or "").upper())
-        if step is None or status is None:
+        if step is None or status is None or seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
-        message = _message(task.error) or ("canceled" if status == "skipped" and task.state == "CANCELED" else "")
-        if status == "failed":
-            failures.append((step, message or "no message from KFP"))
+        pods = [child.pod_name for child in task.child_tasks or [] if child.pod_name]
+        message = ""
+        if status == "failed" and canceled:
+            status, message = "skipped", "canceled"
+        elif status == "failed":
+            message = _step_error(read_log(pods[0]) if pods else None) or "no message from KFP"
+            failures.append((step, message))
+        elif status == "succeeded" and any_skipped_executor and pods and read_log(pods[0]) is None:
+            status, message = "cached", "KFP cache hit"  # its executor never ran in this run
+        elif status == "skipped" and task.state == "CANCELED":
+            message = "canceled"
         if seen.get(step) != status:
             seen[step] = status
             state.step(step, status, message=message, links={"KFP run": link})
     return failures
+
+
+def _step_error(log: str | None) -> str:
+    """The error line a failed step printed (``step 'x' failed: ...``), else the log's last line."""
+    lines = [line.strip() for line in (log or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        marker = line.find("failed: ")
+        if line.startswith("RuntimeError: step '") and marker > 0:
+            return line[marker + len("failed: "):]
+    return lines[-1] if lines else ""
 
 
 def _message(error) -> str:
@@ -209,15 +251,18 @@ def _experiment(client, name: str):
 def _upload_version(client, path: Path, name: str, version_name: str, description: str):
     """Upload a new version of pipeline ``name``, creating the pipeline first if needed.
 
-    A pipeline created here and left without a usable version is deleted again.
+    The pipeline is looked up by name in the user's namespace (``kfp.Client.get_pipeline_id`` only
+    sees shared pipelines, so on a multi-user installation the second run would upload the same name
+    again and get HTTP 409). A pipeline created here and left without a usable version is deleted again.
     """
-    pipeline_id = client.get_pipeline_id(name)
+    namespace = client.get_user_namespace() or None
+    pipeline_id = _pipeline_id(client, name, namespace)
     if pipeline_id is not None:
         return client.pipeline_uploads.upload_pipeline_version(
             str(path), name=version_name, pipelineid=pipeline_id, description=description or None,
             _request_timeout=REQUEST_TIMEOUT)
     pipeline = client.pipeline_uploads.upload_pipeline(
-        str(path), name=name, description=description or None, namespace=client.get_user_namespace() or None,
+        str(path), name=name, description=description or None, namespace=namespace,
         _request_timeout=REQUEST_TIMEOUT)
     try:
         versions = client.list_pipeline_versions(pipeline.pipeline_id, page_size=1,
@@ -228,3 +273,13 @@ def _upload_version(client, path: Path, name: str, version_name: str, descriptio
     except BaseException:
         client.delete_pipeline(pipeline.pipeline_id)
         raise
+
+
+def _pipeline_id(client, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline named ``name`` in ``namespace`` (shared pipelines when None)."""
+    import json
+
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": name}
+    found = client.list_pipelines(filter=json.dumps({"predicates": [predicate]}), namespace=namespace,
+                                  page_size=2).pipelines or []
+    return found[0].pipeline_id if found else None
