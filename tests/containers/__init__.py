@@ -27,20 +27,27 @@ PIP_SOURCES = ("index-url", "extra-index-url", "find-links", "trusted-host", "ce
                "default-timeout", "no-index")
 
 
-def require_docker():
-    """A client of the running Docker daemon; the test fails without one (skips only when asked to)."""
-    if os.environ.get(SKIP_VARIABLE) == "1":
-        pytest.skip(f"{SKIP_VARIABLE}=1: the tests in real containers are skipped on purpose")
+def connect():
+    """A client of the running Docker daemon, or RuntimeError saying how to start one."""
     try:
         import docker
 
         client = docker.from_env()
         client.ping()
     except Exception as error:  # no SDK, no daemon, no permission
-        pytest.fail(f"these tests run Kubeflow steps in real containers and need a Docker daemon ({error}); "
-                    f"start one with tests/containers/dockerd.sh, or set {SKIP_VARIABLE}=1 to skip them",
-                    pytrace=False)
+        raise RuntimeError(f"Kubeflow steps run in real containers and need a Docker daemon ({error}); "
+                           "start one with tests/containers/dockerd.sh") from None
     return client
+
+
+def require_docker():
+    """A client of the Docker daemon; the test fails without one (and skips only when asked to)."""
+    if os.environ.get(SKIP_VARIABLE) == "1":
+        pytest.skip(f"{SKIP_VARIABLE}=1: the tests in real containers are skipped on purpose")
+    try:
+        return connect()
+    except RuntimeError as error:
+        pytest.fail(f"{error}, or set {SKIP_VARIABLE}=1 to skip these tests on purpose", pytrace=False)
 
 
 def ensure_image(client, image: str = BASE_IMAGE) -> str:
