@@ -57,7 +57,9 @@ def pack_suffix() -> str:
 
 def published_url(pipeline_root: str, snapshot_id: str) -> str:
     """Where ``publish`` puts a snapshot: known before packing, so a pipeline can be compiled first."""
-    return f"{pipeline_root.rstrip('/')}/kale-snapshots/{snapshot_id}{pack_suffix()}"
+    from ..kfp_delivery import delivery_url
+
+    return delivery_url(pipeline_root, "snapshots", f"{snapshot_id}{pack_suffix()}")
 
 
 def _write_tar(stream, data: dict, objects: ObjectStore) -> None:
@@ -161,9 +163,16 @@ def download(url: str, dest: Path) -> Path:
 
 
 def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
-    """Pack the snapshot and upload it under ``<pipeline_root>/kale-snapshots/`` unless already there."""
+    """Pack the snapshot and put it under ``<pipeline_root>/kale-snapshots/`` unless already there
+    (the pipeline root is an object store, or a folder for pipelines run under ``kfp.local``)."""
+    from ..kfp_delivery import publish as deliver
+
     path = pack(store, snapshot_id)
-    url = published_url(pipeline_root, path.name.split(".", 1)[0])
+    return deliver(path, published_url(pipeline_root, path.name.split(".", 1)[0]))
+
+
+def upload_if_absent(path: Path, url: str) -> str:
+    """Upload ``path`` to ``url`` unless an object of the same size is there already."""
     bucket, key = _split(url)
     from botocore.exceptions import BotoCoreError, ClientError
 
