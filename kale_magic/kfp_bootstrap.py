@@ -1,39 +1,54 @@
 """How a Kubeflow step gets its Python environment on a stock image, installing once per pipeline run.
 
-The compiled pipeline starts with one ``kale-environment`` task per step image. It runs the kfp runtime
-install every lightweight component gets (``pip install kfp==<the compiling version> --no-deps``), then
-``pip install --no-deps --target`` of the distributions the steps import, pinned to the kernel's versions
-and minus those the image already has at that version, plus the exact kale-magic that compiled the
-pipeline (its wheel, delivered through the pipeline root, or ``kale-magic==<version>`` from
-``Kale.pip_index_urls``). It packs the result as one uncompressed tar, its output artifact. Each step
-takes that artifact as an input and unpacks it before anything else; the step's own kfp runtime install
-is the only pip it runs. With KFP caching on, later runs with the same requirements reuse the
-environment without installing anything.
+The compiled pipeline starts with one ``kale-environment`` task per step image. Like every lightweight
+component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
+Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
+kernel's versions and minus those the image already has at that version, plus the exact kale-magic
+that compiled the pipeline, and packs the result as one uncompressed tar: its output artifact. Each
+step takes that artifact as an input and unpacks it before anything else, so the kfp runtime install is
+the only pip a step runs. With KFP caching on, a later run with the same requirements reuses the
+environment and installs nothing at all.
 
-The task also refuses, in one sentence, an image whose Python minor version is not the kernel's: the
-pinned binary wheels would not load there.
+kale-magic is on no index, so the pipeline carries it: its wheel, and the notebooks of steps too large
+to sit in their component's command line (Linux caps one argument at 128 KiB), travel as an
+lzma-compressed tar in the environment task's environment variables (each below that cap). The task's
+source names the payload's digest and the runtime's version, which also puts them in KFP's cache key.
 
-Both pieces of code here run before kale-magic is importable, so they use the standard library only and
-are embedded in the component sources as text.
+The environment task refuses, in one sentence, an image whose Python minor version is not the kernel's:
+the pinned binary wheels would not load there. Both pieces of code here run before kale-magic is
+importable, so they use the standard library only and are embedded in the component sources as text.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import lzma
 import sys
+import tarfile
 
-ENVIRONMENT = "kale_environment"  # the step components' input, the environment task's output
-TASK_NAME = "kale-environment"
-ENV_DIR = "kale-environment"  # under the step's temporary folder
+ENVIRONMENT = "kale_environment"  # the steps' input, the environment task's output
+NOTEBOOKS = "kale-notebooks"  # folder of the environment holding the carried step notebooks
+PAYLOAD_VARIABLE = "KALE_PAYLOAD"
+CHUNK = 100_000  # characters per environment variable (a variable is capped at 128 KiB like an argument)
+PAYLOAD_MAX = 1_500_000  # characters in all: argv and environment share 2 MiB, the workflow object 1.5 MB
 
 ENVIRONMENT_SOURCE = '''\
-def {function}(environment: Output[Artifact]{runtime_arg}):
+def {function}(environment: Output[Artifact]):
     """Install what the steps import, pinned to the notebook kernel's versions, and pack it for them."""
-    import importlib.metadata, json, os, subprocess, sys, tarfile, tempfile
+    import base64, hashlib, importlib.metadata, io, lzma, os, shutil, subprocess, sys, tarfile, tempfile
     python = {python!r}
     here = "%d.%d" % sys.version_info[:2]
     if here != python:
         raise SystemExit(f"the step image {image!r} runs Python {{here}} but the notebook's kernel runs Python "
                          f"{{python}}: choose an image with Python {{python}} (Kale.base_image or --image)")
+    text = "".join(os.environ[f"{variable}_{{i}}"] for i in range({chunks}))
+    if hashlib.sha256(text.encode()).hexdigest() != {digest!r}:
+        raise SystemExit("the pipeline's kale-magic payload is damaged: compile the pipeline again")
+    carried = tempfile.mkdtemp(prefix="kale-payload-")
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(base64.b85decode(text)))) as tar:
+        tar.extractall(carried)
     requirements = {requirements!r}
 
     def installed(line):
@@ -44,19 +59,20 @@ def {function}(environment: Output[Artifact]{runtime_arg}):
             return False
 
     missing = [line for line in requirements if not installed(line)]
-    runtime = {runtime_expr}
-    if runtime and not installed({runtime_pin!r}):
-        missing.append(runtime)
+    runtime = {runtime!r}
+    if runtime and not installed(runtime):
+        missing.append(os.path.join(carried, {wheel!r}))
     target = tempfile.mkdtemp(prefix="kale-environment-")
     if missing:
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-warn-script-location",
-                   "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing]
-        print("installing", len(missing), "of", len(requirements) + 1, "distributions:", " ".join(missing),
+        print("installing", len(missing), "distributions:", " ".join(os.path.basename(m) for m in missing),
               flush=True)
-        subprocess.run(command, check=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-warn-script-location",
+                        "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing], check=True)
+    if os.path.isdir(os.path.join(carried, {notebooks!r})):
+        shutil.move(os.path.join(carried, {notebooks!r}), target)
     with tarfile.open(environment.path, "w", format=tarfile.PAX_FORMAT) as tar:
         tar.add(target, arcname=".")
-    environment.metadata["installed"] = sorted(line.partition("==")[0] for line in missing)
+    environment.metadata["installed"] = sorted(os.path.basename(line).partition("==")[0] for line in missing)
 '''
 
 STEP_PREAMBLE = '''\
@@ -74,21 +90,43 @@ def kernel_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def environment_source(function: str, requirements: list[str], image: str, runtime_pin: str,
-                       runtime_artifact: bool, pip_options: list[str]) -> str:
-    """The environment task's component function, with everything it installs written into it."""
+def pack_payload(files: dict[str, bytes]) -> str:
+    """``files`` (path -> content) as one lzma-compressed tar in base85 text."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return base64.b85encode(lzma.compress(buffer.getvalue(), preset=6)).decode()
+
+
+def payload_variables(text: str) -> dict[str, str]:
+    """The payload split into environment variables below the per-variable cap."""
+    return {f"{PAYLOAD_VARIABLE}_{i // CHUNK}": text[i:i + CHUNK] for i in range(0, len(text), CHUNK)}
+
+
+def environment_source(function: str, image: str, requirements: list[str], runtime: str, wheel: str,
+                       payload: str, pip_options: list[str]) -> str:
+    """The environment task's component function, with what it installs and carries written into it.
+
+    ``runtime``: the ``kale-magic==<version>`` line to install from ``wheel`` (empty: the image has it).
+    """
     return ENVIRONMENT_SOURCE.format(
         function=function, python=kernel_python(), image=image, requirements=list(requirements),
-        runtime_arg=", runtime: Input[Artifact]" if runtime_artifact else "",
-        runtime_expr="runtime.path" if runtime_artifact else repr(f"kale-magic=={runtime_pin}"),
-        runtime_pin=f"kale-magic=={runtime_pin}", pip_options=list(pip_options))
+        runtime=runtime, wheel=wheel, pip_options=list(pip_options), notebooks=NOTEBOOKS,
+        variable=PAYLOAD_VARIABLE, chunks=-(-len(payload) // CHUNK),
+        digest=hashlib.sha256(payload.encode()).hexdigest())
 
 
-def pip_index_options(index_urls: list[str], trusted_hosts: list[str] | None = None) -> list[str]:
-    """pip's options for ``Kale.pip_index_urls``: the first is the index, the others extra indexes."""
+def pip_index_options(index_urls) -> list[str]:
+    """pip's options for ``Kale.pip_index_urls``: the first is the index, the others extra indexes;
+    plain-http indexes are trusted hosts (as kfp does for its own install)."""
+    from urllib.parse import urlsplit
+
     options = []
     for i, url in enumerate(index_urls):
         options += ["--index-url" if i == 0 else "--extra-index-url", url]
-    for host in trusted_hosts or ():
-        options += ["--trusted-host", host]
+        if url.startswith("http://"):
+            options += ["--trusted-host", urlsplit(url).hostname]
     return options

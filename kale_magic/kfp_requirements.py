@@ -135,32 +135,47 @@ def _packages_distributions(path_state: tuple) -> dict[str, list[str]]:
 
 def closure(roots) -> dict[str, str]:
     """Installed distribution name -> version for ``roots`` and everything they require here."""
+    from .snapshot.environment import path_state
+
+    return dict(_closure(frozenset(roots), path_state()))
+
+
+@lru_cache(maxsize=256)
+def _closure(roots: frozenset, path_state: tuple) -> tuple[tuple[str, str], ...]:
+    """``path_state`` (sys.path folders and their mtimes) is only the cache key: an install changes it."""
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
     environment = default_environment()
     found: dict[str, tuple[str, str]] = {}
     extras_seen: dict[str, set[str]] = {}
-    todo = [(name, frozenset()) for name in roots]
+    todo = [(name, frozenset()) for name in sorted(roots)]
     while todo:
         name, extras = todo.pop()
         key = canonical(name)
-        if key == canonical(SELF):
+        if key == canonical(SELF) or key in found and extras <= extras_seen[key]:
             continue
-        if key in found and extras <= extras_seen[key]:
-            continue
-        try:
-            dist = importlib.metadata.distribution(name)
-        except importlib.metadata.PackageNotFoundError:
+        info = _distribution(key, path_state)
+        if info is None:
             continue  # an optional dependency that is not installed: the kernel runs without it too
-        found[key] = (dist.metadata["Name"], dist.version)
+        found[key] = info[:2]
         extras_seen[key] = extras_seen.get(key, set()) | extras
-        for text in dist.requires or []:
+        for text in info[2]:
             requirement = Requirement(text)
-            wanted = {""} | extras_seen[key]
             if canonical(requirement.name) in UNUSED_DEPENDENCIES.get(key, ()):
                 continue
+            wanted = {""} | extras_seen[key]
             if requirement.marker is None or any(requirement.marker.evaluate({**environment, "extra": e})
                                                  for e in wanted):
                 todo.append((requirement.name, frozenset(requirement.extras)))
-    return dict(found.values())
+    return tuple(sorted(found.values()))
+
+
+@lru_cache(maxsize=4096)
+def _distribution(name: str, path_state: tuple) -> tuple[str, str, tuple[str, ...]] | None:
+    """(name as installed, version, requirements) of an installed distribution; None when it is not."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return dist.metadata["Name"], dist.version, tuple(dist.requires or ())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import os
 import tempfile
 import zipfile
@@ -54,12 +55,21 @@ def wheel_name(version: str) -> str:
 
 def build_wheel(dest: Path, package: Path | None = None) -> Path:
     """Write the wheel into ``dest`` (reused when it is already there) and return its path."""
-    package = package or _package_dir()
     version = runtime_version(package)
     path = Path(dest) / wheel_name(version)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wheel-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(wheel_bytes(package))
+        os.replace(tmp, path)
+    return path
+
+
+def wheel_bytes(package: Path | None = None) -> bytes:
+    """The wheel's content: stored, not deflated (the pipeline carries it lzma-compressed)."""
+    package = package or _package_dir()
+    version = runtime_version(package)
     dist_info = f"kale_magic-{version}.dist-info"
     entries = list(_files(package)) + [
         (f"{dist_info}/METADATA", f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version}\n".encode()),
@@ -68,19 +78,13 @@ def build_wheel(dest: Path, package: Path | None = None) -> Path:
     ]
     record = "".join(f"{name},sha256={_urlsafe(content)},{len(content)}\n" for name, content in entries)
     entries.append((f"{dist_info}/RECORD", (record + f"{dist_info}/RECORD,,\n").encode()))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".wheel-")
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as wheel:
-            for name, content in entries:
-                info = zipfile.ZipInfo(name, _EPOCH)
-                info.external_attr = 0o644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                wheel.writestr(info, content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as wheel:
+        for name, content in entries:
+            info = zipfile.ZipInfo(name, _EPOCH)
+            info.external_attr = 0o644 << 16
+            wheel.writestr(info, content)
+    return buffer.getvalue()
 
 
 def _urlsafe(content: bytes) -> str:

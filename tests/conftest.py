@@ -8,7 +8,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from containers import base_image, docker_client, docker_pipeline_root, pip_cache  # noqa: F401 (fixtures)
+from containers import (base_image, docker_client, docker_pipeline_root, pip_cache,  # noqa: F401 (fixtures)
+                        shared_pipeline_root)
 
 
 class Kernel:

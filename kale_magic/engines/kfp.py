@@ -8,12 +8,14 @@ each KFP task's state as the state of its step, and returns (status, error).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 
 from ..compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
 from ..errors import EngineError, KaleError
 from ..kfp_client import api_error, connect, resolve_settings
+from ..kfp_delivery import is_store
 from ..plan import Plan
 from ..state import RunState
 
@@ -25,7 +27,7 @@ CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the rest of ``
 POLL_ATTEMPTS = 3
 REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
 CONFIG = ("host", "ui_host", "namespace", "pipeline_root", "base_image", "packages", "caching", "volumes", "secrets",
-          "accelerator")
+          "accelerator", "install_packages", "pip_index_urls", "run_as_user")
 
 
 class KfpEngine:
@@ -35,6 +37,8 @@ class KfpEngine:
                  pipeline_file: Path | None = None, poll_interval: float = 5.0):
         config = {k: v for k, v in (config or {}).items() if v is not None}
         self.connection = {k: config.pop(k) for k in CONNECTION if k in config}
+        if "pipeline_root" in self.connection:  # the compiler names it too: KFP writes the run's artifacts there
+            config["pipeline_root"] = self.connection["pipeline_root"]
         self.options = CompileOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
         self.host, self.ui_host = host, ui_host
         self.pipeline_file = pipeline_file
@@ -46,8 +50,6 @@ class KfpEngine:
     def use_snapshot(self, store: Path, snapshot_id: str) -> None:
         """Give every step the snapshot (called after the Snapshot task, before compiling);
         needs an object-store pipeline root (``Kale.pipeline_root``) to publish it to."""
-        import dataclasses
-
         from ..snapshot import published_url
 
         root = self.connection.get("pipeline_root")
@@ -61,8 +63,20 @@ class KfpEngine:
         from ..notebooks import write_step_notebooks
 
         paths = write_step_notebooks(plan, run_dir, parameters)
-        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
+        options = self.options
+        if self._snapshot:  # the notebook's own modules travel in the snapshot: they are not installed
+            options = dataclasses.replace(options, workspace=plan.notebook_path.parent if plan.notebook_path
+                                          else Path.cwd())
+        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, options)
+        if self._snapshot and not is_store(self.connection["pipeline_root"]):
+            self._publish_snapshot()  # a folder for kfp.local: the YAML is runnable as soon as it is written
         return paths
+
+    def _publish_snapshot(self) -> None:
+        from ..snapshot import publish
+
+        publish(*self._snapshot, self.connection["pipeline_root"])
+        self._snapshot = None
 
     # Upload ---------------------------------------------------------------------------------
     def upload(self, plan: Plan, state: RunState) -> None:
@@ -71,9 +85,7 @@ class KfpEngine:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
             if self._snapshot:
-                from ..snapshot import publish
-
-                publish(*self._snapshot, self.connection["pipeline_root"])
+                self._publish_snapshot()
             self._client = connect(self._settings)
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,

@@ -21,6 +21,7 @@ import pytest
 
 HERE = Path(__file__).parent
 BASE_IMAGE = "python:3.11"
+POD_USER = 65534  # Kale.run_as_user's default: kfp.local ignores the pods' security context, the runner applies it
 SKIP_VARIABLE = "KALE_SKIP_CONTAINERS"
 # pip settings that say where packages come from and how they are trusted
 PIP_SOURCES = ("index-url", "extra-index-url", "find-links", "trusted-host", "cert", "constraint",
@@ -120,16 +121,27 @@ def base_image(docker_client):
 
 @pytest.fixture(scope="session")
 def pip_cache(tmp_path_factory):
-    """One pip download cache for every container of the test session."""
-    return tmp_path_factory.mktemp("pip-cache")
+    """One pip download cache for every container of the test session (pods run as a non-root user)."""
+    path = tmp_path_factory.mktemp("pip-cache")
+    path.chmod(0o777)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_pipeline_root(tmp_path_factory):
+    """One pipeline root for the session's container runs: with kfp.local's cache on, tasks that are the
+    same in several tests (an environment task with the same pins) run once."""
+    path = tmp_path_factory.mktemp("kfp-docker-root")
+    path.chmod(0o777)
+    return path
 
 
 @pytest.fixture
-def docker_pipeline_root(base_image, pip_cache, tmp_path):
-    """``kfp.local`` initialised with a ``DockerRunner``; returns the pipeline root (a host folder)."""
+def docker_pipeline_root(base_image, pip_cache, shared_pipeline_root):
+    """``kfp.local`` with a ``DockerRunner`` whose containers run as a non-root user (as the compiled pods
+    do on a cluster); returns the pipeline root, a host folder also usable as ``Kale.pipeline_root``."""
     from kfp import local
 
-    root = tmp_path / "pipeline-root"
-    root.mkdir()
-    local.init(runner=runner(pip_cache), pipeline_root=str(root))
-    return root
+    local.init(runner=runner(pip_cache, user=f"{POD_USER}:0"), pipeline_root=str(shared_pipeline_root),
+               enable_caching=True, cache_root=str(shared_pipeline_root / ".kfp-cache"))
+    return shared_pipeline_root
