@@ -83,7 +83,7 @@ def main() -> int:
         elapsed, run = timed_run(ip, line)
         unchanged.append(elapsed)
         cached.add(sum(1 for s in run.steps.values() if s.status == "cached"))
-    ip._kale_magics._workers.close()
+    ip.magics_manager.registry["Kale"].workers.close()
 
     edit, same = statistics.median(edits), statistics.median(unchanged)
     overhead = edit - step_time

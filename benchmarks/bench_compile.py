@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 
-from kale_magic.compiler import compile_pipeline  # noqa: E402
-from kale_magic.plan import Plan, StepPlan, Transfer  # noqa: E402
+from kale_magic.engines.kfp.compiler import compile_pipeline  # noqa: E402
+from kale_magic.plan.model import Plan, StepPlan, Transfer  # noqa: E402
 
 GOAL = 1.5
 

@@ -35,11 +35,11 @@ def main() -> None:
         # np.empty: the arrays are in the namespace at full size without touching every page
         shell.run_cell(f"%%step s{i}\n_ = {prev}\na{i} = np.empty({per_step})", cell_id=f"c{i}")
     total = sum(shell.user_ns[f"a{i}"].nbytes for i in range(args.steps))
-    magics = shell._kale_magics
+    magics = shell.magics_manager.registry["Kale"]
     times = []
     for _ in range(7):
         started = time.perf_counter()
-        plan = magics._plan()
+        plan = magics.plan()
         times.append(time.perf_counter() - started)
     flows = sum(len(s.inputs) for s in plan.steps.values())
     started = time.perf_counter()

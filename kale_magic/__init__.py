@@ -4,20 +4,22 @@ Importing this package must stay cheap (``%load_ext`` budget: 0.2 s), so nothing
 heavy is imported here; the magics module pulls in only IPython and traitlets.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]
 
 
 def load_ipython_extension(ipython):
-    from .magics import Kale
+    from .extension.magics import Kale
 
-    magics = Kale(shell=ipython)
+    magics = Kale(shell=ipython)  # also adds itself to ipython.configurables, so %config reaches it
     ipython.register_magics(magics)
     magics.attach()
-    ipython._kale_magics = magics
 
 
 def unload_ipython_extension(ipython):
-    magics = getattr(ipython, "_kale_magics", None)
+    """Undo everything loading did: the magics, the event hook, the configurable, the warm worker."""
+    magics = ipython.magics_manager.registry.pop("Kale", None)
     if magics is None:
         return
     magics.detach()
@@ -26,5 +28,5 @@ def unload_ipython_extension(ipython):
         for name in list(table):
             if getattr(table[name], "__self__", None) is magics:
                 del table[name]
-    ipython.magics_manager.registry.pop(type(magics).__name__, None)
-    del ipython._kale_magics
+    if magics in ipython.configurables:
+        ipython.configurables.remove(magics)

@@ -40,13 +40,13 @@ class Kernel:
 
     @property
     def magics(self):
-        return self.shell._kale_magics
+        return self.shell.magics_manager.registry["Kale"]
 
 
 @pytest.fixture(scope="session")
 def workers():
     """One warm worker server for the whole test session (each kernel would otherwise start its own)."""
-    from kale_magic.engines.workers import WorkerServer
+    from kale_magic.engines.local.workers import WorkerServer
 
     server = WorkerServer()
     server.start()
@@ -62,10 +62,10 @@ def kernel(tmp_path, monkeypatch, workers):
     config.HistoryManager.enabled = False
     shell = InteractiveShell(config=config)
     shell.run_line_magic("load_ext", "kale_magic")
-    shell._kale_magics._workers = workers
     k = Kernel(shell)
+    k.magics.workers = workers
     yield k
-    if hasattr(shell, "_kale_magics"):
-        shell._kale_magics._workers = None  # shared: the session fixture closes it
+    if "Kale" in shell.magics_manager.registry:
+        k.magics.workers = None  # shared: the session fixture closes it
         shell.run_line_magic("unload_ext", "kale_magic")
     InteractiveShell.clear_instance()

@@ -1,7 +1,7 @@
 """Hand-built plans shared by the KFP compiler and engine tests."""
 
-from kale_magic.plan import Plan, StepPlan, Transfer
-from kale_magic.session import StepOptions
+from kale_magic.plan.model import Plan, StepPlan, Transfer
+from kale_magic.plan.session import StepOptions
 
 
 def three_step_plan(**overrides) -> Plan:

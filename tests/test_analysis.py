@@ -2,7 +2,7 @@
 
 import pytest
 
-from kale_magic.analysis import analyze, function_closure, literal_parameters, metric_names
+from kale_magic.plan.analysis import analyze, function_closure, literal_parameters, metric_names
 from kale_magic.errors import ValidationError
 
 

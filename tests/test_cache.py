@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kale_magic import cache
+from kale_magic.layout import KaleDir
 from kale_magic.errors import KaleError
 from oracle import check, run_cells, values_equal
 
@@ -292,14 +293,14 @@ def test_clear_frees_values_but_keeps_history(kernel, capsys):
 def test_clear_function_for_the_cli(kernel):
     run_cells(kernel, ["%%step a\nx = list(range(1000))"])
     first, _ = kale_run(kernel)
-    cleared = cache.clear(Path.cwd())
+    cleared = cache.clear(KaleDir(Path.cwd()))
     assert (cleared.entries, cleared.runs) == (1, 1) and cleared.freed > 0
-    assert cache.clear(Path.cwd() / ".kale").entries == 0
+    assert cache.clear(KaleDir.containing(Path.cwd() / ".kale")).entries == 0
 
 
 def test_key_covers_versions_and_snapshot(kernel):
     run_cells(kernel, ["%%imports\nimport numpy as np", "%%step a\nx = np.ones(3)", "%%step b\ny = x * 2"])
-    plan = kernel.magics._plan()
+    plan = kernel.magics.plan()
     records = {"x": {"checksum": "xxh3_128:0", "backend": "numpy"}}
     parts = cache.key_parts(plan, "b", plan.parameters, records)
     import sys
@@ -352,14 +353,13 @@ def test_an_unreadable_cache_index_means_running_again(kernel):
 
 
 def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
-    from kale_magic.launch import RunRequest
+    import yaml
 
     kernel.run("%%step a\nx = 1")
-    workspace = kernel.magics._workspace()
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9", no_cache=True), workspace)
-    assert engine.options.caching is False
-    engine = kernel.magics._engine(RunRequest(engine="kfp", host="http://127.0.0.1:9"), workspace)
-    assert engine.options.caching is True
+    for flags, cached in (("--no-cache", False), ("", True)):
+        run = kernel.run(f"%kale_run --engine kfp --compile-only --no-snapshot {flags}")
+        (task,) = yaml.safe_load_all(run.pipeline_file.read_text()).__next__()["root"]["dag"]["tasks"].values()
+        assert task["cachingOptions"].get("enableCache", False) is cached
     with pytest.raises(KaleError, match="work with the local engine"):
         kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
 

@@ -9,11 +9,11 @@ import pytest
 import yaml
 from kfp_plans import three_step_plan
 
-from kale_magic.compiler import (CompileOptions, Names, compile_pipeline, default_pipeline_file, k8s_name,
+from kale_magic.engines.kfp.compiler import (CompileOptions, Names, compile_pipeline, default_pipeline_file, k8s_name,
                                  pipeline_arguments)
 from kale_magic.errors import ValidationError
-from kale_magic.kfp_step import decode
-from kale_magic.plan import Plan, StepPlan, Transfer
+from kale_magic.engines.kfp.component import decode
+from kale_magic.plan.model import Plan, StepPlan, Transfer
 
 GOLDEN = Path(__file__).parent / "golden"
 OPTIONS = dict(volumes=("data-pvc:/data",), secrets=("db-creds:password=DB_PASSWORD,user",))
@@ -27,8 +27,9 @@ def load(path):
 def fixed_runtime(monkeypatch):
     """A stand-in kale-magic wheel and fixed pins, so the golden file does not change with every edit of
     kale-magic's code or every upgrade of a library in this environment."""
-    from kale_magic import kfp_setup, kfp_wheel
-    from kale_magic.kfp_requirements import Requirements
+    from kale_magic.engines.kfp import setup as kfp_setup
+    from kale_magic.engines.kfp import wheel as kfp_wheel
+    from kale_magic.engines.kfp.requirements import Requirements
 
     monkeypatch.setattr(kfp_wheel, "wheel_bytes", lambda package=None: b"a wheel")
     monkeypatch.setattr(kfp_wheel, "runtime_version", lambda package=None: "0.1.0+k000000000000")
@@ -44,7 +45,11 @@ def compiled(tmp_path, fixed_runtime):
 
 
 def test_matches_golden_file(compiled):
-    """Regenerate with KALE_REGEN_GOLDEN=1 after an intended change (or a kfp upgrade)."""
+    """Regenerate with KALE_REGEN_GOLDEN=1 after an intended change (or a kfp upgrade).
+
+    Last regenerated when steps began to install what they import: the kale-environment tasks (one per
+    image), their input to every step, kfp's runtime install, and pods running as a non-root user.
+    """
     path, _, _ = compiled
     golden = GOLDEN / "three_step.yaml"
     if os.environ.get("KALE_REGEN_GOLDEN") == "1":
@@ -261,7 +266,7 @@ def test_bad_pipeline_options_are_clear_errors(kwargs, fragment):
 
 
 def test_importing_the_compiler_does_not_import_kfp():
-    code = "import sys, kale_magic.compiler, kale_magic.engines.kfp; print('kfp' in sys.modules)"
+    code = "import sys, kale_magic.engines.kfp.compiler, kale_magic.engines.kfp.engine; print('kfp' in sys.modules)"
     root = Path(__file__).parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -7,8 +7,8 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from kale_magic.convert import convert, is_kale_notebook, magic_arguments
-from kale_magic.magics import Kale, parse_argstring
+from kale_magic.extension.convert import convert, is_kale_notebook, magic_arguments
+from kale_magic.extension import arguments
 from kale_magic.errors import ValidationError
 
 
@@ -90,7 +90,7 @@ def test_notebook_metadata_goes_into_the_kale_run_cell():
     assert last[2].startswith("run = %kale_run ")
     shell = InteractiveShell.instance()
     shell.user_ns.update(x=1, HOME="somewhere")  # expansion must not touch them
-    args = parse_argstring(Kale.kale_run, shell.var_expand(last[2].removeprefix("run = %kale_run ")))
+    args = arguments.parse(arguments.kale_run, shell.var_expand(last[2].removeprefix("run = %kale_run ")))
     assert (args.experiment, args.pipeline, args.description) == \
         ("digits", "digits-pipe", "costs {x} and $HOME's value")
 
@@ -101,7 +101,7 @@ def test_magic_arguments_survive_expansion_and_parsing(text):
     shell = InteractiveShell.instance()
     shell.user_ns.update(x=1, y=2, HOME="somewhere")
     line = magic_arguments(["--description", text, "--param", f"s={text}"])
-    args = parse_argstring(Kale.kale_run, shell.var_expand(line))
+    args = arguments.parse(arguments.kale_run, shell.var_expand(line))
     assert args.description == text and args.param == [f"s={text}"]
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kale_magic import marshal
-from kale_magic.compiler import compile_pipeline
+from kale_magic.engines.kfp.compiler import compile_pipeline
 
 NOTEBOOK = [
     """
@@ -64,7 +64,7 @@ def outputs(root: Path, task: str, name: str) -> Path:
 
 def recorded_plan(kernel, cells=NOTEBOOK):
     kernel.cells(*cells)
-    return kernel.magics._plan()
+    return kernel.magics.plan()
 
 
 def test_compiled_yaml_runs_unchanged_under_kfp_local(kernel, kfp_local, tmp_path):

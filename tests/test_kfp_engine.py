@@ -1,5 +1,6 @@
 """The KFP engine against a fake KFP API server driven by the tests, through the real kfp.Client."""
 
+import dataclasses
 import json
 import socket
 
@@ -7,10 +8,13 @@ import pytest
 from kfp_api_server import FakeKfpServer
 from kfp_plans import three_step_plan
 
-from kale_magic.engines.kfp import KfpEngine
+from kale_magic.engines.base import Outcome
+from kale_magic.engines.kfp.client import resolve_settings
+from kale_magic.engines.kfp.engine import KfpEngine
 from kale_magic.errors import EngineError
-from kale_magic.kfp_client import resolve_settings
-from kale_magic.state import RunState
+from kale_magic.layout import RunDir
+from kale_magic.run import launch
+from kale_magic.run.state import RunState
 
 RUNS = "/apis/v2beta1/runs"
 ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}
@@ -32,16 +36,18 @@ def clean_env(monkeypatch, tmp_path):
 
 def run(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, run_id="run-1",
         **engine_args):
-    """What ``launch`` does with an engine after Validate: compile, upload, run, finish."""
+    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks."""
     plan = plan or three_step_plan()
+    plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
     state = RunState(run_id, plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
     engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
     if cancel_after:
         state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
-    engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
-    engine.upload(plan, state)
+    run_dir = RunDir(tmp_path / "run")
+    compiled = launch.compile_steps(plan, state, run_dir, engine)
+    launch.upload(plan, state, engine, compiled)
     if not upload_only:
-        state.finish(*engine.run(plan, state, tmp_path / "run", {**plan.parameters, **(parameters or {})}))
+        launch.execute(plan, state, run_dir, engine, compiled).join()
     return state
 
 
@@ -87,9 +93,9 @@ def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
     state.subscribe(lambda st, event: seen.append((event, st.steps[event[5:]].status))
                     if event.startswith("step:") else None)
     engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml")
-    engine.write_notebooks(plan, tmp_path, {})
-    engine.upload(plan, state)
-    assert engine.run(plan, state, tmp_path, {}) == ("succeeded", "")
+    compiled = engine.compile(plan, RunDir(tmp_path))
+    engine.upload(plan, state, compiled)
+    assert engine.run(plan, state, RunDir(tmp_path), compiled) == Outcome("succeeded")
     assert seen == [("step:load", "running"), ("step:load", "succeeded"), ("step:train", "running"),
                     ("step:train", "succeeded"), ("step:report", "succeeded")]
 
@@ -202,8 +208,8 @@ def test_compiling_talks_to_no_server(tmp_path):
     plan = three_step_plan()
     engine = KfpEngine("http://127.0.0.1:9", pipeline_file=tmp_path / "p.yaml",
                        config={"base_image": "my/image:1", "volumes": ["data:/data"], "host": "http://x:1"})
-    notebooks = engine.write_notebooks(plan, tmp_path / "run", plan.parameters)
-    assert engine.pipeline_file.is_file() and set(notebooks) == set(plan.steps)
+    compiled = engine.compile(plan, RunDir(tmp_path / "run"))
+    assert compiled.pipeline_file.is_file() and set(compiled.notebooks) == set(plan.steps)
     assert "image: my/image:1" in engine.pipeline_file.read_text()
 
 
@@ -214,9 +220,9 @@ def test_unreachable_host_is_a_clear_error_and_keeps_the_yaml(tmp_path):
         plan = three_step_plan()
         state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
         engine = KfpEngine(f"http://127.0.0.1:{port}", pipeline_file=tmp_path / "pipeline.yaml")
-        engine.write_notebooks(plan, tmp_path, {})
+        compiled = launch.compile_steps(plan, state, RunDir(tmp_path), engine)
         with pytest.raises(EngineError) as info:
-            engine.upload(plan, state)
+            launch.upload(plan, state, engine, compiled)
     assert str(info.value).startswith(f"Cannot reach Kubeflow Pipelines at http://127.0.0.1:{port}")
     assert "KF_PIPELINES_ENDPOINT" in str(info.value)
     assert str(info.value).endswith(f"The pipeline YAML is kept at {tmp_path / 'pipeline.yaml'}.")

@@ -37,7 +37,7 @@ def test_reexecuting_a_cell_replaces_its_record(kernel):
 def test_another_cell_with_the_same_step_name_continues_it(kernel):
     kernel.run("%%step a\nx = 1", cell_id="c1")
     kernel.run("%%step a\ny = x + 1", cell_id="c2")
-    plan = kernel.magics._plan()
+    plan = kernel.magics.plan()
     assert plan.steps["a"].cells == ("x = 1", "y = x + 1")
 
 
@@ -59,7 +59,7 @@ def test_step_options_are_parsed(kernel):
     options = kernel.magics.session.ordered()[1].options
     assert (options.after, options.cpu, options.memory, options.gpu, options.retries, options.timeout,
             options.image, options.no_cache) == ((), "2", "1Gi", 1, 3, 60, "img:1", True)
-    assert kernel.magics._plan().steps["b"].parents == ()
+    assert kernel.magics.plan().steps["b"].parents == ()
 
 
 def test_bad_option_is_a_usage_error_and_the_cell_does_not_run(kernel):
@@ -104,7 +104,7 @@ def test_notebook_order_comes_from_the_notebook_file(kernel, tmp_path, capsys):
     kernel.run(f"%config Kale.notebook_path = {str(path)!r}")
     kernel.run(cells[1].source, cell_id=cells[1].id)  # executed out of order
     kernel.run(cells[0].source, cell_id=cells[0].id)
-    plan = kernel.magics._plan()
+    plan = kernel.magics.plan()
     assert list(plan.steps) == ["first", "second"]
     assert plan.steps["second"].parents == ("first",)
     assert plan.order_source == f"notebook file {path}"
@@ -118,11 +118,21 @@ def test_unload_removes_magics_and_hooks(kernel):
     assert "kale_run" not in shell.magics_manager.magics["line"]
     assert len(shell.events.callbacks["pre_run_cell"]) == hooks - 1
     shell.run_line_magic("load_ext", "kale_magic")
-    shell._kale_magics._workers = None
+    kernel.magics.workers = None
     kernel.run("%%step a\nx = 1")
     shell.run_line_magic("reload_ext", "kale_magic")
     assert len(shell.events.callbacks["pre_run_cell"]) == hooks
     assert "step" in shell.magics_manager.magics["cell"]
+
+
+def test_reloading_leaves_one_configurable_that_config_reaches(kernel):
+    shell = kernel.shell
+    for _ in range(2):
+        shell.run_line_magic("unload_ext", "kale_magic")
+        shell.run_line_magic("load_ext", "kale_magic")
+    assert [type(c).__name__ for c in shell.configurables].count("Kale") == 1
+    kernel.run("%config Kale.max_parallel = 3")
+    assert kernel.magics.max_parallel == 3
 
 
 def test_load_ext_imports_nothing_heavy():
@@ -142,6 +152,6 @@ def test_help_documents_options(kernel, capsys):
 def test_planning_never_serializes_values(kernel):
     kernel.cells("%%functions\nclass NoPickle:\n    def __reduce__(self):\n        raise AssertionError('serialized')",
                  "%%step a\nobj = NoPickle()", "%%step b\nname = type(obj).__name__")
-    plan = kernel.magics._plan()
+    plan = kernel.magics.plan()
     assert [t.name for t in plan.steps["b"].inputs] == ["obj"]
     assert plan.steps["b"].inputs[0].type_name.endswith("NoPickle")

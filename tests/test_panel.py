@@ -10,7 +10,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from kale_magic import panel
 from kale_magic.panel.render import Links, render_html, render_text
 from kale_magic.panel.views import TextView, Throttle
-from kale_magic.state import RunState
+from kale_magic.run.state import RunState
 
 HOSTILE = '<script>alert("x")</script>\'"><img src=x onerror=alert(1)>'
 
@@ -44,7 +44,7 @@ def run_to_success(state):
     for name in state.steps:
         state.step(name, "running", log=f".kale/runs/r1/{name}.log")
         state.step(name, "succeeded", notebook=f".kale/runs/r1/{name}.ipynb")
-    state.metrics["accuracy"] = 0.93
+    state.add_metrics({"accuracy": 0.93})
     state.task("Run", "done", "3 steps succeeded")
     state.finish("succeeded")
 
@@ -137,7 +137,7 @@ def test_hostile_strings_are_escaped():
     state.task("Validate", "failed", HOSTILE, **{HOSTILE: HOSTILE})
     state.step(HOSTILE, "failed", message=HOSTILE, traceback=HOSTILE, notebook=HOSTILE,
                links={"js": "javascript:alert(1)"})
-    state.links["KFP"] = 'http://kfp/"onclick="alert(1)'
+    state.add_links(KFP='http://kfp/"onclick="alert(1)')
     state.finish("failed", HOSTILE)
     markup = render_html(state)
     page = Page(markup)
@@ -204,7 +204,7 @@ def test_kfp_run_links_open_the_kfp_ui_in_a_new_tab(tmp_path):
     state.task("Run", "running", run=f"{ui}/runs/details/kfp-run-1")
     state.step("train", "running", links={"logs": f"{ui}/runs/details/kfp-run-1?node=train"})
     state.step("train", "succeeded")
-    state.links["run"] = f"{ui}/runs/details/kfp-run-1"
+    state.add_links(run=f"{ui}/runs/details/kfp-run-1")
     state.task("Run", "done")
     state.finish("succeeded")
     page = Page(render_html(state, Links(tmp_path)))

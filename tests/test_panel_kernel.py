@@ -18,7 +18,7 @@ WIDGET = "application/vnd.jupyter.widget-view+json"
 FAKE_RUN = textwrap.dedent("""
     import threading
     from kale_magic import panel
-    from kale_magic.state import RunState
+    from kale_magic.run.state import RunState
 
     def drive(state, fail):
         state.task("Validate", "done", "2 steps", report="validation.html")

@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from kale_magic.store import RunRecord, RunStore, StepRecord
-from kale_magic.runs_view import RunComparison, RunsTable, lower_is_better, metric_svg, runs_view as view
+from kale_magic.history.store import RunRecord, RunStore, StepRecord
+from kale_magic.history.views import RunComparison, RunsTable, lower_is_better, metric_svg, runs_view as view
 
 
 class Cells(HTMLParser):

@@ -1,8 +1,8 @@
 """%kale_run records every run and shows its progress; %kale_runs shows the recorded runs."""
 
 from kale_magic.errors import KaleError
-from kale_magic.runs_view import RunComparison, RunsTable
-from kale_magic.store import RunStore
+from kale_magic.history.views import RunComparison, RunsTable
+from kale_magic.history.store import RunStore
 
 CELLS = [
     "%%parameters\nscale = 1",

@@ -9,7 +9,7 @@ import s3_server as s3
 from kfp_api_server import FakeKfpServer
 
 from kale_magic import marshal
-from kale_magic.compiler import CompileOptions, compile_pipeline
+from kale_magic.engines.kfp.compiler import CompileOptions, compile_pipeline
 from kale_magic.snapshot import list_snapshots, publish, published_url, take_snapshot
 
 ROOT = Path(__file__).parents[1]
@@ -37,7 +37,8 @@ def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env,
     snapshot = take_snapshot(tmp_path, store)
     root = f"s3://{s3_env.bucket}/pipelines"
     url = published_url(root, snapshot.id)
-    path = compile_pipeline(kernel.magics._plan(), tmp_path / "p.yaml", CompileOptions(snapshot_url=url, install_packages=False))
+    path = compile_pipeline(kernel.magics.plan(), tmp_path / "p.yaml",
+                            CompileOptions(snapshot_url=url, install_packages=False))
     text = path.read_text()
     assert url in text and text.count("comp-importer:") == 1  # one importer ...
     assert text.count("producerTask: importer") == 2  # ... whose output both steps take

@@ -14,7 +14,7 @@ import s3_server as s3
 from kale_magic.snapshot import (SnapshotError, download, pack, publish, published_url, take_snapshot, unpack,
                                  upload)
 from kale_magic.snapshot import remote
-from kale_magic.snapshot.kfp import enter_snapshot, fetch_snapshot, snapshot_importer
+from kale_magic.engines.kfp.snapshot import enter_snapshot, fetch_snapshot, snapshot_importer
 
 s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
 
@@ -105,7 +105,7 @@ def test_publish_uploads_once_under_the_pipeline_root(snapshot, s3_env):
 
 STEP = """
 import os, sys
-from kale_magic.snapshot.kfp import fetch_snapshot
+from kale_magic.engines.kfp.snapshot import fetch_snapshot
 fetch_snapshot(sys.argv[1], sys.argv[2])
 os.chdir(sys.argv[2])
 print(open('data/a.csv').read(), end='')
@@ -214,7 +214,7 @@ def test_a_kfp_pipeline_step_reads_the_snapshot_through_the_importer(snapshot, s
     def step(kale_snapshot: Input[Artifact]) -> str:
         import tempfile
 
-        from kale_magic.snapshot.kfp import enter_snapshot
+        from kale_magic.engines.kfp.snapshot import enter_snapshot
 
         enter_snapshot(kale_snapshot, tempfile.mkdtemp())
         return open("data/a.csv").read()

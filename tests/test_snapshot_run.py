@@ -125,7 +125,7 @@ def test_a_changed_workspace_file_invalidates_cached_steps(kernel, workspace, tm
 
 
 def test_the_run_store_records_the_snapshot_id(kernel, workspace, tmp_path):
-    from kale_magic.store import RunStore
+    from kale_magic.history.store import RunStore
 
     gate = tmp_path.parent / f"{tmp_path.name}-gate"
     record_pipeline(kernel, gate)

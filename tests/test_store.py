@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from kale_magic.errors import KaleError
-from kale_magic.session import RecordedCell
-from kale_magic.state import RunState
-from kale_magic.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
+from kale_magic.plan.session import RecordedCell
+from kale_magic.run.state import RunState
+from kale_magic.history.store import MIGRATIONS, SCHEMA_VERSION, RunRecord, RunStore, StepRecord, code_hash, step_hashes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,13 +26,14 @@ def hashes_for(cells):
 def record_run(store, run_id, experiment="exp", lr=0.1, acc=0.9, train_code="fit(lr)"):
     state = RunState(run_id, "demo", experiment, "local", steps=["load", "train"], parameters={"lr": lr})
     recorder = store.recorder(state, hashes_for({"load": "x = load()", "train": train_code}))
+    state.set_ids(yaml_path=f".kale/runs/{run_id}/pipeline.yaml")
     state.task("Compile", "done", YAML=f".kale/runs/{run_id}/pipeline.yaml")
     state.task("Run", "running")
     state.step("load", "running")
     state.step("load", "cached", cached_from="r0")
     state.step("train", "running")
     state.step("train", "succeeded")
-    state.metrics.update(accuracy=acc)
+    state.add_metrics({"accuracy": acc})
     state.task("Run", "done")
     state.finish("succeeded")
     return recorder
@@ -45,23 +46,23 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     saves = []
     original = store.save
     store.save = lambda record: (saves.append(record.status), original(record))
-    recorder = store.recorder(state, hashes_for({"a": "y = n * 2"}))
+    store.recorder(state, hashes_for({"a": "y = n * 2"}))
     assert store.get("r1").status == "running"
     for _ in range(20):
         state.step("a", "running")
     state.step("a", "succeeded")
-    state.metrics["score"] = 6
+    state.add_metrics({"score": 6})
+    state.set_ids(snapshot_id="snap-1", kfp_run_id="kfp-9")
     state.finish("succeeded")
     assert saves == ["running", "succeeded"], "no write on every progress event"
-    recorder.note(snapshot_id="snap-1", kfp_run_id="kfp-9")
     run = store.get("r1")
     assert (run.status, run.parameters, run.metrics) == ("succeeded", {"n": 3}, {"score": 6})
     assert run.ended >= run.started and (run.snapshot_id, run.kfp_run_id) == ("snap-1", "kfp-9")
     assert run.steps == [StepRecord("a", "succeeded", run.steps[0].duration, None, code_hash(["y = n * 2"]))]
     assert run.steps[0].duration is not None
     assert set(hashes_for({"a": "1"})) == {"a"}, "only steps have code hashes"
-    with pytest.raises(TypeError, match="unknown run fields"):
-        recorder.note(colour="blue")
+    with pytest.raises(TypeError):
+        state.set_ids(colour="blue")
 
 
 def test_steps_links_and_yaml_are_recorded(tmp_path):
@@ -90,8 +91,8 @@ def test_queries_by_experiment_last_and_id_prefix(tmp_path):
 
 WRITER = """
 import sys
-from kale_magic.state import RunState
-from kale_magic.store import RunStore
+from kale_magic.run.state import RunState
+from kale_magic.history.store import RunStore
 
 store = RunStore(sys.argv[1])
 prefix, count = sys.argv[2], int(sys.argv[3])
@@ -153,17 +154,22 @@ def test_a_newer_schema_is_refused_with_a_clear_message(tmp_path):
         RunStore(path)
 
 
-def test_kfp_ids_and_yaml_are_read_from_the_links_of_a_kfp_run(tmp_path):
+def test_kfp_ids_and_yaml_are_recorded_from_the_state_not_its_links(tmp_path):
     ui = "http://127.0.0.1:8080/#"
     store = RunStore(tmp_path / "runs.db")
     state = RunState("r-kfp", "demo", "exp", "kfp", steps=["train"])
     store.recorder(state)
+    state.set_ids(yaml_path=str(tmp_path / "demo.yaml"))
     state.task("Compile", "done", pipeline=str(tmp_path / "demo.yaml"))
-    state.links.update(experiment=f"{ui}/experiments/details/e1", pipeline=f"{ui}/pipelines/details/p1/version/v7")
-    state.task("Upload", "done", **state.links)
-    state.links["run"] = f"{ui}/runs/details/kfp-123"
-    state.step("train", "succeeded", links={"KFP run": f"{ui}/runs/details/kfp-123"})
+    links = {"experiment": f"{ui}/experiments/details/e1", "pipeline": f"{ui}/pipelines/details/p1/version/v7"}
+    state.set_ids(kfp_experiment_id="e1", kfp_pipeline_id="p1", kfp_version_id="v7")
+    state.add_links(**links)
+    state.task("Upload", "done", **links)
+    state.set_ids(kfp_run_id="kfp-123")
+    state.add_links(run=f"{ui}/runs/details/not-the-id")  # links are for display only
+    state.step("train", "succeeded", links={"KFP run": f"{ui}/runs/details/not-the-id"})
     state.finish("succeeded")
     run = store.get("r-kfp")
-    assert (run.kfp_run_id, run.kfp_pipeline_id, run.kfp_version_id) == ("kfp-123", "p1", "v7")
-    assert run.yaml_path == str(tmp_path / "demo.yaml") and run.links["run"] == f"{ui}/runs/details/kfp-123"
+    assert (run.kfp_run_id, run.kfp_pipeline_id, run.kfp_version_id, run.kfp_experiment_id) == (
+        "kfp-123", "p1", "v7", "e1")
+    assert run.yaml_path == str(tmp_path / "demo.yaml") and run.links["run"] == f"{ui}/runs/details/not-the-id"

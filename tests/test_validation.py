@@ -55,7 +55,7 @@ def test_validation_error(kernel, case, capsys):
 
 
 def test_invalid_step_name_at_plan_time():
-    from kale_magic.planner import check_step_name
+    from kale_magic.plan.planner import check_step_name
 
     for bad in ("Train", "1step", "with space", "x" * 64, "end-"):
         with pytest.raises(ValidationError, match="is not valid"):

@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping
 from functools import lru_cache
 
-from ..plan import Plan, StepPlan
+from ..plan.model import Plan, StepPlan
 
 KEY_FORMAT = "1"  # bump when the meaning of a part changes, so old entries stop matching
 DYNAMIC_NAMES = frozenset({"globals", "eval", "exec", "locals", "vars"})
@@ -49,8 +49,8 @@ def _hash(texts) -> str:
 def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: Mapping[str, dict],
               snapshot: str | None = None) -> dict[str, str]:
     """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record."""
-    from .. import __version__
-    from ..notebooks import literal
+    from ..version import __version__
+    from ..step.notebooks import literal
 
     step = plan.steps[name]
     parts = {
@@ -80,7 +80,7 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: M
 # %%functions: only what the step uses ---------------------------------------------------
 
 def _function_parts(plan: Plan, step: StepPlan) -> dict[str, str]:
-    from .. import analysis
+    from ..plan import analysis
 
     definitions: dict[str, list[str]] = {}
     always: list[str] = []

@@ -9,7 +9,6 @@ for ``%kale_run --cache-only-check`` and ``%kale_show``.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import KaleError
+from ..files import link_or_copy
+from ..layout import KaleDir, RunDir, StepOutcome
 from ..plan import Plan, StepPlan
 from .index import CacheIndex
 from .keys import digest, explain, key_parts
@@ -36,9 +37,10 @@ class Decision:
 class StepCache:
     """The cache as one run sees it; used from the engine's scheduling thread only."""
 
-    def __init__(self, kale_dir: Path, pipeline: str, *, use_cache: bool = True, resume: str | None = None,
+    def __init__(self, kale: KaleDir, pipeline: str, *, use_cache: bool = True, resume: str | None = None,
                  snapshot: WorkspaceView | None = None):
-        self.index = CacheIndex(kale_dir)
+        self.kale = kale
+        self.index = CacheIndex(kale)
         self.pipeline = pipeline
         self.use_cache = use_cache
         self.snapshot = snapshot  # the workspace files the steps see, when a snapshot is taken
@@ -48,36 +50,28 @@ class StepCache:
         self.notes: dict[str, str] = {}  # step -> why it ran although it could have been cached
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
-        """``--resume`` with no id means the last failed run of this pipeline."""
+        """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
         if resume is None:
             return None, {}
-        run_id = resume or self.index.last_failed(self.pipeline)
-        if run_id is None:
-            raise KaleError(f"--resume: pipeline '{self.pipeline}' has no failed run to resume; "
-                            "name one with --resume RUN_ID (see %kale_runs).")
-        record = self.index.run(run_id)
-        if record is None or record.get("pipeline") != self.pipeline:
-            raise KaleError(f"--resume {run_id}: no such run of this notebook under {self.index.kale_dir}; "
+        from ..history.store import RunStore
+
+        with RunStore(self.kale.runs_db) as store:
+            run_id = resume or store.last_failed(self.pipeline)
+            if run_id is None:
+                raise KaleError(f"--resume: pipeline '{self.pipeline}' has no failed run to resume; "
+                                "name one with --resume RUN_ID (see %kale_runs).")
+            record = store.find(run_id)
+        if record is None or record.pipeline != self.pipeline:
+            raise KaleError(f"--resume {run_id}: no such run of this notebook under {self.kale.path}; "
                             "check the id (see %kale_runs).")
-        return run_id, record.get("steps", {})
+        return record.run_id, {s.name: {"status": s.status, "key": s.cache_key} for s in record.steps}
 
     # the engine's calls ----------------------------------------------------------------------
-    def begin(self, state) -> None:
-        """Write this run's record when it finishes, for ``--resume`` and for explanations."""
-        state.subscribe(lambda state, event: self._record_run(state) if event == "finished" else None)
+    def key_of(self, name: str) -> str | None:
+        """The step's cache key in this run, once it was ready (the run registry keeps it for --resume)."""
+        return self.keys.get(name, (None, None))[0]
 
-    def _record_run(self, state) -> None:
-        steps = {}
-        for name, step in state.steps.items():
-            key, parts = self.keys.get(name, (None, {}))
-            steps[name] = {"status": step.status, "key": key, "parts": parts}
-        try:
-            self.index.put_run(state.run_id, {"pipeline": self.pipeline, "status": state.status,
-                                              "ended": time.time(), "steps": steps})
-        except OSError:
-            pass  # without the record only --resume of this run is lost, not the run
-
-    def reuse(self, plan: Plan, name: str, run_dir: Path, parameters: dict, state) -> bool:
+    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, state) -> bool:
         """Mark step ``name`` cached in ``state`` and link its outputs into ``run_dir``, if possible."""
         step = plan.steps[name]
         inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
@@ -93,17 +87,18 @@ class StepCache:
             return False
         try:
             for output in entry["outputs"]:
-                _link_tree(self.index.value_dir(location, name, output), run_dir / "data" / name / output)
+                _link_tree(self.index.value_dir(location, name, output), run_dir.value(name, output))
             links = self._link_reports(location, name, run_dir)
-            _write_outcome(run_dir / "steps" / f"{name}.json", entry)
+            run_dir.write_outcome(name, StepOutcome("cached", metrics=entry.get("metrics", {}),
+                                                    saved=entry["outputs"]))
             self._touch(entry, state.run_id)
         except OSError as exc:
             self.notes[name] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
             return False
         self.records.update({(name, output): record for output, record in entry["outputs"].items()})
-        state.metrics.update(entry.get("metrics", {}))
+        state.add_metrics(entry.get("metrics", {}))
         state.step(name, "cached", cached_from=entry["run_id"], message=f"reused from run {entry['run_id']}",
-                   **links)
+                   cache_key=key, **links)
         return True
 
     def remember(self, plan: Plan, name: str, outcome, state) -> None:
@@ -173,8 +168,9 @@ class StepCache:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
             return f"{before.get('status', 'did not run')} in run {self.resume}"
-        if before and before.get("parts"):
-            return f"changed since run {self.resume}: {explain(parts, before['parts'])}"
+        earlier = self.index.entry(before["key"]) if before and before.get("key") else None
+        if earlier is not None:
+            return f"changed since run {self.resume}: {explain(parts, earlier['parts'])}"
         latest = self.index.latest(self.pipeline, name)
         return explain(parts, latest["parts"], self._workspace_details(latest)) if latest else ""
 
@@ -183,7 +179,7 @@ class StepCache:
 
     def _workspace_details(self, entry: dict) -> dict[str, str]:
         """Name the files that changed since the entry's snapshot, when both are known."""
-        before = snapshot_files(self.index.kale_dir / "snapshots", entry.get("snapshot_id"))
+        before = snapshot_files(self.kale.snapshots, entry.get("snapshot_id"))
         if self.snapshot is None or before is None:
             return {}
         return {"snapshot": f"workspace files changed: {changed_files(before, self.snapshot)}"}
@@ -192,15 +188,15 @@ class StepCache:
         locations = [run_id] + [r for r in entry.get("locations", ()) if r != run_id]
         self.index.put({**entry, "locations": locations[:KEPT_LOCATIONS], "used": time.time()})
 
-    def _link_reports(self, location: str, name: str, run_dir: Path) -> dict:
+    def _link_reports(self, location: str, name: str, run_dir: RunDir) -> dict:
         """The earlier executed notebook and log, linked into this run so it reads complete."""
         links = {}
-        source = self.index.kale_dir / "runs" / location
-        for field, folder, suffix in (("notebook", "executed", ".ipynb"), ("log", "logs", ".log")):
-            target = run_dir / folder / f"{name}{suffix}"
+        source = self.kale.run(location)
+        for field, path in (("notebook", RunDir.executed), ("log", RunDir.log)):
+            target = path(run_dir, name)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _link_file(source / folder / f"{name}{suffix}", target)
+                link_or_copy(path(source, name), target)
                 links[field] = str(target)
             except OSError:
                 continue
@@ -216,11 +212,12 @@ def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict, read_conte
     ``%kale_show`` does not read gigabytes; a run always reads and hashes every file.
     """
     from ..marshal import hashing
+    from ..marshal.store import RECORD_FILE
 
     for name, record in outputs.items():
         folder = index.value_dir(run_id, step, name)
         try:
-            on_disk = json.loads((folder / "kale.json").read_text())
+            on_disk = json.loads((folder / RECORD_FILE).read_text())
         except (OSError, ValueError):
             return f"'{name}' is missing"
         if on_disk.get("checksum") != record.get("checksum"):
@@ -236,16 +233,6 @@ def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict, read_conte
     return None
 
 
-def _link_file(source: Path, target: Path) -> None:
-    """A hard link (same bytes, no copy); a copy only across file systems."""
-    try:
-        os.link(source, target)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        shutil.copy2(source, target)
-
-
 def _link_tree(source: Path, target: Path) -> None:
     """Link a saved value's directory into place atomically, like marshal publishes one."""
     temp = target.with_name(f".{target.name}.{os.getpid()}.link")
@@ -253,18 +240,11 @@ def _link_tree(source: Path, target: Path) -> None:
     for file in sorted(p for p in source.rglob("*") if p.is_file()):
         destination = temp / file.relative_to(source)
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _link_file(file, destination)
+        link_or_copy(file, destination)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():
         shutil.rmtree(target)
     os.replace(temp, target)
-
-
-def _write_outcome(path: Path, entry: dict) -> None:
-    """The step's outcome file, shaped like a StepOutcome, so the run folder reads the same either way."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"status": "cached", "error": "", "traceback": "", "metrics": entry.get("metrics", {}),
-                                "duration": 0.0, "saved": entry["outputs"]}))
 
 
 def check_text(decisions: list[Decision]) -> str:

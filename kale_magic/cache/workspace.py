@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..files import sha256_file
+
 
 @dataclass(frozen=True)
 class WorkspaceView:
@@ -69,23 +71,22 @@ def current(root: Path, store: Path, notebook: Path | None) -> WorkspaceView:
 
 
 def _sha256(path: Path) -> str | None:
-    h = hashlib.sha256()
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
+        return sha256_file(path)
     except OSError:  # vanished or unreadable: the snapshot would leave it out too
         return None
-    return h.hexdigest()
 
 
 def snapshot_files(store: Path, snapshot_id: str | None) -> dict[str, str] | None:
     """path -> sha256 of an earlier snapshot (notebook included), if it is still kept."""
     if not snapshot_id:
         return None
+    from ..snapshot.errors import SnapshotError
+    from ..snapshot.manifest import read_manifest
+
     try:
-        manifest = json.loads((Path(store) / "manifests" / f"{snapshot_id}.json").read_text())
-    except (OSError, ValueError):
+        manifest = read_manifest(Path(store), snapshot_id)
+    except (SnapshotError, OSError, ValueError):
         return None
     return {f["path"]: f["sha256"] for f in manifest.get("files", ())}
 

@@ -93,7 +93,7 @@ def _finish(backend, obj, directory: Path, written: dict) -> dict:
         if size != file.stat().st_size:  # not written through hashing.create (or changed after)
             size, digest = hashing.file_digest(file)
         files[file.relative_to(directory).as_posix()] = {"size": size, "checksum": f"{hashing.ALGORITHM}:{digest}"}
-    from .. import __version__
+    from ..version import __version__
 
     record = {
         "format": FORMAT,

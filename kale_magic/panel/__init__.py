@@ -1,4 +1,4 @@
-"""The deployment panel: a live view of a run's :class:`~kale_magic.state.RunState`.
+"""The deployment panel: a live view of a run's :class:`~kale_magic.run.state.RunState`.
 
 ``show(state)`` is the one entry point (``%kale_run`` calls it, foreground or
 ``--background`` alike: views redraw from whichever thread changes the state).
@@ -15,10 +15,9 @@ from __future__ import annotations
 import importlib.util
 import os
 
-from ..state import RunState
+from ..run.state import RunState
+from .modes import MODES
 from .render import Links, StateReport, render_html, render_text
-
-MODES = ("auto", "widget", "html", "text")
 
 __all__ = ["show", "listener", "pick_mode", "Links", "StateReport", "render_html", "render_text", "MODES"]
 

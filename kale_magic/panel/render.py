@@ -1,4 +1,4 @@
-"""Text and HTML renderings of a :class:`~kale_magic.state.RunState`.
+"""Text and HTML renderings of a run, drawn from one :meth:`~kale_magic.run.state.RunState.snapshot`.
 
 Every view (widget rows, the saved HTML fallback, terminal lines, ``Run``'s
 repr) draws from these functions, so what the user sees is the same wherever
@@ -14,7 +14,7 @@ import re
 from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
 
-from ..state import RunState, StepState, TaskState
+from ..run.state import RunSnapshot, RunState, StepState, TaskState
 
 ICONS = {
     "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
@@ -136,22 +136,22 @@ def step_line(step: StepState, links: Links, *, terse: bool = False) -> str:
     return "  ".join(parts)
 
 
-def parameters_text(state: RunState) -> str:
+def parameters_text(state: RunSnapshot) -> str:
     return ", ".join(f"{plain(k)}={plain(repr(v))}" for k, v in state.parameters.items())
 
 
-def header_line(state: RunState) -> str:
+def header_line(state: RunSnapshot) -> str:
     params = f" · {parameters_text(state)}" if state.parameters else ""
     return (f"Kale run {plain(state.run_id)} · pipeline {plain(state.pipeline)} · experiment "
             f"{plain(state.experiment)} · {state.engine} · {state.status}{params}")
 
 
-def _ended(state: RunState) -> bool:
+def _ended(state: RunSnapshot) -> bool:
     """True from inside the ``finished`` notification on (``state.finished`` is set after it)."""
     return state.ended is not None
 
 
-def footer_line(state: RunState) -> str:
+def footer_line(state: RunSnapshot) -> str:
     took = seconds((state.ended or 0) - state.started) if state.ended else ""
     line = f"Run {plain(state.run_id)} {state.status}" + (f" in {took}" if took else "")
     if state.error:
@@ -161,16 +161,15 @@ def footer_line(state: RunState) -> str:
     return line
 
 
-def render_text(state: RunState, links: Links | None = None) -> str:
-    links = links or Links()
-    with state._lock:
-        lines = [header_line(state)]
-        for task in state.tasks.values():
-            lines.append(task_line(task, links))
-            if task.name == "Run":
-                lines += [step_line(step, links) for step in state.steps.values()]
-        if _ended(state):
-            lines.append(footer_line(state))
+def render_text(state: RunState | RunSnapshot, links: Links | None = None) -> str:
+    links, run = links or Links(), state.snapshot()
+    lines = [header_line(run)]
+    for task in run.tasks.values():
+        lines.append(task_line(task, links))
+        if task.name == "Run":
+            lines += [step_line(step, links) for step in run.steps.values()]
+    if _ended(run):
+        lines.append(footer_line(run))
     return "\n".join(lines)
 
 
@@ -211,7 +210,7 @@ def step_html(step: StepState, links: Links) -> str:
     return row
 
 
-def header_html(state: RunState, links: Links) -> str:
+def header_html(state: RunSnapshot, links: Links) -> str:
     color = COLORS.get(state.status, COLORS["running"])
     return ('<div class="kale-header" style="padding:4px 6px;border-bottom:1px solid #ddd">'
             f'<b>Kale</b> · pipeline <b>{esc(state.pipeline)}</b> · experiment {esc(state.experiment)}'
@@ -223,7 +222,7 @@ def header_html(state: RunState, links: Links) -> str:
             + "</div>")
 
 
-def footer_html(state: RunState) -> str:
+def footer_html(state: RunSnapshot) -> str:
     if not _ended(state):
         return ""
     style = "padding:4px 6px;border-top:1px solid #ddd;"
@@ -232,22 +231,22 @@ def footer_html(state: RunState) -> str:
     return f'<div class="kale-footer" style="{style}">{esc(footer_line(state))}</div>'
 
 
-def row_fragments(state: RunState, links: Links | None = None) -> list[tuple[str, str]]:
+def row_fragments(state: RunState | RunSnapshot, links: Links | None = None) -> list[tuple[str, str]]:
     """(key, html) for each visible row, in order; the widget view updates rows by key."""
-    links = links or Links()
-    with state._lock:
-        rows = [("header", header_html(state, links))]
-        for task in state.tasks.values():
-            rows.append((f"task:{task.name}", task_html(task, links)))
-            if task.name == "Run":
-                rows += [(f"step:{s.name}", step_html(s, links)) for s in state.steps.values()]
-        rows.append(("footer", footer_html(state)))
+    links, run = links or Links(), state.snapshot()
+    rows = [("header", header_html(run, links))]
+    for task in run.tasks.values():
+        rows.append((f"task:{task.name}", task_html(task, links)))
+        if task.name == "Run":
+            rows += [(f"step:{s.name}", step_html(s, links)) for s in run.steps.values()]
+    rows.append(("footer", footer_html(run)))
     return rows
 
 
-def render_html(state: RunState, links: Links | None = None) -> str:
-    body = "".join(fragment for _, fragment in row_fragments(state, links))
-    return (f'<div class="kale-panel" data-status="{state.status}" '
+def render_html(state: RunState | RunSnapshot, links: Links | None = None) -> str:
+    run = state.snapshot()
+    body = "".join(fragment for _, fragment in row_fragments(run, links))
+    return (f'<div class="kale-panel" data-status="{run.status}" '
             f'style="border:1px solid #ddd;border-radius:4px;max-width:100%">{body}</div>')
 
 

@@ -1,6 +1,6 @@
 """The live views of a run: ipywidgets rows, an updated display, terminal lines.
 
-Each view subscribes to a :class:`~kale_magic.state.RunState` and redraws from
+Each view subscribes to a :class:`~kale_magic.run.state.RunState` and redraws from
 it; none holds run logic.  Redraws are throttled so a run with many fast steps
 is not slowed by its panel; the final state is always drawn.
 """
@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from ..state import RunState
+from ..run.state import RunState
 from .render import Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -199,7 +199,7 @@ class TextView(_View):
         self._printed: dict[str, tuple[str, str]] = {}  # row -> (status, message) last printed
 
     def start(self) -> "TextView":
-        self._print(header_line(self.state))
+        self._print(header_line(self.state.snapshot()))
         return super().start()
 
     def _print(self, line: str) -> None:
@@ -213,17 +213,17 @@ class TextView(_View):
                 self.draw()
 
     def draw(self) -> None:
-        with self.state._lock:
-            rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in self.state.tasks.values()
-                    if t.status != "running" or t.name == "Run"]  # the other tasks take an instant
-            rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links, terse=True)))
-                     for s in self.state.steps.values()]
-            changed = [(key, (row.status, row.message), text) for key, row, text in rows
-                       if self._printed.get(key, ("pending", "")) != (row.status, row.message)]
+        run = self.state.snapshot()
+        rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in run.tasks.values()
+                if t.status != "running" or t.name == "Run"]  # the other tasks take an instant
+        rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links, terse=True)))
+                 for s in run.steps.values()]
+        changed = [(key, (row.status, row.message), text) for key, row, text in rows
+                   if self._printed.get(key, ("pending", "")) != (row.status, row.message)]
         for key, signature, text in changed:
             self._printed[key] = signature
             self._print(text)
 
     def finish(self) -> None:
         self.draw()
-        self._print(footer_line(self.state))
+        self._print(footer_line(self.state.snapshot()))

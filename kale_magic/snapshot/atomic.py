@@ -1,24 +1,17 @@
-"""Write a file so readers see the old content or the new one, never a half-written one."""
+"""Snapshot files are written atomically (:mod:`kale_magic.files`); a full disk says so in one sentence."""
 
 from __future__ import annotations
 
-import errno
-import os
-import tempfile
 from pathlib import Path
 
+from ..files import atomic_write, is_disk_full
 from .errors import disk_full
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(name, path)
+        atomic_write(path, data)
     except OSError as error:
-        Path(name).unlink(missing_ok=True)
-        if error.errno == errno.ENOSPC:
+        if is_disk_full(error):
             raise disk_full(path.parent, error) from None
         raise

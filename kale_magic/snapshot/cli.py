@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import (DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, diff, format_size, list_snapshots,
-               parse_size, prune, restore, take_snapshot)
+from ..files import human_size, parse_size
+from ..layout import KaleDir
+from . import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, diff, list_snapshots, prune, restore, take_snapshot
 
-STORE = Path(".kale") / "snapshots"
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,9 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
     create = commands.add_parser("create", help="snapshot the workspace now")
     create.add_argument("--snapshot-max", type=parse_size, default=DEFAULT_MAX_BYTES,
-                        help=f"refuse above this size (default {format_size(DEFAULT_MAX_BYTES)})")
+                        help=f"refuse above this size (default {human_size(DEFAULT_MAX_BYTES)})")
     create.add_argument("--snapshot-warn", type=parse_size, default=DEFAULT_WARN_BYTES,
-                        help=f"warn above this size (default {format_size(DEFAULT_WARN_BYTES)})")
+                        help=f"warn above this size (default {human_size(DEFAULT_WARN_BYTES)})")
     create.set_defaults(func=_create)
 
     commands.add_parser("list", help="list snapshots, oldest first").set_defaults(func=_list)
@@ -47,7 +47,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _store(args) -> Path:
-    return args.store or args.root / STORE
+    return args.store or KaleDir(args.root).snapshots
 
 
 def _create(args) -> int:
@@ -61,7 +61,7 @@ def _create(args) -> int:
 
 def _list(args) -> int:
     for snapshot in list_snapshots(_store(args)):
-        print(f"{snapshot.id}  {snapshot.file_count:>6} files  {format_size(snapshot.total_bytes):>10}")
+        print(f"{snapshot.id}  {snapshot.file_count:>6} files  {human_size(snapshot.total_bytes):>10}")
     return 0
 
 
@@ -79,5 +79,5 @@ def _diff(args) -> int:
 def _prune(args) -> int:
     pruned = prune(_store(args), args.keep)
     print(f"removed {len(pruned.snapshots)} snapshots and {pruned.objects} unshared files, "
-          f"freed {format_size(pruned.freed_bytes)}")
+          f"freed {human_size(pruned.freed_bytes)}")
     return 0

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pathspec
 
+from ..layout import KALE_DIR
+
 IGNORE_FILES = (".gitignore", ".kaleignore")
-ALWAYS_SKIPPED = frozenset({".kale", ".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
+ALWAYS_SKIPPED = frozenset({KALE_DIR, ".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
 
 
 class IgnoreRules:

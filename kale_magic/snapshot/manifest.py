@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .atomic import write_atomic
 from .errors import SnapshotError
-from .sizes import format_size
+from ..files import human_size
 
 FORMAT = 1
 LARGEST = 5
@@ -41,8 +41,8 @@ class Snapshot:
                    new_bytes=new_bytes, warnings=list(warnings))
 
     def summary(self) -> str:
-        return (f"{self.id}: {self.file_count} files, {format_size(self.total_bytes)}"
-                f" ({format_size(self.new_bytes)} new)")
+        return (f"{self.id}: {self.file_count} files, {human_size(self.total_bytes)}"
+                f" ({human_size(self.new_bytes)} new)")
 
 
 def manifests_dir(store: Path) -> Path:
@@ -137,3 +137,14 @@ def _entries(manifest: dict) -> dict[str, tuple]:
     entries = {f["path"]: (f["sha256"], f["mode"]) for f in manifest["files"]}
     entries.update({s["path"]: ("->", s["target"]) for s in manifest["symlinks"]})
     return entries
+
+
+def snapshot_table(store: Path, last: int = 20, root: Path | None = None) -> str:
+    """``%kale_snapshots``: the newest snapshots of ``store``, one line each."""
+    snapshots = list_snapshots(store)[-last:] if Path(store).exists() else []
+    if not snapshots:
+        return f"no snapshots yet in {store} (%kale_run takes one unless --no-snapshot)"
+    lines = [f"{s.id}  {s.created[:19].replace('T', ' ')}  {s.file_count:>6} files  "
+             f"{human_size(s.total_bytes):>10}" for s in snapshots]
+    where = f" --root {root}" if root else ""
+    return "\n".join(lines + [f"restore one: kale-magic snapshot{where} restore ID DIR"])

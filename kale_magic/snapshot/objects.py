@@ -10,13 +10,13 @@ mtime, so a damaged object is noticed by a cheap ``stat`` and never reused.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import stat
 import tempfile
 from pathlib import Path
 
+from ..files import sha256_file
 from .errors import disk_full
 
 try:
@@ -24,19 +24,9 @@ try:
 except ImportError:  # Windows: no reflinks
     fcntl = None
 
+_CHUNK = 1 << 20
 SEAL_MTIME_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z
 _FICLONE = 0x40049409  # Linux ioctl: share extents (reflink) on btrfs, XFS, ...
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
 
 
 class ObjectStore:

@@ -15,18 +15,20 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import MissingDependency
+from ..files import replacing
+from ..layout import KALE_DIR
 from .errors import SnapshotError
 from .manifest import read_manifest
 from .objects import ObjectStore
 
-MANIFEST_MEMBER = ".kale/manifest.json"
+MANIFEST_MEMBER = f"{KALE_DIR}/manifest.json"  # where a step finds the manifest in its workspace
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _SCHEMES = ("s3", "minio")
 
@@ -39,15 +41,8 @@ def pack(store: Path, snapshot_id: str) -> Path:
     path = store / "packs" / f"{data['id']}{pack_suffix()}"
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".pack-")
-    try:
-        with os.fdopen(fd, "wb") as raw, _compressing(raw) as stream:
-            _write_tar(stream, data, ObjectStore(store / "objects"))
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, open(tmp, "wb") as raw, _compressing(raw) as stream:
+        _write_tar(stream, data, ObjectStore(store / "objects"))
     return path
 
 
@@ -55,11 +50,17 @@ def pack_suffix() -> str:
     return ".tar.zst" if _zstandard() else ".tar.gz"
 
 
+def is_store(root: str) -> bool:
+    """An object store URL (else a folder: the pipeline root of pipelines run under ``kfp.local``)."""
+    return urlparse(root).scheme in _SCHEMES
+
+
 def published_url(pipeline_root: str, snapshot_id: str) -> str:
     """Where ``publish`` puts a snapshot: known before packing, so a pipeline can be compiled first."""
-    from ..kfp_delivery import delivery_url
-
-    return delivery_url(pipeline_root, "snapshots", f"{snapshot_id}{pack_suffix()}")
+    name = f"kale-snapshots/{snapshot_id}{pack_suffix()}"
+    if is_store(pipeline_root):
+        return f"{pipeline_root.rstrip('/')}/{name}"
+    return str(Path(pipeline_root).expanduser().absolute() / name)
 
 
 def _write_tar(stream, data: dict, objects: ObjectStore) -> None:
@@ -152,23 +153,23 @@ def download(url: str, dest: Path) -> Path:
     if dest.is_dir():
         dest = dest / key.rsplit("/", 1)[-1]
     client = _client()
-    tmp = dest.with_name(f".{dest.name}.part")
-    try:
-        with _store_errors(client, url, "download the snapshot from"):
-            client.download_file(bucket, key, str(tmp))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with replacing(dest) as tmp, _store_errors(client, url, "download the snapshot from"):
+        client.download_file(bucket, key, str(tmp))
     return dest
 
 
 def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     """Pack the snapshot and put it under ``<pipeline_root>/kale-snapshots/`` unless already there
     (the pipeline root is an object store, or a folder for pipelines run under ``kfp.local``)."""
-    from ..kfp_delivery import publish as deliver
-
     path = pack(store, snapshot_id)
-    return deliver(path, published_url(pipeline_root, path.name.split(".", 1)[0]))
+    url = published_url(pipeline_root, path.name.split(".", 1)[0])
+    if is_store(url):
+        return upload_if_absent(path, url)
+    target = Path(url)
+    if not (target.is_file() and target.stat().st_size == path.stat().st_size):
+        with replacing(target) as tmp:
+            shutil.copyfile(path, tmp)
+    return url
 
 
 def upload_if_absent(path: Path, url: str) -> str:

@@ -24,7 +24,7 @@ from .hashcache import HashCache
 from .ignore import IgnoreRules
 from .manifest import FORMAT, Snapshot, write_manifest
 from .objects import ObjectStore
-from .sizes import format_size
+from ..files import human_size
 
 DEFAULT_WARN_BYTES = 500 << 20
 DEFAULT_MAX_BYTES = 5 << 30
@@ -120,15 +120,15 @@ def take_snapshot(root: Path, store: Path, *, notebook: Path | None = None,
 def _check_size(root: Path, found: Scan, warn_bytes: int | None, max_bytes: int | None) -> list[str]:
     total = sum(info.st_size for _, info in found.files)
     largest = sorted(found.files, key=lambda f: -f[1].st_size)[:5]
-    named = ", ".join(f"{rel} ({format_size(info.st_size)})" for rel, info in largest)
+    named = ", ".join(f"{rel} ({human_size(info.st_size)})" for rel, info in largest)
     if max_bytes is not None and total > max_bytes:
         raise SnapshotError(
-            f"the workspace {root} holds {format_size(total)}, above the snapshot limit of "
-            f"{format_size(max_bytes)}; largest files: {named}. List what the pipeline does not "
+            f"the workspace {root} holds {human_size(total)}, above the snapshot limit of "
+            f"{human_size(max_bytes)}; largest files: {named}. List what the pipeline does not "
             f"need in .kaleignore, or raise the limit with --snapshot-max (e.g. "
             f"--snapshot-max {-(-total // (1 << 30))}G)")
     if warn_bytes is not None and total > warn_bytes:
-        return [f"the snapshot holds {format_size(total)} (more than {format_size(warn_bytes)}); "
+        return [f"the snapshot holds {human_size(total)} (more than {human_size(warn_bytes)}); "
                 f"largest files: {named}; list files the pipeline does not need in .kaleignore"]
     return []
 

@@ -1,0 +1,324 @@
+"""The ``kale-magic`` command: run, compile and convert notebooks without a frontend.
+
+Each subcommand is a small function taking the parsed arguments and returning
+the exit status.  User mistakes surface as :class:`KaleError` and are printed as
+one line on stderr; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+from ..errors import KaleError
+
+
+class NotebookFileError(KaleError):
+    """The file given on the command line is not a Python notebook we can read."""
+
+    label = "kale-magic"
+
+
+def read_notebook(path: str | Path):
+    """Read ``path`` as an nbformat v4 Python notebook, or explain in one sentence why not."""
+    import nbformat
+
+    path = Path(path)
+    if not path.exists():
+        raise NotebookFileError(f"{path}: no such file.")
+    if path.is_dir():
+        raise NotebookFileError(f"{path}: is a directory, not a notebook.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise NotebookFileError(f"{path}: not a notebook (not UTF-8 text).") from None
+    except json.JSONDecodeError as exc:
+        raise NotebookFileError(f"{path}: not a notebook (invalid JSON: {exc.msg} at line "
+                                f"{exc.lineno}).") from None
+    if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
+            and isinstance(data.get("nbformat"), int)):
+        raise NotebookFileError(f"{path}: not a Jupyter notebook (no 'cells' and 'nbformat').")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nb = nbformat.reads(json.dumps(data), as_version=4)
+        except Exception as exc:  # nbformat's conversion errors have no common base
+            raise NotebookFileError(f"{path}: not a readable notebook ({exc}).") from None
+    language = _kernel_language(nb)
+    if language not in (None, "python"):
+        raise NotebookFileError(f"{path}: a {language} notebook; kale-magic runs Python notebooks.")
+    return nb
+
+
+def _kernel_language(nb) -> str | None:
+    meta = nb.get("metadata", {})
+    language = meta.get("kernelspec", {}).get("language") or meta.get("language_info", {}).get("name")
+    return language.lower() if isinstance(language, str) else None
+
+
+def write_notebook(nb, path: str | Path) -> None:
+    import nbformat
+
+    try:
+        nbformat.write(nb, str(path))
+    except OSError as exc:
+        raise NotebookFileError(f"{path}: cannot write ({exc.strerror}).") from None
+
+
+def annotated_notebook(path: str | Path):
+    """The notebook at ``path`` with our magics, converting Kale's tags in memory if it has them."""
+    from ..extension.convert import convert, is_kale_notebook
+
+    nb = read_notebook(path)
+    if not is_kale_notebook(nb):
+        return nb
+    result = convert(nb)
+    for note in result.notes:
+        print(f"kale-magic: {path}: {note}", file=sys.stderr)
+    return result.notebook
+
+
+# subcommands ----------------------------------------------------------------
+def cmd_convert(args) -> int:
+    from ..extension.convert import convert
+
+    result = convert(read_notebook(args.notebook))
+    output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
+    write_notebook(result.notebook, output)
+    for note in result.notes:
+        print(f"kale-magic: {args.notebook}: {note}", file=sys.stderr)
+    print(f"wrote {output}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import headless
+
+    path = Path(args.notebook)
+    nb = headless.prepare(annotated_notebook(path), _run_options(args))
+    execution = headless.execute(nb, path.resolve().parent, env=_kernel_env(path))
+    if args.output:
+        write_notebook(execution.notebook, args.output)
+    for run in execution.runs:
+        if run.status not in headless.SUCCESS:
+            print(f"kale-magic: {path}: run {run.id} {run.status}: {run.error}", file=sys.stderr)
+    if execution.error:
+        print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
+    elif not execution.runs:
+        print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
+    return 0 if execution.succeeded else 1
+
+
+def _run_options(args) -> str:
+    """``%kale_run`` options for what the command line says, as magic-line text."""
+    from ..extension.convert import magic_arguments
+
+    words = []
+    for flag in ("experiment", "pipeline", "description", "engine", "host"):
+        value = getattr(args, flag)
+        if value:
+            words += [f"--{flag}", value]
+    for param in args.param:
+        words += ["--param", param]
+    for flag in ("compile_only", "no_cache", "no_snapshot"):
+        if getattr(args, flag):
+            words.append("--" + flag.replace("_", "-"))
+    return magic_arguments(words)
+
+
+def _kernel_env(path: Path) -> dict:
+    """The kernel learns which notebook it runs the way Jupyter tells it (``__session__``)."""
+    import os
+
+    return {**os.environ, "JPY_SESSION_NAME": str(path.resolve())}
+
+
+def cmd_compile(args) -> int:
+    from ..extension.arguments import parse_params
+    from ..extension.static import static_plan
+
+    path = Path(args.notebook)
+    plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
+                                         pipeline=args.pipeline, params=parse_params(args.param))
+    for warning in warnings:
+        print(f"kale-magic: warning: {warning}", file=sys.stderr)
+    written = _compile(plan, args.output, config)
+    print(f"wrote {written} ({len(plan.steps)} steps)")
+    return 0
+
+
+def _compile(plan, output, config: dict):
+    """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
+    from ..engines.kfp.compiler import CompileOptions, compile_pipeline
+    from ..errors import MissingDependency
+
+    try:
+        return compile_pipeline(plan, output, CompileOptions.from_settings(config))
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "kfp":
+            raise MissingDependency("kfp", "Compiling a pipeline") from None
+        raise
+
+
+def cmd_runs(args) -> int:
+    from ..history.views import runs_view
+
+    with _store(args.dir) as store:
+        compare = tuple(args.compare) if args.compare else None
+        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare)))
+    return 0
+
+
+def cmd_show(args) -> int:
+    with _store(args.dir) as store:
+        print(run_text(store.get(args.run_id)))
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from ..cache import CacheIndex, clear
+    from ..layout import KaleDir
+
+    kale = KaleDir(args.dir)
+    if args.clear:
+        print(clear(kale, older_than=args.older_than))
+    else:
+        print(f"{len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
+              f"kale-magic cache --clear [--older-than DAYS] frees their disk")
+    return 0
+
+
+def _store(directory: str):
+    """The run store of the notebooks in ``directory``; reading never creates one."""
+    from ..history.store import RunStore
+    from ..layout import KaleDir
+
+    path = KaleDir(directory).runs_db
+    if not path.is_file():
+        raise NotebookFileError(f"no runs recorded in {directory} (no {path}); run a notebook there "
+                                f"first, or pass --dir with the notebook's folder.")
+    return RunStore(path)
+
+
+def run_text(record) -> str:
+    """One stored run as text: what ran, with which parameters, how each step went."""
+    import time
+
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
+    took = f", {record.duration:.1f} s" if record.duration is not None else ""
+    lines = [f"Run {record.run_id}: {record.status}",
+             f"  pipeline {record.pipeline}, experiment {record.experiment}, {record.engine} engine",
+             f"  started {when}{took}"]
+    for title, values in (("parameters", record.parameters), ("metrics", record.metrics)):
+        if values:
+            lines.append(f"  {title}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+    if record.steps:
+        width = max(len(step.name) for step in record.steps)
+        lines.append("  steps:")
+        for step in record.steps:
+            took = f"{step.duration:.2f} s" if step.duration is not None else "-"
+            note = f"  (from {step.cached_from})" if step.cached_from else ""
+            note += f"  {step.message}" if step.message else ""
+            lines.append(f"    {step.name:<{width}}  {step.status:<9}  {took:>8}{note}")
+    if record.links:
+        lines.append("  links:")
+        lines += [f"    {label}: {target}" for label, target in record.links.items()]
+    if record.error:
+        lines.append(f"  error: {record.error}")
+    return "\n".join(lines)
+
+
+def _default_converted_path(path: Path) -> Path:
+    return path.with_name(f"{path.stem}.magic{path.suffix or '.ipynb'}")
+
+
+# parser ---------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kale-magic",
+        description="Run, compile and convert notebooks annotated with kale-magic's cell magics "
+                    "(or Kale's cell tags) without a Jupyter frontend.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = sub.add_parser("convert", help="turn a Kale-tagged notebook into one using the magics")
+    convert.add_argument("notebook", help="notebook annotated with Kale's cell tags")
+    convert.add_argument("-o", "--output", help="where to write it (default: NAME.magic.ipynb)")
+    convert.set_defaults(func=cmd_convert)
+
+    run = sub.add_parser("run", help="execute a notebook in a fresh kernel and run its pipeline")
+    run.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
+    run.add_argument("--experiment", help="experiment to group the run under")
+    run.add_argument("--pipeline", help="pipeline name")
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="override a pipeline parameter (repeatable)")
+    run.add_argument("--engine", choices=("local", "kfp"), help="where the steps run")
+    run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
+    run.add_argument("--description", help="pipeline description")
+    run.add_argument("--compile-only", action="store_true",
+                     help="build the pipeline without running it")
+    run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
+    run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
+    run.add_argument("--output", help="save the executed notebook here")
+    run.set_defaults(func=cmd_run)
+
+    compile_ = sub.add_parser("compile", help="build the KFP pipeline YAML from the cell sources, "
+                                              "without running them")
+    compile_.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
+    compile_.add_argument("-o", "--output", help="YAML file to write (default: "
+                                                 ".kale/pipelines/PIPELINE.yaml next to the notebook)")
+    compile_.add_argument("--pipeline", help="pipeline name")
+    compile_.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                          help="change a parameter's default (repeatable)")
+    compile_.set_defaults(func=cmd_compile)
+
+    runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
+    runs.add_argument("--experiment", help="only the runs of this experiment")
+    runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+    runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
+                      help="what changed between two runs")
+    runs.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="one recorded run: parameters, metrics, steps")
+    show.add_argument("run_id", help="a run id or a unique prefix of one")
+    show.add_argument("--dir", default=".", help="the notebook's folder (default: .)")
+    show.set_defaults(func=cmd_show)
+
+    cache = sub.add_parser("cache", help="the step cache: how many results it holds, or --clear it")
+    cache.add_argument("--clear", action="store_true",
+                       help="forget cached step results and delete saved values (run history stays)")
+    cache.add_argument("--older-than", type=float, metavar="DAYS",
+                       help="with --clear: only what was not used for DAYS days")
+    cache.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
+    cache.set_defaults(func=cmd_cache)
+
+    _add_snapshot_commands(sub)
+    return parser
+
+
+def _add_snapshot_commands(sub) -> None:
+    """``kale-magic snapshot ...`` comes from the snapshot package, when it is installed."""
+    try:
+        from ..snapshot.cli import add_parser
+    except ImportError:
+        return
+    add_parser(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KaleError as exc:
+        print(f"kale-magic: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kale-magic: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

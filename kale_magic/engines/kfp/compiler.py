@@ -1,0 +1,383 @@
+"""Plan → Kubeflow Pipelines v2 YAML, with the kfp SDK.
+
+Each step becomes a lightweight Python component generated at compile time: a
+function whose body hands the embedded step notebook to
+:func:`kale_magic.engines.kfp.component.run_component`, with one ``Input``/``Output``
+artifact per marshalled value, typed pipeline parameters, an HTML report and,
+where the step computes metrics, an ``Output[Metrics]``.  The SDK does the rest
+(component specs, DAG, resources, Kubernetes platform config, YAML).
+
+The output is deterministic: names are derived once, in :class:`Names`, and the
+embedded notebooks are normalised, so the same plan compiles byte for byte to
+the same file.  kfp is imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import linecache
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from ...errors import ValidationError
+from ...layout import KaleDir
+from ...plan import Plan, StepPlan
+from ...snapshot.remote import is_store
+
+DEFAULT_BASE_IMAGE = "python:%d.%d" % sys.version_info[:2]  # the kernel's Python: the pinned wheels load there
+DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+REPORT = "kale_report"
+METRICS = "kale_metrics"
+SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
+ENVIRONMENT = "kale_environment"  # the installed libraries and kale-magic, from the environment task
+NULLABLE = ("run_as_user",)  # settings whose None means something (the image's own user)
+HOME = "/tmp/kale-home"  # writable for any user: pip's user installs, IPython's profile
+TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Pipeline-wide settings (``Kale.*`` traits); per-step ones come from ``%%step``."""
+
+    base_image: str = DEFAULT_BASE_IMAGE
+    packages: tuple[str, ...] = ()  # pip-installed at step start; empty: the image has everything
+    caching: bool = True
+    volumes: tuple[str, ...] = ()  # "PVC_NAME:/mount/path"
+    secrets: tuple[str, ...] = ()  # "SECRET:KEY=ENV_VAR[,KEY=ENV_VAR]" or "SECRET:KEY"
+    accelerator: str = DEFAULT_ACCELERATOR
+    snapshot_url: str | None = None  # s3://.../kale-snapshots/<id>.tar.zst, imported once for all steps
+    install_packages: bool = True  # False: the image holds kale-magic and every library, steps install nothing
+    pip_index_urls: tuple[str, ...] = ()  # where steps install from (default: the image's pip configuration)
+    run_as_user: int | None = 65534  # pods run as this non-root user (group 0, HOME in /tmp); None: the image's
+    pipeline_root: str | None = None  # where KFP writes the run's artifacts (so run.load can read them)
+    workspace: Path | None = None  # the folder the snapshot carries: its modules are not installed
+    mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
+    secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "CompileOptions":
+        """The options among ``settings`` (``Kale`` traits or a notebook's ``%config`` lines); others are ignored."""
+        names = {f.name for f in fields(cls) if f.init}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
+                      if k in names and (v is not None or k in NULLABLE)})
+
+    def __post_init__(self):
+        object.__setattr__(self, "packages", tuple(self.packages))
+        object.__setattr__(self, "pip_index_urls", tuple(self.pip_index_urls))
+        object.__setattr__(self, "mounts", tuple(_parse_volume(v) for v in self.volumes))
+        object.__setattr__(self, "secret_envs", tuple(_parse_secret(s) for s in self.secrets))
+
+
+def _parse_volume(text: str) -> tuple[str, str]:
+    pvc, _, mount = text.partition(":")
+    if not pvc or not mount.startswith("/"):
+        raise ValidationError(f"Volume {text!r} must look like PVC_NAME:/mount/path.")
+    return pvc, mount
+
+
+def _parse_secret(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    name, _, keys = text.partition(":")
+    pairs = [item.partition("=") for item in keys.split(",") if item]
+    if not name or not pairs:
+        raise ValidationError(
+            f"Secret {text!r} must look like SECRET_NAME:KEY=ENV_VAR[,KEY=ENV_VAR] (or SECRET_NAME:KEY).")
+    return name, tuple((key, env or key) for key, _, env in pairs)
+
+
+# names -------------------------------------------------------------------
+def k8s_name(text: str, prefix: str = "kale") -> str:
+    """A DNS-1123 label (lowercase letters, digits, '-'; starts with a letter; ≤ 63 chars)."""
+    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not name or not name[0].isalpha():
+        name = f"{prefix}-{name}".rstrip("-")
+    return name[:63].rstrip("-")
+
+
+def _identifier(text: str) -> str:
+    name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    if not name or not name[0].isalpha() or keyword.iskeyword(name):
+        name = f"v_{name}"
+    if re.fullmatch(r"kale_environment(_\d+)?", name):  # the environment tasks' names
+        name = f"{name}_s"
+    return name
+
+
+def _unique(name: str, taken: set[str], sep: str) -> str:
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name}{sep}{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+class Names:
+    """Every name the compiled pipeline uses, derived once from the plan, in plan order."""
+
+    def __init__(self, plan: Plan):
+        self.pipeline = k8s_name(plan.pipeline, prefix="pipeline")
+        taken: set[str] = set()
+        # kfp names a task after its component function: load_data -> "load-data"
+        self.functions = {s: _unique(_identifier(s), taken, "_") for s in plan.steps}
+        self.tasks = {s: f.replace("_", "-") for s, f in self.functions.items()}
+        self.steps_by_task = {t: s for s, t in self.tasks.items()}
+
+    @staticmethod
+    def io(step: StepPlan) -> dict[tuple[str, str], str]:
+        """Component argument name for each (kind, variable): kind is param, in or out."""
+        taken = {REPORT, METRICS}
+        names = {}
+        for kind, variables in (("param", step.parameters), ("in", [t.name for t in step.inputs]),
+                                ("out", [t.name for t in step.outputs])):
+            for var in sorted(variables):
+                base = _identifier(var) if kind != "in" else f"in_{_identifier(var)}"
+                names[(kind, var)] = _unique(base, taken, "_")
+        return names
+
+
+def default_pipeline_file(plan: Plan) -> Path:
+    """``.kale/pipelines/<pipeline>.yaml`` next to the notebook (or the working directory)."""
+    base = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
+    return KaleDir(base).pipeline_file(Names(plan).pipeline)
+
+
+# parameters ----------------------------------------------------------------
+def _is_typed(value: object) -> bool:
+    return type(value) in TYPED_PARAMETERS
+
+
+def _argument(value: object, default: object) -> object:
+    """A parameter value as KFP carries it: typed as is, anything else as Python literal text.
+
+    Lists, dicts, tuples and None travel as text because the KFP SDK stores the
+    numbers inside a list or dict as doubles (a step would see ``[3.0]`` where the
+    notebook had ``[3]``) and has no tuple or None; the step decodes the text
+    (:func:`kale_magic.engines.kfp.component.decode`), which also accepts JSON typed in the KFP UI.
+    """
+    from ...step.notebooks import literal
+
+    return value if _is_typed(default) else literal(value)
+
+
+def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, object]:
+    """The run's pipeline arguments, for every pipeline parameter."""
+    return {name: _argument(values.get(name, default), default) for name, default in plan.parameters.items()}
+
+
+# compile -----------------------------------------------------------------
+def compile_pipeline(plan: Plan, path: Path | str | None = None,
+                     options: CompileOptions | None = None, **settings) -> Path:
+    """Write the KFP pipeline YAML for ``plan`` and return its path.
+
+    ``settings`` are :class:`CompileOptions` fields, for callers without an options object.
+    """
+    from kfp import compiler
+
+    opts = options or CompileOptions(**settings)
+    path = Path(path) if path else default_pipeline_file(plan)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(plan, opts)
+    compiler.Compiler().compile(pipeline, str(path))
+    return path
+
+
+def build_pipeline(plan: Plan, opts: CompileOptions):
+    """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``)."""
+    from kfp import dsl
+
+    from .setup import plan_setup
+
+    names = Names(plan)
+    setup = plan_setup(plan, opts)
+    environments = {image: _environment_component(setup, env, opts) for image, env in setup.environments.items()}
+    components = {s: _component(plan, plan.steps[s], names, opts, setup) for s in plan.steps}
+
+    ios = {name: Names.io(step) for name, step in plan.steps.items()}
+
+    def build(params):
+        from .snapshot import snapshot_importer
+
+        tasks = {}
+        snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
+        prepared = {}
+        for image, component in environments.items():
+            prepared[image] = component()
+            _apply_options(prepared[image], None, opts)
+        for name, step in plan.steps.items():
+            io = ios[name]
+            args = {io[("param", p)]: params[p] for p in step.parameters}
+            if snapshot is not None:
+                args[SNAPSHOT] = snapshot
+            if setup.environment(name) is not None:
+                args[ENVIRONMENT] = prepared[setup.images[name]].outputs["environment"]
+            args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
+                         for t in step.inputs})
+            task = components[name](**args)
+            task.after(*(tasks[p] for p in step.parents))
+            _apply_options(task, step, opts)
+            tasks[name] = task
+
+    func = _pipeline_function(plan, build)
+    root = opts.pipeline_root if opts.pipeline_root and is_store(opts.pipeline_root) else None
+    return dsl.pipeline(name=names.pipeline, description=plan.description or None, pipeline_root=root)(func)
+
+
+def _environment_component(setup, env, opts: CompileOptions):
+    """The task that installs (once per run) what the steps on ``env.image`` import, and carries
+    kale-magic's wheel and the notebooks too large for their own command line."""
+    from kfp import dsl
+
+    from .bootstrap import environment_source, payload_variables, pip_index_options
+    from .setup import payload
+    from .wheel import wheel_bytes, wheel_name
+
+    version = setup.runtime
+    install = opts.install_packages
+    text = payload(setup, env, wheel_bytes() if install else b"", wheel_name(version))
+    source = environment_source(env.function, env.image, env.requirements.lines(),
+                                f"kale-magic=={version}" if install else "", wheel_name(version), text,
+                                pip_index_options(opts.pip_index_urls))
+    component = dsl.component(_define(source, env.function), base_image=env.image,
+                              pip_index_urls=list(opts.pip_index_urls) or None, install_kfp_package=install)
+    return _with_env(component, opts, payload_variables(text))
+
+
+def _with_env(component, opts: CompileOptions, variables: dict[str, str] | None = None):
+    """Environment variables of every task of ``component``: a writable HOME for pods that run as a non-root
+    user, and the environment task's payload. Set on the component once (kfp's per-task setter inspects the
+    call stack each time, which is most of the compile time of a large pipeline)."""
+    env = dict(variables or {})
+    if opts.run_as_user is not None:
+        env["HOME"] = HOME
+    if env:
+        component.component_spec.implementation.container.env = env
+    return component
+
+
+def _pipeline_function(plan: Plan, build):
+    """A function with the typed, defaulted signature kfp reads the pipeline inputs from."""
+    defaults = {n: _argument(v, v) for n, v in plan.parameters.items()}
+    params = ", ".join(f"{n}: {type(v).__name__} = __kale_defaults[{n!r}]" for n, v in defaults.items())
+    source = f"def pipeline({params}):\n    __kale_build(locals())\n"
+    namespace = {"__kale_defaults": defaults, "__kale_build": build}
+    exec(compile(source, "<kale-pipeline>", "exec", dont_inherit=True), namespace)
+    return namespace["pipeline"]
+
+
+def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
+    from kfp import dsl
+
+    source = component_source(plan, step, names.functions[step.name], snapshot=bool(opts.snapshot_url),
+                              setup=setup)
+    func = _define(source, names.functions[step.name])
+    return _with_env(dsl.component(func, base_image=setup.images[step.name],
+                                   packages_to_install=list(opts.packages) or None,
+                                   pip_index_urls=list(opts.pip_index_urls) or None,
+                                   install_kfp_package=opts.install_packages), opts)
+
+
+def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool = False, setup=None) -> str:
+    """Python source of the step's component function (kfp embeds it in the YAML)."""
+    from .bootstrap import NOTEBOOKS, STEP_PREAMBLE, kernel_python
+    from .setup import notebook_json
+    from .wheel import runtime_version
+
+    io = Names.io(step)
+    kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}
+    environment = setup is not None and setup.environment(step.name) is not None
+    signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.parameters)]
+    signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.inputs)]
+    signature += [f"{io[('out', t.name)]}: Output[{_artifact(kinds[t.name])}]" for t in _sorted(step.outputs)]
+    if snapshot:
+        signature.append(f"{SNAPSHOT}: Input[Artifact]")
+    if environment:
+        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+    signature.append(f"{REPORT}: Output[HTML]")
+    if step.metrics:
+        signature.append(f"{METRICS}: Output[Metrics]")
+
+    def mapping(kind, variables):
+        return "{" + ", ".join(f"{v!r}: {io[(kind, v)]}" for v in sorted(variables)) + "}"
+
+    text = setup.notebooks[step.name] if setup else notebook_json(plan, step)
+    if setup is not None and setup.carried(step.name):
+        digest = hashlib.sha256(text.encode()).hexdigest()  # in the source: KFP's cache key sees the code
+        notebook = f"_os.path.join(_env, {NOTEBOOKS!r}, {step.name + '.json'!r})"
+        notebook_arguments = [f"notebook_file={notebook}", f"notebook_sha256={digest!r}"]
+    else:
+        notebook_arguments = [f"notebook={text!r}"]
+    text_params = tuple(p for p in sorted(step.parameters) if not _is_typed(plan.parameters[p]))
+    arguments = [
+        f"step={step.name!r}",
+        *notebook_arguments,
+        f"parameters={mapping('param', step.parameters)}",
+        f"text_parameters={text_params!r}",
+        f"inputs={mapping('in', [t.name for t in step.inputs])}",
+        f"producers={ {t.name: t.producer for t in _sorted(step.inputs)}!r}",
+        f"outputs={mapping('out', [t.name for t in step.outputs])}",
+        f"report={REPORT}",
+        f"metrics={METRICS if step.metrics else None}",
+        f"python={kernel_python()!r}",
+        f"runtime={setup.runtime if setup else runtime_version()!r}",
+    ]
+    if snapshot:
+        arguments.append(f"snapshot={SNAPSHOT}")
+    body = "".join(f"        {a},\n" for a in arguments)
+    return (f"def {function}({', '.join(signature)}):\n"
+            + (STEP_PREAMBLE if environment else "")
+            + "    from kale_magic.engines.kfp.component import run_component\n"
+            f"    run_component(\n{body}    )\n")
+
+
+def _sorted(transfers):
+    return sorted(transfers, key=lambda t: t.name)
+
+
+def _param_type(default: object) -> str:
+    return type(default).__name__ if _is_typed(default) else "str"
+
+
+def _artifact(artifact_type: str) -> str:
+    return artifact_type if artifact_type in ("Dataset", "Model") else "Artifact"
+
+
+def _define(source: str, function: str):
+    """Define ``function`` from generated source, registered with linecache so kfp can read it back."""
+    from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+    filename = f"<kale-step-{function}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"Input": Input, "Output": Output, "Artifact": Artifact, "Dataset": Dataset,
+                 "Model": Model, "HTML": HTML, "Metrics": Metrics}
+    exec(compile(source, filename, "exec", dont_inherit=True), namespace)
+    return namespace[function]
+
+
+def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
+    """Per-step options from ``%%step``; ``step`` None for the environment task."""
+    from kfp import kubernetes
+
+    if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
+        kubernetes.set_security_context(task, run_as_user=opts.run_as_user, run_as_group=0, run_as_non_root=True)
+    if step is None:
+        task.set_caching_options(opts.caching)
+        return
+    o = step.options
+    task.set_display_name(step.name)
+    task.set_caching_options(opts.caching and not o.no_cache)
+    if o.cpu:
+        task.set_cpu_request(o.cpu).set_cpu_limit(o.cpu)
+    if o.memory:
+        task.set_memory_request(o.memory).set_memory_limit(o.memory)
+    if o.gpu:
+        task.set_accelerator_type(opts.accelerator).set_accelerator_limit(o.gpu)
+    if o.retries:
+        task.set_retry(num_retries=o.retries)
+    if o.timeout:
+        kubernetes.set_timeout(task, int(o.timeout))
+    for pvc, mount in opts.mounts:
+        kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=mount)
+    for secret, pairs in opts.secret_envs:
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))

@@ -1,0 +1,119 @@
+"""The options of the magics, declared once and shared with static planning and the command line.
+
+Each parser is IPython's ``magic_arguments`` on a plain function named after its
+magic, so ``%%step?`` documents the options, the magics parse their lines with it,
+and ``kale-magic compile`` (which has no kernel) reads a notebook's magic lines
+exactly as the magics would.  Lines are split with POSIX ``shlex`` quoting rather
+than IPython's splitter, which keeps the quotes: ``--param "s=it's"`` and
+``--after ""`` mean what they say.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from IPython.core.error import UsageError
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from ..errors import KaleError
+from ..plan.session import StepOptions
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """``--after a,b``; ``--after ""`` means no parents."""
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+@magic_arguments()
+@argument("name", help="Step name: lowercase letters, digits, '-' or '_'.")
+@argument("--after", type=_names, default=None,
+          help="Comma-separated steps this one runs after (default: the previous step; '' for none).")
+@argument("--cpu", help="CPU request and limit on KFP, e.g. 500m or 2.")
+@argument("--memory", help="Memory request and limit on KFP, e.g. 2Gi.")
+@argument("--gpu", type=int, help="Number of GPUs on KFP.")
+@argument("--retries", type=int, help="How many times KFP retries the step.")
+@argument("--timeout", type=int, help="Seconds after which the step is stopped.")
+@argument("--image", help="Container image for this step on KFP.")
+@argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
+def step():
+    """Mark this cell as (part of) a pipeline step, and run it."""
+
+
+@magic_arguments()
+@argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
+@argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
+@argument("--description", default="", help="Pipeline description.")
+@argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
+@argument("--host", help="KFP API endpoint; implies --engine kfp.")
+@argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
+@argument("--param", action="append", default=[], metavar="NAME=VALUE",
+          help="Override a %%%%parameters value (repeatable).")
+@argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
+@argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
+@argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
+@argument("--snapshot-max", metavar="SIZE", help="Refuse a snapshot above this size, e.g. 10G (default 5G).")
+@argument("--background", action="store_true", help="Return at once; use run.wait().")
+@argument("--no-cache", action="store_true", help="Run every step; reuse no cached result.")
+@argument("--cache-only-check", action="store_true",
+          help="Only show which steps would be reused from the cache and why the others would run.")
+@argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
+          help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
+def kale_run():
+    """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
+
+
+@magic_arguments()
+@argument("--experiment", help="Only the runs of this experiment.")
+@argument("--last", type=int, help="Only the N most recent runs.")
+@argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
+@argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
+def kale_runs():
+    """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
+
+
+@magic_arguments()
+@argument("-n", "--last", type=int, default=20, help="How many of the newest snapshots to list.")
+def kale_snapshots():
+    """List the workspace snapshots %kale_run took, oldest first (reuse one with --from-snapshot ID)."""
+
+
+@magic_arguments()
+@argument("--clear", action="store_true", help="Forget cached step results and delete saved values.")
+@argument("--older-than", type=float, metavar="DAYS", help="With --clear: only what is older than DAYS.")
+def kale_cache():
+    """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
+
+
+def documented_by(spec):
+    """Give a magic method the options and help text of its parser (``%%step?`` shows them)."""
+    def decorate(method):
+        method.parser = spec.parser
+        method.__doc__ = spec.__doc__
+        return method
+    return decorate
+
+
+def parse(spec, line: str):
+    """Parse a magic line with ``spec``'s parser; a mistake is a ``UsageError`` naming the fix."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc} in: {line.strip()}; balance the quotes around values with spaces.") from None
+    return spec.parser.parse_args(words)
+
+
+def step_options(args) -> StepOptions:
+    """The ``%%step`` options of parsed ``step`` arguments."""
+    return StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu, retries=args.retries,
+                       timeout=args.timeout, image=args.image, no_cache=args.no_cache)
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """``--param NAME=VALUE`` pairs (values stay text: the planner reads them against the defaults)."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise KaleError(f"--param {pair!r}: write it as NAME=VALUE, e.g. --param n=100")
+        out[name.strip()] = value
+    return out

@@ -1,0 +1,314 @@
+"""The ``Kale`` magics: annotation cell magics that record themselves and run the cell,
+and the line magics that show, reset and run the pipeline.
+
+Bodies stay short: parse the arguments (:mod:`.arguments`), record, run.  Analysis
+lives in :mod:`kale_magic.plan`, running in :mod:`kale_magic.run` and the engines.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
+
+from ..errors import KaleError
+from ..panel.modes import MODES
+from ..plan.session import RecordedCell, Session, StepOptions, cell_key
+from . import arguments
+
+
+class CellFailed(Exception):
+    """Marks an annotated cell as failed after IPython already showed the error."""
+
+    def _render_traceback_(self):
+        return []
+
+
+@magics_class
+class Kale(Magics):
+    """kale-magic: annotate cells, then ``%kale_run`` them as a pipeline."""
+
+    notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
+                            "(Jupyter servers and VS Code do).").tag(config=True)
+    max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    preload = List(Unicode(), help="Modules the local engine's worker imports once, so that steps which "
+                   "import them start fast (numpy is always preloaded), e.g. ['pandas', 'sklearn'].").tag(config=True)
+    panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
+                            "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
+
+    # Kubeflow Pipelines (kale_magic.engines.kfp), tagged kfp=True: the engine takes exactly these.
+    # The host and UI also come from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT.
+    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there."
+                   ).tag(config=True, kfp=True)
+    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host)."
+                      ).tag(config=True, kfp=True)
+    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
+                        ).tag(config=True, kfp=True)
+    base_image = Unicode("python:%d.%d" % sys.version_info[:2], help="Image of the KFP steps (default: stock "
+                         "Python of the kernel's version; the steps install what they import)."
+                         ).tag(config=True, kfp=True)
+    install_packages = Bool(True, help="KFP steps install, once per run, what they import (pinned to this "
+                            "kernel's versions) and this kale-magic; False: the image holds them all "
+                            "(kale-magic image builds one).").tag(config=True, kfp=True)
+    pip_index_urls = List(Unicode(), help="Package indexes KFP steps install from (the first is the index, the "
+                          "others extra ones); default: the image's pip configuration.").tag(config=True, kfp=True)
+    run_as_user = Int(65534, allow_none=True, help="User id KFP pods run as (group 0, HOME in /tmp); None: the "
+                      "image's user.").tag(config=True, kfp=True)
+    packages = List(Unicode(), help="More pip packages each KFP step installs at start (default none)."
+                    ).tag(config=True, kfp=True)
+    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
+    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
+                   ).tag(config=True, kfp=True)
+    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'."
+                   ).tag(config=True, kfp=True)
+    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
+                          ).tag(config=True, kfp=True)
+    pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
+                            "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
+                            "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
+                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
+                            ).tag(config=True, kfp=True)
+
+    def __init__(self, shell):
+        super().__init__(shell)
+        self.session = Session()
+        self._cell_id: str | None = None
+        self._depth = 0
+        self._workers = None
+
+    # lifecycle --------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Called by ``load_ext``: hear which frontend cell runs."""
+        self.shell.events.register("pre_run_cell", self._pre_run_cell)
+
+    def detach(self) -> None:
+        """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
+        self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    @property
+    def workers(self):
+        """The warm worker server of this kernel's local engine (started on first use)."""
+        from ..engines.local.workers import PRELOAD, WorkerServer
+
+        if self._workers is None:
+            self._workers = WorkerServer(PRELOAD + tuple(self.preload))
+        return self._workers
+
+    @workers.setter
+    def workers(self, server) -> None:
+        """Share a worker server (tests give every kernel the same one); ``None`` forgets it unclosed."""
+        self._workers = server
+
+    def _pre_run_cell(self, info) -> None:
+        if self._depth == 0:  # the frontend's cell, not one we run from inside a magic
+            self._cell_id = getattr(info, "cell_id", None)
+
+    # recording ------------------------------------------------------------------------------
+    def _record_and_run(self, kind: str, cell: str, step: str | None = None,
+                        options: StepOptions = StepOptions()):
+        from ..plan.planner import is_bookkeeping
+
+        cell = cell.rstrip("\n")
+        python = self.shell.transform_cell(cell)
+        key = cell_key(kind, step, self._cell_id, cell)
+        ns = self.shell.user_ns
+        before = {name: id(value) for name, value in ns.items()}
+        self._depth += 1
+        try:
+            result = self.shell.run_cell(cell, store_history=False)
+        finally:
+            self._depth -= 1
+        created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not is_bookkeeping(n))
+        self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options, created))
+        if not result.success:
+            raise CellFailed(f"the %%{kind} cell failed")
+
+    @cell_magic
+    @arguments.documented_by(arguments.step)
+    def step(self, line, cell):
+        from ..plan.planner import check_step_name
+
+        args = arguments.parse(arguments.step, line)
+        check_step_name(args.name)
+        self.workers.start()  # warm it up while the user works; %kale_run will need it
+        self._record_and_run("step", cell, step=args.name, options=arguments.step_options(args))
+
+    @cell_magic
+    def imports(self, line, cell):
+        """Imports every step runs first; their names are re-imported, never marshalled."""
+        self._record_and_run("imports", cell)
+
+    @cell_magic
+    def functions(self, line, cell):
+        """Functions and classes every step defines; re-created by code in each step."""
+        self._record_and_run("functions", cell)
+
+    @cell_magic
+    def parameters(self, line, cell):
+        """Pipeline parameters: 'name = literal' lines, overridable with %kale_run --param."""
+        self._record_and_run("parameters", cell)
+
+    @cell_magic
+    def metrics(self, line, cell):
+        """Pipeline metrics: one variable name per line, logged by the step that produces it."""
+        self._record_and_run("metrics", cell)
+
+    @cell_magic
+    def skip(self, line, cell):
+        """Run this cell in the notebook only; it never reaches the pipeline."""
+        self._record_and_run("skip", cell)
+
+    # the pipeline -------------------------------------------------------------------------
+    @line_magic
+    def kale_show(self, line):
+        """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
+        from ..plan.report import plan_text
+        from ..run.launch import RunRequest
+
+        plan = self.plan()
+        print(plan_text(plan))
+        workspace = self._workspace()
+        if workspace.kale.cache_entries.is_dir():
+            print(self._cache_check(RunRequest(), workspace, plan))
+
+    @line_magic
+    def kale_reset(self, line):
+        """Forget every recorded annotation (the cells' variables stay in the namespace)."""
+        self.session.reset()
+        print("kale: all recorded annotations forgotten")
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_run)
+    def kale_run(self, line):
+        from .. import panel
+        from ..history.store import RunStore, step_hashes
+        from ..run.launch import launch
+
+        args = arguments.parse(arguments.kale_run, line)
+        request = self._request(args)
+        workspace = self._workspace()
+        if args.cache_only_check:
+            print(self._cache_check(request, workspace))
+            return None
+        cells = self._cells(workspace)
+        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
+                      listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_runs)
+    def kale_runs(self, line):
+        from ..history.store import RunStore
+        from ..history.views import runs_view
+
+        args = arguments.parse(arguments.kale_runs, line)
+        with RunStore.for_workspace(self._workspace().root) as store:
+            return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
+                             compare=args.compare)
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_snapshots)
+    def kale_snapshots(self, line):
+        from ..snapshot.manifest import snapshot_table
+
+        args = arguments.parse(arguments.kale_snapshots, line)
+        workspace = self._workspace()
+        print(snapshot_table(workspace.kale.snapshots, args.last, workspace.root))
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_cache)
+    def kale_cache(self, line):
+        from ..cache import CacheIndex, clear
+
+        args = arguments.parse(arguments.kale_cache, line)
+        kale = self._workspace().kale
+        if args.clear:
+            print(clear(kale, older_than=args.older_than))
+        else:
+            print(f"kale: {len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
+                  "%kale_cache --clear [--older-than DAYS] frees their disk")
+
+    # the plan ---------------------------------------------------------------------------------
+    def plan(self, request=None):
+        """The plan ``%kale_run`` would make now (with the request's --param/--pipeline, if any)."""
+        from ..plan.planner import build_plan
+
+        workspace = self._workspace()
+        return build_plan(self._cells(workspace), self._environment(),
+                          overrides=request.params if request else None,
+                          pipeline=(request and request.pipeline) or workspace.pipeline_name,
+                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+
+    # helpers --------------------------------------------------------------------------------
+    def _request(self, args):
+        from ..run.launch import RunRequest
+
+        engine = self._engine_name(args)
+        if engine != "local" and (args.cache_only_check or args.resume is not None):
+            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
+                            "cache decides which steps run (turn it off with --no-cache).")
+        return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
+                          engine=engine, host=args.host, params=arguments.parse_params(args.param),
+                          compile_only=args.compile_only, upload_only=args.upload_only,
+                          no_snapshot=args.no_snapshot, background=args.background,
+                          from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
+                          no_cache=args.no_cache, resume=args.resume)
+
+    def _step_cache(self, request, workspace):
+        from ..cache import StepCache
+
+        return StepCache(workspace.kale, request.pipeline or workspace.pipeline_name,
+                         use_cache=not request.no_cache, resume=request.resume)
+
+    def _cache_check(self, request, workspace, plan=None) -> str:
+        from ..cache import check_text
+        from ..cache.workspace import preview
+
+        plan = plan or self.plan(request)
+        cache = self._step_cache(request, workspace)
+        cache.snapshot = preview(workspace.root, workspace.kale.snapshots, workspace.notebook, request)
+        return check_text(cache.predict(plan, plan.parameters))
+
+    def _workspace(self):
+        from ..run.launch import Workspace
+        from .notebook_file import cell_order, find_notebook
+
+        notebook = find_notebook(self.notebook_path, self.shell.user_ns)
+        order = cell_order(notebook)
+        if not any(c.cell_id in order for c in self.session.cells.values()):
+            order = {}  # the file does not list these cells (not saved yet): execution order
+        root = notebook.parent if notebook else Path.cwd()
+        return Workspace(root=root, notebook=notebook, cell_order=order,
+                         order_source=f"notebook file {notebook}" if order else "execution order")
+
+    def _cells(self, workspace):
+        return self.session.ordered(workspace.cell_order or None)
+
+    def _environment(self):
+        from ..plan.planner import Environment
+
+        return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
+
+    def _engine_name(self, args) -> str:
+        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
+        import os
+
+        if args.host or args.upload_only:
+            return "kfp"
+        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+
+    def _engine(self, request, workspace):
+        if request.engine == "kfp":
+            from ..engines.kfp.engine import KfpEngine
+
+            config = self.trait_values(kfp=True)
+            config["caching"] = config["caching"] and not request.no_cache
+            return KfpEngine(request.host, config=config)
+        from ..engines.local.engine import LocalEngine
+
+        return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))

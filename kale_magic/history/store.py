@@ -1,0 +1,305 @@
+"""The run store: every run, local or KFP, recorded in ``.kale/runs.db`` (SQLite).
+
+It is the one run registry: ``%kale_runs`` and ``kale-magic runs`` read it, and
+so does ``--resume`` (each step's cache key is kept with its status).
+
+Two kernels may run pipelines at once, so the database is in WAL mode with a
+busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction (a writer
+waits for the other instead of failing half way).  The schema carries its
+version in ``PRAGMA user_version`` and is migrated forward on open, one step at
+a time; old rows stay readable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import KaleError
+from ..layout import KaleDir
+
+# Each entry migrates version i to i + 1.  Never edit a shipped entry: append one.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE runs (
+        run_id TEXT PRIMARY KEY, experiment TEXT NOT NULL, pipeline TEXT NOT NULL,
+        engine TEXT NOT NULL, status TEXT NOT NULL, started REAL NOT NULL, ended REAL,
+        parameters TEXT NOT NULL DEFAULT '{}', metrics TEXT NOT NULL DEFAULT '{}',
+        snapshot_id TEXT, yaml_path TEXT, kfp_run_id TEXT, links TEXT NOT NULL DEFAULT '{}',
+        error TEXT NOT NULL DEFAULT '');
+    CREATE INDEX runs_by_experiment ON runs (experiment, started);
+    CREATE TABLE steps (
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE, name TEXT NOT NULL,
+        position INTEGER NOT NULL, status TEXT NOT NULL, duration REAL, cached_from TEXT,
+        PRIMARY KEY (run_id, name));
+    """,
+    """
+    ALTER TABLE runs ADD COLUMN kfp_pipeline_id TEXT;
+    ALTER TABLE runs ADD COLUMN kfp_version_id TEXT;
+    ALTER TABLE steps ADD COLUMN code_hash TEXT;
+    ALTER TABLE steps ADD COLUMN message TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    ALTER TABLE runs ADD COLUMN kfp_experiment_id TEXT;
+    ALTER TABLE steps ADD COLUMN cache_key TEXT;
+    CREATE INDEX runs_by_pipeline ON runs (pipeline, status, ended);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
+                "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
+                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error")
+_STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key")
+_JSON_COLUMNS = ("parameters", "metrics", "links")
+
+
+@dataclass
+class StepRecord:
+    name: str
+    status: str
+    duration: float | None = None
+    cached_from: str | None = None
+    code_hash: str | None = None
+    message: str = ""
+    cache_key: str | None = None  # the step's cache key in that run (local engine), for --resume
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    experiment: str
+    pipeline: str
+    engine: str
+    status: str
+    started: float
+    ended: float | None = None
+    parameters: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    snapshot_id: str | None = None
+    yaml_path: str | None = None
+    kfp_run_id: str | None = None
+    kfp_pipeline_id: str | None = None
+    kfp_version_id: str | None = None
+    kfp_experiment_id: str | None = None
+    links: dict = field(default_factory=dict)
+    error: str = ""
+    steps: list[StepRecord] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def code_hash(cells) -> str:
+    """A short fingerprint of a step's code, so two runs can say which steps changed."""
+    digest = hashlib.sha256("\n\x00\n".join(cells).encode()).hexdigest()
+    return digest[:16]
+
+
+def step_hashes(cells) -> dict[str, str]:
+    """Step name -> :func:`code_hash` of its cells as typed, from recorded cells (``RecordedCell``)."""
+    sources: dict[str, list[str]] = {}
+    for cell in cells:
+        if cell.kind == "step":
+            sources.setdefault(cell.step, []).append(cell.source)
+    return {name: code_hash(code) for name, code in sources.items()}
+
+
+class RunStore:
+    """Records runs and answers queries; one connection, usable from any thread."""
+
+    def __init__(self, path: str | Path, timeout: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        self._use_wal(timeout)
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        self._lock = threading.Lock()
+        self._migrate()
+
+    def _use_wal(self, timeout: float) -> None:
+        """WAL mode persists in the file; switching needs an exclusive lock that SQLite's busy
+        handler does not wait for, so two kernels creating the store at once retry here."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self._conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    @classmethod
+    def for_workspace(cls, root: str | Path = ".") -> "RunStore":
+        """The store of the notebooks in folder ``root``."""
+        return cls(KaleDir(root).runs_db)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @contextmanager
+    def _transaction(self, kind: str):
+        with self._lock:
+            self._conn.execute(f"BEGIN {kind}")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _write(self):
+        return self._transaction("IMMEDIATE")
+
+    def _read(self):
+        """A snapshot: a run and its steps are read as of one moment."""
+        return self._transaction("DEFERRED")
+
+    def _migrate(self) -> None:
+        with self._write() as conn:  # re-read inside the lock: another process may have migrated
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise KaleError(f"{self.path} was written by a newer kale-magic (schema {version}); "
+                                "upgrade kale-magic to read it.")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def version(self) -> int:
+        with self._read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # writing ---------------------------------------------------------------
+    def save(self, record: RunRecord) -> None:
+        """Insert or replace a run and its steps in one transaction."""
+        values = [json.dumps(getattr(record, c), default=str) if c in _JSON_COLUMNS
+                  else getattr(record, c) for c in _RUN_COLUMNS]
+        marks = ", ".join("?" for _ in _RUN_COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:])
+        with self._write() as conn:
+            conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
+                         f" ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+            conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
+            conn.executemany(
+                f"INSERT INTO steps (run_id, position, {', '.join(_STEP_COLUMNS)})"
+                f" VALUES (?, ?, {', '.join('?' for _ in _STEP_COLUMNS)})",
+                [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
+
+    def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
+        """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
+        recorder = Recorder(self, hashes)
+        if state is not None:
+            recorder(state, "attached")
+            state.subscribe(recorder)
+        return recorder
+
+    # reading ---------------------------------------------------------------
+    def runs(self, experiment: str | None = None, last: int | None = None) -> list[RunRecord]:
+        """Runs oldest first; ``last`` keeps the most recent N."""
+        where, args = ("WHERE experiment = ?", [experiment]) if experiment is not None else ("", [])
+        limit = "LIMIT ?" if last is not None else ""
+        if last is not None:
+            args.append(int(last))
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM runs {where} ORDER BY started DESC, rowid DESC {limit}", args).fetchall()
+            return [self._record(row) for row in reversed(rows)]
+
+    def experiments(self) -> list[str]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT experiment FROM runs GROUP BY experiment ORDER BY MAX(started)")
+            return [row[0] for row in rows]
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run with this id or unique id prefix; a clear error otherwise."""
+        rows = self._matching(run_id)
+        if len(rows) == 1:
+            return rows[0]
+        what = "No run" if not rows else f"{len(rows)} runs match"
+        raise KaleError(f"{what} {run_id!r} in {self.path}; %kale_runs (or `kale-magic runs`) "
+                        "lists the recorded run ids.")
+
+    def find(self, run_id: str) -> RunRecord | None:
+        """Like :meth:`get`, but None when no single run matches."""
+        rows = self._matching(run_id)
+        return rows[0] if len(rows) == 1 else None
+
+    def last_failed(self, pipeline: str) -> str | None:
+        """The id of this pipeline's most recent failed run that got as far as running steps."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT run_id FROM runs WHERE pipeline = ? AND status = 'failed' AND EXISTS"
+                " (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND cache_key IS NOT NULL)"
+                " ORDER BY ended DESC, rowid DESC LIMIT 1", (pipeline,)).fetchone()
+        return row[0] if row else None
+
+    def _matching(self, run_id: str) -> list[RunRecord]:
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchall() or \
+                conn.execute("SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?",
+                             (len(run_id), run_id)).fetchall()
+            return [self._record(row) for row in rows]
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        data = {c: row[c] for c in _RUN_COLUMNS}
+        for column in _JSON_COLUMNS:
+            data[column] = json.loads(data[column] or "{}")
+        steps = self._conn.execute(
+            f"SELECT {', '.join(_STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY position",
+            (row["run_id"],)).fetchall()
+        return RunRecord(**data, steps=[StepRecord(**dict(s)) for s in steps])
+
+
+class Recorder:
+    """A state listener that writes its run when it starts and when it finishes.
+
+    Not on every progress event: a run is one insert and one update.  Everything
+    it writes comes from the state's snapshot; ids (snapshot, YAML, KFP) are data
+    on the state, never read back from links.  ``hashes`` (step name ->
+    :func:`code_hash`) let two runs say which steps changed.
+    """
+
+    def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
+        self.store = store
+        self.hashes = dict(hashes or {})
+        self.started = False
+
+    def __call__(self, state, event: str) -> None:
+        if not self.started or event == "finished":
+            self.started = True
+            self.store.save(self.record(state.snapshot()))
+
+    def record(self, run) -> RunRecord:
+        links = dict(run.links)
+        for task in run.tasks.values():
+            links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
+        steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
+                            self.hashes.get(s.name), s.message, s.cache_key) for s in run.steps.values()]
+        return RunRecord(
+            run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
+            status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),
+            metrics=dict(run.metrics), links=links, error=run.error, steps=steps, **asdict(run.ids))

@@ -1,0 +1,166 @@
+"""Where everything kale-magic writes lives: the one owner of every path under ``.kale/``.
+
+::
+
+    .kale/                           next to the notebook (KaleDir)
+      runs.db                        the run registry (kale_magic.history)
+      runs/<run-id>/                 one run (RunDir)
+        validation.txt               the plan as text
+        notebooks/<step>.ipynb       generated step notebooks
+        executed/<step>.ipynb        the same with their outputs
+        logs/<step>.log              stdout/stderr, streamed while the step runs
+        data/<step>/<name>/          values a step saved (a marshal directory)
+        steps/<step>.json            the step's outcome (StepOutcome)
+        steps/<step>.metrics.json    the metrics it logged
+        workspace/                   the snapshot the local steps work in
+      cache/entries/<key>.json       step cache entries (kale_magic.cache)
+      snapshots/                     the workspace snapshot store (its inside belongs to kale_magic.snapshot)
+      pipelines/<pipeline>.yaml      compiled KFP pipelines
+
+No other module spells these names: they ask a ``KaleDir`` or a ``RunDir``.  A KFP
+step uses a ``RunDir`` in its container's temporary folder, so both engines write
+the same files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KALE_DIR = ".kale"
+
+
+@dataclass
+class StepOutcome:
+    """``steps/<step>.json``: how a step ended, written by the step's process (or the cache)."""
+
+    status: str  # "succeeded", "failed" or "cached"
+    error: str = ""  # one line: "ZeroDivisionError: division by zero"
+    traceback: str = ""
+    metrics: dict = field(default_factory=dict)
+    duration: float = 0.0
+    saved: dict = field(default_factory=dict)  # name -> marshal record
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> "StepOutcome":
+        return cls(**json.loads(text))
+
+
+class RunDir:
+    """The files of one run."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def validation(self) -> Path:
+        return self.path / "validation.txt"
+
+    @property
+    def notebooks(self) -> Path:
+        return self.path / "notebooks"
+
+    @property
+    def data(self) -> Path:
+        return self.path / "data"
+
+    @property
+    def workspace(self) -> Path:
+        return self.path / "workspace"
+
+    def notebook(self, step: str) -> Path:
+        return self.notebooks / f"{step}.ipynb"
+
+    def executed(self, step: str) -> Path:
+        return self.path / "executed" / f"{step}.ipynb"
+
+    def log(self, step: str) -> Path:
+        return self.path / "logs" / f"{step}.log"
+
+    def value(self, step: str, name: str) -> Path:
+        return self.data / step / name
+
+    def outcome_file(self, step: str) -> Path:
+        return self.path / "steps" / f"{step}.json"
+
+    def metrics_file(self, step: str) -> Path:
+        return self.path / "steps" / f"{step}.metrics.json"
+
+    def make_step_dirs(self) -> None:
+        for folder in ("executed", "logs", "steps", "data"):
+            (self.path / folder).mkdir(parents=True, exist_ok=True)
+
+    def write_outcome(self, step: str, outcome: StepOutcome) -> None:
+        from .files import atomic_write
+
+        atomic_write(self.outcome_file(step), outcome.to_json())
+
+    def read_outcome(self, step: str) -> StepOutcome | None:
+        try:
+            return StepOutcome.from_json(self.outcome_file(step).read_text(encoding="utf-8"))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+
+class KaleDir:
+    """``<root>/.kale``: the runs, cache, snapshots and pipelines of the notebooks in ``root``."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root / KALE_DIR
+
+    @classmethod
+    def containing(cls, path: str | Path) -> "KaleDir":
+        """The KaleDir whose ``.kale`` folder is ``path`` itself."""
+        path = Path(path)
+        if path.name != KALE_DIR:
+            raise ValueError(f"{path} is not a {KALE_DIR} folder")
+        return cls(path.parent)
+
+    @property
+    def runs_db(self) -> Path:
+        return self.path / "runs.db"
+
+    @property
+    def runs(self) -> Path:
+        return self.path / "runs"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.path / "snapshots"
+
+    @property
+    def cache_entries(self) -> Path:
+        return self.path / "cache" / "entries"
+
+    def cache_entry(self, key: str) -> Path:
+        return self.cache_entries / f"{key}.json"
+
+    def run(self, run_id: str) -> RunDir:
+        return RunDir(self.runs / run_id)
+
+    def run_dirs(self) -> list[RunDir]:
+        return [RunDir(p) for p in sorted(self.runs.iterdir()) if p.is_dir()] if self.runs.is_dir() else []
+
+    def pipeline_file(self, pipeline: str) -> Path:
+        return self.path / "pipelines" / f"{pipeline}.yaml"
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def __repr__(self) -> str:
+        return f"KaleDir({str(self.root)!r})"

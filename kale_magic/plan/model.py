@@ -1,0 +1,63 @@
+"""The data-flow plan: what each step runs, reads, receives and sends.
+
+Built by :mod:`kale_magic.plan.analysis` from the recorded cells and the live
+namespace; consumed by the notebook builder, the engines and the compiler.
+It holds no live objects, only names and type descriptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .session import StepOptions
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One value saved by ``producer`` and loaded by the steps that need it."""
+
+    name: str
+    producer: str
+    backend: str  # marshal backend chosen from the live value's type
+    type_name: str  # e.g. "numpy.ndarray"
+    artifact_type: str = "Artifact"  # KFP artifact class: Dataset, Model or Artifact
+    size: int | None = None  # bytes, when cheaply known (no serialization)
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    name: str
+    cells: tuple[str, ...]  # the step's code, one entry per cell, as typed
+    parents: tuple[str, ...]  # direct upstream steps
+    parameters: tuple[str, ...]  # pipeline parameters this step reads
+    inputs: tuple[Transfer, ...]  # values it loads (each names its producer)
+    outputs: tuple[Transfer, ...]  # values it saves for later steps
+    metrics: tuple[str, ...]  # metrics computed at the end of this step
+    options: StepOptions = field(default_factory=StepOptions)
+
+
+@dataclass
+class Plan:
+    pipeline: str
+    steps: dict[str, StepPlan]  # topological order, ties broken by notebook order
+    imports: tuple[str, ...] = ()  # %%imports cells, as typed
+    functions: tuple[str, ...] = ()  # %%functions cells, as typed
+    parameters: dict[str, object] = field(default_factory=dict)  # name -> literal default
+    metrics: tuple[str, ...] = ()
+    experiment: str = "Default"
+    description: str = ""
+    notebook_path: Path | None = None
+    order_source: str = "execution order"  # or "notebook file <path>"
+
+    def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(parent, child, names that flow from parent to child), parents' edges first."""
+        out = []
+        for step in self.steps.values():
+            for parent in step.parents:
+                names = tuple(t.name for t in step.inputs if t.producer == parent)
+                out.append((parent, step.name, names))
+        return out
+
+    def transfers(self) -> list[Transfer]:
+        return [t for step in self.steps.values() for t in step.outputs]

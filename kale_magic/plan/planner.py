@@ -1,0 +1,346 @@
+"""Recorded cells + the live namespace -> a validated :class:`~kale_magic.plan.model.Plan`.
+
+Everything a user can get wrong in the annotations is found here, before anything
+runs, and reported as one sentence naming the cell or step and the fix.  Live
+values are only looked at by type (``marshal.describe``): nothing is serialized.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import analysis
+from ..errors import UnmarshallableError, ValidationError
+from .model import Plan, StepPlan, Transfer
+from .session import RecordedCell, StepOptions
+
+STEP_NAME = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
+# The names IPython puts in a user namespace, which never flow between steps: its globals, and the
+# input/output caches and dunders it sets while a cell runs (_, __, _i3, _5, __warningregistry__, ...).
+IPYTHON_GLOBALS = frozenset({"get_ipython", "display", "In", "Out", "exit", "quit", "_ih", "_oh", "_dh"})
+_BOOKKEEPING = re.compile(r"^(_+|_i+|_i?\d+|_exit_code|__\w+__)$")
+
+
+def is_bookkeeping(name: str) -> bool:
+    """True for a name IPython or Python set, not the user."""
+    return name in IPYTHON_GLOBALS or bool(_BOOKKEEPING.match(name))
+
+
+def check_step_name(name: str) -> None:
+    if not STEP_NAME.match(name):
+        hint = re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-_") or "step"
+        if not hint[0].isalpha():
+            hint = "step-" + hint
+        raise ValidationError(
+            f"step name '{name}' is not valid: use lowercase letters, digits, '-' or '_', starting with a "
+            f"letter, at most 63 characters (Kubernetes names), e.g. %%step {hint[:63]}")
+
+
+def default_pipeline_name(notebook: Path | None) -> str:
+    """The pipeline a notebook makes when ``--pipeline`` does not say: its file name, Kubernetes-safe."""
+    stem = notebook.stem if notebook else "pipeline"
+    return re.sub(r"[^a-z0-9-]+", "-", stem.lower()).strip("-") or "pipeline"
+
+
+@dataclass
+class _Step:
+    name: str
+    cells: list[RecordedCell] = field(default_factory=list)
+    options: StepOptions = field(default_factory=StepOptions)
+
+
+@dataclass
+class Environment:
+    """What the planner needs to know about the kernel, as plain data."""
+
+    namespace: Mapping[str, object]  # the live user namespace (values only looked at by type)
+    ignored: frozenset[str] = frozenset()  # IPython's own names (In, Out, get_ipython, _ ...) and builtins
+
+    @classmethod
+    def of(cls, namespace: Mapping[str, object], hidden=()) -> "Environment":
+        """The environment of a namespace; ``hidden`` are names the shell put there (``user_ns_hidden``)."""
+        import builtins
+
+        return cls(namespace, frozenset(dir(builtins)) | IPYTHON_GLOBALS | frozenset(hidden))
+
+
+def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "pipeline",
+               experiment: str = "Default", description: str = "", overrides: Mapping[str, str] | None = None,
+               notebook_path: Path | None = None, order_source: str = "execution order") -> Plan:
+    kinds = {kind: [c for c in cells if c.kind == kind] for kind in analysis_kinds()}
+    steps = _group_steps(kinds["step"])
+    if not steps:
+        raise ValidationError("no %%step cells were recorded: annotate at least one cell with '%%step NAME' "
+                              "and run it, then run %kale_run again.")
+    parents = _parents(steps)
+    order = _topological(steps, parents)
+    ancestors = _ancestors(order, parents)
+
+    parameters = {}
+    for cell in kinds["parameters"]:
+        parameters.update(analysis.literal_parameters(cell.python, cell.label))
+    parameters = _apply_overrides(parameters, overrides or {})
+
+    code_cells = kinds["imports"] + kinds["functions"]
+    code = analysis.analyze([c.python for c in code_cells], "the %%imports/%%functions cells")
+    code_defined = code.writes | {n for c in code_cells for n in c.created}
+    ignored = set(env.ignored)
+
+    step_names = {}
+    for step in steps.values():
+        where = f"step '{step.name}'"
+        names = analysis.analyze([c.python for c in step.cells], where)
+        created = {n for c in step.cells for n in c.created}
+        changed = names.changed | created
+        # Bound by the step itself in ways the AST cannot see (star imports, exec, globals()[...]).
+        names.reads = [n for n in names.reads if n not in created - names.changed]
+        closure = analysis.function_closure(names.reads, code.functions) - set(names.reads) - changed
+        names.reads.extend(sorted(closure))
+        step_names[step.name] = (names, changed)
+    changes = {name: changed for name, (_, changed) in step_names.items()}
+    # Every step runs the %%imports/%%functions code; function bodies count only where called.
+    always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
+
+    inputs: dict[str, list[Transfer]] = {name: [] for name in order}
+    step_params: dict[str, list[str]] = {name: [] for name in order}
+    needed: dict[tuple[str, str], Transfer] = {}
+    for name in order:
+        reads, _ = step_names[name]
+        for var in dict.fromkeys(always_reads + reads.reads):
+            if var in ignored:
+                continue
+            producer = _nearest_writer(var, name, ancestors, changes, order)
+            if producer is not None and var in code_defined and _is_module(env.namespace.get(var)):
+                producer = None  # `np.x = ...` in a step: modules are re-imported, never marshalled
+            if producer is None:
+                if var in parameters:
+                    step_params[name].append(var)
+                elif var not in code_defined:
+                    raise ValidationError(_not_produced(var, name, ancestors, changes, cells, env))
+                continue
+            transfer = needed.get((producer, var))
+            if transfer is None:
+                transfer = needed[(producer, var)] = _transfer(var, producer, env)
+            inputs[name].append(transfer)
+
+    for transfer in _results(order, ancestors, changes, ignored, env):
+        needed.setdefault((transfer.producer, transfer.name), transfer)
+    metrics, metric_steps = _metrics(kinds["metrics"], order, ancestors, changes)
+    plan_steps = {}
+    for name in order:
+        step = steps[name]
+        plan_steps[name] = StepPlan(
+            name=name,
+            cells=tuple(c.source for c in step.cells),
+            parents=parents[name],
+            parameters=tuple(p for p in parameters if p in step_params[name]),
+            inputs=tuple(inputs[name]),
+            outputs=tuple(t for (producer, _), t in needed.items() if producer == name),
+            metrics=tuple(m for m in metrics if metric_steps[m] == name),
+            options=step.options,
+        )
+    return Plan(
+        pipeline=pipeline, steps=plan_steps, experiment=experiment, description=description,
+        imports=tuple(c.source for c in kinds["imports"]),
+        functions=tuple(c.source for c in kinds["functions"]),
+        parameters=parameters, metrics=tuple(metrics),
+        notebook_path=notebook_path, order_source=order_source,
+    )
+
+
+def analysis_kinds() -> tuple[str, ...]:
+    return ("imports", "functions", "parameters", "step", "metrics", "skip")
+
+
+# steps and their order -----------------------------------------------------------
+
+def _group_steps(cells: list[RecordedCell]) -> dict[str, _Step]:
+    """Cells of the same step name continue that step; options of later cells add to earlier ones."""
+    steps: dict[str, _Step] = {}
+    for cell in cells:
+        check_step_name(cell.step)
+        step = steps.setdefault(cell.step, _Step(cell.step))
+        step.cells.append(cell)
+        step.options = _merge(step.options, cell.options)
+    return steps
+
+
+def _merge(first: StepOptions, later: StepOptions) -> StepOptions:
+    default = StepOptions()
+    values = {f: getattr(later, f) if getattr(later, f) != getattr(default, f) else getattr(first, f)
+              for f in first.__dataclass_fields__}
+    return StepOptions(**values)
+
+
+def _parents(steps: dict[str, _Step]) -> dict[str, tuple[str, ...]]:
+    parents = {}
+    previous = None
+    for name, step in steps.items():
+        after = step.options.after
+        if after is None:
+            parents[name] = (previous,) if previous else ()
+        else:
+            for parent in after:
+                if parent not in steps:
+                    known = ", ".join(steps) or "none"
+                    raise ValidationError(
+                        f"step '{name}' runs --after '{parent}', but no step of that name was recorded "
+                        f"(known steps: {known}); fix the name in the %%step {name} line.")
+                if parent == name:
+                    raise ValidationError(f"step '{name}' lists itself in --after; remove it.")
+            parents[name] = tuple(dict.fromkeys(after))
+        previous = name
+    return parents
+
+
+def _topological(steps: dict[str, _Step], parents: dict[str, tuple[str, ...]]) -> list[str]:
+    """Kahn's algorithm, ties broken by notebook order, so the result is deterministic."""
+    position = {name: i for i, name in enumerate(steps)}
+    waiting = {name: set(p) for name, p in parents.items()}
+    order: list[str] = []
+    ready = [n for n in steps if not waiting[n]]
+    while ready:
+        ready.sort(key=position.__getitem__)
+        name = ready.pop(0)
+        order.append(name)
+        for child, deps in waiting.items():
+            if name in deps:
+                deps.discard(name)
+                if not deps and child not in order and child not in ready:
+                    ready.append(child)
+    if len(order) < len(steps):
+        cycle = [n for n in steps if n not in order]
+        raise ValidationError(
+            f"the steps {', '.join(cycle)} depend on each other in a cycle through --after; "
+            "remove one of those --after names so the steps can run in an order.")
+    return order
+
+
+def _ancestors(order: list[str], parents: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for name in order:
+        out[name] = set(parents[name]).union(*(out[p] for p in parents[name]))
+    return out
+
+
+# data flow -------------------------------------------------------------------------
+
+def _nearest_writer(var, step, ancestors, changes, order) -> str | None:
+    writers = [a for a in order if a in ancestors[step] and var in changes[a]]
+    nearest = [w for w in writers if not any(w in ancestors[other] for other in writers)]
+    if len(nearest) > 1:
+        raise ValidationError(
+            f"steps '{nearest[0]}' and '{nearest[1]}' both change '{var}' and neither runs after the other, "
+            f"so step '{step}' cannot tell which value to use; order them with --after "
+            f"(e.g. %%step {nearest[1]} --after {nearest[0]}) or rename one of the variables.")
+    return nearest[0] if nearest else None
+
+
+def _not_produced(var, step, ancestors, changes, cells, env) -> str:
+    start = f"step '{step}' reads '{var}', but"
+    later = [s for s in changes if var in changes[s] and s != step and s not in ancestors[step]]
+    if later:
+        return (f"{start} it is produced by step '{later[0]}', which does not run before '{step}'; "
+                f"add --after {later[0]} to the %%step {step} line.")
+    skipped = [c for c in cells if c.kind == "skip" and var in _written(c)]
+    if skipped:
+        return (f"{start} it is defined in a %%skip cell, which never reaches the pipeline; "
+                "move that code into a step (or %%functions).")
+    if var in env.namespace:
+        return (f"{start} it is defined in a cell that is not annotated (or typed interactively); "
+                f"move that code into a step that runs before '{step}', or into %%functions.")
+    return f"{start} it is not defined anywhere in the notebook; check the spelling."
+
+
+def _results(order, ancestors, changes, ignored, env) -> list[Transfer]:
+    """Values a step changes last (no later step changes them): saved so ``run.load`` can return them.
+
+    Unlike values another step needs, a result that cannot be marshalled is simply not kept.
+    """
+    out = []
+    for step in order:
+        descendants = [s for s in order if step in ancestors[s]]
+        for var in sorted(changes[step]):
+            if var in ignored or var not in env.namespace or _is_module(env.namespace[var]):
+                continue
+            if any(var in changes[d] for d in descendants):
+                continue
+            try:
+                out.append(_transfer(var, step, env))
+            except ValidationError:
+                continue
+    return out
+
+
+def _is_module(value) -> bool:
+    import types
+
+    return isinstance(value, types.ModuleType)
+
+
+def _written(cell: RecordedCell) -> set[str]:
+    return analysis.analyze([cell.python], cell.label).changed | set(cell.created)
+
+
+def _transfer(var: str, producer: str, env: Environment) -> Transfer:
+    if var not in env.namespace:
+        return Transfer(var, producer, backend="auto", type_name="unknown")
+    from .. import marshal
+
+    value = env.namespace[var]
+    try:
+        backend, type_name, artifact_type, size = marshal.describe(value)
+    except UnmarshallableError as exc:
+        raise ValidationError(
+            f"'{var}' (a {type(value).__module__}.{type(value).__qualname__}, produced by step '{producer}') "
+            f"cannot be passed between steps: {exc}. Re-create it inside each step that uses it, "
+            "or in %%functions.") from None
+    return Transfer(var, producer, backend, type_name, artifact_type, size)
+
+
+def _metrics(cells, order, ancestors, changes) -> tuple[list[str], dict[str, str]]:
+    names: list[str] = []
+    for cell in cells:
+        names.extend(n for n in analysis.metric_names(cell.python, cell.label) if n not in names)
+    where = {}
+    for metric in names:
+        writers = [s for s in order if metric in changes[s]]
+        if not writers:
+            raise ValidationError(
+                f"the %%metrics cell names '{metric}', but no step produces it; compute '{metric}' in a step "
+                "or remove it from the metrics cell.")
+        last = [w for w in writers if not any(w in ancestors[o] for o in writers)]
+        if len(last) > 1:
+            raise ValidationError(
+                f"metric '{metric}' is changed by steps '{last[0]}' and '{last[1]}', which have no order "
+                "between them; order them with --after so one value is final.")
+        where[metric] = last[0]
+    return names, where
+
+
+def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str]) -> dict[str, object]:
+    """``--param NAME=VALUE``: VALUE is read as a Python literal, or kept as text."""
+    import ast
+
+    out = dict(parameters)
+    for name, raw in overrides.items():
+        if name not in parameters:
+            known = ", ".join(parameters) or "none"
+            raise ValidationError(f"--param {name}: there is no parameter '{name}' in the %%parameters cells "
+                                  f"(known: {known}).")
+        default = parameters[name]
+        if isinstance(default, str):
+            out[name] = raw
+            continue
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
+            raise ValidationError(f"--param {name}={raw}: '{name}' is a number (default {default!r}); "
+                                  "give a number.")
+        out[name] = value
+    return out

@@ -1,0 +1,46 @@
+"""The plan as text: what ``%kale_show`` prints and the Validate task links to."""
+
+from __future__ import annotations
+
+from .model import Plan
+
+
+def human_size(size: int | None) -> str:
+    if size is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def plan_text(plan: Plan) -> str:
+    lines = [f"Pipeline '{plan.pipeline}' ({len(plan.steps)} steps, order: {plan.order_source})"]
+    if plan.parameters:
+        lines.append("Parameters: " + ", ".join(f"{k}={v!r}" for k, v in plan.parameters.items()))
+    lines.append("Steps:")
+    for step in plan.steps.values():
+        after = f" (after {', '.join(step.parents)})" if step.parents else " (root)"
+        extra = f"; parameters: {', '.join(step.parameters)}" if step.parameters else ""
+        extra += f"; metrics: {', '.join(step.metrics)}" if step.metrics else ""
+        lines.append(f"  {step.name}{after}{extra}")
+    edges = plan.edges()
+    if edges:
+        lines.append("Edges:")
+    for parent, child, names in edges:
+        lines.append(f"  {parent} -> {child}: {', '.join(names) or '(order only)'}")
+    transfers = [t for s in plan.steps.values() for t in s.inputs]
+    if transfers:
+        lines.append("Values:")
+        seen = set()
+        for t in transfers:
+            if (t.producer, t.name) in seen:
+                continue
+            seen.add((t.producer, t.name))
+            consumers = [s.name for s in plan.steps.values() if t in s.inputs]
+            lines.append(f"  {t.name}: {t.type_name}, {human_size(t.size)}, {t.backend} backend, "
+                         f"{t.producer} -> {', '.join(consumers)}")
+    if plan.metrics:
+        lines.append("Metrics: " + ", ".join(plan.metrics))
+    return "\n".join(lines)

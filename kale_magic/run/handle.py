@@ -1,0 +1,91 @@
+"""The ``Run`` that ``%kale_run`` returns: a handle on one run's state and files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KaleError
+from ..layout import RunDir
+from ..plan import Plan
+from .state import RunState
+
+
+@dataclass(frozen=True)
+class StepResult:
+    status: str
+    duration: float | None
+    error: str = ""
+    cached_from: str | None = None
+
+
+class Run:
+    def __init__(self, state: RunState, plan: Plan | None, run_dir: RunDir, pipeline_file: Path | None = None):
+        self.state = state
+        self.plan = plan
+        self.files = RunDir(run_dir)
+        self.pipeline_file = pipeline_file
+        self.thread = None  # set by --background
+
+    @property
+    def run_dir(self) -> Path:
+        """``.kale/runs/<id>``: everything this run wrote (see :mod:`kale_magic.layout`)."""
+        return self.files.path
+
+    @property
+    def id(self) -> str:
+        return self.state.run_id
+
+    @property
+    def status(self) -> str:
+        return self.state.status
+
+    @property
+    def steps(self) -> dict[str, StepResult]:
+        return {name: StepResult(s.status, s.duration, s.message, s.cached_from)
+                for name, s in self.state.steps.items()}
+
+    @property
+    def metrics(self) -> dict[str, object]:
+        return dict(self.state.metrics)
+
+    @property
+    def links(self) -> dict[str, str]:
+        return dict(self.state.links)
+
+    def wait(self, timeout: float | None = None) -> "Run":
+        self.state.wait(timeout)
+        return self
+
+    def notebook(self, step: str) -> Path:
+        """The executed step notebook (with its outputs), or the generated one if it has not run."""
+        self._check_step(step)
+        executed = self.files.executed(step)
+        return executed if executed.exists() else self.files.notebook(step)
+
+    def load(self, name: str, step: str | None = None):
+        """Load a value a step saved, by default from the last step that saved it."""
+        from .. import marshal
+
+        producers = [t.producer for t in self.plan.transfers() if t.name == name] if self.plan else []
+        if step is None:
+            if not producers:
+                raise KaleError(f"no step of run {self.id} saved '{name}': only values that flow between steps "
+                                "are saved; pass step= to name the step, or check the name.")
+            step = producers[-1]
+        else:
+            self._check_step(step)
+        path = self.files.value(step, name)
+        if not path.exists():
+            raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
+                            + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
+        return marshal.load(path, name=name, step=step)
+
+    def _check_step(self, step: str) -> None:
+        if step not in self.state.steps:
+            raise KaleError(f"run {self.id} has no step '{step}' (steps: {', '.join(self.state.steps)}).")
+
+    def __repr__(self) -> str:
+        parts = [f"{n}={s.status}" for n, s in self.state.steps.items()]
+        metrics = "".join(f", {k}={v!r}" for k, v in self.state.metrics.items())
+        return f"<Run {self.id} {self.status}: {' '.join(parts)}{metrics}>"

@@ -1,0 +1,224 @@
+"""``%kale_run``'s five tasks: Validate, Snapshot, Compile, Upload, Run — one small function each.
+
+Kept out of the magics class so the CLI and tests can drive it with plain data.
+Each task reports into the run's :class:`~kale_magic.run.state.RunState`; a task
+that fails calls ``state.fail(task, message)``, which skips the rest and ends
+the run, and re-raises so the notebook cell fails with the same sentence.
+Engines are driven through the :class:`~kale_magic.engines.base.Engine`
+protocol only.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..engines.base import Compiled, Engine, Outcome, SnapshotRef
+from ..errors import KaleError
+from ..files import atomic_write
+from ..layout import KaleDir, RunDir
+from ..plan import Plan
+from ..plan.planner import Environment, build_plan, default_pipeline_name
+from ..plan.report import plan_text
+from ..plan.session import RecordedCell
+from .handle import Run
+from .state import RunState
+
+
+@dataclass
+class RunRequest:
+    experiment: str = "Default"
+    pipeline: str | None = None
+    description: str = ""
+    engine: str = "local"
+    host: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    compile_only: bool = False
+    upload_only: bool = False
+    no_snapshot: bool = False
+    from_snapshot: str | None = None  # run on the files of this earlier snapshot
+    snapshot_max: str | None = None  # size cap, e.g. "10G" (default: the snapshot package's)
+    background: bool = False
+    no_cache: bool = False  # run every step, reuse no cached result
+    resume: str | None = None  # reuse what this run ("" = the last failed run) got done
+
+
+@dataclass
+class Workspace:
+    """Where the notebook lives and where a run writes (``<root>/.kale``)."""
+
+    root: Path
+    notebook: Path | None = None
+    order_source: str = "execution order"
+    cell_order: dict[str, int] = field(default_factory=dict)  # cell id -> position, when the file is used
+
+    @property
+    def kale(self) -> KaleDir:
+        return KaleDir(self.root)
+
+    @property
+    def pipeline_name(self) -> str:
+        return default_pipeline_name(self.notebook)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
+           engine: Engine, listeners=()) -> Run:
+    pipeline = request.pipeline or workspace.pipeline_name
+    state = RunState(new_run_id(), pipeline, request.experiment, engine.name)
+    for listener in listeners:
+        state.subscribe(listener)
+    run_dir = workspace.kale.run(state.run_id)
+
+    plan = validate(request, cells, env, workspace, state, run_dir)
+    snapshot(request, workspace, cells, state, run_dir, engine)
+    compiled = compile_steps(plan, state, run_dir, engine)
+    run = Run(state, plan, run_dir, compiled.pipeline_file)
+    if request.compile_only:
+        state.stop("compiled", note="--compile-only")
+        return run
+    upload(plan, state, engine, compiled)
+    if request.upload_only:
+        state.stop("uploaded", note="--upload-only")
+        return run
+    run.thread = execute(plan, state, run_dir, engine, compiled)
+    if not request.background:
+        wait(state, engine, run.thread)
+    return run
+
+
+def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
+             state: RunState, run_dir: RunDir) -> Plan:
+    """The Validate task: the plan, or the sentence saying why there is none."""
+    state.task("Validate", "running")
+    try:
+        plan = build_plan(cells, env, pipeline=state.pipeline, experiment=request.experiment,
+                          description=request.description, overrides=request.params,
+                          notebook_path=workspace.notebook, order_source=workspace.order_source)
+    except KaleError as exc:
+        state.fail("Validate", str(exc))
+        raise
+    run_dir.path.mkdir(parents=True)
+    atomic_write(run_dir.validation, plan_text(plan) + "\n")
+    state.set_parameters(plan.parameters)
+    state.set_steps(list(plan.steps))
+    flows = sum(len(s.inputs) for s in plan.steps.values())
+    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
+               report=str(run_dir.validation))
+    return plan
+
+
+def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell], state: RunState,
+             run_dir: RunDir, engine: Engine) -> None:
+    """The Snapshot task: freeze the workspace (or reuse a snapshot) and hand it to the engine."""
+    will_run = not request.compile_only
+    if request.no_snapshot and not request.from_snapshot:
+        engine.prepare(None, run_dir, will_run)
+        state.task("Snapshot", "skipped", "--no-snapshot: steps run in the notebook's folder")
+        return
+    state.task("Snapshot", "running")
+    try:
+        ref, message = _take_snapshot(request, workspace, cells)
+        engine.prepare(ref, run_dir, will_run)
+    except KaleError as exc:
+        state.fail("Snapshot", str(exc))
+        raise
+    state.set_ids(snapshot_id=ref.id)
+    state.add_links(snapshot=str(ref.manifest))
+    state.task("Snapshot", "done", message, manifest=str(ref.manifest))
+
+
+def _take_snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell]) -> tuple[SnapshotRef, str]:
+    from ..files import parse_size
+    from ..snapshot import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
+    from ..snapshot.manifest import load_snapshot
+
+    store = workspace.kale.snapshots
+    if request.from_snapshot:
+        taken = load_snapshot(store, request.from_snapshot)
+    else:
+        try:
+            max_bytes = parse_size(request.snapshot_max) if request.snapshot_max else DEFAULT_MAX_BYTES
+        except ValueError as exc:
+            raise KaleError(f"--snapshot-max: {exc}") from None
+        taken = take_snapshot(workspace.root, store, notebook=workspace.notebook, cells=[c.text for c in cells],
+                              warn_bytes=DEFAULT_WARN_BYTES, max_bytes=max_bytes)
+    reused = " (reused)" if request.from_snapshot else ""
+    message = "; ".join([taken.summary() + reused, *taken.warnings])
+    return SnapshotRef(taken.id, store, taken.manifest, workspace.root, workspace.notebook), message
+
+
+def compile_steps(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine) -> Compiled:
+    """The Compile task: step notebooks (and, on KFP, the pipeline YAML)."""
+    state.task("Compile", "running")
+    try:
+        compiled = engine.compile(plan, run_dir)
+    except KaleError as exc:
+        state.fail("Compile", str(exc))
+        raise
+    if compiled.pipeline_file:
+        state.set_ids(yaml_path=str(compiled.pipeline_file))
+    state.task("Compile", "done", compiled.summary or f"{len(compiled.notebooks)} step notebooks",
+               notebooks=str(run_dir.notebooks), **compiled.links)
+    return compiled
+
+
+def upload(plan: Plan, state: RunState, engine: Engine, compiled: Compiled) -> None:
+    """The Upload task: register the pipeline where it runs, when the engine has such a place."""
+    try:
+        uploaded = engine.upload(plan, state, compiled)
+    except KaleError as exc:
+        state.fail("Upload", str(exc))
+        raise
+    if uploaded is None:
+        state.task("Upload", "skipped", f"{engine.name} engine: nothing to upload")
+        return
+    state.set_ids(**uploaded.ids)
+    state.add_links(**uploaded.links)
+    state.task("Upload", "done", uploaded.message, **uploaded.links)
+
+
+def execute(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine, compiled: Compiled) -> threading.Thread:
+    """The Run task, in a thread of its own (so ``--background`` returns at once)."""
+    state.task("Run", "running")
+
+    def run() -> None:
+        outcome = Outcome("failed", "the engine stopped unexpectedly")
+        try:
+            outcome = engine.run(plan, state, run_dir, compiled)
+        except BaseException as exc:  # an engine bug must still end the run visibly
+            outcome = Outcome("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            _finish(plan, state, outcome)
+
+    thread = threading.Thread(target=run, name=f"kale-run-{state.run_id}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
+    if outcome.succeeded:
+        cached = sum(1 for s in state.steps.values() if s.status == "cached")
+        message = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+        state.task("Run", "done", message)
+    else:
+        state.task("Run", "failed", outcome.error)
+    state.finish(outcome.status, outcome.error)
+
+
+def wait(state: RunState, engine: Engine, thread: threading.Thread) -> None:
+    """Block until the run ends; Ctrl-C cancels it (and still waits for the engine to stop)."""
+    try:
+        while not state.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        engine.cancel()
+        state.wait()
+    thread.join()

@@ -1,0 +1,244 @@
+"""The state of one run, observed by the panel, the run store and the ``Run`` object.
+
+:class:`RunState` is the only writer: engines, the cache and ``%kale_run``'s tasks
+change it through its methods, each of which takes the lock, replaces what
+changed and notifies the listeners with an event name.  Tasks and steps are
+immutable records and the mappings it exposes are read-only views, so a reader
+can never change a run behind its back; views render from :meth:`RunState.snapshot`,
+one consistent picture taken under the lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Callable, Mapping
+
+TASKS = ("Validate", "Snapshot", "Compile", "Upload", "Run")
+TASK_STATUSES = ("pending", "running", "done", "failed", "skipped")
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "cached", "skipped")
+
+
+@dataclass(frozen=True)
+class TaskState:
+    name: str
+    status: str = "pending"
+    message: str = ""
+    started: float | None = None
+    ended: float | None = None
+    links: Mapping[str, str] = field(default_factory=dict)  # label -> URL or path
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+
+@dataclass(frozen=True)
+class StepState:
+    name: str
+    status: str = "pending"
+    started: float | None = None
+    ended: float | None = None
+    message: str = ""  # one line: the error of a failed step, the reason of a skip
+    traceback: str = ""
+    notebook: str | None = None  # executed step notebook (local) or HTML report
+    log: str | None = None
+    cached_from: str | None = None  # run id whose outputs were reused
+    cache_key: str | None = None  # the step's cache key in this run (local engine)
+    links: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+
+@dataclass(frozen=True)
+class RunIds:
+    """What identifies a run's artifacts elsewhere; data, never parsed back from links."""
+
+    snapshot_id: str | None = None
+    yaml_path: str | None = None
+    kfp_experiment_id: str | None = None
+    kfp_pipeline_id: str | None = None
+    kfp_version_id: str | None = None
+    kfp_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """One consistent, read-only picture of a run (what views and the store render)."""
+
+    run_id: str
+    pipeline: str
+    experiment: str
+    engine: str
+    status: str
+    error: str
+    started: float
+    ended: float | None
+    parameters: Mapping[str, object]
+    metrics: Mapping[str, object]
+    links: Mapping[str, str]
+    ids: RunIds
+    tasks: Mapping[str, TaskState]
+    steps: Mapping[str, StepState]
+
+    def snapshot(self) -> "RunSnapshot":
+        return self
+
+
+Listener = Callable[["RunState", str], None]
+_STEP_FIELDS = frozenset(f.name for f in fields(StepState)) - {"name", "status", "links"}
+
+
+class RunState:
+    """Tasks, steps and results of one run; thread-safe, listeners called after each change."""
+
+    def __init__(self, run_id: str, pipeline: str, experiment: str, engine: str,
+                 steps: list[str] = (), parameters: dict | None = None):
+        self.run_id = run_id
+        self.pipeline = pipeline
+        self.experiment = experiment
+        self.engine = engine
+        self.started = time.time()
+        self._parameters = dict(parameters or {})
+        self._tasks = {name: TaskState(name) for name in TASKS}
+        self._steps = {name: StepState(name) for name in steps}
+        self._metrics: dict[str, object] = {}
+        self._links: dict[str, str] = {}
+        self._ids = RunIds()
+        self._ended: float | None = None
+        self._status = "running"
+        self._error = ""  # one line for a failed run
+        self._lock = threading.RLock()
+        self._listeners: list[Listener] = []
+        self._finished = threading.Event()
+
+    # reading -------------------------------------------------------------
+    status = property(lambda self: self._status)
+    error = property(lambda self: self._error)
+    ended = property(lambda self: self._ended)
+    ids = property(lambda self: self._ids)
+    parameters = property(lambda self: MappingProxyType(self._parameters))
+    metrics = property(lambda self: MappingProxyType(self._metrics))
+    links = property(lambda self: MappingProxyType(self._links))
+    tasks = property(lambda self: MappingProxyType(self._tasks))
+    steps = property(lambda self: MappingProxyType(self._steps))
+
+    def snapshot(self) -> RunSnapshot:
+        with self._lock:
+            return RunSnapshot(
+                run_id=self.run_id, pipeline=self.pipeline, experiment=self.experiment, engine=self.engine,
+                status=self._status, error=self._error, started=self.started, ended=self._ended,
+                parameters=MappingProxyType(dict(self._parameters)), metrics=MappingProxyType(dict(self._metrics)),
+                links=MappingProxyType(dict(self._links)), ids=self._ids,
+                tasks=MappingProxyType(dict(self._tasks)), steps=MappingProxyType(dict(self._steps)))
+
+    # observers -----------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, event: str) -> None:
+        for listener in list(self._listeners):
+            listener(self, event)
+
+    # tasks ---------------------------------------------------------------
+    def task(self, name: str, status: str, message: str | None = None, **links: str) -> None:
+        with self._lock:
+            self._set_task(name, status, message, links)
+        self._changed(f"task:{name}")
+
+    def _set_task(self, name: str, status: str, message: str | None, links: dict) -> None:
+        task, now = self._tasks[name], time.time()
+        started, ended = task.started, task.ended
+        if status == "running" and started is None:
+            started = now
+        if status in ("done", "failed", "skipped"):
+            started, ended = started or now, now
+        self._tasks[name] = replace(task, status=status, started=started, ended=ended,
+                                    message=task.message if message is None else message,
+                                    links={**task.links, **links})
+
+    # steps ---------------------------------------------------------------
+    def set_steps(self, names: list[str]) -> None:
+        with self._lock:
+            self._steps = {name: self._steps.get(name, StepState(name)) for name in names}
+        self._changed("steps")
+
+    def step(self, name: str, status: str, **changes) -> None:
+        """Set a step's status; ``changes`` are StepState fields (``links`` are added to its links)."""
+        unknown = set(changes) - _STEP_FIELDS - {"links"}
+        if unknown:
+            raise TypeError(f"unknown step fields {sorted(unknown)}")
+        with self._lock:
+            step, now = self._steps.get(name) or StepState(name), time.time()
+            if status == "running":
+                changes["started"] = changes.get("started") or now
+            elif status in ("succeeded", "failed", "cached"):
+                changes["started"] = changes.get("started") or step.started or now
+                changes["ended"] = changes.get("ended") or now
+            links = {**step.links, **(changes.pop("links", None) or {})}
+            self._steps[name] = replace(step, status=status, links=links, **changes)
+        self._changed(f"step:{name}")
+
+    # results and ids -----------------------------------------------------
+    def set_parameters(self, values: Mapping[str, object]) -> None:
+        with self._lock:
+            self._parameters = dict(values)
+        self._changed("parameters")
+
+    def add_metrics(self, values: Mapping[str, object]) -> None:
+        with self._lock:
+            self._metrics.update(values)
+        self._changed("metrics")
+
+    def add_links(self, **links: str) -> None:
+        """Run-level links (the KFP experiment, pipeline and run); for display only."""
+        with self._lock:
+            self._links.update(links)
+        self._changed("links")
+
+    def set_ids(self, **ids: str | None) -> None:
+        with self._lock:
+            self._ids = replace(self._ids, **ids)
+        self._changed("ids")
+
+    # the run -------------------------------------------------------------
+    def fail(self, task: str, message: str) -> None:
+        """``task`` failed with ``message``: the tasks after it are skipped and the run ends failed."""
+        with self._lock:
+            if self._tasks[task].status != "failed":
+                self._set_task(task, "failed", message, {})
+        self._changed(f"task:{task}")
+        self.stop("failed", message, note="")
+
+    def stop(self, status: str, error: str = "", *, note: str | None = None) -> None:
+        """Skip every task that has not run (saying ``note``, default ``error``) and finish the run."""
+        with self._lock:
+            waiting = [name for name, task in self._tasks.items() if task.status == "pending"]
+            for name in waiting:
+                self._set_task(name, "skipped", error if note is None else note, {})
+        for name in waiting:
+            self._changed(f"task:{name}")
+        self.finish(status, error if status == "failed" else "")
+
+    def finish(self, status: str, error: str = "") -> None:
+        with self._lock:
+            self._status = status
+            self._error = error
+            self._ended = time.time()
+        self._changed("finished")
+        self._finished.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
