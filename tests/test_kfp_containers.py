@@ -56,10 +56,14 @@ def kfp_local(docker_pipeline_root):
 
 
 def outputs(root: Path, task: str, name: str) -> Path:
-    """The output of the last run's ``task`` (kfp.local names run folders by time; a cache hit's outputs
-    stay in the run that made them)."""
-    runs = sorted((p for p in root.glob(f"*/{task}/{name}")), key=lambda p: p.parent.parent.name)
-    return runs[-1]
+    """An output of the last pipeline run (steps are compiled without caching, so they all ran in it;
+    the environment task is a cache hit in every test after the first with the same pins)."""
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "kale-"))]
+    return max(runs, key=lambda p: p.stat().st_mtime) / task / name
+
+
+def compile_for_test(plan, path):
+    return compile_pipeline(plan, path, caching=False)
 
 
 def recorded_plan(kernel, cells=NOTEBOOK):
@@ -71,7 +75,7 @@ def test_compiled_yaml_runs_unchanged_under_kfp_local(kernel, kfp_local, tmp_pat
     from kfp import components
 
     plan = recorded_plan(kernel)
-    path = compile_pipeline(plan, tmp_path / "pipeline.yaml")
+    path = compile_for_test(plan, tmp_path / "pipeline.yaml")
     pipeline = components.load_component_from_file(str(path))
     pipeline()
 
@@ -97,7 +101,7 @@ def test_parameters_reach_the_steps_with_their_types(kernel, kfp_local, tmp_path
     from kfp import components
 
     plan = recorded_plan(kernel)
-    path = compile_pipeline(plan, tmp_path / "pipeline.yaml")
+    path = compile_for_test(plan, tmp_path / "pipeline.yaml")
     pipeline = components.load_component_from_file(str(path))
     pipeline(n=2, layers=json.dumps([7, 5]))
     assert marshal.load(outputs(kfp_local, "load", "x")).tolist() == [0.0, 1.5]
@@ -110,8 +114,106 @@ def test_a_failing_step_fails_the_kfp_task_with_its_error(kernel, kfp_local, tmp
     from kfp import components
 
     plan = recorded_plan(kernel, NOTEBOOK[:3] + ["%%step boom\nratio = len(sizes) / (n - 3)"])
-    pipeline = components.load_component_from_file(str(compile_pipeline(plan, tmp_path / "pipeline.yaml")))
+    pipeline = components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))
     with pytest.raises(RuntimeError, match="boom"):
         pipeline(n=3)
     logs = "".join(capfd.readouterr())  # kfp.local relays the task's output
     assert "step 'boom' failed: ZeroDivisionError: division by zero" in logs
+
+
+def test_the_error_a_failing_step_prints_reaches_the_panel(kernel, kfp_local, tmp_path, capfd):
+    """On a cluster the API has no error text: the engine reads it from the step's pod log. The log here is
+    the one the step's real container printed, served by the fake API server as that pod's log."""
+    from kfp import components
+    from kfp_api_server import FakeKfpServer
+    from kfp_plans import follow
+
+    plan = recorded_plan(kernel, NOTEBOOK[:3] + ["%%step boom\nratio = len(sizes) / (n - 3)"])
+    pipeline = components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))
+    with pytest.raises(RuntimeError):
+        pipeline(n=3)
+    log = "".join(capfd.readouterr())
+    with FakeKfpServer() as server:
+        server.script_run(dict(state="FAILED", tasks={"load": "SUCCEEDED", "boom": ("FAILED", log)}))
+        state = follow(server.url, tmp_path / "follow", plan=plan)
+    assert state.steps["boom"].status == "failed"
+    assert state.steps["boom"].message == "ZeroDivisionError: division by zero"
+    assert state.error == "step 'boom' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+
+
+SKLEARN = [
+    """
+    %%imports
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    """,
+    """
+    %%parameters
+    seed = 3
+    """,
+    """
+    %%step data
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200)})
+    frame["label"] = (frame.a + 0.5 * frame.b > 0).astype(int)
+    """,
+    """
+    %%step train
+    model = LogisticRegression().fit(frame[["a", "b"]], frame.label)
+    """,
+    """
+    %%step evaluate
+    accuracy = float(model.score(frame[["a", "b"]], frame.label))
+    """,
+    """
+    %%metrics
+    accuracy
+    """,
+]
+
+
+def test_a_pandas_and_scikit_learn_notebook_gives_the_kernels_values(kernel, kfp_local, tmp_path):
+    from kfp import components
+
+    plan = recorded_plan(kernel, SKLEARN)
+    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
+    frame = marshal.load(outputs(kfp_local, "data", "frame"))
+    assert frame.equals(kernel.ns["frame"]) and list(frame.dtypes) == list(kernel.ns["frame"].dtypes)
+    model = marshal.load(outputs(kfp_local, "train", "model"))
+    assert (model.coef_ == kernel.ns["model"].coef_).all()
+    assert json.loads(outputs(kfp_local, "evaluate", "kale_metrics").read_text()) == {
+        "accuracy": kernel.ns["accuracy"]}
+
+
+def test_a_step_reads_workspace_files_from_the_snapshot(kernel, kfp_local, tmp_path, monkeypatch):
+    """The snapshot travels through the pipeline root (a folder under kfp.local); the step reads the file
+    as it was when the run started, and imports the notebook's own module from it."""
+    from kfp import components
+
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n3,4\n")
+    (tmp_path / "helpers.py").write_text("def total(rows):\n    return sum(sum(r) for r in rows)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # as in a Jupyter kernel, started in the notebook's folder
+    kernel.run(f"%config Kale.pipeline_root = {str(kfp_local)!r}")
+    kernel.cells("%%imports\nimport csv\nimport helpers",
+                 "%%step read\nrows = [[int(v) for v in r] for r in list(csv.reader(open('data.csv')))[1:]]",
+                 "%%step add\ns = helpers.total(rows)")
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")
+    assert run.status == "compiled", run.state.error
+    (tmp_path / "data.csv").write_text("a,b\n100,200\n")  # edited after the run started
+    components.load_component_from_file(str(run.pipeline_file))()
+    assert marshal.load(outputs(kfp_local, "read", "rows")) == [[1, 2], [3, 4]]
+    assert marshal.load(outputs(kfp_local, "add", "s")) == kernel.ns["s"] == 10
+
+
+def test_a_step_with_a_megabyte_of_functions_runs(kernel, kfp_local, tmp_path):
+    """Too large for a command-line argument (128 KiB): the step's notebook travels with the environment."""
+    from kfp import components
+
+    functions = "".join(f"def f{i}(x):\n    return x + {i}  # {'padding ' * 4}\n\n" for i in range(16000))
+    assert len(functions) > 1_000_000
+    plan = recorded_plan(kernel, ["%%functions\n" + functions, "%%step big\ny = f15999(1)"])
+    path = compile_for_test(plan, tmp_path / "pipeline.yaml")
+    assert path.stat().st_size < 1_000_000  # the notebook is carried compressed, once
+    components.load_component_from_file(str(path))()
+    assert marshal.load(outputs(kfp_local, "big", "y")) == kernel.ns["y"] == 16000

@@ -6,6 +6,7 @@ import socket
 
 import pytest
 from kfp_api_server import FakeKfpServer
+from kfp_plans import follow as run
 from kfp_plans import three_step_plan
 
 from kale_magic.engines.base import Outcome
@@ -32,23 +33,6 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
-
-
-def run(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, run_id="run-1",
-        **engine_args):
-    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks."""
-    plan = plan or three_step_plan()
-    plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
-    state = RunState(run_id, plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
-    engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
-    if cancel_after:
-        state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
-    run_dir = RunDir(tmp_path / "run")
-    compiled = launch.compile_steps(plan, state, run_dir, engine)
-    launch.upload(plan, state, engine, compiled)
-    if not upload_only:
-        launch.execute(plan, state, run_dir, engine, compiled).join()
-    return state
 
 
 def failed_upload(host, tmp_path, **engine_args):

@@ -90,7 +90,8 @@ def unpack(pack_path: Path, dest: Path) -> Path:
     with open(pack_path, "rb") as raw, _decompressing(raw) as stream:
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
-                tar.extractall(dest, filter="data")
+                # the "data" filter is missing before Python 3.11.4 (Debian 12's 3.11.2): our own packs then
+                tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         except (tarfile.TarError, EOFError, OSError) as error:
             if isinstance(error, OSError) and error.errno is not None:
                 raise
@@ -169,6 +170,7 @@ def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     if not (target.is_file() and target.stat().st_size == path.stat().st_size):
         with replacing(target) as tmp:
             shutil.copyfile(path, tmp)
+            tmp.chmod(0o644)  # the steps' containers read it as another user
     return url
 
 

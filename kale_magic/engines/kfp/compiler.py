@@ -361,8 +361,8 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
 
     if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
         kubernetes.set_security_context(task, run_as_user=opts.run_as_user, run_as_group=0, run_as_non_root=True)
-    if step is None:
-        task.set_caching_options(opts.caching)
+    if step is None:  # the environment is a function of its spec alone (pins, runtime): always reusable
+        task.set_caching_options(True)
         return
     o = step.options
     task.set_display_name(step.name)
