@@ -363,3 +363,34 @@ def test_following_gives_up_when_the_api_keeps_failing(server, tmp_path):
     server.fail("GET", RUNS + "/", 503, "apiserver gone", times=10)
     state = run(server.url, tmp_path)
     assert state.error.endswith("answered HTTP 503 while following the run: apiserver gone")
+
+
+@pytest.mark.parametrize("version, refused", [
+    ("2.3.0", "--cpu/--memory/--gpu (steps train) need KFP 2.4 or newer; upgrade KFP or remove them."),
+    ("2.4.1", "--retries (steps train) need KFP 2.5 or newer; upgrade KFP or remove it."),
+    ("1.8.5", "is older than 2.0, whose API kale-magic needs: upgrade KFP."),
+])
+def test_a_server_too_old_for_the_pipeline_is_refused_before_anything_is_uploaded(tmp_path, version, refused):
+    with FakeKfpServer(version=version) as srv:
+        with pytest.raises(EngineError) as info:
+            run(srv.url, tmp_path)
+        assert not srv.pipelines and not srv.runs
+        assert refused in str(info.value) and f"Kubeflow Pipelines {version} at {srv.url}" in str(info.value)
+
+
+def test_volumes_need_a_server_that_parses_kfp_kubernetes_parameters(tmp_path):
+    plan = three_step_plan()
+    plain = dataclasses.replace(plan, steps={n: dataclasses.replace(s, options=dataclasses.replace(
+        s.options, cpu=None, memory=None, gpu=None, retries=None)) for n, s in plan.steps.items()})
+    with FakeKfpServer(version="2.4.0") as srv:
+        message = failed_upload(srv.url, tmp_path, plan=plain, config={"volumes": ["data:/data"]})
+    assert "Kale.volumes need KFP 2.5 or newer" in message
+
+
+def test_servers_before_2_16_are_told_to_ignore_the_security_context(tmp_path):
+    for version, noted in (("2.5.0", True), ("2.16.1", False), ("unknown", False)):
+        with FakeKfpServer(version=version) as srv:
+            srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+            state = run(srv.url, tmp_path / version)
+        assert state.status == "succeeded", state.error
+        assert ("ignores the pods' security context" in state.tasks["Upload"].message) is noted, version

@@ -81,13 +81,18 @@ class KfpEngine:
 
     # Upload ---------------------------------------------------------------------------------
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> Uploaded:
-        """Upload the YAML as a new pipeline version (publishing the snapshot first)."""
+        """Upload the YAML as a new pipeline version (publishing the snapshot first), once the server's
+        version is known to run it."""
+        from .versions import check, server_tag
+
         try:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
+            self._client = connect(self._settings)
+            tag = self._call("reading the server's version", server_tag, self._client)
+            note = check(tag, self._settings.host, plan, self.options)
             if self._snapshot:
                 self._publish_snapshot()
-            self._client = connect(self._settings)
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,
                                     plan.experiment)
@@ -102,7 +107,8 @@ class KfpEngine:
                                                  f"/version/{version.pipeline_version_id}")}
         ids = {"kfp_experiment_id": experiment.experiment_id, "kfp_pipeline_id": version.pipeline_id,
                "kfp_version_id": version.pipeline_version_id}
-        return Uploaded(f"pipeline {name}, version {version.display_name}", links, ids)
+        message = f"pipeline {name}, version {version.display_name}" + (f"; {note}" if note else "")
+        return Uploaded(message, links, ids)
 
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
