@@ -94,6 +94,11 @@ class RunDir:
     def metrics_file(self, step: str) -> Path:
         return self.path / "steps" / f"{step}.metrics.json"
 
+    @property
+    def remote_values(self) -> Path:
+        """``kfp-values.json``: step -> name -> object-store URL of a value a KFP run's step saved."""
+        return self.path / "kfp-values.json"
+
     def make_step_dirs(self) -> None:
         for folder in ("executed", "logs", "steps", "data"):
             (self.path / folder).mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,7 @@ class FakeKfpServer:
         self.runs: dict[str, dict] = {}
         self.logs: dict[str, str] = {}  # pod (node id) -> what it printed
         self._scripts: dict[str, list[dict]] = {}
+        self._on_create = None
         self._failures: list[list] = []  # [method, path prefix, status, message, times]
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -154,6 +155,11 @@ class FakeKfpServer:
         """
         with self._lock:
             self._scripts["next"] = list(states)
+
+    def on_run_created(self, callback) -> None:
+        """Call ``callback(run)`` in a thread when a run is created (the cluster doing the work: e.g. run the
+        uploaded YAML and put its outputs in the object store); the run reads RUNNING until it returns."""
+        self._on_create = callback
 
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -322,6 +328,9 @@ class FakeKfpServer:
         self.runs[run["run_id"]] = run
         if "next" in self._scripts:
             self._scripts[run["run_id"]] = self._scripts.pop("next")
+        if self._on_create is not None:
+            run["_busy"] = threading.Thread(target=self._on_create, args=(dict(run),), daemon=True)
+            run["_busy"].start()
         return self._public_run(run)
 
     def _run_action(self, run_id: str, action: str) -> dict:
@@ -336,6 +345,9 @@ class FakeKfpServer:
 
     def _get_run(self, run_id: str) -> dict:
         run = self._get(self.runs, run_id)
+        if run.get("_busy") is not None and run["_busy"].is_alive():
+            self._apply(run, {"state": "RUNNING", "tasks": {}})
+            return self._public_run(run)
         script = self._scripts.get(run_id)
         if script:
             self._apply(run, script.pop(0) if len(script) > 1 else script[0])

@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
+import s3_server as s3
 
 from kale_magic import marshal
 from kale_magic.engines.kfp.compiler import compile_pipeline
+
+s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
 
 NOTEBOOK = [
     """
@@ -217,3 +220,36 @@ def test_a_step_with_a_megabyte_of_functions_runs(kernel, kfp_local, tmp_path):
     assert path.stat().st_size < 1_000_000  # the notebook is carried compressed, once
     components.load_component_from_file(str(path))()
     assert marshal.load(outputs(kfp_local, "big", "y")) == kernel.ns["y"] == 16000
+
+
+def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, kfp_local, tmp_path, s3_env):
+    """%kale_run on a (fake) KFP server whose "cluster" runs the uploaded YAML in real containers and puts
+    the outputs where KFP's launcher does, in the real S3 server: run.metrics and run.load read them."""
+    from kfp import components
+    from kfp_api_server import FakeKfpServer
+    from oracle import values_equal
+
+    root = f"s3://{s3_env.bucket}/results"
+    kernel.cells(*NOTEBOOK)
+    kernel.run(f"%config Kale.pipeline_root = {root!r}")
+    with FakeKfpServer() as server:
+        def cluster(run):
+            version = server.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
+            yaml_file = tmp_path / "uploaded.yaml"
+            yaml_file.write_text(version["spec_text"])
+            components.load_component_from_file(str(yaml_file))()
+            local_run = outputs(kfp_local, ".", ".").resolve()
+            pipeline = server.pipelines[version["pipeline_id"]]["name"]
+            for path in sorted(p for p in local_run.rglob("*") if p.is_file()):
+                task, *rest = path.relative_to(local_run).parts
+                key = f"results/{pipeline}/{run['run_id']}/{task}/salt1/{'/'.join(rest)}"
+                s3_env.client().upload_file(str(path), s3_env.bucket, key)
+
+        server.on_run_created(cluster)
+        server.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "train": "SUCCEEDED",
+                                                         "report": "SUCCEEDED"}))
+        run = kernel.run(f"%kale_run --host {server.url} --no-snapshot --no-cache")
+    assert run.status == "succeeded", run.state.error
+    assert run.metrics == {"acc": kernel.ns["acc"]}
+    for name in ("X", "sizes", "model", "summary"):
+        assert values_equal(run.load(name), kernel.ns[name]), name

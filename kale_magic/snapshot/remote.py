@@ -159,6 +159,32 @@ def download(url: str, dest: Path) -> Path:
     return dest
 
 
+def list_keys(url: str) -> list[str]:
+    """The URLs of every object under the prefix ``url`` (``s3://bucket/prefix/``)."""
+    bucket, prefix = _split(url)
+    client = _client()
+    found = []
+    with _store_errors(client, url, "list"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [f"{url.split('://')[0]}://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
+    return sorted(found)
+
+
+def download_prefix(url: str, dest: Path) -> Path:
+    """Every object under the prefix ``url`` into the folder ``dest``, keeping the paths below the prefix
+    (written beside it and renamed into place, so a reader never sees half of it)."""
+    prefix = url.rstrip("/") + "/"
+    dest = Path(dest)
+    with replacing(dest) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        for key in list_keys(prefix):
+            target = tmp / key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            download(key, target)
+    return dest
+
+
 def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     """Pack the snapshot and put it under ``<pipeline_root>/kale-snapshots/`` unless already there
     (the pipeline root is an object store, or a folder for pipelines run under ``kfp.local``)."""

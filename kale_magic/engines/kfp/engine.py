@@ -17,6 +17,7 @@ from ...errors import EngineError, KaleError
 from ...layout import RunDir
 from ...plan import Plan
 from ..base import Compiled, Outcome, SnapshotRef, Uploaded
+from ...snapshot.remote import is_store
 from .client import CONNECTION, api_error, connect, resolve_settings
 from .compiler import NULLABLE, CompileOptions, Names, compile_pipeline, pipeline_arguments
 
@@ -118,9 +119,18 @@ class KfpEngine:
         """Create the run from the uploaded version and follow it to its end."""
         try:
             run_id = self._start(plan, state, plan.parameters)
-            return self._follow(plan, state, run_id)
+            outcome = self._follow(plan, state, run_id)
         except KaleError as err:
             return Outcome("failed", str(err))
+        root = self.options.pipeline_root
+        if root and is_store(root):  # the artifacts are where the notebook can read them
+            from .results import collect
+
+            try:
+                state.add_metrics(collect(plan, root, run_id, run_dir))
+            except KaleError as err:
+                return Outcome("failed", outcome.error or f"the run's results could not be read from {root}: {err}")
+        return outcome
 
     def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
