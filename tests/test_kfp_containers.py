@@ -253,3 +253,42 @@ def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, k
     assert run.metrics == {"acc": kernel.ns["acc"]}
     for name in ("X", "sizes", "model", "summary"):
         assert values_equal(run.load(name), kernel.ns[name]), name
+
+
+IMAGE_NOTEBOOK = ["%%imports\nimport numpy as np", "%%step load\nx = np.arange(5.0)", "%%step total\ns = float(x.sum())",
+                  "%%metrics\ns"]
+
+
+@pytest.fixture
+def built_image(tmp_path, docker_client, base_image):
+    """An image built by ``kale-magic image`` for IMAGE_NOTEBOOK (pip in the build reaches the index over
+    the host's network)."""
+    from cli_helpers import code, kale_magic, write
+
+    tag = f"kale-test/steps:{tmp_path.name.lower()[-20:]}"
+    write(tmp_path / "nb.ipynb", *[code(c) for c in ["%load_ext kale_magic", *IMAGE_NOTEBOOK]])
+    result = kale_magic("image", "nb.ipynb", "-t", tag, "--network", "host", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"built {tag}" in result.stdout
+    yield tag
+    docker_client.images.remove(tag, force=True)
+
+
+def test_an_image_from_kale_magic_image_runs_the_steps_without_installing(kernel, kfp_local, tmp_path,
+                                                                        built_image):
+    from kfp import components
+
+    kernel.cells(*IMAGE_NOTEBOOK)
+    kernel.run(f"%config Kale.base_image = {built_image!r}")
+    kernel.run("%config Kale.install_packages = False")
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")
+    text = run.pipeline_file.read_text()
+    assert "kale-environment" not in text and "pip install" not in text
+    components.load_component_from_file(str(run.pipeline_file))()
+    assert marshal.load(outputs(kfp_local, "total", "s")) == kernel.ns["s"] == 10.0
+
+    kernel.run("%config Kale.install_packages = True")  # left on, the environment task finds it all there
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")
+    components.load_component_from_file(str(run.pipeline_file))()
+    executed = json.loads(outputs(kfp_local, "kale-environment", "executor_output.json").read_text())
+    assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == []
