@@ -292,3 +292,26 @@ def test_an_image_from_kale_magic_image_runs_the_steps_without_installing(kernel
     components.load_component_from_file(str(run.pipeline_file))()
     executed = json.loads(outputs(kfp_local, "kale-environment", "executor_output.json").read_text())
     assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == []
+
+
+ANNOTATIONS = ("%%imports", "%%parameters", "%%functions", "%%step", "%%metrics", "%load_ext", "%config")
+
+
+@pytest.mark.parametrize("demo", ["quickstart", "sklearn_digits", "pytorch_mlp"])
+def test_the_demo_notebooks_give_the_kernels_metrics_in_containers(kernel, kfp_local, tmp_path, demo):
+    """The tutorial's pipelines, compiled with the defaults: their metrics equal what the kernel computed."""
+    from kfp import components
+
+    from kale_magic.step.notebooks import read_notebook
+
+    notebook = read_notebook(Path(__file__).parents[1] / "demo_notebooks" / f"{demo}.ipynb")
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code" and cell["source"].lstrip().startswith(ANNOTATIONS):
+            kernel.run(cell["source"])
+    plan = kernel.magics.plan()
+    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
+    metrics = {}
+    for step in plan.steps.values():
+        if step.metrics:
+            metrics.update(json.loads(outputs(kfp_local, step.name, "kale_metrics").read_text()))
+    assert metrics == {name: kernel.ns[name] for name in plan.metrics}
