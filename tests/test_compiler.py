@@ -270,3 +270,25 @@ def test_importing_the_compiler_does_not_import_kfp():
     root = Path(__file__).parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_step_code_too_large_to_carry_is_refused_with_the_step_named(tmp_path, fixed_runtime):
+    import base64
+    import os as _os
+
+    blob = base64.b64encode(_os.urandom(1_300_000)).decode()  # does not compress
+    plan = Plan("p", {"huge": StepPlan("huge", (f"data = {blob!r}",), (), (), (), (), ())})
+    with pytest.raises(ValidationError, match=r"The code of step 'huge' is too large for a Kubeflow pipeline "
+                                              r"to carry \(1\.\d MB compressed, at most 1\.5 MB\)"):
+        compile_pipeline(plan, tmp_path / "p.yaml")
+
+
+def test_a_large_step_notebook_travels_with_the_environment_not_in_its_command_line(tmp_path, fixed_runtime):
+    code = "".join(f"v{i} = {i}  # line {i}\n" for i in range(6000))  # > 100 KB, compresses well
+    plan = Plan("p", {"big": StepPlan("big", (code,), (), (), (), (), ())})
+    spec = load(compile_pipeline(plan, tmp_path / "p.yaml"))[0]
+    executor = spec["deploymentSpec"]["executors"]["exec-big"]["container"]
+    assert all(len(arg.encode()) < 128 * 1024 for arg in executor["command"] + executor["args"])
+    assert "notebook_file=" in executor["command"][-1] and "v5999" not in executor["command"][-1]
+    environment = spec["deploymentSpec"]["executors"]["exec-kale-environment"]["container"]
+    assert all(len(e["value"].encode()) < 128 * 1024 for e in environment["env"])
