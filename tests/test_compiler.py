@@ -32,7 +32,7 @@ def fixed_runtime(monkeypatch):
     from kale_magic.engines.kfp.requirements import Requirements
 
     monkeypatch.setattr(kfp_wheel, "wheel_bytes", lambda package=None: b"a wheel")
-    monkeypatch.setattr(kfp_wheel, "runtime_version", lambda package=None: "0.1.0+k000000000000")
+    monkeypatch.setattr(kfp_setup, "runtime_version", lambda package=None: "0.1.0+k000000000000")
     monkeypatch.setattr(kfp_setup, "_requirements", lambda plan, step, opts: Requirements(
         (("ipython", "9.0.0"), ("numpy", "2.0.0")) if step.name == "load" else (("dill", "0.4.0"),)))
 

@@ -269,8 +269,7 @@ def _pipeline_function(plan: Plan, build):
 def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
     from kfp import dsl
 
-    source = component_source(plan, step, names.functions[step.name], snapshot=bool(opts.snapshot_url),
-                              setup=setup)
+    source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
     func = _define(source, names.functions[step.name])
     return _with_env(dsl.component(func, base_image=setup.images[step.name],
                                    packages_to_install=list(opts.packages) or None,
@@ -278,15 +277,14 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
                                    install_kfp_package=opts.install_packages), opts)
 
 
-def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool = False, setup=None) -> str:
-    """Python source of the step's component function (kfp embeds it in the YAML)."""
+def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, setup) -> str:
+    """Python source of the step's component function (kfp embeds it in the YAML); ``setup``: the
+    :class:`~.setup.Setup` that says whether an environment task prepares it and carries its notebook."""
     from .bootstrap import NOTEBOOKS, STEP_PREAMBLE, kernel_python
-    from .setup import notebook_json
-    from .wheel import runtime_version
 
     io = Names.io(step)
     kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}
-    environment = setup is not None and setup.environment(step.name) is not None
+    environment = setup.environment(step.name) is not None
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.parameters)]
     signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.inputs)]
     signature += [f"{io[('out', t.name)]}: Output[{_artifact(kinds[t.name])}]" for t in _sorted(step.outputs)]
@@ -301,8 +299,8 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool =
     def mapping(kind, variables):
         return "{" + ", ".join(f"{v!r}: {io[(kind, v)]}" for v in sorted(variables)) + "}"
 
-    text = setup.notebooks[step.name] if setup else notebook_json(plan, step)
-    if setup is not None and setup.carried(step.name):
+    text = setup.notebooks[step.name]
+    if setup.carried(step.name):
         digest = hashlib.sha256(text.encode()).hexdigest()  # in the source: KFP's cache key sees the code
         notebook = f"_os.path.join(_env, {NOTEBOOKS!r}, {step.name + '.json'!r})"
         notebook_arguments = [f"notebook_file={notebook}", f"notebook_sha256={digest!r}"]
@@ -320,7 +318,7 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool =
         f"report={REPORT}",
         f"metrics={METRICS if step.metrics else None}",
         f"python={kernel_python()!r}",
-        f"runtime={setup.runtime if setup else runtime_version()!r}",
+        f"runtime={setup.runtime!r}",
     ]
     if snapshot:
         arguments.append(f"snapshot={SNAPSHOT}")

@@ -18,6 +18,7 @@ from ...errors import ValidationError
 from ...plan import Plan, StepPlan
 from .bootstrap import PAYLOAD_MAX, kernel_python, pack_payload
 from .requirements import Requirements, step_requirements
+from .wheel import runtime_version
 
 EMBED_LIMIT = 100_000  # bytes of notebook text in a component's source; the whole argument is capped at 128 KiB
 PYTHON_IMAGE = re.compile(r"(?:^|/)python:(\d+)\.(\d+)")
@@ -47,7 +48,7 @@ class Setup:
 
 
 def plan_setup(plan: Plan, opts) -> Setup:
-    """``opts``: the compiler's options (image, install_packages, snapshot_url, workspace)."""
+    """``opts``: the compiler's options (base_image, install_packages, snapshot_url, workspace)."""
     images = {name: step.options.image or opts.base_image for name, step in plan.steps.items()}
     for name, image in images.items():
         _check_python(image, name)
@@ -64,8 +65,6 @@ def plan_setup(plan: Plan, opts) -> Setup:
                 requirements |= _requirements(plan, plan.steps[name], opts)
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
         environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried))
-    from .wheel import runtime_version
-
     return Setup(notebooks, environments, images, runtime_version())
 
 
