@@ -69,6 +69,25 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
+def remove_tree(path: str | os.PathLike) -> int:
+    """Delete a file or a tree file by file; the bytes released (a file with other hard links frees none)."""
+    freed = 0
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        info = os.lstat(path)
+        path.unlink()
+        return info.st_size if info.st_nlink == 1 else 0
+    for dirpath, _, filenames in os.walk(path):
+        for filename in filenames:
+            file = os.path.join(dirpath, filename)
+            info = os.lstat(file)
+            os.unlink(file)
+            if info.st_nlink == 1:
+                freed += info.st_size
+    shutil.rmtree(path, ignore_errors=True)
+    return freed
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as handle:

@@ -25,10 +25,14 @@ the same files.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KALE_DIR = ".kale"
+# What writers name the hidden sibling they write before renaming it into place (files.replacing,
+# marshal values, cache links): ".<name>.<random>.tmp", ".<name>.<pid>.link", and "<that>.old".
+_WRITER_TEMP = re.compile(r"\..+\.(tmp|link|old)")
 
 
 @dataclass
@@ -98,6 +102,18 @@ class RunDir:
     def remote_values(self) -> Path:
         """``kfp-values.json``: step -> name -> object-store URL of a value a KFP run's step saved."""
         return self.path / "kfp-values.json"
+
+    def leftovers(self) -> list[Path]:
+        """Temporary files and folders of writers killed half way in this run (never inside its workspace)."""
+        folders = [self.path, self.notebooks, self.path / "executed", self.path / "logs", self.path / "steps",
+                   self.data]
+        if self.data.is_dir():
+            folders += [p for p in self.data.iterdir() if p.is_dir() and not _WRITER_TEMP.fullmatch(p.name)]
+        found = []
+        for folder in folders:
+            if folder.is_dir():
+                found += [p for p in folder.iterdir() if _WRITER_TEMP.fullmatch(p.name)]
+        return sorted(found)
 
     def make_step_dirs(self) -> None:
         for folder in ("executed", "logs", "steps", "data"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import textwrap
 
 import pytest
@@ -69,3 +70,17 @@ def kernel(tmp_path, monkeypatch, workers):
         k.magics.workers = None  # shared: the session fixture closes it
         shell.run_line_magic("unload_ext", "kale_magic")
     InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 1 MiB file system (tmpfs); needs mount rights (root).  Unmounted lazily: a run's store
+    or a kernel's working folder may still hold it open when the test ends."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)

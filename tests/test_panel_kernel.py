@@ -146,3 +146,55 @@ def test_kale_run_in_the_background_keeps_its_panel_live(ipykernel_client):
     assert len(final) == 1, "the final panel is drawn once, from the run's thread"
     html = final[0]["content"]["data"]["text/html"]
     assert 'data-name="total" data-status="succeeded"' in html and 'class="kale-footer"' in html
+
+
+def test_saved_notebook_holds_the_pipeline_picture(tmp_path):
+    """%kale_show and a real %kale_run through nbclient: the saved outputs and their nbconvert HTML hold the SVG."""
+    import xml.etree.ElementTree as ET
+
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in (
+        "%load_ext kale_magic",
+        "%%step load\nrows = list(range(10))",
+        "%%step low --after load\nlow = rows[:5]",
+        "%%step high --after load\nhigh = rows[5:]",
+        "%%step join --after low,high\ntotal = sum(low) + sum(high)",
+        "%kale_show",
+        "run = %kale_run --no-snapshot",
+    )])
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    saved_env = dict(os.environ)
+    os.environ["PYTHONPATH"] = str(ROOT)
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+    nbformat.write(nb, str(tmp_path / "saved.ipynb"))
+    saved = nbformat.read(str(tmp_path / "saved.ipynb"), as_version=4)
+
+    def pictures(cell, css_class):
+        found = []
+        for output in cell.outputs:
+            markup = output.get("data", {}).get("text/html", "")
+            start = markup.find(f'<svg xmlns="http://www.w3.org/2000/svg" class="{css_class}"')
+            if start >= 0:
+                found.append(ET.fromstring(markup[start:markup.index("</svg>", start) + 6]))
+        return found
+
+    def statuses(svg, css_class):
+        return {g.get("data-step"): g.get("data-status") for g in svg.iter("{http://www.w3.org/2000/svg}g")
+                if g.get("class") == css_class}
+
+    show, run = saved.cells[5], saved.cells[6]
+    [planned] = pictures(show, "kale-graph")
+    assert statuses(planned, "kale-node") == dict.fromkeys(["load", "low", "high", "join"], "planned")
+    assert "load -> low: rows" in show.outputs[0]["data"]["text/plain"]
+    panels = [o for o in run.outputs if o.output_type == "display_data"]
+    assert len(panels) == 1 and "application/vnd.jupyter.widget-view+json" not in panels[0].data
+    [graph], [timeline] = pictures(run, "kale-graph"), pictures(run, "kale-timeline")
+    assert statuses(graph, "kale-node") == dict.fromkeys(["load", "low", "high", "join"], "succeeded")
+    assert statuses(timeline, "kale-bar") == dict.fromkeys(["load", "low", "high", "join"], "succeeded")
+    exported, _ = HTMLExporter().from_notebook_node(saved)
+    assert exported.count('class="kale-graph"') == 2 and exported.count('class="kale-timeline"') == 1

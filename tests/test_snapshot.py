@@ -282,19 +282,6 @@ def test_file_that_never_settles_is_reported(tmp_path, monkeypatch):
     assert not (root / ".kale/snapshots/manifests").exists()
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs) for the store; needs mount rights (root)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
 def test_full_disk_is_a_clear_error_and_leaves_no_snapshot(tmp_path, tiny_disk):
     root = make_tree(tmp_path / "ws", {"small.txt": "x", "large.bin": os.urandom(3 << 20)})
     store = tiny_disk / "store"

@@ -54,7 +54,8 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     state.add_metrics({"score": 6})
     state.set_ids(snapshot_id="snap-1", kfp_run_id="kfp-9")
     state.finish("succeeded")
-    assert saves == ["running", "succeeded"], "no write on every progress event"
+    # written at the start, when the step starts and ends (for --resume after a killed kernel), at the finish
+    assert saves == ["running", "running", "running", "succeeded"], "no write on every progress event"
     run = store.get("r1")
     assert (run.status, run.parameters, run.metrics) == ("succeeded", {"n": 3}, {"score": 6})
     assert run.ended >= run.started and (run.snapshot_id, run.kfp_run_id) == ("snap-1", "kfp-9")

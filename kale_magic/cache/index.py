@@ -12,13 +12,11 @@ readers never see half of one; plain JSON keeps the index readable by hand.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import atomic_write_json, human_size, read_json
+from ..files import atomic_write_json, human_size, read_json, remove_tree
 from ..layout import KaleDir
 
 ENTRY_FIELDS = frozenset({"key", "pipeline", "step", "run_id", "locations", "parts", "outputs", "metrics"})
@@ -64,11 +62,15 @@ class CacheIndex:
 class Cleared:
     entries: int
     runs: int
-    freed: int  # bytes actually released (values hard-linked into kept runs stay)
+    freed: int  # bytes actually released (values hard-linked into kept runs stay), leftovers included
+    leftovers: int = 0  # temporary files killed writers had left
 
     def __str__(self) -> str:
-        return (f"kale: removed {self.entries} cache entries and the saved values of {self.runs} runs, "
-                f"freed {human_size(self.freed)} (run history, logs and executed notebooks are kept)")
+        removed = f"{self.entries} cache entries and the saved values of {self.runs} runs"
+        if self.leftovers:
+            removed = removed.replace(" and", ",", 1) + f" and {self.leftovers} temporary files of killed writers"
+        return (f"kale: removed {removed}, freed {human_size(self.freed)} (run history, logs and executed "
+                "notebooks are kept)")
 
 
 def clear(kale: KaleDir, older_than: float | None = None) -> Cleared:
@@ -76,10 +78,18 @@ def clear(kale: KaleDir, older_than: float | None = None) -> Cleared:
 
     With ``older_than`` (days), only entries not used and runs not written for that
     long go.  Run records, logs and executed notebooks stay, so history is kept.
+    Temporary files killed writers left go whatever their age (:mod:`kale_magic.history.sweep`).
     The public entry point of ``%kale_cache --clear`` and ``kale-magic cache clear``.
     """
+    from ..history.store import RunStore
+    from ..history.sweep import Swept, sweep
+
     index = CacheIndex(kale)
     cutoff = time.time() - older_than * 86400 if older_than is not None else None
+    swept = Swept()
+    if kale.runs_db.is_file():
+        with RunStore(kale.runs_db) as store:
+            swept = sweep(kale, store)
 
     def old(stamp: float) -> bool:
         return cutoff is None or stamp < cutoff
@@ -87,7 +97,7 @@ def clear(kale: KaleDir, older_than: float | None = None) -> Cleared:
     runs, freed = 0, 0
     for run in kale.run_dirs():
         if run.data.is_dir() and old(run.data.stat().st_mtime):
-            freed += _remove_tree(run.data)
+            freed += remove_tree(run.data)
             runs += 1
     removed = 0
     for entry in index.entries():
@@ -95,18 +105,4 @@ def clear(kale: KaleDir, older_than: float | None = None) -> Cleared:
         if old(entry.get("used", 0)) or not alive:
             index.remove(entry["key"])
             removed += 1
-    return Cleared(removed, runs, freed)
-
-
-def _remove_tree(folder: Path) -> int:
-    """Delete a tree file by file; count the bytes of files whose last link goes."""
-    freed = 0
-    for dirpath, _, filenames in os.walk(folder):
-        for filename in filenames:
-            path = os.path.join(dirpath, filename)
-            info = os.lstat(path)
-            os.unlink(path)
-            if info.st_nlink == 1:
-                freed += info.st_size
-    shutil.rmtree(folder, ignore_errors=True)
-    return freed
+    return Cleared(removed, runs, freed + swept.freed, swept.entries)

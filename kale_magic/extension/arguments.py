@@ -10,6 +10,7 @@ than IPython's splitter, which keeps the quotes: ``--param "s=it's"`` and
 
 from __future__ import annotations
 
+import re
 import shlex
 
 from IPython.core.error import UsageError
@@ -17,6 +18,10 @@ from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import KaleError
 from ..plan.session import StepOptions
+
+
+TIMEOUT_MAX = 30 * 24 * 3600  # seconds; beyond it a typo is likelier than a step meant to run that long
+RETRIES_MAX = 100
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -30,10 +35,11 @@ def _names(text: str) -> tuple[str, ...]:
           help="Comma-separated steps this one runs after (default: the previous step; '' for none).")
 @argument("--cpu", help="CPU request and limit on KFP, e.g. 500m or 2.")
 @argument("--memory", help="Memory request and limit on KFP, e.g. 2Gi.")
-@argument("--gpu", type=int, help="Number of GPUs on KFP.")
-@argument("--retries", type=int, help="How many times KFP retries the step.")
-@argument("--timeout", type=int, help="Seconds after which the step is stopped.")
-@argument("--image", help="Container image for this step on KFP.")
+@argument("--gpu", help="Number of GPUs on KFP.")
+@argument("--retries", help=f"How many times KFP retries the step (0 to {RETRIES_MAX}).")
+@argument("--timeout", help=f"Seconds after which the step is stopped (1 to {TIMEOUT_MAX}, i.e. 30 days; "
+                            "without it, no limit).")
+@argument("--image", help="Container image for this step on KFP, e.g. python:3.11.")
 @argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
@@ -103,9 +109,87 @@ def parse(spec, line: str):
 
 
 def step_options(args) -> StepOptions:
-    """The ``%%step`` options of parsed ``step`` arguments."""
-    return StepOptions(after=args.after, cpu=args.cpu, memory=args.memory, gpu=args.gpu, retries=args.retries,
-                       timeout=args.timeout, image=args.image, no_cache=args.no_cache)
+    """The ``%%step`` options of parsed ``step`` arguments, each one checked.
+
+    Checked here, when the cell is recorded (and when ``kale-magic compile`` or
+    ``convert`` reads one), so that an absurd value never reaches an engine or kfp;
+    a bad one is a ``UsageError`` naming the step, the option and what it accepts.
+    """
+    checked = {}
+    for option in _STEP_CHECKS:
+        value = getattr(args, option)
+        try:
+            checked[option] = None if value is None else check_step_option(option, value)
+        except ValueError as exc:
+            raise UsageError(f"%%step {args.name}: --{option} {value}: {exc}.") from None
+    return StepOptions(after=args.after, no_cache=args.no_cache, **checked)
+
+
+def check_step_option(option: str, value: str):
+    """The value of ``%%step --OPTION value`` (an int where the option counts); ValueError says what is accepted."""
+    return _STEP_CHECKS[option](str(value).strip())
+
+
+def _whole(text: str, low: int, high: int | None, what: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = None
+    if number is None or number < low or (high is not None and number > high):
+        bounds = f" from {low} to {high:,}" if high is not None else f", {low} or more"
+        raise ValueError(f"give a whole number of {what}{bounds}")
+    return number
+
+
+def _timeout(text: str) -> int:
+    try:
+        return _whole(text, 1, TIMEOUT_MAX, "seconds")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (30 days); leave --timeout out for no limit") from None
+
+
+# Kubernetes quantities, as far as kfp accepts them (it refuses e.g. 1e3 and 1.5Gi).
+_CPU = re.compile(r"(\d*\.)?\d+m?")
+_MEMORY = re.compile(r"\d+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?")
+
+
+def _cpu(text: str) -> str:
+    if not _CPU.fullmatch(text) or not float(text.rstrip("m")) > 0:
+        raise ValueError("give a Kubernetes CPU quantity above 0, such as 500m, 1 or 2.5")
+    return text
+
+
+def _memory(text: str) -> str:
+    if not _MEMORY.fullmatch(text) or not int(text.rstrip("EPTGMKi")) > 0:
+        raise ValueError("give a Kubernetes memory quantity above 0, such as 512Mi, 2Gi or 1G")
+    return text
+
+
+# A container image reference: [host[:port]/]path[:tag][@digest], as the distribution spec defines it.
+_IMAGE = re.compile(r"""
+    (?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?/)?
+    [a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*
+    (?::[\w][\w.-]{0,127})?
+    (?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?
+""", re.VERBOSE)
+
+
+def check_image(text: str) -> str:
+    """``text`` if it can name a container image; ValueError otherwise (also used for ``Kale.base_image``)."""
+    if len(text) > 255 or not _IMAGE.fullmatch(text):
+        raise ValueError("give a container image reference, such as python:3.11 or "
+                         "registry.example.com/team/image:tag (lowercase repository, no spaces)")
+    return text
+
+
+_STEP_CHECKS = {
+    "cpu": _cpu,
+    "memory": _memory,
+    "gpu": lambda text: _whole(text, 0, None, "GPUs"),
+    "retries": lambda text: _whole(text, 0, RETRIES_MAX, "retries"),
+    "timeout": _timeout,
+    "image": check_image,
+}
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:

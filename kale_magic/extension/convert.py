@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ValidationError
 from ..plan.analysis import metric_names
+from .arguments import check_step_option
 
 KALE_METADATA = "kubeflow_notebook"
 SPECIAL_KINDS = {  # Kale tag -> our cell magic
@@ -151,7 +152,11 @@ def _parse_tags(cell, index: int, notes: list[Note]) -> _CellTags:
     steps = []
     tags = list(cell.get("metadata", {}).get("tags", []))
     for tag in tags:
-        if not _read_tag(tag, result, steps):
+        try:
+            known = _read_tag(tag, result, steps)
+        except ValueError as exc:
+            raise ValidationError(f"Cell {index}: tag {tag!r}: {exc}.") from None
+        if not known:
             result.unknown.append(tag)
     special = [t for t in tags if t in SPECIAL_KINDS]
     if special:
@@ -177,7 +182,8 @@ def _parse_tags(cell, index: int, notes: list[Note]) -> _CellTags:
 
 
 def _read_tag(tag, result: _CellTags, steps: list[str]) -> bool:
-    """Apply one tag to ``result``; False when it is not one we translate."""
+    """Apply one tag to ``result``; False when it is not one we translate, ValueError for a bad value
+    (the checks of ``%%step``'s options)."""
     if not isinstance(tag, str):
         return False
     if tag in SPECIAL_KINDS or tag in ("step:", "block:"):  # an empty step tag means untagged
@@ -187,9 +193,9 @@ def _read_tag(tag, result: _CellTags, steps: list[str]) -> bool:
     elif m := _PREV_TAG.match(tag):
         result.after.append(m.group(1))
     elif (m := _LIMIT_TAG.match(tag)) and m.group(1) in _LIMIT_OPTIONS:
-        result.options[_LIMIT_OPTIONS[m.group(1)]] = m.group(2)
+        result.options[_LIMIT_OPTIONS[m.group(1)]] = _checked_limit(m)
     elif m := _IMAGE_TAG.match(tag):
-        result.options["image"] = m.group(1)
+        result.options["image"] = check_step_option("image", m.group(1))
     elif m := _CACHE_TAG.match(tag):
         result.options["no-cache"] = m.group(1) == "disabled"
     else:
@@ -203,11 +209,20 @@ def _steps_defaults(meta: dict, notes: list[Note]) -> dict[str, str]:
     for entry in meta.get("steps_defaults") or []:
         m = _LIMIT_TAG.match(entry) if isinstance(entry, str) else None
         if m and m.group(1) in _LIMIT_OPTIONS:
-            defaults[_LIMIT_OPTIONS[m.group(1)]] = m.group(2)
+            try:
+                defaults[_LIMIT_OPTIONS[m.group(1)]] = _checked_limit(m)
+            except ValueError as exc:
+                raise ValidationError(f"Notebook metadata: steps_defaults entry {entry!r}: {exc}.") from None
         else:
             notes.append(Note(None, f"steps_defaults entry {entry!r} has no kale-magic "
                                     f"equivalent; not applied"))
     return defaults
+
+
+def _checked_limit(match: re.Match) -> str:
+    """The value of a ``limit:RESOURCE:VALUE`` tag, as text for the ``%%step`` line."""
+    option = _LIMIT_OPTIONS[match.group(1)]
+    return str(check_step_option(option, match.group(2)))
 
 
 def _collect_step_options(parsed, defaults: dict, notes: list[Note]) -> dict[str, dict]:

@@ -11,13 +11,14 @@ import sys
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, CaselessStrEnum, Int, List, Unicode
+from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 
 from ..errors import KaleError
 from ..panel.modes import MODES
 from ..plan.session import RecordedCell, Session, StepOptions, cell_key
 from . import arguments
 
+MAX_PARALLEL = 256  # steps at once; each is a process
 
 class CellFailed(Exception):
     """Marks an annotated cell as failed after IPython already showed the error."""
@@ -70,6 +71,27 @@ class Kale(Magics):
                             "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
                             "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
                             ).tag(config=True, kfp=True)
+
+    @validate("max_parallel")
+    def _check_max_parallel(self, proposal):
+        if not 1 <= proposal.value <= MAX_PARALLEL:
+            raise TraitError(f"Kale.max_parallel = {proposal.value}: give a number of steps from 1 to {MAX_PARALLEL}.")
+        return proposal.value
+
+    @validate("base_image")
+    def _check_base_image(self, proposal):
+        try:
+            return arguments.check_image(proposal.value)
+        except ValueError as exc:
+            raise TraitError(f"Kale.base_image = {proposal.value!r}: {exc}.") from None
+
+    @validate("preload")
+    def _check_preload(self, proposal):
+        bad = [name for name in proposal.value if not all(part.isidentifier() for part in name.split("."))]
+        if bad:
+            raise TraitError(f"Kale.preload: {bad[0]!r} is not a module name; list importable modules, "
+                             "e.g. ['pandas', 'sklearn.linear_model'].")
+        return proposal.value
 
     def __init__(self, shell):
         super().__init__(shell)
@@ -135,8 +157,9 @@ class Kale(Magics):
 
         args = arguments.parse(arguments.step, line)
         check_step_name(args.name)
+        options = arguments.step_options(args)
         self.workers.start()  # warm it up while the user works; %kale_run will need it
-        self._record_and_run("step", cell, step=args.name, options=arguments.step_options(args))
+        self._record_and_run("step", cell, step=args.name, options=options)
 
     @cell_magic
     def imports(self, line, cell):
@@ -166,15 +189,16 @@ class Kale(Magics):
     # the pipeline -------------------------------------------------------------------------
     @line_magic
     def kale_show(self, line):
-        """Print the recorded pipeline: steps, edges and the values that flow on each edge."""
-        from ..plan.report import plan_text
+        """Show the recorded pipeline: a graph in notebooks, text in a terminal (steps, edges, values)."""
+        from IPython.display import display
+
+        from ..panel.plan_view import PlanView
         from ..run.launch import RunRequest
 
         plan = self.plan()
-        print(plan_text(plan))
         workspace = self._workspace()
-        if workspace.kale.cache_entries.is_dir():
-            print(self._cache_check(RunRequest(), workspace, plan))
+        cached = workspace.kale.cache_entries.is_dir()
+        display(PlanView(plan, self._cache_check(RunRequest(), workspace, plan) if cached else ""))
 
     @line_magic
     def kale_reset(self, line):
@@ -187,6 +211,7 @@ class Kale(Magics):
     def kale_run(self, line):
         from .. import panel
         from ..history.store import RunStore, step_hashes
+        from ..history.sweep import sweep
         from ..run.launch import launch
 
         args = arguments.parse(arguments.kale_run, line)
@@ -196,7 +221,9 @@ class Kale(Magics):
             print(self._cache_check(request, workspace))
             return None
         cells = self._cells(workspace)
-        recorder = RunStore.for_workspace(workspace.root).recorder(hashes=step_hashes(cells))
+        store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
+        sweep(workspace.kale, store)
+        recorder = store.recorder(hashes=step_hashes(cells))
         return launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
                       listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
 

@@ -62,9 +62,9 @@ def read_annotations(nb) -> StaticNotebook:
 
 
 def _step_line(line: str, index: int) -> tuple[str, StepOptions]:
-    """Parse ``%%step`` arguments with the magic's own parser."""
+    """Parse and check ``%%step`` arguments with the magic's own parser and checks."""
     args = _parse(arguments.step, line, f"cell {index}")
-    return args.name, arguments.step_options(args)
+    return args.name, _checked(lambda: arguments.step_options(args), f"cell {index}")
 
 
 def run_arguments(line: str):
@@ -73,20 +73,36 @@ def run_arguments(line: str):
 
 
 def _parse(spec, line: str, where: str):
+    return _checked(lambda: arguments.parse(spec, line), where)
+
+
+def _checked(read, where: str):
+    """``read()``, its ``UsageError`` as the ValidationError of the cell ``where``."""
     from IPython.core.error import UsageError
 
     try:
-        return arguments.parse(spec, line)
+        return read()
     except UsageError as exc:
         raise ValidationError(f"{where}: {exc}") from None
 
 
 def _config_value(trait: str, text: str, index: int):
+    """The literal a ``%config Kale.<trait>`` line sets, refused as the magics class would refuse it."""
+    from traitlets import TraitError
+
+    from .magics import Kale
+
     try:
-        return ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         raise ValidationError(f"cell {index}: '%config Kale.{trait} = {text}' must be a literal "
                               f"for compile to read it without running the notebook.") from None
+    if Kale.class_traits(config=True).get(trait) is not None:
+        try:
+            setattr(Kale(None), trait, value)
+        except TraitError as exc:
+            raise ValidationError(f"cell {index}: {exc}") from None
+    return value
 
 
 def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,

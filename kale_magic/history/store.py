@@ -5,9 +5,10 @@ so does ``--resume`` (each step's cache key is kept with its status).
 
 Two kernels may run pipelines at once, so the database is in WAL mode with a
 busy timeout and every write is one ``BEGIN IMMEDIATE`` transaction (a writer
-waits for the other instead of failing half way).  The schema carries its
-version in ``PRAGMA user_version`` and is migrated forward on open, one step at
-a time; old rows stay readable.
+waits for the other instead of failing half way).  A running run records its
+owner (:mod:`.owner`); opening the store marks the runs of dead kernels
+``interrupted``.  The schema carries its version in ``PRAGMA user_version`` and
+is migrated forward on open, one step at a time; old rows stay readable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from ..errors import KaleError
 from ..layout import KaleDir
+from .owner import Owner
 
 # Each entry migrates version i to i + 1.  Never edit a shipped entry: append one.
 MIGRATIONS: tuple[str, ...] = (
@@ -50,14 +52,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE steps ADD COLUMN cache_key TEXT;
     CREATE INDEX runs_by_pipeline ON runs (pipeline, status, ended);
     """,
+    """
+    ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '{}';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
                 "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
-                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error")
+                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error", "owner")
 _STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key")
-_JSON_COLUMNS = ("parameters", "metrics", "links")
+_JSON_COLUMNS = ("parameters", "metrics", "links", "owner")
+_STEP_MOVES = ("running", "succeeded", "failed", "cached", "skipped")  # step statuses the registry is told
 
 
 @dataclass
@@ -91,6 +97,7 @@ class RunRecord:
     links: dict = field(default_factory=dict)
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
+    owner: dict = field(default_factory=dict)  # the process that recorded it (history.owner.Owner)
 
     @property
     def duration(self) -> float | None:
@@ -126,9 +133,13 @@ class RunStore:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
         self._use_wal(timeout)
+        # In WAL mode, NORMAL still keeps every commit through a crash of the process (a killed kernel);
+        # only a crash of the machine may lose the last ones.  It saves an fsync per write (steps start, end).
+        self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         self._lock = threading.Lock()
         self._migrate()
+        self.mark_interrupted()
 
     def _use_wal(self, timeout: float) -> None:
         """WAL mode persists in the file; switching needs an exclusive lock that SQLite's busy
@@ -209,8 +220,34 @@ class RunStore:
                 f" VALUES (?, ?, {', '.join('?' for _ in _STEP_COLUMNS)})",
                 [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
 
+    def mark_interrupted(self) -> list[str]:
+        """Runs recorded as running whose kernel is gone become ``interrupted``; their ids.
+
+        Called whenever a store is opened: by the next ``%kale_run``, ``%kale_runs`` and
+        ``kale-magic runs``.  Steps that were running become ``interrupted`` too, the
+        ones still waiting ``skipped``; ``--resume`` picks such a run up.
+        """
+        with self._read() as conn:
+            rows = conn.execute("SELECT run_id, engine, owner FROM runs WHERE status = 'running'").fetchall()
+        gone = []
+        for row in rows:
+            owner = Owner.from_dict(json.loads(row["owner"] or "{}"))
+            if owner is not None and owner.alive() is False:
+                gone.append((row["run_id"], _interrupted(row["engine"], owner)))
+        if not gone:
+            return []
+        steps = [("interrupted", "interrupted: the kernel ended while it ran", "running"),
+                 ("skipped", "skipped: the run was interrupted", "pending")]
+        with self._write() as conn:
+            for run_id, error in gone:
+                conn.execute("UPDATE runs SET status = 'interrupted', error = ? "
+                             "WHERE run_id = ? AND status = 'running'", (error, run_id))
+                conn.executemany("UPDATE steps SET status = ?, message = ? WHERE run_id = ? AND status = ?",
+                                 [(status, message, run_id, was) for status, message, was in steps])
+        return [run_id for run_id, _ in gone]
+
     def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
-        """A listener persisting a run at its start and end; given ``state``, it is attached and saved now."""
+        """A listener persisting a run (see :class:`Recorder`); given ``state``, it is attached and saved now."""
         recorder = Recorder(self, hashes)
         if state is not None:
             recorder(state, "attached")
@@ -248,13 +285,21 @@ class RunStore:
         rows = self._matching(run_id)
         return rows[0] if len(rows) == 1 else None
 
+    def run_ids(self, statuses: tuple[str, ...]) -> list[str]:
+        """The ids of the runs whose status is one of ``statuses``, oldest first."""
+        marks = ", ".join("?" for _ in statuses)
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT run_id FROM runs WHERE status IN ({marks}) ORDER BY started, rowid",
+                                statuses).fetchall()
+        return [row[0] for row in rows]
+
     def last_failed(self, pipeline: str) -> str | None:
-        """The id of this pipeline's most recent failed run that got as far as running steps."""
+        """The id of this pipeline's most recent failed or interrupted run that got as far as running steps."""
         with self._read() as conn:
             row = conn.execute(
-                "SELECT run_id FROM runs WHERE pipeline = ? AND status = 'failed' AND EXISTS"
+                "SELECT run_id FROM runs WHERE pipeline = ? AND status IN ('failed', 'interrupted') AND EXISTS"
                 " (SELECT 1 FROM steps WHERE steps.run_id = runs.run_id AND cache_key IS NOT NULL)"
-                " ORDER BY ended DESC, rowid DESC LIMIT 1", (pipeline,)).fetchone()
+                " ORDER BY COALESCE(ended, started) DESC, rowid DESC LIMIT 1", (pipeline,)).fetchone()
         return row[0] if row else None
 
     def _matching(self, run_id: str) -> list[RunRecord]:
@@ -275,23 +320,36 @@ class RunStore:
 
 
 class Recorder:
-    """A state listener that writes its run when it starts and when it finishes.
+    """A state listener that writes its run when it starts, when a step starts or ends, and when it finishes.
 
-    Not on every progress event: a run is one insert and one update.  Everything
-    it writes comes from the state's snapshot; ids (snapshot, YAML, KFP) are data
-    on the state, never read back from links.  ``hashes`` (step name ->
-    :func:`code_hash`) let two runs say which steps changed.
+    Not on every progress event; steps are written so that a run whose kernel dies
+    still says which steps were done (``--resume`` reuses them) and which one ran.
+    The run carries its owner, this process, so that the next reader can tell it
+    was interrupted.  Everything it writes comes from the state's snapshot; ids
+    (snapshot, YAML, KFP) are data on the state, never read back from links.
+    ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """
 
     def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
         self.store = store
         self.hashes = dict(hashes or {})
         self.started = False
+        self.owner = Owner.current().as_dict()
+        self._steps: dict[str, str] = {}  # step -> the status last written
 
     def __call__(self, state, event: str) -> None:
-        if not self.started or event == "finished":
+        if not self.started or event == "finished" or self._step_moved(state, event):
             self.started = True
             self.store.save(self.record(state.snapshot()))
+
+    def _step_moved(self, state, event: str) -> bool:
+        """A step started or ended since the last write."""
+        kind, _, name = event.partition(":")
+        status = state.steps[name].status if kind == "step" and name in state.steps else None
+        if status not in _STEP_MOVES or self._steps.get(name) == status:
+            return False
+        self._steps[name] = status
+        return True
 
     def record(self, run) -> RunRecord:
         links = dict(run.links)
@@ -302,4 +360,13 @@ class Recorder:
         return RunRecord(
             run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
             status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),
-            metrics=dict(run.metrics), links=links, error=run.error, steps=steps, **asdict(run.ids))
+            metrics=dict(run.metrics), links=links, error=run.error, steps=steps, owner=self.owner,
+            **asdict(run.ids))
+
+
+def _interrupted(engine: str, owner: Owner) -> str:
+    if engine == "kfp":
+        return (f"the kernel following this run ended (pid {owner.pid}); the run itself may go on in Kubeflow "
+                "Pipelines: see its link")
+    return (f"the kernel running it ended (pid {owner.pid}) before the run finished; %kale_run --resume "
+            "reuses the steps that were done")

@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import MarshalError, MissingDependency
+from ..files import human_size, is_disk_full
 from . import hashing
 from .base import BackendDeclined, MissingLibrary, type_name
 from .unmarshallable import check_marshallable
@@ -48,19 +49,44 @@ def describe(registry, obj):
 def save(registry, obj, path, name=None, durable=True) -> dict:
     check_marshallable(obj)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    temp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         record = _write(registry, obj, temp, name)
         if durable:
             _sync_tree(temp)
         _publish(temp, path)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+    except BaseException as exc:
+        written = _tree_size(temp) if temp is not None and is_disk_full(exc) else 0
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+        if is_disk_full(exc):
+            raise _disk_full(registry, obj, path, name, written) from None
         raise
     if durable:
         _fsync(path.parent)
     return record
+
+
+def _disk_full(registry, obj, path: Path, name, written: int) -> MarshalError:
+    """The disk filled while saving: say so, with what the value needs and what is free."""
+    try:
+        needed = registry.backend_for(obj).size(obj)
+    except Exception:  # sizing is a courtesy here; the value may be what broke
+        needed = None
+    need = (f"the value needs about {human_size(needed)}" if needed else
+            f"the value needs more than the {human_size(written)} written before it filled")
+    try:
+        free = f"; {human_size(shutil.disk_usage(path.parent).free)} is free"
+    except OSError:
+        free = ""
+    return MarshalError(f"Could not save {_subject(name, None)}: the disk holding {path.parent} is full "
+                        f"({need}{free}); free some space there and run the step again")
+
+
+def _tree_size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def _write(registry, obj, directory: Path, name) -> dict:
@@ -77,6 +103,8 @@ def _write(registry, obj, directory: Path, name) -> dict:
             raise MissingDependency(exc.package, f"Saving {_subject(name, None)} with the "
                                                  f"'{backend.name}' marshal backend") from exc
         except Exception as exc:
+            if is_disk_full(exc):
+                raise
             raise MarshalError(f"Could not save {_subject(name, None)} of type {type_name(obj)} with the "
                                f"'{backend.name}' marshal backend ({type(exc).__name__}: {exc}); "
                                f"make it a type that can be pickled or pass what it is built from "

@@ -10,46 +10,17 @@ from __future__ import annotations
 
 import html
 import os
-import re
 from pathlib import Path, PurePath
 from urllib.parse import quote, urlsplit
 
 from ..run.state import RunSnapshot, RunState, StepState, TaskState
+from . import timeline
+from .graph import LiveGraph
+from .style import COLORS, FAILED_FILL, ICONS, esc, plain, seconds
 
-ICONS = {
-    "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
-    "failed": "✗", "cached": "↺", "skipped": "–",
-}
-COLORS = {
-    "pending": "#757575", "running": "#1565c0", "done": "#2e7d32", "succeeded": "#2e7d32",
-    "failed": "#c62828", "cached": "#00838f", "skipped": "#9e9e9e",
-}
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
         "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
-_FAILED_ROW = "background:#fdecea;border-left:3px solid #c62828;"
-
-
-def plain(text: object) -> str:
-    """User text without terminal colour codes (tracebacks from IPython carry them)."""
-    return _ANSI.sub("", str(text))
-
-
-def esc(text: object) -> str:
-    return html.escape(plain(text), quote=True)
-
-
-def seconds(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value < 10:
-        return f"{value:.2f} s"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, secs = divmod(int(round(value)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs} s"
-    return f"{minutes // 60} h {minutes % 60} min"
+_FAILED_ROW = f"background:{FAILED_FILL};border-left:3px solid #c62828;"
 
 
 class Links:
@@ -231,21 +202,51 @@ def footer_html(state: RunSnapshot) -> str:
     return f'<div class="kale-footer" style="{style}">{esc(footer_line(state))}</div>'
 
 
-def row_fragments(state: RunState | RunSnapshot, links: Links | None = None) -> list[tuple[str, str]]:
-    """(key, html) for each visible row, in order; the widget view updates rows by key."""
+def graph_fragment(run: RunSnapshot, links: Links, graph: LiveGraph) -> str:
+    """The plan's graph with each step's status; a failed node links to its executed notebook (or log)."""
+    if run.plan is None:
+        return ""
+
+    def error_link(name: str) -> str | None:
+        found = step_links(run.steps[name])
+        target = found.get("notebook") or found.get("log")
+        return links.href(target) if target else None
+
+    return graph.html(run.plan, run.steps, error_link)
+
+
+def timeline_fragment(run: RunSnapshot) -> str:
+    """When the run has ended: its steps on a time axis (nothing if no step started)."""
+    if not _ended(run) or all(s.started is None for s in run.steps.values()):
+        return ""
+    parents = {name: step.parents for name, step in run.plan.steps.items()} if run.plan else {}
+    return ('<div class="kale-run-timeline" style="border-top:1px solid #ddd">'
+            '<div style="padding:4px 6px 0;font-size:11px;color:#555">timeline</div>'
+            + timeline.timeline_html(run.steps, parents, now=run.ended) + "</div>")
+
+
+def row_fragments(state: RunState | RunSnapshot, links: Links | None = None,
+                  graph: LiveGraph | None = None) -> list[tuple[str, str]]:
+    """(key, html) for each visible part, in order; the widget view updates them by key.
+
+    The graph sits above the step rows (which hold the links and messages), the
+    timeline below the footer once the run has ended.
+    """
     links, run = links or Links(), state.snapshot()
     rows = [("header", header_html(run, links))]
     for task in run.tasks.values():
         rows.append((f"task:{task.name}", task_html(task, links)))
         if task.name == "Run":
+            rows.append(("graph", graph_fragment(run, links, graph or LiveGraph())))
             rows += [(f"step:{s.name}", step_html(s, links)) for s in run.steps.values()]
     rows.append(("footer", footer_html(run)))
+    rows.append(("timeline", timeline_fragment(run)))
     return rows
 
 
-def render_html(state: RunState | RunSnapshot, links: Links | None = None) -> str:
+def render_html(state: RunState | RunSnapshot, links: Links | None = None, graph: LiveGraph | None = None) -> str:
     run = state.snapshot()
-    body = "".join(fragment for _, fragment in row_fragments(run, links))
+    body = "".join(fragment for _, fragment in row_fragments(run, links, graph))
     return (f'<div class="kale-panel" data-status="{run.status}" '
             f'style="border:1px solid #ddd;border-radius:4px;max-width:100%">{body}</div>')
 
@@ -256,12 +257,13 @@ class StateReport:
     def __init__(self, state: RunState, links: Links | None = None):
         self.state = state
         self.links = links or Links()
+        self.graph = LiveGraph()
 
     def __repr__(self) -> str:
         return render_text(self.state, self.links)
 
     def _repr_html_(self) -> str:
-        return render_html(self.state, self.links)
+        return render_html(self.state, self.links, self.graph)
 
     def bundle(self) -> dict[str, str]:
         return {"text/plain": repr(self), "text/html": self._repr_html_()}

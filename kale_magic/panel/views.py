@@ -153,7 +153,7 @@ class WidgetView(_View):
         return super().start()
 
     def draw(self) -> None:
-        fragments = row_fragments(self.state, self.links)
+        fragments = row_fragments(self.state, self.links, self.report.graph)
         fragments[0] = (fragments[0][0], WIDGET_CSS + fragments[0][1])
         for key, fragment in fragments:
             if key not in self._rows:

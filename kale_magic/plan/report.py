@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
+from ..files import human_size
 from .model import Plan
-
-
-def human_size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size} B"
 
 
 def plan_text(plan: Plan) -> str:

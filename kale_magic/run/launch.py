@@ -107,7 +107,7 @@ def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, w
     run_dir.path.mkdir(parents=True)
     atomic_write(run_dir.validation, plan_text(plan) + "\n")
     state.set_parameters(plan.parameters)
-    state.set_steps(list(plan.steps))
+    state.set_plan(plan)
     flows = sum(len(s.inputs) for s in plan.steps.values())
     state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
                report=str(run_dir.validation))

@@ -14,7 +14,10 @@ import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
+
+if TYPE_CHECKING:
+    from ..plan import Plan
 
 TASKS = ("Validate", "Snapshot", "Compile", "Upload", "Run")
 TASK_STATUSES = ("pending", "running", "done", "failed", "skipped")
@@ -88,6 +91,7 @@ class RunSnapshot:
     ids: RunIds
     tasks: Mapping[str, TaskState]
     steps: Mapping[str, StepState]
+    plan: Plan | None = None  # from Validate on: what the panel's graph draws
 
     def snapshot(self) -> "RunSnapshot":
         return self
@@ -110,6 +114,7 @@ class RunState:
         self._parameters = dict(parameters or {})
         self._tasks = {name: TaskState(name) for name in TASKS}
         self._steps = {name: StepState(name) for name in steps}
+        self._plan: Plan | None = None
         self._metrics: dict[str, object] = {}
         self._links: dict[str, str] = {}
         self._ids = RunIds()
@@ -138,7 +143,8 @@ class RunState:
                 status=self._status, error=self._error, started=self.started, ended=self._ended,
                 parameters=MappingProxyType(dict(self._parameters)), metrics=MappingProxyType(dict(self._metrics)),
                 links=MappingProxyType(dict(self._links)), ids=self._ids,
-                tasks=MappingProxyType(dict(self._tasks)), steps=MappingProxyType(dict(self._steps)))
+                tasks=MappingProxyType(dict(self._tasks)), steps=MappingProxyType(dict(self._steps)),
+                plan=self._plan)
 
     # observers -----------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
@@ -166,9 +172,11 @@ class RunState:
                                     links={**task.links, **links})
 
     # steps ---------------------------------------------------------------
-    def set_steps(self, names: list[str]) -> None:
+    def set_plan(self, plan: Plan) -> None:
+        """The validated plan: one pending step per plan step, and the graph views draw."""
         with self._lock:
-            self._steps = {name: self._steps.get(name, StepState(name)) for name in names}
+            self._plan = plan
+            self._steps = {name: self._steps.get(name, StepState(name)) for name in plan.steps}
         self._changed("steps")
 
     def step(self, name: str, status: str, **changes) -> None:

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 from ..files import atomic_write
 from ..layout import StepOutcome
+from .capture import Capture
 
 CONTEXT_ENV = "KALE_STEP_CONTEXT"  # path of a context JSON, to run a step notebook by hand
 
@@ -103,57 +105,18 @@ def _metric_value(value):
 
 # running a notebook -------------------------------------------------------------------
 
-class _Outputs:
-    """The outputs of the cell being run, in nbformat's v4 shape."""
-
-    def __init__(self, log):
-        self.log = log
-        self.cell: list[dict] = []
-
-    def stream(self, name: str, text: str) -> None:
-        if self.cell and self.cell[-1].get("name") == name:
-            self.cell[-1]["text"] += text
-        else:
-            self.cell.append({"output_type": "stream", "name": name, "text": text})
-        self.log.write(text)
-        self.log.flush()
-
-    def rich(self, kind: str, data: dict, metadata: dict, count=None) -> None:
-        output = {"output_type": kind, "data": dict(data), "metadata": dict(metadata or {})}
-        if kind == "execute_result":
-            output["execution_count"] = count
-        self.cell.append(output)
-        if "text/plain" in data:
-            self.log.write(data["text/plain"] + "\n")
-            self.log.flush()
-
-
-class _Stream:
-    def __init__(self, outputs: _Outputs, name: str):
-        self.outputs, self.name = outputs, name
-
-    def write(self, text: str) -> int:
-        if text:
-            self.outputs.stream(self.name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
+def _rich(kind: str, data: dict, metadata: dict | None, **fields) -> tuple[dict, str | None]:
+    """An nbformat output for a display or a result, and its line in the log."""
+    output = {"output_type": kind, "data": dict(data), "metadata": dict(metadata or {}), **fields}
+    return output, data.get("text/plain")
 
 
 class _Publisher(DisplayPublisher):
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
-        self.shell.capture.rich("display_data", data, metadata)
+        self.shell.capture.add(*_rich("display_data", data, metadata))
 
     def clear_output(self, wait=False):
-        self.shell.capture.cell.clear()
+        self.shell.capture.clear()
 
 
 class _DisplayHook(DisplayHook):
@@ -161,7 +124,8 @@ class _DisplayHook(DisplayHook):
         pass
 
     def write_format_data(self, format_dict, md_dict=None):
-        self.shell.capture.rich("execute_result", format_dict, md_dict, self.shell.execution_count)
+        self.shell.capture.add(*_rich("execute_result", format_dict, md_dict,
+                                      execution_count=self.shell.execution_count))
 
     def finish_displayhook(self):
         pass
@@ -173,16 +137,25 @@ class StepShell(InteractiveShell):
     display_pub_class = _Publisher
     displayhook_class = _DisplayHook
     prepared = None  # set in the worker server after warm-up; each forked child uses it once
-    capture: _Outputs | None = None  # where the running cell's outputs go
+    capture: Capture | None = None  # where the running cell's outputs go
     last_error: tuple | None = None  # (ename, evalue, traceback lines, text) of the running cell
 
     def _showtraceback(self, etype, evalue, stb):
         text = self.InteractiveTB.stb2text(stb)
         self.last_error = (etype.__name__, str(evalue), stb, text)
-        self.capture.cell.append({"output_type": "error", "ename": etype.__name__,
-                                  "evalue": str(evalue), "traceback": stb})
-        self.capture.log.write(text + "\n")
-        self.capture.log.flush()
+        self.capture.add({"output_type": "error", "ename": etype.__name__, "evalue": str(evalue),
+                          "traceback": stb}, log_text=text)
+
+    @contextmanager
+    def _tee(self, channel):
+        """IPython 9 copies every write into its history's outputs, keeping all of a step's output in
+        memory and doubling the cost of a print; the step keeps its own (:class:`Capture`)."""
+        yield
+
+    def system(self, cmd):
+        """``!cmd`` writes to the log file directly: what was printed before goes there first."""
+        self.capture.sync()
+        return super().system(cmd)
 
 
 def new_shell() -> StepShell:
@@ -216,15 +189,14 @@ def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOut
     context.activate()
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     shell = new_shell()
-    with open(log_path, "a", encoding="utf-8", buffering=1) as log:
-        outputs = _Outputs(log)
-        shell.capture = outputs
-        saved_streams = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Stream(outputs, "stdout"), _Stream(outputs, "stderr")
-        try:
-            outcome = _run_cells(shell, nb, outputs)
-        finally:
-            sys.stdout, sys.stderr = saved_streams
+    capture = shell.capture = Capture(log_path)
+    saved_streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = capture.stdout, capture.stderr
+    try:
+        outcome = _run_cells(shell, nb, capture)
+    finally:
+        sys.stdout, sys.stderr = saved_streams
+        capture.close()
     outcome.duration = time.time() - started
     outcome.saved = dict(context.saved)
     if context.metrics_path and Path(context.metrics_path).exists():
@@ -235,15 +207,15 @@ def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOut
     return outcome
 
 
-def _run_cells(shell: StepShell, nb: dict, outputs: _Outputs) -> StepOutcome:
+def _run_cells(shell: StepShell, nb: dict, capture: Capture) -> StepOutcome:
     for cell in nb["cells"]:
         if cell["cell_type"] != "code":
             continue
-        outputs.cell = []
+        capture.start_cell()
         shell.last_error = None
         result = shell.run_cell(cell["source"], store_history=True)
         cell["execution_count"] = shell.execution_count - 1
-        cell["outputs"] = outputs.cell
+        cell["outputs"] = capture.finish_cell()
         if not result.success:
             if shell.last_error is None:  # failures IPython reports without a traceback
                 error = result.error_in_exec or result.error_before_exec

@@ -160,6 +160,13 @@ def _panel_rows(panel) -> list[tuple[str, str]]:
             for row in panel.locator(".kale-row").all()]
 
 
+def _graph_nodes(panel) -> dict[str, str]:
+    """Step -> status of the nodes the panel's graph shows (each one visible)."""
+    nodes = panel.locator("svg.kale-graph g.kale-node").all()
+    assert all(node.is_visible() for node in nodes)
+    return {node.get_attribute("data-step"): node.get_attribute("data-status") for node in nodes}
+
+
 def test_panel_in_jupyterlab(lab, browser):
     page = _open_notebook(browser, lab, CELLS, "pipeline.ipynb")
     try:
@@ -188,6 +195,13 @@ def test_panel_in_jupyterlab(lab, browser):
         assert "FileNotFoundError" in traceback.locator("pre").inner_text()
         bad.screenshot(path=str(ARTIFACTS / "jupyterlab-failed-panel.png"))
 
+        # The graph above the step rows and the timeline under the footer, frozen with the final state.
+        assert _graph_nodes(good) == {"make": "succeeded", "score": "succeeded"}
+        assert good.locator("svg.kale-timeline g.kale-bar").count() == 2
+        assert _graph_nodes(bad) == {"make": "cached", "score": "cached", "read": "failed", "shout": "skipped"}
+        failed_node = bad.locator("svg.kale-graph a.kale-error-link g.kale-node[data-step='read']")
+        assert "rgb(198, 40, 40)" in failed_node.locator("rect").evaluate("e => getComputedStyle(e).stroke")
+
         # Links: JupyterLab rewrote the notebook-relative hrefs to the server's files/ URLs.
         log_link = good.locator(".kale-row[data-name='score'] a.kale-link", has_text="log")
         href = log_link.get_attribute("href")
@@ -199,6 +213,9 @@ def test_panel_in_jupyterlab(lab, browser):
         report.click()
         page.wait_for_selector(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('validation.txt')", timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-report-link.png"))
+        page.locator(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('pipeline.ipynb')").click()
+        failed_node.click()  # opens the step's executed notebook, where its error is
+        page.wait_for_selector(".lm-TabBar-tab .lm-TabBar-tabLabel:text-is('read.ipynb')", timeout=30_000)
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])
@@ -231,11 +248,25 @@ def test_background_run_updates_the_live_widget(lab, browser):
         page.locator(".jp-OutputArea-output", has_text=re.compile(r"^\s*42\s*$")).wait_for(timeout=60_000)
         widget = page.locator(".kale-panel-widget")
         assert widget.locator(".kale-row[data-name='make'][data-status='succeeded']").count() == 1
+        # The live graph: 'make' done, 'hold' running, its border marching (SMIL, no script).
+        assert _graph_nodes(widget) == {"make": "succeeded", "hold": "running"}
+        hold = widget.locator("svg.kale-graph g.kale-node[data-step='hold'] rect")
+        offsets = {hold.evaluate("e => getComputedStyle(e).strokeDashoffset")}
+        for _ in range(10):
+            page.wait_for_timeout(150)
+            offsets.add(hold.evaluate("e => getComputedStyle(e).strokeDashoffset"))
+        assert len(offsets) > 1, "a running node is visibly animated"
         widget.screenshot(path=str(ARTIFACTS / "jupyterlab-live-widget.png"))
         (lab["dir"] / "go").touch()
+        page.wait_for_selector(".kale-panel-widget svg.kale-graph g.kale-node[data-step='hold']"
+                               "[data-status='succeeded'], .kale-panel[data-status='succeeded']", timeout=120_000)
         page.wait_for_selector(".kale-panel[data-status='succeeded']", timeout=120_000)
         assert page.locator(".kale-panel-widget").count() == 0, "the widget gave way to the static panel"
-        assert _panel_rows(page.locator(".kale-panel"))[-2:] == [("make", "succeeded"), ("hold", "succeeded")]
+        final = page.locator(".kale-panel")
+        assert _panel_rows(final)[-2:] == [("make", "succeeded"), ("hold", "succeeded")]
+        assert _graph_nodes(final) == {"make": "succeeded", "hold": "succeeded"}
+        assert final.locator("svg.kale-timeline g.kale-bar").count() == 2
+        final.screenshot(path=str(ARTIFACTS / "jupyterlab-final-graph.png"))
     except BaseException:
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
         print(lab["log"].read_text(errors="replace")[-4000:])

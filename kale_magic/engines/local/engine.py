@@ -72,6 +72,7 @@ class LocalEngine:
         run_dir.make_step_dirs()
         status = {name: "pending" for name in plan.steps}
         running: dict[str, tuple] = {}
+        stopped: dict[str, str] = {}  # step -> why the engine killed it
         done = threading.Condition()
         finished: list[str] = []
 
@@ -103,12 +104,13 @@ class LocalEngine:
                 done.wait_for(lambda: finished or self._cancel.is_set(), timeout=self._next_deadline(plan, running))
                 ended, finished[:] = list(finished), []
             if self._cancel.is_set():
-                for child, _ in running.values():
+                for name, (child, _) in running.items():
+                    stopped.setdefault(name, f"step '{name}' was cancelled")
                     self.workers.kill(child)
-            self._kill_overdue(plan, running)
+            self._kill_overdue(plan, running, stopped)
             for name in ended:
                 child, started = running.pop(name)
-                outcome = self._outcome(run_dir, name, child.exit, plan.steps[name].options.timeout, started)
+                outcome = self._outcome(run_dir, name, child.exit, stopped.get(name))
                 status[name] = outcome.status
                 state.add_metrics(outcome.metrics)
                 if self.cache:
@@ -166,14 +168,12 @@ class LocalEngine:
         }
 
     @staticmethod
-    def _outcome(run_dir: RunDir, name: str, exit_code, timeout, started) -> StepOutcome:
+    def _outcome(run_dir: RunDir, name: str, exit_code, stopped: str | None) -> StepOutcome:
+        """What the step reported; else why the engine stopped it; else how its process died."""
         outcome = run_dir.read_outcome(name)
         if outcome is not None:
             return outcome
-        if timeout and time.time() - started >= timeout:
-            error = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
-        else:
-            error = f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
+        error = stopped or f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
         return StepOutcome("failed", error=error)
 
     def _next_deadline(self, plan: Plan, running: dict) -> float | None:
@@ -181,8 +181,9 @@ class LocalEngine:
                  for n, (_, started) in running.items() if plan.steps[n].options.timeout]
         return max(0.05, min(waits)) if waits else 0.5
 
-    def _kill_overdue(self, plan: Plan, running: dict) -> None:
+    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict[str, str]) -> None:
         for name, (child, started) in running.items():
             timeout = plan.steps[name].options.timeout
-            if timeout and time.time() - started >= timeout:
+            if timeout and time.time() - started >= timeout and name not in stopped:
+                stopped[name] = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
                 self.workers.kill(child)

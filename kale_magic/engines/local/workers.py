@@ -8,6 +8,15 @@ small.  Each step still gets its own process (its own namespace, its own crash).
 Protocol, one JSON object per line: the engine writes ``{"id", "job"}`` to the
 server's stdin; the server answers ``{"id", "pid"}`` when the child starts and
 ``{"id", "exit"}`` when it ends.  The server runs this module as ``__main__``.
+
+Nothing outlives the kernel.  Each step is the leader of its own process group,
+so what it starts (``!cmd``, ``subprocess``) is in that group, and the group is
+killed when the step ends.  The server ends every group and exits when the
+kernel goes away: its stdin reaches end-of-file, or (if a process the kernel
+forked still holds the pipe open) its parent changes.  Steps also ask Linux to
+kill them when the server dies (``PR_SET_PDEATHSIG``).  The server itself does
+not: that signal follows the *thread* that started it, and a kernel may start
+the server from a run's thread that ends long before the kernel does.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from dataclasses import dataclass, field
 
 # Imported once by the server; missing optional ones are skipped.  Kale.preload adds more.
 PRELOAD = ("IPython.core.interactiveshell", "kale_magic.step.runtime", "kale_magic.marshal", "numpy")
+PARENT_CHECK = 1.0  # seconds between the server's checks that the kernel is still its parent
 
 
 # the server side (runs in the worker process) -----------------------------------------
@@ -40,6 +50,8 @@ def serve(preload: list[str]) -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    kernel, server = os.getppid(), os.getpid()
+    die_with_server = _death_signal()
     children: dict[int, int] = {}
     buffer = b""
     out = sys.stdout.buffer
@@ -50,20 +62,19 @@ def serve(preload: list[str]) -> None:
 
     while True:
         try:
-            ready, _, _ = select.select([0, wake_r], [], [])
+            ready, _, _ = select.select([0, wake_r], [], [], PARENT_CHECK)
         except InterruptedError:
             continue
         if wake_r in ready:
             os.read(wake_r, 4096)
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
-            answer({"id": children.pop(pid), "exit": os.waitstatus_to_exitcode(status)})
+        for pid, code in _ended(children):
+            answer({"id": children.pop(pid), "exit": code})
+        if os.getppid() != kernel:  # the kernel died while a process it forked keeps our stdin open
+            _stop(children)
         if 0 in ready:
             data = os.read(0, 1 << 16)
-            if not data:  # the engine went away; skip atexit hooks (the warm-up shell's)
-                os._exit(0)
+            if not data:  # the engine went away
+                _stop(children)
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
@@ -72,18 +83,78 @@ def serve(preload: list[str]) -> None:
                 if pid == 0:
                     os.close(wake_r)
                     os.close(wake_w)
-                    _child(request["job"])
+                    _child(request["job"], server, die_with_server)
+                _own_group(pid)
                 children[pid] = request["id"]
                 answer({"id": request["id"], "pid": pid})
 
 
-def _child(job: dict) -> None:
+def _ended(children: dict[int, int]):
+    """(pid, exit code) of each step that ended; what it started is killed before it is reaped,
+    so that its process group id cannot have been reused by then."""
+    while children:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return
+        if info is None:
+            return
+        _kill_group(info.si_pid)
+        _, status = os.waitpid(info.si_pid, 0)
+        if info.si_pid in children:
+            yield info.si_pid, os.waitstatus_to_exitcode(status)
+
+
+def _stop(children: dict[int, int]) -> None:
+    """End every running step and what it started, then the server; skip atexit hooks (the warm-up shell's)."""
+    for pid in children:
+        _kill_group(pid)
+    os._exit(0)
+
+
+def _own_group(pid: int) -> None:
+    """Make the child a group leader from this side too, so no kill finds it still in the server's group."""
+    try:
+        os.setpgid(pid, pid)
+    except OSError:  # it did so itself already, or has ended
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _death_signal():
+    """``arm(parent)``: from now on the calling process gets SIGKILL when ``parent`` dies.
+
+    Linux only (``PR_SET_PDEATHSIG``); elsewhere the server's group kills cover it.
+    """
+    if not sys.platform.startswith("linux"):
+        return lambda parent: None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    pr_set_pdeathsig = 1
+
+    def arm(parent: int) -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the request took effect
+            os._exit(1)
+
+    return arm
+
+
+def _child(job: dict, server: int, die_with_server) -> None:
     """In the forked child: become the step's process, run it, never return."""
     code = 1
     try:
+        die_with_server(server)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.setpgid(0, 0)  # its own process group, so a timeout can stop what it started
+        os.setpgid(0, 0)  # its own process group: what it starts is stopped with it
         os.environ.clear()
         os.environ.update(job["env"])
         sys.path[:] = job["sys_path"]

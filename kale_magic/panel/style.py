@@ -1,0 +1,43 @@
+"""The panel's vocabulary, shared by its rows and its pictures: status icons and colours, escaping, durations.
+
+One place, so a step's node in the graph, its bar in the timeline and its row
+look alike, and every picture escapes user text the same way.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+ICONS = {
+    "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
+    "failed": "✗", "cached": "↺", "skipped": "–",
+}
+COLORS = {
+    "pending": "#757575", "running": "#1565c0", "done": "#2e7d32", "succeeded": "#2e7d32",
+    "failed": "#c62828", "cached": "#00838f", "skipped": "#9e9e9e",
+}
+FAILED_FILL = "#fdecea"  # behind a failed row, inside a failed node
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def plain(text: object) -> str:
+    """User text without terminal colour codes (tracebacks from IPython carry them)."""
+    return _ANSI.sub("", str(text))
+
+
+def esc(text: object) -> str:
+    return html.escape(plain(text), quote=True)
+
+
+def seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value < 10:
+        return f"{value:.2f} s"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    return f"{minutes // 60} h {minutes % 60} min"
