@@ -2,10 +2,10 @@
 
 kale-magic is on no public index, and a step must never run another version of it. At compile time
 the package folder that this process imported is zipped into a wheel whose version carries a digest
-of every file (``0.1.0+k1a2b3c4d5e6``): the same code always gives the same bytes and the same name,
-so it is published once per version to the pipeline root, and a step (or an image built by
-``kale-magic image``) can tell by the version alone whether it holds this exact code. The wheel has
-no dependencies: what the step needs is pinned separately, to the kernel's versions.
+of every file (``0.1.0+k1a2b3c4d5e6``): the same code always gives the same bytes and the same name
+(so KFP's cache key of the environment task that carries it changes only with the code), and a step
+(or an image built by ``kale-magic image``) can tell by the version alone whether it holds this exact
+code. The wheel has no dependencies: what the step needs is pinned separately, to the kernel's versions.
 """
 
 from __future__ import annotations
