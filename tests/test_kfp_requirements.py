@@ -69,3 +69,19 @@ def test_a_module_of_no_distribution_must_be_in_the_workspace(tmp_path, monkeypa
         step_requirements(["import loose"], workspace=workspace, where="step 'a'")
     (workspace / "loose.py").write_text("X = 1\n")  # the snapshot carries it: nothing to install
     assert "loose" not in pins(step_requirements(["import loose"], workspace=workspace))
+
+
+@pytest.mark.parametrize("compiled_for, found", [
+    (dict(python="2.7"), r"compiled for Python 2\.7 but its image runs Python 3\.\d+: use an image with Python 2\.7"),
+    (dict(runtime="0.1.0+k000000000000"), r"compiled by kale-magic 0\.1\.0\+k000000000000 but its image has "
+                                          r"kale-magic 0\.1\.0\+k[0-9a-f]{12}: rebuild the image"),
+])
+def test_a_step_refuses_an_image_with_another_python_or_kale_magic_before_running(tmp_path, monkeypatch,
+                                                                                 compiled_for, found):
+    """What a user-built image holds is checked when the step starts: one sentence, nothing run or written."""
+    from kale_magic.engines.kfp.component import run_component
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    with pytest.raises(RuntimeError, match=f"^step 'train' was {found}"):
+        run_component("train", {}, (), {}, {}, {}, report=None, notebook="{}", **compiled_for)
+    assert not list(tmp_path.iterdir())
