@@ -192,6 +192,20 @@ def test_steps_install_once_per_run_in_an_environment_task_per_image(compiled):
     assert executors["exec-kale-environment-2"]["container"]["image"] == "registry.example/kale:1"
 
 
+def test_pip_index_urls_reach_every_install(tmp_path, fixed_runtime):
+    """Kale.pip_index_urls: the environment task's pinned install and every kfp runtime install use them;
+    a plain-http index is a trusted host."""
+    urls = ("https://pypi.internal/simple", "http://mirror.internal:8080/simple")
+    spec = load(compile_pipeline(three_step_plan(), tmp_path / "p.yaml", pip_index_urls=urls))[0]
+    executors = spec["deploymentSpec"]["executors"]
+    environment = " ".join(executors["exec-kale-environment"]["container"]["command"])
+    assert ("'--index-url', 'https://pypi.internal/simple', '--extra-index-url', "
+            "'http://mirror.internal:8080/simple', '--trusted-host', 'mirror.internal'") in environment
+    for executor in executors.values():
+        command = " ".join(executor["container"]["command"])
+        assert "--index-url https://pypi.internal/simple" in command and "kfp==" in command
+
+
 def test_a_python_image_of_another_version_is_refused(tmp_path):
     other = "python:3.9-slim" if sys.version_info[:2] != (3, 9) else "python:3.10-slim"
     with pytest.raises(ValidationError, match=r"Step 'load' would run on docker.io/library/python:3"):
