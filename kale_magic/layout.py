@@ -102,6 +102,11 @@ class RunDir:
     def metrics_file(self, step: str) -> Path:
         return self.path / "steps" / f"{step}.metrics.json"
 
+    @property
+    def remote_values(self) -> Path:
+        """``kfp-values.json``: step -> name -> object-store URL of a value a KFP run's step saved."""
+        return self.path / "kfp-values.json"
+
     def leftovers(self) -> list[Path]:
         """Temporary files and folders of writers killed half way in this run (never inside its workspace)."""
         folders = [self.path, self.notebooks, self.path / "executed", self.path / "logs", self.path / "steps",

@@ -9,6 +9,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from containers import (base_image, docker_client, docker_pipeline_root, pip_cache,  # noqa: F401 (fixtures)
+                        shared_pipeline_root)
+
 
 class Kernel:
     """A real InteractiveShell that re-raises cell errors, like a test kernel."""

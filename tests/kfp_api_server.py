@@ -1,15 +1,34 @@
-"""A fake Kubeflow Pipelines API server (REST v2beta1) for tests.
+"""A fake Kubeflow Pipelines API server (REST v2beta1) for tests, shaped like the real one.
 
-It speaks enough of the API for the real ``kfp.Client``: healthz, experiments,
-pipeline upload and upload_version, pipelines and versions, runs.  It records
-every request so a test can assert what the client sent, and it lets the test
-drive runs: ``set_run`` changes a run's state and per-task details at once,
-``script_run`` queues states that successive ``GET run`` calls walk through
-(so an engine polling in the test's own thread sees RUNNING, then SUCCEEDED).
+It speaks enough of the API for the real ``kfp.Client``: healthz, experiments, pipeline upload and
+upload_version, pipelines and versions, runs, and the run log endpoint.  What it answers follows KFP's
+own API server (``backend/src/apiserver``):
+
+* **Namespaces.** Single-user (default): every namespace sent is replaced by ``""``, so every pipeline
+  and experiment is shared and listing returns them all.  Multi-user: a list returns exactly the
+  namespace asked for (no namespace: the shared pipelines only, never other namespaces'); experiments
+  need a namespace.
+* **Unique names.** A pipeline's (name, namespace) is unique: uploading a second pipeline of that name
+  in that namespace answers HTTP 409 "Failed to create a pipeline and a pipeline version" (the upload
+  endpoints' ``error_message`` body); a version's (pipeline, name) likewise.
+* **Task details are Argo nodes.** A run's ``task_details`` are the nodes of its Argo workflow: the
+  workflow, ``root-driver`` and ``root``, then per task ``<task>-driver`` (pod), ``<task>`` (the
+  executor DAG, listing its pod in ``child_tasks``) and an inner ``executor`` (pod).  They carry no
+  error message and there is no CACHED state: a cache hit is a SUCCEEDED task whose executor is
+  SKIPPED.  What a step printed is in its executor pod's log, read through
+  ``/apis/v1alpha1/runs/{run}/nodes/{pod}/log`` (which, like the real endpoint, answers 200 with an
+  error body when there is no such pod).
+* ``healthz`` reports ``tag_name`` (the server version, default 2.5.0) and ``multi_user``.
+
+Tests drive runs: ``set_run`` changes a run's state and its tasks at once, ``script_run`` queues states
+that successive ``GET run`` calls walk through (so an engine polling in the test's own thread sees
+RUNNING, then SUCCEEDED).  A task is given as a state (``PENDING``, ``RUNNING``, ``SUCCEEDED``,
+``FAILED``, ``CACHED``, ``CANCELED``, ``SKIPPED``) or ``(state, log)``: the text its executor pod
+printed.
 
 Usage::
 
-    with FakeKfpServer() as kfp:          # or kfp = FakeKfpServer().start(); ...; kfp.stop()
+    with FakeKfpServer(multi_user=True) as kfp:   # or kfp = FakeKfpServer().start(); ...; kfp.stop()
         client = kfp_sdk.Client(host=kfp.url)
         ...
         assert kfp.requests_to("POST", "/apis/v2beta1/runs")
@@ -24,10 +43,21 @@ import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 API = "/apis/v2beta1"
+LOG = "/apis/v1alpha1/runs/"
 TIME = "2026-01-01T00:00:00Z"
+# what Argo's node phases read as through the API (model.RuntimeState.ToV2); Omitted is UNSPECIFIED
+STATE_OF_PHASE = {"Pending": "PENDING", "Running": "RUNNING", "Succeeded": "SUCCEEDED", "Skipped": "SKIPPED",
+                  "Failed": "FAILED", "Error": "FAILED", "Omitted": "RUNTIME_STATE_UNSPECIFIED"}
+# a task's state as a test gives it -> Argo phases of (driver, executor DAG, executor pod); None: no node yet
+NODES_OF_TASK = {"PENDING": ("Pending", None, None), "RUNNING": ("Succeeded", "Running", "Running"),
+                 "SUCCEEDED": ("Succeeded", "Succeeded", "Succeeded"), "CACHED": ("Succeeded", "Succeeded", "Skipped"),
+                 "FAILED": ("Succeeded", "Failed", "Failed"), "CANCELED": ("Succeeded", "Failed", "Failed"),
+                 "SKIPPED": ("Omitted", None, None)}
+RUN_PHASE = {"PENDING": "Pending", "RUNNING": "Running", "SUCCEEDED": "Succeeded", "FAILED": "Failed",
+             "CANCELED": "Failed", "CANCELING": "Running", "SKIPPED": "Skipped"}
 
 
 @dataclass
@@ -43,24 +73,39 @@ class Recorded:
 
 
 class ApiError(Exception):
+    """An error of the gRPC gateway (JSON with ``error``, ``code``, ``message``)."""
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
         self.message = message
 
+    def body(self) -> dict:
+        return {"error": self.message, "code": _grpc_code(self.status), "message": self.message, "details": []}
+
+
+class UploadError(ApiError):
+    """An error of the upload endpoints, which are plain HTTP handlers (``error_message``, ``error_details``)."""
+
+    def body(self) -> dict:
+        return {"error_message": self.message, "error_details": self.message}
+
 
 class FakeKfpServer:
     """Threaded HTTP server on 127.0.0.1 with the state of a tiny KFP installation."""
 
-    def __init__(self, *, token: str | None = None, multi_user: bool = False):
+    def __init__(self, *, token: str | None = None, multi_user: bool = False, version: str = "2.5.0"):
         self.token = token  # when set, requests need "Authorization: Bearer <token>"
         self.multi_user = multi_user
+        self.version = version
         self.requests: list[Recorded] = []
         self.experiments: dict[str, dict] = {}
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, dict] = {}  # version id -> version (with "spec_text")
         self.runs: dict[str, dict] = {}
+        self.logs: dict[str, str] = {}  # pod (node id) -> what it printed
         self._scripts: dict[str, list[dict]] = {}
+        self._on_create = None
         self._failures: list[list] = []  # [method, path prefix, status, message, times]
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
@@ -99,9 +144,9 @@ class FakeKfpServer:
             self._failures.append([method, path_prefix, status, message, times])
 
     def set_run(self, run_id: str, state: str, tasks: dict | None = None, error: str | None = None) -> None:
-        """Set a run's state; ``tasks`` maps task name -> state or (state, error message)."""
+        """Set a run's state; ``tasks`` maps task name -> state or (state, what its executor printed)."""
         with self._lock:
-            _apply(self.runs[run_id], {"state": state, "tasks": tasks, "error": error})
+            self._apply(self.runs[run_id], {"state": state, "tasks": tasks, "error": error})
 
     def script_run(self, *states: dict) -> None:
         """Queue states for the next run created; each ``GET run`` applies the next one.
@@ -110,6 +155,11 @@ class FakeKfpServer:
         """
         with self._lock:
             self._scripts["next"] = list(states)
+
+    def on_run_created(self, callback) -> None:
+        """Call ``callback(run)`` in a thread when a run is created (the cluster doing the work: e.g. run the
+        uploaded YAML and put its outputs in the object store); the run reads RUNNING until it returns."""
+        self._on_create = callback
 
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -127,10 +177,11 @@ class FakeKfpServer:
             self.requests.append(rec)
             try:
                 self._check(rec)
+                if rec.path.startswith(LOG):
+                    return 200, self._log(rec.path)
                 return 200, self._route(rec)
             except ApiError as err:
-                return err.status, {"error": err.message, "code": _grpc_code(err.status),
-                                    "message": err.message, "details": []}
+                return err.status, err.body()
 
     def _check(self, rec: Recorded) -> None:
         if self.token and rec.headers.get("authorization") != f"Bearer {self.token}":
@@ -139,24 +190,26 @@ class FakeKfpServer:
             method, prefix, status, message, times = failure
             if times > 0 and rec.method == method and rec.path.startswith(prefix):
                 failure[4] -= 1
-                raise ApiError(status, message)
+                raise (UploadError if "/upload" in rec.path else ApiError)(status, message)
 
     def _route(self, rec: Recorded) -> object:
         parts = rec.path[len(API):].strip("/").split("/") if rec.path.startswith(API) else []
         key = (rec.method, parts[0] if parts else "", len(parts))
         routes = {
-            ("GET", "healthz", 1): lambda: {"multi_user": self.multi_user},
+            ("GET", "healthz", 1): lambda: {"commit_sha": "0" * 40, "tag_name": self.version,
+                                            "multi_user": self.multi_user},
             ("POST", "experiments", 1): lambda: self._create_experiment(rec.json),
-            ("GET", "experiments", 1): lambda: {"experiments": self._filtered(self.experiments, rec)},
+            ("GET", "experiments", 1): lambda: self._list_experiments(rec),
             ("GET", "experiments", 2): lambda: self._get(self.experiments, parts[1]),
             ("POST", "pipelines", 2): lambda: self._upload(rec, parts[1]),
-            ("GET", "pipelines", 1): lambda: {"pipelines": self._filtered(self.pipelines, rec)},
+            ("GET", "pipelines", 1): lambda: {"pipelines": self._filtered(self._in_namespace(self.pipelines, rec),
+                                                                          rec)},
             ("GET", "pipelines", 2): lambda: self._get(self.pipelines, parts[1]),
             ("DELETE", "pipelines", 2): lambda: self._delete_pipeline(parts[1]),
             ("GET", "pipelines", 3): lambda: {"pipeline_versions": self._versions_of(parts[1])},
             ("GET", "pipelines", 4): lambda: self._public(self._get(self.versions, parts[3])),
             ("POST", "runs", 1): lambda: self._create_run(rec.json),
-            ("GET", "runs", 1): lambda: {"runs": list(self.runs.values())},
+            ("GET", "runs", 1): lambda: {"runs": [self._public_run(r) for r in self.runs.values()]},
             ("GET", "runs", 2): lambda: self._get_run(parts[1]),
             ("POST", "runs", 2): lambda: self._run_action(*parts[1].partition(":")[::2]),
         }
@@ -173,20 +226,40 @@ class FakeKfpServer:
             raise ApiError(404, f"{ident} not found")
         return table[ident]
 
+    def _namespace(self, namespace: str | None) -> str:
+        """``ResourceManager.ReplaceNamespace``: single-user installations have no namespaces."""
+        return (namespace or "") if self.multi_user else ""
+
+    def _in_namespace(self, table: dict, rec: Recorded) -> list[dict]:
+        """Exactly the namespace asked for (the real list filters ``Namespace = ?``, shared ones are "")."""
+        namespace = self._namespace(rec.query.get("namespace"))
+        return [item for item in table.values() if item["namespace"] == namespace]
+
     @staticmethod
-    def _filtered(table: dict, rec: Recorded) -> list[dict]:
-        items = list(table.values())
-        if "namespace" in rec.query:
-            items = [i for i in items if i.get("namespace", "") in ("", rec.query["namespace"])]
+    def _filtered(items: list[dict], rec: Recorded) -> list[dict]:
         for pred in json.loads(rec.query.get("filter") or "{}").get("predicates", []):
             items = [i for i in items if i.get(pred["key"]) == pred.get("stringValue")]
         return items
 
+    def _list_experiments(self, rec: Recorded) -> dict:
+        if self.multi_user and not rec.query.get("namespace"):
+            raise ApiError(400, "Failed to authorize with API: Invalid input error: "
+                                "An experiment cannot have an empty namespace in multi-user mode")
+        return {"experiments": self._filtered(self._in_namespace(self.experiments, rec), rec)}
+
     def _create_experiment(self, body: dict) -> dict:
         if not body.get("display_name"):
             raise ApiError(400, "Invalid input error: experiment display_name is empty")
+        namespace = self._namespace(body.get("namespace"))
+        if self.multi_user and not namespace:
+            raise ApiError(400, "Failed to authorize the request: Invalid input error: "
+                                "An experiment cannot have an empty namespace in multi-user mode")
+        if any((e["display_name"], e["namespace"]) == (body["display_name"], namespace)
+               for e in self.experiments.values()):
+            raise ApiError(409, f"Already exist error: Failed to create a new experiment. The name "
+                                f"{body['display_name']} already exists. Please specify a new name")
         exp = {"experiment_id": self._new_id("exp"), "display_name": body["display_name"],
-               "namespace": body.get("namespace") or "", "description": body.get("description") or "",
+               "namespace": namespace, "description": body.get("description") or "",
                "created_at": TIME, "storage_state": "AVAILABLE"}
         self.experiments[exp["experiment_id"]] = exp
         return exp
@@ -194,20 +267,24 @@ class FakeKfpServer:
     def _upload(self, rec: Recorded, action: str) -> dict:
         spec = rec.files.get("uploadfile")
         if spec is None:
-            raise ApiError(400, "Invalid input error: no uploadfile in the request")
+            raise UploadError(400, "Failed to read pipeline from file")
         name = rec.query.get("name") or rec.query.get("display_name")
         if action == "upload":
-            if any(p["display_name"] == name for p in self.pipelines.values()):
-                raise ApiError(409, f"Already exists: pipeline {name!r} already exists")
+            namespace = self._namespace(rec.query.get("namespace"))
+            if any((p["name"], p["namespace"]) == (name, namespace) for p in self.pipelines.values()):
+                raise UploadError(409, "Failed to create a pipeline and a pipeline version")  # (name, namespace)
             pipeline = {"pipeline_id": self._new_id("pipeline"), "display_name": name, "name": name,
-                        "description": rec.query.get("description", ""),
-                        "namespace": rec.query.get("namespace", ""), "created_at": TIME}
+                        "description": rec.query.get("description", ""), "namespace": namespace,
+                        "created_at": TIME}
             self.pipelines[pipeline["pipeline_id"]] = pipeline
             self._add_version(pipeline["pipeline_id"], name, spec)
             return pipeline
         if action == "upload_version":
             pipeline_id = rec.query.get("pipelineid")
-            self._get(self.pipelines, pipeline_id)
+            if pipeline_id not in self.pipelines:
+                raise UploadError(400, "Failed to create a pipeline version")
+            if any((v["pipeline_id"], v["name"]) == (pipeline_id, name) for v in self.versions.values()):
+                raise UploadError(409, "Failed to create a pipeline version")
             return self._public(self._add_version(pipeline_id, name, spec))
         raise ApiError(404, f"Not Found: POST {rec.path}")
 
@@ -240,46 +317,101 @@ class FakeKfpServer:
             raise ApiError(404, f"Pipeline version {ref.get('pipeline_version_id')} not found")
         if body.get("experiment_id") and body["experiment_id"] not in self.experiments:
             raise ApiError(404, f"Experiment {body['experiment_id']} not found")
-        run = {"run_id": self._new_id("run"), "display_name": body.get("display_name", ""),
+        if self.multi_user and not body.get("experiment_id"):
+            raise ApiError(400, "Invalid input error: Resource cannot have an empty namespace and experiment id "
+                                "in multi-user mode")
+        number = next(self._ids)
+        run = {"run_id": f"run-{number}", "display_name": body.get("display_name", ""),
                "experiment_id": body.get("experiment_id", ""), "pipeline_version_reference": ref,
                "runtime_config": body.get("runtime_config") or {}, "storage_state": "AVAILABLE",
-               "created_at": TIME, "state": "PENDING", "run_details": {"task_details": []}}
+               "created_at": TIME, "state": "PENDING", "_workflow": f"kale-run-{number:05d}", "_tasks": {}}
         self.runs[run["run_id"]] = run
         if "next" in self._scripts:
             self._scripts[run["run_id"]] = self._scripts.pop("next")
-        return run
+        if self._on_create is not None:
+            run["_busy"] = threading.Thread(target=self._on_create, args=(dict(run),), daemon=True)
+            run["_busy"].start()
+        return self._public_run(run)
 
     def _run_action(self, run_id: str, action: str) -> dict:
         run = self._get(self.runs, run_id)
         if action != "terminate":
             raise ApiError(404, f"Not Found: run action {action!r}")
         self._scripts.pop(run_id, None)
-        _apply(run, {"state": "CANCELED", "tasks": {t["display_name"]: "CANCELED" if t["state"] in (
-            "PENDING", "RUNNING") else t["state"] for t in run["run_details"]["task_details"]}})
+        self._apply(run, {"state": "CANCELED", "tasks": {name: "CANCELED" if state in ("PENDING", "RUNNING")
+                                                          else value for name, value in run["_tasks"].items()
+                                                          for state in [_state(value)]}})
         return {}
 
     def _get_run(self, run_id: str) -> dict:
         run = self._get(self.runs, run_id)
+        if run.get("_busy") is not None and run["_busy"].is_alive():
+            self._apply(run, {"state": "RUNNING", "tasks": {}})
+            return self._public_run(run)
         script = self._scripts.get(run_id)
         if script:
-            _apply(run, script.pop(0) if len(script) > 1 else script[0])
-        return run
+            self._apply(run, script.pop(0) if len(script) > 1 else script[0])
+        return self._public_run(run)
+
+    def _apply(self, run: dict, change: dict) -> None:
+        run["state"] = change["state"]
+        if change.get("error"):
+            run["error"] = {"code": 2, "message": change["error"]}
+        if change.get("tasks") is not None:
+            run["_tasks"] = dict(change["tasks"])
+            for name, value in run["_tasks"].items():
+                if isinstance(value, tuple):
+                    self.logs[_node_id(run, f"{name}.executor")] = value[1]
+                elif _state(value) in ("RUNNING", "SUCCEEDED", "FAILED", "CANCELED"):
+                    self.logs.setdefault(_node_id(run, f"{name}.executor"), f"running step {name}\n")
+
+    def _public_run(self, run: dict) -> dict:
+        out = {k: v for k, v in run.items() if not k.startswith("_")}
+        out["run_details"] = {"task_details": _argo_nodes(run)}
+        return out
+
+    def _log(self, path: str) -> object:
+        """The run log endpoint: a pod's log as text; without such a pod, 200 and an error body (as KFP)."""
+        run_id, _, rest = unquote(path[len(LOG):]).partition("/nodes/")
+        node = rest.removesuffix("/log")
+        if run_id in self.runs and node in self.logs:
+            return self.logs[node]
+        return {"error_message": f"Failed to read logs for run {run_id}: Internal Server Error: Failed to "
+                                 f"read logs from pod {node} due to error opening log stream",
+                "error_details": "pods not found"}
 
 
-def _apply(run: dict, change: dict) -> None:
-    run["state"] = change["state"]
-    if change.get("error"):
-        run["error"] = {"code": 2, "message": change["error"]}
-    tasks = []
-    for i, (name, value) in enumerate((change.get("tasks") or {}).items()):
-        state, message = value if isinstance(value, tuple) else (value, None)
-        task = {"task_id": f"task-{i}", "run_id": run["run_id"], "display_name": name,
-                "state": state, "create_time": TIME}
-        if message:
-            task["error"] = {"code": 2, "message": message}
-        tasks.append(task)
-    if change.get("tasks") is not None:
-        run["run_details"] = {"task_details": tasks}
+def _state(value) -> str:
+    return value[0] if isinstance(value, tuple) else value
+
+
+def _node_id(run: dict, node: str) -> str:
+    """Argo's node id: the workflow name and a number derived from the node's path."""
+    return f"{run['_workflow']}-{sum(ord(c) * (i + 1) for i, c in enumerate(node)) % 10**10:010d}"
+
+
+def _argo_nodes(run: dict) -> list[dict]:
+    """The run's task details as the API builds them from the Argo workflow's nodes (sorted by node id)."""
+    workflow, phase = run["_workflow"], RUN_PHASE.get(run["state"])
+    if not phase or run["state"] == "PENDING" and not run["_tasks"]:
+        return []
+    nodes = [(workflow, workflow, phase, ["root-driver", "root"]), ("root-driver", "root-driver", "Succeeded", []),
+             ("root", "root", phase, [])]
+    for name, value in run["_tasks"].items():
+        driver, dag, executor = NODES_OF_TASK[_state(value)]
+        nodes.append((f"{name}.driver", f"{name}-driver", driver, []))
+        if dag:
+            nodes.append((name, name, dag, [f"{name}.executor"]))
+            nodes.append((f"{name}.executor", "executor", executor, []))
+    details = []
+    for path, display_name, node_phase, children in nodes:
+        details.append({"run_id": run["run_id"], "task_id": _node_id(run, "task:" + path), "display_name":
+                        display_name, "create_time": TIME, "start_time": TIME, "end_time": TIME,
+                        "state": STATE_OF_PHASE[node_phase], "execution_id": "0",
+                        "child_tasks": [{"pod_name": _node_id(run, child)} for child in children], "_id":
+                        _node_id(run, path)})
+    details.sort(key=lambda d: d.pop("_id"))
+    return details
 
 
 def _grpc_code(status: int) -> int:
@@ -308,9 +440,10 @@ def _handler(server: FakeKfpServer):
             elif body:
                 rec.json = json.loads(body)
             status, payload = server.handle(rec)
-            data = json.dumps(payload).encode()
+            text = isinstance(payload, str)
+            data = payload.encode() if text else json.dumps(payload).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "text/plain" if text else "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)

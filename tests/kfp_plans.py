@@ -1,7 +1,13 @@
-"""Hand-built plans shared by the KFP compiler and engine tests."""
+"""Hand-built plans shared by the KFP compiler and engine tests, and following a run on a KFP server."""
 
+import dataclasses
+
+from kale_magic.engines.kfp.engine import KfpEngine
+from kale_magic.layout import RunDir
 from kale_magic.plan.model import Plan, StepPlan, Transfer
 from kale_magic.plan.session import StepOptions
+from kale_magic.run import launch
+from kale_magic.run.state import RunState
 
 
 def three_step_plan(**overrides) -> Plan:
@@ -23,3 +29,20 @@ def three_step_plan(**overrides) -> Plan:
     fields.update(overrides)
     return Plan(**fields)
 
+
+
+def follow(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, run_id="run-1",
+           **engine_args):
+    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks."""
+    plan = plan or three_step_plan()
+    plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
+    state = RunState(run_id, plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
+    engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
+    if cancel_after:
+        state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
+    run_dir = RunDir(tmp_path / "run")
+    compiled = launch.compile_steps(plan, state, run_dir, engine)
+    launch.upload(plan, state, engine, compiled)
+    if not upload_only:
+        launch.execute(plan, state, run_dir, engine, compiled).join()
+    return state

@@ -332,8 +332,9 @@ def test_no_cache_reaches_kfp_and_local_only_options_are_refused(kernel):
     kernel.run("%%step a\nx = 1")
     for flags, cached in (("--no-cache", False), ("", True)):
         run = kernel.run(f"%kale_run --engine kfp --compile-only --no-snapshot {flags}")
-        (task,) = yaml.safe_load_all(run.pipeline_file.read_text()).__next__()["root"]["dag"]["tasks"].values()
-        assert task["cachingOptions"].get("enableCache", False) is cached
+        tasks = yaml.safe_load_all(run.pipeline_file.read_text()).__next__()["root"]["dag"]["tasks"]
+        assert tasks["a"]["cachingOptions"].get("enableCache", False) is cached
+        assert tasks["kale-environment"]["cachingOptions"] == {"enableCache": True}  # a function of its pins
     with pytest.raises(KaleError, match="work with the local engine"):
         kernel.shell.run_line_magic("kale_run", "--host http://127.0.0.1:9 --resume")
 

@@ -31,13 +31,14 @@ def test_compile_writes_the_pipeline_without_running_any_cell(tmp_path):
     result = kale_magic("compile", "nb.ipynb", "-o", "out/pipe.yaml", "--param", "n=7", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"wrote out/pipe.yaml (3 steps)\n"
-    spec = yaml.safe_load((tmp_path / "out" / "pipe.yaml").read_text())
+    spec = next(yaml.safe_load_all((tmp_path / "out" / "pipe.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "nb"
     assert spec["root"]["inputDefinitions"]["parameters"]["n"]["defaultValue"] == 7
     assert dag(spec) == {
-        "make": ([], [], ["n"]),
-        "double": (["make"], ["in_xs"], ["scale"]),
-        "total": (["double", "make"], ["in_xs", "in_ys"], []),
+        "kale-environment": ([], [], []),
+        "make": (["kale-environment"], ["kale_environment"], ["n"]),
+        "double": (["kale-environment", "make"], ["in_xs", "kale_environment"], ["scale"]),
+        "total": (["double", "kale-environment", "make"], ["in_xs", "in_ys", "kale_environment"], []),
     }
     resources = spec["deploymentSpec"]["executors"]["exec-make"]["container"]["resources"]
     assert resources["cpuLimit"] == 2 and resources["memoryLimit"] == 1.073741824
@@ -59,7 +60,7 @@ def test_the_notebooks_kale_run_and_config_lines_are_honoured(tmp_path):
                                          "run = %kale_run --pipeline digits --param scale=2.5"))
     result = kale_magic("compile", "nb.ipynb", "-o", "p.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "digits"
     assert spec["root"]["inputDefinitions"]["parameters"]["scale"]["defaultValue"] == 2.5
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
@@ -79,10 +80,10 @@ def test_static_and_live_compiles_make_the_same_graph(tmp_path):
     assert live.returncode == 0, live.stdout + live.stderr
     static = kale_magic("compile", "nb.ipynb", "-o", "static.yaml", cwd=tmp_path)
     assert static.returncode == 0, static.stderr
-    live_spec = yaml.safe_load((tmp_path / ".kale" / "pipelines" / "nb.yaml").read_text())
-    static_spec = yaml.safe_load((tmp_path / "static.yaml").read_text())
+    live_spec = next(yaml.safe_load_all((tmp_path / ".kale" / "pipelines" / "nb.yaml").read_text()))
+    static_spec = next(yaml.safe_load_all((tmp_path / "static.yaml").read_text()))
     assert dag(static_spec) == dag(live_spec)
-    assert dag(static_spec)["join"] == (["left", "right"], ["in_left", "in_right"], [])
+    assert dag(static_spec)["join"] == (["kale-environment", "left", "right"], ["in_left", "in_right", "kale_environment"], [])
 
 
 def test_a_kale_tagged_notebook_compiles_directly(tmp_path):
@@ -95,9 +96,10 @@ def test_a_kale_tagged_notebook_compiles_directly(tmp_path):
     result = kale_magic("compile", "kale.ipynb", "-o", "p.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "cell 3: tag 'team:data' has no kale-magic equivalent" in result.stderr
-    spec = yaml.safe_load((tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))
     assert spec["pipelineInfo"]["name"] == "from-kale"
-    assert dag(spec) == {"load": ([], [], ["n"]), "sum": (["load"], ["in_xs"], [])}
+    assert dag(spec) == {"kale-environment": ([], [], []), "load": (["kale-environment"], ["kale_environment"], ["n"]),
+                         "sum": (["kale-environment", "load"], ["in_xs", "kale_environment"], [])}
     executors = spec["deploymentSpec"]["executors"]
     assert executors["exec-load"]["container"]["image"] == "kale/image:2"
     assert executors["exec-load"]["container"]["resources"]["accelerator"]["resourceCount"] == "1"

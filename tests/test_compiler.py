@@ -24,7 +24,21 @@ def load(path):
 
 
 @pytest.fixture
-def compiled(tmp_path):
+def fixed_runtime(monkeypatch):
+    """A stand-in kale-magic wheel and fixed pins, so the golden file does not change with every edit of
+    kale-magic's code or every upgrade of a library in this environment."""
+    from kale_magic.engines.kfp import setup as kfp_setup
+    from kale_magic.engines.kfp import wheel as kfp_wheel
+    from kale_magic.engines.kfp.requirements import Requirements
+
+    monkeypatch.setattr(kfp_wheel, "wheel_bytes", lambda package=None: b"a wheel")
+    monkeypatch.setattr(kfp_setup, "runtime_version", lambda package=None: "0.1.0+k000000000000")
+    monkeypatch.setattr(kfp_setup, "_requirements", lambda plan, step, opts: Requirements(
+        (("ipython", "9.0.0"), ("numpy", "2.0.0")) if step.name == "load" else (("dill", "0.4.0"),)))
+
+
+@pytest.fixture
+def compiled(tmp_path, fixed_runtime):
     path = compile_pipeline(three_step_plan(), tmp_path / "p.yaml", **OPTIONS)
     spec, platform = load(path)
     return path, spec, platform
@@ -33,8 +47,8 @@ def compiled(tmp_path):
 def test_matches_golden_file(compiled):
     """Regenerate with KALE_REGEN_GOLDEN=1 after an intended change (or a kfp upgrade).
 
-    Last regenerated when the package was layered: only the two import paths the YAML carries changed
-    (``kale_magic.engines.kfp.component`` and ``kale_magic.step.runtime``; the old ones still import).
+    Last regenerated when steps began to install what they import: the kale-environment tasks (one per
+    image), their input to every step, kfp's runtime install, and pods running as a non-root user.
     """
     path, _, _ = compiled
     golden = GOLDEN / "three_step.yaml"
@@ -43,7 +57,7 @@ def test_matches_golden_file(compiled):
     assert path.read_bytes() == golden.read_bytes(), "YAML differs from the golden file (KALE_REGEN_GOLDEN=1 accepts)"
 
 
-def test_same_plan_compiles_byte_identical(tmp_path):
+def test_same_plan_compiles_byte_identical(tmp_path, fixed_runtime):
     first = compile_pipeline(three_step_plan(), tmp_path / "a.yaml", **OPTIONS)
     second = compile_pipeline(three_step_plan(), tmp_path / "b.yaml", **OPTIONS)
     assert first.read_bytes() == second.read_bytes()
@@ -104,10 +118,12 @@ def test_each_value_is_a_typed_artifact_with_report_and_metrics(compiled):
         return {k: v["artifactType"]["schemaTitle"] for k, v in defs.get("artifacts", {}).items()}
 
     assert kinds(comps["comp-load"]["outputDefinitions"]) == {"x": "system.Dataset", "kale_report": "system.HTML"}
-    assert kinds(comps["comp-train"]["inputDefinitions"]) == {"in_x": "system.Dataset"}
+    assert kinds(comps["comp-train"]["inputDefinitions"]) == {"in_x": "system.Dataset",
+                                                              "kale_environment": "system.Artifact"}
     assert kinds(comps["comp-train"]["outputDefinitions"]) == {
         "model": "system.Model", "kale_report": "system.HTML", "kale_metrics": "system.Metrics"}
-    assert kinds(comps["comp-report"]["inputDefinitions"]) == {"in_model": "system.Model"}
+    assert kinds(comps["comp-report"]["inputDefinitions"]) == {"in_model": "system.Model",
+                                                               "kale_environment": "system.Artifact"}
 
 
 def test_step_options_are_applied(compiled):
@@ -120,7 +136,7 @@ def test_step_options_are_applied(compiled):
     assert resources["accelerator"]["resourceCount"] == "1"
     assert "resources" not in executors["exec-load"]["container"]
     assert executors["exec-report"]["container"]["image"] == "registry.example/kale:1"
-    assert executors["exec-load"]["container"]["image"] == "python:3.11"
+    assert executors["exec-load"]["container"]["image"] == "python:%d.%d" % sys.version_info[:2]
     tasks = spec["root"]["dag"]["tasks"]
     assert tasks["train"]["retryPolicy"]["maxRetryCount"] == 2
     assert tasks["train"]["cachingOptions"] == {}
@@ -130,6 +146,8 @@ def test_step_options_are_applied(compiled):
     assert k8s["exec-train"]["activeDeadlineSeconds"] == "600"
     assert "activeDeadlineSeconds" not in k8s["exec-load"]
     for executor in ("exec-load", "exec-train", "exec-report"):
+        assert k8s[executor]["securityContext"] == {"runAsUser": "65534", "runAsGroup": "0", "runAsNonRoot": True}
+        assert {"name": "HOME", "value": "/tmp/kale-home"} in executors[executor]["container"]["env"]
         assert k8s[executor]["pvcMount"][0]["mountPath"] == "/data"
         assert k8s[executor]["pvcMount"][0]["constant"] == "data-pvc"
         secret = k8s[executor]["secretAsEnv"][0]
@@ -140,8 +158,9 @@ def test_step_options_are_applied(compiled):
 
 def test_pipeline_options(tmp_path):
     path = compile_pipeline(three_step_plan(), tmp_path / "p.yaml", base_image="my/image:2", caching=False,
-                            accelerator="amd.com/gpu", packages=("scikit-learn==1.5",))
-    spec = load(path)[0]
+                            accelerator="amd.com/gpu", packages=("scikit-learn==1.5",), install_packages=False,
+                            run_as_user=None)
+    spec, platform = load(path)
     executors = spec["deploymentSpec"]["executors"]
     assert executors["exec-load"]["container"]["image"] == "my/image:2"
     assert executors["exec-train"]["container"]["resources"]["accelerator"]["resourceType"] == "amd.com/gpu"
@@ -149,15 +168,52 @@ def test_pipeline_options(tmp_path):
     command = " ".join(executors["exec-load"]["container"]["command"])
     assert "scikit-learn==1.5" in command and "kfp==" not in command
     assert spec["pipelineInfo"] == {"name": "demo-pipeline", "description": "A demo pipeline"}
+    assert set(spec["root"]["dag"]["tasks"]) == {"load", "train", "report"}  # the image holds everything
+    assert "securityContext" not in str(platform)
 
 
-def test_no_pip_install_by_default(compiled):
+def test_steps_install_once_per_run_in_an_environment_task_per_image(compiled):
     _, spec, _ = compiled
-    for executor in spec["deploymentSpec"]["executors"].values():
-        assert "pip install" not in " ".join(executor["container"]["command"])
+    tasks, executors = spec["root"]["dag"]["tasks"], spec["deploymentSpec"]["executors"]
+    assert {t: tasks[t]["componentRef"]["name"] for t in tasks if t.startswith("kale-environment")} == {
+        "kale-environment": "comp-kale-environment", "kale-environment-2": "comp-kale-environment-2"}
+    producer = {step: tasks[step]["inputs"]["artifacts"]["kale_environment"]["taskOutputArtifact"]["producerTask"]
+                for step in ("load", "train", "report")}
+    assert producer == {"load": "kale-environment", "train": "kale-environment", "report": "kale-environment-2"}
+    environment = executors["exec-kale-environment"]["container"]
+    source = " ".join(environment["command"] + environment["args"])
+    assert "'dill==0.4.0', 'ipython==9.0.0', 'numpy==2.0.0'" in source  # load's and train's pins, merged
+    assert "kale-magic==0.1.0+k000000000000" in source
+    assert {e["name"] for e in environment["env"]} == {"KALE_PAYLOAD_0", "HOME"}
+    for step in ("load", "train", "report"):
+        installs = [line for line in " ".join(executors[f"exec-{step}"]["container"]["command"]).splitlines()
+                    if "pip install" in line]
+        assert installs == [line for line in installs if "'kfp==" in line and "numpy" not in line] != []
+    assert executors["exec-kale-environment-2"]["container"]["image"] == "registry.example/kale:1"
 
 
-def test_default_file_is_under_dot_kale_next_to_the_notebook(tmp_path):
+def test_pip_index_urls_reach_every_install(tmp_path, fixed_runtime):
+    """Kale.pip_index_urls: the environment task's pinned install and every kfp runtime install use them;
+    a plain-http index is a trusted host."""
+    urls = ("https://pypi.internal/simple", "http://mirror.internal:8080/simple")
+    spec = load(compile_pipeline(three_step_plan(), tmp_path / "p.yaml", pip_index_urls=urls))[0]
+    executors = spec["deploymentSpec"]["executors"]
+    environment = " ".join(executors["exec-kale-environment"]["container"]["command"])
+    assert ("'--index-url', 'https://pypi.internal/simple', '--extra-index-url', "
+            "'http://mirror.internal:8080/simple', '--trusted-host', 'mirror.internal'") in environment
+    for executor in executors.values():
+        command = " ".join(executor["container"]["command"])
+        assert "--index-url https://pypi.internal/simple" in command and "kfp==" in command
+
+
+def test_a_python_image_of_another_version_is_refused(tmp_path):
+    other = "python:3.9-slim" if sys.version_info[:2] != (3, 9) else "python:3.10-slim"
+    with pytest.raises(ValidationError, match=r"Step 'load' would run on docker.io/library/python:3"):
+        compile_pipeline(three_step_plan(), tmp_path / "p.yaml", base_image=f"docker.io/library/{other}")
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_default_file_is_under_dot_kale_next_to_the_notebook(tmp_path, fixed_runtime):
     plan = three_step_plan(notebook_path=tmp_path / "nb" / "train.ipynb")
     assert default_pipeline_file(plan) == tmp_path / "nb" / ".kale" / "pipelines" / "demo-pipeline.yaml"
     assert compile_pipeline(plan).is_file()
@@ -176,7 +232,7 @@ def test_k8s_names(text, expected):
     assert k8s_name(text) == expected
 
 
-def test_colliding_and_reserved_names_are_made_unique(tmp_path):
+def test_colliding_and_reserved_names_are_made_unique(tmp_path, fixed_runtime):
     big, small = Transfer("X", "a_b", "json", "builtins.int"), Transfer("x", "a_b", "json", "builtins.int")
     steps = {
         "a_b": StepPlan("a_b", ("X = 1\nx = 2",), (), (), (), (big, small), ()),
@@ -188,10 +244,11 @@ def test_colliding_and_reserved_names_are_made_unique(tmp_path):
     plan = Plan("p", steps)
     names = Names(plan)
     assert names.tasks == {"a_b": "a-b", "a-b": "a-b-2", "import": "v-import"}
+    assert Names(Plan("p", {"kale_environment": steps["a_b"]})).tasks == {"kale_environment": "kale-environment-s"}
     assert Names.io(steps["a_b"]) == {("out", "X"): "x", ("out", "x"): "x_2"}
     assert Names.io(steps["a-b"])[("out", "kale_report")] == "kale_report_2"
     spec = load(compile_pipeline(plan, tmp_path / "p.yaml"))[0]
-    assert set(spec["root"]["dag"]["tasks"]) == {"a-b", "a-b-2", "v-import"}
+    assert set(spec["root"]["dag"]["tasks"]) == {"a-b", "a-b-2", "v-import", "kale-environment"}
     assert spec["root"]["dag"]["tasks"]["v-import"]["taskInfo"]["name"] == "import"
 
 
@@ -227,3 +284,25 @@ def test_importing_the_compiler_does_not_import_kfp():
     root = Path(__file__).parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_step_code_too_large_to_carry_is_refused_with_the_step_named(tmp_path, fixed_runtime):
+    import base64
+    import os as _os
+
+    blob = base64.b64encode(_os.urandom(1_300_000)).decode()  # does not compress
+    plan = Plan("p", {"huge": StepPlan("huge", (f"data = {blob!r}",), (), (), (), (), ())})
+    with pytest.raises(ValidationError, match=r"The code of step 'huge' is too large for a Kubeflow pipeline "
+                                              r"to carry \(1\.\d MB compressed, at most 1\.5 MB\)"):
+        compile_pipeline(plan, tmp_path / "p.yaml")
+
+
+def test_a_large_step_notebook_travels_with_the_environment_not_in_its_command_line(tmp_path, fixed_runtime):
+    code = "".join(f"v{i} = {i}  # line {i}\n" for i in range(6000))  # > 100 KB, compresses well
+    plan = Plan("p", {"big": StepPlan("big", (code,), (), (), (), (), ())})
+    spec = load(compile_pipeline(plan, tmp_path / "p.yaml"))[0]
+    executor = spec["deploymentSpec"]["executors"]["exec-big"]["container"]
+    assert all(len(arg.encode()) < 128 * 1024 for arg in executor["command"] + executor["args"])
+    assert "notebook_file=" in executor["command"][-1] and "v5999" not in executor["command"][-1]
+    environment = spec["deploymentSpec"]["executors"]["exec-kale-environment"]["container"]
+    assert all(len(e["value"].encode()) < 128 * 1024 for e in environment["env"])

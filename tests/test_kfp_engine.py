@@ -1,10 +1,12 @@
 """The KFP engine against a fake KFP API server driven by the tests, through the real kfp.Client."""
 
 import dataclasses
+import json
 import socket
 
 import pytest
 from kfp_api_server import FakeKfpServer
+from kfp_plans import follow as run
 from kfp_plans import three_step_plan
 
 from kale_magic.engines.base import Outcome
@@ -31,22 +33,6 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
-
-
-def run(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, **engine_args):
-    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks."""
-    plan = plan or three_step_plan()
-    plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
-    state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
-    engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
-    if cancel_after:
-        state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
-    run_dir = RunDir(tmp_path / "run")
-    compiled = launch.compile_steps(plan, state, run_dir, engine)
-    launch.upload(plan, state, engine, compiled)
-    if not upload_only:
-        launch.execute(plan, state, run_dir, engine, compiled).join()
-    return state
 
 
 def failed_upload(host, tmp_path, **engine_args):
@@ -100,7 +86,7 @@ def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
 
 def test_existing_pipeline_gets_a_new_version_and_experiment_is_reused(server, tmp_path):
     server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
-    run(server.url, tmp_path)
+    run(server.url, tmp_path, run_id="run-0")
     server.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
     state = run(server.url, tmp_path)
     assert state.status == "succeeded"
@@ -112,15 +98,64 @@ def test_existing_pipeline_gets_a_new_version_and_experiment_is_reused(server, t
     assert server.last_run["pipeline_version_reference"]["pipeline_version_id"] == list(server.versions)[-1]
 
 
-def test_failed_run_names_the_failing_step_and_its_message(server, tmp_path):
+STEP_LOG = """running step train
+Traceback (most recent call last):
+  File "/tmp/tmp.x/ephemeral_component.py", line 9, in train
+    run_component(
+RuntimeError: step 'train' failed: ZeroDivisionError: division by zero
+"""
+
+
+def test_failed_run_names_the_failing_step_and_the_error_its_pod_printed(server, tmp_path):
     server.script_run(dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": "RUNNING"}),
                       dict(state="FAILED", error="1 task failed",
-                           tasks={"load": "SUCCEEDED", "train": ("FAILED", "ZeroDivisionError: division by zero")}))
+                           tasks={"load": "SUCCEEDED", "train": ("FAILED", STEP_LOG)}))
     state = run(server.url, tmp_path)
     assert state.status == "failed"
     assert state.error == "step 'train' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
     assert state.steps["train"].message == "ZeroDivisionError: division by zero"
     assert state.steps["report"].status == "skipped"
+    (log,) = [r for r in server.requests if r.path.endswith("/log")]
+    assert log.path.startswith(f"/apis/v1alpha1/runs/{server.last_run['run_id']}/nodes/")
+
+
+def test_a_failed_step_without_a_log_says_so(server, tmp_path):
+    server.script_run(dict(state="FAILED", tasks={"load": "SUCCEEDED", "train": ("FAILED", "")}))
+    state = run(server.url, tmp_path)
+    assert state.steps["train"].message == "no message from KFP"
+
+
+def test_kfp_cache_hits_show_as_cached(server, tmp_path):
+    """A cache hit reads as a SUCCEEDED task whose executor pod was SKIPPED: it never ran, so it has no log."""
+    server.script_run(dict(state="SUCCEEDED", tasks={"load": "CACHED", "train": "SUCCEEDED", "report": "CACHED"}))
+    state = run(server.url, tmp_path)
+    assert (state.status, state.error) == ("succeeded", "")
+    assert {s.name: s.status for s in state.steps.values()} == {
+        "load": "cached", "train": "succeeded", "report": "cached"}
+
+
+def test_multi_user_runs_of_a_pipeline_add_versions_in_its_namespace(tmp_path):
+    with FakeKfpServer(multi_user=True) as srv:
+        srv.pipelines["shared"] = {"pipeline_id": "shared", "name": "demo-pipeline", "display_name": "demo-pipeline",
+                                   "namespace": "", "created_at": "2026-01-01T00:00:00Z"}
+        for n in range(3):
+            srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+            state = run(srv.url, tmp_path, config={"namespace": "team-a"}, run_id=f"run-{n}")
+            assert state.status == "succeeded", state.error
+        mine = [p for p in srv.pipelines.values() if p["namespace"] == "team-a"]
+        assert [p["name"] for p in mine] == ["demo-pipeline"]
+        assert len([v for v in srv.versions.values() if v["pipeline_id"] == mine[0]["pipeline_id"]]) == 3
+        assert [e["namespace"] for e in srv.experiments.values()] == ["team-a"]
+        assert not [v for v in srv.versions.values() if v["pipeline_id"] == "shared"]
+
+
+def test_single_user_ignores_the_namespace(tmp_path):
+    with FakeKfpServer() as srv:
+        for n in range(2):
+            srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+            assert run(srv.url, tmp_path, config={"namespace": "team-a"}, run_id=f"run-{n}").status == "succeeded"
+        assert [(p["name"], p["namespace"]) for p in srv.pipelines.values()] == [("demo-pipeline", "")]
+        assert len(srv.versions) == 2
 
 
 def test_failed_run_without_task_details_gives_the_runs_error(server, tmp_path):
@@ -130,6 +165,7 @@ def test_failed_run_without_task_details_gives_the_runs_error(server, tmp_path):
 
 
 def test_canceled_run_finishes(server, tmp_path):
+    """Terminating a run fails its running pods (Argo's node phase); the steps read as skipped, not failed."""
     server.script_run(dict(state="RUNNING", tasks={"load": "RUNNING"}),
                       dict(state="CANCELED", tasks={"load": "CANCELED"}))
     state = run(server.url, tmp_path)
@@ -253,29 +289,67 @@ def test_in_cluster_service_account_token_is_used(tmp_path, monkeypatch):
     assert {r.headers["authorization"] for r in srv.requests} == {"Bearer sa-token-value"}
 
 
-def test_fake_server_speaks_to_the_plain_kfp_client(server, tmp_path):
-    """The fixture other tests rely on: what kfp.Client sends is recorded, run states are test-driven."""
+def plain_client(server):
     import warnings
 
     import kfp
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        client = kfp.Client(host=server.url)
+        return kfp.Client(host=server.url)
+
+
+def test_fake_server_speaks_to_the_plain_kfp_client(server, tmp_path):
+    """The fixture other tests rely on: what kfp.Client sends is recorded, run states are test-driven,
+    and task details come back shaped like the real server's: Argo nodes, no error text, no CACHED."""
+    client = plain_client(server)
     (tmp_path / "p.yaml").write_text("pipelineInfo:\n  name: p\n")
     pipeline = client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p")
     version = client.list_pipeline_versions(pipeline.pipeline_id).pipeline_versions[0]
     experiment = client.create_experiment("e")
     run = client.run_pipeline(experiment.experiment_id, "r", params={"n": 1},
                               pipeline_id=pipeline.pipeline_id, version_id=version.pipeline_version_id)
-    server.set_run(run.run_id, "FAILED", tasks={"a": "SUCCEEDED", "b": ("FAILED", "boom")}, error="b failed")
+    server.set_run(run.run_id, "FAILED", tasks={"a": "CACHED", "b": ("FAILED", "boom\n")}, error="b failed")
     got = client.get_run(run.run_id)
     assert (got.state, got.error.message) == ("FAILED", "b failed")
-    assert [(t.display_name, t.state) for t in got.run_details.task_details] == [("a", "SUCCEEDED"), ("b", "FAILED")]
-    assert got.run_details.task_details[1].error.message == "boom"
+    nodes = sorted((t.display_name, t.state) for t in got.run_details.task_details)
+    assert nodes == sorted([("kale-run-00004", "FAILED"), ("root-driver", "SUCCEEDED"), ("root", "FAILED"),
+                            ("a-driver", "SUCCEEDED"), ("a", "SUCCEEDED"), ("executor", "SKIPPED"),
+                            ("b-driver", "SUCCEEDED"), ("b", "FAILED"), ("executor", "FAILED")])
+    assert all(t.error is None for t in got.run_details.task_details)
+    b = next(t for t in got.run_details.task_details if t.display_name == "b")
+    (pod,) = [c.pod_name for c in b.child_tasks]
+    log = client._run_api.api_client.call_api(f"/apis/v1alpha1/runs/{run.run_id}/nodes/{pod}/log", "GET",
+                                              _preload_content=False)
+    assert log.data == b"boom\n"
+    a = next(t for t in got.run_details.task_details if t.display_name == "a")
+    gone = client._run_api.api_client.call_api(f"/apis/v1alpha1/runs/{run.run_id}/nodes/"
+                                               f"{a.child_tasks[0].pod_name}/log", "GET", _preload_content=False)
+    assert gone.status == 200 and b"error_message" in gone.data  # the skipped executor never had a pod
     assert server.spec_of(version.pipeline_version_id) == "pipelineInfo:\n  name: p\n"
     (upload,) = server.requests_to("POST", "/apis/v2beta1/pipelines/upload")
     assert upload.query["name"] == "p" and upload.files["uploadfile"].startswith(b"pipelineInfo")
+    health = client._run_api.api_client.call_api("/apis/v2beta1/healthz", "GET", _preload_content=False)
+    assert json.loads(health.data) == {"commit_sha": "0" * 40, "tag_name": "2.5.0", "multi_user": False}
+
+
+def test_fake_server_refuses_a_duplicate_pipeline_name_in_a_namespace(tmp_path):
+    import kfp_server_api
+
+    (tmp_path / "p.yaml").write_text("pipelineInfo:\n  name: p\n")
+    with FakeKfpServer(multi_user=True) as srv:
+        client = plain_client(srv)
+        client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p", namespace="team-a")
+        client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p", namespace="team-b")
+        with pytest.raises(kfp_server_api.ApiException) as info:
+            client.upload_pipeline(str(tmp_path / "p.yaml"), pipeline_name="p", namespace="team-a")
+        assert info.value.status == 409
+        assert "Failed to create a pipeline and a pipeline version" in info.value.body
+        assert client.get_pipeline_id("p") is None  # the plain client only looks at shared pipelines
+        listed = client.list_pipelines(namespace="team-a").pipelines
+        assert [(p.display_name, p.namespace) for p in listed] == [("p", "team-a")]
+        with pytest.raises(kfp_server_api.ApiException, match="empty namespace in multi-user mode"):
+            client.create_experiment("e")
 
 
 def test_following_survives_a_few_failed_polls(server, tmp_path):
@@ -289,3 +363,34 @@ def test_following_gives_up_when_the_api_keeps_failing(server, tmp_path):
     server.fail("GET", RUNS + "/", 503, "apiserver gone", times=10)
     state = run(server.url, tmp_path)
     assert state.error.endswith("answered HTTP 503 while following the run: apiserver gone")
+
+
+@pytest.mark.parametrize("version, refused", [
+    ("2.3.0", "--cpu/--memory/--gpu (steps train) need KFP 2.4 or newer; upgrade KFP or remove them."),
+    ("2.4.1", "--retries (steps train) need KFP 2.5 or newer; upgrade KFP or remove it."),
+    ("1.8.5", "is older than 2.0, whose API kale-magic needs: upgrade KFP."),
+])
+def test_a_server_too_old_for_the_pipeline_is_refused_before_anything_is_uploaded(tmp_path, version, refused):
+    with FakeKfpServer(version=version) as srv:
+        with pytest.raises(EngineError) as info:
+            run(srv.url, tmp_path)
+        assert not srv.pipelines and not srv.runs
+        assert refused in str(info.value) and f"Kubeflow Pipelines {version} at {srv.url}" in str(info.value)
+
+
+def test_volumes_need_a_server_that_parses_kfp_kubernetes_parameters(tmp_path):
+    plan = three_step_plan()
+    plain = dataclasses.replace(plan, steps={n: dataclasses.replace(s, options=dataclasses.replace(
+        s.options, cpu=None, memory=None, gpu=None, retries=None)) for n, s in plan.steps.items()})
+    with FakeKfpServer(version="2.4.0") as srv:
+        message = failed_upload(srv.url, tmp_path, plan=plain, config={"volumes": ["data:/data"]})
+    assert "Kale.volumes need KFP 2.5 or newer" in message
+
+
+def test_servers_before_2_16_are_told_to_ignore_the_security_context(tmp_path):
+    for version, noted in (("2.5.0", True), ("2.16.1", False), ("unknown", False)):
+        with FakeKfpServer(version=version) as srv:
+            srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+            state = run(srv.url, tmp_path / version)
+        assert state.status == "succeeded", state.error
+        assert ("ignores the pods' security context" in state.tasks["Upload"].message) is noted, version

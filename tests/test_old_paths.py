@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_kfp_local import NOTEBOOK, kfp_local, outputs, recorded_plan  # noqa: F401 (fixture)
+from test_kfp_containers import NOTEBOOK, compile_for_test, kfp_local, outputs, recorded_plan  # noqa: F401
 
 from kale_magic import marshal
-from kale_magic.engines.kfp.compiler import compile_pipeline
 
 ROOT = Path(__file__).parents[1]
 OLD_IMPORTS = {"kale_magic.engines.kfp.component": "kale_magic.kfp_step",
@@ -48,7 +47,7 @@ def test_yaml_compiled_with_the_old_paths_still_runs(kernel, kfp_local, tmp_path
     from kfp import components
 
     plan = recorded_plan(kernel)
-    text = compile_pipeline(plan, tmp_path / "new.yaml").read_text()
+    text = compile_for_test(plan, tmp_path / "new.yaml").read_text()
     for new, old in OLD_IMPORTS.items():
         assert new in text
         text = text.replace(new, old)

@@ -19,6 +19,8 @@ CELLS = ["%%step load\ntext = open('data.txt').read()", "%%step use\nn = len(tex
 
 @pytest.fixture
 def kfp_local(tmp_path, monkeypatch):
+    """Steps as subprocesses of this interpreter (they fetch the snapshot from S3 themselves, as nothing
+    downloads it under kfp.local); the real containers are in test_kfp_containers."""
     from kfp import local
 
     monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
@@ -35,7 +37,8 @@ def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env,
     snapshot = take_snapshot(tmp_path, store)
     root = f"s3://{s3_env.bucket}/pipelines"
     url = published_url(root, snapshot.id)
-    path = compile_pipeline(kernel.magics.plan(), tmp_path / "p.yaml", CompileOptions(snapshot_url=url))
+    path = compile_pipeline(kernel.magics.plan(), tmp_path / "p.yaml",
+                            CompileOptions(snapshot_url=url, install_packages=False))
     text = path.read_text()
     assert url in text and text.count("comp-importer:") == 1  # one importer ...
     assert text.count("producerTask: importer") == 2  # ... whose output both steps take

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -209,6 +210,32 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def cmd_image(args) -> int:
+    """A Dockerfile (and, with a Docker daemon, the image) holding everything the notebook's steps need."""
+    from ..engines.kfp import image
+    from ..engines.kfp.compiler import CompileOptions
+    from ..extension.static import static_plan
+    from ..layout import KaleDir
+
+    path = Path(args.notebook)
+    plan, config, _ = static_plan(annotated_notebook(path), path.resolve(), pipeline=None, params={})
+    options = CompileOptions.from_settings({**config, "workspace": path.resolve().parent})
+    folder = Path(args.dir) if args.dir else KaleDir(path.resolve().parent).path / "images" / _file_name(args.tag)
+    context = image.write_context(plan, options, folder, base=args.base)
+    print(f"wrote {context.dockerfile} ({len(context.requirements.pins)} pinned distributions)")
+    if args.no_build:
+        print(f"build it with: docker build -t {args.tag} {folder}")
+        return 0
+    image.build(context, args.tag, network=args.network)
+    print(f"built {args.tag}: use it with %config Kale.base_image = {args.tag!r} and "
+          "%config Kale.install_packages = False")
+    return 0
+
+
+def _file_name(tag: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tag).strip("-") or "image"
+
+
 def _compile(plan, output, config: dict):
     """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
     from ..engines.kfp.compiler import CompileOptions, compile_pipeline
@@ -336,6 +363,16 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                           help="change a parameter's default (repeatable)")
     compile_.set_defaults(func=cmd_compile)
+
+    image_ = sub.add_parser("image", help="a step image with the notebook's libraries (kernel's versions), "
+                                          "kfp and this kale-magic: Dockerfile, built when Docker answers")
+    image_.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
+    image_.add_argument("-t", "--tag", required=True, help="the image's name, e.g. registry.example/team/steps:1")
+    image_.add_argument("--base", help="base image (default: python:X.Y, the kernel's Python)")
+    image_.add_argument("--dir", help="where to write the build context (default: .kale/images/TAG)")
+    image_.add_argument("--network", help="docker build --network (e.g. host)")
+    image_.add_argument("--no-build", action="store_true", help="only write the build context")
+    image_.set_defaults(func=cmd_image)
 
     runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
     runs.add_argument("--experiment", help="only the runs of this experiment")

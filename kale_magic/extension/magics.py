@@ -7,6 +7,7 @@ lives in :mod:`kale_magic.plan`, running in :mod:`kale_magic.run` and the engine
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -53,9 +54,17 @@ class Kale(Magics):
                       ).tag(config=True, kfp=True)
     namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
                         ).tag(config=True, kfp=True)
-    base_image = Unicode("python:3.11", help="Image of the KFP steps; it must contain kale-magic, kfp and "
-                         "the notebook's libraries.").tag(config=True, kfp=True)
-    packages = List(Unicode(), help="pip packages each KFP step installs at start (default none)."
+    base_image = Unicode("python:%d.%d" % sys.version_info[:2], help="Image of the KFP steps (default: stock "
+                         "Python of the kernel's version; the steps install what they import)."
+                         ).tag(config=True, kfp=True)
+    install_packages = Bool(True, help="KFP steps install, once per run, what they import (pinned to this "
+                            "kernel's versions) and this kale-magic; False: the image holds them all "
+                            "(kale-magic image builds one).").tag(config=True, kfp=True)
+    pip_index_urls = List(Unicode(), help="Package indexes KFP steps install from (the first is the index, the "
+                          "others extra ones); default: the image's pip configuration.").tag(config=True, kfp=True)
+    run_as_user = Int(65534, allow_none=True, help="User id KFP pods run as (group 0, HOME in /tmp); None: the "
+                      "image's user.").tag(config=True, kfp=True)
+    packages = List(Unicode(), help="More pip packages each KFP step installs at start (default none)."
                     ).tag(config=True, kfp=True)
     caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
     volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
@@ -64,9 +73,10 @@ class Kale(Magics):
                    ).tag(config=True, kfp=True)
     accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
                           ).tag(config=True, kfp=True)
-    pipeline_root = Unicode(None, allow_none=True, help="Object store the KFP steps read the workspace snapshot "
-                            "from, e.g. 'minio://mlpipeline/v2/artifacts' or 's3://bucket/prefix' (credentials: "
-                            "AWS_* or MINIO_* variables); unset: KFP steps get no snapshot."
+    pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
+                            "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
+                            "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
+                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
                             ).tag(config=True, kfp=True)
 
     @validate("max_parallel")

@@ -10,11 +10,11 @@ from .errors import SnapshotError
 from .manifest import Snapshot, SnapshotDiff, diff, list_snapshots, resolve_id
 from .materialize import materialize, restore
 from .retention import prune
-from .remote import download, pack, publish, published_url, unpack, upload
+from .remote import download, is_store, pack, publish, published_url, unpack, upload
 from .workspace import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, take_snapshot
 
 __all__ = [
     "DEFAULT_MAX_BYTES", "DEFAULT_WARN_BYTES", "Snapshot", "SnapshotDiff", "SnapshotError",
-    "diff", "download", "list_snapshots", "materialize", "pack",
+    "diff", "download", "is_store", "list_snapshots", "materialize", "pack",
     "prune", "publish", "published_url", "resolve_id", "restore", "take_snapshot", "unpack", "upload",
 ]

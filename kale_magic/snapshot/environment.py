@@ -31,7 +31,12 @@ def installed_packages() -> dict[str, str]:
     Computed again only when a folder on ``sys.path`` changed (an install adds or
     removes a ``*.dist-info`` folder, which changes the folder's mtime).
     """
-    return dict(_read_packages(tuple((entry, _mtime(entry)) for entry in sys.path)))
+    return dict(_read_packages(path_state()))
+
+
+def path_state() -> tuple:
+    """``sys.path`` with each folder's mtime: changes when an install adds or removes a distribution."""
+    return tuple((entry, _mtime(entry)) for entry in sys.path)
 
 
 def _mtime(path: str) -> int | None:

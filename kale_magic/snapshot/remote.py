@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tarfile
 from datetime import datetime
 from pathlib import Path
@@ -49,9 +50,17 @@ def pack_suffix() -> str:
     return ".tar.zst" if _zstandard() else ".tar.gz"
 
 
+def is_store(root: str) -> bool:
+    """An object store URL (else a folder: the pipeline root of pipelines run under ``kfp.local``)."""
+    return urlparse(root).scheme in _SCHEMES
+
+
 def published_url(pipeline_root: str, snapshot_id: str) -> str:
     """Where ``publish`` puts a snapshot: known before packing, so a pipeline can be compiled first."""
-    return f"{pipeline_root.rstrip('/')}/kale-snapshots/{snapshot_id}{pack_suffix()}"
+    name = f"kale-snapshots/{snapshot_id}{pack_suffix()}"
+    if is_store(pipeline_root):
+        return f"{pipeline_root.rstrip('/')}/{name}"
+    return str(Path(pipeline_root).expanduser().absolute() / name)
 
 
 def _write_tar(stream, data: dict, objects: ObjectStore) -> None:
@@ -81,7 +90,8 @@ def unpack(pack_path: Path, dest: Path) -> Path:
     with open(pack_path, "rb") as raw, _decompressing(raw) as stream:
         try:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
-                tar.extractall(dest, filter="data")
+                # the "data" filter is missing before Python 3.11.4 (Debian 12's 3.11.2): our own packs then
+                tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         except (tarfile.TarError, EOFError, OSError) as error:
             if isinstance(error, OSError) and error.errno is not None:
                 raise
@@ -149,10 +159,49 @@ def download(url: str, dest: Path) -> Path:
     return dest
 
 
+def list_keys(url: str) -> list[str]:
+    """The URLs of every object under the prefix ``url`` (``s3://bucket/prefix/``)."""
+    bucket, prefix = _split(url)
+    client = _client()
+    found = []
+    with _store_errors(client, url, "list"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found += [f"{url.split('://')[0]}://{bucket}/{item['Key']}" for item in page.get("Contents", [])]
+    return sorted(found)
+
+
+def download_prefix(url: str, dest: Path) -> Path:
+    """Every object under the prefix ``url`` into the folder ``dest``, keeping the paths below the prefix
+    (written beside it and renamed into place, so a reader never sees half of it)."""
+    prefix = url.rstrip("/") + "/"
+    dest = Path(dest)
+    with replacing(dest) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        for key in list_keys(prefix):
+            target = tmp / key[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            download(key, target)
+    return dest
+
+
 def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
-    """Pack the snapshot and upload it under ``<pipeline_root>/kale-snapshots/`` unless already there."""
+    """Pack the snapshot and put it under ``<pipeline_root>/kale-snapshots/`` unless already there
+    (the pipeline root is an object store, or a folder for pipelines run under ``kfp.local``)."""
     path = pack(store, snapshot_id)
     url = published_url(pipeline_root, path.name.split(".", 1)[0])
+    if is_store(url):
+        return upload_if_absent(path, url)
+    target = Path(url)
+    if not (target.is_file() and target.stat().st_size == path.stat().st_size):
+        with replacing(target) as tmp:
+            shutil.copyfile(path, tmp)
+            tmp.chmod(0o644)  # the steps' containers read it as another user
+    return url
+
+
+def upload_if_absent(path: Path, url: str) -> str:
+    """Upload ``path`` to ``url`` unless an object of the same size is there already."""
     bucket, key = _split(url)
     from botocore.exceptions import BotoCoreError, ClientError
 

@@ -124,6 +124,8 @@ def _server_message(exc) -> str:
         payload = json.loads(body) if body else {}
     except (TypeError, ValueError):
         payload = {}
-    if isinstance(payload, dict) and (payload.get("message") or payload.get("error")):
-        return str(payload.get("message") or payload.get("error"))
+    if isinstance(payload, dict):  # the gRPC gateway's {"message"}; the upload endpoints' {"error_message"}
+        found = payload.get("message") or payload.get("error") or payload.get("error_message")
+        if found:
+            return str(found)
     return str(getattr(exc, "reason", "") or exc).strip()

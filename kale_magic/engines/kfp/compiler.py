@@ -14,22 +14,27 @@ the same file.  kfp is imported inside functions only.
 
 from __future__ import annotations
 
-import json
+import hashlib
 import keyword
 import linecache
 import re
+import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ...errors import ValidationError
 from ...layout import KaleDir
 from ...plan import Plan, StepPlan
+from ...snapshot.remote import is_store
 
-DEFAULT_BASE_IMAGE = "python:3.11"
+DEFAULT_BASE_IMAGE = "python:%d.%d" % sys.version_info[:2]  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 REPORT = "kale_report"
 METRICS = "kale_metrics"
 SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
+ENVIRONMENT = "kale_environment"  # the installed libraries and kale-magic, from the environment task
+NULLABLE = ("run_as_user",)  # settings whose None means something (the image's own user)
+HOME = "/tmp/kale-home"  # writable for any user: pip's user installs, IPython's profile
 TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
 
 
@@ -44,6 +49,11 @@ class CompileOptions:
     secrets: tuple[str, ...] = ()  # "SECRET:KEY=ENV_VAR[,KEY=ENV_VAR]" or "SECRET:KEY"
     accelerator: str = DEFAULT_ACCELERATOR
     snapshot_url: str | None = None  # s3://.../kale-snapshots/<id>.tar.zst, imported once for all steps
+    install_packages: bool = True  # False: the image holds kale-magic and every library, steps install nothing
+    pip_index_urls: tuple[str, ...] = ()  # where steps install from (default: the image's pip configuration)
+    run_as_user: int | None = 65534  # pods run as this non-root user (group 0, HOME in /tmp); None: the image's
+    pipeline_root: str | None = None  # where KFP writes the run's artifacts (so run.load can read them)
+    workspace: Path | None = None  # the folder the snapshot carries: its modules are not installed
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
 
@@ -52,10 +62,11 @@ class CompileOptions:
         """The options among ``settings`` (``Kale`` traits or a notebook's ``%config`` lines); others are ignored."""
         names = {f.name for f in fields(cls) if f.init}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()
-                      if k in names and v is not None})
+                      if k in names and (v is not None or k in NULLABLE)})
 
     def __post_init__(self):
         object.__setattr__(self, "packages", tuple(self.packages))
+        object.__setattr__(self, "pip_index_urls", tuple(self.pip_index_urls))
         object.__setattr__(self, "mounts", tuple(_parse_volume(v) for v in self.volumes))
         object.__setattr__(self, "secret_envs", tuple(_parse_secret(s) for s in self.secrets))
 
@@ -89,6 +100,8 @@ def _identifier(text: str) -> str:
     name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     if not name or not name[0].isalpha() or keyword.iskeyword(name):
         name = f"v_{name}"
+    if re.fullmatch(r"kale_environment(_\d+)?", name):  # the environment tasks' names
+        name = f"{name}_s"
     return name
 
 
@@ -174,8 +187,12 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
     """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``)."""
     from kfp import dsl
 
+    from .setup import plan_setup
+
     names = Names(plan)
-    components = {s: _component(plan, plan.steps[s], names, opts) for s in plan.steps}
+    setup = plan_setup(plan, opts)
+    environments = {image: _environment_component(setup, env, opts) for image, env in setup.environments.items()}
+    components = {s: _component(plan, plan.steps[s], names, opts, setup) for s in plan.steps}
 
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
 
@@ -184,11 +201,17 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
 
         tasks = {}
         snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
+        prepared = {}
+        for image, component in environments.items():
+            prepared[image] = component()
+            _apply_options(prepared[image], None, opts)
         for name, step in plan.steps.items():
             io = ios[name]
             args = {io[("param", p)]: params[p] for p in step.parameters}
             if snapshot is not None:
                 args[SNAPSHOT] = snapshot
+            if setup.environment(name) is not None:
+                args[ENVIRONMENT] = prepared[setup.images[name]].outputs["environment"]
             args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
                          for t in step.inputs})
             task = components[name](**args)
@@ -197,7 +220,40 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
             tasks[name] = task
 
     func = _pipeline_function(plan, build)
-    return dsl.pipeline(name=names.pipeline, description=plan.description or None)(func)
+    root = opts.pipeline_root if opts.pipeline_root and is_store(opts.pipeline_root) else None
+    return dsl.pipeline(name=names.pipeline, description=plan.description or None, pipeline_root=root)(func)
+
+
+def _environment_component(setup, env, opts: CompileOptions):
+    """The task that installs (once per run) what the steps on ``env.image`` import, and carries
+    kale-magic's wheel and the notebooks too large for their own command line."""
+    from kfp import dsl
+
+    from .bootstrap import environment_source, payload_variables, pip_index_options
+    from .setup import payload
+    from .wheel import wheel_bytes, wheel_name
+
+    version = setup.runtime
+    install = opts.install_packages
+    text = payload(setup, env, wheel_bytes() if install else b"", wheel_name(version))
+    source = environment_source(env.function, env.image, env.requirements.lines(),
+                                f"kale-magic=={version}" if install else "", wheel_name(version), text,
+                                pip_index_options(opts.pip_index_urls))
+    component = dsl.component(_define(source, env.function), base_image=env.image,
+                              pip_index_urls=list(opts.pip_index_urls) or None, install_kfp_package=install)
+    return _with_env(component, opts, payload_variables(text))
+
+
+def _with_env(component, opts: CompileOptions, variables: dict[str, str] | None = None):
+    """Environment variables of every task of ``component``: a writable HOME for pods that run as a non-root
+    user, and the environment task's payload. Set on the component once (kfp's per-task setter inspects the
+    call stack each time, which is most of the compile time of a large pipeline)."""
+    env = dict(variables or {})
+    if opts.run_as_user is not None:
+        env["HOME"] = HOME
+    if env:
+        component.component_spec.implementation.container.env = env
+    return component
 
 
 def _pipeline_function(plan: Plan, build):
@@ -210,25 +266,32 @@ def _pipeline_function(plan: Plan, build):
     return namespace["pipeline"]
 
 
-def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions):
+def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
     from kfp import dsl
 
-    source = component_source(plan, step, names.functions[step.name], snapshot=bool(opts.snapshot_url))
+    source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
     func = _define(source, names.functions[step.name])
-    return dsl.component(func, base_image=step.options.image or opts.base_image,
-                         packages_to_install=list(opts.packages) or None,
-                         install_kfp_package=False)
+    return _with_env(dsl.component(func, base_image=setup.images[step.name],
+                                   packages_to_install=list(opts.packages) or None,
+                                   pip_index_urls=list(opts.pip_index_urls) or None,
+                                   install_kfp_package=opts.install_packages), opts)
 
 
-def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool = False) -> str:
-    """Python source of the step's component function (kfp embeds it in the YAML)."""
+def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, setup) -> str:
+    """Python source of the step's component function (kfp embeds it in the YAML); ``setup``: the
+    :class:`~.setup.Setup` that says whether an environment task prepares it and carries its notebook."""
+    from .bootstrap import NOTEBOOKS, STEP_PREAMBLE, kernel_python
+
     io = Names.io(step)
     kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}
+    environment = setup.environment(step.name) is not None
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.parameters)]
     signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.inputs)]
     signature += [f"{io[('out', t.name)]}: Output[{_artifact(kinds[t.name])}]" for t in _sorted(step.outputs)]
     if snapshot:
         signature.append(f"{SNAPSHOT}: Input[Artifact]")
+    if environment:
+        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
     signature.append(f"{REPORT}: Output[HTML]")
     if step.metrics:
         signature.append(f"{METRICS}: Output[Metrics]")
@@ -236,10 +299,17 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool =
     def mapping(kind, variables):
         return "{" + ", ".join(f"{v!r}: {io[(kind, v)]}" for v in sorted(variables)) + "}"
 
+    text = setup.notebooks[step.name]
+    if setup.carried(step.name):
+        digest = hashlib.sha256(text.encode()).hexdigest()  # in the source: KFP's cache key sees the code
+        notebook = f"_os.path.join(_env, {NOTEBOOKS!r}, {step.name + '.json'!r})"
+        notebook_arguments = [f"notebook_file={notebook}", f"notebook_sha256={digest!r}"]
+    else:
+        notebook_arguments = [f"notebook={text!r}"]
     text_params = tuple(p for p in sorted(step.parameters) if not _is_typed(plan.parameters[p]))
     arguments = [
         f"step={step.name!r}",
-        f"notebook={_notebook_json(plan, step)!r}",
+        *notebook_arguments,
         f"parameters={mapping('param', step.parameters)}",
         f"text_parameters={text_params!r}",
         f"inputs={mapping('in', [t.name for t in step.inputs])}",
@@ -247,12 +317,15 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool =
         f"outputs={mapping('out', [t.name for t in step.outputs])}",
         f"report={REPORT}",
         f"metrics={METRICS if step.metrics else None}",
+        f"python={kernel_python()!r}",
+        f"runtime={setup.runtime!r}",
     ]
     if snapshot:
         arguments.append(f"snapshot={SNAPSHOT}")
     body = "".join(f"        {a},\n" for a in arguments)
     return (f"def {function}({', '.join(signature)}):\n"
-            f"    from kale_magic.engines.kfp.component import run_component\n"
+            + (STEP_PREAMBLE if environment else "")
+            + "    from kale_magic.engines.kfp.component import run_component\n"
             f"    run_component(\n{body}    )\n")
 
 
@@ -268,13 +341,6 @@ def _artifact(artifact_type: str) -> str:
     return artifact_type if artifact_type in ("Dataset", "Model") else "Artifact"
 
 
-def _notebook_json(plan: Plan, step: StepPlan) -> str:
-    """The step notebook as canonical JSON (its cell ids are deterministic)."""
-    from ...step.notebooks import step_notebook
-
-    return json.dumps(step_notebook(plan, step.name), sort_keys=True, separators=(",", ":"))
-
-
 def _define(source: str, function: str):
     """Define ``function`` from generated source, registered with linecache so kfp can read it back."""
     from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -287,9 +353,15 @@ def _define(source: str, function: str):
     return namespace[function]
 
 
-def _apply_options(task, step: StepPlan, opts: CompileOptions) -> None:
+def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
+    """Per-step options from ``%%step``; ``step`` None for the environment task."""
     from kfp import kubernetes
 
+    if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
+        kubernetes.set_security_context(task, run_as_user=opts.run_as_user, run_as_group=0, run_as_non_root=True)
+    if step is None:  # the environment is a function of its spec alone (pins, runtime): always reusable
+        task.set_caching_options(True)
+        return
     o = step.options
     task.set_display_name(step.name)
     task.set_caching_options(opts.caching and not o.no_cache)

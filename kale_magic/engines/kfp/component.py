@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import html
 import json
+import os
 import re
 import sys
 import tempfile
@@ -20,11 +21,19 @@ from ...layout import RunDir
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def run_component(step, notebook, parameters, text_parameters, inputs, producers, outputs, report,
-                  metrics=None, snapshot=None):
-    """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed."""
-    from ...step import runtime
+def run_component(step, parameters, text_parameters, inputs, producers, outputs, report, metrics=None,
+                  snapshot=None, notebook=None, notebook_file=None, notebook_sha256=None, python=None, runtime=None):
+    """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed.
 
+    The notebook is ``notebook`` (JSON text) or, for a step too large for its command line, the file the
+    environment task unpacked (``notebook_file``, checked against ``notebook_sha256``). ``python`` and
+    ``runtime`` are what compiled the pipeline: the step refuses another Python or another kale-magic.
+    """
+    from ...step import runtime as step_runtime
+
+    _check_environment(step, python, runtime)
+    if notebook_file is not None:
+        notebook = _carried_notebook(step, notebook_file, notebook_sha256)
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
     node = inject_parameters(json.loads(notebook), values)
     work = RunDir(tempfile.mkdtemp(prefix="kale-step-"))  # the same files a local run writes
@@ -33,14 +42,15 @@ def run_component(step, notebook, parameters, text_parameters, inputs, producers
         from .snapshot import enter_snapshot
 
         enter_snapshot(snapshot, work.workspace)
-    context = runtime.StepContext(
+        sys.path.insert(0, os.getcwd())  # its own modules import from there, as in the kernel
+    context = step_runtime.StepContext(
         step=step,
         inputs={name: artifact.path for name, artifact in inputs.items()},
         producers=producers,
         outputs={name: artifact.path for name, artifact in outputs.items()},
         metrics_path=str(work.metrics_file(step)),
     )
-    outcome = runtime.run_step(node, work.executed(step), work.log(step), context)
+    outcome = step_runtime.run_step(node, work.executed(step), work.log(step), context)
     sys.stdout.write(work.log(step).read_text(encoding="utf-8"))  # into the pod's log
     Path(report.path).write_text(render_html(step, work.executed(step)), encoding="utf-8")
     if outcome.status != "succeeded":
@@ -51,6 +61,34 @@ def run_component(step, notebook, parameters, text_parameters, inputs, producers
         for name, value in sorted(outcome.metrics.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics.log_metric(name, value)
+        # every metric, as the kernel had it, in the artifact's file (KFP keeps logged ones in metadata only)
+        Path(metrics.path).write_text(json.dumps(outcome.metrics, sort_keys=True, default=repr), encoding="utf-8")
+
+
+def _check_environment(step: str, python: str | None, runtime: str | None) -> None:
+    """The step runs only where the Python and the kale-magic are the ones that compiled it."""
+    here = "%d.%d" % sys.version_info[:2]
+    if python and here != python:
+        raise RuntimeError(f"step '{step}' was compiled for Python {python} but its image runs Python {here}: "
+                           f"use an image with Python {python}")
+    if runtime:
+        from .wheel import runtime_version
+
+        found = runtime_version()
+        if found != runtime:
+            raise RuntimeError(f"step '{step}' was compiled by kale-magic {runtime} but its image has kale-magic "
+                               f"{found}: rebuild the image (kale-magic image), or let the steps install it "
+                               "(Kale.install_packages = True)")
+
+
+def _carried_notebook(step: str, path: str, sha256: str | None) -> str:
+    import hashlib
+
+    text = Path(path).read_text(encoding="utf-8")
+    if sha256 and hashlib.sha256(text.encode()).hexdigest() != sha256:
+        raise RuntimeError(f"step '{step}': the notebook its environment carries is not the one compiled for it; "
+                           "compile and run the pipeline again")
+    return text
 
 
 def decode(text: str):

@@ -17,8 +17,9 @@ from ...errors import EngineError, KaleError
 from ...layout import RunDir
 from ...plan import Plan
 from ..base import Compiled, Outcome, SnapshotRef, Uploaded
+from ...snapshot.remote import is_store
 from .client import CONNECTION, api_error, connect, resolve_settings
-from .compiler import CompileOptions, Names, compile_pipeline, pipeline_arguments
+from .compiler import NULLABLE, CompileOptions, Names, compile_pipeline, pipeline_arguments
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
     from ...run.state import RunState
@@ -37,7 +38,7 @@ class KfpEngine:
     def __init__(self, host: str | None = None, ui_host: str | None = None, *, config: dict | None = None,
                  pipeline_file: Path | None = None, poll_interval: float = 5.0):
         """``config``: the ``Kale`` settings tagged for KFP (connection settings and CompileOptions fields)."""
-        config = {k: v for k, v in (config or {}).items() if v is not None}
+        config = {k: v for k, v in (config or {}).items() if v is not None or k in NULLABLE}
         self.connection = {k: config[k] for k in CONNECTION if k in config}
         self.options = CompileOptions.from_settings(config)
         self.host, self.ui_host = host, ui_host
@@ -46,16 +47,21 @@ class KfpEngine:
         self._cancel = threading.Event()
         self._settings = self._client = self._experiment_id = self._version = None
         self._snapshot: tuple[Path, str] | None = None
+        self._publish_at_compile = False
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
-        """Give every step the snapshot; it needs an object-store pipeline root (``Kale.pipeline_root``)
-        to be published to (at upload), else the steps start in an empty folder."""
-        from ...snapshot import published_url
+        """Give every step the snapshot; it needs a pipeline root (``Kale.pipeline_root``) to be published
+        to, else the steps start in an empty folder. It is published with the upload, or as soon as the
+        YAML is written when nothing will be uploaded (``--compile-only``) or the root is a folder
+        (``kfp.local``), so that the YAML runs as it is."""
+        from ...snapshot import is_store, published_url
 
         root = self.connection.get("pipeline_root")
         if snapshot is not None and root:
             self._snapshot = (snapshot.store, snapshot.id)
-            self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot.id))
+            self._publish_at_compile = not will_run or not is_store(root)
+            self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot.id),
+                                               workspace=snapshot.root)  # its modules are not installed
 
     # Compile --------------------------------------------------------------------------------
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
@@ -64,26 +70,37 @@ class KfpEngine:
 
         notebooks = write_step_notebooks(plan, run_dir)
         self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
+        if self._snapshot and self._publish_at_compile:
+            self._publish_snapshot()
         return Compiled(notebooks, self.pipeline_file)
+
+    def _publish_snapshot(self) -> None:
+        from ...snapshot import publish
+
+        publish(*self._snapshot, self.connection["pipeline_root"])
+        self._snapshot = None
 
     # Upload ---------------------------------------------------------------------------------
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> Uploaded:
-        """Upload the YAML as a new pipeline version (publishing the snapshot first)."""
+        """Upload the YAML as a new pipeline version (publishing the snapshot first), once the server's
+        version is known to run it."""
+        from .versions import check, server_tag
+
         try:
             self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
             state.task("Upload", "running", f"to {self._settings.host}")
-            if self._snapshot:
-                from ...snapshot import publish
-
-                publish(*self._snapshot, self.connection["pipeline_root"])
             self._client = connect(self._settings)
+            tag = self._call("reading the server's version", server_tag, self._client)
+            note = check(tag, self._settings.host, plan, self.options)
+            if self._snapshot:
+                self._publish_snapshot()
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,
                                     plan.experiment)
             self._version = self._call("uploading the pipeline", _upload_version, self._client,
                                        self.pipeline_file, name, f"{name}-{state.run_id}", plan.description)
         except KaleError as err:
-            raise EngineError(f"{err} The pipeline YAML is kept at {self.pipeline_file}.") from None
+            raise EngineError(f"{str(err).rstrip('.')}. The pipeline YAML is kept at {self.pipeline_file}.") from None
         self._experiment_id = experiment.experiment_id
         version = self._version
         links = {"experiment": self._settings.link(f"experiments/details/{experiment.experiment_id}"),
@@ -91,7 +108,8 @@ class KfpEngine:
                                                  f"/version/{version.pipeline_version_id}")}
         ids = {"kfp_experiment_id": experiment.experiment_id, "kfp_pipeline_id": version.pipeline_id,
                "kfp_version_id": version.pipeline_version_id}
-        return Uploaded(f"pipeline {name}, version {version.display_name}", links, ids)
+        message = f"pipeline {name}, version {version.display_name}" + (f"; {note}" if note else "")
+        return Uploaded(message, links, ids)
 
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -101,9 +119,18 @@ class KfpEngine:
         """Create the run from the uploaded version and follow it to its end."""
         try:
             run_id = self._start(plan, state, plan.parameters)
-            return self._follow(plan, state, run_id)
+            outcome = self._follow(plan, state, run_id)
         except KaleError as err:
             return Outcome("failed", str(err))
+        root = self.options.pipeline_root
+        if root and is_store(root):  # the artifacts are where the notebook can read them
+            from .results import collect
+
+            try:
+                state.add_metrics(collect(plan, root, run_id, run_dir))
+            except KaleError as err:
+                return Outcome("failed", outcome.error or f"the run's results could not be read from {root}: {err}")
+        return outcome
 
     def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
@@ -127,7 +154,8 @@ class KfpEngine:
         terminating = False
         while True:
             run = self._poll(run_id)
-            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"])
+            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"],
+                                     lambda pod: self._read_log(run_id, pod))
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
@@ -159,6 +187,20 @@ class KfpEngine:
                     raise
                 self._cancel.wait(self.poll_interval)
 
+    def _read_log(self, run_id: str, pod: str) -> str | None:
+        """What a step's pod printed, through the API's log endpoint; None when there is no such pod."""
+        api = self._client._run_api.api_client
+        try:
+            response = api.call_api(f"/apis/v1alpha1/runs/{run_id}/nodes/{pod}/log", "GET",
+                                    auth_settings=["Bearer"], _preload_content=False,
+                                    _request_timeout=REQUEST_TIMEOUT)
+        except Exception:
+            return None
+        text = response.data.decode("utf-8", "replace")
+        if text.startswith("{") and '"error_message"' in text[:200]:
+            return None  # the endpoint answers 200 with an error body when the pod is gone or never ran
+        return text
+
     def _call(self, action: str, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
@@ -168,23 +210,51 @@ class KfpEngine:
             raise api_error(exc, self._settings, action) from None
 
 
-def _update_steps(state, run, steps_by_task, seen, link) -> list[tuple[str, str]]:
-    """Copy per-task states into the step states; return (step, message) of the failed steps."""
+def _update_steps(state, run, steps_by_task, seen, link, read_log) -> list[tuple[str, str]]:
+    """Copy per-task states into the step states; return (step, message) of the failed steps.
+
+    The API builds task details from Argo's nodes: per step a ``<task>-driver`` pod, the ``<task>``
+    executor DAG (its pod in ``child_tasks``) and an inner ``executor`` pod. They carry no error text
+    and no CACHED state: a cache hit is a SUCCEEDED task whose executor was SKIPPED (it never ran, so it
+    has no log), and what a step printed (its error) is only in its executor pod's log, read with
+    ``read_log(pod)``.
+    """
     failures = []
     details = (run.run_details.task_details if run.run_details else None) or []
+    any_skipped_executor = any(t.display_name == "executor" and (t.state or "").upper() == "SKIPPED"
+                               for t in details)
+    canceled = (run.state or "").upper() in ("CANCELED", "CANCELING")
     for task in details:
         step = steps_by_task.get(task.display_name) or (task.display_name if task.display_name in state.steps
                                                          else None)
         status = STEP_STATES.get((task.state or "").upper())
-        if step is None or status is None:
+        if step is None or status is None or seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
-        message = _message(task.error) or ("canceled" if status == "skipped" and task.state == "CANCELED" else "")
-        if status == "failed":
-            failures.append((step, message or "no message from KFP"))
+        pods = [child.pod_name for child in task.child_tasks or [] if child.pod_name]
+        message = ""
+        if status == "failed" and canceled:
+            status, message = "skipped", "canceled"
+        elif status == "failed":
+            message = _step_error(read_log(pods[0]) if pods else None) or "no message from KFP"
+            failures.append((step, message))
+        elif status == "succeeded" and any_skipped_executor and pods and read_log(pods[0]) is None:
+            status, message = "cached", "KFP cache hit"
+        elif status == "skipped" and task.state == "CANCELED":
+            message = "canceled"
         if seen.get(step) != status:
             seen[step] = status
             state.step(step, status, message=message, links={"KFP run": link})
     return failures
+
+
+def _step_error(log: str | None) -> str:
+    """The error line a failed step printed (``step 'x' failed: ...``), else the log's last line."""
+    lines = [line.strip() for line in (log or "").splitlines() if line.strip()]
+    for line in reversed(lines):
+        marker = line.find("failed: ")
+        if line.startswith("RuntimeError: step '") and marker > 0:
+            return line[marker + len("failed: "):]
+    return lines[-1] if lines else ""
 
 
 def _message(error) -> str:
@@ -209,15 +279,18 @@ def _experiment(client, name: str):
 def _upload_version(client, path: Path, name: str, version_name: str, description: str):
     """Upload a new version of pipeline ``name``, creating the pipeline first if needed.
 
-    A pipeline created here and left without a usable version is deleted again.
+    The pipeline is looked up by name in the user's namespace (``kfp.Client.get_pipeline_id`` only
+    sees shared pipelines, so on a multi-user installation the second run would upload the same name
+    again and get HTTP 409). A pipeline created here and left without a usable version is deleted again.
     """
-    pipeline_id = client.get_pipeline_id(name)
+    namespace = client.get_user_namespace() or None
+    pipeline_id = _pipeline_id(client, name, namespace)
     if pipeline_id is not None:
         return client.pipeline_uploads.upload_pipeline_version(
             str(path), name=version_name, pipelineid=pipeline_id, description=description or None,
             _request_timeout=REQUEST_TIMEOUT)
     pipeline = client.pipeline_uploads.upload_pipeline(
-        str(path), name=name, description=description or None, namespace=client.get_user_namespace() or None,
+        str(path), name=name, description=description or None, namespace=namespace,
         _request_timeout=REQUEST_TIMEOUT)
     try:
         versions = client.list_pipeline_versions(pipeline.pipeline_id, page_size=1,
@@ -228,3 +301,13 @@ def _upload_version(client, path: Path, name: str, version_name: str, descriptio
     except BaseException:
         client.delete_pipeline(pipeline.pipeline_id)
         raise
+
+
+def _pipeline_id(client, name: str, namespace: str | None) -> str | None:
+    """The id of the pipeline named ``name`` in ``namespace`` (shared pipelines when None)."""
+    import json
+
+    predicate = {"operation": "EQUALS", "key": "display_name", "stringValue": name}
+    found = client.list_pipelines(filter=json.dumps({"predicates": [predicate]}), namespace=namespace,
+                                  page_size=2).pipelines or []
+    return found[0].pipeline_id if found else None

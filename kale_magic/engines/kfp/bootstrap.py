@@ -1,0 +1,132 @@
+"""How a Kubeflow step gets its Python environment on a stock image, installing once per pipeline run.
+
+The compiled pipeline starts with one ``kale-environment`` task per step image. Like every lightweight
+component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
+Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
+kernel's versions and minus those the image already has at that version, plus the exact kale-magic
+that compiled the pipeline, and packs the result as one uncompressed tar: its output artifact. Each
+step takes that artifact as an input and unpacks it before anything else, so the kfp runtime install is
+the only pip a step runs. With KFP caching on, a later run with the same requirements reuses the
+environment and installs nothing at all.
+
+kale-magic is on no index, so the pipeline carries it: its wheel, and the notebooks of steps too large
+to sit in their component's command line (Linux caps one argument at 128 KiB), travel as an
+lzma-compressed tar in the environment task's environment variables (each below that cap). The task's
+source names the payload's digest and the runtime's version, which also puts them in KFP's cache key.
+
+The environment task refuses, in one sentence, an image whose Python minor version is not the kernel's:
+the pinned binary wheels would not load there. Both pieces of code here run before kale-magic is
+importable, so they use the standard library only and are embedded in the component sources as text.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import lzma
+import sys
+import tarfile
+
+ENVIRONMENT = "kale_environment"  # the steps' input, the environment task's output
+NOTEBOOKS = "kale-notebooks"  # folder of the environment holding the carried step notebooks
+PAYLOAD_VARIABLE = "KALE_PAYLOAD"
+CHUNK = 100_000  # characters per environment variable (a variable is capped at 128 KiB like an argument)
+PAYLOAD_MAX = 1_500_000  # characters in all: argv and environment share 2 MiB, the workflow object 1.5 MB
+
+ENVIRONMENT_SOURCE = '''\
+def {function}(environment: Output[Artifact]):
+    """Install what the steps import, pinned to the notebook kernel's versions, and pack it for them."""
+    import base64, hashlib, importlib.metadata, io, lzma, os, shutil, subprocess, sys, tarfile, tempfile
+    python = {python!r}
+    here = "%d.%d" % sys.version_info[:2]
+    if here != python:
+        raise SystemExit(f"the step image {image!r} runs Python {{here}} but the notebook's kernel runs Python "
+                         f"{{python}}: choose an image with Python {{python}} (Kale.base_image or --image)")
+    text = "".join(os.environ[f"{variable}_{{i}}"] for i in range({chunks}))
+    if hashlib.sha256(text.encode()).hexdigest() != {digest!r}:
+        raise SystemExit("the pipeline's kale-magic payload is damaged: compile the pipeline again")
+    carried = tempfile.mkdtemp(prefix="kale-payload-")
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(base64.b85decode(text)))) as tar:
+        tar.extractall(carried)
+    requirements = {requirements!r}
+
+    def installed(line):
+        name, _, version = line.partition("==")
+        try:
+            return importlib.metadata.version(name) == version
+        except importlib.metadata.PackageNotFoundError:
+            return False
+
+    missing = [line for line in requirements if not installed(line)]
+    runtime = {runtime!r}
+    if runtime and not installed(runtime):
+        missing.append(os.path.join(carried, {wheel!r}))
+    target = tempfile.mkdtemp(prefix="kale-environment-")
+    if missing:
+        print("installing", len(missing), "distributions:", " ".join(os.path.basename(m) for m in missing),
+              flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-warn-script-location",
+                        "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing], check=True)
+    if os.path.isdir(os.path.join(carried, {notebooks!r})):
+        shutil.move(os.path.join(carried, {notebooks!r}), target)
+    with tarfile.open(environment.path, "w", format=tarfile.PAX_FORMAT) as tar:
+        tar.add(target, arcname=".")
+    environment.metadata["installed"] = sorted(os.path.basename(line).partition("==")[0] for line in missing)
+'''
+
+STEP_PREAMBLE = '''\
+    import os as _os, site as _site, sys as _sys, tarfile as _tarfile, tempfile as _tempfile
+    _env = _tempfile.mkdtemp(prefix="kale-environment-")
+    with _tarfile.open(kale_environment.path) as _tar:
+        _tar.extractall(_env)
+    _sys.path.insert(0, _env)
+    _site.addsitedir(_env)  # its .pth files
+    _os.environ["PYTHONPATH"] = _os.pathsep.join(filter(None, [_env, _os.environ.get("PYTHONPATH")]))
+'''
+
+
+def kernel_python() -> str:
+    return "%d.%d" % sys.version_info[:2]
+
+
+def pack_payload(files: dict[str, bytes]) -> str:
+    """``files`` (path -> content) as one lzma-compressed tar in base85 text."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, content in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+    return base64.b85encode(lzma.compress(buffer.getvalue(), preset=6)).decode()
+
+
+def payload_variables(text: str) -> dict[str, str]:
+    """The payload split into environment variables below the per-variable cap."""
+    return {f"{PAYLOAD_VARIABLE}_{i // CHUNK}": text[i:i + CHUNK] for i in range(0, len(text), CHUNK)}
+
+
+def environment_source(function: str, image: str, requirements: list[str], runtime: str, wheel: str,
+                       payload: str, pip_options: list[str]) -> str:
+    """The environment task's component function, with what it installs and carries written into it.
+
+    ``runtime``: the ``kale-magic==<version>`` line to install from ``wheel`` (empty: the image has it).
+    """
+    return ENVIRONMENT_SOURCE.format(
+        function=function, python=kernel_python(), image=image, requirements=list(requirements),
+        runtime=runtime, wheel=wheel, pip_options=list(pip_options), notebooks=NOTEBOOKS,
+        variable=PAYLOAD_VARIABLE, chunks=-(-len(payload) // CHUNK),
+        digest=hashlib.sha256(payload.encode()).hexdigest())
+
+
+def pip_index_options(index_urls) -> list[str]:
+    """pip's options for ``Kale.pip_index_urls``: the first is the index, the others extra indexes;
+    plain-http indexes are trusted hosts (as kfp does for its own install)."""
+    from urllib.parse import urlsplit
+
+    options = []
+    for i, url in enumerate(index_urls):
+        options += ["--index-url" if i == 0 else "--extra-index-url", url]
+        if url.startswith("http://"):
+            options += ["--trusted-host", urlsplit(url).hostname]
+    return options

@@ -1,0 +1,59 @@
+"""A Kubeflow run's results in the notebook: its metrics, and where each value its steps saved lives.
+
+KFP writes a run's artifacts under ``<pipeline root>/<pipeline>/<run id>/<task>/[<salt>/]<output>``
+(the salt since KFP 2.5). With an object-store pipeline root (``Kale.pipeline_root``), the notebook
+reads them with the credentials the snapshot upload uses: each step's metrics file once the run ends,
+and a value when ``run.load`` asks for it (downloaded into the run's folder, then checked against its
+checksums like any saved value). A step that KFP served from its cache wrote nothing under this run:
+its results are not listed here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ...files import atomic_write_json
+from ...layout import RunDir
+from ...plan import Plan
+from .compiler import METRICS, Names
+
+MARSHAL_RECORD = "kale.json"  # the file every saved value's folder holds (kale_magic.marshal)
+
+
+def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir) -> dict[str, object]:
+    """The run's metrics; records where its values are in ``run_dir.remote_values``."""
+    from ...snapshot.remote import download, list_keys
+
+    names = Names(plan)
+    prefix = f"{pipeline_root.rstrip('/')}/{names.pipeline}/{kfp_run_id}/"
+    keys = list_keys(prefix)
+    metrics: dict[str, object] = {}
+    values: dict[str, dict[str, str]] = {}
+    for name, step in plan.steps.items():
+        task = f"{prefix}{names.tasks[name]}/"
+        mine = [key for key in keys if key.startswith(task)]
+        for key in mine:
+            if key.endswith(f"/{METRICS}"):  # written by the step: every metric, as the kernel had it
+                run_dir.metrics_file(name).parent.mkdir(parents=True, exist_ok=True)
+                local = download(key, run_dir.metrics_file(name))
+                metrics.update(json.loads(local.read_text(encoding="utf-8")))
+        io = Names.io(step)
+        for transfer in step.outputs:
+            record = f"/{io[('out', transfer.name)]}/{MARSHAL_RECORD}"
+            found = [key[:-len(MARSHAL_RECORD) - 1] for key in mine if key.endswith(record)]
+            if found:
+                values.setdefault(name, {})[transfer.name] = found[-1]
+    atomic_write_json(run_dir.remote_values, values)
+    return metrics
+
+
+def fetch(run_dir: RunDir, step: str, name: str) -> bool:
+    """Download the value ``name`` of ``step`` into the run's folder, if the KFP run left it; True if it did."""
+    from ...snapshot.remote import download_prefix
+
+    try:
+        url = json.loads(run_dir.remote_values.read_text(encoding="utf-8"))[step][name]
+    except (OSError, ValueError, KeyError):
+        return False
+    download_prefix(url, run_dir.value(step, name))
+    return True

@@ -1,0 +1,120 @@
+"""What each Kubeflow step needs before its code runs, decided (and refused) at compile time.
+
+Per step image, one ``kale-environment`` task installs what that image's steps import, pinned to the
+kernel's versions (see :mod:`kale_magic.engines.kfp.bootstrap`). A step's notebook sits in its component's
+source when it fits in a command-line argument; a larger one is carried by the environment task.
+Everything that cannot work is refused here, before anything is uploaded, with one sentence naming the
+step and the fix: an image whose Python is not the kernel's, a library installed only from a local
+path or in editable mode, step code too large for the pipeline to carry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from ...errors import ValidationError
+from ...plan import Plan, StepPlan
+from .bootstrap import PAYLOAD_MAX, kernel_python, pack_payload
+from .requirements import Requirements, step_requirements
+from .wheel import runtime_version
+
+EMBED_LIMIT = 100_000  # bytes of notebook text in a component's source; the whole argument is capped at 128 KiB
+PYTHON_IMAGE = re.compile(r"(?:^|/)python:(\d+)\.(\d+)")
+
+
+@dataclass(frozen=True)
+class Environment:
+    function: str  # the component function: kale_environment, kale_environment_2, ...
+    image: str
+    requirements: Requirements
+    carried: tuple[str, ...]  # steps whose notebook it carries
+
+
+@dataclass(frozen=True)
+class Setup:
+    notebooks: dict[str, str]  # step -> its notebook as canonical JSON
+    environments: dict[str, Environment]  # image -> its environment task (none when nothing is installed)
+    images: dict[str, str]  # step -> image
+    runtime: str  # the version of kale-magic that compiles (and so must run) the steps
+
+    def environment(self, step: str) -> Environment | None:
+        return self.environments.get(self.images[step])
+
+    def carried(self, step: str) -> bool:
+        env = self.environment(step)
+        return env is not None and step in env.carried
+
+
+def plan_setup(plan: Plan, opts) -> Setup:
+    """``opts``: the compiler's options (base_image, install_packages, snapshot_url, workspace)."""
+    images = {name: step.options.image or opts.base_image for name, step in plan.steps.items()}
+    for name, image in images.items():
+        _check_python(image, name)
+    notebooks = {name: notebook_json(plan, step) for name, step in plan.steps.items()}
+    carried = {name for name, text in notebooks.items() if len(repr(text).encode()) > EMBED_LIMIT}
+    environments = {}
+    for n, image in enumerate(dict.fromkeys(images.values())):
+        steps = [name for name in plan.steps if images[name] == image]
+        if not opts.install_packages and not carried.intersection(steps):
+            continue
+        requirements = Requirements(())
+        if opts.install_packages:
+            for name in steps:
+                requirements |= _requirements(plan, plan.steps[name], opts)
+        function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
+        environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried))
+    return Setup(notebooks, environments, images, runtime_version())
+
+
+def payload(setup: Setup, env: Environment, wheel: bytes, wheel_name: str) -> str:
+    """What the environment task carries: kale-magic's wheel and the notebooks too large to embed."""
+    from .bootstrap import NOTEBOOKS
+
+    files = {f"{NOTEBOOKS}/{step}.json": setup.notebooks[step].encode() for step in env.carried}
+    if wheel:
+        files[wheel_name] = wheel
+    text = pack_payload(files)
+    if len(text) > PAYLOAD_MAX:
+        biggest = max(env.carried, key=lambda s: len(setup.notebooks[s]), default=None)
+        where = f"step '{biggest}'" if biggest else "kale-magic's runtime"
+        raise ValidationError(
+            f"The code of {where} is too large for a Kubeflow pipeline to carry ({len(text) / 1e6:.1f} MB "
+            f"compressed, at most {PAYLOAD_MAX / 1e6:.1f} MB): keep data out of %%functions and step cells "
+            "(read it from a file in the notebook's folder, which the workspace snapshot carries).")
+    return text
+
+
+def notebook_json(plan: Plan, step: StepPlan) -> str:
+    """The step notebook as canonical JSON (its cell ids are deterministic)."""
+    from ...step.notebooks import step_notebook
+
+    return json.dumps(step_notebook(plan, step.name), sort_keys=True, separators=(",", ":"))
+
+
+def _check_python(image: str, step: str) -> None:
+    match = PYTHON_IMAGE.search(image)
+    if match and "%s.%s" % match.groups() != kernel_python():
+        raise ValidationError(
+            f"Step '{step}' would run on {image}, which has Python {'.'.join(match.groups())}, but the notebook's "
+            f"kernel runs Python {kernel_python()}: use an image with Python {kernel_python()} (Kale.base_image "
+            "or %%step --image).")
+
+
+def _requirements(plan: Plan, step: StepPlan, opts) -> Requirements:
+    """The step's pinned closure: its code's imports, plus the libraries of the marshal backends of its
+    values (or, for values whose backend is chosen when saved, of every backend for a library it imports)."""
+    from ... import marshal
+    from ...cache.keys import imported_modules
+
+    sources = plan.imports + plan.functions + step.cells
+    imported = imported_modules(sources)
+    used = {t.backend for t in (*step.inputs, *step.outputs)}
+    modules = set()
+    for backend in marshal.registry:
+        if backend.name in used or set(backend.packages) & imported:
+            modules |= set(backend.packages) | {type(backend).__module__.split(".")[0]}
+    if opts.snapshot_url:  # unpacking it imports kale_magic.snapshot (its ignore rules use pathspec)
+        modules |= {"pathspec", "zstandard"} if opts.snapshot_url.endswith(".zst") else {"pathspec"}
+    return step_requirements(sources, modules, opts.workspace, where=f"step '{step.name}'")
