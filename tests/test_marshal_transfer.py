@@ -11,10 +11,9 @@ import json
 
 import numpy as np
 import pytest
-from test_kfp_local import kfp_local, outputs  # noqa: F401 (kfp_local is a fixture)
+from test_kfp_containers import compile_for_test, kfp_local, outputs  # noqa: F401 (kfp_local is a fixture)
 
 from kale_magic import marshal
-from kale_magic.engines.kfp.compiler import compile_pipeline
 from kale_magic.errors import RunFailed
 from kale_magic.marshal import numpy_backend
 
@@ -91,10 +90,10 @@ def test_a_damaged_value_fails_the_consumer_before_its_code_runs(kernel, tmp_pat
 
 
 def kfp_run(kernel, tmp_path):
-    """Compile what the kernel recorded and run it under kfp.local."""
+    """Compile what the kernel recorded and run it under kfp.local, in real containers."""
     from kfp import components
 
-    path = compile_pipeline(kernel.magics.plan(), tmp_path / "pipeline.yaml")
+    path = compile_for_test(kernel.magics.plan(), tmp_path / "pipeline.yaml")
     components.load_component_from_file(str(path))()
 
 
