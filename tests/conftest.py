@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import textwrap
 
@@ -78,6 +79,9 @@ def kernel(tmp_path, monkeypatch, workers):
     if "Kale" in shell.magics_manager.registry:
         k.magics.workers = None  # shared: the session fixture closes it
         shell.run_line_magic("unload_ext", "kale_magic")
+    # Each shell registers an atexit cleanup that runs gc.collect(): hundreds of them, run when the suite
+    # ends over everything the session still holds, kept pytest busy for minutes after its summary.
+    atexit.unregister(shell.atexit_operations)
     InteractiveShell.clear_instance()
 
 

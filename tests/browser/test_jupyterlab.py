@@ -11,6 +11,7 @@ opens shows the expected content with no failed request, and saves screenshots t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -80,18 +81,28 @@ def browser():
             chromium.close()
 
 
-def _open_notebook(browser, lab, cells, name, url_path="lab/tree"):
+@contextlib.contextmanager
+def _notebook_page(browser, lab, cells, name, url_path="lab/tree"):
+    """A page that opened the notebook and ran all its cells; on a failure, a screenshot and the server's log."""
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(lab["dir"] / name))
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(f"{lab['url']}/{url_path}/{name}?token={lab['token']}")
-    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-    _wait_for_idle_kernel(lab)
-    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-    return page
+    try:
+        page.goto(f"{lab['url']}/{url_path}/{name}?token={lab['token']}")
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        _wait_for_idle_kernel(lab)
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+        yield page
+    except BaseException:
+        app = "notebook7" if url_path == "notebooks" else "jupyterlab"
+        page.screenshot(path=str(ARTIFACTS / f"{app}-failure.png"), full_page=True)
+        print(lab["log"].read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        page.close()
 
 
 def _wait_for_idle_kernel(server, deadline: float = 60) -> None:
@@ -174,8 +185,7 @@ def _graph_nodes(panel) -> dict[str, str]:
 
 
 def test_panel_in_jupyterlab(lab, browser):
-    page = _open_notebook(browser, lab, CELLS, "pipeline.ipynb")
-    try:
+    with _notebook_page(browser, lab, CELLS, "pipeline.ipynb") as page:
         page.wait_for_function("() => document.querySelectorAll('.kale-panel[data-status=\"succeeded\"],"
                                " .kale-panel[data-status=\"failed\"]').length >= 2", timeout=180_000)
         panels = page.locator(".kale-panel")
@@ -210,18 +220,11 @@ def test_panel_in_jupyterlab(lab, browser):
 
         assert _follow_every_link(page, good, "jupyterlab") == 8
         assert _follow_every_link(page, bad) == 11  # its cached steps link to their earlier files; the failed node
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
-        print(lab["log"].read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        page.close()
 
 
 def test_run_all_stops_at_a_failed_run(lab, browser):
     cells = ["%load_ext kale_magic", *CELLS[6:], "open('after.txt', 'w').write('the notebook went on')"]
-    page = _open_notebook(browser, lab, cells, "stops.ipynb")
-    try:
+    with _notebook_page(browser, lab, cells, "stops.ipynb") as page:
         page.wait_for_selector(".kale-panel[data-status='failed']", timeout=180_000)
         run_cell = page.locator(".jp-CodeCell").nth(len(cells) - 2)
         error = run_cell.locator("[data-mime-type='application/vnd.jupyter.stderr']")
@@ -236,12 +239,6 @@ def test_run_all_stops_at_a_failed_run(lab, browser):
         assert last.locator(".jp-InputPrompt").inner_text().strip() == "[ ]:", "the last cell never ran"
         assert not (lab["dir"] / "after.txt").exists()
         page.screenshot(path=str(ARTIFACTS / "jupyterlab-run-all-stops.png"))
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
-        print(lab["log"].read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        page.close()
 
 
 def background_cells(go: Path) -> list[str]:
@@ -260,8 +257,7 @@ def background_cells(go: Path) -> list[str]:
 
 
 def test_background_run_updates_the_live_widget(lab, browser):
-    page = _open_notebook(browser, lab, background_cells(lab["dir"] / "go"), "background.ipynb")
-    try:
+    with _notebook_page(browser, lab, background_cells(lab["dir"] / "go"), "background.ipynb") as page:
         page.wait_for_selector(".kale-panel-widget .kale-row[data-name='hold'][data-status='running'],"
                                " .kale-panel[data-status]", timeout=120_000)
         assert page.locator(".kale-panel").count() == 0, "the run ended before the test let it"
@@ -287,25 +283,12 @@ def test_background_run_updates_the_live_widget(lab, browser):
         assert _graph_nodes(final) == {"make": "succeeded", "hold": "succeeded"}
         assert final.locator("svg.kale-timeline g.kale-bar").count() == 2
         final.screenshot(path=str(ARTIFACTS / "jupyterlab-final-graph.png"))
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "jupyterlab-failure.png"), full_page=True)
-        print(lab["log"].read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        page.close()
 
 
 def test_panel_links_in_notebook_7(notebook7, browser):
-    page = _open_notebook(browser, notebook7, CELLS[:6], "pipeline.ipynb", url_path="notebooks")
-    try:
+    with _notebook_page(browser, notebook7, CELLS[:6], "pipeline.ipynb", url_path="notebooks") as page:
         page.wait_for_selector(".kale-panel[data-status='succeeded']", timeout=180_000)
         panel = page.locator(".kale-panel")
         assert ("score", "succeeded") in _panel_rows(panel)
         page.screenshot(path=str(ARTIFACTS / "notebook7-panel.png"))
         assert _follow_every_link(page, panel, "notebook7") == 8
-    except BaseException:
-        page.screenshot(path=str(ARTIFACTS / "notebook7-failure.png"), full_page=True)
-        print(notebook7["log"].read_text(errors="replace")[-4000:])
-        raise
-    finally:
-        page.close()
