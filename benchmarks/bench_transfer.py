@@ -40,7 +40,8 @@ def cells(elements: int, rebind: bool) -> list[str]:
 
 
 def run_pipeline(shell, pipeline: list[str]) -> float:
-    shell.run_line_magic("kale_reset", "")
+    with contextlib.redirect_stdout(io.StringIO()):  # its one-line notice, once per round
+        shell.run_line_magic("kale_reset", "")
     for i, cell in enumerate(pipeline):
         assert shell.run_cell(cell, cell_id=f"c{i}").success
     os.sync()
