@@ -85,6 +85,18 @@ def test_success_transitions_in_text_and_html(tmp_path):
     assert ".kale/runs/r1/train.ipynb" in hrefs and ".kale/runs/r1/train.log" in hrefs
 
 
+def test_a_note_that_ends_prints_no_line_of_its_own(tmp_path):
+    state = new_state()
+    out = text_view(state, tmp_path)
+    state.task("Run", "running")
+    state.task("Run", "running", "waiting for the warm worker to start")
+    state.task("Run", "running", "")  # the worker is ready: nothing new to say
+    state.step("load", "running")
+    state.task("Run", "running", "waiting again")
+    runs = [line.split(None, 3)[3:] for line in out.getvalue().splitlines() if "◔ Run" in line]
+    assert runs == [[], ["waiting for the warm worker to start"], ["waiting again"]]
+
+
 def test_failure_in_the_middle_turns_red_and_stays(tmp_path):
     state = new_state()
     out = text_view(state, tmp_path)

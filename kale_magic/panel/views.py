@@ -218,11 +218,13 @@ class TextView(_View):
                 if t.status != "running" or t.name == "Run"]  # the other tasks take an instant
         rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links, terse=True)))
                  for s in run.steps.values()]
-        changed = [(key, (row.status, row.message), text) for key, row, text in rows
-                   if self._printed.get(key, ("pending", "")) != (row.status, row.message)]
-        for key, signature, text in changed:
-            self._printed[key] = signature
-            self._print(text)
+        for key, row, text in rows:
+            before = self._printed.get(key, ("pending", ""))
+            if before == (row.status, row.message):
+                continue
+            self._printed[key] = (row.status, row.message)
+            if not (row.status == before[0] and not row.message):  # a note that ended says nothing new
+                self._print(text)
 
     def finish(self) -> None:
         self.draw()
