@@ -72,6 +72,18 @@ def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
     assert not any("__kale_magic_runs__" in o.get("text", "") for c in done.cells for o in c.outputs)
 
 
+def test_a_line_printed_in_pieces_is_labelled_once(tmp_path):
+    annotated(tmp_path / "nb.ipynb", code("import sys, time\nsys.stdout.write('ids:'); sys.stdout.flush()\n"
+                                          "time.sleep(0.5)  # the kernel sends the rest as another message\n"
+                                          "print(' 1 2 3')"),
+              code("print('no end', end='')"), code("print('next cell')"))
+    result = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if "ids:" in line)
+    assert lines[first:first + 3] == ["[cell 6] ids: 1 2 3", "[cell 7] no end", "[cell 8] next cell"]
+
+
 def test_output_needs_execute_notebook(tmp_path):
     annotated(tmp_path / "nb.ipynb")
     result = kale_magic("run", "nb.ipynb", "--output", "done.ipynb", cwd=tmp_path)

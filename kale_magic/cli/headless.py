@@ -157,6 +157,7 @@ class _Client(NotebookClient):
         self.failure: tuple[int, object] | None = None  # (cell index, CellExecutionError)
         self._cell_id = None
         self._label = ""
+        self._line_start = True  # the echo's last character ended a line
 
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
@@ -184,6 +185,8 @@ class _Client(NotebookClient):
         self.current_index, self._cell_id = cell_index, cell.get("id")
         runs = cell is self.report or KALE_RUN.search(cell.source or "")
         self._label = "" if runs else f"[cell {cell_index}] "  # runs print their progress themselves
+        if not self._line_start:  # the previous cell's last line had no end
+            self._echo("\n")
         try:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         except CellExecutionError as exc:
@@ -193,12 +196,18 @@ class _Client(NotebookClient):
     def output(self, outs, msg, display_id, cell_index):
         out = super().output(outs, msg, display_id, cell_index)
         if out is not None and self.echo is not None:
-            text = _as_text(out)
-            if self._label:
-                text = "".join(self._label + line for line in text.splitlines(True))
-            self.echo.write(text)
-            self.echo.flush()
+            self._echo(_as_text(out))
         return out
+
+    def _echo(self, text: str) -> None:
+        """Write ``text``, labelling each line where it starts: a print can arrive in several stream
+        messages ('ids:' then ' 1 2 3\n'), and only the first begins the line."""
+        if not text or self.echo is None:
+            return
+        for piece in text.splitlines(True):
+            self.echo.write(self._label + piece if self._line_start else piece)
+            self._line_start = piece.endswith("\n")
+        self.echo.flush()
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
