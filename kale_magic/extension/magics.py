@@ -297,8 +297,8 @@ class Kale(Magics):
         if key is not None:
             code[key] = python
         modules = module_names(code.values()) if self.preload_imports else []
-        notebook = self._notebook().path
-        self.workers.warm([*self.preload, *modules], local={Path.cwd(), notebook.parent if notebook else Path.cwd()})
+        named = self._notebooks.named(self.notebook_path, self.shell.user_ns)  # a matched file is in cwd
+        self.workers.warm([*self.preload, *modules], local={Path.cwd(), named[0].parent if named else Path.cwd()})
 
     def _request(self, args):
         from ..run.launch import RunRequest

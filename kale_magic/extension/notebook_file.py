@@ -55,13 +55,21 @@ class NotebookFinder:
     def __init__(self):
         self._read: dict[Path, tuple[tuple, _Cells | None]] = {}
 
+    @staticmethod
+    def named(configured: str | None, namespace: dict) -> tuple[Path, str] | None:
+        """The file the user or the frontend names, and who named it (no folder is searched)."""
+        candidates = (("Kale.notebook_path", configured), ("VS Code", namespace.get("__vsc_ipynb_file__")),
+                      ("the Jupyter server", os.environ.get("JPY_SESSION_NAME")))
+        for how, candidate in candidates:
+            if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
+                return Path(candidate).resolve(), f"from {how}"
+        return None
+
     def find(self, configured: str | None, namespace: dict, cells) -> NotebookFile:
         cells = list(cells)
-        named = (("Kale.notebook_path", configured), ("VS Code", namespace.get("__vsc_ipynb_file__")),
-                 ("the Jupyter server", os.environ.get("JPY_SESSION_NAME")))
-        for how, candidate in named:
-            if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
-                return self._found(Path(candidate).resolve(), f"from {how}", cells)
+        named = self.named(configured, namespace)
+        if named is not None:
+            return self._found(*named, cells)
         matched = self._match(Path.cwd(), cells)
         if matched is not None:
             return self._found(matched, "matched by its cells in the kernel's working directory", cells)
