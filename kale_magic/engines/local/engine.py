@@ -79,7 +79,8 @@ class LocalEngine:
         warming = []  # steps submitted before the worker had imported its modules
 
         def watch(name, child):
-            if child.started.wait(600) and child.exit is None:
+            # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
+            if child.started.wait(600) and child.pid is not None:
                 if warming and warming[0] == name:
                     state.task("Run", "running", "")
                 state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
