@@ -80,8 +80,9 @@ class StepCache:
         if any(record is None for record in inputs.values()):
             return False  # an input was not saved through the cache's view (e.g. its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
-        self.keys[name] = (digest(parts), parts)
-        decision, entry, location = self._decide(step, digest(parts), parts)
+        base = digest(parts)
+        self.keys[name] = (base, parts)
+        decision, entry, location = self._decide(step, base, parts)
         if entry is None:
             if decision.reason:
                 self.notes[name] = decision.reason

@@ -18,7 +18,6 @@ import hashlib
 import keyword
 import linecache
 import re
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -26,13 +25,13 @@ from ...errors import ValidationError
 from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
+from .bootstrap import ENVIRONMENT, kernel_python
 
-DEFAULT_BASE_IMAGE = "python:%d.%d" % sys.version_info[:2]  # the kernel's Python: the pinned wheels load there
+DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
 REPORT = "kale_report"
 METRICS = "kale_metrics"
 SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
-ENVIRONMENT = "kale_environment"  # the installed libraries and kale-magic, from the environment task
 NULLABLE = ("run_as_user",)  # settings whose None means something (the image's own user)
 HOME = "/tmp/kale-home"  # writable for any user: pip's user installs, IPython's profile
 TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
@@ -280,7 +279,7 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
 def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, setup) -> str:
     """Python source of the step's component function (kfp embeds it in the YAML); ``setup``: the
     :class:`~.setup.Setup` that says whether an environment task prepares it and carries its notebook."""
-    from .bootstrap import NOTEBOOKS, STEP_PREAMBLE, kernel_python
+    from .bootstrap import NOTEBOOKS, STEP_PREAMBLE
 
     io = Names.io(step)
     kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}

@@ -67,7 +67,9 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
 
 def _check_environment(step: str, python: str | None, runtime: str | None) -> None:
     """The step runs only where the Python and the kale-magic are the ones that compiled it."""
-    here = "%d.%d" % sys.version_info[:2]
+    from .bootstrap import kernel_python
+
+    here = kernel_python()
     if python and here != python:
         raise RuntimeError(f"step '{step}' was compiled for Python {python} but its image runs Python {here}: "
                            f"use an image with Python {python}")
