@@ -19,7 +19,6 @@ import pytest
 from IPython.core.error import UsageError
 
 from kale_magic.errors import KaleError
-from kale_magic.step import readhooks
 from kale_magic.step.reads import FileReads
 from oracle import run_cells
 from test_cache import cache_check, kale_run, mark, side_channel  # noqa: F401 - the fixture is used here too
@@ -135,6 +134,8 @@ def test_a_library_without_a_read_hook_forces_the_conservative_key(kernel, folde
 
 
 def test_read_hooks_come_from_entry_points_and_a_broken_one_is_reported(tmp_path, monkeypatch):
+    from kale_magic.step import readhooks
+
     dist = tmp_path / "fake_hooks-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-hooks\nVersion: 1.0\n")

@@ -90,17 +90,21 @@ class ReadHookRegistry:
     """Read hooks by library name: built-ins, runtime registrations and entry points."""
 
     def __init__(self, hooks=BUILT_IN, group: str | None = ENTRY_POINT_GROUP):
-        self._hooks: dict[str, ReadHook] = {hook.name: hook for hook in hooks}
+        self._hooks: dict[str, ReadHook] = {}
+        self.watched: set[str] = set()  # modules whose import installs hooks
         self._group = group
         self._loaded = group is None
         self.broken: dict[str, str] = {}  # entry-point name -> why it failed to load
         self._finder: _PostImport | None = None
+        for hook in hooks:
+            self.register(hook)
 
     def register(self, hook: ReadHook) -> ReadHook:
         """Add (or replace, by library name) a hook; a step started afterwards uses it."""
         if not isinstance(hook, ReadHook) or not hook.name:
             raise TypeError(f"a read hook must be a kale_magic.step.readhooks.ReadHook with a name, got {hook!r}")
         self._hooks[hook.name] = hook
+        self.watched = {module for hook in self._hooks.values() for module in hook.readers}
         return hook
 
     def get(self, name: str) -> ReadHook:
@@ -123,7 +127,7 @@ class ReadHookRegistry:
             self._finder = _PostImport(self)
             sys.meta_path.insert(0, self._finder)
         self._finder.record = record
-        for module_name in self._watched():
+        for module_name in self.watched:
             module = sys.modules.get(module_name)
             if module is not None:
                 self._install(module)
@@ -134,9 +138,6 @@ class ReadHookRegistry:
         return [f"it uses {name}, which reads files in native code that kale has no read hook for"
                 for name in NATIVE_IO if name in modules and name not in self._hooks]
 
-    def _watched(self) -> set[str]:
-        return {module for hook in self._hooks.values() for module in hook.readers}
-
     def _install(self, module) -> None:
         record = self._finder.record
         for hook in self._hooks.values():
@@ -144,7 +145,8 @@ class ReadHookRegistry:
                 try:
                     hook.install(module, record)
                 except Exception as exc:  # noqa: BLE001 - a hook that does not fit this version
-                    self._hooks.pop(hook.name, None)
+                    self._hooks.pop(hook.name, None)  # its library now counts as unhooked
+                    self.watched = {m for h in self._hooks.values() for m in h.readers}
                     self.broken[hook.name] = f"{type(exc).__name__}: {exc}"
                     return
 
@@ -172,7 +174,7 @@ class _PostImport(importlib.abc.MetaPathFinder):
         self._finding: set[str] = set()
 
     def find_spec(self, fullname, path, target=None):
-        if fullname in self._finding or fullname not in self.registry._watched():
+        if fullname in self._finding or fullname not in self.registry.watched:
             return None
         self._finding.add(fullname)
         try:

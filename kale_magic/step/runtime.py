@@ -253,6 +253,9 @@ def warm_up() -> None:
                  StepContext(step="warm-up", inputs={"value": value}, outputs={"value": value}))
     StepContext._active = None
     StepShell.prepared = new_shell()
+    from .readhooks import registry
+
+    registry.names()  # the read hooks' entry points, loaded once for every forked step
 
 
 # the entry point used by the local engine's workers -------------------------------------------
