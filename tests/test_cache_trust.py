@@ -265,6 +265,16 @@ def test_a_step_cell_that_does_not_tokenize_makes_its_recording_stale(kernel, fo
     assert kernel.kale_run().load("x") == 2
 
 
+def test_without_cell_ids_a_failed_imports_cell_is_named_by_its_kind(kernel, folder):
+    kernel.run("%%imports\nimport math")
+    kernel.run("%%step b\nx = math.floor(2.5)")
+    kernel.error("\t%%imports\n    import os\n")
+    with pytest.raises(KaleError, match="^a %%imports cell failed before it ran \\(IndentationError: "):
+        kernel.shell.run_line_magic("kale_show", "")
+    kernel.run("%%imports\nimport math")
+    assert kernel.kale_run().load("x") == 2
+
+
 # --reads ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, problem", [

@@ -82,8 +82,8 @@ class Session:
         self.stale[key] = why
 
     def record(self, cell: RecordedCell) -> RecordedCell:
-        self.stale.pop(cell.key, None)
-        self.stale.pop(stale_key(cell.kind, cell.step, None), None)
+        for key in (cell.key, stale_key(cell.kind, cell.step, None), stale_key(cell.kind, None, None)):
+            self.stale.pop(key, None)  # the cell ran: what it recorded is current again
         previous = self.cells.get(cell.key)
         if previous is not None:
             cell = replace(cell, seq=previous.seq)
