@@ -89,14 +89,20 @@ class FileReads:
         self._modules: set[str] = set()
         self._local = threading.local()  # busy: the hook itself lists a folder; dir_fd: of the os.open running
 
-    def __enter__(self) -> FileReads:
-        self._modules = set(sys.modules.copy())
+    @staticmethod
+    def install() -> None:
+        """Hook this process once (the warm worker does it before forking steps, so they start hooked)."""
         if not FileReads._hooked:
             sys.addaudithook(FileReads._hook)
             _wrap_os_open()
             _wrap_process_start()
+            readhooks.registry.activate(_native_read)
             FileReads._hooked = True
-        readhooks.registry.activate(_native_read)
+
+    def __enter__(self) -> FileReads:
+        self._modules = set(sys.modules.copy())
+        FileReads.install()
+        readhooks.registry.activate(_native_read)  # hooks registered since, on modules imported since
         FileReads._active = self
         return self
 
