@@ -77,6 +77,7 @@ def test_a_subprocess_keys_the_step_on_the_whole_workspace(kernel, folder, mode)
         "keyed on the whole workspace, as it starts another process ('cat data.txt'), whose reads are out of "
         "sight; declare what it reads with %%step shell --reads GLOB[,GLOB]")
     assert kale_run(kernel, mode)[1] == []
+    assert "↺ shell  reuse the result of run" in cache_check(kernel, mode)  # the preview sees the same workspace
     edit(folder / "data.txt", "two!")
     assert "▶ shell  run: workspace files changed: the workspace (the step is keyed on all of it: it starts " \
            "another process ('cat data.txt')" in cache_check(kernel, mode)
