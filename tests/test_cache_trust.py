@@ -63,6 +63,21 @@ def test_pyarrow_readers_record_files_folders_and_globs(tmp_path, monkeypatch):
     assert "parts" in report["listings"] and report["unseen"] == []
 
 
+def test_torch_native_readers_are_recorded(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "raw.bin").write_bytes(bytes(16))
+    with FileReads(tmp_path) as reads:
+        torch.from_file("raw.bin", size=4, dtype=torch.float32)
+        torch.UntypedStorage.from_file(str(tmp_path / "raw.bin"), False, 16)
+    assert reads.report()["files"] == ["raw.bin"]
+    (tmp_path / "other.bin").write_bytes(bytes(16))
+    with FileReads(tmp_path) as reads:
+        torch.UntypedStorage.from_file("other.bin", False, 16)
+    assert reads.report()["files"] == ["other.bin"]
+
+
 SUBPROCESS_STEP = ("%%step shell{reads}\n" + mark("shell") +
                    "import subprocess\ntext = subprocess.run(['cat', 'data.txt'], capture_output=True, "
                    "text=True).stdout")
