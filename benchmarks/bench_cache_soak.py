@@ -46,19 +46,18 @@ def main() -> int:
     ip = InteractiveShell(config=config)
     ip.run_line_magic("load_ext", "kale_magic")
     rng = random.Random(args.seed)
-    with tempfile.TemporaryDirectory() as folder:
-        os.chdir(folder)
-        walk = CacheWalk(ip, Path(folder))
-        walk.start()
-        started = time.perf_counter()
-        for number in range(1, args.edits + 1):
-            kind, value, no_snapshot = edit(rng)
-            walk.apply(kind, value)
-            walk.check(no_snapshot)
-            if number % 100 == 0:
-                print(f"  {number} edits, {len(walk.tally.mismatches)} mismatches", flush=True)
-        elapsed = time.perf_counter() - started
-        os.chdir(ROOT)
+    folder = Path(tempfile.mkdtemp(prefix="kale-soak-"))  # kept: 2 runs per edit are a lot to delete
+    os.chdir(folder)
+    walk = CacheWalk(ip, folder)
+    walk.start()
+    started = time.perf_counter()
+    for number in range(1, args.edits + 1):
+        kind, value, no_snapshot = edit(rng)
+        walk.apply(kind, value)
+        walk.check(no_snapshot)
+        if number % 100 == 0:
+            print(f"  {number} edits, {len(walk.tally.mismatches)} mismatches", flush=True)
+    elapsed = time.perf_counter() - started
     t = walk.tally
     print(f"edits: {t.edits}   runs: {t.runs} (half of them the --no-cache oracle)   wall: {elapsed:.0f} s")
     print(f"steps in cached runs: {t.reused} reused, {t.executed} executed "
@@ -68,6 +67,7 @@ def main() -> int:
     print(f"mismatches with the oracle: {len(t.mismatches)}")
     for line in t.mismatches[:20]:
         print("  " + line)
+    print(f"(the folder with its runs: {folder}; delete it when done)", flush=True)
     return 1 if t.mismatches else 0
 
 
