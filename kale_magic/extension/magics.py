@@ -301,14 +301,15 @@ class Kale(Magics):
         self.workers.warm([*self.preload, *modules], local={Path.cwd(), named[0].parent if named else Path.cwd()})
 
     def _request(self, args):
+        from .. import engines
         from ..run.launch import RunRequest
 
-        engine = self._engine_name(args)
-        if engine != "local" and (args.cache_only_check or args.resume is not None):
-            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
-                            "cache decides which steps run (turn it off with --no-cache).")
+        engine = engines.registry.choose(args.engine, args, self._engine_settings())
+        if not engine.local and (args.cache_only_check or args.resume is not None):
+            raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
+                            "its own cache decides which steps run (turn it off with --no-cache).")
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                          engine=engine, host=args.host, params=arguments.parse_params(args.param),
+                          engine=engine.name, host=args.host, params=arguments.parse_params(args.param),
                           compile_only=args.compile_only, upload_only=args.upload_only,
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
@@ -350,22 +351,17 @@ class Kale(Magics):
 
         return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
 
-    def _engine_name(self, args) -> str:
-        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
-        import os
+    def _engine_settings(self) -> dict[str, dict]:
+        """Each engine's settings: the traits tagged with its name (``kfp=True``)."""
+        from .. import engines
 
-        if args.host or args.upload_only:
-            return "kfp"
-        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+        return {name: self.trait_values(**{name: True}) for name in engines.registry.names()}
 
     def _engine(self, request, workspace):
-        if request.engine == "kfp":
-            from ..engines.kfp.engine import KfpEngine
+        from .. import engines
+        from ..engines.base import EngineContext
 
-            config = self.trait_values(kfp=True)
-            config["caching"] = config["caching"] and not request.no_cache
-            return KfpEngine(request.host, config=config)
-        from ..engines.local.engine import LocalEngine
-
-        self._warm()
-        return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))
+        context = EngineContext(workers=self.workers, max_parallel=self.max_parallel,
+                                step_cache=self._step_cache, warm=self._warm)
+        return engines.get(request.engine).create(request, workspace, context=context,
+                                                  settings=self._engine_settings().get(request.engine))

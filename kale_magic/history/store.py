@@ -424,8 +424,12 @@ class Recorder:
 
 
 def _interrupted(engine: str, owner: Owner) -> str:
-    if engine == "kfp":
-        return (f"the kernel following this run ended (pid {owner.pid}); the run itself may go on in Kubeflow "
-                "Pipelines: see its link")
-    return (f"the kernel running it ended (pid {owner.pid}) before the run finished; %kale_run --resume "
-            "reuses the steps that were done")
+    """What the run means now, in the words of its engine (any engine's, if it is no longer installed)."""
+    from .. import engines
+    from ..engines.registry import EngineType
+
+    try:
+        kind = engines.get(engine)
+    except KaleError:
+        kind = EngineType()
+    return kind.interrupted(owner.pid)

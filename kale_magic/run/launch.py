@@ -79,7 +79,7 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
     whether the notebook stops is the caller's decision.
     """
     pipeline = request.pipeline or workspace.pipeline_name
-    state = RunState(new_run_id(), pipeline, request.experiment, engine.name)
+    state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
     plan = validate(request, cells, env, workspace, state)
     for listener in listeners:
         state.subscribe(listener)
