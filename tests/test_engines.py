@@ -128,3 +128,29 @@ def test_nothing_outside_engines_kfp_imports_it_but_the_old_component_path():
                 found.append(str(path.relative_to(PACKAGE)))
     # the compiled YAML's entry point (kale_magic.kfp_step) and the registry's list of built-in engines
     assert sorted(set(found)) == ["engines/__init__.py", "kfp_step.py"]
+
+
+def test_kfp_settings_are_the_kfp_engines_and_the_old_kale_names_still_set_them(kernel, kfp_env, capsys):
+    kernel.cells("%%step make\nxs = [1, 2]")
+    kernel.run("%config Kfp.base_image = 'registry.example/team/steps:2'")
+    kernel.run("%config Kale.volumes = ['data:/mnt/data']")
+    kernel.run("%config Kale.caching = False")
+    kernel.run("%config Kale.volumes = ['data:/mnt/other']")
+    err = capsys.readouterr().err
+    assert err.count("kale: %config Kale.volumes is now %config Kfp.volumes; the old name works for now") == 1
+    assert "Kale.caching is now %config Kfp.caching" in err
+    settings = kernel.magics.engine_settings["kfp"]
+    assert (settings.base_image, settings.volumes, settings.caching) == (
+        "registry.example/team/steps:2", ["data:/mnt/other"], False)
+    assert kernel.magics.volumes == ["data:/mnt/other"]  # read under the old name too
+    assert not kernel.magics.has_trait("volumes")
+    kernel.run("%config Kfp.host = 'http://127.0.0.1:9'")  # a configured host picks KFP
+    run = kernel.run("%kale_run --compile-only")
+    assert run.state.engine == "kfp" and "registry.example/team/steps:2" in run.pipeline_file.read_text()
+
+
+def test_unloading_removes_the_engine_settings_from_config(kernel):
+    settings = kernel.magics.engine_settings["kfp"]
+    assert settings in kernel.shell.configurables
+    kernel.shell.run_line_magic("unload_ext", "kale_magic")
+    assert settings not in kernel.shell.configurables

@@ -51,9 +51,9 @@ def _configure(magics, settings: dict) -> None:
     from traitlets import TraitError
 
     for name, value in settings.items():
-        if name not in magics.class_trait_names(config=True):
-            raise SettingError(f"%config Kale.{name}: Kale has no setting '{name}' (see %config Kale).")
         try:
-            setattr(magics, name, value)
+            magics.configure(name, value)
         except TraitError as exc:
+            if "has no setting" in str(exc):
+                raise SettingError(f"%config Kale.{name}: {exc}") from None
             raise SettingError(f"%config Kale.{name} = {value!r}: {exc}") from None

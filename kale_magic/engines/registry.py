@@ -35,7 +35,7 @@ class EngineType:
     local: bool = False  # steps run in this kernel's machine: the step cache, --resume and its check apply
 
     def settings_class(self):
-        """Its traitlets ``Configurable`` (set with ``%config``), or None."""
+        """Its traitlets ``Configurable`` (set with ``%config``), or None; the magics make one per kernel."""
         return None
 
     def chosen(self, args, settings) -> int:

@@ -46,51 +46,11 @@ class Kale(Magics):
     panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
-    # Kubeflow Pipelines (kale_magic.engines.kfp), tagged kfp=True: the engine takes exactly these.
-    # The host and UI also come from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT.
-    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there."
-                   ).tag(config=True, kfp=True)
-    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host)."
-                      ).tag(config=True, kfp=True)
-    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
-                        ).tag(config=True, kfp=True)
-    base_image = Unicode("python:%d.%d" % sys.version_info[:2], help="Image of the KFP steps (default: stock "
-                         "Python of the kernel's version; the steps install what they import)."
-                         ).tag(config=True, kfp=True)
-    install_packages = Bool(True, help="KFP steps install, once per run, what they import (pinned to this "
-                            "kernel's versions) and this kale-magic; False: the image holds them all "
-                            "(kale-magic image builds one).").tag(config=True, kfp=True)
-    pip_index_urls = List(Unicode(), help="Package indexes KFP steps install from (the first is the index, the "
-                          "others extra ones); default: the image's pip configuration.").tag(config=True, kfp=True)
-    run_as_user = Int(65534, allow_none=True, help="User id KFP pods run as (group 0, HOME in /tmp); None: the "
-                      "image's user.").tag(config=True, kfp=True)
-    packages = List(Unicode(), help="More pip packages each KFP step installs at start (default none)."
-                    ).tag(config=True, kfp=True)
-    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
-    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
-                   ).tag(config=True, kfp=True)
-    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'."
-                   ).tag(config=True, kfp=True)
-    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
-                          ).tag(config=True, kfp=True)
-    pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
-                            "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
-                            "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
-                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
-                            ).tag(config=True, kfp=True)
-
     @validate("max_parallel")
     def _check_max_parallel(self, proposal):
         if not 1 <= proposal.value <= MAX_PARALLEL:
             raise TraitError(f"Kale.max_parallel = {proposal.value}: give a number of steps from 1 to {MAX_PARALLEL}.")
         return proposal.value
-
-    @validate("base_image")
-    def _check_base_image(self, proposal):
-        try:
-            return arguments.check_image(proposal.value)
-        except ValueError as exc:
-            raise TraitError(f"Kale.base_image = {proposal.value!r}: {exc}.") from None
 
     @validate("preload")
     def _check_preload(self, proposal):
@@ -101,6 +61,13 @@ class Kale(Magics):
         return proposal.value
 
     def __init__(self, shell):
+        from .. import engines
+
+        # Each engine's settings (%config Kfp.host = ...), made before the magics read their own
+        # configuration, which may still name them the old way (Kale.host).
+        self.engine_settings = {t.name: t.settings_class()(parent=shell) for t in engines.registry
+                                if t.settings_class() is not None}
+        self._renamed: set[str] = set()  # old setting names already noted
         super().__init__(shell)
         self.session = Session()
         self._notebooks = NotebookFinder()
@@ -109,14 +76,61 @@ class Kale(Magics):
         self._workers = None
         self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
+    # settings ---------------------------------------------------------------------------
+    def _load_config(self, cfg, section_names=None, traits=None):
+        """``Kale.<an engine's setting>``, the names from before the engines owned their settings, still
+        sets it (on every configuration load, as %config triggers), with a note saying the new name."""
+        from traitlets.config import Config
+
+        own = cfg.Kale if "Kale" in cfg else {}
+        moved = {name: value for name, value in own.items() if self._owner_of(name) is not None}
+        if moved:
+            cfg = cfg.copy()
+            cfg.Kale = Config({name: value for name, value in own.items() if name not in moved})
+        super()._load_config(cfg, section_names, traits)
+        for name, value in moved.items():
+            self.configure(name, value)
+
+    def __getattr__(self, name: str):
+        """``magics.base_image`` and the like: the engines' settings read under their old names."""
+        owner = self._owner_of(name) if "engine_settings" in self.__dict__ else None
+        if owner is None:
+            raise AttributeError(f"'Kale' object has no attribute '{name}'")
+        return getattr(owner, name)
+
+    def _owner_of(self, name: str):
+        """The engine settings object with a setting ``name`` (an old ``Kale.<name>``), or None."""
+        return next((s for s in self.engine_settings.values() if s.has_trait(name)), None)
+
+    def configure(self, name: str, value) -> None:
+        """``%config Kale.<name> = value``, also for the engines' settings under their old names."""
+        owner = self._owner_of(name) if not self.has_trait(name) else None
+        if owner is None:
+            if name not in self.class_trait_names(config=True):
+                raise TraitError(f"Kale has no setting '{name}' (see %config Kale).")
+            setattr(self, name, value)
+            return
+        new = f"{type(owner).__name__}.{name}"
+        if name not in self._renamed:
+            self._renamed.add(name)
+            print(f"kale: %config Kale.{name} is now %config {new}; the old name works for now", file=sys.stderr)
+        try:
+            setattr(owner, name, value)
+        except TraitError as exc:  # said with the name the user wrote
+            raise TraitError(str(exc).replace(new, f"Kale.{name}", 1)) from None
+
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
-        """Called by ``load_ext``: hear which frontend cell runs."""
+        """Called by ``load_ext``: hear which frontend cell runs; let %config reach the engines' settings."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
+        self.shell.configurables.extend(self.engine_settings.values())
 
     def detach(self) -> None:
         """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        for settings in self.engine_settings.values():
+            if settings in self.shell.configurables:
+                self.shell.configurables.remove(settings)
         if self._workers is not None:
             self._workers.close()
             self._workers = None
@@ -352,10 +366,8 @@ class Kale(Magics):
         return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
 
     def _engine_settings(self) -> dict[str, dict]:
-        """Each engine's settings: the traits tagged with its name (``kfp=True``)."""
-        from .. import engines
-
-        return {name: self.trait_values(**{name: True}) for name in engines.registry.names()}
+        """Each engine's settings, as values."""
+        return {name: settings.trait_values(config=True) for name, settings in self.engine_settings.items()}
 
     def _engine(self, request, workspace):
         from .. import engines

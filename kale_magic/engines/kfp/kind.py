@@ -10,6 +10,11 @@ from ..registry import EngineType
 class KfpType(EngineType):
     name = "kfp"
 
+    def settings_class(self):
+        from .settings import Kfp
+
+        return Kfp
+
     def chosen(self, args, settings) -> int:
         """--host and --upload-only mean KFP; so does a configured host (Kale.host, KF_PIPELINES_ENDPOINT)."""
         if getattr(args, "host", None) or getattr(args, "upload_only", False):
