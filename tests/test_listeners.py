@@ -13,7 +13,7 @@ from processes import wait_for
 from kale_magic.engines.local.engine import LocalEngine
 from kale_magic.history.store import RunStore
 from kale_magic.plan.planner import Environment
-from kale_magic.run.launch import RunRequest, Workspace, launch
+from kale_magic.run.launch import Recording, RunRequest, Workspace, start_run
 from kale_magic.run.state import RunState
 
 CELLS = ["%%step make\nxs = list(range(4))", "%%step total\ntotal = sum(xs)"]
@@ -21,9 +21,9 @@ CELLS = ["%%step make\nxs = list(range(4))", "%%step total\ntotal = sum(xs)"]
 
 def start(kernel, workers, tmp_path, listeners, request=None):
     """``%kale_run``'s road with the given listeners (the panel and the store are listeners like these)."""
-    cells = kernel.magics.session.ordered()
-    return launch(request or RunRequest(no_snapshot=True), cells, Environment.of(kernel.ns),
-                  Workspace(root=tmp_path), LocalEngine(workers), listeners=listeners)
+    recorded = Recording(kernel.magics.session.ordered(), Environment.of(kernel.ns))
+    return start_run(request or RunRequest(no_snapshot=True), Workspace(root=tmp_path), recorded,
+                     LocalEngine(workers), listeners=listeners)
 
 
 class Broken:

@@ -150,7 +150,7 @@ def cmd_run(args) -> int:
         return _verdict(path, [(run.id, run.status)])
     from . import headless
 
-    nb = headless.prepare(as_nbformat(nb), _run_options(args))
+    nb = headless.prepare(as_nbformat(nb), _run_line(args))
     execution = headless.execute(nb, path.resolve().parent, env=_kernel_env(path))
     if args.output:
         write_notebook(execution.notebook, args.output)
@@ -171,20 +171,29 @@ def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
     return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
 
 
-def _run_options(args) -> str:
-    """``%kale_run`` options for what the command line says, as magic-line text."""
+def _run_options(args) -> dict:
+    """The ``%kale_run`` options the command line gives: option name -> value (``param``: a list)."""
+    options = {flag: getattr(args, flag) for flag in ("experiment", "pipeline", "description", "engine", "host")
+               if getattr(args, flag)}
+    options.update({flag: True for flag in ("compile_only", "no_cache", "no_snapshot") if getattr(args, flag)})
+    if args.param:
+        options["param"] = list(args.param)
+    return options
+
+
+def _run_line(args) -> str:
+    """The same options as ``%kale_run`` text, for the notebook a kernel executes (--execute-notebook)."""
     from ..extension.convert import magic_arguments
 
     words = []
-    for flag in ("experiment", "pipeline", "description", "engine", "host"):
-        value = getattr(args, flag)
-        if value:
-            words += [f"--{flag}", value]
-    for param in args.param:
-        words += ["--param", param]
-    for flag in ("compile_only", "no_cache", "no_snapshot"):
-        if getattr(args, flag):
-            words.append("--" + flag.replace("_", "-"))
+    for name, value in _run_options(args).items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif name == "param":
+            words += [word for param in value for word in (flag, param)]
+        else:
+            words += [flag, value]
     return magic_arguments(words)
 
 

@@ -9,7 +9,7 @@
     engine.cancel()                               # from another thread, at any time
 
 Engines report step progress into the run's state; the run itself (its tasks and
-its end) belongs to ``launch``.  A configuration or server problem is raised as an
+its end) belongs to ``start_run``.  A configuration or server problem is raised as an
 :class:`~kale_magic.errors.EngineError`, whose sentence the task shows.
 """
 

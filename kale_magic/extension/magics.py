@@ -235,12 +235,15 @@ class Kale(Magics):
     @line_magic
     @arguments.documented_by(arguments.kale_run)
     def kale_run(self, line):
+        return self.start(arguments.parse(arguments.kale_run, line))
+
+    def start(self, args):
+        """``%kale_run`` with parsed options ``args`` (the CLI's too): the one call of ``start_run``."""
         from .. import panel
         from ..history.store import RunStore, step_hashes
         from ..history.sweep import sweep
-        from ..run.launch import launch
+        from ..run.launch import Recording, start_run
 
-        args = arguments.parse(arguments.kale_run, line)
         request = self._request(args)
         workspace = self._workspace()
         if args.cache_only_check:
@@ -250,8 +253,9 @@ class Kale(Magics):
         store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
         sweep(workspace.kale, store)
         recorder = store.recorder(hashes=step_hashes(cells))
-        self.last_run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                               listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        self.last_run = start_run(request, workspace, Recording(cells, self._environment()),
+                                  self._engine(request, workspace),
+                                  listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
         if self.last_run.status == "failed" and self.stop_on_failure:
             raise RunFailed(self.last_run) from self.last_run.failure
         return self.last_run
