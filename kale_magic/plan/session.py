@@ -20,6 +20,8 @@ class StepOptions:
     timeout: int | None = None
     image: str | None = None
     no_cache: bool = False
+    env: tuple[tuple[str, str], ...] = ()  # --env KEY=VALUE: variables set in the step's process
+    secrets: tuple = ()  # --secret: kale_magic.step.environment.SecretRef, values resolved only when it runs
 
 
 @dataclass(frozen=True)

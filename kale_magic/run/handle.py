@@ -79,12 +79,10 @@ class Run:
             step = producers[-1]
         else:
             self._check_step(step)
-        path = self.files.value(step, name)
-        if not path.exists() and self.state.engine == "kfp":
-            from ..engines.kfp.results import fetch  # from the KFP run's artifacts in the object store
+        from .debug import saved_value
 
-            fetch(self.files, step, name)
-        if not path.exists():
+        path = saved_value(self.files, self.state.engine, step, name)
+        if path is None:
             raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
         return marshal.load(path, name=name, step=step)
