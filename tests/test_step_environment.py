@@ -135,3 +135,18 @@ def test_dotenv_reading_follows_docker_and_dotenv():
         path.write_text("A=1\n# c\nexport B='two words'\nC=x # note\nD=\"a=b\"\nnot a pair\n")
         assert read_dotenv(path) == {"A": "1", "B": "two words", "C": "x", "D": "a=b"}
         assert read_dotenv(Path(folder) / "absent") == {}
+
+
+def test_kale_magic_compile_reads_env_and_secret_from_the_cell_sources(tmp_path):
+    from cli_helpers import code, kale_magic, write
+
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%%step fetch --env REGION=eu --secret db:password=DB_PASSWORD\nrows = [1, 2]"),
+          code("%%step total\ntotal = sum(rows)"))
+    result = kale_magic("compile", "nb.ipynb", "-o", "pipe.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    docs = list(yaml.safe_load_all((tmp_path / "pipe.yaml").read_text()))
+    assert {"name": "REGION", "value": "eu"} in docs[0]["deploymentSpec"]["executors"]["exec-fetch"]["container"]["env"]
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert platform["exec-fetch"]["secretAsEnv"][0]["keyToEnv"] == [{"envVar": "DB_PASSWORD", "secretKey": "password"}]
+    assert "secretAsEnv" not in platform.get("exec-total", {})
