@@ -8,10 +8,13 @@ import re
 from pathlib import Path
 
 import pytest
+import s3_server as s3
 from IPython.core.error import UsageError
 from oracle import values_equal
 
 from kale_magic.errors import KaleError
+
+s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
 
 # b sorts a's list in place: c receives b's version, not a's; c fails on it (in the kernel too).
 MUTATED = ["%%parameters\noffset = 1", "%%step a\ndata = [3, 1, 2]", "%%step b\ndata.sort()\nn = len(data)",
@@ -68,7 +71,8 @@ def test_a_step_and_its_outputs_from_a_named_run(kernel, capsys):
 ])
 def test_a_step_that_never_ran_is_refused_in_one_sentence(kernel, line, refusal):
     kernel.cells("%%step a\nx = 1",  # b fails in the run only: BOOM is set in its process, not in the kernel
-                 "%%step b --env BOOM=1\nimport os\ny = x + 1\nif os.environ.get('BOOM'):\n    raise RuntimeError('boom')",
+                 "%%step b --env BOOM=1\nimport os\ny = x + 1\n"
+                 "if os.environ.get('BOOM'):\n    raise RuntimeError('boom')",
                  "%%step c\nz = y * 2")
     run = kernel.kale_run()
     assert run.steps["c"].status == "skipped"
@@ -106,7 +110,6 @@ def test_debug_options_match_exactly(kernel):
 def test_a_kfp_run_is_debugged_through_the_object_store(kernel, s3_env, tmp_path, monkeypatch):
     """The fake cluster saves each step's outputs where KFP's launcher does, in a real S3 server; the
     kernel's %kale_debug downloads what step 'total' received."""
-    import s3_server  # noqa: F401  (its fixtures are imported below)
     from kfp_api_server import FakeKfpServer
 
     from kale_magic import marshal
@@ -145,9 +148,6 @@ def test_a_kfp_run_is_debugged_through_the_object_store(kernel, s3_env, tmp_path
     kernel.ns["n"] = None
     kernel.run("%kale_debug load")
     assert kernel.ns["n"] == 4
-
-
-from s3_server import s3_env, s3_server  # noqa: E402,F401  (fixtures)
 
 
 DEMOS = Path(__file__).resolve().parents[1] / "demo_notebooks"
