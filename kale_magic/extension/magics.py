@@ -49,39 +49,6 @@ class Kale(Magics):
                      "panel's last update: a callable, or the name of an entry point in group kale_magic.hooks; "
                      "what it raises is reported in one line and never changes the run's status.").tag(config=True)
 
-    # Kubeflow Pipelines (kale_magic.engines.kfp), tagged kfp=True: the engine takes exactly these.
-    # The host and UI also come from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT.
-    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there."
-                   ).tag(config=True, kfp=True)
-    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host)."
-                      ).tag(config=True, kfp=True)
-    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
-                        ).tag(config=True, kfp=True)
-    base_image = Unicode("python:%d.%d" % sys.version_info[:2], help="Image of the KFP steps (default: stock "
-                         "Python of the kernel's version; the steps install what they import)."
-                         ).tag(config=True, kfp=True)
-    install_packages = Bool(True, help="KFP steps install, once per run, what they import (pinned to this "
-                            "kernel's versions) and this kale-magic; False: the image holds them all "
-                            "(kale-magic image builds one).").tag(config=True, kfp=True)
-    pip_index_urls = List(Unicode(), help="Package indexes KFP steps install from (the first is the index, the "
-                          "others extra ones); default: the image's pip configuration.").tag(config=True, kfp=True)
-    run_as_user = Int(65534, allow_none=True, help="User id KFP pods run as (group 0, HOME in /tmp); None: the "
-                      "image's user.").tag(config=True, kfp=True)
-    packages = List(Unicode(), help="More pip packages each KFP step installs at start (default none)."
-                    ).tag(config=True, kfp=True)
-    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
-    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
-                   ).tag(config=True, kfp=True)
-    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'."
-                   ).tag(config=True, kfp=True)
-    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
-                          ).tag(config=True, kfp=True)
-    pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
-                            "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
-                            "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
-                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
-                            ).tag(config=True, kfp=True)
-
     @validate("on_run_end")
     def _check_on_run_end(self, proposal):
         from ..run.hooks import GROUP, entry_point_names
@@ -101,13 +68,6 @@ class Kale(Magics):
             raise TraitError(f"Kale.max_parallel = {proposal.value}: give a number of steps from 1 to {MAX_PARALLEL}.")
         return proposal.value
 
-    @validate("base_image")
-    def _check_base_image(self, proposal):
-        try:
-            return arguments.check_image(proposal.value)
-        except ValueError as exc:
-            raise TraitError(f"Kale.base_image = {proposal.value!r}: {exc}.") from None
-
     @validate("preload")
     def _check_preload(self, proposal):
         bad = [name for name in proposal.value if not all(part.isidentifier() for part in name.split("."))]
@@ -117,6 +77,13 @@ class Kale(Magics):
         return proposal.value
 
     def __init__(self, shell):
+        from .. import engines
+
+        # Each engine's settings (%config Kfp.host = ...), made before the magics read their own
+        # configuration, which may still name them the old way (Kale.host).
+        self.engine_settings = {t.name: t.settings_class()(parent=shell) for t in engines.registry
+                                if t.settings_class() is not None}
+        self._renamed: set[str] = set()  # old setting names already noted
         super().__init__(shell)
         self.session = Session()
         self._notebooks = NotebookFinder()
@@ -125,14 +92,61 @@ class Kale(Magics):
         self._workers = None
         self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
+    # settings ---------------------------------------------------------------------------
+    def _load_config(self, cfg, section_names=None, traits=None):
+        """``Kale.<an engine's setting>``, the names from before the engines owned their settings, still
+        sets it (on every configuration load, as %config triggers), with a note saying the new name."""
+        from traitlets.config import Config
+
+        own = cfg.Kale if "Kale" in cfg else {}
+        moved = {name: value for name, value in own.items() if self._owner_of(name) is not None}
+        if moved:
+            cfg = cfg.copy()
+            cfg.Kale = Config({name: value for name, value in own.items() if name not in moved})
+        super()._load_config(cfg, section_names, traits)
+        for name, value in moved.items():
+            self.configure(name, value)
+
+    def __getattr__(self, name: str):
+        """``magics.base_image`` and the like: the engines' settings read under their old names."""
+        owner = self._owner_of(name) if "engine_settings" in self.__dict__ else None
+        if owner is None:
+            raise AttributeError(f"'Kale' object has no attribute '{name}'")
+        return getattr(owner, name)
+
+    def _owner_of(self, name: str):
+        """The engine settings object with a setting ``name`` (an old ``Kale.<name>``), or None."""
+        return next((s for s in self.engine_settings.values() if s.has_trait(name)), None)
+
+    def configure(self, name: str, value) -> None:
+        """``%config Kale.<name> = value``, also for the engines' settings under their old names."""
+        owner = self._owner_of(name) if not self.has_trait(name) else None
+        if owner is None:
+            if name not in self.class_trait_names(config=True):
+                raise TraitError(f"Kale has no setting '{name}' (see %config Kale).")
+            setattr(self, name, value)
+            return
+        new = f"{type(owner).__name__}.{name}"
+        if name not in self._renamed:
+            self._renamed.add(name)
+            print(f"kale: %config Kale.{name} is now %config {new}; the old name works for now", file=sys.stderr)
+        try:
+            setattr(owner, name, value)
+        except TraitError as exc:  # said with the name the user wrote
+            raise TraitError(str(exc).replace(new, f"Kale.{name}", 1)) from None
+
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
-        """Called by ``load_ext``: hear which frontend cell runs."""
+        """Called by ``load_ext``: hear which frontend cell runs; let %config reach the engines' settings."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
+        self.shell.configurables.extend(self.engine_settings.values())
 
     def detach(self) -> None:
         """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        for settings in self.engine_settings.values():
+            if settings in self.shell.configurables:
+                self.shell.configurables.remove(settings)
         if self._workers is not None:
             self._workers.close()
             self._workers = None
@@ -237,13 +251,16 @@ class Kale(Magics):
     @line_magic
     @arguments.documented_by(arguments.kale_run)
     def kale_run(self, line):
+        return self.start(arguments.parse(arguments.kale_run, line))
+
+    def start(self, args):
+        """``%kale_run`` with parsed options ``args`` (the CLI's too): the one call of ``start_run``."""
         from .. import panel
         from ..history.store import RunStore, step_hashes
         from ..history.sweep import sweep
         from ..run import hooks
-        from ..run.launch import launch
+        from ..run.launch import Recording, start_run
 
-        args = arguments.parse(arguments.kale_run, line)
         request = self._request(args)
         workspace = self._workspace()
         if args.cache_only_check:
@@ -254,8 +271,9 @@ class Kale(Magics):
         sweep(workspace.kale, store)
         recorder = store.recorder(hashes=step_hashes(cells))
         hook = hooks.resolve(self.on_run_end)
-        self.last_run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                               listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        self.last_run = start_run(request, workspace, Recording(cells, self._environment()),
+                                  self._engine(request, workspace),
+                                  listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
         hooks.call_when_finished(self.last_run, hook)
         if self.last_run.status == "failed" and self.stop_on_failure:
             raise RunFailed(self.last_run) from self.last_run.failure
@@ -300,8 +318,8 @@ class Kale(Magics):
         action, name = actions[0] if actions else (None, None)
         workspace = self._workspace()
         with RunStore.for_workspace(workspace.root) as store:
-            print(manage(args.host, self.trait_values(kfp=True), args.pipeline or workspace.pipeline_name, action,
-                         name, store=store))
+            print(manage(args.host, self._engine_settings().get("kfp", {}), args.pipeline or workspace.pipeline_name,
+                         action, name, store=store))
 
     @line_magic
     @arguments.documented_by(arguments.kale_snapshots)
@@ -351,28 +369,30 @@ class Kale(Magics):
         self.workers.warm([*self.preload, *modules], local={Path.cwd(), named[0].parent if named else Path.cwd()})
 
     def _request(self, args):
+        from .. import engines
         from ..run.launch import RunRequest
 
-        engine = self._engine_name(args)
-        if engine != "local" and (args.cache_only_check or args.resume is not None):
-            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
-                            "cache decides which steps run (turn it off with --no-cache).")
+        engine = engines.registry.choose(args.engine, args, self._engine_settings())
+        if not engine.local and (args.cache_only_check or args.resume is not None):
+            raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
+                            "its own cache decides which steps run (turn it off with --no-cache).")
         params = arguments.parse_params(args.param)
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                          engine=engine, host=args.host, params=params,
+                          engine=engine.name, host=args.host, params=params,
                           compile_only=args.compile_only, upload_only=args.upload_only,
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume,
-                          schedule=self._schedule(args, engine, params))
+                          schedule=self._schedule(args, engine.local, params))
 
-    def _schedule(self, args, engine: str, params: dict):
+    def _schedule(self, args, local: bool, params: dict):
         """--schedule and its options, checked before anything is uploaded; refused on the local engine."""
         from ..run.schedule import crontab_line, parse_schedule
 
         given = [f"--{o}" for o, v in (("max-concurrency", args.max_concurrency), ("start", args.start),
                                        ("end", args.end)) if v is not None]
-        given += ["--catchup" if args.catchup else "--no-catchup"] if args.catchup is not None else []
+        catchup = args.catchup
+        given += ["--catchup" if catchup else "--no-catchup"] if catchup is not None else []
         if args.schedule is None:
             if given:
                 raise KaleError(f"{given[0]} only applies with --schedule CRON.")
@@ -381,8 +401,8 @@ class Kale(Magics):
             raise KaleError("--schedule creates a recurring run on KFP; leave out --compile-only, --upload-only "
                             "and --background.")
         schedule = parse_schedule(args.schedule, args.max_concurrency, args.start, args.end,
-                                  catchup=args.catchup is not False)
-        if engine == "local":
+                                  catchup=catchup is not False)
+        if local:
             workspace = self._workspace()
             name = workspace.notebook.name if workspace.notebook else "NOTEBOOK.ipynb"
             raise KaleError("the local engine cannot schedule runs (schedules run on Kubeflow Pipelines: "
@@ -426,22 +446,15 @@ class Kale(Magics):
 
         return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
 
-    def _engine_name(self, args) -> str:
-        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
-        import os
-
-        if args.host or args.upload_only:
-            return "kfp"
-        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+    def _engine_settings(self) -> dict[str, dict]:
+        """Each engine's settings, as values."""
+        return {name: settings.trait_values(config=True) for name, settings in self.engine_settings.items()}
 
     def _engine(self, request, workspace):
-        if request.engine == "kfp":
-            from ..engines.kfp.engine import KfpEngine
+        from .. import engines
+        from ..engines.base import EngineContext
 
-            config = self.trait_values(kfp=True)
-            config["caching"] = config["caching"] and not request.no_cache
-            return KfpEngine(request.host, config=config)
-        from ..engines.local.engine import LocalEngine
-
-        self._warm()
-        return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))
+        context = EngineContext(workers=self.workers, max_parallel=self.max_parallel,
+                                step_cache=self._step_cache, warm=self._warm)
+        return engines.get(request.engine).create(request, workspace, context=context,
+                                                  settings=self._engine_settings().get(request.engine))

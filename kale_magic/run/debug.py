@@ -40,12 +40,13 @@ def record_flows(plan: "Plan", run_dir: RunDir) -> None:
 
 
 def saved_value(run_dir: RunDir, engine: str, step: str, name: str) -> Path | None:
-    """Where value ``name`` of ``step`` is on this machine, fetched first if the engine keeps it elsewhere."""
+    """Where value ``name`` of ``step`` is on this machine, loaded back by the run's engine if it keeps its
+    values elsewhere (a KFP run's are in its object store)."""
     path = run_dir.value(step, name)
-    if not path.exists() and engine == "kfp":
-        from ..engines.kfp.results import fetch  # from the KFP run's artifacts in the object store
+    if not path.exists():
+        from .. import engines
 
-        fetch(run_dir, step, name)
+        engines.get(engine).load_value(run_dir, step, name)
     return path if path.exists() else None
 
 
@@ -180,8 +181,11 @@ def _flows(run_dir: RunDir, record: "RunRecord", step: str) -> dict:
 
 
 def _missing(record: "RunRecord", step: str, name: str, producer: str) -> str:
-    if record.engine == "kfp":
-        return (f"the value '{name}' that step '{producer}' saved in KFP run {record.run_id} cannot be read back "
+    from .. import engines
+
+    if not engines.get(record.engine).local:
+        return (f"the value '{name}' that step '{producer}' saved in {record.engine} run {record.run_id} cannot be "
+                "read back "
                 "(KFP served that step from its cache, or Kale.pipeline_root is not an object store the "
                 f"kernel reaches); re-run with --no-cache to debug step '{step}'.")
     return (f"run {record.run_id}'s values were cleaned (%kale_cache --clear deleted '{name}' of step "
