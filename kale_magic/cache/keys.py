@@ -68,6 +68,10 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
     if step.options.reads:
         parts["reads"] = ",".join(step.options.reads)
     parts.update(_function_parts(plan, step))
+    for key, value in step.options.env:
+        parts[f"env:{key}"] = value if len(value) <= SHORT_VALUE else "sha256:" + _hash([value])
+    for secret in step.options.secrets:  # the reference only: a secret's value never reaches a file
+        parts[f"secret:{secret.variable}"] = f"{secret.name}:{secret.key}"
     for param in step.parameters:
         text = literal(parameters[param])
         parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])

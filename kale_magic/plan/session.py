@@ -21,6 +21,8 @@ class StepOptions:
     image: str | None = None
     no_cache: bool = False
     reads: tuple[str, ...] = ()  # globs of workspace files it reads where the runtime cannot see (--reads)
+    env: tuple[tuple[str, str], ...] = ()  # --env KEY=VALUE: variables set in the step's process
+    secrets: tuple = ()  # --secret: kale_magic.step.environment.SecretRef, values resolved only when it runs
 
 
 @dataclass(frozen=True)

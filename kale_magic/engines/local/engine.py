@@ -35,11 +35,14 @@ class LocalEngine:
         self.max_parallel = max(1, max_parallel)
         self.workdir: Path | None = None  # the materialized snapshot steps work in (prepare)
         self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
+        self.environments = None  # each step's --env/--secret variables, resolved by compile for a run
+        self._will_run = True
         self._cancel = threading.Event()
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
         """Steps work in a materialized copy of the snapshot; their cache keys see the files there."""
         self.workdir = None
+        self._will_run = will_run
         if snapshot is None or not will_run:
             return
         from ...snapshot import materialize
@@ -53,9 +56,16 @@ class LocalEngine:
             self.cache.files = SnapshotFiles(manifest, snapshot.store, self.workdir)
 
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
-        """One step notebook per step."""
+        """One step notebook per step; for a run, each step's variables (a missing secret refuses it here)."""
+        from ...step.environment import resolve
+
         self.workers.start()  # warm up while notebooks are written
-        return Compiled(write_step_notebooks(plan, run_dir))
+        notebooks = write_step_notebooks(plan, run_dir)
+        if not self._will_run:
+            return Compiled(notebooks)
+        self.environments = resolve(plan)
+        sources = self.environments.summary()
+        return Compiled(notebooks, summary=f"{len(notebooks)} step notebooks" + (f"; {sources}" if sources else ""))
 
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> None:
         """Nothing to upload: the steps run here."""
@@ -176,7 +186,8 @@ class LocalEngine:
             "notebook": str(notebook), "executed": str(run_dir.executed(name)),
             "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
-            "env": dict(os.environ), "sys_path": sys_path,
+            "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
+            "sys_path": sys_path,
         }
 
     @staticmethod
