@@ -69,8 +69,9 @@ class LocalEngine:
     def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
         """Run every step whose parents succeeded; a failed step skips its descendants only.
 
-        The :class:`Schedule` decides what runs; this loop is the only owner of what is running
-        (watcher threads only post events to it) and the only writer of step states.
+        The :class:`Schedule` decides what runs and the cache whether a step can be reused; this loop
+        is the only owner of what is running (watcher threads only post events to it) and the only
+        writer of step states.
         """
         self.workers.start()
         run_dir.make_step_dirs()
@@ -92,8 +93,12 @@ class LocalEngine:
             for instance in schedule.ready():
                 if len(running) >= self.max_parallel:
                     break
-                if self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state):
+                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
+                if reused:
                     schedule.end(instance, "cached")
+                    state.add_metrics(reused.metrics)
+                    state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
+                               message=f"reused from run {reused.run_id}", **reused.links)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
                     warming.append(instance)
@@ -158,7 +163,7 @@ class LocalEngine:
         skipped = schedule.end(instance, outcome.status)
         state.add_metrics(outcome.metrics)
         if self.cache:
-            self.cache.remember(plan, name, outcome, state)
+            self.cache.remember(plan, name, outcome, state.run_id)
         note = self.cache.notes.get(name, "") if self.cache else ""
         state.step(name, outcome.status, started=started, message=outcome.error or note,
                    traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
