@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
 from ...step.runtime import StepContext
 from ..base import Compiled, Outcome, SnapshotRef
+from .scheduler import Schedule, StepInstance
 from .workers import WorkerServer
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
@@ -75,100 +77,108 @@ class LocalEngine:
         self._cancel.set()
 
     def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
-        """Run every step whose parents succeeded; a failed step skips its descendants only."""
+        """Run every step whose parents succeeded; a failed step skips its descendants only.
+
+        The :class:`Schedule` decides what runs and the cache whether a step can be reused; this loop
+        is the only owner of what is running (watcher threads only post events to it) and the only
+        writer of step states.
+        """
         self.workers.start()
-        notebooks = compiled.notebooks
-        parameters = plan.parameters
         run_dir.make_step_dirs()
-        status = {name: "pending" for name in plan.steps}
-        running: dict[str, tuple] = {}
-        stopped: dict[str, str] = {}  # step -> why the engine killed it
-        done = threading.Condition()
-        finished: list[str] = []
+        schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
+        running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
+        stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
+        events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
+        warming: list[StepInstance] = []  # submitted before the worker had imported its modules
 
-        warming = []  # steps submitted before the worker had imported its modules
-
-        def watch(name, child):
-            try:
-                # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
+        def watch(instance, child):
+            try:  # forked (a pid) even if it has already exited: a quick step's row gets its links all the same
                 if child.started.wait(600) and child.pid is not None:
-                    if warming and warming[0] == name:
-                        state.task("Run", "running", "")
-                    state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
-                    running[name] = (child, time.time())
+                    events.put((instance, time.time()))
                 child.done.wait()
             finally:  # whatever happened above, the loop must hear that the step ended
-                with done:
-                    finished.append(name)
-                    done.notify()
+                events.put((instance, None))
 
         while True:
-            for name in self._ready(plan, status):
+            for instance in schedule.ready():
                 if len(running) >= self.max_parallel:
                     break
-                if self.cache and self.cache.reuse(plan, name, run_dir, parameters, state):
-                    status[name] = "cached"
+                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
+                if reused:
+                    schedule.end(instance, "cached")
+                    state.add_metrics(reused.metrics)
+                    state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
+                               message=f"reused from run {reused.run_id}", **reused.links)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
-                    warming.append(name)
+                    warming.append(instance)
                     state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
                                if self.workers.importing else "waiting for the warm worker to start")
-                child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
-                status[name] = "running"
-                running[name] = (child, time.time())
-                threading.Thread(target=watch, args=(name, child), daemon=True).start()
+                notebook = compiled.notebooks[instance.step]
+                child = self.workers.submit(self._job(plan, instance.step, run_dir, notebook))
+                schedule.start(instance)
+                running[instance] = (child, time.time())
+                threading.Thread(target=watch, args=(instance, child), daemon=True).start()
             if not running:
-                if self._ready(plan, status):  # cached steps made their children ready
+                if schedule.ready():  # cached steps made their children ready
                     continue
                 break
-            with done:
-                done.wait_for(lambda: finished or self._cancel.is_set(), timeout=self._next_deadline(plan, running))
-                ended, finished[:] = list(finished), []
+            for instance, started in self._events(events, self._next_deadline(plan, running)):
+                if started is not None:
+                    self._started(instance, started, running, warming, state, run_dir)
+                else:
+                    self._ended(instance, running.pop(instance), schedule, stopped, plan, state, run_dir)
             if self._cancel.is_set():
-                for name, (child, _) in running.items():
-                    stopped.setdefault(name, f"step '{name}' was cancelled")
+                for instance, (child, _) in running.items():
+                    stopped.setdefault(instance, f"step '{instance}' was cancelled")
                     self.workers.kill(child)
             self._kill_overdue(plan, running, stopped)
-            for name in ended:
-                child, started = running.pop(name)
-                outcome = self._outcome(run_dir, name, child.exit, stopped.get(name))
-                status[name] = outcome.status
-                state.add_metrics(outcome.metrics)
-                if self.cache:
-                    self.cache.remember(plan, name, outcome, state)
-                note = self.cache.notes.get(name, "") if self.cache else ""
-                state.step(name, outcome.status, started=started, message=outcome.error or note,
-                           traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
-                if outcome.status == "failed":
-                    for skipped in self._descendants(plan, name):
-                        if status[skipped] == "pending":
-                            status[skipped] = "skipped"
-                            state.step(skipped, "skipped", message=f"skipped: upstream step '{name}' failed")
         if self.cache:
             self.cache.done()
-        failed = [n for n, s in status.items() if s == "failed"]
         if self._cancel.is_set():
-            for name, s in status.items():
-                if s == "pending":
-                    state.step(name, "skipped", message="skipped: the run was cancelled")
+            for instance, why in schedule.cancel().items():
+                state.step(instance.step, "skipped", message=why)
             return Outcome("failed", "the run was cancelled")
-        if failed:
-            return Outcome("failed", f"step '{failed[0]}' failed: {state.steps[failed[0]].message}")
+        if schedule.failed:
+            first = schedule.failed[0].step
+            return Outcome("failed", f"step '{first}' failed: {state.steps[first].message}")
         return Outcome("succeeded")
 
     # helpers ------------------------------------------------------------------------------
     @staticmethod
-    def _ready(plan: Plan, status: dict[str, str]) -> list[str]:
-        return [n for n, s in status.items()
-                if s == "pending" and all(status[p] in ("succeeded", "cached") for p in plan.steps[n].parents)]
+    def _events(events: queue.Queue, timeout: float) -> list:
+        """The watchers' events: the first within ``timeout`` seconds, then all that are already there."""
+        try:
+            got = [events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                got.append(events.get_nowait())
+            except queue.Empty:
+                return got
 
     @staticmethod
-    def _descendants(plan: Plan, name: str) -> list[str]:
-        out: list[str] = []
-        for step in plan.steps.values():  # topological order: parents come first
-            if name in step.parents or any(p in out for p in step.parents):
-                out.append(step.name)
-        return out
+    def _started(instance, started, running, warming, state, run_dir) -> None:
+        running[instance] = (running[instance][0], started)
+        if warming and warming[0] == instance:
+            state.task("Run", "running", "")
+        name = instance.step
+        state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
+
+    def _ended(self, instance, entry, schedule, stopped, plan, state, run_dir) -> None:
+        """Report how ``instance`` ended (the cache remembers a success) and skip what its failure stops."""
+        (child, started), name = entry, instance.step
+        outcome = self._outcome(run_dir, name, child.exit, stopped.get(instance))
+        skipped = schedule.end(instance, outcome.status)
+        state.add_metrics(outcome.metrics)
+        if self.cache:
+            self.cache.remember(plan, name, outcome, state.run_id)
+        note = self.cache.notes.get(name, "") if self.cache else ""
+        state.step(name, outcome.status, started=started, message=outcome.error or note,
+                   traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
+        for other, why in skipped.items():
+            state.step(other.step, "skipped", message=why)
 
     def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
@@ -199,16 +209,18 @@ class LocalEngine:
         error = stopped or f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
         return StepOutcome("failed", error=error)
 
-    def _next_deadline(self, plan: Plan, running: dict) -> float | None:
-        waits = [started + plan.steps[n].options.timeout - time.time()
-                 for n, (_, started) in running.items() if plan.steps[n].options.timeout]
-        return max(0.05, min(waits)) if waits else 0.5
+    def _next_deadline(self, plan: Plan, running: dict) -> float:
+        """How long the loop may wait for an event: until the next --timeout, and at most 0.5 s (Ctrl-C)."""
+        waits = [started + plan.steps[i.step].options.timeout - time.time()
+                 for i, (_, started) in running.items() if plan.steps[i.step].options.timeout]
+        return max(0.05, min([0.5, *waits]))
 
-    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict[str, str]) -> None:
-        for name, (child, started) in running.items():
-            timeout = plan.steps[name].options.timeout
-            if timeout and time.time() - started >= timeout and name not in stopped:
-                stopped[name] = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
+    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict) -> None:
+        for instance, (child, started) in running.items():
+            timeout = plan.steps[instance.step].options.timeout
+            if timeout and time.time() - started >= timeout and instance not in stopped:
+                stopped[instance] = (f"step '{instance}' ran longer than its --timeout of {timeout} s "
+                                     "and was stopped")
                 self.workers.kill(child)
 
 
