@@ -57,6 +57,12 @@ class EngineType:
         return (f"the kernel running it ended (pid {pid}) before the run finished; %kale_run --resume "
                 "reuses the steps that were done")
 
+    def schedules(self, args, settings, pipeline: str, action: str | None, name: str | None, store) -> str:
+        """``%kale_schedules``: the pipeline's schedules as text, or what ``action`` (pause, resume,
+        delete) did to schedule ``name``."""
+        raise KaleError(f"the {self.name} engine keeps no schedules: %kale_schedules lists those of a Kubeflow "
+                        "Pipelines host (set Kfp.host or KF_PIPELINES_ENDPOINT, or give --host URL).")
+
     def add_commands(self, subcommands, plan_file) -> None:
         """Add its ``kale-magic`` subcommands to the argparse ``subcommands``; ``plan_file(path,
         pipeline=None, params=None)`` plans a notebook file: (plan, its ``%config`` settings, warnings)."""

@@ -345,7 +345,7 @@ class Kale(Magics):
     @line_magic
     @arguments.documented_by(arguments.kale_schedules)
     def kale_schedules(self, line):
-        from ..engines.kfp.schedules import manage
+        from .. import engines
         from ..history.store import RunStore
 
         args = arguments.parse(arguments.kale_schedules, line)
@@ -354,9 +354,11 @@ class Kale(Magics):
             raise KaleError("give one of --pause, --resume and --delete at a time.")
         action, name = actions[0] if actions else (None, None)
         workspace = self._workspace()
+        settings = self._engine_settings()
+        engine = engines.registry.choose(None, args, settings)
         with RunStore.for_workspace(workspace.root) as store:
-            print(manage(args.host, self._engine_settings().get("kfp", {}), args.pipeline or workspace.pipeline_name,
-                         action, name, store=store))
+            print(engine.schedules(args, settings.get(engine.name), args.pipeline or workspace.pipeline_name,
+                                   action, name, store))
 
     @line_magic
     @arguments.documented_by(arguments.kale_snapshots)

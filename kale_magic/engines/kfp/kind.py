@@ -37,6 +37,11 @@ class KfpType(EngineType):
         return (f"the kernel following this run ended (pid {pid}); the run itself may go on in Kubeflow "
                 "Pipelines: see its link")
 
+    def schedules(self, args, settings, pipeline, action, name, store) -> str:
+        from .schedules import manage
+
+        return manage(args.host, settings or {}, pipeline, action, name, store=store)
+
     def add_commands(self, subcommands, plan_file) -> None:
         from .cli import add_commands
 
