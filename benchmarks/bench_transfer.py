@@ -12,8 +12,8 @@ Values (``--kinds``), each against its raw round trip in the benchmark's own pro
 
 A real IPython shell with the extension loaded runs ``%kale_run`` on two two-step
 pipelines that differ only in what flows: in one, step ``make`` hands the value to
-step ``use``; in the other it keeps the value alive but rebinds the flowing name to
-a small part of it.  The transfer cost is the difference of the two, measured twice:
+step ``use``; in the other it rebinds the flowing name to a small part of it (a view
+that keeps the array's or frame's memory alive; the dict's other arrays are freed).  The transfer cost is the difference of the two, measured twice:
 as the runs' wall times, and as the time from the end of ``make``'s code to the start
 of ``use``'s code (saving, the producer's exit, the consumer's start, loading), which
 leaves out building the value, the noisiest part on a loaded machine.
@@ -73,7 +73,7 @@ class Kind:
     def build(self) -> str:  # the expression building the value, in the step and in raw()
         raise NotImplementedError
 
-    def part(self) -> str:  # the small part of ``value`` that flows in the rebound pipeline
+    def part(self) -> str:  # the small part of ``value`` that flows in the rebound pipeline (a view where it can)
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -87,8 +87,8 @@ class Kind:
 
     def cells(self, rebind: bool) -> list[str]:
         make = f"%%step make\nvalue = {self.build()}"
-        if rebind:  # keeps the whole value alive to the end, as when it flows
-            make += f"\nkept = value\nvalue = {self.part()}"
+        if rebind:  # no other name may hold the value: kale would save it too, for run.load
+            make += f"\nvalue = {self.part()}"
         make += "\nmade = time.time()"
         # the consumer only takes the length: what it pays beyond that is the transfer
         return [f"%%imports\nimport time\n{self.imports}", make,
@@ -142,7 +142,7 @@ class FrameKind(Kind):
                 "(np.random.default_rng(0))")
 
     def part(self):
-        return "value.iloc[:10].copy()"
+        return "value.iloc[:10]"
 
     def describe(self):
         return f"DataFrame of {self.rows():,} rows (float, int, str, categorical); raw pyarrow Parquet"
@@ -259,7 +259,8 @@ def run_pipeline(shell, cells: list[str]) -> tuple[float, float]:
     return wall, run.load("handoff")
 
 
-def measure_state(shell, state: str, kinds: list[Kind], repeat: int, folder: Path, counters: bool) -> None:
+def measure_state(shell, state: str, kinds: list[Kind], repeat: int, folder: Path, counters: bool,
+                  samples_too: bool) -> None:
     load_before = os.getloadavg()
     variants = {"flows": lambda kind: run_pipeline(shell, kind.cells(rebind=False)),
                 "rebound": lambda kind: run_pipeline(shell, kind.cells(rebind=True)),
@@ -288,6 +289,10 @@ def measure_state(shell, state: str, kinds: list[Kind], repeat: int, folder: Pat
             transfer = flows - rebound
             print(f"    {label:26} value flows {flows:7.3f} s, name rebound {rebound:7.3f} s: "
                   f"transfer {transfer:6.3f} s = {transfer / raw:5.2f}x raw (goal <= 1.0x)")
+        if samples_too:
+            for variant in variants:
+                shown = "  ".join("/".join(f"{x:.2f}" for x in sample if x is not None) for sample in runs[variant])
+                print(f"      samples {variant:8} {shown}")
         if counters:
             for variant in variants:
                 medians = {k: statistics.median(d[k] for d in deltas[kind.name][variant])
@@ -304,6 +309,7 @@ def main() -> None:
     parser.add_argument("--states", default="empty,full,after")
     parser.add_argument("--fill", type=float, default=0.7, help="fraction of RAM the 'full' state fills")
     parser.add_argument("--counters", action="store_true", help="median /proc/vmstat deltas per measurement")
+    parser.add_argument("--samples", action="store_true", help="every measurement (wall/handoff), not only medians")
     args = parser.parse_args()
     kinds = [KINDS[name](args.small) for name in args.kinds.split(",")]
     states = args.states.split(",")
@@ -320,7 +326,7 @@ def main() -> None:
             for state in states:
                 fill = filled_page_cache(args.fill) if state == "full" else contextlib.nullcontext()
                 with fill:
-                    measure_state(shell, state, kinds, args.repeat, Path(tmp), args.counters)
+                    measure_state(shell, state, kinds, args.repeat, Path(tmp), args.counters, args.samples)
         finally:
             os.chdir(home)  # before the folder goes (IPython's exit hooks run in the current folder)
 
