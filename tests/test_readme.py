@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def opening() -> str:
-    return (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    """The first page: the introduction and the Quickstart section."""
+    return "\n## ".join((ROOT / "README.md").read_text().split("\n## ", 2)[:2])
 
 
 def extras() -> dict[str, list[str]]:
@@ -50,3 +51,4 @@ def test_the_opening_names_the_extra_for_interactive_use():
 def test_run_notebook_is_documented_as_the_path_it_returns():
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `run.notebook(step)`"))
     assert "the path of the executed step notebook" in row
+
