@@ -3,6 +3,7 @@ interactive use needs."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -52,3 +53,12 @@ def test_run_notebook_is_documented_as_the_path_it_returns():
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `run.notebook(step)`"))
     assert "the path of the executed step notebook" in row
 
+
+def test_the_test_extra_installs_every_library_a_test_would_skip_without():
+    """The README's test command skips nothing for want of a library: each ``importorskip`` is installed."""
+    named = set()
+    for path in (ROOT / "tests").rglob("*.py"):
+        named |= set(re.findall(r"importorskip\(\"([\w.]+)\"", path.read_text()))
+    missing = sorted(m for m in named - {"tomllib"} if importlib.util.find_spec(m.split(".")[0]) is None)
+    assert not missing, f"pip install -e '.[test]' does not install {missing}"
+    assert {"xgboost-cpu", "lightgbm"} <= requirement_names("test", extras())

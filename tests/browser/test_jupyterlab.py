@@ -143,7 +143,7 @@ _LINKS_JS = """links => links.map(a => {
 })"""
 
 
-def _panel_links(panel, expected: list[tuple[str, str]], deadline: float = 15) -> list[tuple[str, str, str]]:
+def _panel_links(panel, expected: list[tuple[str, str]], deadline: float = 60) -> list[tuple[str, str, str]]:
     """(row, label, href) of every link of ``panel`` once they are the ``expected`` (row, label)s, read in
     one pass over the DOM; fails naming what the panel shows instead (its HTML goes to test-artifacts/)."""
     end = time.monotonic() + deadline
