@@ -147,8 +147,8 @@ def cmd_run(args) -> int:
     if not args.execute_notebook:
         from .pipeline import run_pipeline
 
-        run = run_pipeline(nb, path.resolve(), _run_options(args))
-        return _verdict(path, [(run.id, run.status)])
+        runs, stops = run_pipeline(nb, path.resolve(), _run_options(args))
+        return _verdict(path, [(run.id, run.status, stops) for run in runs])
     from . import headless
 
     nb = headless.prepare(as_nbformat(nb), _run_options(args))
@@ -158,18 +158,21 @@ def cmd_run(args) -> int:
     if execution.error:
         print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
         return 1
-    return _verdict(path, [(run.id, run.status) for run in execution.runs])
+    return _verdict(path, [(run.id, run.status, run.stops) for run in execution.runs])
 
 
-def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
-    """0 when every run (id, status) did what it was asked; else one line per run that did not.  The
-    run's error is not repeated: its progress, printed above, already says it."""
-    for run_id, status in runs:
+def _verdict(path: Path, runs: list[tuple[str, str, bool]]) -> int:
+    """0 when every run (id, status, whether its failure stops the notebook) did what it was asked or
+    failed where the notebook says to go on (``Kale.stop_on_failure = False``); else 1.  One line per run
+    that did not succeed; its error is not repeated: its progress, printed above, already says it."""
+    for run_id, status, stops in runs:
         if status not in SUCCESS:
-            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above)", file=sys.stderr)
+            went_on = "" if stops else "; the notebook went on (Kale.stop_on_failure = False)"
+            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above){went_on}",
+                  file=sys.stderr)
     if not runs:
         print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
-    return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
+    return 0 if runs and all(status in SUCCESS or not stops for _, status, stops in runs) else 1
 
 
 def _run_options(args) -> str:

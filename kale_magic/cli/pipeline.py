@@ -20,13 +20,15 @@ class SettingError(KaleError):
     label = "kale-magic"
 
 
-def run_pipeline(nb, path: Path, options: str):
-    """The Run of the pipeline in ``nb`` (the notebook at ``path``), with ``options`` added to its
-    ``%kale_run`` line; a failed run is returned, not raised."""
+def run_pipeline(nb, path: Path, options: str) -> tuple[list, bool]:
+    """(runs, whether a failed run stops the notebook): the Runs of the pipeline in ``nb`` (the notebook at ``path``): one per ``%kale_run`` line, in order,
+    each with the cells above it recorded and ``options`` added to its line, as "Run All" would run them.
+    A failed run is returned, not raised; it ends the list unless the notebook sets
+    ``Kale.stop_on_failure = False``."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from ..extension.static import dynamic_code_warnings, read_annotations
+    from ..extension.static import RunLine, dynamic_code_warnings, read_annotations
 
     found = read_annotations(nb)
     for warning in dynamic_code_warnings(found.cells):
@@ -37,13 +39,19 @@ def run_pipeline(nb, path: Path, options: str):
     shell.run_line_magic("load_ext", "kale_magic")
     magics = shell.magics_manager.registry["Kale"]
     _configure(magics, {**found.config, "panel": "text", "notebook_path": str(path)})
-    for cell in found.cells:
-        magics.session.record(cell)
-    try:
-        run = shell.run_line_magic("kale_run", f"{found.run_line} {options}")
-    except RunFailed as failure:
-        return failure.run
-    return run.wait()
+    runs, recorded = [], 0
+    for line in found.runs or [RunLine("", len(nb.cells), len(found.cells))]:
+        for cell in found.cells[recorded:line.recorded]:
+            magics.session.record(cell)
+        recorded = line.recorded
+        try:
+            run = shell.run_line_magic("kale_run", f"{line.options} {options}").wait()
+        except RunFailed as failure:
+            run = failure.run
+        runs.append(run)
+        if run.status == "failed" and magics.stop_on_failure:
+            break
+    return runs, magics.stop_on_failure
 
 
 def _configure(magics, settings: dict) -> None:

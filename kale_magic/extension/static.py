@@ -26,13 +26,28 @@ _CONFIG = re.compile(r"^\s*%config\s+Kale\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 _DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "setattr", "__import__"}
 
 
+@dataclass(frozen=True)
+class RunLine:
+    """One ``%kale_run`` line: its options as typed, its cell, and how many annotated cells precede it (what
+    the notebook has recorded when "Run All" reaches it)."""
+
+    options: str
+    cell: int
+    recorded: int
+
+
 @dataclass
 class StaticNotebook:
     """The annotations a notebook's sources hold."""
 
     cells: list[RecordedCell] = field(default_factory=list)
-    run_line: str = ""  # options of the notebook's first %kale_run, as typed
+    runs: list[RunLine] = field(default_factory=list)  # every %kale_run line, in notebook order
     config: dict[str, object] = field(default_factory=dict)  # Kale.<trait> = literal, from %config lines
+
+    @property
+    def run_line(self) -> str:
+        """The options of the first ``%kale_run`` (what ``kale-magic compile`` builds)."""
+        return self.runs[0].options if self.runs else ""
 
 
 def read_annotations(nb) -> StaticNotebook:
@@ -47,8 +62,7 @@ def read_annotations(nb) -> StaticNotebook:
         source = cell.source.lstrip("\n")
         for trait, value in _CONFIG.findall(source):
             found.config[trait] = _config_value(trait, value, index)
-        if not found.run_line and (run := KALE_RUN.search(source)):
-            found.run_line = run.group(1).strip()
+        found.runs += [RunLine(run.group(1).strip(), index, len(found.cells)) for run in KALE_RUN.finditer(source)]
         match = _CELL_MAGIC.match(source.split("\n", 1)[0])
         if not match or match.group(1) not in CELL_KINDS:
             continue
