@@ -59,5 +59,20 @@ class Plan:
                 out.append((parent, step.name, names))
         return out
 
+    def flows(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Every producer -> consumer pair, with the names that flow: the parent -> child edges, and per
+        step a *long* edge from each ancestor whose values it loads directly, skipping a generation
+        (``X_test`` from ``features`` to ``evaluate`` past ``train``).  What the pictures draw."""
+        out = []
+        for step in self.steps.values():
+            out += [(parent, step.name, tuple(t.name for t in step.inputs if t.producer == parent))
+                    for parent in step.parents]
+            skipping: dict[str, list[str]] = {}
+            for t in step.inputs:
+                if t.producer not in step.parents:
+                    skipping.setdefault(t.producer, []).append(t.name)
+            out += [(producer, step.name, tuple(names)) for producer, names in skipping.items()]
+        return out
+
     def transfers(self) -> list[Transfer]:
         return [t for step in self.steps.values() for t in step.outputs]
