@@ -142,7 +142,7 @@ def _warnings(plan, cells: list[RecordedCell]) -> list[str]:
         users = [s.name for s in plan.steps.values() if transfer in s.inputs]
         out.append(f"'{transfer.name}' ({transfer.producer} -> {', '.join(users)}): type unknown "
                    f"without running the notebook; its format is chosen from the value at run time.")
-    return out + dynamic_code_warnings(cells)
+    return out + list(plan.notes) + dynamic_code_warnings(cells)
 
 
 def dynamic_code_warnings(cells: list[RecordedCell]) -> list[str]:

@@ -49,6 +49,7 @@ class Plan:
     description: str = ""
     notebook_path: Path | None = None
     order_source: str = "execution order"  # or "notebook file <path>"
+    notes: tuple[str, ...] = ()  # what validation could not tell, with the fix (not problems: the run goes on)
 
     def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(parent, child, names that flow from parent to child), parents' edges first."""

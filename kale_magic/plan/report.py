@@ -35,4 +35,7 @@ def plan_text(plan: Plan) -> str:
                          f"{t.producer} -> {', '.join(consumers)}")
     if plan.metrics:
         lines.append("Metrics: " + ", ".join(plan.metrics))
+    if plan.notes:
+        lines.append("Notes:")
+        lines += [f"  {note}" for note in plan.notes]
     return "\n".join(lines)

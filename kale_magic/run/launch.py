@@ -122,7 +122,9 @@ def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
     state.set_parameters(plan.parameters)
     state.set_plan(plan)
     flows = sum(len(s.inputs) for s in plan.steps.values())
-    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
+    notes = f"; note: {plan.notes[0]}" + (f" (and {len(plan.notes) - 1} more in the report)"
+                                            if len(plan.notes) > 1 else "") if plan.notes else ""
+    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow{notes}",
                report=str(run_dir.validation))
 
 
