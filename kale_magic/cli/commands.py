@@ -203,6 +203,7 @@ def cmd_compile(args) -> int:
     from ..extension.arguments import parse_params
     from ..extension.static import static_plan
 
+    _require_kfp()
     path = Path(args.notebook)
     plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
                                          pipeline=args.pipeline, params=parse_params(args.param))
@@ -235,6 +236,29 @@ def cmd_image(args) -> int:
     return 0
 
 
+def _require_kfp() -> None:
+    """Say first, in one line, how to install what compiling needs (before any warning about the notebook)."""
+    import importlib.util
+
+    if importlib.util.find_spec("kfp") is None:
+        raise NotebookFileError(f"compiling a pipeline needs Kubeflow Pipelines' kfp: {_kfp_install_line()}")
+
+
+def _kfp_install_line() -> str:
+    """``pip install -e '.[kfp]'`` for a checkout installed in editable mode, else the package from an index."""
+    from importlib import metadata
+
+    try:
+        direct = json.loads(metadata.distribution("kale-magic").read_text("direct_url.json") or "{}")
+    except metadata.PackageNotFoundError:
+        direct = {}
+    if direct.get("dir_info", {}).get("editable"):
+        folder = direct["url"].removeprefix("file://")
+        where = "." if Path(folder).resolve() == Path.cwd().resolve() else folder
+        return f"pip install -e '{where}[kfp]'"
+    return "pip install 'kale-magic[kfp]'"
+
+
 def _file_name(tag: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", tag).strip("-") or "image"
 
@@ -262,9 +286,30 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from ..layout import KaleDir
+
     with _store(args.dir) as store:
-        print(run_text(store.get(args.run_id)))
+        record = store.get(args.run_id)
+    print(run_text(record))
+    files = step_files(KaleDir(args.dir).run(record.run_id), [step.name for step in record.steps])
+    if files:
+        print("  files:")
+        print("\n".join(f"    {line}" for line in files))
     return 0
+
+
+def step_files(run_dir, steps: list[str]) -> list[str]:
+    """Each step's executed notebook and log, where the run wrote them (a KFP run keeps them in the cluster)."""
+    from ..layout import RunDir
+
+    lines = []
+    width = max((len(name) for name in steps), default=0)
+    for name in steps:
+        found = [f"{label} {path}" for label, path in (("notebook", RunDir.executed(run_dir, name)),
+                                                         ("log", RunDir.log(run_dir, name))) if path.exists()]
+        if found:
+            lines.append(f"{name:<{width}}  " + "  ".join(found))
+    return lines
 
 
 def cmd_cache(args) -> int:
@@ -330,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kale-magic",
         description="Run, compile and convert notebooks annotated with kale-magic's cell magics "
                     "(or Kale's cell tags) without a Jupyter frontend.")
+    parser.add_argument("--version", action="version", version=f"kale-magic {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = sub.add_parser("convert", help="turn a Kale-tagged notebook into one using the magics")
@@ -400,6 +446,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_snapshot_commands(sub)
     return parser
+
+
+def _version() -> str:
+    from ..version import __version__
+
+    return __version__
 
 
 def _add_snapshot_commands(sub) -> None:

@@ -24,6 +24,7 @@ KALE_RUN = re.compile(r"%kale_run\b([^\n]*)")
 _CONFIG = re.compile(r"^\s*%config\s+Kale\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 # Code whose effect on global names only shows when it runs.
 _DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "setattr", "__import__"}
+SHOWN_NAMES = 8  # values named in compile's one warning about unknown types
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,16 @@ def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
 
 
 def _warnings(plan, cells: list[RecordedCell]) -> list[str]:
-    """Where a live kernel would know more than the sources say, one line per variable or cell."""
+    """Where a live kernel would know more than the sources say: one line for the untyped values, one per
+    note or cell."""
     out = []
-    for transfer in plan.transfers():
-        users = [s.name for s in plan.steps.values() if transfer in s.inputs]
-        out.append(f"'{transfer.name}' ({transfer.producer} -> {', '.join(users)}): type unknown "
-                   f"without running the notebook; its format is chosen from the value at run time.")
+    names = [f"'{t.name}'" for t in plan.transfers()]
+    if names:  # one line for all of them: the same is true of each
+        shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more"
+                                                  if len(names) > SHOWN_NAMES else "")
+        out.append(f"{len(names)} value{'s' if len(names) > 1 else ''} flow between steps ({shown}) with "
+                   "types unknown without running the notebook: each one's format is chosen from the value "
+                   "when its step saves it, and its KFP artifact type is Artifact.")
     return out + list(plan.notes) + dynamic_code_warnings(cells)
 
 
