@@ -313,15 +313,11 @@ def step_files(run_dir, steps: list[str]) -> list[str]:
 
 
 def cmd_cache(args) -> int:
-    from ..cache import CacheIndex, clear
+    from ..cache import clear, holdings
     from ..layout import KaleDir
 
     kale = KaleDir(args.dir)
-    if args.clear:
-        print(clear(kale, older_than=args.older_than))
-    else:
-        print(f"{len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
-              f"kale-magic cache --clear [--older-than DAYS] frees their disk")
+    print(clear(kale, older_than=args.older_than) if args.clear else holdings(kale))
     return 0
 
 
