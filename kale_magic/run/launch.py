@@ -144,7 +144,8 @@ def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell
         state.fail("Snapshot", str(exc))
         raise
     state.set_ids(snapshot_id=ref.id)
-    state.add_links(snapshot=str(ref.manifest))
+    if run_dir.workspace.is_dir():  # the header links the snapshot's files as the steps see them; the row, its manifest
+        state.add_links(snapshot=str(run_dir.workspace))
     state.task("Snapshot", "done", message, manifest=str(ref.manifest))
 
 
