@@ -15,7 +15,7 @@ from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, val
 
 from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
-from ..plan.session import RecordedCell, Session, StepOptions, cell_key
+from ..plan.session import CELL_KINDS, RecordedCell, Session, StepOptions, cell_key, stale_key
 from . import arguments
 from .notebook_file import NotebookFinder
 
@@ -26,6 +26,25 @@ class CellFailed(Exception):
 
     def _render_traceback_(self):
         return []
+
+
+def _annotation(cell: str) -> tuple[str, str | None] | None:
+    """(kind, step name) when the cell's first code line is one of the annotation magics, even indented."""
+    for line in cell.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        magic, _, rest = line.partition(" ")
+        if not magic.startswith("%%") or magic[2:] not in CELL_KINDS:
+            return None
+        name = None
+        if magic == "%%step":
+            try:
+                name = arguments.parse(arguments.step, rest).name
+            except Exception:  # noqa: BLE001 - a line the magic itself would refuse: the cell is named by kind
+                name = None
+        return magic[2:], name
+    return None
 
 
 @magics_class
@@ -121,13 +140,16 @@ class Kale(Magics):
 
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
-        """Called by ``load_ext``: hear which frontend cell runs; let %config reach the engines' settings."""
+        """Called by ``load_ext``: hear which frontend cell runs and which failed before it ran; let %config
+        reach the engines' settings."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
+        self.shell.events.register("post_run_cell", self._post_run_cell)
         self.shell.configurables.extend(self.engine_settings.values())
 
     def detach(self) -> None:
         """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self._post_run_cell)
         for settings in self.engine_settings.values():
             if settings in self.shell.configurables:
                 self.shell.configurables.remove(settings)
@@ -152,6 +174,21 @@ class Kale(Magics):
     def _pre_run_cell(self, info) -> None:
         if self._depth == 0:  # the frontend's cell, not one we run from inside a magic
             self._cell_id = getattr(info, "cell_id", None)
+
+    def _post_run_cell(self, result) -> None:
+        """An annotated cell IPython could not even transform (``IndentationError ... (<tokenize>, ...)``)
+        never reached its magic: what it recorded before is now old code, which %kale_run must not run."""
+        error = result.error_before_exec
+        if self._depth or error is None or result.info is None:
+            return
+        magic = _annotation(result.info.raw_cell or "")
+        if magic is None:
+            return
+        kind, step = magic
+        label = f"the %%step {step} cell" if step else f"a %%{kind} cell"
+        self.session.mark_stale(stale_key(kind, step, getattr(result.info, "cell_id", None)),
+                                f"{label} failed before it ran ({type(error).__name__}: {error}), so kale still "
+                                "holds its previous version; fix the cell and run it again before %kale_run")
 
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
@@ -375,6 +412,8 @@ class Kale(Magics):
                          order_source=f"notebook file {notebook.path}" if notebook.order else "execution order")
 
     def _cells(self, workspace):
+        if self.session.stale:
+            raise KaleError(next(iter(self.session.stale.values())))
         return self.session.ordered(workspace.cell_order or None)
 
     def _environment(self):
