@@ -54,6 +54,32 @@ def test_in_place_changes_count_as_writes(source, mutated):
     assert mutated <= set(names.reads)
 
 
+@pytest.mark.parametrize("source, mutated", [
+    ("for m in models.values():\n    m.fit(X, y)", {"m", "models"}),
+    ("for name, m in models.items():\n    m.fit(X, y)", {"m", "models"}),
+    ("for m in models:\n    m.append(1)", {"m", "models"}),
+    ("for i, m in enumerate(zip(names, models)):\n    m[1].fit(X)", {"m", "models", "names"}),
+    ("for m in models['svm'], models['tree']:\n    m.fit(X)", {"m", "models"}),
+    ("m = models['svm']\nm.fit(X, y)", {"m", "models"}),
+    ("m = models.get('svm')\nm.coef_ = 0", {"m", "models"}),
+    ("m = cfg.model\nm.layers[0] = None", {"m", "cfg"}),
+    ("a, b = models.values()\nb.fit(X)", {"b", "models"}),
+    ("[m.fit(X, y) for m in models.values()]", {"models"}),
+    ("m = models['svm']\nm = clone(m)\nm.fit(X)", {"m"}),  # rebound: no longer the container's item
+    ("for i in range(n):\n    i.real", set()),
+    ("for m in models.values():\n    print(m.score(X))", set()),
+])
+def test_a_change_through_an_alias_changes_the_container(source, mutated):
+    names = analyze([source])
+    assert names.mutates == mutated
+    assert not names.unsure
+
+
+def test_a_change_the_analysis_cannot_trace_is_named():
+    names = analyze(["for m in pick(models, 2):\n    m.fit(X, y)"])
+    assert names.unsure == {"m": "pick(models, 2)"} and "models" not in names.mutates
+
+
 def test_cells_of_one_step_share_bindings():
     names = analyze(["a = 1", "b = a + c"])
     assert names.reads == ["c"]

@@ -349,3 +349,16 @@ def test_core_notebooks_cached_run_gives_the_kernel_values(kernel, name):
     run, _ = kale_run(kernel)
     assert {s.status for s in run.steps.values()} == {"cached"}
     assert check(run, after_step) >= 1
+
+
+def test_a_cache_reason_says_in_words_what_changed():
+    from kale_magic.cache.keys import explain
+
+    old = {"backend:numpy": "1;numpy=2.4.5", "library:sklearn": "?", "library:pandas": "2.2.0"}
+    new = {"backend:numpy": "1;numpy=2.4.6", "backend:pickle": "5", "library:sklearn": "1.6.1",
+           "library:scipy": "1.15.0"}
+    reason = explain(new, old)
+    assert reason == ("numpy 2.4.5 -> 2.4.6 (it loads the inputs saved in the numpy format); an input is now "
+                      "saved in the pickle format; the step no longer imports pandas; the step now imports "
+                      "scipy (1.15.0); library sklearn an unknown version -> 1.6.1")
+    assert not any(mark in reason for mark in ("?", ";numpy", "none ->", "=2.4"))

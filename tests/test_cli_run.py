@@ -258,3 +258,64 @@ def test_a_value_that_cannot_move_is_refused_by_the_step_that_saves_it_in_one_se
     sentence = ("a failed: 'gen' (a builtins.generator, produced by step 'a') cannot be passed between steps "
                 "(a generator is a paused function); re-create it inside each step that uses it, or in %%functions.")
     assert sentence in result.stdout and result.stdout.count("cannot be passed between steps") == 1
+
+
+def run_steps(workdir) -> list[list[str]]:
+    """The steps each run in ``workdir`` executed or reused, runs in the order they started."""
+    from kale_magic.history.store import RunStore
+
+    with RunStore.for_workspace(workdir) as store:
+        records = sorted(store.runs(), key=lambda r: r.started)
+    return [[f"{s.name}:{s.status}" for s in record.steps] for record in records]
+
+
+def test_every_kale_run_line_runs_in_order_with_the_cells_above_it(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%parameters\nn = 3"),
+          code("%%step make\nxs = list(range(n))"),
+          code("first = %kale_run --param n=2"),
+          code("%%step total\ntotal = sum(xs)"), code("%%metrics\ntotal"),
+          code("second = %kale_run --param n=5"))
+    result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sum(line.startswith("Kale run ") for line in result.stdout.splitlines()) == 2
+    assert run_steps(tmp_path) == [["make:succeeded"], ["make:succeeded", "total:succeeded"]]
+
+
+STOP_OFF = [FAILING[0], code("%config Kale.stop_on_failure = False"), *FAILING[1:],
+            code("again = %kale_run --experiment again")]
+
+
+@pytest.mark.slow  # a Jupyter kernel
+def test_with_stop_on_failure_off_a_failed_run_lets_the_notebook_go_on(tmp_path):
+    write(tmp_path / "nb.ipynb", *STOP_OFF)
+    executed = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
+    assert executed.returncode == 0, executed.stdout + executed.stderr
+    assert "[cell 6] after the failed run" in executed.stdout.splitlines()
+    went_on = r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\); the notebook went on " \
+              r"\(Kale\.stop_on_failure = False\)\n"
+    assert re.fullmatch(went_on * 2, executed.stderr), executed.stderr
+    planned = kale_magic("run", "nb.ipynb", cwd=tmp_path)  # from the sources: both %kale_run lines run
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert re.fullmatch(went_on * 2, planned.stderr), planned.stderr
+    assert len(run_steps(tmp_path)) == 4
+
+
+def test_without_stop_on_failure_off_the_first_failed_run_ends_a_headless_run(tmp_path):
+    write(tmp_path / "nb.ipynb", *FAILING, code("again = %kale_run --experiment again"))
+    result = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert result.returncode == 1 and len(run_steps(tmp_path)) == 1
+
+
+@pytest.mark.slow  # a Jupyter kernel
+def test_headless_and_kernel_runs_of_a_notebook_share_the_step_cache(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%imports\nimport numpy as np"),
+          code("%%parameters\nn = 3"), code("%%step make\nxs = np.arange(n)"),
+          code("%%step total\ntotal = int(xs.sum())"), code("%%metrics\ntotal"), code("run = %kale_run"))
+    in_kernel = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
+    assert in_kernel.returncode == 0, in_kernel.stdout + in_kernel.stderr
+    headless = kale_magic("run", "nb.ipynb", cwd=tmp_path)
+    assert headless.returncode == 0, headless.stdout + headless.stderr
+    again = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert run_steps(tmp_path) == [["make:succeeded", "total:succeeded"], ["make:cached", "total:cached"],
+                                   ["make:cached", "total:cached"]]

@@ -25,8 +25,10 @@ def recorded_runs(tmp_path_factory):
           code("c = %kale_run --experiment broken --param n=0"),
           code("print('ids:', a.id, b.id, c.id)"))
     result = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=root)
-    assert result.returncode == 1 and "ValueError: nothing to add" in result.stdout  # the third run fails
-    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
+    # the third run fails; the notebook says to go on, so the command succeeds and says so
+    assert result.returncode == 0 and "ValueError: nothing to add" in result.stdout
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\); the notebook "
+                        r"went on \(Kale\.stop_on_failure = False\)\n", result.stderr)
     ids = next((line for line in result.stdout.splitlines() if line.startswith("[cell 10] ids: ")), None)
     assert ids, result.stdout[-3000:]  # the cells after the failed run ran
     return root, ids.split()[3:]
@@ -62,6 +64,10 @@ def test_show_prints_one_run_with_its_steps(recorded_runs):
     assert "  parameters: n=0" in lines
     assert any(line.split()[:2] == ["make", "succeeded"] for line in lines)
     assert any(line.split()[:2] == ["total", "failed"] and "nothing to add" in line for line in lines)
+    files = lines[lines.index("  files:") + 1:]
+    run_dir = root / ".kale" / "runs" / c
+    assert files == [f"    make   notebook {run_dir / 'executed' / 'make.ipynb'}  log {run_dir / 'logs' / 'make.log'}",
+                     f"    total  notebook {run_dir / 'executed' / 'total.ipynb'}  log {run_dir / 'logs' / 'total.log'}"]
 
 
 def test_unknown_runs_and_empty_folders_are_one_line(recorded_runs, tmp_path):
@@ -77,11 +83,43 @@ def test_unknown_runs_and_empty_folders_are_one_line(recorded_runs, tmp_path):
 
 def test_snapshot_commands_come_through_the_main_command(recorded_runs):
     root, _ = recorded_runs
-    result = kale_magic("snapshot", "--root", root, "list")
-    assert result.returncode == 0, result.stderr
+    result = kale_magic("snapshot", "list", "--dir", root)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     assert result.stdout.count(" files ") >= 1  # the runs snapshot the workspace
-    missing = kale_magic("snapshot", "--root", root, "restore", "nope", root / "restored")
+    assert kale_magic("snapshot", "--dir", root, "list").stdout == result.stdout  # before the subcommand too
+    old = kale_magic("snapshot", "--root", root, "list")  # the old spelling still works, and says so
+    assert old.stdout == result.stdout and "--root is deprecated; use --dir" in old.stderr
+    missing = kale_magic("snapshot", "restore", "nope", root / "restored", "--dir", root)
     assert missing.returncode == 1 and "snapshot 'nope' does not exist" in missing.stderr
+
+
+def test_version_and_one_spelling_for_the_workspace_folder():
+    from kale_magic.cli.commands import build_parser
+    from kale_magic.version import __version__
+
+    result = kale_magic("--version")
+    assert result.returncode == 0 and result.stdout == f"kale-magic {__version__}\n"
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in ("runs", "show", "cache", "snapshot"):
+        flags = {o for a in commands[name]._actions for o in a.option_strings}
+        assert "--dir" in flags, name
+
+
+def test_compile_without_kfp_says_first_how_to_install_it(tmp_path):
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%step a\nx = 1"), code("%%step b\ny = x"))
+    script = ("import sys; sys.modules['kfp'] = None\nfrom kale_magic.cli import main\n"
+              "sys.exit(main(['compile', 'nb.ipynb']))")
+    import subprocess
+    import sys
+
+    from cli_helpers import kernel_env
+
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=kernel_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("kale-magic: compiling a pipeline needs Kubeflow Pipelines' kfp: pip install ")
+    assert "[kfp]'" in first and len(done.stderr.splitlines()) == 1
 
 
 def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(recorded_runs):
@@ -91,6 +129,7 @@ def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(recorded
     assert int(before.stdout.split()[0]) > 0
     cleared = kale_magic("cache", "--clear", "--dir", root)
     assert cleared.returncode == 0 and "removed" in cleared.stdout
-    assert kale_magic("cache", "--dir", root).stdout.startswith("0 cached step results")
+    assert kale_magic("cache", "--dir", root).stdout.startswith("The step cache in ")
+    assert "is empty" in kale_magic("cache", "--dir", root).stdout
     assert not (root / ".kale" / "runs" / a / "data").exists()
     assert kale_magic("show", a, "--dir", root).stdout.startswith(f"Run {a}: succeeded")

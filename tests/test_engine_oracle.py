@@ -50,6 +50,11 @@ NOTEBOOKS = {
         "%%step a\nfactor = 3",
         "%%step b\nout = scaled(10)",
     ],
+    "changes through a loop variable": [
+        "%%step make\nbags = {'a': [1], 'b': [2]}\nrows = [[1], [2]]",
+        "%%step grow\nfor bag in bags.values():\n    bag.append(0)\nfor i, row in enumerate(rows):\n    row.append(i)",
+        "%%step use\nsizes = sorted(len(v) for v in bags.values())\nwidth = [len(r) for r in rows]",
+    ],
     "pandas": [
         "%%imports\nimport pandas as pd",
         "%%step a\ndf = pd.DataFrame({'k': ['x', 'y', None], 'v': [1.5, 2.5, 3.0]})",
@@ -92,3 +97,33 @@ def test_value_is_saved_once_by_the_last_changer(kernel):
     assert inputs["c"] == {("a", "x"), ("b", "y")}
     assert inputs["d"] == {("c", "x")}
     assert run.load("z") == [1, 1]
+
+
+def test_a_change_the_analysis_cannot_trace_is_said_at_validation_with_the_rebind_fix(kernel):
+    run_cells(kernel, [
+        "%%functions\ndef every(d):\n    return list(d.values())",
+        "%%step make\nbags = {'a': [1], 'b': [2]}",
+        "%%step grow\nfor bag in every(bags):\n    bag.append(0)",
+        "%%step use\nsizes = sorted(len(v) for v in bags.values())",
+    ])
+    run = kernel.shell.run_line_magic("kale_run", "")
+    note = ("step 'grow' changes 'bag' in place, but 'bag' comes from 'every(bags)', which the analysis cannot "
+            "follow: if that hands out items of a value later steps read, rebind that value after the change "
+            "('bags = bags') so the changed value flows on.")
+    assert run.plan.notes == (note,)
+    assert note in run.state.tasks["Validate"].message
+    assert note in (run.run_dir / "validation.txt").read_text()
+
+
+def test_models_fitted_through_a_loop_variable_reach_the_next_step_fitted(kernel):
+    run_cells(kernel, [
+        "%%imports\nfrom sklearn.linear_model import LinearRegression, Ridge\nimport numpy as np",
+        "%%step make\nX = np.arange(20.0).reshape(10, 2)\ny = X @ [1.0, 2.0] + np.sin(X[:, 0])\n"
+        "models = {'ols': LinearRegression(), 'ridge': Ridge(alpha=0.5)}",
+        "%%step fit\nfor m in models.values():\n    m.fit(X, y)",
+        "%%step score\nscores = {k: float(m.score(X, y)) for k, m in models.items()}",
+    ])
+    run = kernel.shell.run_line_magic("kale_run", "")
+    assert run.status == "succeeded", run.state.error  # not NotFittedError in 'score'
+    assert run.load("scores") == kernel.ns["scores"]
+    assert [t.producer for t in run.plan.steps["score"].inputs if t.name == "models"] == ["fit"]

@@ -80,13 +80,19 @@ def test_text_displays_and_errors_keep_their_order_in_notebook_and_log(kernel):
     assert log.startswith("a\nb\nc\n<IPython.core.display.HTML object>\ne\n") and "ValueError: f" in log
 
 
-def test_the_log_reads_live_while_the_step_runs(kernel):
-    kernel.cells("%%parameters\npause = 0", "%%step slow\nimport time\nprint('started')\ntime.sleep(pause)")
-    result = run(kernel, "--no-snapshot --background --param pause=5")
+def test_the_log_reads_live_while_the_step_runs(kernel, tmp_path):
+    """The step holds until the test has read its log, so the read cannot race the step's end."""
+    gate = tmp_path / "go"
+    kernel.cells("%%parameters\ngate = ''", "%%step slow\nimport os, time\nprint('started')\n"
+                 "while gate and not os.path.exists(gate):\n    time.sleep(0.02)")
+    result = run(kernel, f"--no-snapshot --background --param gate={gate}")
     log = result.run_dir / "logs" / "slow.log"
-    assert wait_for(lambda: log.exists() and log.read_text() == "started\n", 4)
-    assert result.state.steps["slow"].status == "running"
-    assert result.wait(60).status == "succeeded"
+    try:
+        assert wait_for(lambda: log.exists() and log.read_text() == "started\n", 60)
+        assert result.state.steps["slow"].status == "running"
+    finally:
+        gate.touch()
+    assert result.wait(120).status == "succeeded"
 
 
 # options ------------------------------------------------------------------------------------------
@@ -188,7 +194,7 @@ def test_what_a_step_starts_ends_when_the_step_ends(kernel):
     result = run(kernel, f"--no-snapshot --param token={token}")
     try:
         assert result.status == "succeeded" and result.load("started") is True
-        assert wait_for(lambda: not marked(token), 5) is True, "processes the step started outlived it"
+        assert wait_for(lambda: not marked(token), 60) is True, "processes the step started outlived it"
     finally:
         kill_marked(token)
 

@@ -108,8 +108,8 @@ def test_a_killed_kernel_leaves_no_process_its_run_reads_interrupted_and_resume_
 
     os.kill(kernel_pid, signal.SIGKILL)
     try:
-        survivors = wait_for(lambda: not (marked(token) - {holder}), 5) or marked(token) - {holder}
-        assert survivors is True, f"still running 5 s after the kernel was killed: {survivors}"
+        survivors = wait_for(lambda: not (marked(token) - {holder}), 60) or marked(token) - {holder}
+        assert survivors is True, f"still running 60 s after the kernel was killed: {survivors}"
     finally:
         os.kill(holder, signal.SIGKILL)
 
@@ -139,7 +139,7 @@ def test_ctrl_c_cancels_the_run_and_its_step_says_cancelled(kernels):
     out = execute(client, "import kale_magic\nrun = kale_magic.last_run()\n"
                           "print(run.status, '|', run.steps['wait'].error, '|', run.state.error)")
     assert out == "failed | step 'wait' was cancelled | the run was cancelled\n"
-    assert wait_for(lambda: sleeper not in marked(token), 5), "what the cancelled step started survived it"
+    assert wait_for(lambda: sleeper not in marked(token), 60), "what the cancelled step started survived it"
 
 
 def test_kale_magic_runs_marks_a_dead_kernels_run_interrupted(tmp_path):

@@ -356,3 +356,28 @@ def test_kale_show_displays_the_graph_and_keeps_the_text(kernel, capsys):
     assert pic.texts(pic.nodes["a"], "kale-node-params") == ["⚙ lr"]
     assert [v.get("data-values") for v in pic.values] == ["arr"]
     assert pic.texts(pic.values[0], "kale-value-info") == ["list"], "no size: lists are not measured"
+
+
+def test_values_that_skip_a_generation_are_drawn_as_labelled_long_edges():
+    """X_test, y_test go from features to evaluate, past train: the picture and the text show that flow."""
+    from kale_magic.plan.report import plan_text
+
+    steps = {"features": StepPlan("features", ("pass",), (), (), (), (), ())}
+    made = {n: Transfer(n, "features", "numpy", "numpy.ndarray", "Dataset", 2048)
+            for n in ("X_train", "X_test", "y_test")}
+    model = Transfer("model", "train", "sklearn", "sklearn.svm.SVC", "Model", 4096)
+    steps["features"] = StepPlan("features", ("pass",), (), (), (), tuple(made.values()), ())
+    steps["train"] = StepPlan("train", ("pass",), ("features",), (), (made["X_train"],), (model,), ())
+    steps["evaluate"] = StepPlan("evaluate", ("pass",), ("train",), (), (model, made["X_test"], made["y_test"]),
+                                 (), ())
+    plan = Plan("long", steps)
+    pic = Picture(graph_svg(plan))
+    assert pic.edges == {("features", "train"): "X_train", ("train", "evaluate"): "model",
+                         ("features", "evaluate"): "X_test,y_test"}
+    long = [g for g in pic.root.iter(f"{NS}g") if g.get("data-long") == "true"]
+    assert [(g.get("data-from"), g.get("data-to")) for g in long] == [("features", "evaluate")]
+    assert sorted(v.get("data-values") for v in pic.values) == ["X_test,y_test", "X_train", "model"]
+    assert_no_overlaps(pic)
+    text = plan_text(plan)
+    assert "  features -> evaluate: X_test, y_test (a long edge: past the steps between them)" in text
+    assert "  features -> train: X_train\n" in text

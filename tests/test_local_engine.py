@@ -37,13 +37,22 @@ def test_failed_step_fails_the_run_and_skips_only_its_descendants(kernel, capsys
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)  # untouched by the run
 
 
-def test_independent_steps_run_concurrently(kernel):
-    kernel.cells("%%imports\nimport time",
-                 "%%step a --after ''\nt_a = (time.time(), time.sleep(0.5), time.time())",
-                 "%%step b --after ''\nt_b = (time.time(), time.sleep(0.5), time.time())")
-    result = run(kernel)
-    a, b = result.load("t_a"), result.load("t_b")
-    assert a[0] < b[2] and b[0] < a[2]  # the two intervals overlap
+def test_independent_steps_run_concurrently(kernel, tmp_path):
+    """Each step announces itself and waits for the other: run one after the other, neither would see it."""
+    meeting = tmp_path / "meeting"
+    meeting.mkdir()
+    kernel.cells("%%imports\nimport os, time", "%%parameters\npatience = 0",
+                 f"%%functions\ndef meet(me, other):\n    open(os.path.join({str(meeting)!r}, me), 'w').close()\n"
+                 "    end = time.monotonic() + patience\n"
+                 f"    while time.monotonic() < end and not os.path.exists(os.path.join({str(meeting)!r}, other)):\n"
+                 "        time.sleep(0.02)\n"
+                 f"    return os.path.exists(os.path.join({str(meeting)!r}, other))",
+                 "%%step a --after ''\nmet_a = meet('a', 'b')",
+                 "%%step b --after ''\nmet_b = meet('b', 'a')")
+    for marker in meeting.iterdir():
+        marker.unlink()
+    result = run(kernel, "--param patience=120")
+    assert (result.load("met_a"), result.load("met_b")) == (True, True)  # each saw the other running
 
 
 def test_executed_notebook_has_ipython_outputs_and_log_streams(kernel):

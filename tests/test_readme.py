@@ -3,6 +3,7 @@ interactive use needs."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -14,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def opening() -> str:
-    return (ROOT / "README.md").read_text().split("\n## ", 1)[0]
+    """The first page: the introduction and the Quickstart section."""
+    return "\n## ".join((ROOT / "README.md").read_text().split("\n## ", 2)[:2])
 
 
 def extras() -> dict[str, list[str]]:
@@ -50,3 +52,13 @@ def test_the_opening_names_the_extra_for_interactive_use():
 def test_run_notebook_is_documented_as_the_path_it_returns():
     row = next(line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `run.notebook(step)`"))
     assert "the path of the executed step notebook" in row
+
+
+def test_the_test_extra_installs_every_library_a_test_would_skip_without():
+    """The README's test command skips nothing for want of a library: each ``importorskip`` is installed."""
+    named = set()
+    for path in (ROOT / "tests").rglob("*.py"):
+        named |= set(re.findall(r"importorskip\(\"([\w.]+)\"", path.read_text()))
+    missing = sorted(m for m in named - {"tomllib"} if importlib.util.find_spec(m.split(".")[0]) is None)
+    assert not missing, f"pip install -e '.[test]' does not install {missing}"
+    assert {"xgboost-cpu", "lightgbm"} <= requirement_names("test", extras())

@@ -21,9 +21,10 @@ def test_three_runs_recorded_and_shown_side_by_side(kernel, tmp_path, capsys):
 
     table = kernel.run("%kale_runs --experiment demo --plot total")
     assert isinstance(table, RunsTable)
-    assert list(table.frame.index) == [r.id for r in runs]
+    assert list(table.frame.index) == [r.id.rsplit("-", 1)[1] for r in runs]  # short ids
     assert list(table.frame["total"]) == [10, 30, 20]
-    assert f"best  total: {runs[1].id}" in repr(table)
+    assert f"best  total: {runs[1].id.rsplit('-', 1)[1]}" in repr(table)
+    assert len(repr(table).splitlines()) == 1 + 3 + 2  # header, one line per run, best, the plot's line
     assert table._repr_html_().count("<circle") == 3
 
     assert len(kernel.run("%kale_runs --last 2").records) == 2
@@ -64,3 +65,39 @@ def test_unknown_run_id_is_one_sentence(kernel):
     kernel.run("%kale_run")
     error = kernel.error("%kale_runs --compare nope nada")
     assert isinstance(error, KaleError) and "No run 'nope'" in str(error)
+
+
+def test_kale_runs_shows_this_notebooks_pipeline_unless_all(kernel):
+    kernel.cells(*CELLS)
+    other = kernel.run("%kale_run --pipeline other")
+    mine = [kernel.run(f"%kale_run --pipeline mine --param scale={s}") for s in (1, 2)]
+    table = kernel.run("%kale_runs")
+    assert [r.run_id for r in table.records] == [r.id for r in mine]
+    assert [r.run_id for r in kernel.run("%kale_runs --all").records] == [other.id, *(r.id for r in mine)]
+    short = [r.id.rsplit("-", 1)[1] for r in mine]
+    comparison = kernel.run(f"%kale_runs --compare {short[0]} {short[1]}")  # the ids the table shows work
+    assert ("scale", 1, 2, "changed") in comparison.parameters
+
+
+def test_kale_cache_lists_what_it_holds(kernel, capsys):
+    kernel.cells(*CELLS)
+    run = kernel.run("%kale_run")
+    capsys.readouterr()
+    kernel.run("%kale_cache")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 cached step results in ")
+    assert lines[1].split() == ["step", "age", "size", "produced", "by", "run"]
+    rows = {line.split()[0]: line.split() for line in lines[2:4]}
+    pipeline = run.plan.pipeline
+    assert set(rows) == {f"{pipeline}/make", f"{pipeline}/score"}
+    _, age, age_unit, size, size_unit, producer = rows[f"{pipeline}/make"]
+    assert (age_unit, size_unit, producer) == ("s", "B", run.id)  # seconds old, bytes of `data`, this run
+    assert int(age) >= 0 and int(size) > 0
+    assert "--clear" in lines[-1]
+
+
+def test_a_metrics_cell_shows_every_metric(kernel, capsys):
+    kernel.cells("%%step s\naccuracy = 0.9\nloss = 0.25")
+    capsys.readouterr()
+    kernel.run("%%metrics\naccuracy\nloss")
+    assert capsys.readouterr().out == "metrics: accuracy = 0.9, loss = 0.25\n"

@@ -98,3 +98,41 @@ def test_only_kernels_the_server_started_link_to_it(tmp_path):
     assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "1"}, {}) is None
     assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "4242"}, {"__vsc_ipynb_file__": "x.ipynb"}) is None
     assert FileServer.for_kernel({"JPY_PARENT_PID": "4242"}, {}) is None
+
+
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def test_run_files_render_as_pages_worth_reading(server, run_files):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("def f(x):\n    return 1 / x\nf(0)", outputs=[
+            nbformat.v4.new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"}),
+            nbformat.v4.new_output("error", ename="ZeroDivisionError", evalue="division by zero",
+                                   traceback=["\x1b[0;31mZeroDivisionError\x1b[0m: division by zero"])])])
+    nbformat.write(nb, str(run_files / "executed" / "boom.ipynb"))
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1/executed/boom.ipynb")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert '<span class="k">def</span>' in body  # syntax colouring (lab template's pygments classes)
+    assert 'class="ansi-red-fg"' in body and ".jp-RenderedText pre .ansi-red-fg" in body  # traceback colours
+    assert f'src="data:image/png;base64,{PNG}' in body
+    assert 'href="boom.ipynb?raw=1"' in body and "<script" not in body
+
+    (run_files / "logs" / "quiet.log").write_text("")
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1/logs/quiet.log")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "(this step printed nothing)" in body
+
+    status, headers, body = request(server, "/kale-magic/files/.kale/runs/r1/validation.txt")
+    assert headers["Content-Type"].startswith("text/html") and "<pre>Pipeline &#x27;demo&#x27; (1 steps)\n</pre>" in body
+
+    manifests = server["dir"] / ".kale" / "snapshots" / "manifests"
+    manifests.mkdir(parents=True)
+    (manifests / "s1.json").write_text(json.dumps({
+        "id": "s1", "root": "/work", "created": "2026-12-06T10:00:00+00:00", "format": 2, "dirs": [],
+        "symlinks": [], "skipped": [], "environment": {"python": "3.11.9", "packages": {"numpy": "2.4.6"}},
+        "files": [{"path": "data/train.csv", "size": 2048, "mode": 420, "xxh3_128": "ab" * 16}]}))
+    status, headers, body = request(server, "/kale-magic/files/.kale/snapshots/manifests/s1.json")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "<td>data/train.csv</td><td class=\"num\">2.0 KiB</td>" in body and "1 files, 2.0 KiB" in body
+    assert "<td>python</td><td>3.11.9</td>" in body and "numpy 2.4.6" in body
+    assert json.loads(request(server, "/kale-magic/files/.kale/snapshots/manifests/s1.json?raw=1")[2])["id"] == "s1"

@@ -51,7 +51,8 @@ def test_steps_read_the_files_as_they_were_when_the_run_started(kernel, workspac
     assert run.state.tasks["Snapshot"].status == "done"
     (snapshot,) = list_snapshots(workspace / ".kale/snapshots")
     assert run.state.tasks["Snapshot"].message.startswith(snapshot.id)
-    assert run.links["snapshot"] == str(snapshot.manifest)
+    assert run.links["snapshot"] == str(run.run_dir / "workspace")  # the files; the row links the manifest
+    assert run.state.tasks["Snapshot"].links["manifest"] == str(snapshot.manifest)
     assert snapshot.file_count == 2  # data/train.csv and helper.py; .kale/ is never included
 
 

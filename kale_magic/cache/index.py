@@ -112,3 +112,30 @@ def clear(kale: KaleDir, older_than: float | None = None) -> Cleared:
             index.remove(entry["key"])
             removed += 1
     return Cleared(removed, runs, freed + swept.freed, swept.entries)
+
+
+def holdings(kale: KaleDir, now: float | None = None) -> str:
+    """What the cache holds, one line per cached step result: pipeline and step, age, size of its saved
+    values, the run that produced it; then how to free the disk."""
+    entries = sorted((e for e in CacheIndex(kale).entries() if ENTRY_FIELDS <= e.keys()),
+                     key=lambda e: (e.get("pipeline", ""), e["step"], -e.get("created", 0)))
+    clear_line = "%kale_cache --clear [--older-than DAYS] (kale-magic cache --clear) frees their disk"
+    if not entries:
+        return f"The step cache in {kale.cache_entries.parent} is empty."
+    now = time.time() if now is None else now
+    rows = [(f"{e.get('pipeline', '?')}/{e['step']}", _age(now - e.get("created", now)),
+             human_size(sum(f.get("size", 0) for record in e["outputs"].values()
+                            for f in record.get("files", {}).values())), e["run_id"]) for e in entries]
+    widths = [max(len(row[i]) for row in rows + [("step", "age", "size", "run")]) for i in range(3)]
+    lines = [f"{len(entries)} cached step result{'s' if len(entries) > 1 else ''} in {kale.cache_entries.parent}:",
+             f"  {'step':<{widths[0]}}  {'age':>{widths[1]}}  {'size':>{widths[2]}}  produced by run"]
+    lines += [f"  {step:<{widths[0]}}  {age:>{widths[1]}}  {size:>{widths[2]}}  {run}" for step, age, size, run in rows]
+    return "\n".join(lines + [clear_line])
+
+
+def _age(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h``, ``2 d``: how long ago."""
+    for unit, length in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= length:
+            return f"{int(seconds // length)} {unit}"
+    return f"{max(int(seconds), 0)} s"

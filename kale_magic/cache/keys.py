@@ -16,6 +16,11 @@ checksum of each input value (from the marshal record of the run that saved
 it), so a re-run upstream step that produced the same bytes does not force its
 descendants to run.
 
+What it saves is not part of the key: which values a step must save, and in which format, depends on
+how it was planned (a kernel knows every value's type, ``kale-magic run`` does not and keeps fewer final
+results), so an entry serves any run whose step saves a subset of the entry's values
+(:class:`~kale_magic.cache.reuse.StepCache`), and headless and kernel runs share the cache.
+
 What it read: the digest of these parts is the step's *base*; the full key is
 ``<base>-<files>``, where ``<files>`` digests the workspace files and listings the
 step read when it ran (:func:`entry_key`).  They are known only after a run, so a
@@ -34,7 +39,7 @@ from functools import lru_cache
 
 from ..plan.model import Plan, StepPlan
 
-KEY_FORMAT = "2"  # bump when the meaning of a part changes, so old entries stop matching
+KEY_FORMAT = "3"  # bump when the meaning of a part changes, so old entries stop matching
 DYNAMIC_NAMES = frozenset({"globals", "eval", "exec", "locals", "vars"})
 SHORT_VALUE = 60  # parameter values up to this length are kept readable in the parts
 
@@ -61,7 +66,6 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
     step = plan.steps[name]
     parts = {
         "format": KEY_FORMAT, "step": name, "code": _hash(step.cells), "imports": _hash(plan.imports),
-        "outputs": ",".join(sorted(f"{t.name}:{t.backend}" for t in step.outputs)),
         "metrics": ",".join(step.metrics),
         "python": sys.version.split()[0], "kale-magic": __version__,
     }
@@ -75,7 +79,7 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
     for param in step.parameters:
         text = literal(parameters[param])
         parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])
-    backends = {t.backend for t in step.outputs}
+    backends = set()
     for transfer in step.inputs:
         record = inputs[transfer.name]
         parts[f"input:{transfer.name}"] = f"{transfer.producer}:{record['checksum']}"
@@ -154,22 +158,33 @@ def imported_modules(sources) -> set[str]:
 
 
 def module_version(module: str) -> str:
-    """The version of an importable library as the kernel sees it; '?' when it does not say."""
-    loaded = sys.modules.get(module)
-    version = getattr(loaded, "__version__", None)
-    if isinstance(version, str):
+    """The version of the distribution that installs ``module`` (the same in a kernel that imported it and in
+    ``kale-magic run``, which did not); else the loaded module's ``__version__``; '?' when neither says."""
+    version = _distribution_version(module)
+    if version != "?":
         return version
-    return _distribution_version(module)
+    version = getattr(sys.modules.get(module), "__version__", None)
+    return version if isinstance(version, str) else "?"
 
 
 @lru_cache(maxsize=1024)
 def _distribution_version(module: str) -> str:
     from importlib import metadata
 
-    try:
-        return metadata.version(module)
-    except (metadata.PackageNotFoundError, ValueError):
-        return "?"
+    for name in [module, *_distributions().get(module, ())]:
+        try:
+            return metadata.version(name)
+        except (metadata.PackageNotFoundError, ValueError):
+            continue
+    return "?"
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> dict:
+    """Top-level module -> distributions installing it (``sklearn`` -> ``scikit-learn``)."""
+    from importlib import metadata
+
+    return metadata.packages_distributions()
 
 
 def backend_version(name: str) -> str:
@@ -213,11 +228,44 @@ def explain(new: Mapping[str, str], old: Mapping[str, str]) -> str:
         elif kind == "function":
             reasons.append(f"function {name} " + ("changed" if part in new and part in old
                                                   else "is now used" if part in new else "is no longer used"))
-        elif kind in ("library", "backend"):
-            reasons.append(f"{kind} {name} {old.get(part, 'none')} -> {new.get(part, 'none')}")
+        elif kind == "library":
+            reasons.append(_library_change(name, old.get(part), new.get(part)))
+        elif kind == "backend":
+            reasons.append(_backend_change(name, old.get(part), new.get(part)))
         else:
             reasons.append(f"{part} changed")
     return "; ".join(reasons) or "nothing changed"
+
+
+def _library_change(name: str, old: str | None, new: str | None) -> str:
+    """'library numpy 2.1.0 -> 2.2.0', 'the step now imports pandas (2.2.3)', in words where '?' was."""
+    if old is None:
+        return f"the step now imports {name}" + (f" ({new})" if new != "?" else "")
+    if new is None:
+        return f"the step no longer imports {name}"
+    return f"library {name} {_said(old)} -> {_said(new)}"
+
+
+def _backend_change(name: str, old: str | None, new: str | None) -> str:
+    """How the format of the values a step receives changed: a backend's version is
+    ``FORMAT;lib=VERSION,...`` (see :func:`backend_version`), never shown as such."""
+    if old is None or new is None:
+        return (f"an input is now saved in the {name} format" if old is None
+                else f"no input is saved in the {name} format any more")
+    old_format, _, old_libs = old.partition(";")
+    new_format, _, new_libs = new.partition(";")
+    changes = [f"the {name} format's version {_said(old_format)} -> {_said(new_format)}"] \
+        if old_format != new_format else []
+    before = dict(item.partition("=")[::2] for item in old_libs.split(",") if item)
+    after = dict(item.partition("=")[::2] for item in new_libs.split(",") if item)
+    changes += [f"{lib} {_said(before.get(lib, '?'))} -> {_said(after.get(lib, '?'))} (it loads the inputs "
+                f"saved in the {name} format)" for lib in sorted(set(before) | set(after))
+                if before.get(lib) != after.get(lib)]
+    return "; ".join(changes) or f"the {name} format changed"
+
+
+def _said(version: str) -> str:
+    return "an unknown version" if version in ("?", "") else version
 
 
 def _part_order(part: str) -> tuple[int, str]:

@@ -188,13 +188,13 @@ class StepCache:
                   else f"forced by %%step {step.name} --no-cache" if step.options.no_cache else None)
         if forced and not before:
             return Decision(step.name, None, forced), None, None
-        entry = self._match(base)
+        entry = self._match(step, base)
         resumable = (entry is not None and before.get("key") == entry["key"]
                      and before.get("status") in ("succeeded", "cached"))
         if forced and not resumable:
             return Decision(step.name, None, forced), None, None
         if entry is None:
-            return Decision(step.name, None, self._why_new(step.name, base, parts)), None, None
+            return Decision(step.name, None, self._why_new(step, base, parts)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
             problem = _verify(self.index, location, step.name, entry["outputs"], read_content)
@@ -203,11 +203,14 @@ class StepCache:
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
                                          "running it again"), None, None
 
-    def _match(self, base: str) -> dict | None:
-        """The newest entry of this base whose files are what the step would read now."""
-        return next((e for e in self.index.variants(base) if self.files.matches(e)), None)
+    def _match(self, step: StepPlan, base: str) -> dict | None:
+        """The newest entry of this base that holds every value the step must save and whose files are
+        what the step would read now."""
+        return next((e for e in self.index.variants(base)
+                     if not _missing(step, e) and self.files.matches(e)), None)
 
-    def _why_new(self, name: str, base: str, parts: dict) -> str:
+    def _why_new(self, step: StepPlan, base: str, parts: dict) -> str:
+        name = step.name
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
             status = before.get("status")
@@ -217,6 +220,11 @@ class StepCache:
         if earlier is not None:
             return f"changed since run {self.resume}: {self._difference(parts, earlier)}"
         same_code = self.index.variants(base)
+        holding = [e for e in same_code if not _missing(step, e)]
+        if same_code and not holding:
+            missing = _missing(step, same_code[0])
+            return f"it must now also save {', '.join(missing)}, which its cached result does not hold"
+        same_code = holding
         if same_code:  # the earlier result that saw the fewest other files
             return self.files.changes(min(same_code, key=lambda e: len(self.files.differences(e))))
         latest = self.index.latest(self.pipeline, name)
@@ -248,6 +256,12 @@ class StepCache:
 
 
 # files ------------------------------------------------------------------------------------------
+
+def _missing(step: StepPlan, entry: dict) -> list[str]:
+    """The values ``step`` must save that ``entry`` does not hold (a run planned without a kernel keeps
+    fewer final results, so its entries may hold fewer than a kernel's run needs)."""
+    return sorted(t.name for t in step.outputs if t.name not in entry.get("outputs", {}))
+
 
 def _verify(index: CacheIndex, run_id: str, step: str, outputs: dict, read_content: bool = True) -> str | None:
     """None when every output of the entry is present with the content it had; else what is wrong.

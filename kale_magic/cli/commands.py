@@ -146,8 +146,8 @@ def cmd_run(args) -> int:
     if not args.execute_notebook:
         from .pipeline import run_pipeline
 
-        run = run_pipeline(nb, path.resolve(), _run_options(args))
-        return _verdict(path, [(run.id, run.status)])
+        runs, stops = run_pipeline(nb, path.resolve(), _run_options(args))
+        return _verdict(path, [(run.id, run.status, stops) for run in runs])
     from . import headless
 
     nb = headless.prepare(as_nbformat(nb), _run_line(args))
@@ -157,18 +157,21 @@ def cmd_run(args) -> int:
     if execution.error:
         print(f"kale-magic: {path}: {execution.error}", file=sys.stderr)
         return 1
-    return _verdict(path, [(run.id, run.status) for run in execution.runs])
+    return _verdict(path, [(run.id, run.status, run.stops) for run in execution.runs])
 
 
-def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
-    """0 when every run (id, status) did what it was asked; else one line per run that did not.  The
-    run's error is not repeated: its progress, printed above, already says it."""
-    for run_id, status in runs:
+def _verdict(path: Path, runs: list[tuple[str, str, bool]]) -> int:
+    """0 when every run (id, status, whether its failure stops the notebook) did what it was asked or
+    failed where the notebook says to go on (``Kale.stop_on_failure = False``); else 1.  One line per run
+    that did not succeed; its error is not repeated: its progress, printed above, already says it."""
+    for run_id, status, stops in runs:
         if status not in SUCCESS:
-            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above)", file=sys.stderr)
+            went_on = "" if stops else "; the notebook went on (Kale.stop_on_failure = False)"
+            print(f"kale-magic: {path}: run {run_id} {status} (its error is printed above){went_on}",
+                  file=sys.stderr)
     if not runs:
         print(f"kale-magic: {path}: no %kale_run returned a run.", file=sys.stderr)
-    return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
+    return 0 if runs and all(status in SUCCESS or not stops for _, status, stops in runs) else 1
 
 
 def _run_options(args) -> dict:
@@ -223,21 +226,38 @@ def cmd_runs(args) -> int:
 
 
 def cmd_show(args) -> int:
+    from ..layout import KaleDir
+
     with _store(args.dir) as store:
-        print(run_text(store.get(args.run_id)))
+        record = store.get(args.run_id)
+    print(run_text(record))
+    files = step_files(KaleDir(args.dir).run(record.run_id), [step.name for step in record.steps])
+    if files:
+        print("  files:")
+        print("\n".join(f"    {line}" for line in files))
     return 0
 
 
+def step_files(run_dir, steps: list[str]) -> list[str]:
+    """Each step's executed notebook and log, where the run wrote them (a KFP run keeps them in the cluster)."""
+    from ..layout import RunDir
+
+    lines = []
+    width = max((len(name) for name in steps), default=0)
+    for name in steps:
+        found = [f"{label} {path}" for label, path in (("notebook", RunDir.executed(run_dir, name)),
+                                                         ("log", RunDir.log(run_dir, name))) if path.exists()]
+        if found:
+            lines.append(f"{name:<{width}}  " + "  ".join(found))
+    return lines
+
+
 def cmd_cache(args) -> int:
-    from ..cache import CacheIndex, clear
+    from ..cache import clear, holdings
     from ..layout import KaleDir
 
     kale = KaleDir(args.dir)
-    if args.clear:
-        print(clear(kale, older_than=args.older_than))
-    else:
-        print(f"{len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
-              f"kale-magic cache --clear [--older-than DAYS] frees their disk")
+    print(clear(kale, older_than=args.older_than) if args.clear else holdings(kale))
     return 0
 
 
@@ -293,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kale-magic",
         description="Run, compile and convert notebooks annotated with kale-magic's cell magics "
                     "(or Kale's cell tags) without a Jupyter frontend.")
+    parser.add_argument("--version", action="version", version=f"kale-magic {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = sub.add_parser("convert", help="turn a Kale-tagged notebook into one using the magics")
@@ -346,6 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_snapshot_commands(sub)
     return parser
+
+
+def _version() -> str:
+    from ..version import __version__
+
+    return __version__
 
 
 def _add_snapshot_commands(sub) -> None:

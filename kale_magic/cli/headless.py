@@ -30,15 +30,17 @@ def _kale_cli_watch():
     shell = get_ipython()
     shell.config.Kale.panel = "text"
     runs, run_line_magic = [], shell.run_line_magic
+    def stops():
+        return getattr(shell.magics_manager.registry.get("Kale"), "stop_on_failure", True)
     def watched(name, line, _stack_depth=1):
         try:
             result = run_line_magic(name, line, _stack_depth=_stack_depth + 1)
         except Exception as error:
             if name == "kale_run" and getattr(error, "run", None) is not None:
-                runs.append(error.run)
+                runs.append((error.run, stops()))
             raise
         if name == "kale_run" and result is not None:
-            runs.append(result)
+            runs.append((result, stops()))
         return result
     shell.run_line_magic = watched
     return runs
@@ -53,9 +55,9 @@ def _kale_cli_report(runs):
         value = value.item() if hasattr(value, "item") else value
         return value if isinstance(value, (bool, int, float, str)) else repr(value)
     out = []
-    for run in runs:
+    for run, stops in runs:
         run.wait()
-        out.append({"id": run.id, "status": run.status,
+        out.append({"id": run.id, "status": run.status, "stops": stops,
                     "metrics": {k: plain(v) for k, v in dict(run.metrics).items()}})
     print(%r + json.dumps(out))
 _kale_cli_report(_kale_cli_runs)
@@ -67,6 +69,7 @@ class RunOutcome:
     id: str
     status: str
     metrics: dict
+    stops: bool = True  # Kale.stop_on_failure when it ran: does its failure stop the notebook
 
 
 @dataclass

@@ -22,14 +22,15 @@ class SettingError(KaleError):
     label = "kale-magic"
 
 
-def run_pipeline(nb, path: Path, options: dict):
-    """The Run of the pipeline in ``nb`` (the notebook at ``path``): its ``%kale_run`` options with
-    ``options`` (option name -> value; ``param`` values are added) over them; a failed run is
-    returned, not raised."""
+def run_pipeline(nb, path: Path, options: dict) -> tuple[list, bool]:
+    """(runs, whether a failed run stops the notebook): one Run per ``%kale_run`` line of ``nb`` (the
+    notebook at ``path``), in order, each with the cells above it recorded, its options with ``options``
+    (option name -> value; ``param`` values are added) over them, as "Run All" would run them.  A failed
+    run is returned, not raised; it ends the list unless the notebook sets ``Kale.stop_on_failure = False``."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from ..extension.static import dynamic_code_warnings, read_annotations, run_arguments
+    from ..extension.static import RunLine, dynamic_code_warnings, read_annotations, run_arguments
 
     found = read_annotations(nb)
     for warning in dynamic_code_warnings(found.cells):
@@ -40,16 +41,22 @@ def run_pipeline(nb, path: Path, options: dict):
     shell.run_line_magic("load_ext", "kale_magic")
     magics = shell.magics_manager.registry["Kale"]
     _configure(magics, {**found.config, "panel": "text", "notebook_path": str(path)})
-    for cell in found.cells:
-        magics.session.record(cell)
-    args = run_arguments(found.run_line)
-    for name, value in options.items():
-        setattr(args, name, getattr(args, name) + value if name == "param" else value)
-    try:
-        run = magics.start(args)
-    except RunFailed as failure:
-        return failure.run
-    return run.wait()
+    runs, recorded = [], 0
+    for line in found.runs or [RunLine("", len(nb.cells), len(found.cells))]:
+        for cell in found.cells[recorded:line.recorded]:
+            magics.session.record(cell)
+        recorded = line.recorded
+        args = run_arguments(line.options)
+        for name, value in options.items():
+            setattr(args, name, getattr(args, name) + value if name == "param" else value)
+        try:
+            run = magics.start(args).wait()
+        except RunFailed as failure:
+            run = failure.run
+        runs.append(run)
+        if run.status == "failed" and magics.stop_on_failure:
+            break
+    return runs, magics.stop_on_failure
 
 
 def _configure(magics, settings: dict) -> None:

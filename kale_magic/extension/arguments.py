@@ -91,6 +91,7 @@ def kale_run():
 @argument("--last", type=int, help="Only the N most recent runs.")
 @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
 @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
+@argument("--all", action="store_true", help="The runs of every notebook in the folder, not only this one's.")
 def kale_runs():
     """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
 

@@ -208,7 +208,7 @@ class Kale(Magics):
 
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
-                        options: StepOptions = StepOptions()):
+                        options: StepOptions = StepOptions(), silent: bool = False):
         from ..plan.planner import is_bookkeeping
 
         cell = cell.rstrip("\n")
@@ -220,7 +220,7 @@ class Kale(Magics):
             self._warm(key, python)  # the worker imports them while the kernel does
         self._depth += 1
         try:
-            result = self.shell.run_cell(cell, store_history=False)
+            result = self.shell.run_cell(cell, store_history=False, silent=silent)
         finally:
             self._depth -= 1
         created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not is_bookkeeping(n))
@@ -257,7 +257,20 @@ class Kale(Magics):
     @cell_magic
     def metrics(self, line, cell):
         """Pipeline metrics: one variable name per line, logged by the step that produces it."""
-        self._record_and_run("metrics", cell)
+        self._record_and_run("metrics", cell, silent=True)
+        self._show_metrics(cell)
+
+    def _show_metrics(self, cell: str) -> None:
+        """Every metric the cell names with its value, one line, not only the last expression's."""
+        from ..errors import ValidationError
+        from ..plan.analysis import metric_names
+
+        try:
+            names = metric_names(self.shell.transform_cell(cell))
+        except ValidationError:
+            return  # %kale_run names the bad line; the cell itself ran
+        ns = self.shell.user_ns
+        print("metrics: " + ", ".join(f"{name} = {ns[name]!r}" for name in names if name in ns))
 
     @cell_magic
     def skip(self, line, cell):
@@ -323,9 +336,13 @@ class Kale(Magics):
         from ..history.views import runs_view
 
         args = arguments.parse(arguments.kale_runs, line)
-        with RunStore.for_workspace(self._workspace().root) as store:
+        workspace = self._workspace()
+        # this notebook's pipeline: the one its last run ran (--pipeline may have named it), else its file's
+        ran = getattr(getattr(self.last_run, "plan", None), "pipeline", None)
+        pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
+        with RunStore.for_workspace(workspace.root) as store:
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
-                             compare=args.compare)
+                             compare=args.compare, pipeline=pipeline, short=True)
 
     @line_magic
     @arguments.documented_by(arguments.kale_debug)
@@ -372,15 +389,11 @@ class Kale(Magics):
     @line_magic
     @arguments.documented_by(arguments.kale_cache)
     def kale_cache(self, line):
-        from ..cache import CacheIndex, clear
+        from ..cache import clear, holdings
 
         args = arguments.parse(arguments.kale_cache, line)
         kale = self._workspace().kale
-        if args.clear:
-            print(clear(kale, older_than=args.older_than))
-        else:
-            print(f"kale: {len(CacheIndex(kale).entries())} cached step results in {kale.cache_entries.parent}; "
-                  "%kale_cache --clear [--older-than DAYS] frees their disk")
+        print(clear(kale, older_than=args.older_than) if args.clear else holdings(kale))
 
     # the plan ---------------------------------------------------------------------------------
     def plan(self, request=None):

@@ -24,6 +24,17 @@ KALE_RUN = re.compile(r"%kale_run\b([^\n]*)")
 _CONFIG = re.compile(r"^\s*%config\s+Kale\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 # Code whose effect on global names only shows when it runs.
 _DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "setattr", "__import__"}
+SHOWN_NAMES = 8  # values named in compile's one warning about unknown types
+
+
+@dataclass(frozen=True)
+class RunLine:
+    """One ``%kale_run`` line: its options as typed, its cell, and how many annotated cells precede it (what
+    the notebook has recorded when "Run All" reaches it)."""
+
+    options: str
+    cell: int
+    recorded: int
 
 
 @dataclass
@@ -31,8 +42,13 @@ class StaticNotebook:
     """The annotations a notebook's sources hold."""
 
     cells: list[RecordedCell] = field(default_factory=list)
-    run_line: str = ""  # options of the notebook's first %kale_run, as typed
+    runs: list[RunLine] = field(default_factory=list)  # every %kale_run line, in notebook order
     config: dict[str, object] = field(default_factory=dict)  # Kale.<trait> = literal, from %config lines
+
+    @property
+    def run_line(self) -> str:
+        """The options of the first ``%kale_run`` (what ``kale-magic compile`` builds)."""
+        return self.runs[0].options if self.runs else ""
 
 
 def read_annotations(nb) -> StaticNotebook:
@@ -47,8 +63,7 @@ def read_annotations(nb) -> StaticNotebook:
         source = cell.source.lstrip("\n")
         for trait, value in _CONFIG.findall(source):
             found.config[trait] = _config_value(trait, value, index)
-        if not found.run_line and (run := KALE_RUN.search(source)):
-            found.run_line = run.group(1).strip()
+        found.runs += [RunLine(run.group(1).strip(), index, len(found.cells)) for run in KALE_RUN.finditer(source)]
         match = _CELL_MAGIC.match(source.split("\n", 1)[0])
         if not match or match.group(1) not in CELL_KINDS:
             continue
@@ -122,13 +137,17 @@ def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
 
 
 def _warnings(plan, cells: list[RecordedCell]) -> list[str]:
-    """Where a live kernel would know more than the sources say, one line per variable or cell."""
+    """Where a live kernel would know more than the sources say: one line for the untyped values, one per
+    note or cell."""
     out = []
-    for transfer in plan.transfers():
-        users = [s.name for s in plan.steps.values() if transfer in s.inputs]
-        out.append(f"'{transfer.name}' ({transfer.producer} -> {', '.join(users)}): type unknown "
-                   f"without running the notebook; its format is chosen from the value at run time.")
-    return out + dynamic_code_warnings(cells)
+    names = [f"'{t.name}'" for t in plan.transfers()]
+    if names:  # one line for all of them: the same is true of each
+        shown = ", ".join(names[:SHOWN_NAMES]) + (f" and {len(names) - SHOWN_NAMES} more"
+                                                  if len(names) > SHOWN_NAMES else "")
+        out.append(f"{len(names)} value{'s' if len(names) > 1 else ''} flow between steps ({shown}) with "
+                   "types unknown without running the notebook: each one's format is chosen from the value "
+                   "when its step saves it, and its KFP artifact type is Artifact.")
+    return out + list(plan.notes) + dynamic_code_warnings(cells)
 
 
 def dynamic_code_warnings(cells: list[RecordedCell]) -> list[str]:

@@ -307,7 +307,9 @@ class RunStore:
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchall() or \
                 conn.execute("SELECT * FROM runs WHERE substr(run_id, 1, ?) = ?",
-                             (len(run_id), run_id)).fetchall()
+                             (len(run_id), run_id)).fetchall() or \
+                conn.execute("SELECT * FROM runs WHERE substr(run_id, -?) = ?",  # the short id %kale_runs shows
+                             (len(run_id) + 1, "-" + run_id)).fetchall()
             return [self._record(row) for row in rows]
 
     def _record(self, row: sqlite3.Row) -> RunRecord:

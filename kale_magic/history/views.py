@@ -62,26 +62,36 @@ def _columns(records):
             + [(f"metric:{m}" if m in params else m, "metrics", m) for m in metrics])
 
 
-def _rows(records):
+def short_ids(records: list[RunRecord]) -> dict[str, str]:
+    """run id -> what to show: its random last part (``3fa2c1`` of ``20261201-104512-3fa2c1``), which
+    ``%kale_runs --compare``, ``kale-magic show`` and ``--resume`` accept; the whole id where two would clash."""
+    tails = [record.run_id.rsplit("-", 1)[-1] for record in records]
+    return {record.run_id: tail if tails.count(tail) == 1 else record.run_id
+            for record, tail in zip(records, tails)}
+
+
+def _rows(records, short: bool = False):
     """(run id, column -> value); a failed run's error is a column too, so no failed row lacks its reason."""
     columns = _columns(records)
     errors = any(record.error for record in records)
     scheduled = any("scheduled by" in record.links for record in records)
+    shown = short_ids(records) if short else {r.run_id: r.run_id for r in records}
     for record in records:
         fixed = {"experiment": record.experiment, "pipeline": record.pipeline, "started": _when(record.started),
                  "status": record.status, "engine": record.engine}
         if scheduled:  # runs a KFP schedule started (recorded by %kale_schedules): which schedule
             fixed["schedule"] = record.links.get("scheduled by", "")
         values = fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
-        yield record.run_id, values | ({"error": record.error} if errors else {})
+        yield shown[record.run_id], values | ({"error": record.error} if errors else {})
 
 
 class RunsTable:
     """Runs side by side: parameters and metrics as columns, the best value of each metric highlighted."""
 
-    def __init__(self, records: list[RunRecord], plot: str | None = None):
+    def __init__(self, records: list[RunRecord], plot: str | None = None, short: bool = False):
         self.records = records
         self.plot = plot
+        self.short = short  # rows named by short run ids (a notebook's view)
         self.metrics = _names(records, "metrics")
         self.frame = self._frame()
 
@@ -90,7 +100,7 @@ class RunsTable:
             import pandas as pd
         except ImportError:
             return None
-        rows = dict(_rows(self.records))
+        rows = dict(_rows(self.records, self.short))
         labels = list(next(iter(rows.values()), {}))
         frame = pd.DataFrame({label: _column(pd, [values[label] for values in rows.values()]) for label in labels},
                              index=pd.Index(list(rows), name="run"))
@@ -101,8 +111,9 @@ class RunsTable:
 
     def _best_cells(self) -> dict[str, str]:
         """column label -> run id holding the best value."""
+        shown = short_ids(self.records) if self.short else {r.run_id: r.run_id for r in self.records}
         best = {self._metric_label(m): best_run(self.records, m) for m in self.metrics}
-        return {label: run for label, run in best.items() if run is not None}
+        return {label: shown[run] for label, run in best.items() if run is not None}
 
     def _table_html(self) -> str:
         if not self.records:
@@ -113,7 +124,7 @@ class RunsTable:
                 return self._styled(best)
             except ImportError:  # Styler needs jinja2
                 pass
-        rows = list(_rows(self.records))
+        rows = list(_rows(self.records, self.short))
         headers = ["run", *rows[0][1]]
         head = "".join(f"<th>{esc(h)}</th>" for h in headers)
         body = "".join(
@@ -142,15 +153,17 @@ class RunsTable:
         if not self.records:
             return "No runs recorded yet."
         if self.frame is not None:
-            text = self.frame.astype(object).where(self.frame.notna(), "").to_string()  # missing: blank
+            # missing values blank; the run id a column, so the header is one line and each run one line
+            text = self.frame.astype(object).where(self.frame.notna(), "").reset_index().to_string(index=False)
         else:
             text = "\n".join(f"{run}  " + "  ".join(f"{k}={v}" for k, v in values.items())
-                             for run, values in _rows(self.records))
+                             for run, values in _rows(self.records, self.short))
         best = [f"{m}: {run}" for m, run in self._best_cells().items()]
         if best:
             text += "\nbest  " + ", ".join(best)
         if self.plot:
-            text += "\n" + metric_text(self.records, self.plot)
+            shown = short_ids(self.records) if self.short else None
+            text += "\n" + metric_text(self.records, self.plot, shown)
         return text
 
 
@@ -166,9 +179,10 @@ def metric_points(records: list[RunRecord], metric: str) -> list[tuple[str, floa
     return [(r.run_id, v) for r in records if (v := _number(r.metrics.get(metric))) is not None]
 
 
-def metric_text(records: list[RunRecord], metric: str) -> str:
+def metric_text(records: list[RunRecord], metric: str, shown: dict[str, str] | None = None) -> str:
     points = metric_points(records, metric)
-    return f"{metric} over runs: " + (", ".join(f"{run}={v:g}" for run, v in points) or "no values")
+    return f"{metric} over runs: " + (", ".join(f"{(shown or {}).get(run, run)}={v:g}" for run, v in points)
+                                      or "no values")
 
 
 def metric_svg(records: list[RunRecord], metric: str, width: int = 420, height: int = 160) -> str:
@@ -284,8 +298,11 @@ def _code_change(a, b) -> str:
 
 
 def runs_view(store, *, experiment: str | None = None, last: int | None = None,
-              plot: str | None = None, compare: tuple[str, str] | None = None):
-    """The object ``%kale_runs`` returns for its options."""
+              plot: str | None = None, compare: tuple[str, str] | None = None, pipeline: str | None = None,
+              short: bool = False):
+    """The object ``%kale_runs`` returns for its options; ``pipeline`` keeps that pipeline's runs only."""
     if compare:
         return RunComparison(store.get(compare[0]), store.get(compare[1]))
-    return RunsTable(store.runs(experiment=experiment, last=last), plot=plot)
+    records = store.runs(experiment=experiment)
+    records = [r for r in records if pipeline is None or r.pipeline == pipeline]
+    return RunsTable(records[-last:] if last else records, plot=plot, short=short)

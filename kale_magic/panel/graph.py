@@ -35,6 +35,7 @@ PAD, ICON = 10, 16  # px: inside a node, before its text; the status icon's plac
 FILLS = {"pending": "#fafafa", "running": "#e3f2fd", "succeeded": "#e8f5e9", "failed": FAILED_FILL,
          "cached": "#e0f7fa", "skipped": "#f5f5f5"}
 PLAN_STROKE, EDGE_STROKE = "#607d8b", "#9e9e9e"
+LONG_STROKE = "#7e9cc0"  # a long edge (values from an ancestor past its children): told apart from the others
 
 
 # -- what is written where ---------------------------------------------------
@@ -120,10 +121,13 @@ def _edge_path(geo: Layout, edge: Edge) -> tuple[str, str]:
 def _edge_svg(geo: Layout, edge: Edge) -> str:
     d, head = _edge_path(geo, edge)
     dash = "" if edge.names else ' stroke-dasharray="4 3"'
+    stroke, long = (LONG_STROKE, ' data-long="true"') if edge.long else (EDGE_STROKE, "")
+    tip = (f"<title>{text(', '.join(edge.names))}: {text(edge.producer)} → {text(edge.consumer)}, "
+           f"past the steps between them</title>") if edge.long else ""
     return (f'<g class="kale-edge" data-from="{text(edge.producer)}" data-to="{text(edge.consumer)}" '
-            f'data-values="{text(",".join(edge.names))}">'
-            f'<path d="{d}" fill="none" stroke="{EDGE_STROKE}" stroke-width="1.3"{dash}/>'
-            f'<path d="{head}" fill="{EDGE_STROKE}"/></g>')
+            f'data-values="{text(",".join(edge.names))}"{long}>{tip}'
+            f'<path d="{d}" fill="none" stroke="{stroke}" stroke-width="1.3"{dash}/>'
+            f'<path d="{head}" fill="{stroke}"/></g>')
 
 
 def _value_svg(plan: Plan, geo: Layout, key: Key) -> str:

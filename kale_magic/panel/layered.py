@@ -2,7 +2,8 @@
 
 1. **Layers** by longest path from the roots: a step sits one layer below its
    deepest parent, so independent branches end up side by side.
-2. **Edge items.**  Between two layers lies a half-layer holding what flows:
+2. **Edge items.**  Every flow is an edge (:meth:`Plan.flows`: parent -> child, and long edges
+   from an ancestor whose values a step loads directly).  Between two layers lies a half-layer holding what flows:
    one value label per producer and set of names (consumers reading the same
    values share it), and dummies where an edge skips layers.  Labels and long
    edges take part in ordering and spacing like nodes, so they never overlap a
@@ -36,12 +37,14 @@ Size = Callable[[Key], tuple[float, float]]  # an item's (width, height) drawn t
 
 @dataclass(frozen=True)
 class Edge:
-    """A producer → consumer edge and the items it passes through (both ends included)."""
+    """A producer → consumer edge and the items it passes through (both ends included); ``long`` when the
+    producer is an ancestor, not a parent, of the consumer."""
 
     producer: str
     consumer: str
     names: tuple[str, ...]
     chain: tuple[Key, ...]
+    long: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,14 @@ def _items(plan: Plan):
     layer = _layers(plan)
     rank: dict[Key, int] = {("step", name): 2 * layer[name] for name in plan.steps}
     edges = []
-    for producer, consumer, names in plan.edges():
+    for producer, consumer, names in plan.flows():
         first, last = 2 * layer[producer] + 1, 2 * layer[consumer] - 1
         via = [("value", producer, names) if names else ("via", producer, consumer, first)]
         via += [("via", producer, consumer, r) for r in range(first + 1, last + 1)]
         for key, r in zip(via, range(first, last + 1)):
             rank[key] = r
-        edges.append(Edge(producer, consumer, names, (("step", producer), *via, ("step", consumer))))
+        edges.append(Edge(producer, consumer, names, (("step", producer), *via, ("step", consumer)),
+                          producer not in plan.steps[consumer].parents))
     up: dict[Key, list[Key]] = {key: [] for key in rank}
     down: dict[Key, list[Key]] = {key: [] for key in rank}
     for edge in edges:

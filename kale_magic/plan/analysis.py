@@ -32,6 +32,10 @@ INPLACE_ONLY = frozenset({
     "set_index", "reset_index", "rename", "drop", "dropna", "fillna", "replace",
     "sort_values", "sort_index",
 })
+# What hands out a container's own items (not copies of them): a name bound from these, or a loop
+# variable over them, is an alias, and changing it in place changes the container.
+ITEM_METHODS = frozenset({"values", "items", "keys", "get", "copy", "__getitem__"})
+ITEM_BUILTINS = frozenset({"enumerate", "reversed", "sorted", "list", "tuple", "iter", "zip", "filter", "set"})
 
 
 @dataclass
@@ -44,6 +48,9 @@ class Names:
     functions: dict[str, set[str]] = field(default_factory=dict)  # def name -> globals it reads
     deferred: set[str] = field(default_factory=set)  # reads that happen only inside function bodies
     star_import: bool = False
+    # name changed in place -> the code it came from, where that may hold items of a global container the
+    # analysis cannot name (``for m in pick(models): m.fit(X)``)
+    unsure: dict[str, str] = field(default_factory=dict)
 
     @property
     def changed(self) -> set[str]:
@@ -93,6 +100,8 @@ class _Flow(ast.NodeVisitor):
         self.names = names
         self.bound = bound
         self.deferred: set[str] = set()  # reads inside function bodies, resolved at the end
+        self.aliases: dict[str, set[str]] = {}  # name -> the containers whose item it is
+        self.unknown: dict[str, str] = {}  # name -> code of an item of something the analysis cannot follow
 
     # bookkeeping -----------------------------------------------------------
     def read(self, name: str) -> None:
@@ -102,12 +111,39 @@ class _Flow(ast.NodeVisitor):
     def write(self, name: str) -> None:
         self.bound.add(name)
         self.names.writes.add(name)
+        self.aliases.pop(name, None)  # rebound: no longer an item of what it came from
+        self.unknown.pop(name, None)
 
     def mutate(self, node: ast.AST) -> None:
         name = base_name(node)
         if name:
             self.read(name)
             self.names.mutates.add(name)
+            for container in sorted(self.aliases.get(name, ())):  # m.fit(X) changes models too
+                self.read(container)
+                self.names.mutates.add(container)
+            if name in self.unknown:
+                self.names.unsure.setdefault(name, self.unknown[name])
+
+    def alias(self, targets: list[ast.AST], source: ast.AST, *, items: bool) -> None:
+        """Bind ``targets`` as items of what ``source`` (its items, with ``items``) holds."""
+        containers = _containers(source, items)
+        for target in targets:
+            for node in ast.walk(target):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    if containers:
+                        self.aliases[node.id] = containers
+                    elif containers is None:
+                        self.unknown[node.id] = ast.unparse(source)
+
+    def visit_For(self, node: ast.For) -> None:
+        self.visit(node.iter)
+        self.visit(node.target)
+        self.alias([node.target], node.iter, items=True)
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
 
     # names and assignments -------------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
@@ -120,6 +156,11 @@ class _Flow(ast.NodeVisitor):
         self.visit(node.value)
         for target in node.targets:
             self.visit(target)
+        unpacking = [t for t in node.targets if isinstance(t, (ast.Tuple, ast.List))]
+        if unpacking:  # a, b = models.values()
+            self.alias(unpacking, node.value, items=True)
+        if isinstance(node.value, (ast.Subscript, ast.Attribute)) or _item_call(node.value):
+            self.alias([t for t in node.targets if isinstance(t, ast.Name)], node.value, items=False)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         if node.value is not None:
@@ -164,11 +205,8 @@ class _Flow(ast.NodeVisitor):
         self._magic_code(node)
         func = node.func
         method = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-        inplace = any(k.arg == "inplace" and getattr(k.value, "value", False) is True for k in node.keywords)
-        if isinstance(func, ast.Attribute):
-            trailing_underscore = method.endswith("_") and not method.startswith("__")
-            if (method in MUTATING_METHODS and method not in INPLACE_ONLY) or trailing_underscore or inplace:
-                self.mutate(func.value)
+        if isinstance(func, ast.Attribute) and _mutating(node):
+            self.mutate(func.value)
         if method in ARGUMENT_MUTATORS and node.args:
             self.mutate(node.args[0])
 
@@ -261,8 +299,84 @@ class _Flow(ast.NodeVisitor):
         self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
         for name in sorted(scope_globals(node)[0]):
             self.read(name)
+        # [m.fit(X, y) for m in models.values()]: the items it changes are the container's
+        items = {}
+        for generator in node.generators:
+            containers = _containers(generator.iter, True)
+            for target in ast.walk(generator.target):
+                if isinstance(target, ast.Name):
+                    items[target.id] = containers
+        for call in ast.walk(node):
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and _mutating(call):
+                name = base_name(call.func.value)
+                if name in items and items[name]:
+                    for container in sorted(items[name]):
+                        self.read(container)
+                        self.names.mutates.add(container)
+                elif name in items:
+                    self.names.unsure.setdefault(name, ast.unparse(node))
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
+
+
+def _mutating(call: ast.Call) -> bool:
+    """Whether a method call changes its receiver in place (``fit``, ``append``, ``add_``, ``inplace=True``)."""
+    method = call.func.attr
+    inplace = any(k.arg == "inplace" and getattr(k.value, "value", False) is True for k in call.keywords)
+    trailing_underscore = method.endswith("_") and not method.startswith("__")
+    return (method in MUTATING_METHODS and method not in INPLACE_ONLY) or trailing_underscore or inplace
+
+
+def _item_call(node: ast.AST) -> bool:
+    """``models.get("svm")``: a call that hands out one of a container's items."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "__getitem__", "pop", "setdefault"))
+
+
+def _containers(node: ast.AST, items: bool) -> set[str] | None:
+    """The globals whose items ``node`` holds (its items, with ``items``): ``{'models'}`` for
+    ``models.values()``, ``models['svm']``, ``enumerate(zip(names, models))``; empty when it holds no
+    container's items (``range(n)``, a literal); None when a call the analysis cannot follow takes a name."""
+    if isinstance(node, ast.Name):
+        return {node.id} if items else set()
+    if isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        return _containers(node.value, True)
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        found: set[str] = set()
+        for element in node.elts:
+            inner = _containers(element, not items)
+            if inner is None:
+                return None
+            found |= inner
+        return found
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Attribute) and func.attr in ITEM_METHODS | {"pop", "setdefault"}:
+            return _containers(func.value, True)
+        if isinstance(func, ast.Name) and func.id in ITEM_BUILTINS:
+            found = set()
+            for arg in node.args[1:] if func.id == "filter" else node.args:
+                inner = _containers(arg, True)
+                if inner is None:
+                    return None
+                found |= inner
+            return found
+        if isinstance(func, ast.Name) and func.id in ("range", "len", "int", "float", "str", "bool"):
+            return set()
+        takes = [n for arg in [*node.args, *(k.value for k in node.keywords)] for n in ast.walk(arg)
+                 if isinstance(n, ast.Name)]
+        receiver = base_name(func.value) if isinstance(func, ast.Attribute) else None
+        return None if takes or receiver else set()
+    return set()
+
+
+def argument_names(source: str) -> list[str]:
+    """Names ``source`` passes to what it calls or iterates (not the callees): ``['models']`` for
+    ``pick(models, k)``'s first candidate container."""
+    tree = ast.parse(source)
+    callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    return list(dict.fromkeys(n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                              and isinstance(n.ctx, ast.Load) and id(n) not in callees))
 
 
 def module_names(sources) -> list[str]:

@@ -49,6 +49,7 @@ class Plan:
     description: str = ""
     notebook_path: Path | None = None
     order_source: str = "execution order"  # or "notebook file <path>"
+    notes: tuple[str, ...] = ()  # what validation could not tell, with the fix (not problems: the run goes on)
 
     def edges(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """(parent, child, names that flow from parent to child), parents' edges first."""
@@ -57,6 +58,21 @@ class Plan:
             for parent in step.parents:
                 names = tuple(t.name for t in step.inputs if t.producer == parent)
                 out.append((parent, step.name, names))
+        return out
+
+    def flows(self) -> list[tuple[str, str, tuple[str, ...]]]:
+        """Every producer -> consumer pair, with the names that flow: the parent -> child edges, and per
+        step a *long* edge from each ancestor whose values it loads directly, skipping a generation
+        (``X_test`` from ``features`` to ``evaluate`` past ``train``).  What the pictures draw."""
+        out = []
+        for step in self.steps.values():
+            out += [(parent, step.name, tuple(t.name for t in step.inputs if t.producer == parent))
+                    for parent in step.parents]
+            skipping: dict[str, list[str]] = {}
+            for t in step.inputs:
+                if t.producer not in step.parents:
+                    skipping.setdefault(t.producer, []).append(t.name)
+            out += [(producer, step.name, tuple(names)) for producer, names in skipping.items()]
         return out
 
     def transfers(self) -> list[Transfer]:

@@ -203,7 +203,20 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
         functions=tuple(c.source for c in kinds["functions"]),
         parameters=parameters, metrics=tuple(metrics),
         notebook_path=notebook_path, order_source=order_source,
+        notes=tuple(note for name in order for note in _unsure_notes(name, step_names[name][0])),
     )
+
+
+def _unsure_notes(step: str, names: analysis.Names) -> list[str]:
+    """Changes in place the analysis cannot trace back to a container, said with the fix."""
+    out = []
+    for name, source in sorted(names.unsure.items()):
+        held = next(iter(analysis.argument_names(source)), None)
+        rebind = f"{held} = {held}" if held else "CONTAINER = CONTAINER"
+        out.append(f"step '{step}' changes '{name}' in place, but '{name}' comes from '{source}', which the "
+                   f"analysis cannot follow: if that hands out items of a value later steps read, rebind that "
+                   f"value after the change ('{rebind}') so the changed value flows on.")
+    return out
 
 
 def analysis_kinds() -> tuple[str, ...]:

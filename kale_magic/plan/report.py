@@ -17,11 +17,12 @@ def plan_text(plan: Plan) -> str:
         extra += f"; metrics: {', '.join(step.metrics)}" if step.metrics else ""
         extra += f"; reads: {', '.join(step.options.reads)}" if step.options.reads else ""
         lines.append(f"  {step.name}{after}{extra}")
-    edges = plan.edges()
-    if edges:
+    flows = plan.flows()
+    if flows:
         lines.append("Edges:")
-    for parent, child, names in edges:
-        lines.append(f"  {parent} -> {child}: {', '.join(names) or '(order only)'}")
+    for producer, consumer, names in flows:
+        long = "" if producer in plan.steps[consumer].parents else " (a long edge: past the steps between them)"
+        lines.append(f"  {producer} -> {consumer}: {', '.join(names) or '(order only)'}{long}")
     transfers = [t for s in plan.steps.values() for t in s.inputs]
     if transfers:
         lines.append("Values:")
@@ -35,4 +36,7 @@ def plan_text(plan: Plan) -> str:
                          f"{t.producer} -> {', '.join(consumers)}")
     if plan.metrics:
         lines.append("Metrics: " + ", ".join(plan.metrics))
+    if plan.notes:
+        lines.append("Notes:")
+        lines += [f"  {note}" for note in plan.notes]
     return "\n".join(lines)

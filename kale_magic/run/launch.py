@@ -139,7 +139,9 @@ def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
     state.set_parameters(plan.parameters)
     state.set_plan(plan)
     flows = sum(len(s.inputs) for s in plan.steps.values())
-    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow",
+    notes = f"; note: {plan.notes[0]}" + (f" (and {len(plan.notes) - 1} more in the report)"
+                                            if len(plan.notes) > 1 else "") if plan.notes else ""
+    state.task("Validate", "done", f"{len(plan.steps)} steps, {len(plan.edges())} edges, {flows} values flow{notes}",
                report=str(run_dir.validation))
 
 
@@ -159,7 +161,8 @@ def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell
         state.fail("Snapshot", str(exc))
         raise
     state.set_ids(snapshot_id=ref.id)
-    state.add_links(snapshot=str(ref.manifest))
+    if run_dir.workspace.is_dir():  # the header links the snapshot's files as the steps see them; the row, its manifest
+        state.add_links(snapshot=str(run_dir.workspace))
     state.task("Snapshot", "done", message, manifest=str(ref.manifest))
 
 

@@ -13,14 +13,10 @@ from jupyter_server.base.handlers import AuthenticatedFileHandler, JupyterHandle
 from tornado import web
 
 from ..layout import KALE_DIR
+from . import pages
 
 # Shown in the browser rather than downloaded.
 TEXT = frozenset({".log", ".txt", ".yaml", ".yml", ".py", ".md", ".csv", ".cfg", ".toml"})
-PAGE = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>"
-        "body{{font-family:sans-serif;margin:1.5em}} li{{margin:0.2em 0;font-family:monospace}}"
-        " pre{{background:#f5f5f5;padding:0.5em;overflow-x:auto}} .jp-OutputArea pre{{background:none}}"
-        " .jp-Cell{{margin-bottom:1em}} .jp-OutputArea{{border-left:3px solid #ddd;padding-left:0.5em}}"
-        "</style></head><body><h3>{title}</h3>{body}</body></html>")
 
 
 class RunFilesHandler(AuthenticatedFileHandler):
@@ -37,10 +33,11 @@ class RunFilesHandler(AuthenticatedFileHandler):
     async def get(self, path: str, include_body: bool = True) -> None:
         self.check_xsrf_cookie()
         target = self._target(path)
+        render = None if target.is_dir() else pages.page_for(target, bool(self.get_argument("raw", None)))
         if target.is_dir():
             self.finish(self._index(target))
-        elif target.suffix == ".ipynb" and not self.get_argument("raw", None):
-            self.finish(await asyncio.to_thread(_rendered_notebook, target))  # not on the server's loop
+        elif render is not None:
+            self.finish(await asyncio.to_thread(render))  # not on the server's loop
         else:
             await web.StaticFileHandler.get(self, path, include_body)
 
@@ -79,15 +76,6 @@ class RunFilesHandler(AuthenticatedFileHandler):
         if folder.name != KALE_DIR:
             items.insert(0, f'<li><a href="{html.escape(here.rsplit("/", 1)[0])}">../</a></li>')
         root = Path(self.root).resolve()
-        return PAGE.format(title=html.escape(folder.relative_to(root).as_posix() + "/"),
-                           body="<ul>" + "".join(items) + "</ul>" if entries else "<p>(empty)</p>")
+        return pages.page(folder.relative_to(root).as_posix() + "/",
+                          "<ul>" + "".join(items) + "</ul>" if entries else "<p>(empty)</p>")
 
-
-def _rendered_notebook(path: Path) -> str:
-    """The executed step notebook as HTML, without the scripts nbconvert's full templates fetch
-    (nbconvert is a dependency of the server itself)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    body, _ = HTMLExporter(template_name="basic").from_notebook_node(nbformat.read(str(path), as_version=4))
-    return PAGE.format(title=html.escape(path.name), body=body)

@@ -18,7 +18,7 @@ from . import DEFAULT_MAX_BYTES, DEFAULT_WARN_BYTES, diff, list_snapshots, prune
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("snapshot", help="create, list, restore and compare workspace snapshots")
     parser.add_argument("--store", type=Path, help="snapshot store (default: ROOT/.kale/snapshots)")
-    parser.add_argument("--root", type=Path, default=Path("."), help="workspace folder (default: .)")
+    _workspace_options(parser, Path("."))
     commands = parser.add_subparsers(dest="snapshot_command", required=True)
 
     create = commands.add_parser("create", help="snapshot the workspace now")
@@ -43,7 +43,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     prune_cmd = commands.add_parser("prune", help="delete all but the newest snapshots and unshared content")
     prune_cmd.add_argument("--keep", type=int, required=True, metavar="N", help="how many of the newest to keep")
     prune_cmd.set_defaults(func=_prune)
+    for command in commands.choices.values():  # --dir after the subcommand too, as on `kale-magic runs`
+        _workspace_options(command, argparse.SUPPRESS)
     return parser
+
+
+class _OldSpelling(argparse.Action):
+    """``--root``: what ``--dir`` was called here before every subcommand spelled it ``--dir``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print("kale-magic: snapshot --root is deprecated; use --dir (as every kale-magic command does).",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _workspace_options(parser, default) -> None:
+    parser.add_argument("--dir", dest="root", type=Path, default=default, metavar="DIR",
+                        help="the notebooks' folder, the workspace (default: .)")
+    parser.add_argument("--root", dest="root", type=Path, default=default, action=_OldSpelling,
+                        help=argparse.SUPPRESS)
 
 
 def _store(args) -> Path:

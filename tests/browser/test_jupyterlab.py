@@ -37,7 +37,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 CELLS = [
     "%load_ext kale_magic",
     "%%parameters\nscale = 2",
-    "%%step make\ndata = [1, 2, 3]\nprint('made', data)",
+    "%%step make\ndata = [1, 2, 3]",  # prints nothing: its log page says so
     "%%step score\ntotal = sum(data) * scale\nprint('scored', total)",
     "%%metrics\ntotal",
     "good = %kale_run --experiment browser",
@@ -105,11 +105,13 @@ def _notebook_page(browser, lab, cells, name, url_path="lab/tree"):
         page.close()
 
 
-def _wait_for_idle_kernel(server, deadline: float = 60) -> None:
-    """The notebook's kernel has started and is idle (asked from the server, the same for Lab and Notebook 7)."""
+def _wait_for_idle_kernel(server, deadline: float = 180) -> None:
+    """The notebook's kernel has started and is idle (asked from the server, the same for Lab and Notebook 7;
+    a busy server may take a while to answer, so each request waits as long as the whole)."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
-        with urllib.request.urlopen(f"{server['url']}/api/sessions?token={server['token']}", timeout=5) as answer:
+        with urllib.request.urlopen(f"{server['url']}/api/sessions?token={server['token']}",
+                                    timeout=deadline) as answer:
             if any(s["kernel"]["execution_state"] == "idle" for s in json.load(answer)):
                 return
         time.sleep(0.3)
@@ -123,8 +125,11 @@ def _panel_rows(panel) -> list[tuple[str, str]]:
 
 # What the page a link opens must show, by row (the header is "run") and link label ("error": a graph node).
 LINK_CONTENT = {
-    ("run", "snapshot"): '"files"', ("Snapshot", "manifest"): '"files"', ("Validate", "report"): "Pipeline '",
-    ("Compile", "notebooks"): ".ipynb", ("make", "notebook"): "data = [1, 2, 3]", ("make", "log"): "made [1, 2, 3]",
+    # the header's snapshot: the files the steps worked in (a folder); the row's manifest: a page about them
+    ("run", "snapshot"): "pipeline.ipynb", ("Snapshot", "manifest"): "installed distributions",
+    ("Validate", "report"): "Pipeline '",
+    ("Compile", "notebooks"): ".ipynb", ("make", "notebook"): "data = [1, 2, 3]",
+    ("make", "log"): "(this step printed nothing)",
     ("score", "notebook"): "total = sum(data) * scale", ("score", "log"): "scored 12",
     ("read", "notebook"): "FileNotFoundError", ("read", "log"): "FileNotFoundError",
     ("read", "error"): "FileNotFoundError",
@@ -143,7 +148,7 @@ _LINKS_JS = """links => links.map(a => {
 })"""
 
 
-def _panel_links(panel, expected: list[tuple[str, str]], deadline: float = 15) -> list[tuple[str, str, str]]:
+def _panel_links(panel, expected: list[tuple[str, str]], deadline: float = 60) -> list[tuple[str, str, str]]:
     """(row, label, href) of every link of ``panel`` once they are the ``expected`` (row, label)s, read in
     one pass over the DOM; fails naming what the panel shows instead (its HTML goes to test-artifacts/)."""
     end = time.monotonic() + deadline
@@ -193,6 +198,12 @@ def _follow_every_link(page, panel, expected: list[tuple[str, str]], screenshots
         tab.wait_for_load_state()
         text = tab.locator("body").inner_text(timeout=30_000)
         assert LINK_CONTENT[where] in text, (where, tab.url, text[:500])
+        if where[1] == "notebook":  # drawn as JupyterLab draws it: code in colour, a link to the .ipynb file
+            colours = tab.locator(".jp-InputArea .highlight span").evaluate_all(
+                "spans => spans.map(s => getComputedStyle(s).color)")
+            plain = tab.locator(".jp-InputArea .highlight pre").first.evaluate("e => getComputedStyle(e).color")
+            assert any(c != plain for c in colours), (where, colours, plain)
+            assert tab.locator("a", has_text="the notebook file (.ipynb)").count() == 1
         if screenshots and where in (("Compile", "notebooks"), ("make", "notebook")):
             tab.screenshot(path=str(ARTIFACTS / f"{screenshots}-link-{where[1]}.png"))
         tab.close()

@@ -35,6 +35,7 @@ def add_commands(subcommands, plan_file) -> None:
 
 
 def compile_command(args, plan_file) -> int:
+    require_kfp()  # first, in one line: before any warning about the notebook
     path = Path(args.notebook)
     plan, config, warnings = plan_file(path, pipeline=args.pipeline, params=args.param)
     for warning in warnings:
@@ -42,6 +43,32 @@ def compile_command(args, plan_file) -> int:
     written = compile_yaml(plan, args.output, config)
     print(f"wrote {written} ({len(plan.steps)} steps)")
     return 0
+
+
+def require_kfp() -> None:
+    """Say how to install what compiling needs when kfp is missing."""
+    import importlib.util
+
+    from ...errors import KaleError
+
+    if importlib.util.find_spec("kfp") is None:
+        raise KaleError(f"compiling a pipeline needs Kubeflow Pipelines' kfp: {kfp_install_line()}")
+
+
+def kfp_install_line() -> str:
+    """``pip install -e '.[kfp]'`` for a checkout installed in editable mode, else the package from an index."""
+    import json
+    from importlib import metadata
+
+    try:
+        direct = json.loads(metadata.distribution("kale-magic").read_text("direct_url.json") or "{}")
+    except metadata.PackageNotFoundError:
+        direct = {}
+    if direct.get("dir_info", {}).get("editable"):
+        folder = direct["url"].removeprefix("file://")
+        where = "." if Path(folder).resolve() == Path.cwd().resolve() else folder
+        return f"pip install -e '{where}[kfp]'"
+    return "pip install 'kale-magic[kfp]'"
 
 
 def compile_yaml(plan, output, config: dict):
