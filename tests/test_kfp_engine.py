@@ -76,7 +76,8 @@ def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
     state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
     state.subscribe(lambda st, event: seen.append((event, st.steps[event[5:]].status))
                     if event.startswith("step:") else None)
-    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml")
+    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml",
+                       config={"install_packages": False})  # an image holds kale-magic: no runtime to publish
     compiled = engine.compile(plan, RunDir(tmp_path))
     engine.upload(plan, state, compiled)
     assert engine.run(plan, state, RunDir(tmp_path), compiled) == Outcome("succeeded")

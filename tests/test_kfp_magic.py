@@ -1,6 +1,7 @@
 """``%kale_run`` on Kubeflow Pipelines, end to end: a real kernel, the real kfp.Client, a fake KFP server."""
 
 import pytest
+import s3_server as s3
 import yaml
 from kfp_api_server import FakeKfpServer
 
@@ -13,8 +14,13 @@ CELLS = [
 ]
 
 
+s3_server, s3_env, kfp_default_store = s3.s3_server, s3.s3_env, s3.kfp_default_store  # the fixtures
+
+
 @pytest.fixture
-def server(monkeypatch, tmp_path):
+def server(monkeypatch, tmp_path, kfp_default_store):
+    """A KFP server with its default object store: the run publishes kale-magic's runtime and the workspace
+    snapshot to KFP's default pipeline root there."""
     for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))

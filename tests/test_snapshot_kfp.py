@@ -52,12 +52,37 @@ def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env,
     assert marshal.load(saved) == "from the snapshot"
 
 
-def test_without_a_pipeline_root_the_yaml_has_no_snapshot_input(kernel, tmp_path):
+def test_compile_only_without_a_pipeline_root_names_the_workspace_files_the_steps_would_miss(kernel, tmp_path):
+    """Nothing is published with --compile-only and no Kale.pipeline_root: the YAML imports the snapshot
+    from KFP's default root, and the Compile task says which files would be missing and how to publish."""
     (tmp_path / "data.txt").write_text("x")
     kernel.cells(*CELLS)
     run = kernel.run("%kale_run --engine kfp --compile-only")
-    assert run.state.tasks["Snapshot"].status == "done"
-    assert "kale_snapshot" not in run.pipeline_file.read_text()
+    assert run.status == "compiled"
+    assert "minio://mlpipeline/v2/artifacts/kale-snapshots/" in run.pipeline_file.read_text()
+    message = run.state.tasks["Compile"].message
+    assert message.startswith("not published: the workspace files (data.txt) and kale-magic's runtime would be "
+                              "read from minio://mlpipeline/v2/artifacts")
+    assert "set Kale.pipeline_root" in message
+
+
+def test_an_upload_with_no_pipeline_root_publishes_to_the_namespaces_default_root(kernel, s3_env, kfp_server,
+                                                                                  tmp_path):
+    """A multi-user namespace may only write private-artifacts/<namespace>/ (the profile controller's
+    policy): with Kale.namespace and no root, the snapshot and the runtime go there, and the steps find them."""
+    (tmp_path / "data.txt").write_text("x")
+    client = s3_env.client()
+    if "mlpipeline" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket="mlpipeline")
+    kernel.cells(*CELLS)
+    kernel.run("%config Kale.namespace = 'team-a'")
+    run = kernel.run(f"%kale_run --host {kfp_server.url} --upload-only")
+    assert run.status == "uploaded", run.state.error
+    prefix = "private-artifacts/team-a/v2/artifacts/"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlpipeline", Prefix=prefix)["Contents"]]
+    assert {k[len(prefix):].split("/")[0] for k in keys} >= {"kale-snapshots", "kale-runtime"}
+    text = run.pipeline_file.read_text()
+    assert all(f"minio://mlpipeline/{k}" in text for k in keys if "kale-runtime" in k or "kale-snapshots" in k)
 
 
 @pytest.fixture
