@@ -75,7 +75,7 @@ def publish_bundle(bundle: Bundle) -> str:
         with tempfile.TemporaryDirectory(prefix="kale-runtime-") as tmp:
             path = Path(tmp) / bundle.url.rsplit("/", 1)[-1]
             path.write_bytes(bundle.content)
-            return upload_if_absent(path, bundle.url)
+            return upload_if_absent(path, bundle.url, "kale-magic's runtime")
     target = Path(bundle.url)
     if not (target.is_file() and target.stat().st_size == len(bundle.content)):
         target.parent.mkdir(parents=True, exist_ok=True)
