@@ -341,3 +341,9 @@ def test_index_credentials_are_refused_in_the_yaml_and_come_from_a_secret(tmp_pa
     assert environment["secretAsEnv"][0]["keyToEnv"] == [{"secretKey": "url", "envVar": "PIP_INDEX_URL"}]
     assert environment["pvcMount"][0]["mountPath"] == "/data"
     assert spec["root"]["dag"]["tasks"]["kale-environment"].get("cachingOptions", {}) == {}  # Kale.caching = False
+
+
+def test_the_environment_task_requests_cpu_and_memory(compiled):
+    _, spec, _ = compiled
+    resources = spec["deploymentSpec"]["executors"]["exec-kale-environment"]["container"]["resources"]
+    assert resources["resourceCpuRequest"] == "500m" and resources["resourceMemoryRequest"] == "1Gi"

@@ -29,6 +29,9 @@ from .bootstrap import ENVIRONMENT, RUNTIME, kernel_python
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+# what the environment task asks the scheduler for (pip and tar of pandas + scikit-learn fit well inside); KFP's
+# ResourceSpec has no ephemeral-storage field (pipeline_spec.proto), so its /tmp use cannot be requested
+ENVIRONMENT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 REPORT = "kale_report"
 METRICS = "kale_metrics"
 SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
@@ -423,6 +426,7 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
     if step is None:
         task.set_caching_options(opts.caching)
+        task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
         return
     o = step.options
     task.set_display_name(step.name)
