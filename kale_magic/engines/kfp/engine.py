@@ -108,6 +108,7 @@ class KfpEngine:
             self._client = connect(self._settings)
             tag = self._call("reading the server's version", server_tag, self._client)
             note = check(tag, self._settings.host, plan, self.options)
+            self._check_pins(plan)
             self._publish()
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,
@@ -125,6 +126,19 @@ class KfpEngine:
                "kfp_version_id": version.pipeline_version_id}
         message = f"pipeline {name}, version {version.display_name}" + (f"; {note}" if note else "")
         return Uploaded(message, links, ids)
+
+    def _check_pins(self, plan: Plan) -> None:
+        """Every pin the environment tasks install exists for the step image's platform (asked of pip once
+        per pin set in this process)."""
+        from .bootstrap import kernel_python, pip_index_options
+        from .requirements import check_available
+        from .setup import plan_setup
+
+        if not self.options.install_packages:
+            return
+        options = tuple(pip_index_options(self.options.pip_index_urls))
+        for env in plan_setup(plan, self.options).environments.values():
+            check_available(env.requirements, options, kernel_python())
 
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
