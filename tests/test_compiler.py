@@ -182,29 +182,32 @@ def test_steps_install_once_per_run_in_an_environment_task_per_image(compiled):
     assert producer == {"load": "kale-environment", "train": "kale-environment", "report": "kale-environment-2"}
     environment = executors["exec-kale-environment"]["container"]
     source = " ".join(environment["command"] + environment["args"])
-    assert "'dill==0.4.0', 'ipython==9.0.0', 'numpy==2.0.0'" in source  # load's and train's pins, merged
+    import kfp
+
+    # load's and train's pins, merged, and kfp's runtime for the steps' executors
+    assert f"'dill==0.4.0', 'ipython==9.0.0', 'kfp=={kfp.__version__}', 'numpy==2.0.0'" in source
     assert "kale-magic==0.1.0+k000000000000" in source
     assert {e["name"] for e in environment["env"]} == {"HOME"}  # nothing of ours in a container spec
     runtime = tasks["kale-environment"]["inputs"]["artifacts"]["kale_runtime"]["taskOutputArtifact"]["producerTask"]
     assert tasks[runtime]["componentRef"]["name"].startswith("comp-importer")
-    for step in ("load", "train", "report"):
-        installs = [line for line in " ".join(executors[f"exec-{step}"]["container"]["command"]).splitlines()
-                    if "pip install" in line]
-        assert installs == [line for line in installs if "'kfp==" in line and "numpy" not in line] != []
+    for step in ("load", "train", "report"):  # ... so a step installs nothing: it unpacks, then runs kfp's executor
+        command = executors[f"exec-{step}"]["container"]["command"]
+        assert command[:2] == ["python3", "-c"] and "KALE_ENVIRONMENT" in command[2]
+        assert "pip install" not in " ".join(command)
     assert executors["exec-kale-environment-2"]["container"]["image"] == "registry.example/kale:1"
 
 
 def test_pip_index_urls_reach_every_install(tmp_path, fixed_runtime):
-    """Kale.pip_index_urls: the environment task's pinned install and every kfp runtime install use them;
-    a plain-http index is a trusted host."""
+    """Kale.pip_index_urls: the environment task's pinned install and its kfp runtime install use them (the
+    steps install nothing); a plain-http index is a trusted host."""
     urls = ("https://pypi.internal/simple", "http://mirror.internal:8080/simple")
     spec = load(compile_pipeline(three_step_plan(), tmp_path / "p.yaml", pip_index_urls=urls))[0]
     executors = spec["deploymentSpec"]["executors"]
     environment = " ".join(executors["exec-kale-environment"]["container"]["command"])
     assert ("'--index-url', 'https://pypi.internal/simple', '--extra-index-url', "
             "'http://mirror.internal:8080/simple', '--trusted-host', 'mirror.internal'") in environment
-    for executor in (e for e in executors.values() if "container" in e):
-        command = " ".join(executor["container"]["command"])
+    for label in ("exec-kale-environment", "exec-kale-environment-2"):
+        command = " ".join(executors[label]["container"]["command"])
         assert "--index-url https://pypi.internal/simple" in command and "kfp==" in command
 
 

@@ -118,3 +118,53 @@ def test_an_unreachable_object_store_fails_the_upload_task_clearly(kernel, kfp_s
     error = kernel.error(f"%kale_run --host {kfp_server.url} --upload-only")
     assert "cannot reach the object store" in str(error)
     assert kernel.magics  # the kernel is still usable
+
+
+def test_the_namespaces_kfp_launcher_configmap_names_the_default_root(tmp_path, monkeypatch):
+    """In a notebook pod the service account may read the namespace's kfp-launcher ConfigMap: its
+    defaultPipelineRoot wins over KFP's defaults (a real HTTPS server with the pod's CA and token)."""
+    import http.server
+    import json as _json
+    import ssl
+    import subprocess
+    import threading
+
+    from kale_magic.engines.kfp import delivery
+
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token")
+    (account / "namespace").write_text("team-b")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(account / "ca.crt")], check=True, capture_output=True)
+    seen = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers["Authorization"]))
+            found = self.path == "/api/v1/namespaces/team-b/configmaps/kfp-launcher"
+            body = _json.dumps({"data": {"defaultPipelineRoot": "s3://team-b-bucket/pipelines"}} if found else {})
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(account / "ca.crt"), str(tmp_path / "key.pem"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(delivery, "SERVICE_ACCOUNT", account)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.server_address[1]))
+        assert delivery.default_root(None) == "s3://team-b-bucket/pipelines"
+        assert seen == [("/api/v1/namespaces/team-b/configmaps/kfp-launcher", "Bearer pod-token")]
+        assert delivery.default_root("team-c") == "minio://mlpipeline/private-artifacts/team-c/v2/artifacts"  # 404
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+        assert delivery.default_root(None) == "minio://mlpipeline/v2/artifacts"  # not in a pod
+    finally:
+        server.shutdown()

@@ -4,9 +4,9 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one gzip (level 1) tar: its output artifact. Each
-step takes that artifact as an input and unpacks it before anything else, so the kfp runtime install is
-the only pip a step runs. With KFP caching on, a later run with the same requirements reuses the
+that compiled the pipeline, and packs the result as one gzip (level 1) tar: its output artifact, which
+also holds kfp's runtime. Each step takes that artifact as an input and unpacks it before anything else,
+then runs kfp's executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
 kale-magic is on no index, so the pipeline carries it without putting it in any container spec (see
@@ -78,13 +78,30 @@ def {function}({runtime_input}environment: Output[Artifact]):
 '''
 
 STEP_PREAMBLE = '''\
-    import os as _os, site as _site, sys as _sys, tarfile as _tarfile, tempfile as _tempfile
-    _env = _tempfile.mkdtemp(prefix="kale-environment-")
-    with _tarfile.open(kale_environment.path) as _tar:
-        _tar.extractall(_env)
-    _sys.path.insert(0, _env)
+    import os as _os, site as _site
+    _env = _os.environ["KALE_ENVIRONMENT"]  # unpacked by the step's bootstrap, on sys.path through PYTHONPATH
     _site.addsitedir(_env)  # its .pth files
-    _os.environ["PYTHONPATH"] = _os.pathsep.join(filter(None, [_env, _os.environ.get("PYTHONPATH")]))
+'''
+
+# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <kfp's command>``): it
+# unpacks the environment the launcher downloaded, where kfp's own ``Artifact.path`` puts it (gs://, minio://,
+# s3:// under /gcs, /minio, /s3: launcher_v2.go's LocalPathForURI; a local path under kfp.local), then execs
+# kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs
+# kfp from an index.
+STEP_BOOTSTRAP = '''\
+import json, os, sys, tarfile, tempfile
+argv = sys.argv[1:]
+spec = json.loads(argv[argv.index("--executor_input") + 1])
+uri = spec["inputs"]["artifacts"]["kale_environment"]["artifacts"][0]["uri"]
+for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
+    if uri.startswith(prefix):
+        uri = mount + uri[len(prefix):]
+env = tempfile.mkdtemp(prefix="kale-environment-")
+with tarfile.open(uri) as tar:
+    tar.extractall(env)
+os.environ["KALE_ENVIRONMENT"] = env
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
+os.execvp(argv[0], argv)
 '''
 
 

@@ -56,6 +56,7 @@ class CompileOptions:
     run_as_user: int | None = 65534  # pods run as this non-root user (group 0, HOME in /tmp); None: the image's
     pipeline_root: str | None = None  # where KFP writes the run's artifacts (so run.load can read them)
     namespace: str | None = None  # the user's KFP namespace: its root is the default on a multi-user install
+    default_root: str | None = None  # the namespace's default root, once looked up (delivery.default_root)
     workspace: Path | None = None  # the folder the snapshot carries: its modules are not installed
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
@@ -220,7 +221,7 @@ def runtime_root(opts: CompileOptions) -> str:
     """Where the runtime bundle goes: the pipeline root, else the one KFP uses for the namespace."""
     from .delivery import default_root
 
-    return opts.pipeline_root or default_root(opts.namespace)
+    return opts.pipeline_root or opts.default_root or default_root(opts.namespace)
 
 
 def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None):
@@ -329,12 +330,19 @@ def _pipeline_function(plan: Plan, build):
 def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
     from kfp import dsl
 
+    from .bootstrap import STEP_BOOTSTRAP
+
     source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
     func = _define(source, names.functions[step.name])
-    return _with_env(dsl.component(func, base_image=setup.images[step.name],
-                                   packages_to_install=list(opts.packages) or None,
-                                   pip_index_urls=list(opts.pip_index_urls) or None,
-                                   install_kfp_package=opts.install_packages), opts)
+    environment = setup.environment(step.name) is not None
+    component = dsl.component(func, base_image=setup.images[step.name],
+                              packages_to_install=list(opts.packages) or None,
+                              pip_index_urls=list(opts.pip_index_urls) or None,
+                              install_kfp_package=opts.install_packages and not environment)
+    if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
+        container = component.component_spec.implementation.container
+        container.command = ["python3", "-c", STEP_BOOTSTRAP, *container.command]
+    return _with_env(component, opts)
 
 
 def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, setup) -> str:

@@ -40,10 +40,52 @@ SINGLE_USER_ROOT = "minio://mlpipeline/v2/artifacts"
 MULTI_USER_ROOT = "minio://mlpipeline/private-artifacts/{namespace}/v2/artifacts"
 
 
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")  # a pod's token, CA and namespace
+LAUNCHER_CONFIGMAP = "kfp-launcher"  # per namespace; its defaultPipelineRoot overrides KFP's default
+
+
 def default_root(namespace: str | None) -> str:
-    """The pipeline root KFP itself uses when the pipeline names none: per namespace on a multi-user
-    install (the shared ``v2/artifacts`` prefix is denied there), the shared one on a single-user install."""
+    """The pipeline root KFP itself uses when the pipeline names none: the namespace's ``kfp-launcher``
+    ConfigMap's ``defaultPipelineRoot`` when this notebook may read it, else per namespace on a multi-user
+    install (the shared ``v2/artifacts`` prefix is denied there), else the shared one of a single-user install."""
+    configured = launcher_root(namespace)
+    if configured:
+        return configured
     return MULTI_USER_ROOT.format(namespace=namespace) if namespace else SINGLE_USER_ROOT
+
+
+def launcher_root(namespace: str | None) -> str | None:
+    """``defaultPipelineRoot`` of the namespace's ``kfp-launcher`` ConfigMap, read with the pod's service
+    account (what the launcher itself reads, ``v2/config/env.go``); None outside a pod, when the ConfigMap
+    is absent or unreadable, or has no root: then KFP's defaults apply."""
+    import os
+    import ssl
+    import urllib.request
+
+    token_file = SERVICE_ACCOUNT / "token"
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not token_file.is_file():
+        return None
+    namespace = namespace or _read(SERVICE_ACCOUNT / "namespace")
+    if not namespace:
+        return None
+    context = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt"))
+    request = urllib.request.Request(
+        f"https://{host}:{port}/api/v1/namespaces/{namespace}/configmaps/{LAUNCHER_CONFIGMAP}",
+        headers={"Authorization": f"Bearer {_read(token_file)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=3, context=context) as response:
+            data = json.load(response).get("data") or {}
+    except (OSError, ValueError):  # 403 without RBAC to read it, 404 without one: KFP's default then
+        return None
+    return (data.get("defaultPipelineRoot") or "").strip() or None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True)

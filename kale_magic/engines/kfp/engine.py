@@ -63,6 +63,7 @@ class KfpEngine:
 
         configured = self.connection.get("pipeline_root")
         root = runtime_root(self.options)
+        self.options = dataclasses.replace(self.options, default_root=root)  # looked up once
         self._publish_at_compile = not is_store(root) or (not will_run and bool(configured))
         if not will_run and not configured:
             self._unpublished = _unpublished_note(snapshot, root)

@@ -62,6 +62,7 @@ def plan_setup(plan: Plan, opts) -> Setup:
             continue
         requirements = Requirements(())
         if opts.install_packages:
+            requirements = Requirements((("kfp", _kfp_version()),))  # the steps run kfp's executor from it
             for name in steps:
                 requirements |= _requirements(plan, plan.steps[name], opts)
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
@@ -86,6 +87,12 @@ def bundle(setup: Setup, env: Environment, wheel: bytes, wheel_name: str) -> byt
     if wheel:
         files[wheel_name] = wheel
     return pack_bundle(files) if files else b""
+
+
+def _kfp_version() -> str:
+    import kfp
+
+    return kfp.__version__
 
 
 def notebook_json(plan: Plan, step: StepPlan) -> str:
