@@ -166,6 +166,26 @@ def test_the_error_a_failing_step_prints_reaches_the_panel(kernel, kfp_local, tm
     assert state.error == "step 'boom' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
 
 
+def test_with_only_what_a_users_cluster_has_the_package_index(kernel, tmp_path, base_image, tmp_path_factory):
+    """No pip configuration of this machine in the containers, no shared cache: the environment task installs
+    the pins and kfp from the public index (PyPI), kale-magic comes in the runtime bundle, and the steps
+    install nothing at all."""
+    from kfp import components, local
+
+    from containers import POD_USER, runner
+
+    root, cache = tmp_path_factory.mktemp("cluster-root"), tmp_path_factory.mktemp("cluster-pip-cache")
+    root.chmod(0o777)
+    cache.chmod(0o777)
+    local.init(runner=runner(cache, host_pip=False, user=f"{POD_USER}:0"), pipeline_root=str(root))
+    plan = recorded_plan(kernel)
+    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
+    for step in plan.steps.values():  # the oracle
+        for transfer in step.outputs:
+            value = marshal.load(outputs(root, step.name, transfer.name.lower()))
+            assert json.dumps(value, default=list) == json.dumps(kernel.ns[transfer.name], default=list)
+
+
 SKLEARN = [
     """
     %%imports
@@ -312,11 +332,12 @@ def test_an_image_from_kale_magic_image_runs_the_steps_without_installing(kernel
     components.load_component_from_file(str(run.pipeline_file))()
     assert marshal.load(outputs(kfp_local, "total", "s")) == kernel.ns["s"] == 10.0
 
-    kernel.run("%config Kale.install_packages = True")  # left on, the environment task finds it all there
+    kernel.run("%config Kale.install_packages = True")  # left on, the environment task finds the rest there
     run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")
     components.load_component_from_file(str(run.pipeline_file))()
     executed = json.loads(outputs(kfp_local, "kale-environment", "executor_output.json").read_text())
-    assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == []
+    # only kfp's runtime, which the steps' executor runs from the environment
+    assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == ["kfp"]
 
 
 ANNOTATIONS = ("%%imports", "%%parameters", "%%functions", "%%step", "%%metrics", "%load_ext", "%config")

@@ -94,14 +94,16 @@ def local_paths(settings: dict[str, str]) -> list[str]:
 
 
 def runner(cache_dir: Path, environment: dict[str, str] | None = None, launcher_dir: Path | None = None,
-           **run_args):
+           host_pip: bool = True, **run_args):
     """A ``DockerRunner`` on the host network with this machine's pip sources and a shared pip cache;
     ``launcher_dir`` is mounted at ``/s3``, where KFP's launcher puts the input artifacts it downloads
-    (``launcher_v2.go``: ``LocalPathForURI`` maps ``s3://bucket/key`` to ``/s3/bucket/key``)."""
+    (``launcher_v2.go``: ``LocalPathForURI`` maps ``s3://bucket/key`` to ``/s3/bucket/key``); with
+    ``host_pip`` False nothing of this machine's pip configuration goes in: pip finds only the public index,
+    as on a user's cluster."""
     from docker.types import Mount
     from kfp import local
 
-    settings = pip_settings()
+    settings = pip_settings() if host_pip else {}
     mounts = [Mount(path, path, type="bind", read_only=True) for path in local_paths(settings)]
     cache_dir.mkdir(parents=True, exist_ok=True)
     mounts.append(Mount("/kale-pip-cache", str(cache_dir), type="bind"))

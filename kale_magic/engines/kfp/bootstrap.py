@@ -59,7 +59,8 @@ def {function}({runtime_input}environment: Output[Artifact]):
         except importlib.metadata.PackageNotFoundError:
             return False
 
-    missing = [line for line in requirements if not installed(line)]
+    # kfp always: this pod's kfp may be the one kfp's wrapper just installed, which the steps' pods lack
+    missing = [line for line in requirements if line.startswith("kfp==") or not installed(line)]
     runtime = {runtime!r}
     if runtime and not installed(runtime):
         missing.append(os.path.join(carried, {wheel!r}))
