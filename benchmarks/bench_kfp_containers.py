@@ -218,11 +218,13 @@ def main():
             work = Path(tmp) / name
             (work / "no-step-cache").mkdir(parents=True)
             yaml = CONTENDERS[name](work, work / "root")
-            runs = [run_yaml(yaml, work / f"root-{i}") for i in range(args.repeat + 1)][1:]  # first fills the cache
+            # one root per contender (kale-magic's runtime bundle is published into it, where kfp.local mounts it);
+            # each run writes its own folder there, and kfp.local's cache is off
+            runs = [run_yaml(yaml, work / "root") for i in range(args.repeat + 1)][1:]  # first fills the pip cache
             results[name] = runs
             print(f"{name}: {summary(runs)}", flush=True)
             if name == "kale-magic":  # later runs on a cluster: KFP's cache holds the environment
-                uncached_steps = kale_magic_yaml(work / "no-step-cache", work / "root", caching=False)
+                uncached_steps = kale_magic_yaml(work / "no-step-cache", work / "root-cached", caching=False)
                 cached = [run_yaml(uncached_steps, work / "root-cached", caching=True)
                           for _ in range(args.repeat + 1)][1:]
                 results["kale-magic (environment cached)"] = cached

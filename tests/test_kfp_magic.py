@@ -3,7 +3,6 @@
 import pytest
 import s3_server as s3
 import yaml
-from kfp_api_server import FakeKfpServer
 
 from kale_magic.errors import EngineError, RunFailed
 
@@ -18,15 +17,11 @@ s3_server, s3_env, kfp_default_store = s3.s3_server, s3.s3_env, s3.kfp_default_s
 
 
 @pytest.fixture
-def server(monkeypatch, tmp_path, kfp_default_store):
-    """A KFP server with its default object store: the run publishes kale-magic's runtime and the workspace
-    snapshot to KFP's default pipeline root there."""
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    with FakeKfpServer() as srv:
-        srv.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "total": "SUCCEEDED"}))
-        yield srv
+def server(kfp_server, kfp_default_store):
+    """The shared fake KFP server, scripted to run this notebook's steps to success, with KFP's default object
+    store: the run publishes kale-magic's runtime and the workspace snapshot to the default pipeline root."""
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "total": "SUCCEEDED"}))
+    return kfp_server
 
 
 def test_kale_run_with_host_compiles_uploads_runs_and_follows(kernel, server, tmp_path):
