@@ -353,6 +353,7 @@ def demo_plan(kernel, demo):
     return kernel.magics.plan()
 
 
+@pytest.mark.slow  # the demo notebooks' cells run in the kernel
 @pytest.mark.parametrize("demo", ["quickstart", "sklearn_digits", "pytorch_mlp"])
 def test_every_demo_notebooks_container_specs_fit_the_drivers_argument(kernel, tmp_path, demo):
     """Compiled with the defaults (no setting at all): each executor's container spec, as Go JSON, passes a
