@@ -33,7 +33,12 @@ def three_step_plan(**overrides) -> Plan:
 
 def follow(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, run_id="run-1",
            **engine_args):
-    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks."""
+    """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks.
+
+    The steps' image holds kale-magic (``install_packages`` False) unless the config says otherwise: the
+    runtime bundle would need an object store, which these API tests do not run (test_kfp_delivery does).
+    """
+    engine_args["config"] = {"install_packages": False, **engine_args.get("config", {})}
     plan = plan or three_step_plan()
     plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
     state = RunState(run_id, plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)

@@ -139,3 +139,13 @@ def s3_env(s3_server, monkeypatch):
     for name, value in s3_server.env().items():
         monkeypatch.setenv(name, value)
     return s3_server
+
+
+@pytest.fixture
+def kfp_default_store(s3_env):
+    """The store as a single-user Kubeflow install has it: KFP's default root ``minio://mlpipeline/v2/artifacts``
+    with the credentials in the environment (the bucket made once per session)."""
+    client = s3_env.client()
+    if "mlpipeline" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket="mlpipeline")
+    return s3_env

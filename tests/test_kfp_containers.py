@@ -66,12 +66,34 @@ def outputs(root: Path, task: str, name: str) -> Path:
 
 
 def compile_for_test(plan, path):
-    return compile_pipeline(plan, path, caching=False)
+    """Compiled with the defaults but caching, the runtime bundle published into kfp.local's root (a
+    folder, where the importer reads it); every executor spec passes the driver's real argv."""
+    from containers import driver_argv
+
+    path = compile_pipeline(plan, path, caching=False, pipeline_root=local_root())
+    driver_argv(path)
+    return path
+
+
+def local_root() -> str:
+    from kfp.local import config
+
+    return config.LocalExecutionConfig.instance.pipeline_root
 
 
 def recorded_plan(kernel, cells=NOTEBOOK):
     kernel.cells(*cells)
     return kernel.magics.plan()
+
+
+def test_the_driver_argv_rig_fails_as_the_kernel_does():
+    """The rig's exec is real: an argument over 128 KiB fails like Argo's "argument list too long"."""
+    import errno
+    import subprocess
+
+    with pytest.raises(OSError) as raised:
+        subprocess.run(["/bin/true", "--container", "x" * (128 * 1024 + 1)])
+    assert raised.value.errno == errno.E2BIG
 
 
 def test_compiled_yaml_runs_unchanged_under_kfp_local(kernel, kfp_local, tmp_path):
@@ -142,6 +164,26 @@ def test_the_error_a_failing_step_prints_reaches_the_panel(kernel, kfp_local, tm
     assert state.steps["boom"].status == "failed"
     assert state.steps["boom"].message == "ZeroDivisionError: division by zero"
     assert state.error == "step 'boom' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+
+
+def test_with_only_what_a_users_cluster_has_the_package_index(kernel, tmp_path, base_image, tmp_path_factory):
+    """No pip configuration of this machine in the containers, no shared cache: the environment task installs
+    the pins and kfp from the public index (PyPI), kale-magic comes in the runtime bundle, and the steps
+    install nothing at all."""
+    from kfp import components, local
+
+    from containers import POD_USER, runner
+
+    root, cache = tmp_path_factory.mktemp("cluster-root"), tmp_path_factory.mktemp("cluster-pip-cache")
+    root.chmod(0o777)
+    cache.chmod(0o777)
+    local.init(runner=runner(cache, host_pip=False, user=f"{POD_USER}:0"), pipeline_root=str(root))
+    plan = recorded_plan(kernel)
+    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
+    for step in plan.steps.values():  # the oracle
+        for transfer in step.outputs:
+            value = marshal.load(outputs(root, step.name, transfer.name.lower()))
+            assert json.dumps(value, default=list) == json.dumps(kernel.ns[transfer.name], default=list)
 
 
 SKLEARN = [
@@ -225,6 +267,7 @@ def test_a_step_with_a_megabyte_of_functions_runs(kernel, kfp_local, tmp_path):
 def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, kfp_local, tmp_path, s3_env):
     """%kale_run on a (fake) KFP server whose "cluster" runs the uploaded YAML in real containers and puts
     the outputs where KFP's launcher does, in the real S3 server: run.metrics and run.load read them."""
+    from containers import launcher_download
     from kfp import components
     from kfp_api_server import FakeKfpServer
     from oracle import values_equal
@@ -237,6 +280,8 @@ def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, k
             version = server.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
             yaml_file = tmp_path / "uploaded.yaml"
             yaml_file.write_text(version["spec_text"])
+            fetched = launcher_download(version["spec_text"], s3_env.client(), kfp_local / ".launcher")
+            assert any("/kale-runtime/" in url for url in fetched)  # the runtime came from the store
             components.load_component_from_file(str(yaml_file))()
             local_run = outputs(kfp_local, ".", ".").resolve()
             pipeline = server.pipelines[version["pipeline_id"]]["name"]
@@ -287,14 +332,40 @@ def test_an_image_from_kale_magic_image_runs_the_steps_without_installing(kernel
     components.load_component_from_file(str(run.pipeline_file))()
     assert marshal.load(outputs(kfp_local, "total", "s")) == kernel.ns["s"] == 10.0
 
-    kernel.run("%config Kale.install_packages = True")  # left on, the environment task finds it all there
+    kernel.run("%config Kale.install_packages = True")  # left on, the environment task finds the rest there
     run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")
     components.load_component_from_file(str(run.pipeline_file))()
     executed = json.loads(outputs(kfp_local, "kale-environment", "executor_output.json").read_text())
-    assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == []
+    # only kfp's runtime, which the steps' executor runs from the environment
+    assert executed["artifacts"]["environment"]["artifacts"][0]["metadata"]["installed"] == ["kfp"]
 
 
 ANNOTATIONS = ("%%imports", "%%parameters", "%%functions", "%%step", "%%metrics", "%load_ext", "%config")
+
+
+def demo_plan(kernel, demo):
+    from kale_magic.step.notebooks import read_notebook
+
+    notebook = read_notebook(Path(__file__).parents[1] / "demo_notebooks" / f"{demo}.ipynb")
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code" and cell["source"].lstrip().startswith(ANNOTATIONS):
+            kernel.run(cell["source"])
+    return kernel.magics.plan()
+
+
+@pytest.mark.slow  # the demo notebooks' cells run in the kernel
+@pytest.mark.parametrize("demo", ["quickstart", "sklearn_digits", "pytorch_mlp"])
+def test_every_demo_notebooks_container_specs_fit_the_drivers_argument(kernel, tmp_path, demo):
+    """Compiled with the defaults (no setting at all): each executor's container spec, as Go JSON, passes a
+    real exec as the driver's one argument; kale-magic's wheel is in none of them."""
+    from containers import driver_argv
+
+    from kale_magic.engines.kfp.delivery import SPEC_LIMIT
+
+    path = compile_pipeline(demo_plan(kernel, demo), tmp_path / "pipeline.yaml")
+    sizes = driver_argv(path)
+    assert "exec-kale-environment" in sizes and max(sizes.values()) <= SPEC_LIMIT
+    assert sizes["exec-kale-environment"] < 16 * 1024  # what it installs, not what it carries
 
 
 @pytest.mark.parametrize("demo", ["quickstart", "sklearn_digits", "pytorch_mlp"])
@@ -302,13 +373,7 @@ def test_the_demo_notebooks_give_the_kernels_metrics_in_containers(kernel, kfp_l
     """The tutorial's pipelines, compiled with the defaults: their metrics equal what the kernel computed."""
     from kfp import components
 
-    from kale_magic.step.notebooks import read_notebook
-
-    notebook = read_notebook(Path(__file__).parents[1] / "demo_notebooks" / f"{demo}.ipynb")
-    for cell in notebook["cells"]:
-        if cell["cell_type"] == "code" and cell["source"].lstrip().startswith(ANNOTATIONS):
-            kernel.run(cell["source"])
-    plan = kernel.magics.plan()
+    plan = demo_plan(kernel, demo)
     components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
     metrics = {}
     for step in plan.steps.values():

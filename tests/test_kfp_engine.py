@@ -71,7 +71,8 @@ def test_steps_are_reported_while_the_run_progresses(server, tmp_path):
     state = RunState("run-1", plan.pipeline, plan.experiment, "kfp", list(plan.steps))
     state.subscribe(lambda st, event: seen.append((event, st.steps[event[5:]].status))
                     if event.startswith("step:") else None)
-    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml")
+    engine = KfpEngine(server.url, poll_interval=0.01, pipeline_file=tmp_path / "p.yaml",
+                       config={"install_packages": False})  # an image holds kale-magic: no runtime to publish
     compiled = engine.compile(plan, RunDir(tmp_path))
     engine.upload(plan, state, compiled)
     assert engine.run(plan, state, RunDir(tmp_path), compiled) == Outcome("succeeded")
@@ -371,6 +372,15 @@ def test_a_server_too_old_for_the_pipeline_is_refused_before_anything_is_uploade
             run(srv.url, tmp_path)
         assert not srv.pipelines and not srv.runs
         assert refused in str(info.value) and f"Kubeflow Pipelines {version} at {srv.url}" in str(info.value)
+
+
+def test_the_environment_tasks_requests_need_kfp_2_4(tmp_path):
+    plan = three_step_plan()
+    plain = dataclasses.replace(plan, steps={n: dataclasses.replace(s, options=dataclasses.replace(
+        s.options, cpu=None, memory=None, gpu=None, retries=None)) for n, s in plan.steps.items()})
+    with FakeKfpServer(version="2.3.0") as srv:
+        message = failed_upload(srv.url, tmp_path, plan=plain, config={"install_packages": True})
+    assert "--cpu/--memory/--gpu (steps kale-environment) need KFP 2.4 or newer" in message
 
 
 def test_volumes_need_a_server_that_parses_kfp_kubernetes_parameters(tmp_path):

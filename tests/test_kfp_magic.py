@@ -1,6 +1,7 @@
 """``%kale_run`` on Kubeflow Pipelines, end to end: a real kernel, the real kfp.Client, a fake KFP server."""
 
 import pytest
+import s3_server as s3
 import yaml
 
 from kale_magic.errors import EngineError, RunFailed
@@ -12,9 +13,13 @@ CELLS = [
 ]
 
 
+s3_server, s3_env, kfp_default_store = s3.s3_server, s3.s3_env, s3.kfp_default_store  # the fixtures
+
+
 @pytest.fixture
-def server(kfp_server):
-    """The shared fake KFP server, scripted to run this notebook's steps to success."""
+def server(kfp_server, kfp_default_store):
+    """The shared fake KFP server, scripted to run this notebook's steps to success, with KFP's default object
+    store: the run publishes kale-magic's runtime and the workspace snapshot to the default pipeline root."""
     kfp_server.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "total": "SUCCEEDED"}))
     return kfp_server
 

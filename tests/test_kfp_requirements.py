@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from kale_magic.engines.kfp.requirements import step_requirements
+from kale_magic.engines.kfp.requirements import canonical, step_requirements
 from kale_magic.errors import ValidationError
 
 
@@ -85,3 +85,51 @@ def test_a_step_refuses_an_image_with_another_python_or_kale_magic_before_runnin
     with pytest.raises(RuntimeError, match=f"^step 'train' was {found}"):
         run_component("train", {}, (), {}, {}, {}, report=None, notebook="{}", **compiled_for)
     assert not list(tmp_path.iterdir())
+
+
+def test_markers_are_evaluated_for_the_linux_step_image_not_the_kernel(monkeypatch):
+    """Under a Windows kernel, IPython's pexpect (sys_platform != "win32") is still pinned for the Linux image."""
+    import packaging.markers
+
+    from kale_magic.engines.kfp import requirements
+
+    windows = {**packaging.markers.default_environment(), "sys_platform": "win32", "os_name": "nt",
+               "platform_system": "Windows"}
+    monkeypatch.setattr(packaging.markers, "default_environment", lambda: dict(windows))  # evaluate() updates it
+    requirements._closure.cache_clear()
+    try:
+        assert "pexpect" in {canonical(n) for n in requirements.closure({"ipython"})}
+    finally:
+        requirements._closure.cache_clear()
+
+
+def test_a_dependency_only_the_image_needs_and_the_kernel_lacks_is_refused(monkeypatch):
+    import packaging.markers
+
+    from kale_magic.engines.kfp import requirements
+
+    real = requirements._distribution.__wrapped__
+    monkeypatch.setattr(requirements, "_distribution", lambda name, state: None if name == "pexpect" else real(name, state))
+    windows = {**packaging.markers.default_environment(), "sys_platform": "win32", "os_name": "nt",
+               "platform_system": "Windows"}
+    monkeypatch.setattr(packaging.markers, "default_environment", lambda: dict(windows))  # evaluate() updates it
+    requirements._closure.cache_clear()
+    try:
+        with pytest.raises(ValidationError, match=r"ipython needs pexpect on the Linux step image .* which this kernel "
+                                                  r"\(win32\) does not have.*kale-magic image"):
+            requirements.closure({"ipython"})
+    finally:
+        requirements._closure.cache_clear()
+
+
+def test_pins_are_checked_against_the_index_for_the_image_platform():
+    import importlib.metadata
+
+    from kale_magic.engines.kfp.bootstrap import kernel_python
+    from kale_magic.engines.kfp.requirements import Requirements, check_available
+
+    check_available(Requirements((("dill", importlib.metadata.version("dill")),)), (), kernel_python())
+    with pytest.raises(ValidationError, match=r"^dill==0\.0\.1, pinned to the kernel's version for the steps, is on "
+                                              r"none of the indexes .* for Linux x86_64, Python 3\.\d+ .*"
+                                              r"Kale.pip_index_urls"):
+        check_available(Requirements((("dill", "0.0.1"),)), (), kernel_python())

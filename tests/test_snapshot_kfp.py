@@ -51,12 +51,37 @@ def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env,
     assert marshal.load(saved) == "from the snapshot"
 
 
-def test_without_a_pipeline_root_the_yaml_has_no_snapshot_input(kernel, tmp_path):
+def test_compile_only_without_a_pipeline_root_names_the_workspace_files_the_steps_would_miss(kernel, tmp_path):
+    """Nothing is published with --compile-only and no Kale.pipeline_root: the YAML imports the snapshot
+    from KFP's default root, and the Compile task says which files would be missing and how to publish."""
     (tmp_path / "data.txt").write_text("x")
     kernel.cells(*CELLS)
     run = kernel.run("%kale_run --engine kfp --compile-only")
-    assert run.state.tasks["Snapshot"].status == "done"
-    assert "kale_snapshot" not in run.pipeline_file.read_text()
+    assert run.status == "compiled"
+    assert "minio://mlpipeline/v2/artifacts/kale-snapshots/" in run.pipeline_file.read_text()
+    message = run.state.tasks["Compile"].message
+    assert message.startswith("not published: the workspace files (data.txt) and kale-magic's runtime would be "
+                              "read from minio://mlpipeline/v2/artifacts")
+    assert "set Kale.pipeline_root" in message
+
+
+def test_an_upload_with_no_pipeline_root_publishes_to_the_namespaces_default_root(kernel, s3_env, kfp_server,
+                                                                                  tmp_path):
+    """A multi-user namespace may only write private-artifacts/<namespace>/ (the profile controller's
+    policy): with Kale.namespace and no root, the snapshot and the runtime go there, and the steps find them."""
+    (tmp_path / "data.txt").write_text("x")
+    client = s3_env.client()
+    if "mlpipeline" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+        client.create_bucket(Bucket="mlpipeline")
+    kernel.cells(*CELLS)
+    kernel.run("%config Kale.namespace = 'team-a'")
+    run = kernel.run(f"%kale_run --host {kfp_server.url} --upload-only")
+    assert run.status == "uploaded", run.state.error
+    prefix = "private-artifacts/team-a/v2/artifacts/"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlpipeline", Prefix=prefix)["Contents"]]
+    assert {k[len(prefix):].split("/")[0] for k in keys} >= {"kale-snapshots", "kale-runtime"}
+    text = run.pipeline_file.read_text()
+    assert all(f"minio://mlpipeline/{k}" in text for k in keys if "kale-runtime" in k or "kale-snapshots" in k)
 
 
 def test_kale_run_publishes_the_snapshot_it_compiles_in(kernel, s3_env, kfp_server, tmp_path):
@@ -83,3 +108,53 @@ def test_an_unreachable_object_store_fails_the_upload_task_clearly(kernel, kfp_s
     error = kernel.error(f"%kale_run --host {kfp_server.url} --upload-only")
     assert "cannot reach the object store" in str(error)
     assert kernel.magics  # the kernel is still usable
+
+
+def test_the_namespaces_kfp_launcher_configmap_names_the_default_root(tmp_path, monkeypatch):
+    """In a notebook pod the service account may read the namespace's kfp-launcher ConfigMap: its
+    defaultPipelineRoot wins over KFP's defaults (a real HTTPS server with the pod's CA and token)."""
+    import http.server
+    import json as _json
+    import ssl
+    import subprocess
+    import threading
+
+    from kale_magic.engines.kfp import delivery
+
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text("pod-token")
+    (account / "namespace").write_text("team-b")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(account / "ca.crt")], check=True, capture_output=True)
+    seen = []
+
+    class Api(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers["Authorization"]))
+            found = self.path == "/api/v1/namespaces/team-b/configmaps/kfp-launcher"
+            body = _json.dumps({"data": {"defaultPipelineRoot": "s3://team-b-bucket/pipelines"}} if found else {})
+            self.send_response(200 if found else 404)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Api)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(account / "ca.crt"), str(tmp_path / "key.pem"))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(delivery, "SERVICE_ACCOUNT", account)
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.server_address[1]))
+        assert delivery.default_root(None) == "s3://team-b-bucket/pipelines"
+        assert seen == [("/api/v1/namespaces/team-b/configmaps/kfp-launcher", "Bearer pod-token")]
+        assert delivery.default_root("team-c") == "minio://mlpipeline/private-artifacts/team-c/v2/artifacts"  # 404
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+        assert delivery.default_root(None) == "minio://mlpipeline/v2/artifacts"  # not in a pod
+    finally:
+        server.shutdown()

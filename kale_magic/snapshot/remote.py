@@ -135,14 +135,14 @@ def _decompressing(raw):
 
 
 # object store -------------------------------------------------------------
-def upload(pack_path: Path, url: str) -> str:
+def upload(pack_path: Path, url: str, what: str = "the snapshot") -> str:
     """Put the pack at ``url`` (``s3://bucket/key``; a URL ending in ``/`` gets the pack's name)."""
     pack_path = Path(pack_path)
     if url.endswith("/"):
         url += pack_path.name
     bucket, key = _split(url)
     client = _client()
-    with _store_errors(client, url, "upload the snapshot to"):
+    with _store_errors(client, url, f"upload {what} to"):
         client.upload_file(str(pack_path), bucket, key)
     return url
 
@@ -200,7 +200,7 @@ def publish(store: Path, snapshot_id: str, pipeline_root: str) -> str:
     return url
 
 
-def upload_if_absent(path: Path, url: str) -> str:
+def upload_if_absent(path: Path, url: str, what: str = "the snapshot") -> str:
     """Upload ``path`` to ``url`` unless an object of the same size is there already."""
     bucket, key = _split(url)
     from botocore.exceptions import BotoCoreError, ClientError
@@ -211,7 +211,7 @@ def upload_if_absent(path: Path, url: str) -> str:
             return url
     except (BotoCoreError, ClientError):  # absent, or the store is unwell: upload says which
         pass
-    return upload(path, url)
+    return upload(path, url, what)
 
 
 def _split(url: str) -> tuple[str, str]:
@@ -258,8 +258,10 @@ def _store_errors(client, url: str, action: str):
     try:
         yield
     except NoCredentialsError:
-        raise SnapshotError(f"no credentials to {action} {url}: set AWS_ACCESS_KEY_ID and "
-                            "AWS_SECRET_ACCESS_KEY (or MINIO_ACCESS_KEY and MINIO_SECRET_KEY)") from None
+        raise SnapshotError(f"no credentials to {action} {url}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                            "(or MINIO_ACCESS_KEY and MINIO_SECRET_KEY), in a Kubeflow notebook from the keys of "
+                            "the namespace's artifact Secret (mlpipeline-minio-artifact), with AWS_ENDPOINT_URL "
+                            "pointing at the store") from None
     except EndpointConnectionError:
         raise SnapshotError(f"cannot reach the object store at {where} to {action} {url}; check that "
                             "it is running and that AWS_ENDPOINT_URL points to it") from None

@@ -93,15 +93,22 @@ def local_paths(settings: dict[str, str]) -> list[str]:
     return sorted(paths)
 
 
-def runner(cache_dir: Path, environment: dict[str, str] | None = None, **run_args):
-    """A ``DockerRunner`` on the host network with this machine's pip sources and a shared pip cache."""
+def runner(cache_dir: Path, environment: dict[str, str] | None = None, launcher_dir: Path | None = None,
+           host_pip: bool = True, **run_args):
+    """A ``DockerRunner`` on the host network with this machine's pip sources and a shared pip cache;
+    ``launcher_dir`` is mounted at ``/s3``, where KFP's launcher puts the input artifacts it downloads
+    (``launcher_v2.go``: ``LocalPathForURI`` maps ``s3://bucket/key`` to ``/s3/bucket/key``); with
+    ``host_pip`` False nothing of this machine's pip configuration goes in: pip finds only the public index,
+    as on a user's cluster."""
     from docker.types import Mount
     from kfp import local
 
-    settings = pip_settings()
+    settings = pip_settings() if host_pip else {}
     mounts = [Mount(path, path, type="bind", read_only=True) for path in local_paths(settings)]
     cache_dir.mkdir(parents=True, exist_ok=True)
     mounts.append(Mount("/kale-pip-cache", str(cache_dir), type="bind"))
+    if launcher_dir is not None:
+        mounts.append(Mount("/s3", str(launcher_dir), type="bind", read_only=True))
     env = {**settings, "PIP_CACHE_DIR": "/kale-pip-cache", "PIP_DISABLE_PIP_VERSION_CHECK": "1",
            "PIP_ROOT_USER_ACTION": "ignore", **(environment or {})}
     return local.DockerRunner(network_mode="host", environment=env, mounts=mounts, **run_args)
@@ -142,6 +149,46 @@ def docker_pipeline_root(base_image, pip_cache, shared_pipeline_root):
     do on a cluster); returns the pipeline root, a host folder also usable as ``Kale.pipeline_root``."""
     from kfp import local
 
-    local.init(runner=runner(pip_cache, user=f"{POD_USER}:0"), pipeline_root=str(shared_pipeline_root),
-               enable_caching=True, cache_root=str(shared_pipeline_root / ".kfp-cache"))
+    launcher = shared_pipeline_root / ".launcher"
+    launcher.mkdir(mode=0o755, exist_ok=True)
+    local.init(runner=runner(pip_cache, launcher_dir=launcher, user=f"{POD_USER}:0"),
+               pipeline_root=str(shared_pipeline_root), enable_caching=True,
+               cache_root=str(shared_pipeline_root / ".kfp-cache"))
     return shared_pipeline_root
+
+
+def launcher_download(spec_text: str, client, launcher_dir: Path) -> list[str]:
+    """What KFP's launcher does before a step's command (``downloadArtifacts``): fetch each imported
+    artifact of the pipeline from the object store to ``/s3/<bucket>/<key>`` (``launcher_dir`` here)."""
+    import re
+
+    fetched = []
+    for bucket, key in sorted(set(re.findall(r"s3://([^/\s'\"]+)/([^\s'\"]+)", spec_text))):
+        if not key.startswith(("kale-", "results/kale-")) and "/kale-" not in key:
+            continue
+        target = launcher_dir / bucket / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target))
+        target.chmod(0o644)
+        fetched.append(f"s3://{bucket}/{key}")
+    for folder in launcher_dir.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return fetched
+
+
+def driver_argv(pipeline_file) -> dict[str, int]:
+    """Pass each executor's container spec to a real ``exec`` as the KFP driver pod gets it: one
+    ``--container`` argument holding the spec as Go JSON (argocompiler/container.go, cmd/driver/main.go).
+    The kernel refuses an argument over 128 KiB (E2BIG, Argo's "argument list too long"), so a spec that
+    would fail on a cluster raises OSError here. Returns executor label -> bytes of its argument."""
+    import yaml
+
+    from kale_magic.engines.kfp.delivery import container_specs
+
+    spec = next(yaml.safe_load_all(Path(pipeline_file).read_text()))
+    sizes = {}
+    for label, container in container_specs(spec).items():
+        subprocess.run(["/bin/true", "--container", container.decode()], check=True)
+        sizes[label] = len(container)
+    return sizes

@@ -4,15 +4,16 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one uncompressed tar: its output artifact. Each
-step takes that artifact as an input and unpacks it before anything else, so the kfp runtime install is
-the only pip a step runs. With KFP caching on, a later run with the same requirements reuses the
+that compiled the pipeline, and packs the result as one gzip (level 1) tar: its output artifact, which
+also holds kfp's runtime. Each step takes that artifact as an input and unpacks it before anything else,
+then runs kfp's executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
-kale-magic is on no index, so the pipeline carries it: its wheel, and the notebooks of steps too large
-to sit in their component's command line (Linux caps one argument at 128 KiB), travel as an
-lzma-compressed tar in the environment task's environment variables (each below that cap). The task's
-source names the payload's digest and the runtime's version, which also puts them in KFP's cache key.
+kale-magic is on no index, so the pipeline carries it without putting it in any container spec (see
+:mod:`kale_magic.engines.kfp.delivery`): its wheel, and the notebooks of steps too large to sit in their
+component's source, travel as one xz-compressed tar, the runtime bundle, imported from the pipeline
+root as the task's ``kale_runtime`` input. The task's source names the bundle's digest, which also puts
+it in KFP's cache key.
 
 The environment task refuses, in one sentence, an image whose Python minor version is not the kernel's:
 the pinned binary wheels would not load there. Both pieces of code here run before kale-magic is
@@ -21,7 +22,6 @@ importable, so they use the standard library only and are embedded in the compon
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import lzma
@@ -30,25 +30,26 @@ import tarfile
 
 ENVIRONMENT = "kale_environment"  # the steps' input, the environment task's output
 NOTEBOOKS = "kale-notebooks"  # folder of the environment holding the carried step notebooks
-PAYLOAD_VARIABLE = "KALE_PAYLOAD"
-CHUNK = 100_000  # characters per environment variable (a variable is capped at 128 KiB like an argument)
-PAYLOAD_MAX = 1_500_000  # characters in all: argv and environment share 2 MiB, the workflow object 1.5 MB
+RUNTIME = "kale_runtime"  # the environment task's input: the runtime bundle
 
 ENVIRONMENT_SOURCE = '''\
-def {function}(environment: Output[Artifact]):
+def {function}({runtime_input}environment: Output[Artifact]):
     """Install what the steps import, pinned to the notebook kernel's versions, and pack it for them."""
-    import base64, hashlib, importlib.metadata, io, lzma, os, shutil, subprocess, sys, tarfile, tempfile
+    import hashlib, importlib.metadata, io, os, shutil, subprocess, sys, tarfile, tempfile
     python = {python!r}
     here = "%d.%d" % sys.version_info[:2]
     if here != python:
         raise SystemExit(f"the step image {image!r} runs Python {{here}} but the notebook's kernel runs Python "
                          f"{{python}}: choose an image with Python {{python}} (Kale.base_image or --image)")
-    text = "".join(os.environ[f"{variable}_{{i}}"] for i in range({chunks}))
-    if hashlib.sha256(text.encode()).hexdigest() != {digest!r}:
-        raise SystemExit("the pipeline's kale-magic payload is damaged: compile the pipeline again")
-    carried = tempfile.mkdtemp(prefix="kale-payload-")
-    with tarfile.open(fileobj=io.BytesIO(lzma.decompress(base64.b85decode(text)))) as tar:
-        tar.extractall(carried)
+    carried = tempfile.mkdtemp(prefix="kale-runtime-")
+    if {digest!r}:
+        with open({runtime_name}.path, "rb") as bundle:
+            data = bundle.read()
+        if hashlib.sha256(data).hexdigest() != {digest!r}:
+            raise SystemExit("the pipeline's kale-magic runtime bundle is not the one compiled: compile the "
+                             "pipeline again")
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:xz") as tar:
+            tar.extractall(carried)
     requirements = {requirements!r}
 
     def installed(line):
@@ -58,7 +59,8 @@ def {function}(environment: Output[Artifact]):
         except importlib.metadata.PackageNotFoundError:
             return False
 
-    missing = [line for line in requirements if not installed(line)]
+    # kfp always: this pod's kfp may be the one kfp's wrapper just installed, which the steps' pods lack
+    missing = [line for line in requirements if line.startswith("kfp==") or not installed(line)]
     runtime = {runtime!r}
     if runtime and not installed(runtime):
         missing.append(os.path.join(carried, {wheel!r}))
@@ -70,19 +72,37 @@ def {function}(environment: Output[Artifact]):
                         "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing], check=True)
     if os.path.isdir(os.path.join(carried, {notebooks!r})):
         shutil.move(os.path.join(carried, {notebooks!r}), target)
-    with tarfile.open(environment.path, "w", format=tarfile.PAX_FORMAT) as tar:
+    # gzip at level 1: a third of the bytes for every step's launcher to download, unpacked at disk speed
+    with tarfile.open(environment.path, "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:
         tar.add(target, arcname=".")
     environment.metadata["installed"] = sorted(os.path.basename(line).partition("==")[0] for line in missing)
 '''
 
 STEP_PREAMBLE = '''\
-    import os as _os, site as _site, sys as _sys, tarfile as _tarfile, tempfile as _tempfile
-    _env = _tempfile.mkdtemp(prefix="kale-environment-")
-    with _tarfile.open(kale_environment.path) as _tar:
-        _tar.extractall(_env)
-    _sys.path.insert(0, _env)
+    import os as _os, site as _site
+    _env = _os.environ["KALE_ENVIRONMENT"]  # unpacked by the step's bootstrap, on sys.path through PYTHONPATH
     _site.addsitedir(_env)  # its .pth files
-    _os.environ["PYTHONPATH"] = _os.pathsep.join(filter(None, [_env, _os.environ.get("PYTHONPATH")]))
+'''
+
+# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <kfp's command>``): it
+# unpacks the environment the launcher downloaded, where kfp's own ``Artifact.path`` puts it (gs://, minio://,
+# s3:// under /gcs, /minio, /s3: launcher_v2.go's LocalPathForURI; a local path under kfp.local), then execs
+# kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs
+# kfp from an index.
+STEP_BOOTSTRAP = '''\
+import json, os, sys, tarfile, tempfile
+argv = sys.argv[1:]
+spec = json.loads(argv[argv.index("--executor_input") + 1])
+uri = spec["inputs"]["artifacts"]["kale_environment"]["artifacts"][0]["uri"]
+for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
+    if uri.startswith(prefix):
+        uri = mount + uri[len(prefix):]
+env = tempfile.mkdtemp(prefix="kale-environment-")
+with tarfile.open(uri) as tar:
+    tar.extractall(env)
+os.environ["KALE_ENVIRONMENT"] = env
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
+os.execvp(argv[0], argv)
 '''
 
 
@@ -90,33 +110,29 @@ def kernel_python() -> str:
     return "%d.%d" % sys.version_info[:2]
 
 
-def pack_payload(files: dict[str, bytes]) -> str:
-    """``files`` (path -> content) as one lzma-compressed tar in base85 text."""
+def pack_bundle(files: dict[str, bytes]) -> bytes:
+    """``files`` (path -> content) as one xz-compressed tar with fixed metadata: equal files, equal bytes."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, content in sorted(files.items()):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))
-    return base64.b85encode(lzma.compress(buffer.getvalue(), preset=6)).decode()
-
-
-def payload_variables(text: str) -> dict[str, str]:
-    """The payload split into environment variables below the per-variable cap."""
-    return {f"{PAYLOAD_VARIABLE}_{i // CHUNK}": text[i:i + CHUNK] for i in range(0, len(text), CHUNK)}
+    return lzma.compress(buffer.getvalue(), preset=6)
 
 
 def environment_source(function: str, image: str, requirements: list[str], runtime: str, wheel: str,
-                       payload: str, pip_options: list[str]) -> str:
+                       bundle: bytes, pip_options: list[str]) -> str:
     """The environment task's component function, with what it installs and carries written into it.
 
-    ``runtime``: the ``kale-magic==<version>`` line to install from ``wheel`` (empty: the image has it).
+    ``runtime``: the ``kale-magic==<version>`` line to install from ``wheel`` (empty: the image has it);
+    ``bundle``: the runtime bundle the task takes as its ``kale_runtime`` input (empty: it has none).
     """
     return ENVIRONMENT_SOURCE.format(
         function=function, python=kernel_python(), image=image, requirements=list(requirements),
         runtime=runtime, wheel=wheel, pip_options=list(pip_options), notebooks=NOTEBOOKS,
-        variable=PAYLOAD_VARIABLE, chunks=-(-len(payload) // CHUNK),
-        digest=hashlib.sha256(payload.encode()).hexdigest())
+        runtime_input=f"{RUNTIME}: Input[Artifact], " if bundle else "", runtime_name=RUNTIME,
+        digest=hashlib.sha256(bundle).hexdigest() if bundle else "")
 
 
 def pip_index_options(index_urls) -> list[str]:

@@ -75,14 +75,25 @@ def compile_yaml(plan, output, config: dict):
     """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
     from ...errors import MissingDependency
 
+    bundles: list = []
     try:
         from .compiler import CompileOptions, compile_pipeline
 
-        return compile_pipeline(plan, output, CompileOptions.from_settings(config))
+        written = compile_pipeline(plan, output, CompileOptions.from_settings(config), bundles=bundles)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "kfp":
             raise MissingDependency("kfp", "Compiling a pipeline") from None
         raise
+    from .delivery import publish_bundle
+
+    for bundle in bundles:  # the runtime the YAML imports: published where a root is configured
+        if config.get("pipeline_root"):
+            publish_bundle(bundle)
+        else:
+            print(f"kale-magic: warning: the steps read kale-magic's runtime from {bundle.url}, which nothing "
+                  "published: set Kale.pipeline_root (with the store's credentials) to publish it as the YAML "
+                  "is written, or run the notebook with %kale_run", file=sys.stderr)
+    return written
 
 
 def image_command(args, plan_file) -> int:

@@ -25,10 +25,13 @@ from ...errors import ValidationError
 from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
-from .bootstrap import ENVIRONMENT, kernel_python
+from .bootstrap import ENVIRONMENT, RUNTIME, kernel_python
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
+# what the environment task asks the scheduler for (pip and tar of pandas + scikit-learn fit well inside); KFP's
+# ResourceSpec has no ephemeral-storage field (pipeline_spec.proto), so its /tmp use cannot be requested
+ENVIRONMENT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 REPORT = "kale_report"
 METRICS = "kale_metrics"
 SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
@@ -52,6 +55,8 @@ class CompileOptions:
     pip_index_urls: tuple[str, ...] = ()  # where steps install from (default: the image's pip configuration)
     run_as_user: int | None = 65534  # pods run as this non-root user (group 0, HOME in /tmp); None: the image's
     pipeline_root: str | None = None  # where KFP writes the run's artifacts (so run.load can read them)
+    namespace: str | None = None  # the user's KFP namespace: its root is the default on a multi-user install
+    default_root: str | None = None  # the namespace's default root, once looked up (delivery.default_root)
     workspace: Path | None = None  # the folder the snapshot carries: its modules are not installed
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
@@ -66,8 +71,22 @@ class CompileOptions:
     def __post_init__(self):
         object.__setattr__(self, "packages", tuple(self.packages))
         object.__setattr__(self, "pip_index_urls", tuple(self.pip_index_urls))
+        for url in self.pip_index_urls:
+            _refuse_credentials(url)
         object.__setattr__(self, "mounts", tuple(_parse_volume(v) for v in self.volumes))
         object.__setattr__(self, "secret_envs", tuple(_parse_secret(s) for s in self.secrets))
+
+
+def _refuse_credentials(url: str) -> None:
+    """KFP stores and shows the compiled spec, and the driver logs it: an index's password must not be in it."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise ValidationError(
+            f"Kale.pip_index_urls has credentials in {parts.scheme}://…@{parts.hostname}, which would be written "
+            "into the pipeline YAML that KFP stores and shows: put the whole URL in a Kubernetes Secret and pass it "
+            "as pip's variable instead (Kale.secrets = ['SECRET:KEY=PIP_INDEX_URL'], Kale.pip_index_urls = []).")
 
 
 def _parse_volume(text: str) -> tuple[str, str]:
@@ -99,7 +118,7 @@ def _identifier(text: str) -> str:
     name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     if not name or not name[0].isalpha() or keyword.iskeyword(name):
         name = f"v_{name}"
-    if re.fullmatch(r"kale_environment(_\d+)?", name):  # the environment tasks' names
+    if re.fullmatch(r"(kale_environment|importer)(_\d+)?", name):  # the environment and importer tasks' names
         name = f"{name}_s"
     return name
 
@@ -167,30 +186,64 @@ def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, objec
 
 # compile -----------------------------------------------------------------
 def compile_pipeline(plan: Plan, path: Path | str | None = None,
-                     options: CompileOptions | None = None, **settings) -> Path:
+                     options: CompileOptions | None = None, *, bundles: list | None = None, **settings) -> Path:
     """Write the KFP pipeline YAML for ``plan`` and return its path.
 
-    ``settings`` are :class:`CompileOptions` fields, for callers without an options object.
+    The runtime bundles the YAML imports (:mod:`.delivery`) are published at once to a folder pipeline
+    root (``kfp.local``); bundles for an object store are appended to ``bundles`` for the caller to
+    publish with the upload. ``settings`` are :class:`CompileOptions` fields, for callers without an
+    options object.
     """
+    from google.protobuf import json_format
     from kfp import compiler
+
+    from .delivery import check_container_specs, publish_bundle
 
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
+    made: list = []
+    pipeline = build_pipeline(plan, opts, made)
+    names = Names(plan)
+    executors = {f"exec-{task}": step for step, task in names.tasks.items()}
+    check_container_specs(json_format.MessageToDict(pipeline.pipeline_spec), executors)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pipeline = build_pipeline(plan, opts)
     compiler.Compiler().compile(pipeline, str(path))
+    for item in made:
+        if is_store(item.url):
+            if bundles is not None:
+                bundles.append(item)
+        else:
+            publish_bundle(item)
     return path
 
 
-def build_pipeline(plan: Plan, opts: CompileOptions):
-    """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``)."""
+def runtime_root(opts: CompileOptions) -> str:
+    """Where the runtime bundle goes: the pipeline root, else the one KFP uses for the namespace."""
+    from .delivery import default_root
+
+    return opts.pipeline_root or opts.default_root or default_root(opts.namespace)
+
+
+def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None):
+    """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``); the runtime
+    bundles it imports are appended to ``bundles``."""
     from kfp import dsl
 
-    from .setup import plan_setup
+    from .delivery import Bundle, bundle_url
+    from .setup import bundle, plan_setup
+    from .wheel import wheel_bytes, wheel_name
 
     names = Names(plan)
     setup = plan_setup(plan, opts)
-    environments = {image: _environment_component(setup, env, opts) for image, env in setup.environments.items()}
+    wheel = wheel_bytes() if opts.install_packages and setup.environments else b""
+    contents = {image: bundle(setup, env, wheel, wheel_name(setup.runtime))
+                for image, env in setup.environments.items()}
+    imported = {image: Bundle(bundle_url(runtime_root(opts), content), content)
+                for image, content in contents.items() if content}
+    if bundles is not None:
+        bundles.extend(dict.fromkeys(imported.values()))
+    environments = {image: _environment_component(setup, env, opts, contents[image])
+                    for image, env in setup.environments.items()}
     components = {s: _component(plan, plan.steps[s], names, opts, setup) for s in plan.steps}
 
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
@@ -202,7 +255,8 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
         snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
         prepared = {}
         for image, component in environments.items():
-            prepared[image] = component()
+            runtime = {RUNTIME: _runtime_importer(imported[image].url)} if image in imported else {}
+            prepared[image] = component(**runtime)
             _apply_options(prepared[image], None, opts)
         for name, step in plan.steps.items():
             io = ios[name]
@@ -223,31 +277,39 @@ def build_pipeline(plan: Plan, opts: CompileOptions):
     return dsl.pipeline(name=names.pipeline, description=plan.description or None, pipeline_root=root)(func)
 
 
-def _environment_component(setup, env, opts: CompileOptions):
-    """The task that installs (once per run) what the steps on ``env.image`` import, and carries
-    kale-magic's wheel and the notebooks too large for their own command line."""
+def _runtime_importer(url: str):
+    """The runtime bundle at ``url`` as an artifact (call inside the pipeline function)."""
     from kfp import dsl
 
-    from .bootstrap import environment_source, payload_variables, pip_index_options
-    from .setup import payload
-    from .wheel import wheel_bytes, wheel_name
+    task = dsl.importer(artifact_uri=url, artifact_class=dsl.Artifact, reimport=False,
+                        metadata={"kale": "kale-magic runtime"})
+    task.set_display_name("kale-magic runtime")
+    return task.output
+
+
+def _environment_component(setup, env, opts: CompileOptions, bundle: bytes):
+    """The task that installs (once per run) what the steps on ``env.image`` import, from kale-magic's
+    wheel and the notebooks too large for their own source (``bundle``, imported from the pipeline root)."""
+    from kfp import dsl
+
+    from .bootstrap import environment_source, pip_index_options
+    from .wheel import wheel_name
 
     version = setup.runtime
     install = opts.install_packages
-    text = payload(setup, env, wheel_bytes() if install else b"", wheel_name(version))
     source = environment_source(env.function, env.image, env.requirements.lines(),
-                                f"kale-magic=={version}" if install else "", wheel_name(version), text,
+                                f"kale-magic=={version}" if install else "", wheel_name(version), bundle,
                                 pip_index_options(opts.pip_index_urls))
     component = dsl.component(_define(source, env.function), base_image=env.image,
                               pip_index_urls=list(opts.pip_index_urls) or None, install_kfp_package=install)
-    return _with_env(component, opts, payload_variables(text))
+    return _with_env(component, opts)
 
 
-def _with_env(component, opts: CompileOptions, variables: dict[str, str] | None = None):
+def _with_env(component, opts: CompileOptions):
     """Environment variables of every task of ``component``: a writable HOME for pods that run as a non-root
-    user, and the environment task's payload. Set on the component once (kfp's per-task setter inspects the
-    call stack each time, which is most of the compile time of a large pipeline)."""
-    env = dict(variables or {})
+    user. Set on the component once (kfp's per-task setter inspects the call stack each time, which is most
+    of the compile time of a large pipeline)."""
+    env = {}
     if opts.run_as_user is not None:
         env["HOME"] = HOME
     if env:
@@ -268,12 +330,19 @@ def _pipeline_function(plan: Plan, build):
 def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
     from kfp import dsl
 
+    from .bootstrap import STEP_BOOTSTRAP
+
     source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
     func = _define(source, names.functions[step.name])
-    return _with_env(dsl.component(func, base_image=setup.images[step.name],
-                                   packages_to_install=list(opts.packages) or None,
-                                   pip_index_urls=list(opts.pip_index_urls) or None,
-                                   install_kfp_package=opts.install_packages), opts)
+    environment = setup.environment(step.name) is not None
+    component = dsl.component(func, base_image=setup.images[step.name],
+                              packages_to_install=list(opts.packages) or None,
+                              pip_index_urls=list(opts.pip_index_urls) or None,
+                              install_kfp_package=opts.install_packages and not environment)
+    if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
+        container = component.component_spec.implementation.container
+        container.command = ["python3", "-c", STEP_BOOTSTRAP, *container.command]
+    return _with_env(component, opts)
 
 
 def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, setup) -> str:
@@ -353,13 +422,19 @@ def _define(source: str, function: str):
 
 
 def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
-    """Per-step options from ``%%step``; ``step`` None for the environment task."""
+    """Per-step options from ``%%step``; ``step`` None for the environment task, which obeys the pipeline-wide
+    ones as every step does: caching, volumes and secrets (its pip may need the index's credentials)."""
     from kfp import kubernetes
 
     if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
         kubernetes.set_security_context(task, run_as_user=opts.run_as_user, run_as_group=0, run_as_non_root=True)
-    if step is None:  # the environment is a function of its spec alone (pins, runtime): always reusable
-        task.set_caching_options(True)
+    for pvc, mount in opts.mounts:
+        kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=mount)
+    for secret, pairs in opts.secret_envs:
+        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
+    if step is None:
+        task.set_caching_options(opts.caching)
+        task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
         return
     o = step.options
     task.set_display_name(step.name)
@@ -374,10 +449,6 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         task.set_retry(num_retries=o.retries)
     if o.timeout:
         kubernetes.set_timeout(task, int(o.timeout))
-    for pvc, mount in opts.mounts:
-        kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=mount)
-    for secret, pairs in opts.secret_envs:
-        kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
     for key, value in o.env:  # %%step --env: on this step's container only
         task.set_env_variable(key, value)
     for secret in o.secrets:  # %%step --secret: the Secret's key, never its value, is in the YAML

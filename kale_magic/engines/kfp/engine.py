@@ -47,19 +47,28 @@ class KfpEngine:
         self._cancel = threading.Event()
         self._settings = self._client = self._experiment_id = self._version = None
         self._snapshot: tuple[Path, str] | None = None
+        self._bundles: list = []  # runtime bundles the YAML imports from the object store
         self._publish_at_compile = False
+        self._unpublished = ""  # why a --compile-only YAML cannot run as it is
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
-        """Give every step the snapshot; it needs a pipeline root (``Kale.pipeline_root``) to be published
-        to, else the steps start in an empty folder. It is published with the upload, or as soon as the
-        YAML is written when nothing will be uploaded (``--compile-only``) or the root is a folder
-        (``kfp.local``), so that the YAML runs as it is."""
-        from ...snapshot import is_store, published_url
+        """Give every step the snapshot and kale-magic's runtime through the pipeline root:
+        ``Kale.pipeline_root``, else the root KFP itself uses (per namespace on a multi-user install).
+        They are published with the upload, or as soon as the YAML is written when the root is a folder
+        (``kfp.local``) or nothing will be uploaded (``--compile-only``) and the root is configured. A
+        ``--compile-only`` YAML with no configured root refers to what nothing published: the Compile task
+        says so, naming the workspace files the steps would miss."""
+        from ...snapshot import published_url
+        from .compiler import runtime_root
 
-        root = self.connection.get("pipeline_root")
-        if snapshot is not None and root:
+        configured = self.connection.get("pipeline_root")
+        root = runtime_root(self.options)
+        self.options = dataclasses.replace(self.options, default_root=root)  # looked up once
+        self._publish_at_compile = not is_store(root) or (not will_run and bool(configured))
+        if not will_run and not configured:
+            self._unpublished = _unpublished_note(snapshot, root)
+        if snapshot is not None:
             self._snapshot = (snapshot.store, snapshot.id)
-            self._publish_at_compile = not will_run or not is_store(root)
             self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot.id),
                                                workspace=snapshot.root)  # its modules are not installed
 
@@ -69,16 +78,24 @@ class KfpEngine:
         from ...step.notebooks import write_step_notebooks
 
         notebooks = write_step_notebooks(plan, run_dir)
-        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options)
-        if self._snapshot and self._publish_at_compile:
-            self._publish_snapshot()
-        return Compiled(notebooks, self.pipeline_file)
+        self._bundles = []
+        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options, bundles=self._bundles)
+        if self._publish_at_compile:
+            self._publish()
+        return Compiled(notebooks, self.pipeline_file, summary=self._unpublished)
 
-    def _publish_snapshot(self) -> None:
+    def _publish(self) -> None:
+        """Put the snapshot and the runtime bundles where the YAML imports them from."""
         from ...snapshot import publish
+        from .compiler import runtime_root
+        from .delivery import publish_bundle
 
-        publish(*self._snapshot, self.connection["pipeline_root"])
-        self._snapshot = None
+        if self._snapshot:
+            publish(*self._snapshot, runtime_root(self.options))
+            self._snapshot = None
+        for bundle in self._bundles:
+            publish_bundle(bundle)
+        self._bundles = []
 
     # Upload ---------------------------------------------------------------------------------
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> Uploaded:
@@ -92,8 +109,8 @@ class KfpEngine:
             self._client = connect(self._settings)
             tag = self._call("reading the server's version", server_tag, self._client)
             note = check(tag, self._settings.host, plan, self.options)
-            if self._snapshot:
-                self._publish_snapshot()
+            self._check_pins(plan)
+            self._publish()
             name = Names(plan).pipeline
             experiment = self._call("getting or creating the experiment", _experiment, self._client,
                                     plan.experiment)
@@ -126,6 +143,19 @@ class KfpEngine:
         note = schedule.note()
         return Uploaded(f"schedule {name}: {schedule.cron}" + (f" ({note})" if note else ""), {"schedule": link},
                         {})
+
+    def _check_pins(self, plan: Plan) -> None:
+        """Every pin the environment tasks install exists for the step image's platform (asked of pip once
+        per pin set in this process)."""
+        from .bootstrap import kernel_python, pip_index_options
+        from .requirements import check_available
+        from .setup import plan_setup
+
+        if not self.options.install_packages:
+            return
+        options = tuple(pip_index_options(self.options.pip_index_urls))
+        for env in plan_setup(plan, self.options).environments.values():
+            check_available(env.requirements, options, kernel_python())
 
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -224,6 +254,25 @@ class KfpEngine:
             raise
         except Exception as exc:
             raise api_error(exc, self._settings, action) from None
+
+
+def _unpublished_note(snapshot: SnapshotRef | None, root: str) -> str:
+    """The Compile task's warning for a ``--compile-only`` YAML whose imports nothing published."""
+    files = _workspace_files(snapshot) if snapshot is not None else []
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    what = f"the workspace files ({shown}) and kale-magic's runtime" if files else "kale-magic's runtime"
+    return (f"not published: {what} would be read from {root}, which nothing uploaded with --compile-only; "
+            "set Kale.pipeline_root (with the store's credentials) to publish them as the YAML is written, "
+            "or run it with %kale_run")
+
+
+def _workspace_files(snapshot: SnapshotRef) -> list[str]:
+    """The files of the snapshot the steps would work in, but the notebook itself."""
+    import json
+
+    manifest = json.loads(Path(snapshot.manifest).read_text(encoding="utf-8"))
+    notebook = snapshot.notebook.name if snapshot.notebook else None
+    return sorted(f["path"] for f in manifest.get("files", []) if f["path"] != notebook)
 
 
 def _update_steps(state, run, steps_by_task, seen, link, read_log) -> list[tuple[str, str]]:

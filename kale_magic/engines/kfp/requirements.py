@@ -3,8 +3,12 @@
 A step imports what its ``%%imports``, ``%%functions`` and own cells import, plus what kale-magic's
 step runtime and the marshal backends of its values use. Each top-level module is resolved to the
 distribution that provides it (``importlib.metadata.packages_distributions``), and the distributions'
-dependencies are followed through their metadata (markers evaluated for this interpreter), so the
-step gets the kernel's exact versions of everything it loads, and nothing else. Modules of the
+dependencies are followed through their metadata, so the step gets the kernel's exact versions of
+everything it loads, and nothing else. Markers are evaluated for the step image, not the kernel: Linux,
+:data:`TARGET_MACHINE`, the kernel's Python (the compiler refuses an image of another one). A dependency
+only the image's platform needs (torch's ``nvidia-*`` libraries under a macOS kernel) that the kernel
+lacks cannot be pinned, and is refused. :func:`check_available` asks pip, before anything is uploaded,
+whether every pin exists for that platform on the configured indexes. Modules of the
 notebook's own folder travel in the workspace snapshot instead; a library installed only from a
 local path or in editable mode cannot be installed in a container, and is refused before anything
 is uploaded.
@@ -29,6 +33,8 @@ RUNTIME_DISTRIBUTIONS = ("ipython", "dill", "xxhash")
 # the step runtime's size) is only imported when it is installed
 UNUSED_DEPENDENCIES = {"ipython": frozenset({"jedi"})}
 SELF = "kale-magic"  # delivered as its own wheel, never from an index
+TARGET_MACHINE = "x86_64"  # the step images' architecture (the official python:X.Y on amd64 nodes)
+TARGET_PLATFORMS = (f"manylinux_2_28_{TARGET_MACHINE}", f"manylinux2014_{TARGET_MACHINE}", f"linux_{TARGET_MACHINE}")
 
 
 def canonical(name: str) -> str:
@@ -146,7 +152,8 @@ def _closure(roots: frozenset, path_state: tuple) -> tuple[tuple[str, str], ...]
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
 
-    environment = default_environment()
+    kernel = default_environment()
+    environment = target_environment(kernel)
     found: dict[str, tuple[str, str]] = {}
     extras_seen: dict[str, set[str]] = {}
     todo = [(name, frozenset()) for name in sorted(roots)]
@@ -167,8 +174,50 @@ def _closure(roots: frozenset, path_state: tuple) -> tuple[tuple[str, str], ...]
             wanted = {""} | extras_seen[key]
             if requirement.marker is None or any(requirement.marker.evaluate({**environment, "extra": e})
                                                  for e in wanted):
+                if requirement.marker is not None and _distribution(canonical(requirement.name), path_state) is None \
+                        and not any(requirement.marker.evaluate({**kernel, "extra": e}) for e in wanted):
+                    raise ValidationError(
+                        f"{info[0]} needs {requirement.name} on the Linux step image ({requirement}), which this "
+                        f"kernel ({kernel['sys_platform']}) does not have, so its version cannot be pinned: build "
+                        "the step image with kale-magic image on Linux (Kale.base_image, Kale.install_packages = "
+                        "False).")
                 todo.append((requirement.name, frozenset(requirement.extras)))
     return tuple(sorted(found.values()))
+
+
+def target_environment(kernel: dict) -> dict:
+    """Marker variables of the step image: Linux on :data:`TARGET_MACHINE`, with the kernel's Python."""
+    return {**kernel, "os_name": "posix", "sys_platform": "linux", "platform_system": "Linux",
+            "platform_machine": TARGET_MACHINE, "platform_release": "", "platform_version": ""}
+
+
+@lru_cache(maxsize=64)
+def check_available(requirements: Requirements, pip_options: tuple[str, ...], python: str) -> None:
+    """Refuse, naming the package, a pin that pip finds for no Linux wheel of ``python`` (nor an sdist) on the
+    indexes the steps install from (``pip_options``; none: this machine's pip configuration)."""
+    import subprocess
+    import tempfile
+
+    lines = requirements.lines()
+    if not lines:
+        return
+    platforms = [arg for p in TARGET_PLATFORMS for arg in ("--platform", p)]
+    with tempfile.TemporaryDirectory(prefix="kale-pins-") as target:
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
+             "--disable-pip-version-check", "--target", target, "--python-version", python,
+             "--implementation", "cp", *platforms, *pip_options, *lines],
+            capture_output=True, text=True)
+    if result.returncode == 0:
+        return
+    missing = re.search(r"(?:No matching distribution found for|Could not find a version that satisfies "
+                        r"the requirement) (\S+)", result.stderr)
+    what = missing.group(1) if missing else "a pinned package"
+    raise ValidationError(
+        f"{what}, pinned to the kernel's version for the steps, is on none of the indexes the steps install from "
+        f"for Linux {TARGET_MACHINE}, Python {python} ({(result.stderr.strip().splitlines() or ['pip failed'])[-1]}): "
+        "add the index that has it to Kale.pip_index_urls (a +cpu torch is on https://download.pytorch.org/whl/cpu), "
+        "or build the step image with kale-magic image (Kale.base_image, Kale.install_packages = False).")
 
 
 @lru_cache(maxsize=4096)

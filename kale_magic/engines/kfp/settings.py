@@ -38,7 +38,9 @@ class Kfp(Configurable):
     pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
                             "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
                             "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
-                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
+                            "kfp.local; unset: kale-magic's runtime and the snapshot go to the namespace's default "
+                            "root (its kfp-launcher ConfigMap, else KFP's default) and run.load cannot read KFP "
+                            "results."
                             ).tag(config=True)
 
     @validate("base_image")

@@ -2,10 +2,11 @@
 
 Per step image, one ``kale-environment`` task installs what that image's steps import, pinned to the
 kernel's versions (see :mod:`kale_magic.engines.kfp.bootstrap`). A step's notebook sits in its component's
-source when it fits in a command-line argument; a larger one is carried by the environment task.
+source when it fits well inside the driver's one-argument container spec (measured as the driver gets
+it, Go JSON: see :mod:`kale_magic.engines.kfp.delivery`); a larger one travels in the runtime bundle.
 Everything that cannot work is refused here, before anything is uploaded, with one sentence naming the
 step and the fix: an image whose Python is not the kernel's, a library installed only from a local
-path or in editable mode, step code too large for the pipeline to carry.
+path or in editable mode.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from dataclasses import dataclass
 
 from ...errors import ValidationError
 from ...plan import Plan, StepPlan
-from .bootstrap import PAYLOAD_MAX, kernel_python, pack_payload
+from .bootstrap import kernel_python, pack_bundle
 from .requirements import Requirements, step_requirements
 from .wheel import runtime_version
 
-EMBED_LIMIT = 100_000  # bytes of notebook text in a component's source; the whole argument is capped at 128 KiB
+EMBED_LIMIT = 64 * 1024  # bytes of a notebook in its component's source, as the driver gets it (limit: 120 KiB)
 PYTHON_IMAGE = re.compile(r"(?:^|/)python:(\d+)\.(\d+)")
 
 
@@ -53,7 +54,7 @@ def plan_setup(plan: Plan, opts) -> Setup:
     for name, image in images.items():
         _check_python(image, name)
     notebooks = {name: notebook_json(plan, step) for name, step in plan.steps.items()}
-    carried = {name for name, text in notebooks.items() if len(repr(text).encode()) > EMBED_LIMIT}
+    carried = {name for name, text in notebooks.items() if embedded_size(text) > EMBED_LIMIT}
     environments = {}
     for n, image in enumerate(dict.fromkeys(images.values())):
         steps = [name for name in plan.steps if images[name] == image]
@@ -61,6 +62,7 @@ def plan_setup(plan: Plan, opts) -> Setup:
             continue
         requirements = Requirements(())
         if opts.install_packages:
+            requirements = Requirements((("kfp", _kfp_version()),))  # the steps run kfp's executor from it
             for name in steps:
                 requirements |= _requirements(plan, plan.steps[name], opts)
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
@@ -68,22 +70,29 @@ def plan_setup(plan: Plan, opts) -> Setup:
     return Setup(notebooks, environments, images, runtime_version())
 
 
-def payload(setup: Setup, env: Environment, wheel: bytes, wheel_name: str) -> str:
-    """What the environment task carries: kale-magic's wheel and the notebooks too large to embed."""
+def embedded_size(text: str) -> int:
+    """Bytes the notebook ``text`` takes in its executor's container spec: the component source holds its
+    ``repr``, which the spec's JSON escapes again (Go escapes ``<``, ``>``, ``&`` to six bytes each)."""
+    from .delivery import go_json
+
+    return len(go_json(repr(text)))
+
+
+def bundle(setup: Setup, env: Environment, wheel: bytes, wheel_name: str) -> bytes:
+    """The runtime bundle of ``env``'s task: kale-magic's wheel and the notebooks too large to embed
+    (empty when there is neither)."""
     from .bootstrap import NOTEBOOKS
 
     files = {f"{NOTEBOOKS}/{step}.json": setup.notebooks[step].encode() for step in env.carried}
     if wheel:
         files[wheel_name] = wheel
-    text = pack_payload(files)
-    if len(text) > PAYLOAD_MAX:
-        biggest = max(env.carried, key=lambda s: len(setup.notebooks[s]), default=None)
-        where = f"step '{biggest}'" if biggest else "kale-magic's runtime"
-        raise ValidationError(
-            f"The code of {where} is too large for a Kubeflow pipeline to carry ({len(text) / 1e6:.1f} MB "
-            f"compressed, at most {PAYLOAD_MAX / 1e6:.1f} MB): keep data out of %%functions and step cells "
-            "(read it from a file in the notebook's folder, which the workspace snapshot carries).")
-    return text
+    return pack_bundle(files) if files else b""
+
+
+def _kfp_version() -> str:
+    import kfp
+
+    return kfp.__version__
 
 
 def notebook_json(plan: Plan, step: StepPlan) -> str:

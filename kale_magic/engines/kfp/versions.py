@@ -78,6 +78,8 @@ def _uses(plan: Plan, options) -> dict[str, list[str]]:
             uses.setdefault("retries", []).append(name)
         if o.secrets:
             uses.setdefault("secrets", []).append(name)
+    if options.install_packages:  # the environment task's cpu/memory requests
+        uses.setdefault("resources", []).append("kale-environment")
     if options.volumes:
         uses["volumes"] = []
     if options.secrets:
