@@ -12,6 +12,9 @@ from kale_magic.errors import KaleError
 from kale_magic.run.schedule import next_fire, parse_schedule, six_fields
 
 CELLS = ["%%parameters\nn = 3", "%%step load\ndata = list(range(n))", "%%step total\ntotal = sum(data)"]
+# These tests are about the recurring-run calls: the steps read no workspace file and install nothing, so the
+# upload needs no object store (the delivery of snapshots and the runtime is tested in test_snapshot_kfp).
+NO_STORE = "%config Kfp.install_packages = False"
 
 
 @pytest.fixture
@@ -24,8 +27,8 @@ def server(monkeypatch, tmp_path):
 
 
 def test_a_schedule_is_a_recurring_run_of_the_uploaded_version_with_the_runs_parameters(kernel, server, capsys):
-    kernel.cells(*CELLS)
-    run = kernel.run(f'%kale_run --host {server.url} --param n=5 --schedule "0 30 2 * * *" --max-concurrency 2 '
+    kernel.cells(*CELLS, NO_STORE)
+    run = kernel.run(f'%kale_run --host {server.url} --param n=5 --schedule "0 30 2 * * *" --max-concurrency 2 --no-snapshot '
                      "--start 2026-12-24T02:00:00+00:00 --end 2027-12-24T02:00:00+00:00 --no-catchup")
     assert run.status == "scheduled" and not server.runs
     (job,) = server.recurring_runs.values()
@@ -45,8 +48,8 @@ def test_a_schedule_is_a_recurring_run_of_the_uploaded_version_with_the_runs_par
 
 
 def test_a_five_field_cron_is_converted_and_said(kernel, server):
-    kernel.cells(*CELLS)
-    run = kernel.run(f'%kale_run --host {server.url} --schedule "30 2 * * 1-5"')
+    kernel.cells(*CELLS, NO_STORE)
+    run = kernel.run(f'%kale_run --host {server.url} --schedule "30 2 * * 1-5" --no-snapshot')
     (job,) = server.recurring_runs.values()
     assert job["trigger"]["cron_schedule"]["cron"] == "0 30 2 * * 1-5"
     assert "the five-field cron '30 2 * * 1-5' is '0 30 2 * * 1-5' in KFP's six-field form" in \
@@ -63,14 +66,14 @@ def test_a_five_field_cron_is_converted_and_said(kernel, server):
     ("--max-concurrency 2", "--max-concurrency only applies with --schedule CRON"),
 ])
 def test_a_bad_schedule_is_refused_before_anything_is_uploaded(kernel, server, line, message):
-    kernel.cells(*CELLS)
+    kernel.cells(*CELLS, NO_STORE)
     error = kernel.error(f"%kale_run --host {server.url} {line}")
     assert isinstance(error, KaleError) and message in str(error), str(error)
     assert server.requests == []
 
 
 def test_the_local_engine_refuses_with_an_equivalent_crontab_line(kernel, tmp_path):
-    kernel.cells(*CELLS)
+    kernel.cells(*CELLS, NO_STORE)
     error = kernel.error('%kale_run --engine local --param n=7 --schedule "0 30 2 * * *"')
     assert isinstance(error, KaleError)
     assert str(error).startswith("the local engine cannot schedule runs")
@@ -79,9 +82,9 @@ def test_the_local_engine_refuses_with_an_equivalent_crontab_line(kernel, tmp_pa
 
 
 def test_kale_schedules_lists_pauses_resumes_and_deletes(kernel, server, capsys, tmp_path):
-    kernel.cells(*CELLS)
+    kernel.cells(*CELLS, NO_STORE)
     kernel.run(f"%config Kale.host = {server.url!r}")
-    run = kernel.run('%kale_run --schedule "0 0 2 * * *" --pipeline nightly')
+    run = kernel.run('%kale_run --schedule "0 0 2 * * *" --pipeline nightly --no-snapshot')
     (job,) = server.recurring_runs.values()
     name = job["display_name"]
     server.fire_schedule(job["recurring_run_id"], "FAILED")
@@ -100,7 +103,8 @@ def test_kale_schedules_lists_pauses_resumes_and_deletes(kernel, server, capsys,
     assert (record.status, record.pipeline, record.engine, record.links["scheduled by"]) == (
         "failed", "nightly", "kfp", name)
     table = repr(kernel.run("%kale_runs"))
-    assert name in table and fired[0]["run_id"] in table, table
+    short_id = fired[0]["run_id"].rsplit("-", 1)[-1]  # %kale_runs shows run ids by their random end
+    assert name in table and any(line.split()[:1] == [short_id] for line in table.splitlines()), table
     kernel.run("%kale_schedules --pipeline nightly")
     assert "new in %kale_runs" not in capsys.readouterr().out  # recorded once
     kernel.run(f"%kale_schedules --pipeline nightly --pause {name}")
