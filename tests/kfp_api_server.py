@@ -38,7 +38,8 @@ workflow). What it answers is re-derived from KFP's own sources (kubeflow/pipeli
 Tests drive runs: ``set_run`` changes a run's state and its tasks at once, ``script_run`` queues states
 that successive ``GET run`` calls walk through. A task is a state (``PENDING``, ``RUNNING``, ``SUCCEEDED``,
 ``FAILED``, ``CACHED``, ``CANCELED``, ``SKIPPED``), ``(state, log)`` with what its executor pod printed,
-or ``(state, [log, ...])``: one log per attempt of a retried executor (earlier attempts failed).
+or ``(state, [log, ...])``: one log per attempt of a retried executor (earlier attempts failed);
+``DRIVER_FAILED`` (or ``("DRIVER_FAILED", log)``) is a task whose KFP driver pod failed, so no executor ran.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ STATE_OF_PHASE = {"Pending": "PENDING", "Running": "RUNNING", "Succeeded": "SUCC
 NODES_OF_TASK = {"PENDING": ("Pending", None, None), "RUNNING": ("Succeeded", "Running", "Running"),
                  "SUCCEEDED": ("Succeeded", "Succeeded", "Succeeded"), "CACHED": ("Succeeded", "Succeeded", "Skipped"),
                  "FAILED": ("Succeeded", "Failed", "Failed"), "CANCELED": ("Succeeded", "Failed", "Failed"),
-                 "SKIPPED": ("Omitted", None, None)}
+                 "SKIPPED": ("Omitted", None, None), "DRIVER_FAILED": ("Failed", None, None)}
 RUN_PHASE = {"PENDING": "Pending", "RUNNING": "Running", "SUCCEEDED": "Succeeded", "FAILED": "Failed",
              "CANCELED": "Failed", "CANCELING": "Running", "SKIPPED": "Skipped"}
 # the API fields each model can be sorted and filtered by (model/<kind>.go APIToModelFieldMap, v2beta1)
@@ -592,9 +593,13 @@ def _build_workflow(run: dict, logs: dict) -> None:
         retried = task in run["_retried"] or isinstance(value, tuple) and isinstance(value[1], list)
         prefix = "retry-" if retried else ""
         cached = "true" if executor_phase == "Skipped" else "false"
-        add(f"{wf}.root.{task}-driver", f"{task}-driver", "system-container-driver", "Pod", driver, root,
-            outputs={"parameters": [{"name": "cached-decision", "value": cached}]} if driver == "Succeeded" else {})
+        driver_node = add(f"{wf}.root.{task}-driver", f"{task}-driver", "system-container-driver", "Pod", driver,
+                          root, outputs={"parameters": [{"name": "cached-decision", "value": cached}]}
+                          if driver == "Succeeded" else {}, **({"message": "Error (exit code 1)"}
+                                                               if driver == "Failed" else {}))
         if dag_phase is None:
+            if driver == "Failed" and isinstance(value, tuple):
+                logs[retrieve_pod_name(workflow, driver_node)] = value[1]
             continue
         dag = add(f"{wf}.root.{task}", task, f"{prefix}system-container-executor", "DAG", dag_phase, root)
         name = f"{wf}.root.{task}.executor"

@@ -204,6 +204,17 @@ def test_a_retried_step_reports_its_last_attempt(server, tmp_path):
     assert (state.steps["train"].status, state.steps["train"].message) == ("succeeded", "succeeded on attempt 2")
 
 
+def test_a_step_whose_driver_failed_is_failed_with_the_drivers_words(server, tmp_path):
+    """No executor node exists then; the step used to stay pending and read as skipped."""
+    driver_log = "I1206 driver.go:270] input ComponentSpec ...\nF1206 main.go:80] KFP driver: failed to resolve inputs\n"
+    server.script_run(dict(state="FAILED", tasks={"load": "SUCCEEDED", "train": ("DRIVER_FAILED", driver_log)}))
+    state = run(server.url, tmp_path)
+    assert state.steps["train"].status == "failed"
+    assert state.steps["train"].message == ("the KFP driver failed: F1206 main.go:80] KFP driver: failed to "
+                                            "resolve inputs")
+    assert state.steps["report"].status == "skipped"
+
+
 def test_the_engine_polls_at_its_pace_while_the_run_is_canceling(tmp_path):
     """TerminateRun sets CANCELING; the run reads CANCELED once the workflow stopped. The engine keeps its
     poll interval meanwhile (it used to poll without pause once cancel() was called)."""
