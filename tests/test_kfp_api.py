@@ -156,6 +156,20 @@ def test_terminating_reads_canceling_before_canceled(server, tmp_path):
     assert states == ["CANCELING"] * server.canceling_polls + ["CANCELED", "CANCELED"]
 
 
+@pytest.mark.parametrize("manifest, node, pod", [
+    ({"metadata": {"name": "wf-x"}}, {"id": "wf-x-123", "name": "wf-x.root.a.executor",
+                                      "templateName": "system-container-impl"}, "wf-x-system-container-impl-123"),
+    ({"metadata": {"name": "wf-x"}}, {"id": "wf-x", "name": "wf-x", "templateName": "entrypoint"}, "wf-x"),
+    ({"metadata": {"name": "wf-x"}}, {"id": "wf-x-9", "name": "wf-x.a.inline", "templateName": "t"}, "wf-x-9"),
+    ({"metadata": {"name": "wf-x", "annotations": {"workflows.argoproj.io/pod-name-format": "v1"}}},
+     {"id": "wf-x-123", "name": "wf-x.root.a.executor", "templateName": "system-container-impl"}, "wf-x-123"),
+])
+def test_pod_names_are_derived_as_retrieve_pod_name_does(manifest, node, pod):
+    from kale_magic.engines.kfp.workflow import Workflow
+
+    assert Workflow(manifest).pod_name(node) == pod == retrieve_pod_name(manifest, node)
+
+
 # the engine against it ---------------------------------------------------------------------------------
 STEP_LOG = """running step train
 RuntimeError: step 'train' failed: ZeroDivisionError: division by zero
@@ -316,7 +330,12 @@ def test_a_fully_cached_rerun_reads_metrics_and_values_from_the_run_that_compute
         srv.script_run(dict(state="SUCCEEDED", tasks={task: "CACHED" for task in ALL_DONE}))
         state = run(srv.url, tmp_path / "run-c", parameters={"n": 4}, run_id="run-c",
                     config={"pipeline_root": root})
-    assert {s.status for s in state.steps.values()} == {"cached"}
+    origin = next(r["run_id"] for r in srv.runs.values() if r["runtime_config"]["parameters"]["n"] == 4)
+    assert {s.name: (s.status, s.message) for s in state.steps.values()} == {
+        "load": ("cached", f"KFP cache hit: outputs of KFP run {origin}"),
+        "train": ("cached", f"KFP cache hit: outputs of KFP run {origin}"),
+        "report": ("cached", "KFP cache hit; its values cannot be loaded: no run among the last 500 of this "
+                             "pipeline computed it")}  # report saves nothing: no run left outputs of it
     assert state.metrics == {"acc": 0.4}
     files = RunDir(tmp_path / "run-c" / "run")
     assert fetch(files, "load", "X") and fetch(files, "train", "model")

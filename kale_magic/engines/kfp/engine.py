@@ -141,7 +141,7 @@ class KfpEngine:
         found (or when the API cannot be asked) is left out, so its values are not listed."""
         import yaml
 
-        from .origins import find_origins
+        from .origins import MAX_RUNS, find_origins
         from .results import has_outputs
 
         names = Names(plan)
@@ -155,9 +155,15 @@ class KfpEngine:
                                  namespace=self._client.get_user_namespace() or None)
         except KaleError:
             raise
-        except Exception:  # the API refused a list or a version: values of cached steps stay unlisted
-            return {}
-        return {step: found[task] for step, task in names.tasks.items() if task in found}
+        except Exception as exc:  # the API refused a list or a version: values of cached steps stay unlisted
+            found, why = {}, f"the runs could not be listed ({server_message(exc)})"
+        else:
+            why = f"no run among the last {MAX_RUNS} of this pipeline computed it"
+        origins = {step: found[task] for step, task in names.tasks.items() if task in found}
+        for step in (name for name, s in state.steps.items() if s.status == "cached"):
+            state.step(step, "cached", message=f"KFP cache hit: outputs of KFP run {origins[step]}" if step in origins
+                       else f"KFP cache hit; its values cannot be loaded: {why}")
+        return origins
 
     def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
