@@ -202,6 +202,24 @@ def test_a_failed_step_says_what_its_pod_printed(server, tmp_path):
     assert read.path.endswith(f"/nodes/{server.pod_of(server.last_run['run_id'], 'report')}/log")
 
 
+def test_a_step_that_failed_polls_before_the_run_ended_is_still_named(server, tmp_path):
+    server.script_run(dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": ("FAILED", STEP_LOG)}),
+                      dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": ("FAILED", STEP_LOG)}),
+                      dict(state="FAILED", tasks={"load": "SUCCEEDED", "train": ("FAILED", STEP_LOG)}))
+    state = run(server.url, tmp_path)
+    assert state.error == "step 'train' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+
+
+def test_a_failed_environment_task_is_named_with_what_its_pod_printed(server, tmp_path):
+    pip = "Collecting torch==9.9\nERROR: No matching distribution found for torch==9.9\n"
+    server.script_run(dict(state="FAILED", error="1 task failed",
+                           tasks={"kale-environment": ("FAILED", pip), "load": "PENDING"}))
+    state = run(server.url, tmp_path)
+    assert state.error == ("task 'kale-environment' failed on Kubeflow Pipelines: "
+                           "ERROR: No matching distribution found for torch==9.9")
+    assert {s.status for s in state.steps.values()} == {"skipped"}
+
+
 def test_a_retried_step_reports_its_last_attempt(server, tmp_path):
     """train has --retries 2: its executor is a Retry node; the message is the last attempt's."""
     logs = ["RuntimeError: step 'train' failed: MemoryError: first\n",

@@ -184,10 +184,11 @@ class KfpEngine:
     def _follow(self, plan: Plan, state: RunState, run_id: str) -> Outcome:
         steps_by_task = Names(plan).steps_by_task
         seen: dict[str, str] = {}
+        failures: list[tuple[str, str]] = []  # a step fails once, often polls before the run ends
         terminating = False
         while True:
             run = self._poll(run_id)
-            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"],
+            failures += _update_steps(state, run, steps_by_task, seen, state.links["run"],
                                      lambda pod: self._read_log(run_id, pod), _once(lambda: self._workflow(run_id)))
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
@@ -205,11 +206,23 @@ class KfpEngine:
         elif failures:
             error = "step '{}' failed on Kubeflow Pipelines: {}".format(*failures[0])
         else:
-            error = f"the run ended {final.lower()} on Kubeflow Pipelines: {_message(run.error) or 'no reason given'}"
+            error = (self._task_failure(run_id, steps_by_task) or f"the run ended {final.lower()} on Kubeflow "
+                     f"Pipelines: {_message(run.error) or 'no reason given'}")
         for name, step in state.steps.items():
             if step.status in ("pending", "running"):
                 state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
         return Outcome("failed", error)
+
+    def _task_failure(self, run_id: str, steps_by_task: dict[str, str]) -> str:
+        """What failed a run in which no step failed: another task (the ``kale-environment`` task), in the
+        words its pod printed; "" when the workflow names none."""
+        workflow = self._workflow(run_id)
+        for task in workflow.failed_tasks() if workflow else []:
+            if task not in steps_by_task:
+                pod, note = workflow.failed_pod(task)
+                said = _step_error(self._read_log(run_id, pod) if pod else None) or note or "no message from KFP"
+                return f"task '{task}' failed on Kubeflow Pipelines: {said}"
+        return ""
 
     def _poll(self, run_id: str):
         """The run, tolerating a few failed polls in a row: the run goes on while the API hiccups."""

@@ -51,6 +51,12 @@ class Workflow:
                           if c in nodes and nodes[c].get("displayName") == "executor"]
         return found
 
+    def failed_tasks(self) -> list[str]:
+        """The tasks whose executor DAG failed, by name."""
+        return sorted({node.get("displayName", "") for node in self.nodes.values()
+                       if (node.get("templateName") or "").endswith(EXECUTOR_TEMPLATE)
+                       and node.get("phase") in FAILED_PHASES})
+
     def cached(self, task: str) -> bool:
         """True only when every executor of ``task`` was skipped by the cache (never ran, has no pod)."""
         executors = self.executors(task)
