@@ -291,7 +291,7 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> 
         if step is None or status is None or seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
         if driver and status != "failed":
-            continue  # a driver that fails never starts the step's executor: the step failed
+            continue  # a driver counts only when it failed: then no executor ran, and the step failed
         message = ""
         if status == "failed" and canceled:
             status, message = "skipped", "canceled"
@@ -312,20 +312,15 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> 
 
 
 def _failure(task: str, workflow, read_log, driver: bool) -> str:
-    """What the failed step printed (its last attempt's pod log), else Argo's message for the pod."""
+    """What the failed step printed (its last attempt's pod log, or its driver's), else Argo's message."""
     if workflow is None:
         return "no message from KFP (its workflow could not be read)"
+    pod, note = workflow.failed_driver(task) if driver else workflow.failed_pod(task)
+    said = _step_error(read_log(pod) if pod else None) or note or "no message from KFP"
     if driver:
-        node = next((n for n in workflow.nodes.values() if n.get("displayName") == f"{task}-driver"
-                     and n.get("phase") in ("Failed", "Error")), None)
-        pod, note = (workflow.pod_name(node), (node.get("message") or "").strip()) if node else (None, "")
-        log = read_log(pod) if pod else None
-        lines = [line for line in (log or "").splitlines() if line.strip()]
-        return f"the KFP driver failed: {lines[-1].strip() if lines else note or 'no message from KFP'}"
-    pod, note = workflow.failed_pod(task)
+        return f"the KFP driver failed: {said}"
     attempts = workflow.attempts(task)
-    message = _step_error(read_log(pod) if pod else None) or note or "no message from KFP"
-    return f"{message} (after {attempts} attempts)" if attempts > 1 else message
+    return f"{said} (after {attempts} attempts)" if attempts > 1 else said
 
 
 def _once(func):

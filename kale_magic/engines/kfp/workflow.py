@@ -86,6 +86,13 @@ class Workflow:
                 return pod, (attempt.get("message") or "").strip()
         return None, ""
 
+    def failed_driver(self, task: str) -> tuple[str | None, str]:
+        """The pod of ``task``'s failed driver (``<task>-driver``: then no executor ran), and Argo's message."""
+        for node in self.nodes.values():
+            if node.get("displayName") == f"{task}-driver" and node.get("phase") in FAILED_PHASES:
+                return self.pod_name(node), (node.get("message") or "").strip()
+        return None, ""
+
     def pod_name(self, node: dict) -> str:
         """``RetrievePodName`` in ``backend/src/common/util/workflow.go`` (mirrored by the frontend's
         ``getNodeNameFromNodeId`` in ``src/lib/Utils.tsx``): ``<workflow>-<template>-<hash of the node ID>``
