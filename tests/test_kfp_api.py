@@ -316,7 +316,8 @@ def test_an_upload_the_api_server_refuses_says_what_that_answer_means(tmp_path):
 
 def test_a_fully_cached_rerun_reads_metrics_and_values_from_the_run_that_computed_them(tmp_path, s3_env):
     """Runs A (n=4) and B (n=5) compute every step; run C (n=4) is served wholly from KFP's cache, whose
-    outputs stay under A's artifact URIs (the newest run with the same fingerprint, not B)."""
+    outputs stay under A's artifact URIs (the newest run with the same fingerprint, not B), pages of runs
+    away."""
     plan = three_step_plan()
     names = Names(plan)
     root = f"s3://{s3_env.bucket}/kfp-root"
@@ -345,6 +346,14 @@ def test_a_fully_cached_rerun_reads_metrics_and_values_from_the_run_that_compute
                         config={"pipeline_root": root})
             assert state.metrics == {"acc": n / 10}, state.error
         srv.on_run_created(None)
+        client = plain_client(srv)  # more runs since, of another pipeline: A is on the third page of 50
+        (tmp_path / "other.yaml").write_text("pipelineInfo:\n  name: other\n")
+        other = client.upload_pipeline(str(tmp_path / "other.yaml"), pipeline_name="other")
+        version = client.list_pipeline_versions(other.pipeline_id).pipeline_versions[0]
+        experiment = client.create_experiment("others").experiment_id
+        for n in range(110):
+            client.run_pipeline(experiment, f"o{n}", pipeline_id=other.pipeline_id,
+                                version_id=version.pipeline_version_id)
         srv.script_run(dict(state="SUCCEEDED", tasks={task: "CACHED" for task in ALL_DONE}))
         state = run(srv.url, tmp_path / "run-c", parameters={"n": 4}, run_id="run-c",
                     config={"pipeline_root": root})
