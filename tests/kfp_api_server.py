@@ -39,7 +39,8 @@ Tests drive runs: ``set_run`` changes a run's state and its tasks at once, ``scr
 that successive ``GET run`` calls walk through. A task is a state (``PENDING``, ``RUNNING``, ``SUCCEEDED``,
 ``FAILED``, ``CACHED``, ``CANCELED``, ``SKIPPED``), ``(state, log)`` with what its executor pod printed,
 or ``(state, [log, ...])``: one log per attempt of a retried executor (earlier attempts failed);
-``DRIVER_FAILED`` (or ``("DRIVER_FAILED", log)``) is a task whose KFP driver pod failed, so no executor ran.
+``DRIVER_FAILED`` (or ``("DRIVER_FAILED", log)``) is a task whose KFP driver pod failed, so no executor ran;
+a list of those is a ``--foreach`` task, one item per iteration of its ParallelFor.
 """
 
 from __future__ import annotations
@@ -589,39 +590,55 @@ def _build_workflow(run: dict, logs: dict) -> None:
         add(f"{wf}.root-driver", "root-driver", "system-dag-driver", "Pod", "Succeeded", top)
         root = add(f"{wf}.root", "root", "root", "DAG", phase, top)
     for task, value in run["_tasks"].items():
-        driver, dag_phase, executor_phase = NODES_OF_TASK[_state(value)]
         retried = task in run["_retried"] or isinstance(value, tuple) and isinstance(value[1], list)
-        prefix = "retry-" if retried else ""
-        cached = "true" if executor_phase == "Skipped" else "false"
-        driver_node = add(f"{wf}.root.{task}-driver", f"{task}-driver", "system-container-driver", "Pod", driver,
-                          root, outputs={"parameters": [{"name": "cached-decision", "value": cached}]}
-                          if driver == "Succeeded" else {}, **({"message": "Error (exit code 1)"}
-                                                               if driver == "Failed" else {}))
-        if dag_phase is None:
-            if driver == "Failed" and isinstance(value, tuple):
-                logs[retrieve_pod_name(workflow, driver_node)] = value[1]
+        if not isinstance(value, list):
+            _task_nodes(add, workflow, f"{wf}.root", root, task, value, retried, logs)
             continue
-        dag = add(f"{wf}.root.{task}", task, f"{prefix}system-container-executor", "DAG", dag_phase, root)
-        name = f"{wf}.root.{task}.executor"
-        if executor_phase == "Skipped":
-            add(name, "executor", f"{prefix}system-container-impl", "Skipped", "Skipped", dag,
-                message="when 'true != true' evaluated false")
-            continue
-        printed = value[1] if isinstance(value, tuple) else None
-        attempts = printed if isinstance(printed, list) else [printed]
-        if retried:
-            parent = add(name, "executor", f"{prefix}system-container-impl", "Retry", executor_phase, dag)
-            pods = [add(f"{name}({i})", f"executor({i})", f"{prefix}system-container-impl", "Pod",
-                        executor_phase if i == len(attempts) - 1 else "Failed", parent) for i in range(len(attempts))]
-        else:
-            pods = [add(name, "executor", "system-container-impl", "Pod", executor_phase, dag)]
-        for pod, text in zip(pods, attempts):
-            pod_name = retrieve_pod_name(workflow, pod)
-            if text is not None:
-                logs[pod_name] = text
-            elif pod["phase"] in ("Running", "Succeeded", "Failed"):
-                logs.setdefault(pod_name, f"running step {task}\n")
+        # --foreach: a ParallelFor's iterations DAG, then one DAG per item holding the task's nodes
+        loop = add(f"{wf}.root.for-loop-{task}-iterations", f"for-loop-{task}-iterations", "comp-for-loop", "DAG",
+                   "Running", root)
+        for i, item in enumerate(value):
+            iteration = add(f"{loop['name']}({i})", f"for-loop-{task}-iterations({i})", "comp-for-loop", "DAG",
+                            "Running", loop)
+            _task_nodes(add, workflow, iteration["name"], iteration, task, item, retried, logs)
     workflow["status"] = {"phase": phase, "nodes": nodes}
+
+
+def _task_nodes(add, workflow: dict, parent_name: str, parent: dict, task: str, value, retried: bool,
+                logs: dict) -> None:
+    """One task's nodes under ``parent``: its driver pod, its executor DAG and the executor (pod, Retry node
+    with a pod per attempt, or Skipped for a cache hit)."""
+    driver, dag_phase, executor_phase = NODES_OF_TASK[_state(value)]
+    prefix = "retry-" if retried else ""
+    cached = "true" if executor_phase == "Skipped" else "false"
+    driver_node = add(f"{parent_name}.{task}-driver", f"{task}-driver", "system-container-driver", "Pod", driver,
+                      parent, outputs={"parameters": [{"name": "cached-decision", "value": cached}]}
+                      if driver == "Succeeded" else {}, **({"message": "Error (exit code 1)"}
+                                                           if driver == "Failed" else {}))
+    if dag_phase is None:
+        if driver == "Failed" and isinstance(value, tuple):
+            logs[retrieve_pod_name(workflow, driver_node)] = value[1]
+        return
+    dag = add(f"{parent_name}.{task}", task, f"{prefix}system-container-executor", "DAG", dag_phase, parent)
+    name = f"{parent_name}.{task}.executor"
+    if executor_phase == "Skipped":
+        add(name, "executor", f"{prefix}system-container-impl", "Skipped", "Skipped", dag,
+            message="when 'true != true' evaluated false")
+        return
+    printed = value[1] if isinstance(value, tuple) else None
+    attempts = printed if isinstance(printed, list) else [printed]
+    if retried:
+        retry = add(name, "executor", f"{prefix}system-container-impl", "Retry", executor_phase, dag)
+        pods = [add(f"{name}({i})", f"executor({i})", f"{prefix}system-container-impl", "Pod",
+                    executor_phase if i == len(attempts) - 1 else "Failed", retry) for i in range(len(attempts))]
+    else:
+        pods = [add(name, "executor", "system-container-impl", "Pod", executor_phase, dag)]
+    for pod, text in zip(pods, attempts):
+        pod_name = retrieve_pod_name(workflow, pod)
+        if text is not None:
+            logs[pod_name] = text
+        elif pod["phase"] in ("Running", "Succeeded", "Failed"):
+            logs.setdefault(pod_name, f"running step {task}\n")
 
 
 def _task_details(run: dict) -> list[dict]:

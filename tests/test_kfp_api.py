@@ -220,6 +220,20 @@ def test_a_failed_environment_task_is_named_with_what_its_pod_printed(server, tm
     assert {s.status for s in state.steps.values()} == {"skipped"}
 
 
+def test_a_foreach_step_ends_when_all_its_items_have(server, tmp_path):
+    """A ParallelFor gives a step one executor DAG per item, all displayed with the task's name: the step
+    used to read as succeeded when the first item did, and an item failing later was never reported."""
+    seen = []
+    server.script_run(dict(state="RUNNING", tasks={"load": "SUCCEEDED", "train": ["SUCCEEDED", "RUNNING"]}),
+                      dict(state="FAILED", tasks={"load": "SUCCEEDED", "train": ["SUCCEEDED", ("FAILED", STEP_LOG)]}))
+    plan = three_step_plan()
+    state = run(server.url, tmp_path, plan=plan, listen=lambda st, event: seen.append(
+        (event, st.steps[event[5:]].status)) if event.startswith("step:") else None)
+    assert ("step:train", "succeeded") not in seen
+    assert state.steps["train"].status == "failed"
+    assert state.error == "step 'train' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
+
+
 def test_a_retried_step_reports_its_last_attempt(server, tmp_path):
     """train has --retries 2: its executor is a Retry node; the message is the last attempt's."""
     logs = ["RuntimeError: step 'train' failed: MemoryError: first\n",

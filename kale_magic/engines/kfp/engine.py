@@ -282,33 +282,50 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> 
     failures = []
     details = (run.run_details.task_details if run.run_details else None) or []
     canceled = (run.state or "").upper() in ("CANCELED", "CANCELING")
-    for task in details:
-        name = task.display_name or ""
-        driver = name.endswith("-driver") and name[:-len("-driver")]
-        task_name = driver or name
-        step = steps_by_task.get(task_name) or (task_name if task_name in state.steps else None)
-        status = STEP_STATES.get((task.state or "").upper())
-        if step is None or status is None or seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
+    for step, (task_name, status, driver, canceled_task) in _step_states(details, steps_by_task, state).items():
+        if seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
-        if driver and status != "failed":
-            continue  # a driver counts only when it failed: then no executor ran, and the step failed
         message = ""
         if status == "failed" and canceled:
             status, message = "skipped", "canceled"
         elif status == "failed":
-            message = _failure(task_name, workflow(), read_log, driver=bool(driver))
+            message = _failure(task_name, workflow(), read_log, driver=driver)
             failures.append((step, message))
         elif status == "succeeded" and (found := workflow()) is not None:
             if found.cached(task_name):
                 status, message = "cached", "KFP cache hit"
             elif (attempts := found.attempts(task_name)) > 1:
                 message = f"succeeded on attempt {attempts}"
-        elif status == "skipped" and task.state == "CANCELED":
+        elif status == "skipped" and canceled_task:
             message = "canceled"
         if seen.get(step) != status:
             seen[step] = status
             state.step(step, status, message=message, links={"KFP run": link})
     return failures
+
+
+def _step_states(details, steps_by_task, state) -> dict[str, tuple[str, str, bool, bool]]:
+    """Per step: (task name, status, whether its driver failed, whether it was canceled), from every
+    detail of its task: a ``--foreach`` step has one executor DAG per item, so it has succeeded only when
+    all of them have, and failed when one has. A driver counts only when it failed: then no executor ran."""
+    found: dict[str, list] = {}
+    for task in details:
+        name = task.display_name or ""
+        driver = name.endswith("-driver")
+        task_name = name[:-len("-driver")] if driver else name
+        step = steps_by_task.get(task_name) or (task_name if task_name in state.steps else None)
+        status = STEP_STATES.get((task.state or "").upper())
+        if step is not None and status is not None and (not driver or status == "failed"):
+            found.setdefault(step, [task_name, []])[1].append((status, driver, task.state == "CANCELED"))
+    combined = {}
+    for step, (task_name, entries) in found.items():
+        statuses = [status for status, _, _ in entries]
+        status = next(s for s in ("failed", "running", "pending", "succeeded", "cached", "skipped") if s in statuses)
+        if status == "pending" and {"succeeded", "skipped"} & set(statuses):
+            status = "running"  # some items are done, others wait
+        driver = all(d for st, d, _ in entries if st == "failed") if status == "failed" else False
+        combined[step] = (task_name, status, driver, any(c for _, _, c in entries))
+    return combined
 
 
 def _failure(task: str, workflow, read_log, driver: bool) -> str:
