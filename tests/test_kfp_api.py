@@ -25,12 +25,7 @@ ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}
 VERSIONS = ["2.17.0", "2.5.0"]  # the default server, and the oldest that runs every option
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
+pytestmark = pytest.mark.usefixtures("kfp_env")  # conftest: no endpoint, token or context file in the way
 
 
 @pytest.fixture(params=VERSIONS)

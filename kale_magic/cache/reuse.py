@@ -123,13 +123,24 @@ class StepCache:
         base, parts = self.keys[name]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
-        key = entry_key(base, files, listings)
+        declared = {glob: self.files.declared(glob) for glob in step.options.reads}
+        unseen = "; ".join(reads.get("unseen") or ())
+        conservative, keyed = {}, ""
+        if unseen and declared:
+            keyed = f"keyed on the files it declares with --reads ({', '.join(declared)}), as {unseen}"
+        elif unseen:
+            conservative = {"workspace": self.files.whole(), "unseen": unseen}
+            keyed = (f"keyed on the whole workspace, as {unseen}; declare what it reads with "
+                     f"%%step {name} --reads GLOB[,GLOB]")
+        if keyed:  # after why it ran, if it could have been cached
+            self.notes[name] = "; ".join(filter(None, (self.notes.get(name), keyed)))
+        key = entry_key(base, files, listings, declared, conservative.get("workspace"))
         self.keys[name] = (key, parts)
         entry = {
             "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": state.run_id,
             "locations": [state.run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
-            "files": files, "listings": listings,
+            "files": files, "listings": listings, "declared": declared, **conservative,
             "outputs": {t.name: saved[t.name] for t in step.outputs}, "metrics": outcome.metrics,
         }
         try:

@@ -41,6 +41,10 @@ def _names(text: str) -> tuple[str, ...]:
                             "without it, no limit).")
 @argument("--image", help="Container image for this step on KFP, e.g. python:3.11.")
 @argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
+@argument("--reads", metavar="GLOB[,GLOB]",
+          help="Workspace files the step reads where kale cannot see it (native readers, subprocesses), "
+               "relative to the notebook's folder ('**' crosses folders; a folder means all in it); the cache "
+               "keys the step on them instead of the whole workspace.")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
 
@@ -49,7 +53,8 @@ def step():
 @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
 @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
 @argument("--description", default="", help="Pipeline description.")
-@argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
+@argument("--engine", metavar="ENGINE", help="Where to run: local, kfp or an installed engine (default: kfp when "
+          "a KFP host is set, else local).")
 @argument("--host", help="KFP API endpoint; implies --engine kfp.")
 @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
 @argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -122,7 +127,30 @@ def step_options(args) -> StepOptions:
             checked[option] = None if value is None else check_step_option(option, value)
         except ValueError as exc:
             raise UsageError(f"%%step {args.name}: --{option} {value}: {exc}.") from None
-    return StepOptions(after=args.after, no_cache=args.no_cache, **checked)
+    reads = ()
+    if args.reads is not None:
+        try:
+            reads = check_reads(args.reads)
+        except ValueError as exc:
+            raise UsageError(f"%%step {args.name}: --reads {args.reads}: {exc}.") from None
+    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, **checked)
+
+
+def check_reads(text: str) -> tuple[str, ...]:
+    """``--reads GLOB[,GLOB]``: globs of files inside the workspace; ValueError says what is accepted."""
+    globs = tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
+    if not globs:
+        raise ValueError("give one or more globs of workspace files, e.g. --reads data/*.parquet,lookup.db")
+    for glob in globs:
+        parts = glob.replace("\\", "/").split("/")
+        if glob.startswith(("/", "~")) or ":" in parts[0]:
+            raise ValueError(f"'{glob}' is not relative to the notebook's folder; give paths inside it, e.g. "
+                             "data/*.csv")
+        if ".." in parts or ".kale" in parts:
+            raise ValueError(f"'{glob}' leaves the workspace or names kale's own folder; give paths inside it")
+        if any(ord(c) < 32 for c in glob) or glob.count("[") != glob.count("]"):
+            raise ValueError(f"{glob!r} is not a glob (unbalanced brackets or control characters)")
+    return globs
 
 
 def check_step_option(option: str, value: str):

@@ -126,7 +126,7 @@ def api_error(exc: Exception, settings: KfpSettings, action: str) -> Exception:
         return EngineError(f"Kubeflow Pipelines at {settings.host} answered HTTP 400 while {action}: {message} "
                            f"(the upload endpoint gives no reason; it answers so when the notebook's identity may "
                            f"not create pipelines in namespace {settings.namespace or 'its namespace'!r}, or the "
-                           f"file is not a pipeline); check {AUTH_SETTINGS} and Kale.namespace.")
+                           f"file is not a pipeline); check {AUTH_SETTINGS} and %config Kfp.namespace.")
     return EngineError(f"Kubeflow Pipelines at {settings.host} answered HTTP {status} while {action}: {message}")
 
 

@@ -79,16 +79,18 @@ class LocalEngine:
         warming = []  # steps submitted before the worker had imported its modules
 
         def watch(name, child):
-            # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
-            if child.started.wait(600) and child.pid is not None:
-                if warming and warming[0] == name:
-                    state.task("Run", "running", "")
-                state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
-                running[name] = (child, time.time())
-            child.done.wait()
-            with done:
-                finished.append(name)
-                done.notify()
+            try:
+                # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
+                if child.started.wait(600) and child.pid is not None:
+                    if warming and warming[0] == name:
+                        state.task("Run", "running", "")
+                    state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
+                    running[name] = (child, time.time())
+                child.done.wait()
+            finally:  # whatever happened above, the loop must hear that the step ended
+                with done:
+                    finished.append(name)
+                    done.notify()
 
         while True:
             for name in self._ready(plan, status):
@@ -169,8 +171,7 @@ class LocalEngine:
         )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
-        # local modules (`import utils`) come from the snapshot too, not the live folder
-        sys_path = [str(cwd) if self.workdir and p and os.path.abspath(p) == str(root) else p for p in sys.path]
+        sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return {
             "notebook": str(notebook), "executed": str(run_dir.executed(name)),
             "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
@@ -198,3 +199,20 @@ class LocalEngine:
             if timeout and time.time() - started >= timeout and name not in stopped:
                 stopped[name] = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
                 self.workers.kill(child)
+
+
+def into_snapshot(path: list[str], root: Path, workdir: Path) -> list[str]:
+    """The import path of a step working in ``workdir``: each absolute entry inside the notebook's folder
+    (``/nb``, ``/nb/src`` from ``sys.path.insert(0, os.path.abspath("src"))``) points into the snapshot, so
+    local modules come from the run's copy, never the live folder, and their files are inputs of the step's
+    key.  Relative entries (``''``, ``src``) already resolve there: the step works in the snapshot."""
+    real_root = os.path.realpath(root)
+    out = []
+    for entry in path:
+        if entry and os.path.isabs(entry):
+            full = os.path.realpath(entry)
+            if full == real_root or full.startswith(real_root.rstrip(os.sep) + os.sep):
+                rel = os.path.relpath(full, real_root)
+                entry = str(workdir) if rel == "." else os.path.join(str(workdir), rel)
+        out.append(entry)
+    return out
