@@ -32,7 +32,7 @@ def three_step_plan(**overrides) -> Plan:
 
 
 def follow(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel_after=None, run_id="run-1",
-           **engine_args):
+           poll_interval=0.01, listen=None, **engine_args):
     """What ``launch`` does with an engine after Validate: its Compile, Upload and Run tasks.
 
     The steps' image holds kale-magic (``install_packages`` False) unless the config says otherwise: the
@@ -42,7 +42,9 @@ def follow(host, tmp_path, parameters=None, plan=None, upload_only=False, cancel
     plan = plan or three_step_plan()
     plan = dataclasses.replace(plan, parameters={**plan.parameters, **(parameters or {})})
     state = RunState(run_id, plan.pipeline, plan.experiment, "kfp", list(plan.steps), parameters)
-    engine = KfpEngine(host, poll_interval=0.01, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
+    engine = KfpEngine(host, poll_interval=poll_interval, pipeline_file=tmp_path / "pipeline.yaml", **engine_args)
+    if listen:
+        state.subscribe(listen)
     if cancel_after:
         state.subscribe(lambda st, event: engine.cancel() if event == cancel_after else None)
     run_dir = RunDir(tmp_path / "run")

@@ -21,6 +21,10 @@ from urllib.parse import urlsplit
 from ...errors import EngineError
 
 CONNECTION = ("host", "ui_host", "namespace", "pipeline_root")  # the Kale settings that say where KFP is
+# what the API answers when it refuses an upload without saying why (pipeline_upload_server.go hides
+# the authorization error behind these), and Istio's plain-text 403 in front of a multi-user install
+UPLOAD_REFUSALS = ("Failed to create a pipeline", "Failed to create a pipeline version")
+ISTIO_DENIED = "RBAC: access denied"
 CONNECT_TIMEOUT = 5.0  # seconds; an unreachable host must fail well within 10 s
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
 HOST_SETTINGS = "--host, %config Kale.host or KF_PIPELINES_ENDPOINT"
@@ -108,22 +112,35 @@ def api_error(exc: Exception, settings: KfpSettings, action: str) -> Exception:
             return EngineError(f"Lost the connection to Kubeflow Pipelines at {settings.host} while "
                                f"{action}; check {HOST_SETTINGS}.")
         return exc
-    message = _server_message(exc)
+    message = server_message(exc)
     if status in (401, 403):
+        where = f"in namespace {settings.namespace!r} " if settings.namespace else ""
+        proxy = (" (Istio's authorization policy answered, before KFP: the notebook's identity may not use "
+                 f"Kubeflow Pipelines {where}; ask for access to that profile)") if message == ISTIO_DENIED else ""
         return EngineError(f"Kubeflow Pipelines at {settings.host} refused the credentials while {action} "
-                           f"(HTTP {status}: {message}); check {AUTH_SETTINGS}.")
+                           f"(HTTP {status}: {message}){proxy}; check {AUTH_SETTINGS}.")
     if status == 0:
         return EngineError(f"Cannot talk to Kubeflow Pipelines at {settings.host} while {action} ({message}); "
                            f"check {HOST_SETTINGS}.")
+    if status == 400 and message in UPLOAD_REFUSALS:
+        return EngineError(f"Kubeflow Pipelines at {settings.host} answered HTTP 400 while {action}: {message} "
+                           f"(the upload endpoint gives no reason; it answers so when the notebook's identity may "
+                           f"not create pipelines in namespace {settings.namespace or 'its namespace'!r}, or the "
+                           f"file is not a pipeline); check {AUTH_SETTINGS} and %config Kfp.namespace.")
     return EngineError(f"Kubeflow Pipelines at {settings.host} answered HTTP {status} while {action}: {message}")
 
 
-def _server_message(exc) -> str:
+def server_message(exc) -> str:
+    """The server's words: the JSON error's message, a proxy's plain-text body, else the HTTP reason."""
     body = getattr(exc, "body", None)
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
     try:
         payload = json.loads(body) if body else {}
     except (TypeError, ValueError):
-        payload = {}
+        payload = body.strip() if isinstance(body, str) and len(body) < 500 else {}
+    if isinstance(payload, str) and payload:
+        return payload  # e.g. Istio's "RBAC: access denied"
     if isinstance(payload, dict):  # the gRPC gateway's {"message"}; the upload endpoints' {"error_message"}
         found = payload.get("message") or payload.get("error") or payload.get("error_message")
         if found:

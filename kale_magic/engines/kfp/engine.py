@@ -9,7 +9,9 @@ follows it, reporting each KFP task's state as the state of its step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +20,9 @@ from ...layout import RunDir
 from ...plan import Plan
 from ..base import Compiled, Outcome, SnapshotRef, Uploaded
 from ...snapshot.remote import is_store
-from .client import CONNECTION, api_error, connect, resolve_settings
+from .client import CONNECTION, api_error, connect, resolve_settings, server_message
 from .compiler import NULLABLE, CompileOptions, Names, compile_pipeline, pipeline_arguments
+from .workflow import Workflow
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
     from ...run.state import RunState
@@ -115,7 +118,8 @@ class KfpEngine:
             experiment = self._call("getting or creating the experiment", _experiment, self._client,
                                     plan.experiment)
             self._version = self._call("uploading the pipeline", _upload_version, self._client,
-                                       self.pipeline_file, name, f"{name}-{state.run_id}", plan.description)
+                                       self.pipeline_file, name, f"{name}-{state.run_id}", plan.description,
+                                       lambda exc: api_error(exc, self._settings, "uploading the pipeline"))
         except KaleError as err:
             raise EngineError(f"{str(err).rstrip('.')}. The pipeline YAML is kept at {self.pipeline_file}.") from None
         self._experiment_id = experiment.experiment_id
@@ -173,10 +177,39 @@ class KfpEngine:
             from .results import collect
 
             try:
-                state.add_metrics(collect(plan, root, run_id, run_dir))
+                state.add_metrics(collect(plan, root, run_id, run_dir, self._origins(plan, state, run_id, root)))
             except KaleError as err:
                 return Outcome("failed", outcome.error or f"the run's results could not be read from {root}: {err}")
         return outcome
+
+    def _origins(self, plan: Plan, state: RunState, run_id: str, root: str) -> dict[str, str]:
+        """The run whose outputs each cached step reused (see :mod:`.origins`); a step whose origin is not
+        found (or when the API cannot be asked) is left out, so its values are not listed."""
+        import yaml
+
+        from .origins import MAX_RUNS, find_origins
+        from .results import has_outputs
+
+        names = Names(plan)
+        cached = [names.tasks[name] for name, step in state.steps.items() if step.status == "cached"]
+        if not cached:
+            return {}
+        spec = next(yaml.safe_load_all(self.pipeline_file.read_text(encoding="utf-8")))
+        try:
+            found = find_origins(self._client, spec, pipeline_arguments(plan, plan.parameters), run_id, cached,
+                                 lambda run, task: has_outputs(root, names.pipeline, run, task),
+                                 namespace=self._client.get_user_namespace() or None)
+        except KaleError:
+            raise
+        except Exception as exc:  # the API refused a list or a version: values of cached steps stay unlisted
+            found, why = {}, f"the runs could not be listed ({server_message(exc)})"
+        else:
+            why = f"no run among the last {MAX_RUNS} of this pipeline computed it"
+        origins = {step: found[task] for step, task in names.tasks.items() if task in found}
+        for step in (name for name, s in state.steps.items() if s.status == "cached"):
+            state.step(step, "cached", message=f"KFP cache hit: outputs of KFP run {origins[step]}" if step in origins
+                       else f"KFP cache hit; its values cannot be loaded: {why}")
+        return origins
 
     def _start(self, plan: Plan, state: RunState, parameters: dict) -> str:
         from kfp_server_api import V2beta1PipelineVersionReference, V2beta1Run, V2beta1RuntimeConfig
@@ -197,15 +230,18 @@ class KfpEngine:
     def _follow(self, plan: Plan, state: RunState, run_id: str) -> Outcome:
         steps_by_task = Names(plan).steps_by_task
         seen: dict[str, str] = {}
+        failures: list[tuple[str, str]] = []  # a step fails once, often polls before the run ends
         terminating = False
         while True:
             run = self._poll(run_id)
-            failures = _update_steps(state, run, steps_by_task, seen, state.links["run"],
-                                     lambda pod: self._read_log(run_id, pod))
+            failures += _update_steps(state, run, steps_by_task, seen, state.links["run"],
+                                     lambda pod: self._read_log(run_id, pod), _once(lambda: self._workflow(run_id)))
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
-            if self._cancel.wait(self.poll_interval) and not terminating:
+            if terminating:  # CANCELING until the workflow has stopped: keep polling at the same pace
+                time.sleep(self.poll_interval)
+            elif self._cancel.wait(self.poll_interval):
                 terminating = True
                 self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id,
                            _request_timeout=REQUEST_TIMEOUT)
@@ -216,11 +252,23 @@ class KfpEngine:
         elif failures:
             error = "step '{}' failed on Kubeflow Pipelines: {}".format(*failures[0])
         else:
-            error = f"the run ended {final.lower()} on Kubeflow Pipelines: {_message(run.error) or 'no reason given'}"
+            error = (self._task_failure(run_id, steps_by_task) or f"the run ended {final.lower()} on Kubeflow "
+                     f"Pipelines: {_message(run.error) or 'no reason given'}")
         for name, step in state.steps.items():
             if step.status in ("pending", "running"):
                 state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
         return Outcome("failed", error)
+
+    def _task_failure(self, run_id: str, steps_by_task: dict[str, str]) -> str:
+        """What failed a run in which no step failed: another task (the ``kale-environment`` task), in the
+        words its pod printed; "" when the workflow names none."""
+        workflow = self._workflow(run_id)
+        for task in workflow.failed_tasks() if workflow else []:
+            if task not in steps_by_task:
+                pod, note = workflow.failed_pod(task)
+                said = _step_error(self._read_log(run_id, pod) if pod else None) or note or "no message from KFP"
+                return f"task '{task}' failed on Kubeflow Pipelines: {said}"
+        return ""
 
     def _poll(self, run_id: str):
         """The run, tolerating a few failed polls in a row: the run goes on while the API hiccups."""
@@ -234,7 +282,7 @@ class KfpEngine:
                 self._cancel.wait(self.poll_interval)
 
     def _read_log(self, run_id: str, pod: str) -> str | None:
-        """What a step's pod printed, through the API's log endpoint; None when there is no such pod."""
+        """What a pod printed, through the API's log endpoint; None when there is no such pod."""
         api = self._client._run_api.api_client
         try:
             response = api.call_api(f"/apis/v1alpha1/runs/{run_id}/nodes/{pod}/log", "GET",
@@ -244,8 +292,19 @@ class KfpEngine:
             return None
         text = response.data.decode("utf-8", "replace")
         if text.startswith("{") and '"error_message"' in text[:200]:
-            return None  # the endpoint answers 200 with an error body when the pod is gone or never ran
+            return None  # run_log_server.go writes 200 before it knows: a missing pod is an error body
         return text
+
+    def _workflow(self, run_id: str) -> Workflow | None:
+        """The run's Argo workflow (the v1beta1 run's ``workflow_manifest``); None when it cannot be read."""
+        api = self._client._run_api.api_client
+        try:
+            response = api.call_api(f"/apis/v1beta1/runs/{run_id}", "GET", auth_settings=["Bearer"],
+                                    _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+            runtime = json.loads(response.data or b"{}").get("pipeline_runtime") or {}
+        except Exception:
+            return None
+        return Workflow.parse(runtime.get("workflow_manifest"))
 
     def _call(self, action: str, func, *args, **kwargs):
         try:
@@ -275,41 +334,87 @@ def _workspace_files(snapshot: SnapshotRef) -> list[str]:
     return sorted(f["path"] for f in manifest.get("files", []) if f["path"] != notebook)
 
 
-def _update_steps(state, run, steps_by_task, seen, link, read_log) -> list[tuple[str, str]]:
+def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> list[tuple[str, str]]:
     """Copy per-task states into the step states; return (step, message) of the failed steps.
 
-    The API builds task details from Argo's nodes: per step a ``<task>-driver`` pod, the ``<task>``
-    executor DAG (its pod in ``child_tasks``) and an inner ``executor`` pod. They carry no error text
-    and no CACHED state: a cache hit is a SUCCEEDED task whose executor was SKIPPED (it never ran, so it
-    has no log), and what a step printed (its error) is only in its executor pod's log, read with
-    ``read_log(pod)``.
+    The API builds task details from Argo's nodes (see :mod:`.workflow`): per step a ``<task>-driver``
+    pod, the ``<task>`` executor DAG and an inner executor. They carry no error text, no CACHED state and
+    nothing that ties an executor to its step, so the run's workflow (``workflow()``, read at most once
+    per poll and only when a step has just ended) says whether the step's own executor was skipped by the
+    cache and which pod ran its last attempt, whose log holds what the step printed. Without the workflow
+    a step reads as succeeded, never as cached.
     """
     failures = []
     details = (run.run_details.task_details if run.run_details else None) or []
-    any_skipped_executor = any(t.display_name == "executor" and (t.state or "").upper() == "SKIPPED"
-                               for t in details)
     canceled = (run.state or "").upper() in ("CANCELED", "CANCELING")
-    for task in details:
-        step = steps_by_task.get(task.display_name) or (task.display_name if task.display_name in state.steps
-                                                         else None)
-        status = STEP_STATES.get((task.state or "").upper())
-        if step is None or status is None or seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
+    for step, (task_name, status, driver, canceled_task) in _step_states(details, steps_by_task, state).items():
+        if seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
-        pods = [child.pod_name for child in task.child_tasks or [] if child.pod_name]
         message = ""
         if status == "failed" and canceled:
             status, message = "skipped", "canceled"
         elif status == "failed":
-            message = _step_error(read_log(pods[0]) if pods else None) or "no message from KFP"
+            message = _failure(task_name, workflow(), read_log, driver=driver)
             failures.append((step, message))
-        elif status == "succeeded" and any_skipped_executor and pods and read_log(pods[0]) is None:
-            status, message = "cached", "KFP cache hit"
-        elif status == "skipped" and task.state == "CANCELED":
+        elif status == "succeeded" and (found := workflow()) is not None:
+            if found.cached(task_name):
+                status, message = "cached", "KFP cache hit"
+            elif (attempts := found.attempts(task_name)) > 1:
+                message = f"succeeded on attempt {attempts}"
+        elif status == "skipped" and canceled_task:
             message = "canceled"
         if seen.get(step) != status:
             seen[step] = status
             state.step(step, status, message=message, links={"KFP run": link})
     return failures
+
+
+def _step_states(details, steps_by_task, state) -> dict[str, tuple[str, str, bool, bool]]:
+    """Per step: (task name, status, whether its driver failed, whether it was canceled), from every
+    detail of its task: a ``--foreach`` step has one executor DAG per item, so it has succeeded only when
+    all of them have, and failed when one has. A driver counts only when it failed: then no executor ran."""
+    found: dict[str, list] = {}
+    for task in details:
+        name = task.display_name or ""
+        driver = name.endswith("-driver")
+        task_name = name[:-len("-driver")] if driver else name
+        step = steps_by_task.get(task_name) or (task_name if task_name in state.steps else None)
+        status = STEP_STATES.get((task.state or "").upper())
+        if step is not None and status is not None and (not driver or status == "failed"):
+            found.setdefault(step, [task_name, []])[1].append((status, driver, task.state == "CANCELED"))
+    combined = {}
+    for step, (task_name, entries) in found.items():
+        statuses = [status for status, _, _ in entries]
+        status = next(s for s in ("failed", "running", "pending", "succeeded", "cached", "skipped") if s in statuses)
+        if status == "pending" and {"succeeded", "skipped"} & set(statuses):
+            status = "running"  # some items are done, others wait
+        driver = all(d for st, d, _ in entries if st == "failed") if status == "failed" else False
+        combined[step] = (task_name, status, driver, any(c for _, _, c in entries))
+    return combined
+
+
+def _failure(task: str, workflow, read_log, driver: bool) -> str:
+    """What the failed step printed (its last attempt's pod log, or its driver's), else Argo's message."""
+    if workflow is None:
+        return "no message from KFP (its workflow could not be read)"
+    pod, note = workflow.failed_driver(task) if driver else workflow.failed_pod(task)
+    said = _step_error(read_log(pod) if pod else None) or note or "no message from KFP"
+    if driver:
+        return f"the KFP driver failed: {said}"
+    attempts = workflow.attempts(task)
+    return f"{said} (after {attempts} attempts)" if attempts > 1 else said
+
+
+def _once(func):
+    """``func()`` computed on the first call only (the workflow, read at most once per poll)."""
+    cache = []
+
+    def get():
+        if not cache:
+            cache.append(func())
+        return cache[0]
+
+    return get
 
 
 def _step_error(log: str | None) -> str:
@@ -341,12 +446,13 @@ def _experiment(client, name: str):
     return client.experiments.experiment_service_create_experiment(experiment=body, _request_timeout=REQUEST_TIMEOUT)
 
 
-def _upload_version(client, path: Path, name: str, version_name: str, description: str):
+def _upload_version(client, path: Path, name: str, version_name: str, description: str, explain):
     """Upload a new version of pipeline ``name``, creating the pipeline first if needed.
 
     The pipeline is looked up by name in the user's namespace (``kfp.Client.get_pipeline_id`` only
     sees shared pipelines, so on a multi-user installation the second run would upload the same name
-    again and get HTTP 409). A pipeline created here and left without a usable version is deleted again.
+    again and get HTTP 409). A pipeline created here and left without a usable version is deleted again;
+    when that fails too, the error says so after the original one (``explain`` makes an API error readable).
     """
     namespace = client.get_user_namespace() or None
     pipeline_id = _pipeline_id(client, name, namespace)
@@ -363,9 +469,34 @@ def _upload_version(client, path: Path, name: str, version_name: str, descriptio
         if not versions:
             raise EngineError(f"Kubeflow Pipelines created pipeline {name!r} without a version.")
         return versions[0]
-    except BaseException:
-        client.delete_pipeline(pipeline.pipeline_id)
-        raise
+    except BaseException as exc:
+        left = _delete_pipeline(client, pipeline.pipeline_id, name)
+        error = exc if isinstance(exc, KaleError) or not isinstance(exc, Exception) else explain(exc)
+        if not left or not isinstance(error, KaleError):
+            raise
+        raise EngineError(f"{str(error).rstrip('.')}; {left}") from None
+
+
+def _delete_pipeline(client, pipeline_id: str, name: str) -> str:
+    """Delete a pipeline and its versions; "" when done, else a sentence saying what was left.
+
+    The API server refuses to delete a pipeline that still has versions (``ResourceManager.DeletePipeline``
+    in ``backend/src/apiserver/resource/resource_manager.go``, without ``cascade``), so the versions go first.
+    """
+    try:
+        token = ""
+        while True:
+            page = client.list_pipeline_versions(pipeline_id, page_token=token, page_size=100)
+            for version in page.pipeline_versions or []:
+                client.delete_pipeline_version(pipeline_id, version.pipeline_version_id)
+            token = page.next_page_token
+            if not token:
+                break
+        client.delete_pipeline(pipeline_id)
+        return ""
+    except Exception as exc:
+        return (f"the pipeline {name!r} ({pipeline_id}) this upload created could not be deleted "
+                f"({server_message(exc)}): delete it in the Kubeflow Pipelines UI")
 
 
 def _pipeline_id(client, name: str, namespace: str | None) -> str | None:

@@ -5,7 +5,7 @@ KFP writes a run's artifacts under ``<pipeline root>/<pipeline>/<run id>/<task>/
 reads them with the credentials the snapshot upload uses: each step's metrics file once the run ends,
 and a value when ``run.load`` asks for it (downloaded into the run's folder, then checked against its
 checksums like any saved value). A step that KFP served from its cache wrote nothing under this run:
-its results are not listed here.
+its results are read under the run that computed them (its ``origin``, found by :mod:`.origins`).
 """
 
 from __future__ import annotations
@@ -20,18 +20,22 @@ from .compiler import METRICS, Names
 MARSHAL_RECORD = "kale.json"  # the file every saved value's folder holds (kale_magic.marshal)
 
 
-def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir) -> dict[str, object]:
-    """The run's metrics; records where its values are in ``run_dir.remote_values``."""
+def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir,
+            origins: dict[str, str] | None = None) -> dict[str, object]:
+    """The run's metrics; records where its values are in ``run_dir.remote_values``. ``origins``: the run
+    whose outputs a cached step reused, by step."""
     from ...snapshot.remote import download, list_keys
 
     names = Names(plan)
-    prefix = f"{pipeline_root.rstrip('/')}/{names.pipeline}/{kfp_run_id}/"
-    keys = list_keys(prefix)
+    listed: dict[str, list[str]] = {}
     metrics: dict[str, object] = {}
     values: dict[str, dict[str, str]] = {}
     for name, step in plan.steps.items():
-        task = f"{prefix}{names.tasks[name]}/"
-        mine = [key for key in keys if key.startswith(task)]
+        run = (origins or {}).get(name, kfp_run_id)
+        if run not in listed:
+            listed[run] = list_keys(run_prefix(pipeline_root, names.pipeline, run))
+        task = f"{run_prefix(pipeline_root, names.pipeline, run)}{names.tasks[name]}/"
+        mine = [key for key in listed[run] if key.startswith(task)]
         for key in mine:
             if key.endswith(f"/{METRICS}"):  # written by the step: every metric, as the kernel had it
                 run_dir.metrics_file(name).parent.mkdir(parents=True, exist_ok=True)
@@ -45,6 +49,17 @@ def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir) ->
                 values.setdefault(name, {})[transfer.name] = found[-1]
     atomic_write_json(run_dir.remote_values, values)
     return metrics
+
+
+def run_prefix(pipeline_root: str, pipeline: str, kfp_run_id: str) -> str:
+    return f"{pipeline_root.rstrip('/')}/{pipeline}/{kfp_run_id}/"
+
+
+def has_outputs(pipeline_root: str, pipeline: str, kfp_run_id: str, task: str) -> bool:
+    """Whether ``task`` of run ``kfp_run_id`` left anything in the object store (it ran, not cached)."""
+    from ...snapshot.remote import list_keys
+
+    return bool(list_keys(f"{run_prefix(pipeline_root, pipeline, kfp_run_id)}{task}/"))
 
 
 def fetch(run_dir: RunDir, step: str, name: str) -> bool:
