@@ -76,9 +76,11 @@ FIELDS = {"pipelines": ("pipeline_id", "display_name", "name", "created_at", "de
           "experiments": ("experiment_id", "display_name", "created_at", "description", "namespace",
                           "storage_state"),
           "runs": ("run_id", "display_name", "created_at", "description", "namespace", "experiment_id", "state",
-                   "storage_state")}
+                   "storage_state"),
+          "recurring_runs": ("recurring_run_id", "display_name", "created_at", "updated_at", "description",
+                             "namespace", "experiment_id", "status")}
 KEY_FIELD = {"pipelines": "pipeline_id", "versions": "pipeline_version_id", "experiments": "experiment_id",
-             "runs": "run_id"}
+             "runs": "run_id", "recurring_runs": "recurring_run_id"}
 OPERATIONS = ["UNKNOWN", "EQUALS", "NOT_EQUALS", "GREATER_THAN", "GREATER_THAN_EQUALS", "LESS_THAN",
               "LESS_THAN_EQUALS", "IN", "IS_SUBSTRING"]  # filter.proto's enum, in order
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 200
@@ -182,12 +184,13 @@ class RecurringRunApi:
             raise ApiError(400, "Validate create job request failed: Invalid input error: Recurring run has no "
                                 "namespace.")
         enabled = body.get("mode") == "ENABLE"
+        job_time = self._now()
         job = {"recurring_run_id": self._new_id("recurring"), "display_name": body.get("display_name", ""),
                "description": body.get("description") or "", "pipeline_version_reference": ref,
                "runtime_config": body.get("runtime_config") or {}, "max_concurrency": str(concurrency),
                "trigger": body.get("trigger") or {}, "no_catchup": bool(body.get("no_catchup")),
-               "namespace": namespace, "experiment_id": body.get("experiment_id", ""), "created_at": TIME,
-               "updated_at": TIME, "mode": "ENABLE" if enabled else "DISABLE",
+               "namespace": namespace, "experiment_id": body.get("experiment_id", ""), "created_at": job_time,
+               "updated_at": job_time, "mode": "ENABLE" if enabled else "DISABLE",
                "status": "ENABLED" if enabled else "DISABLED"}
         self.recurring_runs[job["recurring_run_id"]] = job
         return job
@@ -198,8 +201,7 @@ class RecurringRunApi:
             jobs = [j for j in jobs if j["experiment_id"] == rec.query["experiment_id"]]
         else:
             jobs = [j for j in jobs if j["namespace"] == self._namespace(rec.query.get("namespace"))]
-        jobs = self._filtered(jobs, rec)
-        return {"recurringRuns": jobs, "total_size": len(jobs)} if jobs else {}
+        return self._list(rec, "recurring_runs", jobs)
 
     def _recurring_run_action(self, ident: str, action: str) -> dict:
         job = self._get(self.recurring_runs, ident)
@@ -454,7 +456,7 @@ class FakeKfpServer(RecurringRunApi):
         start = token["offset"]
         page = chosen[start:start + size]
         out = {{"pipelines": "pipelines", "versions": "pipeline_versions", "experiments": "experiments",
-                "runs": "runs"}[kind]: [self._public(i) for i in page], "total_size": len(chosen)}
+                "runs": "runs", "recurring_runs": "recurringRuns"}[kind]: [self._public(i) for i in page], "total_size": len(chosen)}
         if start + size < len(chosen):
             out["next_page_token"] = base64.b64encode(json.dumps(dict(token, offset=start + size)).encode()).decode()
         return out
