@@ -100,6 +100,15 @@ class Kale(Magics):
                              "e.g. ['pandas', 'sklearn.linear_model'].")
         return proposal.value
 
+    @validate("packages", "pip_index_urls")
+    def _check_pip_settings(self, proposal):
+        from ..engines.kfp.pip_args import check_setting
+
+        try:
+            return check_setting(proposal.trait.name, proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None
+
     def __init__(self, shell):
         super().__init__(shell)
         self.session = Session()

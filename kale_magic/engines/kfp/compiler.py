@@ -26,6 +26,7 @@ from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
 from .bootstrap import ENVIRONMENT, kernel_python
+from .pip_args import check_setting, kfp_arguments
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -64,8 +65,11 @@ class CompileOptions:
                       if k in names and (v is not None or k in NULLABLE)})
 
     def __post_init__(self):
-        object.__setattr__(self, "packages", tuple(self.packages))
-        object.__setattr__(self, "pip_index_urls", tuple(self.pip_index_urls))
+        for setting in ("packages", "pip_index_urls"):
+            try:
+                object.__setattr__(self, setting, tuple(check_setting(setting, getattr(self, setting))))
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
         object.__setattr__(self, "mounts", tuple(_parse_volume(v) for v in self.volumes))
         object.__setattr__(self, "secret_envs", tuple(_parse_secret(s) for s in self.secrets))
 
@@ -238,8 +242,8 @@ def _environment_component(setup, env, opts: CompileOptions):
     source = environment_source(env.function, env.image, env.requirements.lines(),
                                 f"kale-magic=={version}" if install else "", wheel_name(version), text,
                                 pip_index_options(opts.pip_index_urls))
-    component = dsl.component(_define(source, env.function), base_image=env.image,
-                              pip_index_urls=list(opts.pip_index_urls) or None, install_kfp_package=install)
+    component = dsl.component(_define(source, env.function), base_image=env.image, install_kfp_package=install,
+                              **kfp_arguments((), opts.pip_index_urls))
     return _with_env(component, opts, payload_variables(text))
 
 
@@ -271,8 +275,7 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
     source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
     func = _define(source, names.functions[step.name])
     return _with_env(dsl.component(func, base_image=setup.images[step.name],
-                                   packages_to_install=list(opts.packages) or None,
-                                   pip_index_urls=list(opts.pip_index_urls) or None,
+                                   **kfp_arguments(opts.packages, opts.pip_index_urls),
                                    install_kfp_package=opts.install_packages), opts)
 
 
