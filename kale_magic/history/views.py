@@ -13,6 +13,7 @@ import re
 import time
 from numbers import Real
 
+from ..text import printable
 from .store import RunRecord
 
 _LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|perplexity|latency|time|duration|cost", re.I)
@@ -139,16 +140,26 @@ class RunsTable:
         if not self.records:
             return "No runs recorded yet."
         if self.frame is not None:
-            text = self.frame.astype(object).where(self.frame.notna(), "").to_string()  # missing: blank
+            text = _printable_frame(self.frame.astype(object).where(self.frame.notna(), "")).to_string()
         else:
-            text = "\n".join(f"{run}  " + "  ".join(f"{k}={v}" for k, v in values.items())
+            text = "\n".join(f"{printable(run)}  " + "  ".join(f"{printable(k)}={printable(v)}"
+                                                               for k, v in values.items())
                              for run, values in _rows(self.records))
-        best = [f"{m}: {run}" for m, run in self._best_cells().items()]
+        best = [f"{printable(m)}: {printable(run)}" for m, run in self._best_cells().items()]
         if best:
             text += "\nbest  " + ", ".join(best)
         if self.plot:
             text += "\n" + metric_text(self.records, self.plot)
         return text
+
+
+def _printable_frame(frame):
+    """The table as a terminal may show it: text in cells and labels with control characters escaped
+    (missing values are blank already)."""
+    shown = frame.apply(lambda column: column.map(lambda v: printable(v) if isinstance(v, str) else v))
+    shown.index = shown.index.map(printable)
+    shown.columns = [printable(label) for label in shown.columns]
+    return shown
 
 
 def _column(pd, values: list):
@@ -165,7 +176,8 @@ def metric_points(records: list[RunRecord], metric: str) -> list[tuple[str, floa
 
 def metric_text(records: list[RunRecord], metric: str) -> str:
     points = metric_points(records, metric)
-    return f"{metric} over runs: " + (", ".join(f"{run}={v:g}" for run, v in points) or "no values")
+    return (f"{printable(metric)} over runs: "
+            + (", ".join(f"{printable(run)}={v:g}" for run, v in points) or "no values"))
 
 
 def metric_svg(records: list[RunRecord], metric: str, width: int = 420, height: int = 160) -> str:
@@ -233,10 +245,11 @@ class RunComparison:
         yield "Steps", ("step", self.a.run_id, self.b.run_id, "code"), self.steps
 
     def __repr__(self) -> str:
-        lines = [f"Comparing {self.a.run_id} ({self.a.status}) with {self.b.run_id} ({self.b.status})"]
+        lines = [printable(f"Comparing {self.a.run_id} ({self.a.status}) with {self.b.run_id} ({self.b.status})")]
         for title, _, rows in self._sections():
             lines.append(f"{title}:")
-            lines += [f"  {n}: {_show(x)} -> {_show(y)}" + (f"  [{c}]" if c else "") for n, x, y, c in rows]
+            lines += [f"  {printable(n)}: {printable(_show(x))} -> {printable(_show(y))}" + (f"  [{c}]" if c else "")
+                      for n, x, y, c in rows]
             if not rows:
                 lines.append("  (none)")
         return "\n".join(lines)
