@@ -205,19 +205,29 @@ class RunStore:
             return conn.execute("PRAGMA user_version").fetchone()[0]
 
     # writing ---------------------------------------------------------------
-    def save(self, record: RunRecord) -> None:
-        """Insert or replace a run and its steps in one transaction."""
+    def save(self, record: RunRecord, moved: bool = False) -> None:
+        """Insert or replace a run and its steps in one transaction.  ``moved``: ``record.steps`` holds
+        only the steps that changed since the last save, written in place (new ones last); the others
+        stand.  A step's start or end then costs one row, not one per step of the run, so recording a
+        run of thousands of steps stays linear."""
         values = [json.dumps(getattr(record, c), default=str) if c in _JSON_COLUMNS
                   else getattr(record, c) for c in _RUN_COLUMNS]
         marks = ", ".join("?" for _ in _RUN_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:])
+        columns, step_marks = ", ".join(_STEP_COLUMNS), ", ".join("?" for _ in _STEP_COLUMNS)
         with self._write() as conn:
             conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
                          f" ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+            if moved:
+                step_updates = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS[1:])
+                conn.executemany(
+                    f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, (SELECT COUNT(*) FROM steps"
+                    f" WHERE run_id = ?), {step_marks}) ON CONFLICT (run_id, name) DO UPDATE SET {step_updates}",
+                    [(record.run_id, record.run_id, *(getattr(s, c) for c in _STEP_COLUMNS)) for s in record.steps])
+                return
             conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
             conn.executemany(
-                f"INSERT INTO steps (run_id, position, {', '.join(_STEP_COLUMNS)})"
-                f" VALUES (?, ?, {', '.join('?' for _ in _STEP_COLUMNS)})",
+                f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, ?, {step_marks})",
                 [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
 
     def mark_interrupted(self) -> list[str]:
@@ -338,9 +348,11 @@ class Recorder:
         self._steps: dict[str, str] = {}  # step -> the status last written
 
     def __call__(self, state, event: str) -> None:
-        if not self.started or event == "finished" or self._step_moved(state, event):
+        if not self.started or event in ("finished", "steps"):  # "steps": the plan set the list of steps
             self.started = True
             self.store.save(self.record(state.snapshot()))
+        elif self._step_moved(state, event):
+            self.store.save(self.record(state.snapshot(), only=event.partition(":")[2]), moved=True)
 
     def _step_moved(self, state, event: str) -> bool:
         """A step started or ended since the last write."""
@@ -351,12 +363,14 @@ class Recorder:
         self._steps[name] = status
         return True
 
-    def record(self, run) -> RunRecord:
+    def record(self, run, only: str | None = None) -> RunRecord:
+        """The run as the store keeps it; ``only``: with just that step (see :meth:`RunStore.save`)."""
         links = dict(run.links)
         for task in run.tasks.values():
             links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
         steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
-                            self.hashes.get(s.name), s.message, s.cache_key) for s in run.steps.values()]
+                            self.hashes.get(s.name), s.message, s.cache_key)
+                 for s in ([run.steps[only]] if only is not None else run.steps.values())]
         return RunRecord(
             run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
             status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),

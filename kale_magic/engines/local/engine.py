@@ -50,6 +50,32 @@ def died(name: str, exit_code: int | None) -> str:
     return f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
 
 
+class _Ready:
+    """The pending steps whose parents all succeeded or were cached, in plan order, kept as steps end:
+    looking at every step after each one ended made a run quadratic in its number of steps."""
+
+    def __init__(self, plan: Plan, status: dict[str, str]):
+        self.status = status
+        self.position = {name: i for i, name in enumerate(plan.steps)}
+        self.unmet = {name: len(set(step.parents)) for name, step in plan.steps.items()}
+        self.children: dict[str, list[str]] = {name: [] for name in plan.steps}
+        for name, step in plan.steps.items():
+            for parent in set(step.parents):
+                self.children[parent].append(name)
+        self.ready = {name for name, count in self.unmet.items() if count == 0}
+
+    def done(self, name: str) -> None:
+        """Step ``name`` succeeded or was cached: its children may be ready."""
+        for child in self.children[name]:
+            self.unmet[child] -= 1
+            if self.unmet[child] == 0:
+                self.ready.add(child)
+
+    def steps(self) -> list[str]:
+        self.ready = {name for name in self.ready if self.status[name] == "pending"}
+        return sorted(self.ready, key=self.position.__getitem__)
+
+
 class LocalEngine:
     name = "local"
 
@@ -94,6 +120,7 @@ class LocalEngine:
         parameters = plan.parameters
         run_dir.make_step_dirs()
         status = {name: "pending" for name in plan.steps}
+        ready = _Ready(plan, status)
         running: dict[str, tuple] = {}
         stopped: dict[str, str] = {}  # step -> why the engine killed it
         done = threading.Condition()
@@ -114,11 +141,12 @@ class LocalEngine:
                 done.notify()
 
         while True:
-            for name in self._ready(plan, status):
+            for name in ready.steps():
                 if len(running) >= self.max_parallel:
                     break
                 if self.cache and self.cache.reuse(plan, name, run_dir, parameters, state):
                     status[name] = "cached"
+                    ready.done(name)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
                     warming.append(name)
@@ -129,7 +157,7 @@ class LocalEngine:
                 running[name] = (child, time.time())
                 threading.Thread(target=watch, args=(name, child), daemon=True).start()
             if not running:
-                if self._ready(plan, status):  # cached steps made their children ready
+                if ready.steps():  # cached steps made their children ready
                     continue
                 break
             with done:
@@ -144,6 +172,8 @@ class LocalEngine:
                 child, started = running.pop(name)
                 outcome = self._outcome(run_dir, name, child.exit, stopped.get(name))
                 status[name] = outcome.status
+                if outcome.status == "succeeded":
+                    ready.done(name)
                 state.add_metrics(outcome.metrics)
                 if self.cache:
                     self.cache.remember(plan, name, outcome, state)
@@ -168,11 +198,6 @@ class LocalEngine:
         return Outcome("succeeded")
 
     # helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _ready(plan: Plan, status: dict[str, str]) -> list[str]:
-        return [n for n, s in status.items()
-                if s == "pending" and all(status[p] in ("succeeded", "cached") for p in plan.steps[n].parents)]
-
     @staticmethod
     def _descendants(plan: Plan, name: str) -> list[str]:
         out: list[str] = []
