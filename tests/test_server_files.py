@@ -150,3 +150,27 @@ def test_only_kernels_the_server_started_link_to_it(tmp_path):
     assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "1"}, {}) is None
     assert FileServer.for_kernel({**exported, "JPY_PARENT_PID": "4242"}, {"__vsc_ipynb_file__": "x.ipynb"}) is None
     assert FileServer.for_kernel({"JPY_PARENT_PID": "4242"}, {}) is None
+
+
+def test_renderings_wait_for_a_thread_of_their_own_at_most_the_timeout(tmp_path):
+    """The extension's rendering threads are bounded: with every one of them busy, a request is
+    answered 503 when its timeout passes, and the server's default executor was never used."""
+    import asyncio
+    import threading
+
+    from tornado import web
+
+    from kale_magic.server.handlers import Renderer
+
+    renderer, release = Renderer(threads=1, timeout=0.2), threading.Event()
+    busy = renderer.executor.submit(release.wait)
+    nbformat.write(nbformat.v4.new_notebook(), str(tmp_path / "a.ipynb"))
+    try:
+        with pytest.raises(web.HTTPError) as refused:
+            asyncio.run(renderer.render(tmp_path / "a.ipynb", "a.ipynb?raw=1"))
+        assert refused.value.status_code == 503
+    finally:
+        release.set()
+    busy.result()
+    renderer.timeout = 120  # the first rendering imports nbconvert
+    assert "<h3>a.ipynb</h3>" in asyncio.run(renderer.render(tmp_path / "a.ipynb", "a.ipynb?raw=1"))
