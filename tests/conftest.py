@@ -1,10 +1,23 @@
-"""Shared fixtures: a real IPython shell with the extension loaded, in a temporary workspace."""
+"""Shared fixtures and the ``slow`` marker.
+
+Fixtures: ``kernel`` (a real IPython shell with the extension loaded, working in a temporary folder),
+``workers`` (one warm worker server for the session), ``workspace`` (the kernel's folder with data and
+a local module), ``kfp_env`` (no KFP setting of the developer's environment), ``kfp_server`` (a fake
+KFP API server on 127.0.0.1, with ``kfp_env``), ``tiny_disk``, and the container fixtures of
+``tests/containers`` (``docker_pipeline_root`` ...; ``kfp_local`` in test_kfp_containers is that root).
+
+``slow`` marks tests that need containers, browsers, Jupyter kernels (nbclient, jupyter_client) or big
+data; ``pytest -m "not slow"`` is the fast loop (README, Development).  The demo notebooks (nbval) and
+every test using a container fixture are marked here; the others carry the marker in their file.
+"""
 
 from __future__ import annotations
 
 import atexit
+import os
 import subprocess
 import textwrap
+import time
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -12,6 +25,15 @@ from traitlets.config import Config
 
 from containers import (base_image, docker_client, docker_pipeline_root, pip_cache,  # noqa: F401 (fixtures)
                         shared_pipeline_root)
+
+
+CONTAINER_FIXTURES = frozenset({"docker_client", "base_image", "docker_pipeline_root", "shared_pipeline_root"})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.suffix == ".ipynb" or CONTAINER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 class Kernel:
@@ -83,6 +105,38 @@ def kernel(tmp_path, monkeypatch, workers):
     # ends over everything the session still holds, kept pytest busy for minutes after its summary.
     atexit.unregister(shell.atexit_operations)
     InteractiveShell.clear_instance()
+
+
+@pytest.fixture
+def workspace(kernel, tmp_path, monkeypatch):
+    """The kernel's folder (``tmp_path``) with data and a local module, importable as in a real kernel;
+    the files are an hour old, so an edit during a test is seen as one."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/train.csv").write_text("version 1\n")
+    (tmp_path / "helper.py").write_text("VERSION = 1\n")
+    old = time.time() - 3600
+    for path in (tmp_path / "data/train.csv", tmp_path / "helper.py"):
+        os.utime(path, (old, old))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture
+def kfp_env(monkeypatch, tmp_path):
+    """No KFP endpoint, token or kfp context file of the developer's environment in the way."""
+    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
+
+
+@pytest.fixture
+def kfp_server(kfp_env):
+    """A fake KFP API server (tests/kfp_api_server.py) on 127.0.0.1, reached through the real kfp.Client."""
+    from kfp_api_server import FakeKfpServer
+
+    with FakeKfpServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ import re
 import shutil
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
@@ -54,6 +55,7 @@ def test_run_plans_from_the_sources_and_computes_each_step_once(tmp_path):
     assert "True" not in lines and not any("total is" in line for line in lines)  # progress, not cell outputs
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("run = %kale_run"), code("print('after the run:', run.status)"))
     result = kale_magic("run", "nb.ipynb", "--param", "n=5", "--execute-notebook", "--output", "done.ipynb",
@@ -72,6 +74,7 @@ def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
     assert not any("__kale_magic_runs__" in o.get("text", "") for c in done.cells for o in c.outputs)
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_a_line_printed_in_pieces_is_labelled_once(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("import sys, time\nsys.stdout.write('ids:'); sys.stdout.flush()\n"
                                           "time.sleep(0.5)  # the kernel sends the rest as another message\n"
@@ -91,6 +94,7 @@ def test_output_needs_execute_notebook(tmp_path):
     assert not (tmp_path / ".kale").exists()
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_command_line_options_are_added_to_the_notebooks_kale_run(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("run = %kale_run --pipeline mine --experiment nb"),
               code("print('after the run:', run.status, run.plan.experiment, run.plan.description)"))
@@ -124,6 +128,7 @@ def test_a_failed_step_fails_the_command_and_is_said_once(tmp_path):
     assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cell(tmp_path):
     write(tmp_path / "nb.ipynb", *FAILING)
     result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--output", "done.ipynb", cwd=tmp_path)
@@ -137,6 +142,7 @@ def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cel
     assert done.cells[4].outputs == []
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_annotation_mistakes_are_all_named_in_one_refusal(tmp_path):
     write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
           code("%%parameters\nn = len('abc')"),
@@ -191,6 +197,7 @@ def oracle_metrics(path, names, parameters=""):
     return json.loads(nb.cells[-1].outputs[0].text)
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_a_kale_tagged_notebook_runs_directly_with_the_metrics_of_its_cells(tmp_path):
     source = kale_tagged(tmp_path / "kale.ipynb")
     result = kale_magic("run", "kale.ipynb", "--param", "n=4", "--execute-notebook", "--output", "done.ipynb",
@@ -223,6 +230,7 @@ def test_the_kale_tagged_demo_runs_from_the_command_line(tmp_path):
     assert run_metrics(tmp_path) == oracle_metrics(demo, ["accuracy", "depth"])
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_the_extension_and_the_run_are_added_when_the_notebook_lacks_them(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
                                          code("%%step only\nanswer = 6 * 7"), code("%%metrics\nanswer")])

@@ -6,9 +6,11 @@ import pytest
 
 from cli_helpers import code, kale_magic, write
 
+pytestmark = pytest.mark.slow  # Jupyter kernels
+
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def recorded_runs(tmp_path_factory):
     """Three recorded runs: two of experiment 'sizes' with different n, one failed run of 'broken'."""
     root = tmp_path_factory.mktemp("runs")
     write(root / "nb.ipynb", code("%load_ext kale_magic"),
@@ -30,8 +32,8 @@ def workspace(tmp_path_factory):
     return root, ids.split()[3:]
 
 
-def test_runs_lists_parameters_and_metrics_side_by_side(workspace):
-    root, (a, b, c) = workspace
+def test_runs_lists_parameters_and_metrics_side_by_side(recorded_runs):
+    root, (a, b, c) = recorded_runs
     result = kale_magic("runs", "--experiment", "sizes", cwd=root)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -42,16 +44,16 @@ def test_runs_lists_parameters_and_metrics_side_by_side(workspace):
     assert f"total: {b}" in result.stdout  # the best run per metric
 
 
-def test_runs_compare_says_what_changed(workspace):
-    root, (a, b, _) = workspace
+def test_runs_compare_says_what_changed(recorded_runs):
+    root, (a, b, _) = recorded_runs
     result = kale_magic("runs", "--compare", a, b, "--dir", root)
     assert result.returncode == 0, result.stderr
     assert "n" in result.stdout and "3" in result.stdout and "10" in result.stdout
     assert "45" in result.stdout
 
 
-def test_show_prints_one_run_with_its_steps(workspace):
-    root, (_, _, c) = workspace
+def test_show_prints_one_run_with_its_steps(recorded_runs):
+    root, (_, _, c) = recorded_runs
     result = kale_magic("show", c[:-2], "--dir", root)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -62,8 +64,8 @@ def test_show_prints_one_run_with_its_steps(workspace):
     assert any(line.split()[:2] == ["total", "failed"] and "nothing to add" in line for line in lines)
 
 
-def test_unknown_runs_and_empty_folders_are_one_line(workspace, tmp_path):
-    root, _ = workspace
+def test_unknown_runs_and_empty_folders_are_one_line(recorded_runs, tmp_path):
+    root, _ = recorded_runs
     unknown = kale_magic("show", "no-such-run", "--dir", root)
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1
     assert "No run 'no-such-run'" in unknown.stderr
@@ -73,8 +75,8 @@ def test_unknown_runs_and_empty_folders_are_one_line(workspace, tmp_path):
     assert not (tmp_path / ".kale").exists()
 
 
-def test_snapshot_commands_come_through_the_main_command(workspace):
-    root, _ = workspace
+def test_snapshot_commands_come_through_the_main_command(recorded_runs):
+    root, _ = recorded_runs
     result = kale_magic("snapshot", "--root", root, "list")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count(" files ") >= 1  # the runs snapshot the workspace
@@ -82,8 +84,8 @@ def test_snapshot_commands_come_through_the_main_command(workspace):
     assert missing.returncode == 1 and "snapshot 'nope' does not exist" in missing.stderr
 
 
-def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(workspace):
-    root, (a, _, _) = workspace
+def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(recorded_runs):
+    root, (a, _, _) = recorded_runs
     before = kale_magic("cache", "--dir", root)
     assert before.returncode == 0, before.stderr
     assert int(before.stdout.split()[0]) > 0

@@ -320,7 +320,7 @@ HOSTILE_URLS = ["https://x.example/simple;touch CANARY", "https://x.example/$(to
 @pytest.mark.parametrize("setting, value", [("packages", v) for v in HOSTILE_PACKAGES]
                          + [("pip_index_urls", v) for v in HOSTILE_URLS])
 def test_hostile_pip_settings_are_refused_in_one_sentence(setting, value):
-    with pytest.raises(ValidationError, match=rf"^Kale\.{setting}: .+: (give|not a requirement) .*\.$"):
+    with pytest.raises(ValidationError, match=rf"^Kfp\.{setting}: .+: (give|not a requirement) .*\.$"):
         CompileOptions(**{setting: (value,)})
 
 
@@ -356,9 +356,9 @@ def test_pip_settings_reach_every_command_line_as_single_quoted_words(tmp_path, 
 
 
 def test_pip_settings_are_checked_by_config_in_the_kernel(kernel, caplog):
-    kernel.run("%config Kale.packages = ['pandas>=2', 'numpy; $(id)']")
-    kernel.run("%config Kale.pip_index_urls = ['https://pypi.example/simple;id']")
+    kernel.run("%config Kfp.packages = ['pandas>=2', 'numpy; $(id)']")
+    kernel.run("%config Kfp.pip_index_urls = ['https://pypi.example/simple;id']")
     assert (kernel.magics.packages, kernel.magics.pip_index_urls) == ([], [])
-    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["Kale.packages", "Kale.pip_index_urls"]
-    kernel.run("%config Kale.packages = ['pandas>=2', 'torch==2.3.1; sys_platform == \"linux\"']")
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["Kfp.packages", "Kfp.pip_index_urls"]
+    kernel.run("%config Kfp.packages = ['pandas>=2', 'torch==2.3.1; sys_platform == \"linux\"']")
     assert kernel.magics.packages == ['pandas>=2', 'torch==2.3.1; sys_platform == "linux"']

@@ -13,6 +13,8 @@ from cli_helpers import kale_magic, kernel_env
 from kale_magic.history.store import RunStore
 from processes import MARK, command, kill_marked, marked, wait_for
 
+pytestmark = pytest.mark.slow  # Jupyter kernels
+
 CELLS = [
     "%load_ext kale_magic",
     "%%parameters\nslow = 0",

@@ -21,18 +21,13 @@ RUNS = "/apis/v2beta1/runs"
 ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}
 
 
+pytestmark = pytest.mark.usefixtures("kfp_env")  # every test, also those starting a server of their own
+
+
 @pytest.fixture
-def server():
-    with FakeKfpServer() as srv:
-        yield srv
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch, tmp_path):
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setenv("HOME", str(tmp_path))  # no kfp context file
+def server(kfp_server):
+    """The shared fake KFP API server (conftest), unscripted."""
+    return kfp_server
 
 
 def failed_upload(host, tmp_path, **engine_args):

@@ -2,7 +2,6 @@
 
 import pytest
 import yaml
-from kfp_api_server import FakeKfpServer
 
 from kale_magic.errors import EngineError, RunFailed
 
@@ -14,13 +13,10 @@ CELLS = [
 
 
 @pytest.fixture
-def server(monkeypatch, tmp_path):
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    with FakeKfpServer() as srv:
-        srv.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "total": "SUCCEEDED"}))
-        yield srv
+def server(kfp_server):
+    """The shared fake KFP server, scripted to run this notebook's steps to success."""
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "total": "SUCCEEDED"}))
+    return kfp_server
 
 
 def test_kale_run_with_host_compiles_uploads_runs_and_follows(kernel, server, tmp_path):

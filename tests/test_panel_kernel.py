@@ -11,6 +11,8 @@ pytest.importorskip("ipywidgets")
 from jupyter_client.manager import start_new_kernel  # noqa: E402
 from nbclient import NotebookClient  # noqa: E402
 
+pytestmark = pytest.mark.slow  # Jupyter kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 

@@ -73,6 +73,7 @@ def notebook_client(tmp_path, *cells, **options):
     return nb, lambda: client.execute(env=env)
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_run_all_in_a_real_kernel_stops_at_the_failed_run(tmp_path):
     """nbclient executes the cells like a frontend's Run All: the cells after the failed run never run."""
     from nbclient.exceptions import CellExecutionError
@@ -89,6 +90,7 @@ def test_run_all_in_a_real_kernel_stops_at_the_failed_run(tmp_path):
     assert "No such file or directory" in panel  # the panel, shown before the error, says what happened
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_in_a_real_kernel_the_failed_run_is_kale_magic_last_run(tmp_path):
     nb, execute = notebook_client(tmp_path, "run = %kale_run",
                                   "import kale_magic\nfailed = kale_magic.last_run()\n"

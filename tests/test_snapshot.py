@@ -47,7 +47,7 @@ def object_files(root: Path) -> list[Path]:
 
 
 @pytest.fixture
-def workspace(tmp_path):
+def file_tree(tmp_path):
     return make_tree(tmp_path / "ws", {
         "train.py": "print('train')\n",
         "data/train.csv": "a,b\n1,2\n",
@@ -56,33 +56,33 @@ def workspace(tmp_path):
     })
 
 
-def test_manifest_lists_files_with_size_mode_and_hash(workspace):
-    snapshot = snap(workspace)
+def test_manifest_lists_files_with_size_mode_and_hash(file_tree):
+    snapshot = snap(file_tree)
     data = manifest(snapshot)
     entries = {e["path"]: e for e in data["files"]}
     assert sorted(entries) == ["data/copy.csv", "data/train.csv", "notes/readme.md", "train.py"]
     assert entries["train.py"]["size"] == len("print('train')\n")
-    assert entries["train.py"]["mode"] == stat.S_IMODE(os.stat(workspace / "train.py").st_mode)
+    assert entries["train.py"]["mode"] == stat.S_IMODE(os.stat(file_tree / "train.py").st_mode)
     import xxhash
     assert entries["train.py"]["xxh3_128"] == xxhash.xxh3_128(b"print('train')\n").hexdigest()
     assert data["format"] == 2
     assert data["dirs"] == ["data", "notes"]
     assert snapshot.file_count == 4 and snapshot.total_bytes == sum(e["size"] for e in entries.values())
-    assert snapshot.manifest == workspace / ".kale/snapshots/manifests" / f"{snapshot.id}.json"
-    assert [s.id for s in list_snapshots(workspace / ".kale/snapshots")] == [snapshot.id]
+    assert snapshot.manifest == file_tree / ".kale/snapshots/manifests" / f"{snapshot.id}.json"
+    assert [s.id for s in list_snapshots(file_tree / ".kale/snapshots")] == [snapshot.id]
 
 
-def test_identical_content_is_stored_once_and_objects_are_read_only(workspace):
-    first = snap(workspace)
-    objects = object_files(workspace)
+def test_identical_content_is_stored_once_and_objects_are_read_only(file_tree):
+    first = snap(file_tree)
+    objects = object_files(file_tree)
     assert len(objects) == 3  # train.csv and copy.csv share one object
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o444 for p in objects)
     assert first.new_bytes == first.total_bytes - len("a,b\n1,2\n")
 
-    (workspace / "train.py").write_text("print('train v2')\n")
-    second = snap(workspace)
+    (file_tree / "train.py").write_text("print('train v2')\n")
+    second = snap(file_tree)
     assert second.id != first.id
-    assert len(object_files(workspace)) == 4  # only the changed file added content
+    assert len(object_files(file_tree)) == 4  # only the changed file added content
     assert second.new_bytes == len("print('train v2')\n")
 
 
@@ -113,23 +113,23 @@ def count_ingests(monkeypatch) -> list[str]:
     return read
 
 
-def test_unchanged_resnapshot_reads_no_content(workspace, monkeypatch):
-    first = snap(workspace)
+def test_unchanged_resnapshot_reads_no_content(file_tree, monkeypatch):
+    first = snap(file_tree)
     read = count_ingests(monkeypatch)
-    second = snap(workspace)
+    second = snap(file_tree)
     assert read == []
     assert paths(second) == paths(first)
     assert manifest(second)["files"] == manifest(first)["files"]
 
 
-def test_changed_file_is_the_only_one_read_again(workspace, monkeypatch):
-    snap(workspace)
+def test_changed_file_is_the_only_one_read_again(file_tree, monkeypatch):
+    snap(file_tree)
     read = count_ingests(monkeypatch)
-    make_tree(workspace, {"data/train.csv": "a,b\n3,4\n"})
-    snapshot = snap(workspace)
+    make_tree(file_tree, {"data/train.csv": "a,b\n3,4\n"})
+    snapshot = snap(file_tree)
     assert read == ["train.csv"]
     entry = next(e for e in manifest(snapshot)["files"] if e["path"] == "data/train.csv")
-    assert (ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(entry)).read_text()
+    assert (ObjectStore(file_tree / ".kale/snapshots/objects").path(object_name(entry)).read_text()
             == "a,b\n3,4\n")
 
 
@@ -141,14 +141,14 @@ def test_recently_modified_file_is_not_trusted_to_the_cache(tmp_path, monkeypatc
     assert read == ["fresh.txt"]  # a same-tick rewrite would be invisible to (size, mtime)
 
 
-def test_materialized_copy_keeps_the_snapshot_version_while_the_user_edits(workspace, tmp_path):
-    snapshot = snap(workspace)
-    dest = materialize(workspace / ".kale/snapshots", snapshot.id, tmp_path / "run" / "workspace")
+def test_materialized_copy_keeps_the_snapshot_version_while_the_user_edits(file_tree, tmp_path):
+    snapshot = snap(file_tree)
+    dest = materialize(file_tree / ".kale/snapshots", snapshot.id, tmp_path / "run" / "workspace")
 
-    (workspace / "data/train.csv").write_text("overwritten in place\n")
-    replacement = workspace / "data/new.csv"
+    (file_tree / "data/train.csv").write_text("overwritten in place\n")
+    replacement = file_tree / "data/new.csv"
     replacement.write_text("replaced by rename\n")
-    os.replace(replacement, workspace / "data/copy.csv")
+    os.replace(replacement, file_tree / "data/copy.csv")
 
     script = "print(open('data/train.csv').read() + open('data/copy.csv').read(), end='')"
     seen = subprocess.run([sys.executable, "-c", script], cwd=dest, capture_output=True, text=True, check=True)
@@ -157,13 +157,13 @@ def test_materialized_copy_keeps_the_snapshot_version_while_the_user_edits(works
     assert stat.S_IMODE(info.st_mode) == 0o444 and info.st_nlink >= 2  # hard link to the object
 
 
-def test_materialize_refuses_a_non_empty_destination_and_leaves_no_partial_tree(workspace, tmp_path):
-    snapshot = snap(workspace)
+def test_materialize_refuses_a_non_empty_destination_and_leaves_no_partial_tree(file_tree, tmp_path):
+    snapshot = snap(file_tree)
     dest = tmp_path / "busy"
     dest.mkdir()
     (dest / "x").write_text("x")
     with pytest.raises(SnapshotError, match="not an empty folder"):
-        materialize(workspace / ".kale/snapshots", snapshot.id, dest)
+        materialize(file_tree / ".kale/snapshots", snapshot.id, dest)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".busy")] == []
 
 
@@ -293,23 +293,23 @@ def test_full_disk_is_a_clear_error_and_leaves_no_snapshot(tmp_path, tiny_disk):
     assert list((store / "objects/tmp").iterdir()) == []
 
 
-def test_damaged_object_is_detected_and_replaced_by_the_next_snapshot(workspace, tmp_path):
-    first = snap(workspace)
+def test_damaged_object_is_detected_and_replaced_by_the_next_snapshot(file_tree, tmp_path):
+    first = snap(file_tree)
     entry = next(e for e in manifest(first)["files"] if e["path"] == "train.py")
-    obj = ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(entry))
+    obj = ObjectStore(file_tree / ".kale/snapshots/objects").path(object_name(entry))
     os.chmod(obj, 0o644)
     obj.write_text("print('tampered')\n")  # e.g. a root step writing through a hard link
     with pytest.raises(SnapshotError, match="damaged.*'train.py'"):
-        materialize(workspace / ".kale/snapshots", first.id, tmp_path / "m1")
-    second = snap(workspace)
-    dest = materialize(workspace / ".kale/snapshots", second.id, tmp_path / "m2")
+        materialize(file_tree / ".kale/snapshots", first.id, tmp_path / "m1")
+    second = snap(file_tree)
+    dest = materialize(file_tree / ".kale/snapshots", second.id, tmp_path / "m2")
     assert (dest / "train.py").read_text() == "print('train')\n"
 
 
-def test_environment_records_python_packages_cells_and_notebook(workspace):
-    notebook = workspace / "analysis.ipynb"
+def test_environment_records_python_packages_cells_and_notebook(file_tree):
+    notebook = file_tree / "analysis.ipynb"
     notebook.write_text('{"cells": []}')
-    snapshot = snap(workspace, notebook=notebook, cells=["%%step load\nx = 1", "%%step train\ny = x"])
+    snapshot = snap(file_tree, notebook=notebook, cells=["%%step load\nx = 1", "%%step train\ny = x"])
     env = manifest(snapshot)["environment"]
     import platform
 
@@ -318,15 +318,15 @@ def test_environment_records_python_packages_cells_and_notebook(workspace):
     assert env["packages"]["pytest"] == pytest_module.__version__
     assert env["cells"] == ["%%step load\nx = 1", "%%step train\ny = x"]
     assert env["notebook"]["path"] == "analysis.ipynb"
-    stored = ObjectStore(workspace / ".kale/snapshots/objects").path(object_name(env["notebook"]))
+    stored = ObjectStore(file_tree / ".kale/snapshots/objects").path(object_name(env["notebook"]))
     assert stored.read_text() == '{"cells": []}'
 
 
-def test_unknown_snapshot_id_names_the_known_ones(workspace, tmp_path):
-    snapshot = snap(workspace)
+def test_unknown_snapshot_id_names_the_known_ones(file_tree, tmp_path):
+    snapshot = snap(file_tree)
     with pytest.raises(SnapshotError, match=f"'nope' does not exist .*{snapshot.id}"):
-        materialize(workspace / ".kale/snapshots", "nope", tmp_path / "m")
-    assert materialize(workspace / ".kale/snapshots", snapshot.id[:12], tmp_path / "m").is_dir()
+        materialize(file_tree / ".kale/snapshots", "nope", tmp_path / "m")
+    assert materialize(file_tree / ".kale/snapshots", snapshot.id[:12], tmp_path / "m").is_dir()
 
 
 def install_fake(site: Path, name: str, version: str) -> None:
@@ -338,20 +338,20 @@ def install_fake(site: Path, name: str, version: str) -> None:
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\nbody: x\n")
 
 
-def test_package_changes_are_seen_by_the_next_snapshot_and_its_diff(workspace, tmp_path, monkeypatch):
+def test_package_changes_are_seen_by_the_next_snapshot_and_its_diff(file_tree, tmp_path, monkeypatch):
     from kale_magic.snapshot import diff
 
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
     install_fake(site, "kale-fake-dep", "1.0")
-    first = snap(workspace)
+    first = snap(file_tree)
     assert manifest(first)["environment"]["packages"]["kale-fake-dep"] == "1.0"
 
     install_fake(site, "kale-fake-dep", "2.0")
-    second = snap(workspace)
+    second = snap(file_tree)
     assert manifest(second)["environment"]["packages"]["kale-fake-dep"] == "2.0"
-    changes = diff(workspace / ".kale/snapshots", first.id, second.id)
+    changes = diff(file_tree / ".kale/snapshots", first.id, second.id)
     assert changes.lines() == ["package kale-fake-dep 1.0 -> 2.0"]
 
 

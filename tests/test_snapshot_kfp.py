@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import s3_server as s3
-from kfp_api_server import FakeKfpServer
 
 from kale_magic import marshal
 from kale_magic.engines.kfp.compiler import CompileOptions, compile_pipeline
@@ -18,7 +17,7 @@ CELLS = ["%%step load\ntext = open('data.txt').read()", "%%step use\nn = len(tex
 
 
 @pytest.fixture
-def kfp_local(tmp_path, monkeypatch):
+def kfp_subprocess_root(tmp_path, monkeypatch):
     """Steps as subprocesses of this interpreter (they fetch the snapshot from S3 themselves, as nothing
     downloads it under kfp.local); the real containers are in test_kfp_containers."""
     from kfp import local
@@ -30,7 +29,7 @@ def kfp_local(tmp_path, monkeypatch):
     return root
 
 
-def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env, kfp_local, tmp_path):
+def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env, kfp_subprocess_root, tmp_path):
     (tmp_path / "data.txt").write_text("from the snapshot")  # the kernel's folder
     kernel.cells(*CELLS)
     store = tmp_path / ".kale/snapshots"
@@ -48,7 +47,7 @@ def test_compiled_steps_work_in_the_snapshot_not_the_live_folder(kernel, s3_env,
     from kfp import components
 
     components.load_component_from_file(str(path))()
-    (saved,) = kfp_local.glob("*/load/text")
+    (saved,) = kfp_subprocess_root.glob("*/load/text")
     assert marshal.load(saved) == "from the snapshot"
 
 
@@ -58,15 +57,6 @@ def test_without_a_pipeline_root_the_yaml_has_no_snapshot_input(kernel, tmp_path
     run = kernel.run("%kale_run --engine kfp --compile-only")
     assert run.state.tasks["Snapshot"].status == "done"
     assert "kale_snapshot" not in run.pipeline_file.read_text()
-
-
-@pytest.fixture
-def kfp_server(monkeypatch, tmp_path):
-    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
-    with FakeKfpServer() as server:
-        yield server
 
 
 def test_kale_run_publishes_the_snapshot_it_compiles_in(kernel, s3_env, kfp_server, tmp_path):

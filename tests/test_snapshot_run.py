@@ -12,19 +12,6 @@ from kale_magic.errors import KaleError
 from kale_magic.snapshot import list_snapshots
 
 
-@pytest.fixture
-def workspace(kernel, tmp_path, monkeypatch):
-    """The kernel's folder holds data and a local module, importable as in a real kernel."""
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data/train.csv").write_text("version 1\n")
-    (tmp_path / "helper.py").write_text("VERSION = 1\n")
-    old = time.time() - 3600
-    for path in (tmp_path / "data/train.csv", tmp_path / "helper.py"):
-        os.utime(path, (old, old))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
-
-
 def record_pipeline(kernel, gate: Path) -> None:
     """Step 'read' waits for ``gate`` (so the test can edit files mid-run), then reads files."""
     gate.touch()  # the kernel runs the cells once while recording them

@@ -173,6 +173,7 @@ def test_a_virtualenv_in_the_notebook_folder_holds_libraries_not_local_code(tmp_
     assert not _is_local(str(tmp_path.parent / "elsewhere.py"), str(tmp_path))
 
 
+@pytest.mark.slow  # a Jupyter kernel
 def test_a_notebook_with_pandas_and_sklearn_in_a_real_kernel_runs_twice_with_warm_steps(tmp_path, probe):
     """nbclient drives an ipykernel as a frontend would; every step's values equal the kernel's."""
     pytest.importorskip("sklearn")

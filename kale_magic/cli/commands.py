@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -151,7 +150,7 @@ def cmd_run(args) -> int:
         return _verdict(path, [(run.id, run.status)])
     from . import headless
 
-    nb = headless.prepare(as_nbformat(nb), _run_options(args))
+    nb = headless.prepare(as_nbformat(nb), _run_line(args))
     execution = headless.execute(nb, path.resolve().parent, env=_kernel_env(path))
     if args.output:
         write_notebook(execution.notebook, args.output)
@@ -172,20 +171,29 @@ def _verdict(path: Path, runs: list[tuple[str, str]]) -> int:
     return 0 if runs and all(status in SUCCESS for _, status in runs) else 1
 
 
-def _run_options(args) -> str:
-    """``%kale_run`` options for what the command line says, as magic-line text."""
+def _run_options(args) -> dict:
+    """The ``%kale_run`` options the command line gives: option name -> value (``param``: a list)."""
+    options = {flag: getattr(args, flag) for flag in ("experiment", "pipeline", "description", "engine", "host")
+               if getattr(args, flag)}
+    options.update({flag: True for flag in ("compile_only", "no_cache", "no_snapshot") if getattr(args, flag)})
+    if args.param:
+        options["param"] = list(args.param)
+    return options
+
+
+def _run_line(args) -> str:
+    """The same options as ``%kale_run`` text, for the notebook a kernel executes (--execute-notebook)."""
     from ..extension.convert import magic_arguments
 
     words = []
-    for flag in ("experiment", "pipeline", "description", "engine", "host"):
-        value = getattr(args, flag)
-        if value:
-            words += [f"--{flag}", value]
-    for param in args.param:
-        words += ["--param", param]
-    for flag in ("compile_only", "no_cache", "no_snapshot"):
-        if getattr(args, flag):
-            words.append("--" + flag.replace("_", "-"))
+    for name, value in _run_options(args).items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif name == "param":
+            words += [word for param in value for word in (flag, param)]
+        else:
+            words += [flag, value]
     return magic_arguments(words)
 
 
@@ -196,57 +204,13 @@ def _kernel_env(path: Path) -> dict:
     return {**os.environ, "JPY_SESSION_NAME": str(path.resolve())}
 
 
-def cmd_compile(args) -> int:
+def _plan_file(path: Path, pipeline: str | None = None, params: list[str] = ()):
+    """The plan of the notebook file at ``path`` from its sources (``params``: NAME=VALUE texts), its
+    ``%config Kale.*`` settings and the warnings of cells whose names only show when they run."""
     from ..extension.arguments import parse_params
     from ..extension.static import static_plan
 
-    path = Path(args.notebook)
-    plan, config, warnings = static_plan(annotated_notebook(path), path.resolve(),
-                                         pipeline=args.pipeline, params=parse_params(args.param))
-    for warning in warnings:
-        print(f"kale-magic: warning: {warning}", file=sys.stderr)
-    written = _compile(plan, args.output, config)
-    print(f"wrote {written} ({len(plan.steps)} steps)")
-    return 0
-
-
-def cmd_image(args) -> int:
-    """A Dockerfile (and, with a Docker daemon, the image) holding everything the notebook's steps need."""
-    from ..engines.kfp import image
-    from ..engines.kfp.compiler import CompileOptions
-    from ..extension.static import static_plan
-    from ..layout import KaleDir
-
-    path = Path(args.notebook)
-    plan, config, _ = static_plan(annotated_notebook(path), path.resolve(), pipeline=None, params={})
-    options = CompileOptions.from_settings({**config, "workspace": path.resolve().parent})
-    folder = Path(args.dir) if args.dir else KaleDir(path.resolve().parent).path / "images" / _file_name(args.tag)
-    context = image.write_context(plan, options, folder, base=args.base)
-    print(f"wrote {context.dockerfile} ({len(context.requirements.pins)} pinned distributions)")
-    if args.no_build:
-        print(f"build it with: docker build -t {args.tag} {folder}")
-        return 0
-    image.build(context, args.tag, network=args.network)
-    print(f"built {args.tag}: use it with %config Kale.base_image = {args.tag!r} and "
-          "%config Kale.install_packages = False")
-    return 0
-
-
-def _file_name(tag: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", tag).strip("-") or "image"
-
-
-def _compile(plan, output, config: dict):
-    """The KFP compiler with the notebook's ``%config Kale.*`` settings that concern it."""
-    from ..engines.kfp.compiler import CompileOptions, compile_pipeline
-    from ..errors import MissingDependency
-
-    try:
-        return compile_pipeline(plan, output, CompileOptions.from_settings(config))
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "kfp":
-            raise MissingDependency("kfp", "Compiling a pipeline") from None
-        raise
+    return static_plan(annotated_notebook(path), path.resolve(), pipeline=pipeline, params=parse_params(params))
 
 
 def cmd_runs(args) -> int:
@@ -325,6 +289,8 @@ def _default_converted_path(path: Path) -> Path:
 
 # parser ---------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from .. import engines
+
     parser = argparse.ArgumentParser(
         prog="kale-magic",
         description="Run, compile and convert notebooks annotated with kale-magic's cell magics "
@@ -343,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", help="pipeline name")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
-    run.add_argument("--engine", choices=("local", "kfp"), help="where the steps run")
+    run.add_argument("--engine", metavar="ENGINE", help="where the steps run: local, kfp or an installed engine")
     run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
     run.add_argument("--description", help="pipeline description")
     run.add_argument("--compile-only", action="store_true",
@@ -356,25 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="with --execute-notebook: save the executed notebook here")
     run.set_defaults(func=cmd_run)
 
-    compile_ = sub.add_parser("compile", help="build the KFP pipeline YAML from the cell sources, "
-                                              "without running them")
-    compile_.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
-    compile_.add_argument("-o", "--output", help="YAML file to write (default: "
-                                                 ".kale/pipelines/PIPELINE.yaml next to the notebook)")
-    compile_.add_argument("--pipeline", help="pipeline name")
-    compile_.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                          help="change a parameter's default (repeatable)")
-    compile_.set_defaults(func=cmd_compile)
-
-    image_ = sub.add_parser("image", help="a step image with the notebook's libraries (kernel's versions), "
-                                          "kfp and this kale-magic: Dockerfile, built when Docker answers")
-    image_.add_argument("notebook", help="notebook annotated with the magics or with Kale's tags")
-    image_.add_argument("-t", "--tag", required=True, help="the image's name, e.g. registry.example/team/steps:1")
-    image_.add_argument("--base", help="base image (default: python:X.Y, the kernel's Python)")
-    image_.add_argument("--dir", help="where to write the build context (default: .kale/images/TAG)")
-    image_.add_argument("--network", help="docker build --network (e.g. host)")
-    image_.add_argument("--no-build", action="store_true", help="only write the build context")
-    image_.set_defaults(func=cmd_image)
+    for engine in engines.registry:  # kale-magic compile and image, from the KFP engine
+        engine.add_commands(sub, plan_file=_plan_file)
 
     runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
     runs.add_argument("--experiment", help="only the runs of this experiment")

@@ -1,10 +1,12 @@
 """``kale-magic run`` by default: run the pipeline a notebook describes, without executing its cells.
 
 The annotations are read from the cell sources as ``kale-magic compile`` reads them
-(:mod:`kale_magic.extension.static`) and handed to the very ``%kale_run`` of a
-shell in this process, whose namespace is empty: nothing is computed twice, the
-notebook's own ``%kale_run`` options and literal ``%config Kale.*`` settings apply,
-and each value's format is chosen from the live object by the step that saves it.
+(:mod:`kale_magic.extension.static`) and recorded into the magics of a shell in this
+process, whose namespace is empty; the notebook's ``%kale_run`` options, parsed by the
+magic's own parser, with the command line's over them, go to the same ``Kale.start`` —
+and so the same ``start_run`` — as ``%kale_run``: nothing is computed twice, literal
+``%config Kale.*`` settings apply, and each value's format is chosen from the live
+object by the step that saves it.
 Kale's own command line works the same way.
 """
 
@@ -20,13 +22,14 @@ class SettingError(KaleError):
     label = "kale-magic"
 
 
-def run_pipeline(nb, path: Path, options: str):
-    """The Run of the pipeline in ``nb`` (the notebook at ``path``), with ``options`` added to its
-    ``%kale_run`` line; a failed run is returned, not raised."""
+def run_pipeline(nb, path: Path, options: dict):
+    """The Run of the pipeline in ``nb`` (the notebook at ``path``): its ``%kale_run`` options with
+    ``options`` (option name -> value; ``param`` values are added) over them; a failed run is
+    returned, not raised."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from ..extension.static import dynamic_code_warnings, read_annotations
+    from ..extension.static import dynamic_code_warnings, read_annotations, run_arguments
 
     found = read_annotations(nb)
     for warning in dynamic_code_warnings(found.cells):
@@ -39,8 +42,11 @@ def run_pipeline(nb, path: Path, options: str):
     _configure(magics, {**found.config, "panel": "text", "notebook_path": str(path)})
     for cell in found.cells:
         magics.session.record(cell)
+    args = run_arguments(found.run_line)
+    for name, value in options.items():
+        setattr(args, name, getattr(args, name) + value if name == "param" else value)
     try:
-        run = shell.run_line_magic("kale_run", f"{found.run_line} {options}")
+        run = magics.start(args)
     except RunFailed as failure:
         return failure.run
     return run.wait()
@@ -51,9 +57,9 @@ def _configure(magics, settings: dict) -> None:
     from traitlets import TraitError
 
     for name, value in settings.items():
-        if name not in magics.class_trait_names(config=True):
-            raise SettingError(f"%config Kale.{name}: Kale has no setting '{name}' (see %config Kale).")
         try:
-            setattr(magics, name, value)
+            magics.configure(name, value)
         except TraitError as exc:
+            if "has no setting" in str(exc):
+                raise SettingError(f"%config Kale.{name}: {exc}") from None
             raise SettingError(f"%config Kale.{name} = {value!r}: {exc}") from None

@@ -9,7 +9,7 @@
     engine.cancel()                               # from another thread, at any time
 
 Engines report step progress into the run's state; the run itself (its tasks and
-its end) belongs to ``launch``.  A configuration or server problem is raised as an
+its end) belongs to ``start_run``.  A configuration or server problem is raised as an
 :class:`~kale_magic.errors.EngineError`, whose sentence the task shows.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
     from ..layout import RunDir
@@ -34,6 +34,16 @@ class SnapshotRef:
     manifest: Path
     root: Path  # the folder it was taken from
     notebook: Path | None = None
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """What a kernel shares with the engines it creates (see ``EngineType.create``)."""
+
+    workers: object = None  # the warm worker server (local engine), started on first use
+    max_parallel: int = 8
+    step_cache: Callable = lambda request, workspace: None  # the step cache of a run, or None
+    warm: Callable[[], None] = lambda: None  # have the warm worker import what the steps will
 
 
 @dataclass(frozen=True)

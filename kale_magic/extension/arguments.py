@@ -49,7 +49,8 @@ def step():
 @argument("--experiment", default="Default", help="Experiment that groups runs for comparison.")
 @argument("--pipeline", help="Pipeline name (default: the notebook's file name).")
 @argument("--description", default="", help="Pipeline description.")
-@argument("--engine", choices=("local", "kfp"), help="Where to run (default: kfp when a KFP host is set).")
+@argument("--engine", metavar="ENGINE", help="Where to run: local, kfp or an installed engine (default: kfp when "
+          "a KFP host is set, else local).")
 @argument("--host", help="KFP API endpoint; implies --engine kfp.")
 @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
 @argument("--param", action="append", default=[], metavar="NAME=VALUE",

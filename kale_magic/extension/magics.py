@@ -46,51 +46,11 @@ class Kale(Magics):
     panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
 
-    # Kubeflow Pipelines (kale_magic.engines.kfp), tagged kfp=True: the engine takes exactly these.
-    # The host and UI also come from KF_PIPELINES_ENDPOINT / KF_PIPELINES_UI_ENDPOINT.
-    host = Unicode(None, allow_none=True, help="KFP API endpoint; when set, %kale_run runs there."
-                   ).tag(config=True, kfp=True)
-    ui_host = Unicode(None, allow_none=True, help="KFP UI address for links (default: the host)."
-                      ).tag(config=True, kfp=True)
-    namespace = Unicode(None, allow_none=True, help="KFP namespace (multi-user installations)."
-                        ).tag(config=True, kfp=True)
-    base_image = Unicode("python:%d.%d" % sys.version_info[:2], help="Image of the KFP steps (default: stock "
-                         "Python of the kernel's version; the steps install what they import)."
-                         ).tag(config=True, kfp=True)
-    install_packages = Bool(True, help="KFP steps install, once per run, what they import (pinned to this "
-                            "kernel's versions) and this kale-magic; False: the image holds them all "
-                            "(kale-magic image builds one).").tag(config=True, kfp=True)
-    pip_index_urls = List(Unicode(), help="Package indexes KFP steps install from (the first is the index, the "
-                          "others extra ones); default: the image's pip configuration.").tag(config=True, kfp=True)
-    run_as_user = Int(65534, allow_none=True, help="User id KFP pods run as (group 0, HOME in /tmp); None: the "
-                      "image's user.").tag(config=True, kfp=True)
-    packages = List(Unicode(), help="More pip packages each KFP step installs at start (default none)."
-                    ).tag(config=True, kfp=True)
-    caching = Bool(True, help="Let KFP reuse the results of unchanged steps.").tag(config=True, kfp=True)
-    volumes = List(Unicode(), help="PVCs mounted in every KFP step: 'pvc-name:/mount/path'."
-                   ).tag(config=True, kfp=True)
-    secrets = List(Unicode(), help="Secrets as env vars in KFP steps: 'secret:KEY=ENV[,KEY=ENV]'."
-                   ).tag(config=True, kfp=True)
-    accelerator = Unicode("nvidia.com/gpu", help="Accelerator type of %%step --gpu on KFP."
-                          ).tag(config=True, kfp=True)
-    pipeline_root = Unicode(None, allow_none=True, help="Object store where KFP keeps the runs' artifacts and the "
-                            "steps read the workspace snapshot, e.g. 'minio://mlpipeline/v2/artifacts' or "
-                            "'s3://bucket/prefix' (credentials: AWS_* or MINIO_* variables), or a folder for "
-                            "kfp.local; unset: KFP steps get no snapshot and run.load cannot read KFP results."
-                            ).tag(config=True, kfp=True)
-
     @validate("max_parallel")
     def _check_max_parallel(self, proposal):
         if not 1 <= proposal.value <= MAX_PARALLEL:
             raise TraitError(f"Kale.max_parallel = {proposal.value}: give a number of steps from 1 to {MAX_PARALLEL}.")
         return proposal.value
-
-    @validate("base_image")
-    def _check_base_image(self, proposal):
-        try:
-            return arguments.check_image(proposal.value)
-        except ValueError as exc:
-            raise TraitError(f"Kale.base_image = {proposal.value!r}: {exc}.") from None
 
     @validate("preload")
     def _check_preload(self, proposal):
@@ -100,16 +60,14 @@ class Kale(Magics):
                              "e.g. ['pandas', 'sklearn.linear_model'].")
         return proposal.value
 
-    @validate("packages", "pip_index_urls")
-    def _check_pip_settings(self, proposal):
-        from ..engines.kfp.pip_args import check_setting
-
-        try:
-            return check_setting(proposal.trait.name, proposal.value)
-        except ValueError as exc:
-            raise TraitError(str(exc)) from None
-
     def __init__(self, shell):
+        from .. import engines
+
+        # Each engine's settings (%config Kfp.host = ...), made before the magics read their own
+        # configuration, which may still name them the old way (Kale.host).
+        self.engine_settings = {t.name: t.settings_class()(parent=shell) for t in engines.registry
+                                if t.settings_class() is not None}
+        self._renamed: set[str] = set()  # old setting names already noted
         super().__init__(shell)
         self.session = Session()
         self._notebooks = NotebookFinder()
@@ -118,14 +76,61 @@ class Kale(Magics):
         self._workers = None
         self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
+    # settings ---------------------------------------------------------------------------
+    def _load_config(self, cfg, section_names=None, traits=None):
+        """``Kale.<an engine's setting>``, the names from before the engines owned their settings, still
+        sets it (on every configuration load, as %config triggers), with a note saying the new name."""
+        from traitlets.config import Config
+
+        own = cfg.Kale if "Kale" in cfg else {}
+        moved = {name: value for name, value in own.items() if self._owner_of(name) is not None}
+        if moved:
+            cfg = cfg.copy()
+            cfg.Kale = Config({name: value for name, value in own.items() if name not in moved})
+        super()._load_config(cfg, section_names, traits)
+        for name, value in moved.items():
+            self.configure(name, value)
+
+    def __getattr__(self, name: str):
+        """``magics.base_image`` and the like: the engines' settings read under their old names."""
+        owner = self._owner_of(name) if "engine_settings" in self.__dict__ else None
+        if owner is None:
+            raise AttributeError(f"'Kale' object has no attribute '{name}'")
+        return getattr(owner, name)
+
+    def _owner_of(self, name: str):
+        """The engine settings object with a setting ``name`` (an old ``Kale.<name>``), or None."""
+        return next((s for s in self.engine_settings.values() if s.has_trait(name)), None)
+
+    def configure(self, name: str, value) -> None:
+        """``%config Kale.<name> = value``, also for the engines' settings under their old names."""
+        owner = self._owner_of(name) if not self.has_trait(name) else None
+        if owner is None:
+            if name not in self.class_trait_names(config=True):
+                raise TraitError(f"Kale has no setting '{name}' (see %config Kale).")
+            setattr(self, name, value)
+            return
+        new = f"{type(owner).__name__}.{name}"
+        if name not in self._renamed:
+            self._renamed.add(name)
+            print(f"kale: %config Kale.{name} is now %config {new}; the old name works for now", file=sys.stderr)
+        try:
+            setattr(owner, name, value)
+        except TraitError as exc:  # said with the name the user wrote
+            raise TraitError(str(exc).replace(new, f"Kale.{name}", 1)) from None
+
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
-        """Called by ``load_ext``: hear which frontend cell runs."""
+        """Called by ``load_ext``: hear which frontend cell runs; let %config reach the engines' settings."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
+        self.shell.configurables.extend(self.engine_settings.values())
 
     def detach(self) -> None:
         """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        for settings in self.engine_settings.values():
+            if settings in self.shell.configurables:
+                self.shell.configurables.remove(settings)
         if self._workers is not None:
             self._workers.close()
             self._workers = None
@@ -230,12 +235,15 @@ class Kale(Magics):
     @line_magic
     @arguments.documented_by(arguments.kale_run)
     def kale_run(self, line):
+        return self.start(arguments.parse(arguments.kale_run, line))
+
+    def start(self, args):
+        """``%kale_run`` with parsed options ``args`` (the CLI's too): the one call of ``start_run``."""
         from .. import panel
         from ..history.store import RunStore, step_hashes
         from ..history.sweep import sweep
-        from ..run.launch import launch
+        from ..run.launch import Recording, start_run
 
-        args = arguments.parse(arguments.kale_run, line)
         request = self._request(args)
         workspace = self._workspace()
         if args.cache_only_check:
@@ -245,8 +253,9 @@ class Kale(Magics):
         store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
         sweep(workspace.kale, store)
         recorder = store.recorder(hashes=step_hashes(cells))
-        self.last_run = launch(request, cells, self._environment(), workspace, self._engine(request, workspace),
-                               listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        self.last_run = start_run(request, workspace, Recording(cells, self._environment()),
+                                  self._engine(request, workspace),
+                                  listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
         if self.last_run.status == "failed" and self.stop_on_failure:
             raise RunFailed(self.last_run) from self.last_run.failure
         return self.last_run
@@ -310,14 +319,15 @@ class Kale(Magics):
         self.workers.warm([*self.preload, *modules], local={Path.cwd(), named[0].parent if named else Path.cwd()})
 
     def _request(self, args):
+        from .. import engines
         from ..run.launch import RunRequest
 
-        engine = self._engine_name(args)
-        if engine != "local" and (args.cache_only_check or args.resume is not None):
-            raise KaleError("--cache-only-check and --resume work with the local engine; on KFP the cluster's "
-                            "cache decides which steps run (turn it off with --no-cache).")
+        engine = engines.registry.choose(args.engine, args, self._engine_settings())
+        if not engine.local and (args.cache_only_check or args.resume is not None):
+            raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
+                            "its own cache decides which steps run (turn it off with --no-cache).")
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                          engine=engine, host=args.host, params=arguments.parse_params(args.param),
+                          engine=engine.name, host=args.host, params=arguments.parse_params(args.param),
                           compile_only=args.compile_only, upload_only=args.upload_only,
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
@@ -359,22 +369,15 @@ class Kale(Magics):
 
         return Environment.of(self.shell.user_ns, hidden=self.shell.user_ns_hidden)
 
-    def _engine_name(self, args) -> str:
-        """--host and --upload-only mean KFP; else --engine; else KFP when a host is configured."""
-        import os
-
-        if args.host or args.upload_only:
-            return "kfp"
-        return args.engine or ("kfp" if self.host or os.environ.get("KF_PIPELINES_ENDPOINT") else "local")
+    def _engine_settings(self) -> dict[str, dict]:
+        """Each engine's settings, as values."""
+        return {name: settings.trait_values(config=True) for name, settings in self.engine_settings.items()}
 
     def _engine(self, request, workspace):
-        if request.engine == "kfp":
-            from ..engines.kfp.engine import KfpEngine
+        from .. import engines
+        from ..engines.base import EngineContext
 
-            config = self.trait_values(kfp=True)
-            config["caching"] = config["caching"] and not request.no_cache
-            return KfpEngine(request.host, config=config)
-        from ..engines.local.engine import LocalEngine
-
-        self._warm()
-        return LocalEngine(self.workers, max_parallel=self.max_parallel, cache=self._step_cache(request, workspace))
+        context = EngineContext(workers=self.workers, max_parallel=self.max_parallel,
+                                step_cache=self._step_cache, warm=self._warm)
+        return engines.get(request.engine).create(request, workspace, context=context,
+                                                  settings=self._engine_settings().get(request.engine))

@@ -97,10 +97,10 @@ def _config_value(trait: str, text: str, index: int):
     except (ValueError, SyntaxError):
         raise ValidationError(f"cell {index}: '%config Kale.{trait} = {text}' must be a literal "
                               f"for compile to read it without running the notebook.") from None
-    if Kale.class_traits(config=True).get(trait) is not None:
-        try:
-            setattr(Kale(None), trait, value)
-        except TraitError as exc:
+    try:
+        Kale(None).configure(trait, value)
+    except TraitError as exc:
+        if "has no setting" not in str(exc):  # an unknown name is left to the run, as %config leaves it
             raise ValidationError(f"cell {index}: {exc}") from None
     return value
 

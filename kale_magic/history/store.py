@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -340,19 +341,82 @@ class Recorder:
     ``hashes`` (step name -> :func:`code_hash`) let two runs say which steps changed.
     """
 
+    WAIT = 0.5  # seconds a write may hold the run's thread before it goes on in the background
+    GIVE_UP = 600.0  # seconds a locked database may keep a record waiting before it is reported lost
+
     def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
         self.store = store
         self.hashes = dict(hashes or {})
         self.started = False
         self.owner = Owner.current().as_dict()
         self._steps: dict[str, str] = {}  # step -> the status last written
+        self._lock = threading.Lock()  # guards the fields below
+        self._writer: threading.Thread | None = None  # the thread writing, while it has records to write
+        self._pending: RunRecord | None = None  # the newest record not yet written
+        self._pending_moved = False  # whether it holds only the step that moved
+        self._since = ""  # the event of the oldest change not yet written
+        self._written = False  # whether the store holds any record of this run
+
+    @property
+    def view(self) -> str:
+        return f"the run store ({self.store.path})"
 
     def __call__(self, state, event: str) -> None:
         if not self.started or event in ("finished", "steps"):  # "steps": the plan set the list of steps
             self.started = True
-            self.store.save(self.record(state.snapshot()))
+            self._write(state, event)
         elif self._step_moved(state, event):
-            self.store.save(self.record(state.snapshot(), only=event.partition(":")[2]), moved=True)
+            self._write(state, event, step=event.partition(":")[2])
+
+    def _write(self, state, event: str, step: str | None = None) -> None:
+        """Write the run in a writer thread, waiting for it at most :attr:`WAIT` seconds.
+
+        A write takes milliseconds, so the run's thread normally sees it done.  While another
+        connection holds the database (past the busy timeout, even), the run goes on: the writer
+        keeps the newest record and writes it when the lock is released.  ``step``: only that step
+        moved, and when nothing is waiting to be written only its row is (see :meth:`RunStore.save`);
+        a record that replaces one still waiting is whole, so no step's change is lost.
+        """
+        with self._lock:
+            writer = self._writer
+            moved = step is not None and writer is None
+            record = self._pending = self.record(state.snapshot(), only=step if moved else None)
+            self._pending_moved = moved
+            if writer is None:
+                self._since = event
+                writer = self._writer = threading.Thread(target=self._drain, daemon=True,
+                                                         name=f"kale-store-{record.run_id}")
+                writer.start()
+        writer.join(self.WAIT)
+        if writer.is_alive() and event == "finished":
+            print(f"kale: {self.store.path} is locked by another connection: run {record.run_id} ended "
+                  f"{record.status}, but its record there stops before '{self._since}'; it is written when "
+                  "the lock is released", file=sys.stderr, flush=True)
+
+    def _drain(self) -> None:
+        """Write the newest pending record until none is left; a database locked for longer than
+        :attr:`GIVE_UP` seconds is given up on, saying what the store missed."""
+        deadline = time.monotonic() + self.GIVE_UP
+        while True:
+            with self._lock:
+                record, moved = self._pending, self._pending_moved
+            try:
+                self.store.save(record, moved=moved)  # waits up to the store's busy timeout
+            except Exception as exc:  # noqa: BLE001 (the writer thread must say what it lost, whatever it was)
+                locked = isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
+                if locked and time.monotonic() < deadline:
+                    continue
+                with self._lock:
+                    self._pending = self._writer = None
+                then = "kale-magic runs shows it as it was then" if self._written else "it has no record of the run"
+                print(f"kale: {self.store.path} missed run {record.run_id}'s changes since '{self._since}' "
+                      f"({exc}); {then}", file=sys.stderr, flush=True)
+                return
+            with self._lock:
+                self._written = True
+                if self._pending is record:  # nothing newer came while it wrote
+                    self._pending = self._writer = None
+                    return
 
     def _step_moved(self, state, event: str) -> bool:
         """A step started or ended since the last write."""
@@ -379,8 +443,12 @@ class Recorder:
 
 
 def _interrupted(engine: str, owner: Owner) -> str:
-    if engine == "kfp":
-        return (f"the kernel following this run ended (pid {owner.pid}); the run itself may go on in Kubeflow "
-                "Pipelines: see its link")
-    return (f"the kernel running it ended (pid {owner.pid}) before the run finished; %kale_run --resume "
-            "reuses the steps that were done")
+    """What the run means now, in the words of its engine (any engine's, if it is no longer installed)."""
+    from .. import engines
+    from ..engines.registry import EngineType
+
+    try:
+        kind = engines.get(engine)
+    except KaleError:
+        kind = EngineType()
+    return kind.interrupted(owner.pid)

@@ -64,4 +64,5 @@ def listener(mode: str = "auto", notebook_dir: str | os.PathLike | None = None):
         if not views:
             views.append(show(state, mode=mode, notebook_dir=notebook_dir))
 
+    on_change.view = "the panel"  # how the run names it if it fails
     return on_change

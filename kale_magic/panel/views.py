@@ -75,6 +75,7 @@ class _View:
     """
 
     tick: float | None = 1.0
+    view = "the panel"  # how the run names it if it fails
 
     def __init__(self, state: RunState, links: Links | None = None, interval: float = 0.1):
         self.state = state

@@ -138,9 +138,13 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
     parents = _parents(steps, problems)
     step_names = {name: _step_names(step, code, problems) for name, step in steps.items()}
     order = _topological(steps, parents, problems)
-    if order is None:  # a cycle: no order to follow values along
-        problems.raise_if_any()
+    if order is None:  # a cycle: follow values in notebook order, each step's flow said with a hedge
+        order = list(steps)
+        parents = {name: tuple(p for p in parents[name] if order.index(p) < order.index(name)) for name in order}
+        problems.unordered.update(order)
     ancestors = _ancestors(order, parents)
+    # Steps whose --after is wrong, and their descendants: what runs before them is unknown, so of what they
+    # read only the names no step produces are problems already (every problem at once, none guessed).
     unordered = {name for name in order
                  if name in problems.unordered or not problems.unordered.isdisjoint(ancestors[name])}
     changes = {name: changed for name, (_, changed) in step_names.items()}
@@ -163,7 +167,8 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
             if producer is None:
                 if var in parameters:
                     step_params[name].append(var)
-                elif var not in code_defined | invalid | missing and name not in unordered:
+                elif var not in code_defined | invalid | missing and (
+                        name not in unordered or not any(var in changes[s] for s in order)):
                     missing.add(var)
                     problem = _not_produced(var, name, ancestors, changes, cells, env)
                     if problem is not None or not problems.unreadable:

@@ -80,10 +80,10 @@ class Run:
         else:
             self._check_step(step)
         path = self.files.value(step, name)
-        if not path.exists() and self.state.engine == "kfp":
-            from ..engines.kfp.results import fetch  # from the KFP run's artifacts in the object store
+        if not path.exists():  # a KFP run's values are in its object store
+            from .. import engines
 
-            fetch(self.files, step, name)
+            engines.get(self.state.engine).load_value(self.files, step, name)
         if not path.exists():
             raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")

@@ -1,6 +1,8 @@
-"""``%kale_run``'s five tasks: Validate, Snapshot, Compile, Upload, Run — one small function each.
+"""One road through a run: :func:`start_run`, and its five tasks — Validate, Snapshot, Compile, Upload,
+Run — one small function each.
 
-Kept out of the magics class so the CLI and tests can drive it with plain data.
+``%kale_run`` and ``kale-magic run`` both call :func:`start_run` with plain data: the request, the
+:class:`Workspace` resolved once, what the notebook recorded, the engine, the listeners.
 Each task reports into the run's :class:`~kale_magic.run.state.RunState`; a task
 that fails calls ``state.fail(task, message)``, which skips the rest and ends
 the run, and re-raises so the notebook cell fails with the same sentence.
@@ -46,9 +48,9 @@ class RunRequest:
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
 
 
-@dataclass
+@dataclass(frozen=True)
 class Workspace:
-    """Where the notebook lives and where a run writes (``<root>/.kale``)."""
+    """Where the notebook lives and where a run writes (``<root>/.kale``); resolved once per run."""
 
     root: Path
     notebook: Path | None = None
@@ -65,12 +67,20 @@ class Workspace:
         return self.name or default_pipeline_name(self.notebook)
 
 
+@dataclass(frozen=True)
+class Recording:
+    """What the notebook's cells left: the annotated cells in notebook order and the namespace's view."""
+
+    cells: list[RecordedCell]
+    environment: Environment
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, workspace: Workspace,
-           engine: Engine, listeners=()) -> Run:
+def start_run(request: RunRequest, workspace: Workspace, session: Recording, engine: Engine,
+              listeners=()) -> Run:
     """Validate, then run; the returned Run's state says how it went.
 
     A notebook that does not validate is not a run: the :class:`ValidationError` (naming every
@@ -79,8 +89,9 @@ def launch(request: RunRequest, cells: list[RecordedCell], env: Environment, wor
     whether the notebook stops is the caller's decision.
     """
     pipeline = request.pipeline or workspace.pipeline_name
-    state = RunState(new_run_id(), pipeline, request.experiment, engine.name)
-    plan = validate(request, cells, env, workspace, state)
+    state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
+    cells = session.cells
+    plan = validate(request, cells, session.environment, workspace, state)
     for listener in listeners:
         state.subscribe(listener)
     run_dir = workspace.kale.run(state.run_id)

@@ -6,10 +6,16 @@ changed and notifies the listeners with an event name.  Tasks and steps are
 immutable records and the mappings it exposes are read-only views, so a reader
 can never change a run behind its back; views render from :meth:`RunState.snapshot`,
 one consistent picture taken under the lock.
+
+Listeners are called on the thread that made the change (an engine's watcher,
+the run's thread), after the lock is released.  A listener that raises is a
+view that failed, not a run that failed: it is reported once (which listener,
+why), detached, and the run goes on; the engines never see its exception.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -123,6 +129,7 @@ class RunState:
         self._error = ""  # one line for a failed run
         self._lock = threading.RLock()
         self._listeners: list[Listener] = []
+        self._listener_failures: list[str] = []
         self._finished = threading.Event()
 
     # reading -------------------------------------------------------------
@@ -148,11 +155,38 @@ class RunState:
 
     # observers -----------------------------------------------------------
     def subscribe(self, listener: Listener) -> None:
-        self._listeners.append(listener)
+        with self._lock:
+            self._listeners.append(listener)
+
+    @property
+    def listener_failures(self) -> tuple[str, ...]:
+        """One sentence per listener detached because it raised (also printed to stderr when it happened)."""
+        with self._lock:
+            return tuple(self._listener_failures)
 
     def _changed(self, event: str) -> None:
-        for listener in list(self._listeners):
-            listener(self, event)
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(self, event)
+            except Exception as exc:  # noqa: BLE001 (a view's failure must never stop the run)
+                self._detach(listener, event, exc)
+
+    def _detach(self, listener: Listener, event: str, exc: Exception) -> None:
+        with self._lock:
+            if listener not in self._listeners:
+                return  # another thread already reported it
+            self._listeners.remove(listener)
+            name = (getattr(listener, "view", None) or getattr(getattr(listener, "__self__", None), "view", None)
+                    or getattr(listener, "__qualname__", None) or repr(listener))
+            sentence = (f"kale: {name} stopped following run {self.run_id} at '{event}' and was detached: "
+                        f"{type(exc).__name__}: {exc}; the run goes on")
+            self._listener_failures.append(sentence)
+        try:
+            print(sentence, file=sys.stderr, flush=True)
+        except (OSError, ValueError):  # no stderr to tell: listener_failures keeps it
+            pass
 
     # tasks ---------------------------------------------------------------
     def task(self, name: str, status: str, message: str | None = None, **links: str) -> None:

@@ -79,3 +79,4 @@ def build(context: ImageContext, tag: str, network: str | None = None) -> None:
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise EngineError(f"docker build of {tag} failed: {(result.stderr or result.stdout).strip()[-2000:]}")
+

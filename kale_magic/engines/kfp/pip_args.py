@@ -1,5 +1,5 @@
-"""What the ``sh -c`` install command of every compiled task receives from ``Kale.packages`` and
-``Kale.pip_index_urls``: checked when the settings are read, shell-quoted when they are written.
+"""What the ``sh -c`` install command of every compiled task receives from ``Kfp.packages`` and
+``Kfp.pip_index_urls``: checked when the settings are read, shell-quoted when they are written.
 
 kfp writes index URLs into that command as they are and each package inside Python's ``repr``
 quotes, so ``;``, ``$(…)`` or a backtick in a setting would run in every pod of the pipeline.
@@ -43,13 +43,13 @@ def check_index_url(text: str) -> str:
 
 
 def check_setting(setting: str, values) -> list[str]:
-    """``values`` of ``Kale.packages`` or ``Kale.pip_index_urls``; ValueError names the bad one and the fix."""
+    """``values`` of ``Kfp.packages`` or ``Kfp.pip_index_urls``; ValueError names the bad one and the fix."""
     check = check_package if setting == "packages" else check_index_url
     for value in values:
         try:
             check(value)
         except ValueError as exc:
-            raise ValueError(f"Kale.{setting}: {value!r}: {exc}.") from None
+            raise ValueError(f"Kfp.{setting}: {value!r}: {exc}.") from None
     return list(values)
 
 

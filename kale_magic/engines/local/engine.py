@@ -129,16 +129,18 @@ class LocalEngine:
         warming = []  # steps submitted before the worker had imported its modules
 
         def watch(name, child):
-            # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
-            if child.started.wait(600) and child.pid is not None:
-                if warming and warming[0] == name:
-                    state.task("Run", "running", "")
-                state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
-                running[name] = (child, time.time())
-            child.done.wait()
-            with done:
-                finished.append(name)
-                done.notify()
+            try:
+                # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
+                if child.started.wait(600) and child.pid is not None:
+                    if warming and warming[0] == name:
+                        state.task("Run", "running", "")
+                    state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
+                    running[name] = (child, time.time())
+                child.done.wait()
+            finally:  # whatever happened above, the loop must hear that the step ended
+                with done:
+                    finished.append(name)
+                    done.notify()
 
         while True:
             for name in ready.steps():

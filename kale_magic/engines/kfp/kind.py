@@ -1,0 +1,43 @@
+"""Kubeflow Pipelines as the registry knows it: chosen by a host, values loaded back from the object store."""
+
+from __future__ import annotations
+
+import os
+
+from ..registry import EngineType
+
+
+class KfpType(EngineType):
+    name = "kfp"
+
+    def settings_class(self):
+        from .settings import Kfp
+
+        return Kfp
+
+    def chosen(self, args, settings) -> int:
+        """--host and --upload-only mean KFP; so does a configured host (Kale.host, KF_PIPELINES_ENDPOINT)."""
+        if getattr(args, "host", None) or getattr(args, "upload_only", False):
+            return 2
+        return 1 if (settings or {}).get("host") or os.environ.get("KF_PIPELINES_ENDPOINT") else 0
+
+    def create(self, request, workspace, *, settings, context):
+        from .engine import KfpEngine
+
+        config = dict(settings or {})
+        config["caching"] = config.get("caching", True) and not request.no_cache
+        return KfpEngine(request.host, config=config)
+
+    def load_value(self, run_dir, step: str, name: str) -> None:
+        from .results import fetch  # from the KFP run's artifacts in the object store
+
+        fetch(run_dir, step, name)
+
+    def interrupted(self, pid: int) -> str:
+        return (f"the kernel following this run ended (pid {pid}); the run itself may go on in Kubeflow "
+                "Pipelines: see its link")
+
+    def add_commands(self, subcommands, plan_file) -> None:
+        from .cli import add_commands
+
+        add_commands(subcommands, plan_file)
