@@ -6,6 +6,8 @@
       runs.db                        the run registry (kale_magic.history)
       runs/<run-id>/                 one run (RunDir)
         validation.txt               the plan as text
+        flows.json                   step -> the parameters and values (with producers) it loads, the values
+                                     it saves (%kale_debug reads it)
         notebooks/<step>.ipynb       generated step notebooks
         executed/<step>.ipynb        the same with their outputs
         logs/<step>.log              stdout/stderr, streamed while the step runs
@@ -71,6 +73,10 @@ class RunDir:
     @property
     def validation(self) -> Path:
         return self.path / "validation.txt"
+
+    @property
+    def flows(self) -> Path:
+        return self.path / "flows.json"
 
     @property
     def notebooks(self) -> Path:

@@ -91,7 +91,118 @@ class UploadError(ApiError):
         return {"error_message": self.message, "error_details": self.message}
 
 
-class FakeKfpServer:
+class RecurringRunApi:
+    """The recurring-run calls (``/apis/v2beta1/recurringruns``), kept apart from the rest of the server.
+
+    As ``recurring_run_server.go`` and the resource manager answer them: create validates the pipeline
+    version, ``max_concurrency`` (1-10: "The max concurrency of the recurring run is out of range. Support
+    1-10. Received N.") and the cron (robfig/cron's ``Parse``: five or six fields or a descriptor; else
+    "Schedule cron is not a supported format(https://godoc.org/github.com/robfig/cron)"); ``mode`` ENABLE
+    enables it, anything else (unspecified too) leaves it disabled; multi-user needs a namespace ("Recurring
+    run has no namespace."). The status reads ENABLED/DISABLED at once (as after the persistence agent's
+    sync). List filters by namespace or experiment; ``:enable``/``:disable`` flip mode and status; delete
+    removes it. ``fire_schedule`` is the ScheduledWorkflow controller starting a run (its
+    ``recurring_run_id`` set).
+    """
+
+    @property
+    def recurring_runs(self) -> dict[str, dict]:
+        if not hasattr(self, "_recurring_runs"):
+            self._recurring_runs = {}
+        return self._recurring_runs
+
+    def fire_schedule(self, recurring_run_id: str, state: str = "SUCCEEDED") -> dict:
+        """Start a run of the schedule, as its controller does at a fire time; the run ends in ``state``."""
+        with self._lock:
+            job = self.recurring_runs[recurring_run_id]
+            run = self._create_run({"display_name": f"{job['display_name']}-{next(self._ids)}",
+                                    "experiment_id": job["experiment_id"],
+                                    "pipeline_version_reference": job["pipeline_version_reference"],
+                                    "runtime_config": job["runtime_config"]})
+            self.runs[run["run_id"]]["recurring_run_id"] = recurring_run_id
+            self._apply(self.runs[run["run_id"]], {"state": state, "tasks": None})
+            return self._public_run(self.runs[run["run_id"]])
+
+    def _recurring_run_routes(self, rec: Recorded, parts: list[str]) -> dict:
+        ident, _, action = parts[1].partition(":") if len(parts) > 1 else ("", "", "")
+        return {
+            ("POST", "recurringruns", 1): lambda: self._create_recurring_run(rec.json or {}),
+            ("GET", "recurringruns", 1): lambda: self._list_recurring_runs(rec),
+            ("GET", "recurringruns", 2): lambda: self._get(self.recurring_runs, ident),
+            ("POST", "recurringruns", 2): lambda: self._recurring_run_action(ident, action),
+            ("DELETE", "recurringruns", 2): lambda: self._delete_recurring_run(ident),
+        }
+
+    def _create_recurring_run(self, body: dict) -> dict:
+        ref = body.get("pipeline_version_reference") or {}
+        if not ref and not body.get("pipeline_spec"):
+            raise ApiError(400, "Validate create job request failed: Invalid input error: Neither pipeline spec "
+                                "nor pipeline version is provided")
+        if ref and ref.get("pipeline_version_id") not in self.versions:
+            raise ApiError(404, f"Pipeline version {ref.get('pipeline_version_id')} not found")
+        concurrency = int(body.get("max_concurrency") or 0)
+        if not 1 <= concurrency <= 10:
+            raise ApiError(400, "Validate create job request failed: Invalid input error: The max concurrency of "
+                                f"the recurring run is out of range. Support 1-10. Received {concurrency}.")
+        cron = ((body.get("trigger") or {}).get("cron_schedule") or {}).get("cron")
+        if cron is not None and not _robfig_parses(cron):
+            raise ApiError(400, "Validate create job request failed: Invalid input error: Schedule cron is not a "
+                                "supported format(https://godoc.org/github.com/robfig/cron). Error: " + cron)
+        if body.get("experiment_id") and body["experiment_id"] not in self.experiments:
+            raise ApiError(404, f"Experiment {body['experiment_id']} not found")
+        namespace = self._namespace(body.get("namespace")
+                                    or self.experiments.get(body.get("experiment_id"), {}).get("namespace"))
+        if self.multi_user and not namespace:
+            raise ApiError(400, "Validate create job request failed: Invalid input error: Recurring run has no "
+                                "namespace.")
+        enabled = body.get("mode") == "ENABLE"
+        job = {"recurring_run_id": self._new_id("recurring"), "display_name": body.get("display_name", ""),
+               "description": body.get("description") or "", "pipeline_version_reference": ref,
+               "runtime_config": body.get("runtime_config") or {}, "max_concurrency": str(concurrency),
+               "trigger": body.get("trigger") or {}, "no_catchup": bool(body.get("no_catchup")),
+               "namespace": namespace, "experiment_id": body.get("experiment_id", ""), "created_at": TIME,
+               "updated_at": TIME, "mode": "ENABLE" if enabled else "DISABLE",
+               "status": "ENABLED" if enabled else "DISABLED"}
+        self.recurring_runs[job["recurring_run_id"]] = job
+        return job
+
+    def _list_recurring_runs(self, rec: Recorded) -> dict:
+        jobs = list(self.recurring_runs.values())
+        if rec.query.get("experiment_id"):
+            jobs = [j for j in jobs if j["experiment_id"] == rec.query["experiment_id"]]
+        else:
+            jobs = [j for j in jobs if j["namespace"] == self._namespace(rec.query.get("namespace"))]
+        jobs = self._filtered(jobs, rec)
+        return {"recurringRuns": jobs, "total_size": len(jobs)} if jobs else {}
+
+    def _recurring_run_action(self, ident: str, action: str) -> dict:
+        job = self._get(self.recurring_runs, ident)
+        if action not in ("enable", "disable"):
+            raise ApiError(404, f"Not Found: recurring run action {action!r}")
+        job["mode"], job["status"] = ("ENABLE", "ENABLED") if action == "enable" else ("DISABLE", "DISABLED")
+        return {}
+
+    def _delete_recurring_run(self, ident: str) -> dict:
+        self._get(self.recurring_runs, ident)
+        del self.recurring_runs[ident]
+        return {}
+
+
+_ROBFIG_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def _robfig_parses(cron: str) -> bool:
+    """robfig/cron v1 ``Parse``: a descriptor, or 5-6 fields of numbers, names, ranges, lists, steps, * and ?."""
+    import re
+
+    if cron.startswith("@"):
+        return cron in _ROBFIG_DESCRIPTORS or bool(re.fullmatch(r"@every ((\d+(\.\d+)?(h|m|s|ms))+)", cron))
+    fields = cron.split()
+    field = r"(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/\d+)?"
+    return len(fields) in (5, 6) and all(re.fullmatch(rf"{field}(,{field})*", f) for f in fields)
+
+
+class FakeKfpServer(RecurringRunApi):
     """Threaded HTTP server on 127.0.0.1 with the state of a tiny KFP installation."""
 
     def __init__(self, *, token: str | None = None, multi_user: bool = False, version: str = "2.5.0"):
@@ -213,6 +324,7 @@ class FakeKfpServer:
             ("GET", "runs", 2): lambda: self._get_run(parts[1]),
             ("POST", "runs", 2): lambda: self._run_action(*parts[1].partition(":")[::2]),
         }
+        routes.update(self._recurring_run_routes(rec, parts))
         if key not in routes:
             raise ApiError(404, f"Not Found: {rec.method} {rec.path}")
         return routes[key]()

@@ -43,6 +43,7 @@ print('last line')
 print('to stderr', file=sys.stderr)"""
 
 
+@pytest.mark.slow  # big data: 50 MB through a step's output
 def test_a_step_printing_50_mb_completes_its_log_keeps_all_and_its_notebook_an_excerpt(kernel):
     kernel.cells("%%parameters\nmb = 0", FLOOD)
     result = run(kernel, "--no-snapshot --param mb=50")

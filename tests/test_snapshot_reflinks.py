@@ -16,6 +16,7 @@ from kale_magic.snapshot import restore
 from kale_magic.snapshot.objects import ObjectStore
 
 SIZE = 64 << 20
+pytestmark = pytest.mark.slow  # big data: a 64 MiB file system image
 
 
 @pytest.fixture

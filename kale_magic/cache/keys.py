@@ -65,7 +65,13 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
         "metrics": ",".join(step.metrics),
         "python": sys.version.split()[0], "kale-magic": __version__,
     }
+    if step.options.reads:
+        parts["reads"] = ",".join(step.options.reads)
     parts.update(_function_parts(plan, step))
+    for key, value in step.options.env:
+        parts[f"env:{key}"] = value if len(value) <= SHORT_VALUE else "sha256:" + _hash([value])
+    for secret in step.options.secrets:  # the reference only: a secret's value never reaches a file
+        parts[f"secret:{secret.variable}"] = f"{secret.name}:{secret.key}"
     for param in step.parameters:
         text = literal(parameters[param])
         parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])
@@ -81,9 +87,14 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
     return parts
 
 
-def entry_key(base: str, files: Mapping[str, str], listings: Mapping[str, str]) -> str:
-    """The full key of a result: its base and what the step read (path -> digest)."""
-    read = {**{f"file:{p}": d for p, d in files.items()}, **{f"listing:{p}": d for p, d in listings.items()}}
+def entry_key(base: str, files: Mapping[str, str], listings: Mapping[str, str],
+              declared: Mapping[str, str] | None = None, workspace: str | None = None) -> str:
+    """The full key of a result: its base and what the step read (path -> digest), plus the files
+    matching its ``--reads`` globs and the whole workspace when its reads were partly out of sight."""
+    read = {**{f"file:{p}": d for p, d in files.items()}, **{f"listing:{p}": d for p, d in listings.items()},
+            **{f"declared:{g}": d for g, d in (declared or {}).items()}}
+    if workspace is not None:
+        read["workspace"] = workspace
     return f"{base}-{digest(read)[:16]}"
 
 
@@ -178,6 +189,7 @@ LABELS = {
     "code": "the step's code changed", "imports": "the %%imports cells changed",
     "functions:statements": "top-level statements in %%functions changed",
     "outputs": "the values it must save changed", "metrics": "its metrics changed",
+    "reads": "its --reads globs changed",
     "python": "the Python version changed", "kale-magic": "the kale-magic version changed",
     "format": "the cache format changed",
 }

@@ -36,6 +36,16 @@ class Decision:
     reason: str = ""  # why it runs (empty for a first run)
 
 
+@dataclass(frozen=True)
+class Reused:
+    """A step served from the cache: the run whose outputs were linked, the key, its metrics, report links."""
+
+    run_id: str
+    key: str
+    metrics: dict
+    links: dict
+
+
 class StepCache:
     """The cache as one run sees it; used from the engine's scheduling thread only."""
 
@@ -73,12 +83,13 @@ class StepCache:
         """The step's cache key in this run, once it was ready (the run registry keeps it for --resume)."""
         return self.keys.get(name, (None, None))[0]
 
-    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, state) -> bool:
-        """Mark step ``name`` cached in ``state`` and link its outputs into ``run_dir``, if possible."""
+    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str) -> Reused | None:
+        """Link step ``name``'s cached outputs into ``run_dir`` (run ``run_id``), if it can be reused: what
+        was reused, for the engine to report; None when the step must run (:attr:`notes` may say why)."""
         step = plan.steps[name]
         inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
         if any(record is None for record in inputs.values()):
-            return False  # an input was not saved through the cache's view (e.g. its producer failed)
+            return None  # an input was not saved through the cache's view (e.g. its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
         base = digest(parts)
         self.keys[name] = (base, parts)
@@ -86,25 +97,22 @@ class StepCache:
         if entry is None:
             if decision.reason:
                 self.notes[name] = decision.reason
-            return False
+            return None
         try:
             for output in entry["outputs"]:
                 _link_tree(self.index.value_dir(location, name, output), run_dir.value(name, output))
             links = self._link_reports(location, name, run_dir)
             run_dir.write_outcome(name, StepOutcome("cached", metrics=entry.get("metrics", {}),
                                                     saved=entry["outputs"]))
-            self._touch(entry, state.run_id)
+            self._touch(entry, run_id)
         except OSError as exc:
             self.notes[name] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
-            return False
+            return None
         self.records.update({(name, output): record for output, record in entry["outputs"].items()})
-        state.add_metrics(entry.get("metrics", {}))
         self.keys[name] = (entry["key"], parts)
-        state.step(name, "cached", cached_from=entry["run_id"], message=f"reused from run {entry['run_id']}",
-                   cache_key=entry["key"], **links)
-        return True
+        return Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links)
 
-    def remember(self, plan: Plan, name: str, outcome, state) -> None:
+    def remember(self, plan: Plan, name: str, outcome, run_id: str) -> None:
         """Record a step that just succeeded as a cache entry, keyed on the files it read too."""
         step = plan.steps[name]
         saved = outcome.saved or {}
@@ -123,13 +131,24 @@ class StepCache:
         base, parts = self.keys[name]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
-        key = entry_key(base, files, listings)
+        declared = {glob: self.files.declared(glob) for glob in step.options.reads}
+        unseen = "; ".join(reads.get("unseen") or ())
+        conservative, keyed = {}, ""
+        if unseen and declared:
+            keyed = f"keyed on the files it declares with --reads ({', '.join(declared)}), as {unseen}"
+        elif unseen:
+            conservative = {"workspace": self.files.whole(), "unseen": unseen}
+            keyed = (f"keyed on the whole workspace, as {unseen}; declare what it reads with "
+                     f"%%step {name} --reads GLOB[,GLOB]")
+        if keyed:  # after why it ran, if it could have been cached
+            self.notes[name] = "; ".join(filter(None, (self.notes.get(name), keyed)))
+        key = entry_key(base, files, listings, declared, conservative.get("workspace"))
         self.keys[name] = (key, parts)
         entry = {
-            "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": state.run_id,
-            "locations": [state.run_id], "created": time.time(), "used": time.time(),
+            "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": run_id,
+            "locations": [run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
-            "files": files, "listings": listings,
+            "files": files, "listings": listings, "declared": declared, **conservative,
             "outputs": {t.name: saved[t.name] for t in step.outputs}, "metrics": outcome.metrics,
         }
         try:

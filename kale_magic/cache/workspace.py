@@ -20,19 +20,28 @@ Where a step would find them, one class each:
 
 A file's digest is the name the snapshot store gives its content, so a result
 computed in a snapshot is reused in place and the other way round.
+
+A step whose reads were partly out of sight (:mod:`kale_magic.step.reads`) is
+keyed on more: the whole workspace as the run found it (:meth:`WorkspaceFiles.whole`),
+or the files matching the globs it declares with ``%%step --reads``
+(:meth:`WorkspaceFiles.declared`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
 import stat
 import time
 from collections import defaultdict
+from functools import lru_cache
 from pathlib import Path
 
 from ..files import file_digest
 from ..layout import KaleDir
-from ..step.reads import MISSING, listing_digest
+from ..step.reads import MISSING, SKIPPED, listing_digest
 
 FOLDER = "folder"
 SHOWN = 3  # files named in a reason before "and N more"
@@ -50,8 +59,36 @@ def hash_file(path: Path) -> str:
     return file_digest(path)[1]
 
 
+@lru_cache(maxsize=256)
+def _glob_pattern(glob: str) -> re.Pattern:
+    """``--reads`` globs: ``*`` and ``?`` within a name, ``**`` across folders; a folder means all in it."""
+    out = []
+    for piece in re.split(r"(\*\*/?|\*|\?|\[[^]]*\])", glob.strip("/")):
+        if piece.startswith("**"):
+            out.append("(?:.*/)?" if piece.endswith("/") else ".*")
+        elif piece == "*":
+            out.append("[^/]*")
+        elif piece == "?":
+            out.append("[^/]")
+        elif piece.startswith("[") and len(piece) > 2:
+            out.append("[^" + piece[2:] if piece[1] == "!" else piece)
+        else:
+            out.append(re.escape(piece))
+    return re.compile("".join(out) + "(?:/.*)?")
+
+
+def glob_matches(glob: str, rel: str) -> bool:
+    return _glob_pattern(glob).fullmatch(rel) is not None
+
+
+def _tree_digest(tree: dict[str, str]) -> str:
+    return "tree:" + hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:32]
+
+
 class WorkspaceFiles:
     """Digests of paths as a step would find them; what differs from a cache entry, in words."""
+
+    _tree: dict[str, str] | None = None
 
     def file(self, rel: str) -> str:
         raise NotImplementedError
@@ -59,9 +96,28 @@ class WorkspaceFiles:
     def listing(self, rel: str) -> str:
         raise NotImplementedError
 
+    def _find_tree(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def tree(self) -> dict[str, str]:
+        """Every file of the workspace as the run found it (path -> content name; a link -> 'link:TARGET')."""
+        if self._tree is None:
+            self._tree = self._find_tree()
+        return self._tree
+
+    def whole(self) -> str:
+        """The digest of the whole workspace: the key of a step whose reads were partly out of sight."""
+        return _tree_digest(self.tree())
+
+    def declared(self, glob: str) -> str:
+        """The digest of the files matching a ``%%step --reads`` glob (added or removed ones count)."""
+        return _tree_digest({rel: name for rel, name in self.tree().items() if glob_matches(glob, rel)})
+
     def matches(self, entry: dict) -> bool:
         return (all(self.file(rel) == seen for rel, seen in entry.get("files", {}).items())
-                and all(self.listing(rel) == seen for rel, seen in entry.get("listings", {}).items()))
+                and all(self.listing(rel) == seen for rel, seen in entry.get("listings", {}).items())
+                and all(self.declared(glob) == seen for glob, seen in entry.get("declared", {}).items())
+                and ("workspace" not in entry or self.whole() == entry["workspace"]))
 
     def differences(self, entry: dict) -> list[str]:
         """The paths the entry saw otherwise: ['data.csv', 'helper.py (gone)', 'inbox/ (files added or removed)']."""
@@ -73,6 +129,11 @@ class WorkspaceFiles:
         for rel, seen in entry.get("listings", {}).items():
             if self.listing(rel) != seen:
                 names.append(f"{rel or '.'}/ (files added or removed)")
+        for glob, seen in entry.get("declared", {}).items():
+            if self.declared(glob) != seen:
+                names.append(f"{glob} (declared with --reads)")
+        if "workspace" in entry and self.whole() != entry["workspace"]:
+            names.append(f"the workspace (the step is keyed on all of it: {entry.get('unseen', 'reads out of sight')})")
         return sorted(names)
 
     def changes(self, entry: dict) -> str:
@@ -121,6 +182,19 @@ class _OnDisk(WorkspaceFiles):
         except OSError:
             return MISSING
 
+    def _find_tree(self) -> dict[str, str]:
+        """Every file under the folder, skipping kale's, version control's and caches' folders."""
+        tree = {}
+        for where, dirs, files in os.walk(self.root):
+            folder = Path(where).relative_to(self.root).as_posix()
+            links = [d for d in dirs if os.path.islink(os.path.join(where, d))]
+            dirs[:] = [d for d in dirs if d not in SKIPPED and d not in links]
+            for name in (*files, *links):
+                rel = name if folder == "." else f"{folder}/{name}"
+                path = self.root / rel
+                tree[rel] = f"link:{os.readlink(path)}" if path.is_symlink() else self.file(rel)
+        return tree
+
 
 class LiveFiles(_OnDisk):
     """The notebook's folder itself: steps read files in place (``--no-snapshot``)."""
@@ -158,6 +232,7 @@ class SnapshotFiles(_OnDisk):
 
         self.workdir = workdir
         self.names = {f["path"]: content_name(f) for f in manifest.get("files", ())}
+        self.links = {s["path"]: f"link:{s['target']}" for s in manifest.get("symlinks", ())}
         self.objects = ObjectStore(Path(store) / "objects")
         self.children = _children([*self.names, *(s["path"] for s in manifest.get("symlinks", ())),
                                    *manifest.get("dirs", ())])
@@ -182,6 +257,10 @@ class SnapshotFiles(_OnDisk):
             return super().listing(rel)
         return listing_digest(self.children[rel]) if rel in self.children else MISSING
 
+    def _find_tree(self) -> dict[str, str]:
+        """The snapshot as taken, before any step wrote into its copy."""
+        return {**self.names, **self.links}
+
 
 class ScanFiles(WorkspaceFiles):
     """What a snapshot taken now would hold, without storing one."""
@@ -198,7 +277,7 @@ class ScanFiles(WorkspaceFiles):
             found = scan(self.root, exclude=(self.store,))
             self._remembered = HashCache(self.store / "hashcache.json", time.time_ns())
             self._files = dict(found.files)
-            self._links = {s["path"] for s in found.symlinks}
+            self._links = {s["path"]: f"link:{s['target']}" for s in found.symlinks}
             self._children = _children([*self._files, *self._links, *found.dirs])
             self._found = found
         return self._found
@@ -221,6 +300,10 @@ class ScanFiles(WorkspaceFiles):
     def listing(self, rel: str) -> str:
         self._scan()
         return listing_digest(self._children[rel]) if rel in self._children else MISSING
+
+    def _find_tree(self) -> dict[str, str]:
+        self._scan()
+        return {**{rel: self.file(rel) for rel in self._files}, **self._links}
 
 
 def _children(paths) -> dict[str, set[str]]:

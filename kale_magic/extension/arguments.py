@@ -41,6 +41,15 @@ def _names(text: str) -> tuple[str, ...]:
                             "without it, no limit).")
 @argument("--image", help="Container image for this step on KFP, e.g. python:3.11.")
 @argument("--no-cache", action="store_true", help="Always run this step, never reuse a cached result.")
+@argument("--reads", metavar="GLOB[,GLOB]",
+          help="Workspace files the step reads where kale cannot see it (native readers, subprocesses), "
+               "relative to the notebook's folder ('**' crosses folders; a folder means all in it); the cache "
+               "keys the step on them instead of the whole workspace.")
+@argument("--env", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+          help="Environment variables of this step's process (repeatable).")
+@argument("--secret", action="append", default=[], metavar="NAME[:KEY[=ENVVAR]]",
+          help="Key KEY (default NAME) of Kubernetes Secret NAME as variable ENVVAR (default KEY); locally "
+               "read from the kernel's environment or the .env file beside the notebook (repeatable).")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
 
@@ -65,6 +74,14 @@ def step():
           help="Only show which steps would be reused from the cache and why the others would run.")
 @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
           help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
+@argument("--schedule", metavar="CRON", help="KFP: create a recurring run instead of running now (six fields, "
+                                              "seconds first; a five-field crontab line is converted).")
+@argument("--max-concurrency", type=int, metavar="N", help="With --schedule: runs at once (1 to 10, default 1).")
+@argument("--start", metavar="ISO", help="With --schedule: first possible run time, e.g. 2026-12-24T02:00.")
+@argument("--end", metavar="ISO", help="With --schedule: no run after this time.")
+@argument("--catchup", action="store_true", default=None,
+          help="With --schedule: start the runs missed while paused or late (KFP's default).")
+@argument("--no-catchup", action="store_false", dest="catchup", help="With --schedule: skip missed runs.")
 def kale_run():
     """Validate, snapshot, compile, upload and run the annotated notebook as a pipeline."""
 
@@ -91,6 +108,25 @@ def kale_cache():
     """Show the step cache of this notebook's folder, or clear it to free disk (run history stays)."""
 
 
+@magic_arguments()
+@argument("step", nargs="?", help="The step (with --failed: default the last step that failed).")
+@argument("--run", metavar="RUN_ID", help="The run (default: the latest run of this notebook that ran the step).")
+@argument("--outputs", action="store_true", help="Load what the step produced instead of what it received.")
+@argument("--failed", action="store_true", help="The last failed step; also print its error and failing line.")
+def kale_debug():
+    """Load into the kernel exactly what a step received in a run: its parameters and every value it loaded."""
+
+
+@magic_arguments()
+@argument("--pause", metavar="NAME", help="Pause the schedule NAME (no new runs until --resume).")
+@argument("--resume", metavar="NAME", help="Resume the paused schedule NAME.")
+@argument("--delete", metavar="NAME", help="Delete the schedule NAME (its runs stay).")
+@argument("--pipeline", help="The pipeline whose schedules these are (default: the notebook's, as %%kale_run).")
+@argument("--host", help="KFP API endpoint (default: Kale.host or KF_PIPELINES_ENDPOINT).")
+def kale_schedules():
+    """List this notebook's schedules on Kubeflow Pipelines (next run, last run), or pause/resume/delete one."""
+
+
 def documented_by(spec):
     """Give a magic method the options and help text of its parser (``%%step?`` shows them)."""
     def decorate(method):
@@ -106,6 +142,7 @@ def parse(spec, line: str):
         words = shlex.split(line)
     except ValueError as exc:
         raise UsageError(f"{exc} in: {line.strip()}; balance the quotes around values with spaces.") from None
+    spec.parser.allow_abbrev = False  # options match exactly: argparse would read --from as --from-snapshot
     return spec.parser.parse_args(words)
 
 
@@ -123,7 +160,52 @@ def step_options(args) -> StepOptions:
             checked[option] = None if value is None else check_step_option(option, value)
         except ValueError as exc:
             raise UsageError(f"%%step {args.name}: --{option} {value}: {exc}.") from None
-    return StepOptions(after=args.after, no_cache=args.no_cache, **checked)
+    reads = ()
+    if args.reads is not None:
+        try:
+            reads = check_reads(args.reads)
+        except ValueError as exc:
+            raise UsageError(f"%%step {args.name}: --reads {args.reads}: {exc}.") from None
+    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, **checked, **_environment(args))
+
+
+def check_reads(text: str) -> tuple[str, ...]:
+    """``--reads GLOB[,GLOB]``: globs of files inside the workspace; ValueError says what is accepted."""
+    globs = tuple(dict.fromkeys(g.strip() for g in text.split(",") if g.strip()))
+    if not globs:
+        raise ValueError("give one or more globs of workspace files, e.g. --reads data/*.parquet,lookup.db")
+    for glob in globs:
+        parts = glob.replace("\\", "/").split("/")
+        if glob.startswith(("/", "~")) or ":" in parts[0]:
+            raise ValueError(f"'{glob}' is not relative to the notebook's folder; give paths inside it, e.g. "
+                             "data/*.csv")
+        if ".." in parts or ".kale" in parts:
+            raise ValueError(f"'{glob}' leaves the workspace or names kale's own folder; give paths inside it")
+        if any(ord(c) < 32 for c in glob) or glob.count("[") != glob.count("]"):
+            raise ValueError(f"{glob!r} is not a glob (unbalanced brackets or control characters)")
+    return globs
+
+
+def _environment(args) -> dict:
+    """``--env`` and ``--secret`` of a ``%%step`` line, each checked; a later KEY (or ENVVAR) wins."""
+    from ..step.environment import parse_env, parse_secret
+
+    env: dict[str, str] = {}
+    secrets = {}
+    for option, values in (("env", args.env), ("secret", args.secret)):
+        for value in values:
+            try:
+                if option == "env":
+                    env.update(parse_env(value))
+                else:
+                    secret = parse_secret(value)
+                    secrets[secret.variable] = secret
+            except ValueError as exc:
+                raise UsageError(f"%%step {args.name}: --{option} {value}: {exc}.") from None
+    clash = sorted(set(env) & set(secrets))
+    if clash:
+        raise UsageError(f"%%step {args.name}: {clash[0]} is set both by --env and by --secret; keep one.")
+    return {"env": tuple(env.items()), "secrets": tuple(secrets.values())}
 
 
 def check_step_option(option: str, value: str):

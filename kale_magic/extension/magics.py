@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from traitlets import Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
+from traitlets import Any, Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 
 from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
-from ..plan.session import RecordedCell, Session, StepOptions, cell_key
+from ..plan.session import CELL_KINDS, RecordedCell, Session, StepOptions, cell_key, stale_key
 from . import arguments
 from .notebook_file import NotebookFinder
 
@@ -26,6 +26,25 @@ class CellFailed(Exception):
 
     def _render_traceback_(self):
         return []
+
+
+def _annotation(cell: str) -> tuple[str, str | None] | None:
+    """(kind, step name) when the cell's first code line is one of the annotation magics, even indented."""
+    for line in cell.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        magic, _, rest = line.partition(" ")
+        if not magic.startswith("%%") or magic[2:] not in CELL_KINDS:
+            return None
+        name = None
+        if magic == "%%step":
+            try:
+                name = arguments.parse(arguments.step, rest).name
+            except Exception:  # noqa: BLE001 - a line the magic itself would refuse: the cell is named by kind
+                name = None
+        return magic[2:], name
+    return None
 
 
 @magics_class
@@ -45,6 +64,22 @@ class Kale(Magics):
                            "run).").tag(config=True)
     panel = CaselessStrEnum(MODES, "auto", help="How runs show progress: ipywidgets, "
                             "an HTML display updated in place, or text lines ('auto' picks).").tag(config=True)
+    on_run_end = Any(None, allow_none=True, help="Called with every finished Run, in the kernel, after the "
+                     "panel's last update: a callable, or the name of an entry point in group kale_magic.hooks; "
+                     "what it raises is reported in one line and never changes the run's status.").tag(config=True)
+
+    @validate("on_run_end")
+    def _check_on_run_end(self, proposal):
+        from ..run.hooks import GROUP, entry_point_names
+
+        value = proposal.value
+        if value is None or callable(value):
+            return value
+        if isinstance(value, str) and value in entry_point_names():
+            return value
+        known = ", ".join(entry_point_names()) or "none is installed"
+        raise TraitError(f"Kale.on_run_end = {value!r}: give a callable taking the Run, or the name of an entry "
+                         f"point in group {GROUP} ({known}).")
 
     @validate("max_parallel")
     def _check_max_parallel(self, proposal):
@@ -121,13 +156,16 @@ class Kale(Magics):
 
     # lifecycle --------------------------------------------------------------------------
     def attach(self) -> None:
-        """Called by ``load_ext``: hear which frontend cell runs; let %config reach the engines' settings."""
+        """Called by ``load_ext``: hear which frontend cell runs and which failed before it ran; let %config
+        reach the engines' settings."""
         self.shell.events.register("pre_run_cell", self._pre_run_cell)
+        self.shell.events.register("post_run_cell", self._post_run_cell)
         self.shell.configurables.extend(self.engine_settings.values())
 
     def detach(self) -> None:
         """Called by ``unload_ext``: undo :meth:`attach` and stop the warm worker."""
         self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self._post_run_cell)
         for settings in self.engine_settings.values():
             if settings in self.shell.configurables:
                 self.shell.configurables.remove(settings)
@@ -152,6 +190,21 @@ class Kale(Magics):
     def _pre_run_cell(self, info) -> None:
         if self._depth == 0:  # the frontend's cell, not one we run from inside a magic
             self._cell_id = getattr(info, "cell_id", None)
+
+    def _post_run_cell(self, result) -> None:
+        """An annotated cell IPython could not even transform (``IndentationError ... (<tokenize>, ...)``)
+        never reached its magic: what it recorded before is now old code, which %kale_run must not run."""
+        error = result.error_before_exec
+        if self._depth or error is None or result.info is None:
+            return
+        magic = _annotation(result.info.raw_cell or "")
+        if magic is None:
+            return
+        kind, step = magic
+        label = f"the %%step {step} cell" if step else f"a %%{kind} cell"
+        self.session.mark_stale(stale_key(kind, step, getattr(result.info, "cell_id", None)),
+                                f"{label} failed before it ran ({type(error).__name__}: {error}), so kale still "
+                                "holds its previous version; fix the cell and run it again before %kale_run")
 
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
@@ -242,6 +295,7 @@ class Kale(Magics):
         from .. import panel
         from ..history.store import RunStore, step_hashes
         from ..history.sweep import sweep
+        from ..run import hooks
         from ..run.launch import Recording, start_run
 
         request = self._request(args)
@@ -253,9 +307,11 @@ class Kale(Magics):
         store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
         sweep(workspace.kale, store)
         recorder = store.recorder(hashes=step_hashes(cells))
+        hook = hooks.resolve(self.on_run_end)
         self.last_run = start_run(request, workspace, Recording(cells, self._environment()),
                                   self._engine(request, workspace),
                                   listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+        hooks.call_when_finished(self.last_run, hook)
         if self.last_run.status == "failed" and self.stop_on_failure:
             raise RunFailed(self.last_run) from self.last_run.failure
         return self.last_run
@@ -270,6 +326,37 @@ class Kale(Magics):
         with RunStore.for_workspace(self._workspace().root) as store:
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
                              compare=args.compare)
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_debug)
+    def kale_debug(self, line):
+        from ..history.store import RunStore
+        from ..run.debug import debug
+
+        args = arguments.parse(arguments.kale_debug, line)
+        workspace = self._workspace()
+        pipelines = {workspace.pipeline_name} | ({self.last_run.state.pipeline} if self.last_run else set())
+        with RunStore.for_workspace(workspace.root) as store:
+            loaded = debug(store, workspace.kale, pipelines, args.step, run_id=args.run, outputs=args.outputs,
+                           failed=args.failed)
+        self.shell.push(loaded.namespace())
+        print(loaded.report())
+
+    @line_magic
+    @arguments.documented_by(arguments.kale_schedules)
+    def kale_schedules(self, line):
+        from ..engines.kfp.schedules import manage
+        from ..history.store import RunStore
+
+        args = arguments.parse(arguments.kale_schedules, line)
+        actions = [(a, n) for a, n in (("pause", args.pause), ("resume", args.resume), ("delete", args.delete)) if n]
+        if len(actions) > 1:
+            raise KaleError("give one of --pause, --resume and --delete at a time.")
+        action, name = actions[0] if actions else (None, None)
+        workspace = self._workspace()
+        with RunStore.for_workspace(workspace.root) as store:
+            print(manage(args.host, self._engine_settings().get("kfp", {}), args.pipeline or workspace.pipeline_name,
+                         action, name, store=store))
 
     @line_magic
     @arguments.documented_by(arguments.kale_snapshots)
@@ -326,12 +413,39 @@ class Kale(Magics):
         if not engine.local and (args.cache_only_check or args.resume is not None):
             raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
                             "its own cache decides which steps run (turn it off with --no-cache).")
+        params = arguments.parse_params(args.param)
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
-                          engine=engine.name, host=args.host, params=arguments.parse_params(args.param),
+                          engine=engine.name, host=args.host, params=params,
                           compile_only=args.compile_only, upload_only=args.upload_only,
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
-                          no_cache=args.no_cache, resume=args.resume)
+                          no_cache=args.no_cache, resume=args.resume,
+                          schedule=self._schedule(args, engine.local, params))
+
+    def _schedule(self, args, local: bool, params: dict):
+        """--schedule and its options, checked before anything is uploaded; refused on the local engine."""
+        from ..run.schedule import crontab_line, parse_schedule
+
+        given = [f"--{o}" for o, v in (("max-concurrency", args.max_concurrency), ("start", args.start),
+                                       ("end", args.end)) if v is not None]
+        catchup = args.catchup
+        given += ["--catchup" if catchup else "--no-catchup"] if catchup is not None else []
+        if args.schedule is None:
+            if given:
+                raise KaleError(f"{given[0]} only applies with --schedule CRON.")
+            return None
+        if args.compile_only or args.upload_only or args.background:
+            raise KaleError("--schedule creates a recurring run on KFP; leave out --compile-only, --upload-only "
+                            "and --background.")
+        schedule = parse_schedule(args.schedule, args.max_concurrency, args.start, args.end,
+                                  catchup=catchup is not False)
+        if local:
+            workspace = self._workspace()
+            name = workspace.notebook.name if workspace.notebook else "NOTEBOOK.ipynb"
+            raise KaleError("the local engine cannot schedule runs (schedules run on Kubeflow Pipelines: "
+                            "--engine kfp); on this machine, add this line to your crontab (crontab -e): "
+                            + crontab_line(schedule, workspace.root, name, params))
+        return schedule
 
     def _step_cache(self, request, workspace, files=None):
         """The step cache of a run; its steps read files in place unless the engine gives them a snapshot."""
@@ -362,6 +476,8 @@ class Kale(Magics):
                          order_source=f"notebook file {notebook.path}" if notebook.order else "execution order")
 
     def _cells(self, workspace):
+        if self.session.stale:
+            raise KaleError(next(iter(self.session.stale.values())))
         return self.session.ordered(workspace.cell_order or None)
 
     def _environment(self):

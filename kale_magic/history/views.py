@@ -67,9 +67,12 @@ def _rows(records):
     """(run id, column -> value); a failed run's error is a column too, so no failed row lacks its reason."""
     columns = _columns(records)
     errors = any(record.error for record in records)
+    scheduled = any("scheduled by" in record.links for record in records)
     for record in records:
         fixed = {"experiment": record.experiment, "pipeline": record.pipeline, "started": _when(record.started),
                  "status": record.status, "engine": record.engine}
+        if scheduled:  # runs a KFP schedule started (recorded by %kale_schedules): which schedule
+            fixed["schedule"] = record.links.get("scheduled by", "")
         values = fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
         yield record.run_id, values | ({"error": record.error} if errors else {})
 

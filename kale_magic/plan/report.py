@@ -15,6 +15,7 @@ def plan_text(plan: Plan) -> str:
         after = f" (after {', '.join(step.parents)})" if step.parents else " (root)"
         extra = f"; parameters: {', '.join(step.parameters)}" if step.parameters else ""
         extra += f"; metrics: {', '.join(step.metrics)}" if step.metrics else ""
+        extra += f"; reads: {', '.join(step.options.reads)}" if step.options.reads else ""
         lines.append(f"  {step.name}{after}{extra}")
     edges = plan.edges()
     if edges:

@@ -20,6 +20,9 @@ class StepOptions:
     timeout: int | None = None
     image: str | None = None
     no_cache: bool = False
+    reads: tuple[str, ...] = ()  # globs of workspace files it reads where the runtime cannot see (--reads)
+    env: tuple[tuple[str, str], ...] = ()  # --env KEY=VALUE: variables set in the step's process
+    secrets: tuple = ()  # --secret: kale_magic.step.environment.SecretRef, values resolved only when it runs
 
 
 @dataclass(frozen=True)
@@ -60,14 +63,29 @@ def cell_key(kind: str, step: str | None, cell_id: str | None, source: str) -> s
     return f"{kind}:" + hashlib.sha1(source.encode()).hexdigest()[:16]
 
 
+def stale_key(kind: str, step: str | None, cell_id: str | None) -> str:
+    """The key a cell that failed before running makes stale: its cell id's, else its step's, else its kind's
+    (without ids, an edited non-step cell cannot be told from the others of its kind)."""
+    if cell_id:
+        return f"id:{cell_id}"
+    return f"step:{step}" if kind == "step" and step else f"{kind}:stale"
+
+
 class Session:
     """The ordered annotations of one kernel."""
 
     def __init__(self):
         self.cells: dict[str, RecordedCell] = {}
+        self.stale: dict[str, str] = {}  # key -> why the cell's recording no longer matches the cell
         self._next_seq = 0
 
+    def mark_stale(self, key: str, why: str) -> None:
+        """The cell of ``key`` was re-run and failed before its magic ran: what it recorded is old code."""
+        self.stale[key] = why
+
     def record(self, cell: RecordedCell) -> RecordedCell:
+        for key in (cell.key, stale_key(cell.kind, cell.step, None), stale_key(cell.kind, None, None)):
+            self.stale.pop(key, None)  # the cell ran: what it recorded is current again
         previous = self.cells.get(cell.key)
         if previous is not None:
             cell = replace(cell, seq=previous.seq)
@@ -82,6 +100,7 @@ class Session:
 
     def reset(self) -> None:
         self.cells.clear()
+        self.stale.clear()
         self._next_seq = 0
 
     def ordered(self, notebook_order: dict[str, int] | None = None) -> list[RecordedCell]:

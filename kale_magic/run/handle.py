@@ -79,12 +79,10 @@ class Run:
             step = producers[-1]
         else:
             self._check_step(step)
-        path = self.files.value(step, name)
-        if not path.exists():  # a KFP run's values are in its object store
-            from .. import engines
+        from .debug import saved_value
 
-            engines.get(self.state.engine).load_value(self.files, step, name)
-        if not path.exists():
+        path = saved_value(self.files, self.state.engine, step, name)
+        if path is None:
             raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
         return marshal.load(path, name=name, step=step)

@@ -26,6 +26,7 @@ from ..plan import Plan
 from ..plan.planner import Environment, build_plan, default_pipeline_name
 from ..plan.report import plan_text
 from ..plan.session import RecordedCell
+from .debug import record_flows
 from .handle import Run
 from .state import RunState
 
@@ -46,6 +47,7 @@ class RunRequest:
     background: bool = False
     no_cache: bool = False  # run every step, reuse no cached result
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
+    schedule: object = None  # a run.schedule.Schedule: create a recurring run on KFP instead of running now
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,9 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     if request.upload_only:
         state.stop("uploaded", note="--upload-only")
         return run
+    if request.schedule is not None:  # a recurring run on KFP instead of one run now
+        schedule(plan, state, engine, request.schedule)
+        return run
     run.thread = execute(plan, state, run_dir, engine, compiled)
     if not request.background:
         wait(state, engine, run.thread)
@@ -130,6 +135,7 @@ def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
     """The Validate task's outcome: the plan as text in the run's folder, the steps in the state."""
     run_dir.path.mkdir(parents=True)
     atomic_write(run_dir.validation, plan_text(plan) + "\n")
+    record_flows(plan, run_dir)
     state.set_parameters(plan.parameters)
     state.set_plan(plan)
     flows = sum(len(s.inputs) for s in plan.steps.values())
@@ -205,6 +211,18 @@ def upload(plan: Plan, state: RunState, engine: Engine, compiled: Compiled) -> N
     state.set_ids(**uploaded.ids)
     state.add_links(**uploaded.links)
     state.task("Upload", "done", uploaded.message, **uploaded.links)
+
+
+def schedule(plan: Plan, state: RunState, engine: Engine, wanted) -> None:
+    """The Run task of ``--schedule``: the engine creates the recurring run; the run ends ``scheduled``."""
+    try:
+        created = engine.schedule(plan, state, wanted)
+    except KaleError as exc:
+        state.fail("Run", str(exc))
+        return
+    state.add_links(**created.links)
+    state.task("Run", "done", created.message, **created.links)
+    state.finish("scheduled")
 
 
 def execute(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine, compiled: Compiled) -> threading.Thread:

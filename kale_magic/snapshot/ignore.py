@@ -4,7 +4,7 @@ Both files use git's wildmatch syntax (parsed by ``pathspec``) and may sit in an
 directory; as in git, a deeper file overrides a shallower one, and within one
 directory ``.kaleignore`` is read after ``.gitignore`` so it can re-include
 (``!data/``) what git ignores.  A few directories are never snapshotted: kale's
-own ``.kale/`` (runs and snapshots), version control and caches.
+own ``.kale/`` (runs and snapshots), version control and caches; nor is a ``.env`` file (secrets).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from ..layout import KALE_DIR
 
 IGNORE_FILES = (".gitignore", ".kaleignore")
 ALWAYS_SKIPPED = frozenset({KALE_DIR, ".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
+# Secrets for local steps (kale_magic.step.environment): a run writes no secret value, so no snapshot holds one.
+ALWAYS_SKIPPED_FILES = frozenset({".env"})
 
 
 class IgnoreRules:
@@ -39,7 +41,7 @@ class IgnoreRules:
     def ignored(self, rel_path: str, is_dir: bool) -> bool:
         """``rel_path`` is POSIX-style, relative to the workspace root."""
         parent, _, name = rel_path.rpartition("/")
-        if is_dir and name in ALWAYS_SKIPPED:
+        if name in (ALWAYS_SKIPPED if is_dir else ALWAYS_SKIPPED_FILES):
             return True
         suffix = "/" if is_dir else ""
         base = parent

@@ -253,6 +253,9 @@ def warm_up() -> None:
                  StepContext(step="warm-up", inputs={"value": value}, outputs={"value": value}))
     StepContext._active = None
     StepShell.prepared = new_shell()
+    from .reads import FileReads
+
+    FileReads.install()  # the audit hook, the read hooks and their entry points: once for every forked step
 
 
 # the entry point used by the local engine's workers -------------------------------------------

@@ -381,3 +381,7 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         kubernetes.mount_pvc(task, pvc_name=pvc, mount_path=mount)
     for secret, pairs in opts.secret_envs:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
+    for key, value in o.env:  # %%step --env: on this step's container only
+        task.set_env_variable(key, value)
+    for secret in o.secrets:  # %%step --secret: the Secret's key, never its value, is in the YAML
+        kubernetes.use_secret_as_env(task, secret_name=secret.name, secret_key_to_env={secret.key: secret.variable})

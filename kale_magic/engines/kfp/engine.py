@@ -111,6 +111,22 @@ class KfpEngine:
         message = f"pipeline {name}, version {version.display_name}" + (f"; {note}" if note else "")
         return Uploaded(message, links, ids)
 
+    # Schedule -------------------------------------------------------------------------------
+    def schedule(self, plan: Plan, state: RunState, schedule) -> Uploaded:
+        """A recurring run of the uploaded version (instead of one run now), with the plan's parameters."""
+        from .schedules import create, schedule_name
+
+        name = schedule_name(Names(plan).pipeline, state.run_id)
+        created = self._call("creating the recurring run", create, self._client, schedule, name=name,
+                             description=plan.description, experiment_id=self._experiment_id,
+                             pipeline_id=self._version.pipeline_id, version_id=self._version.pipeline_version_id,
+                             parameters=pipeline_arguments(plan, plan.parameters),
+                             namespace=self._client.get_user_namespace() or None)
+        link = self._settings.link(f"recurringrun/details/{created.recurring_run_id}")
+        note = schedule.note()
+        return Uploaded(f"schedule {name}: {schedule.cron}" + (f" ({note})" if note else ""), {"schedule": link},
+                        {})
+
     # Run ------------------------------------------------------------------------------------
     def cancel(self) -> None:
         self._cancel.set()

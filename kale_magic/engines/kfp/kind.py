@@ -16,7 +16,7 @@ class KfpType(EngineType):
         return Kfp
 
     def chosen(self, args, settings) -> int:
-        """--host and --upload-only mean KFP; so does a configured host (Kale.host, KF_PIPELINES_ENDPOINT)."""
+        """--host and --upload-only mean KFP; so does a configured host (Kfp.host, KF_PIPELINES_ENDPOINT)."""
         if getattr(args, "host", None) or getattr(args, "upload_only", False):
             return 2
         return 1 if (settings or {}).get("host") or os.environ.get("KF_PIPELINES_ENDPOINT") else 0

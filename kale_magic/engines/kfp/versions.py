@@ -28,7 +28,7 @@ NEEDS = {
     "resources": Need((2, 4), "--cpu/--memory/--gpu", "remove them"),  # resourceCpuLimit & co. fail to parse
     "retries": Need((2, 5), "--retries", "remove it"),  # ignored before 2.5
     "volumes": Need((2, 5), "Kale.volumes", "remove them"),  # kfp-kubernetes' PVC parameters fail to parse
-    "secrets": Need((2, 5), "Kale.secrets", "remove them"),
+    "secrets": Need((2, 5), "Kale.secrets and %%step --secret", "remove them"),
 }
 SECURITY_CONTEXT = (2, 16)  # Kale.run_as_user: earlier servers ignore the pods' security context
 
@@ -76,8 +76,10 @@ def _uses(plan: Plan, options) -> dict[str, list[str]]:
             uses.setdefault("resources", []).append(name)
         if o.retries:
             uses.setdefault("retries", []).append(name)
+        if o.secrets:
+            uses.setdefault("secrets", []).append(name)
     if options.volumes:
         uses["volumes"] = []
     if options.secrets:
-        uses["secrets"] = []
+        uses.setdefault("secrets", [])
     return uses

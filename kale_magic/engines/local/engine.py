@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import sys
 import threading
@@ -22,6 +23,7 @@ from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
 from ...step.runtime import StepContext
 from ..base import Compiled, Outcome, SnapshotRef
+from .scheduler import Schedule, StepInstance
 from .workers import WorkerServer
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
@@ -50,32 +52,6 @@ def died(name: str, exit_code: int | None) -> str:
     return f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
 
 
-class _Ready:
-    """The pending steps whose parents all succeeded or were cached, in plan order, kept as steps end:
-    looking at every step after each one ended made a run quadratic in its number of steps."""
-
-    def __init__(self, plan: Plan, status: dict[str, str]):
-        self.status = status
-        self.position = {name: i for i, name in enumerate(plan.steps)}
-        self.unmet = {name: len(set(step.parents)) for name, step in plan.steps.items()}
-        self.children: dict[str, list[str]] = {name: [] for name in plan.steps}
-        for name, step in plan.steps.items():
-            for parent in set(step.parents):
-                self.children[parent].append(name)
-        self.ready = {name for name, count in self.unmet.items() if count == 0}
-
-    def done(self, name: str) -> None:
-        """Step ``name`` succeeded or was cached: its children may be ready."""
-        for child in self.children[name]:
-            self.unmet[child] -= 1
-            if self.unmet[child] == 0:
-                self.ready.add(child)
-
-    def steps(self) -> list[str]:
-        self.ready = {name for name in self.ready if self.status[name] == "pending"}
-        return sorted(self.ready, key=self.position.__getitem__)
-
-
 class LocalEngine:
     name = "local"
 
@@ -84,11 +60,14 @@ class LocalEngine:
         self.max_parallel = max(1, max_parallel)
         self.workdir: Path | None = None  # the materialized snapshot steps work in (prepare)
         self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
+        self.environments = None  # each step's --env/--secret variables, resolved by compile for a run
+        self._will_run = True
         self._cancel = threading.Event()
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
         """Steps work in a materialized copy of the snapshot; their cache keys see the files there."""
         self.workdir = None
+        self._will_run = will_run
         if snapshot is None or not will_run:
             return
         from ...snapshot import materialize
@@ -102,9 +81,16 @@ class LocalEngine:
             self.cache.files = SnapshotFiles(manifest, snapshot.store, self.workdir)
 
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
-        """One step notebook per step."""
+        """One step notebook per step; for a run, each step's variables (a missing secret refuses it here)."""
+        from ...step.environment import resolve
+
         self.workers.start()  # warm up while notebooks are written
-        return Compiled(write_step_notebooks(plan, run_dir))
+        notebooks = write_step_notebooks(plan, run_dir)
+        if not self._will_run:
+            return Compiled(notebooks)
+        self.environments = resolve(plan)
+        sources = self.environments.summary()
+        return Compiled(notebooks, summary=f"{len(notebooks)} step notebooks" + (f"; {sources}" if sources else ""))
 
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> None:
         """Nothing to upload: the steps run here."""
@@ -114,99 +100,108 @@ class LocalEngine:
         self._cancel.set()
 
     def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
-        """Run every step whose parents succeeded; a failed step skips its descendants only."""
+        """Run every step whose parents succeeded; a failed step skips its descendants only.
+
+        The :class:`Schedule` decides what runs and the cache whether a step can be reused; this loop
+        is the only owner of what is running (watcher threads only post events to it) and the only
+        writer of step states.
+        """
         self.workers.start()
-        notebooks = compiled.notebooks
-        parameters = plan.parameters
         run_dir.make_step_dirs()
-        status = {name: "pending" for name in plan.steps}
-        ready = _Ready(plan, status)
-        running: dict[str, tuple] = {}
-        stopped: dict[str, str] = {}  # step -> why the engine killed it
-        done = threading.Condition()
-        finished: list[str] = []
+        schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
+        running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
+        stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
+        events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
+        warming: list[StepInstance] = []  # submitted before the worker had imported its modules
 
-        warming = []  # steps submitted before the worker had imported its modules
-
-        def watch(name, child):
-            try:
-                # Forked (a pid) even if it has already exited: a quick step's row gets its links all the same.
+        def watch(instance, child):
+            try:  # forked (a pid) even if it has already exited: a quick step's row gets its links all the same
                 if child.started.wait(600) and child.pid is not None:
-                    if warming and warming[0] == name:
-                        state.task("Run", "running", "")
-                    state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
-                    running[name] = (child, time.time())
+                    events.put((instance, time.time()))
                 child.done.wait()
             finally:  # whatever happened above, the loop must hear that the step ended
-                with done:
-                    finished.append(name)
-                    done.notify()
+                events.put((instance, None))
 
         while True:
-            for name in ready.steps():
+            for instance in schedule.ready():
                 if len(running) >= self.max_parallel:
                     break
-                if self.cache and self.cache.reuse(plan, name, run_dir, parameters, state):
-                    status[name] = "cached"
-                    ready.done(name)
+                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
+                if reused:
+                    schedule.end(instance, "cached")
+                    state.add_metrics(reused.metrics)
+                    state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
+                               message=f"reused from run {reused.run_id}", **reused.links)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
-                    warming.append(name)
+                    warming.append(instance)
                     state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
                                if self.workers.importing else "waiting for the warm worker to start")
-                child = self.workers.submit(self._job(plan, name, run_dir, notebooks[name]))
-                status[name] = "running"
-                running[name] = (child, time.time())
-                threading.Thread(target=watch, args=(name, child), daemon=True).start()
+                notebook = compiled.notebooks[instance.step]
+                child = self.workers.submit(self._job(plan, instance.step, run_dir, notebook))
+                schedule.start(instance)
+                running[instance] = (child, time.time())
+                threading.Thread(target=watch, args=(instance, child), daemon=True).start()
             if not running:
-                if ready.steps():  # cached steps made their children ready
+                if schedule.ready():  # cached steps made their children ready
                     continue
                 break
-            with done:
-                done.wait_for(lambda: finished or self._cancel.is_set(), timeout=self._next_deadline(plan, running))
-                ended, finished[:] = list(finished), []
+            for instance, started in self._events(events, self._next_deadline(plan, running)):
+                if started is not None:
+                    self._started(instance, started, running, warming, state, run_dir)
+                else:
+                    self._ended(instance, running.pop(instance), schedule, stopped, plan, state, run_dir)
             if self._cancel.is_set():
-                for name, (child, _) in running.items():
-                    stopped.setdefault(name, f"step '{name}' was cancelled")
+                for instance, (child, _) in running.items():
+                    stopped.setdefault(instance, f"step '{instance}' was cancelled")
                     self.workers.kill(child)
             self._kill_overdue(plan, running, stopped)
-            for name in ended:
-                child, started = running.pop(name)
-                outcome = self._outcome(run_dir, name, child.exit, stopped.get(name))
-                status[name] = outcome.status
-                if outcome.status == "succeeded":
-                    ready.done(name)
-                state.add_metrics(outcome.metrics)
-                if self.cache:
-                    self.cache.remember(plan, name, outcome, state)
-                note = self.cache.notes.get(name, "") if self.cache else ""
-                state.step(name, outcome.status, started=started, message=outcome.error or note,
-                           traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
-                if outcome.status == "failed":
-                    for skipped in self._descendants(plan, name):
-                        if status[skipped] == "pending":
-                            status[skipped] = "skipped"
-                            state.step(skipped, "skipped", message=f"skipped: upstream step '{name}' failed")
         if self.cache:
             self.cache.done()
-        failed = [n for n, s in status.items() if s == "failed"]
         if self._cancel.is_set():
-            for name, s in status.items():
-                if s == "pending":
-                    state.step(name, "skipped", message="skipped: the run was cancelled")
+            for instance, why in schedule.cancel().items():
+                state.step(instance.step, "skipped", message=why)
             return Outcome("failed", "the run was cancelled")
-        if failed:
-            return Outcome("failed", f"step '{failed[0]}' failed: {state.steps[failed[0]].message}")
+        if schedule.failed:
+            first = schedule.failed[0].step
+            return Outcome("failed", f"step '{first}' failed: {state.steps[first].message}")
         return Outcome("succeeded")
 
     # helpers ------------------------------------------------------------------------------
     @staticmethod
-    def _descendants(plan: Plan, name: str) -> list[str]:
-        out: list[str] = []
-        for step in plan.steps.values():  # topological order: parents come first
-            if name in step.parents or any(p in out for p in step.parents):
-                out.append(step.name)
-        return out
+    def _events(events: queue.Queue, timeout: float) -> list:
+        """The watchers' events: the first within ``timeout`` seconds, then all that are already there."""
+        try:
+            got = [events.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                got.append(events.get_nowait())
+            except queue.Empty:
+                return got
+
+    @staticmethod
+    def _started(instance, started, running, warming, state, run_dir) -> None:
+        running[instance] = (running[instance][0], started)
+        if warming and warming[0] == instance:
+            state.task("Run", "running", "")
+        name = instance.step
+        state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
+
+    def _ended(self, instance, entry, schedule, stopped, plan, state, run_dir) -> None:
+        """Report how ``instance`` ended (the cache remembers a success) and skip what its failure stops."""
+        (child, started), name = entry, instance.step
+        outcome = self._outcome(run_dir, name, child.exit, stopped.get(instance))
+        skipped = schedule.end(instance, outcome.status)
+        state.add_metrics(outcome.metrics)
+        if self.cache:
+            self.cache.remember(plan, name, outcome, state.run_id)
+        note = self.cache.notes.get(name, "") if self.cache else ""
+        state.step(name, outcome.status, started=started, message=outcome.error or note,
+                   traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
+        for other, why in skipped.items():
+            state.step(other.step, "skipped", message=why)
 
     def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
@@ -219,13 +214,13 @@ class LocalEngine:
         )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
-        # local modules (`import utils`) come from the snapshot too, not the live folder
-        sys_path = [str(cwd) if self.workdir and p and os.path.abspath(p) == str(root) else p for p in sys.path]
+        sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return {
             "notebook": str(notebook), "executed": str(run_dir.executed(name)),
             "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
-            "env": dict(os.environ), "sys_path": sys_path,
+            "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
+            "sys_path": sys_path,
         }
 
     @staticmethod
@@ -236,14 +231,33 @@ class LocalEngine:
             return outcome
         return StepOutcome("failed", error=stopped or died(name, exit_code))
 
-    def _next_deadline(self, plan: Plan, running: dict) -> float | None:
-        waits = [started + plan.steps[n].options.timeout - time.time()
-                 for n, (_, started) in running.items() if plan.steps[n].options.timeout]
-        return max(0.05, min(waits)) if waits else 0.5
+    def _next_deadline(self, plan: Plan, running: dict) -> float:
+        """How long the loop may wait for an event: until the next --timeout, and at most 0.5 s (Ctrl-C)."""
+        waits = [started + plan.steps[i.step].options.timeout - time.time()
+                 for i, (_, started) in running.items() if plan.steps[i.step].options.timeout]
+        return max(0.05, min([0.5, *waits]))
 
-    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict[str, str]) -> None:
-        for name, (child, started) in running.items():
-            timeout = plan.steps[name].options.timeout
-            if timeout and time.time() - started >= timeout and name not in stopped:
-                stopped[name] = f"step '{name}' ran longer than its --timeout of {timeout} s and was stopped"
+    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict) -> None:
+        for instance, (child, started) in running.items():
+            timeout = plan.steps[instance.step].options.timeout
+            if timeout and time.time() - started >= timeout and instance not in stopped:
+                stopped[instance] = (f"step '{instance}' ran longer than its --timeout of {timeout} s "
+                                     "and was stopped")
                 self.workers.kill(child)
+
+
+def into_snapshot(path: list[str], root: Path, workdir: Path) -> list[str]:
+    """The import path of a step working in ``workdir``: each absolute entry inside the notebook's folder
+    (``/nb``, ``/nb/src`` from ``sys.path.insert(0, os.path.abspath("src"))``) points into the snapshot, so
+    local modules come from the run's copy, never the live folder, and their files are inputs of the step's
+    key.  Relative entries (``''``, ``src``) already resolve there: the step works in the snapshot."""
+    real_root = os.path.realpath(root)
+    out = []
+    for entry in path:
+        if entry and os.path.isabs(entry):
+            full = os.path.realpath(entry)
+            if full == real_root or full.startswith(real_root.rstrip(os.sep) + os.sep):
+                rel = os.path.relpath(full, real_root)
+                entry = str(workdir) if rel == "." else os.path.join(str(workdir), rel)
+        out.append(entry)
+    return out

@@ -1,0 +1,117 @@
+"""What runs next: a pure schedule over a plan's step instances.
+
+No threads, processes or state writes: the local engine asks it what is ready, tells
+it what started and how each instance ended, and hears back which instances that
+skips and why.  Its unit is a :class:`StepInstance` — a step, or one item of a step —
+so that foreach items and conditions can be scheduled here without touching the
+engine's loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+PENDING, RUNNING = "pending", "running"
+DONE = ("succeeded", "cached")  # an instance whose children may run
+ENDED = ("succeeded", "cached", "failed", "skipped")
+
+
+@dataclass(frozen=True, order=True)
+class StepInstance:
+    """One schedulable unit: a whole step (``item`` None), or one item of a step."""
+
+    step: str
+    item: int | None = None
+
+    def __str__(self) -> str:
+        return self.step if self.item is None else f"{self.step}[{self.item}]"
+
+
+class Schedule:
+    """The status of every instance of one run; ``parents`` maps each step to its parents, in a
+    topological order (the plan's)."""
+
+    def __init__(self, parents: Mapping[str, tuple[str, ...]]):
+        self._parents = {step: tuple(p) for step, p in parents.items()}
+        self._status = {StepInstance(step): PENDING for step in parents}
+        # What is ready is kept as instances end, not searched for: a search of every instance (and of
+        # its parents' instances) on each call made a run of N steps cost N^3.
+        self._position = {instance: i for i, instance in enumerate(self._status)}
+        self._instances: dict[str, list[StepInstance]] = {step: [] for step in parents}
+        for instance in self._status:
+            self._instances[instance.step].append(instance)
+        self._undone = {step: len(found) for step, found in self._instances.items()}  # not succeeded or cached
+        self._children: dict[str, list[str]] = {step: [] for step in parents}
+        for step, above in self._parents.items():
+            for parent in set(above):
+                self._children[parent].append(step)
+        self._unmet = {step: len(set(above)) for step, above in self._parents.items()}  # parents not done
+        self._candidates = {i for i in self._status if self._unmet[i.step] == 0}
+
+    @property
+    def status(self) -> dict[StepInstance, str]:
+        return dict(self._status)
+
+    def ready(self) -> list[StepInstance]:
+        """Pending instances whose parents' instances all succeeded (or were cached), in plan order."""
+        self._candidates = {i for i in self._candidates if self._status[i] == PENDING}
+        return sorted(self._candidates, key=self._position.__getitem__)
+
+    def start(self, instance: StepInstance) -> None:
+        self._expect(instance, PENDING)
+        self._status[instance] = RUNNING
+
+    def end(self, instance: StepInstance, status: str) -> dict[StepInstance, str]:
+        """``instance`` ended with ``status`` (also a pending one served from the cache); a failure skips
+        its pending descendants: returned with why."""
+        if status not in ENDED:
+            raise ValueError(f"unknown end status {status!r}")
+        if self._status[instance] not in (PENDING, RUNNING):
+            raise ValueError(f"{instance} already ended ({self._status[instance]})")
+        self._status[instance] = status
+        if status in DONE:
+            self._done(instance.step)
+        if status != "failed":
+            return {}
+        why = f"skipped: upstream step '{instance.step}' failed"
+        return self._skip([i for i in self.descendants(instance.step) if self._status[i] == PENDING], why)
+
+    def cancel(self) -> dict[StepInstance, str]:
+        """Skip every pending instance; the running ones are the executor's to stop."""
+        return self._skip([i for i, s in self._status.items() if s == PENDING], "skipped: the run was cancelled")
+
+    def descendants(self, step: str) -> list[StepInstance]:
+        """The instances of every step that runs after ``step``, in plan order."""
+        below: list[str] = []
+        for name, parents in self._parents.items():  # topological order: parents come first
+            if step in parents or any(p in below for p in parents):
+                below.append(name)
+        return [i for i in self._status if i.step in below]
+
+    @property
+    def running(self) -> list[StepInstance]:
+        return [i for i, s in self._status.items() if s == RUNNING]
+
+    @property
+    def failed(self) -> list[StepInstance]:
+        return [i for i, s in self._status.items() if s == "failed"]
+
+    def _done(self, step: str) -> None:
+        """One more instance of ``step`` succeeded or was cached; when all have, its children may run."""
+        self._undone[step] -= 1
+        if self._undone[step]:
+            return
+        for child in self._children[step]:
+            self._unmet[child] -= 1
+            if self._unmet[child] == 0:
+                self._candidates.update(self._instances[child])
+
+    def _skip(self, instances: list[StepInstance], why: str) -> dict[StepInstance, str]:
+        for instance in instances:
+            self._status[instance] = "skipped"
+        return {instance: why for instance in instances}
+
+    def _expect(self, instance: StepInstance, status: str) -> None:
+        if self._status[instance] != status:
+            raise ValueError(f"{instance} is {self._status[instance]}, not {status}")
