@@ -133,3 +133,24 @@ def test_cache_counts_and_clears_the_step_results_but_keeps_the_history(recorded
     assert "is empty" in kale_magic("cache", "--dir", root).stdout
     assert not (root / ".kale" / "runs" / a / "data").exists()
     assert kale_magic("show", a, "--dir", root).stdout.startswith(f"Run {a}: succeeded")
+
+
+def test_runs_and_show_print_control_characters_escaped(tmp_path):
+    """A parameter value, an experiment name or an error holding escape sequences cannot retitle, recolour
+    or erase the terminal that `kale-magic runs` / `show` print to."""
+    from kale_magic.history.store import RunRecord, RunStore, StepRecord
+    from kale_magic.layout import KaleDir
+
+    evil = "\x1b]0;pwned\x07\x1b[31mred\x1b[2K\rgone"
+    kale = KaleDir(tmp_path)
+    kale.path.mkdir()
+    with RunStore(kale.runs_db) as store:
+        for run_id in ("r1", "r2"):
+            store.save(RunRecord(run_id, evil, "demo", "local", "failed", 1000.0, 1001.0, error=evil,
+                                 parameters={"p": evil, evil: 1}, metrics={evil: 0.5},
+                                 steps=[StepRecord("s", "failed", 1.0, message=evil)]))
+    for args in (("runs",), ("runs", "--compare", "r1", "r2"), ("show", "r1")):
+        result = kale_magic(*args, "--dir", str(tmp_path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", result.stdout), (args, result.stdout)
+        assert "\\x1b]0;pwned\\x07" in result.stdout, (args, result.stdout)

@@ -1,5 +1,6 @@
 """Plan → KFP v2 YAML: golden files, strict protobuf parsing, references, options, names."""
 
+import json
 import os
 import subprocess
 import sys
@@ -350,3 +351,58 @@ def test_the_environment_task_requests_cpu_and_memory(compiled):
     _, spec, _ = compiled
     resources = spec["deploymentSpec"]["executors"]["exec-kale-environment"]["container"]["resources"]
     assert resources["resourceCpuRequest"] == "500m" and resources["resourceMemoryRequest"] == "1Gi"
+
+
+# Kale.packages and Kale.pip_index_urls reach the `sh -c` command of every task -------------------------
+HOSTILE_PACKAGES = ["numpy; $(touch CANARY)", "numpy`touch CANARY`", "x'; touch CANARY; '", "numpy\ntouch CANARY",
+                    "foo @ https://x.example/$(touch CANARY).whl", "numpy --index-url=https://evil.example", ""]
+HOSTILE_URLS = ["https://x.example/simple;touch CANARY", "https://x.example/$(touch CANARY)",
+                "https://x.example/`touch CANARY`", "https://x.example/simple touch", "https://x.example/a&b",
+                "https://x.example/simple\n", "file:///etc/passwd", "--index-url=https://x.example", "x.example"]
+
+
+@pytest.mark.parametrize("setting, value", [("packages", v) for v in HOSTILE_PACKAGES]
+                         + [("pip_index_urls", v) for v in HOSTILE_URLS])
+def test_hostile_pip_settings_are_refused_in_one_sentence(setting, value):
+    with pytest.raises(ValidationError, match=rf"^Kfp\.{setting}: .+: (give|not a requirement) .*\.$"):
+        CompileOptions(**{setting: (value,)})
+
+
+def test_pip_settings_reach_every_command_line_as_single_quoted_words(tmp_path, fixed_runtime):
+    """Values a shell would act on unquoted (<, >, ;, ", [ ], ?, #, ~) but pip needs: each compiled task's
+    `sh -c` command, run with stub pip and python3 in a folder where an unquoted '?' would match a file,
+    hands each one to pip as one argument, unchanged."""
+    packages = ('numpy>=1.0,<3', 'pkg[extra]==1', 'foo; python_version<"3.99"',
+                'bar @ https://example.com/bar-1.0.whl#sha256=00')
+    urls = ("https://pypi.internal/s?mple#top", "http://mirror.internal:8080/~me/[s]")
+    spec = load(compile_pipeline(three_step_plan(), tmp_path / "p.yaml", packages=packages, pip_index_urls=urls))[0]
+    bin_dir, record = tmp_path / "bin", tmp_path / "argv.jsonl"
+    bin_dir.mkdir()
+    stub = f"#!{sys.executable}\nimport json, sys\nopen({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    for name in ("python3", "pip"):
+        (bin_dir / name).write_text(stub)
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "work"
+    (work / "https:" / "pypi.internal" / "sample#top").mkdir(parents=True)  # what s?mple#top would glob to
+    executors = spec["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        command = executor["container"]["command"]
+        assert command[:2] == ["sh", "-c"]
+        record.write_text("")
+        subprocess.run(["sh", "-c", command[2], "true"], cwd=work, check=True,
+                       env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+        calls = [json.loads(line) for line in record.read_text().splitlines()]
+        assert calls and all(call[call.index("--index-url") + 1] == urls[0] for call in calls)
+        assert all(call[call.index("--extra-index-url") + 1] == urls[1] for call in calls)
+        if "--no-deps" not in calls[0]:  # a step's own install of Kale.packages
+            assert [arg for arg in calls[0] if arg in packages] == list(packages)
+    assert [p.name for p in work.iterdir()] == ["https:"]  # nothing redirected into files
+
+
+def test_pip_settings_are_checked_by_config_in_the_kernel(kernel, caplog):
+    kernel.run("%config Kfp.packages = ['pandas>=2', 'numpy; $(id)']")
+    kernel.run("%config Kfp.pip_index_urls = ['https://pypi.example/simple;id']")
+    assert (kernel.magics.packages, kernel.magics.pip_index_urls) == ([], [])
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["Kfp.packages", "Kfp.pip_index_urls"]
+    kernel.run("%config Kfp.packages = ['pandas>=2', 'torch==2.3.1; sys_platform == \"linux\"']")
+    assert kernel.magics.packages == ['pandas>=2', 'torch==2.3.1; sys_platform == "linux"']

@@ -17,7 +17,7 @@ from kale_magic.extension.convert import convert
 from kale_magic.extension.static import read_annotations
 from kale_magic.history.owner import Owner
 from kale_magic.history.store import RunStore
-from kale_magic.step.capture import EXCERPT
+from kale_magic.step.capture import DISPLAY_MAX, EXCERPT
 from processes import kill_marked, marked, wait_for
 
 
@@ -78,6 +78,30 @@ def test_text_displays_and_errors_keep_their_order_in_notebook_and_log(kernel):
                                   ("stream", "stdout", "e\n"), ("error", None, "f")]
     log = (result.run_dir / "logs" / "order.log").read_text()
     assert log.startswith("a\nb\nc\n<IPython.core.display.HTML object>\ne\n") and "ValueError: f" in log
+
+
+def test_displays_beyond_what_a_notebook_keeps_are_counted_not_kept(kernel):
+    """Thirty 1 MB figures: the notebook keeps DISPLAY_MAX characters of them and says how many it left
+    out; their text is all in the log.  Cleared outputs give their room back, so an animation's last
+    frame is kept however many came before it."""
+    kernel.run("%%imports\nfrom IPython.display import clear_output, display")
+    kernel.run("%%step figures\nfor i in range(30):\n    display({'image/png': 'A' * 1_000_000, "
+               "'text/plain': f'<Figure {i}>'}, raw=True)\nprint('done')")
+    kernel.run("%%step animate --after ''\nfor i in range(60):\n    clear_output(wait=True)\n"
+               "    display({'image/png': 'B' * 1_000_000, 'text/plain': f'<Frame {i}>'}, raw=True)")
+    result = run(kernel)
+    assert result.status == "succeeded", result.state.error
+    outputs = step_outputs(result, "figures")
+    kept = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert sum(len(o.data["image/png"]) + len(o.data["text/plain"]) for o in kept) <= DISPLAY_MAX
+    assert [o.data["text/plain"] for o in kept] == [f"<Figure {i}>" for i in range(len(kept))]
+    marker = outputs[len(kept)].data["text/plain"]
+    assert marker.startswith(f"[... {30 - len(kept)} display output(s) of ") and "left out here" in marker
+    assert outputs[-1].text == "done\n" and len(outputs) == len(kept) + 2
+    log = (result.run_dir / "logs" / "figures.log").read_text()
+    assert log == "".join(f"<Figure {i}>\n" for i in range(30)) + "done\n"
+    assert result.notebook("figures").stat().st_size < DISPLAY_MAX + 100_000
+    assert [o.data["text/plain"] for o in step_outputs(result, "animate")] == ["<Frame 59>"]
 
 
 def test_the_log_reads_live_while_the_step_runs(kernel, tmp_path):
@@ -215,7 +239,7 @@ def run_a_killed_writer(kernel):
     cell = next(c for c in kernel.magics.session.cells.values() if c.step == "make")
     kernel.magics.session.record(replace(cell, source="big = list(range(500_000)) + [Dies()]"))
     result = run(kernel)
-    assert result.status == "failed" and "process died" in result.steps["make"].error
+    assert result.status == "failed" and "was killed (SIGKILL)" in result.steps["make"].error
     left = [p for p in (result.run_dir / "data" / "make").iterdir()]
     assert len(left) == 1 and left[0].name.startswith(".big.") and left[0].name.endswith(".tmp")
     kernel.magics.session.record(cell)

@@ -198,7 +198,7 @@ def test_hostile_step_and_value_names_are_escaped():
                                                              ("svg", "g", "a", "rect", "text", "title", "path")}]
     assert set(pic.nodes) == {evil_step, "next"}, "attributes hold the names exactly"
     assert pic.texts(pic.nodes[evil_step], "kale-node-name") == [HOSTILE[:23] + "…"], "cut to 24 cells"
-    assert pic.edges == {(evil_step, "next"): "v<b>&"}, "colour codes and control characters are dropped"
+    assert pic.edges == {(evil_step, "next"): "v<b>&\\x01"}, "colour codes are dropped, control characters escaped"
     assert next(pic.root.iter(f"{NS}a")).get("href") == '/x" onclick="alert(1)'
 
 

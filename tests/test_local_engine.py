@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -113,7 +114,10 @@ def test_killed_step_mid_write_leaves_nothing_loadable(kernel):
     kernel.magics.session.record(replace(cell, source="big = [Slow()] + list(range(100000))"))
     result = run(kernel)
     assert result.steps["make"].status == "failed"
-    assert "process died" in result.steps["make"].error
+    assert re.fullmatch(r"step 'make' was killed \(SIGKILL\) before reporting, most likely by the system for "
+                        r"using too much memory \(this machine has [0-9.]+ GiB\): make it hold less at once, or "
+                        r"give it more with --memory on KFP or a machine with more memory; see its log",
+                        result.steps["make"].error)
     assert result.steps["use"].status == "skipped"
     target = result.run_dir / "data" / "make" / "big"
     assert not target.exists()
@@ -205,3 +209,11 @@ def test_step_notebooks_are_valid_nbformat(kernel):
         for path in (result.run_dir / folder).glob("*.ipynb"):
             nbformat.validate(nbformat.read(str(path), as_version=4))  # raises if not valid v4.5
             assert path.read_text() == nbformat.writes(nbformat.read(str(path), as_version=4)) + "\n"
+
+
+def test_how_a_process_that_never_reported_ended_is_said():
+    from kale_magic.engines.local.engine import died
+
+    assert died("a", -15) == "step 'a' was killed by SIGTERM before reporting; see its log"
+    assert died("a", 3) == "step 'a' process died (exit status 3) before reporting; see its log"
+    assert "--memory" in died("a", -9) and "(SIGKILL)" in died("a", -9)

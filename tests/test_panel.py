@@ -1,6 +1,7 @@
 """The panel's views over RunState: transitions, failure, cache, escaping, text fallback."""
 
 import io
+import re
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -249,3 +250,19 @@ def test_parameters_are_shown_in_the_header(tmp_path):
     assert "lr=0.1, name='a<b>'" in render_text(state)
     markup = render_html(state)
     assert "parameters: lr=0.1, name=&#x27;a&lt;b&gt;&#x27;" in markup
+
+
+TERMINAL = "\x1b]0;pwned\x07\x1b[31mred\x1b[2K\r\x08\x9b1Aend"  # window title, colour, line erase, CR, BS, CSI
+
+
+def test_terminal_lines_show_control_characters_escaped(tmp_path):
+    """Names, values and errors reach the user's terminal: no escape sequence acts on it."""
+    state = RunState("r1", TERMINAL, TERMINAL, "local", steps=["train"], parameters={"p": TERMINAL})
+    state.task("Validate", "done", TERMINAL)
+    state.task("Run", "running")
+    state.step("train", "failed", message=TERMINAL, traceback=TERMINAL)
+    state.add_metrics({TERMINAL: 1})
+    state.finish("failed", TERMINAL)
+    for text in (render_text(state), text_view(state, tmp_path).getvalue()):
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", text), text
+        assert "\\x1b]0;pwned\\x07" in text and "\\x9b1Aend" in text

@@ -16,6 +16,7 @@ from jupyter_app import serve
 from kale_magic.server.address import FileServer
 
 pytest.importorskip("jupyter_server", reason="the file server test needs jupyter_server (the [browser] extra)")
+from kale_magic.server.handlers import RENDER_MAX, RENDER_THREADS  # noqa: E402  (needs jupyter_server)
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def server(tmp_path):
 def request(server, path: str, method: str = "GET", token: bool = True, headers=None):
     """(status, headers, body) for ``path`` sent verbatim."""
     address = urlsplit(server["url"])
-    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     sent = dict(headers or {})
     if token:
         sent["Authorization"] = f"token {server['token']}"
@@ -87,6 +88,57 @@ def test_requests_without_credentials_or_outside_run_folders_are_refused(server,
     assert (run_files / "logs" / "train.log").read_text() == "epoch 1: loss 0.5\n"
 
 
+def test_only_folders_and_regular_files_are_served_so_a_fifo_blocks_nothing(server, run_files):
+    """A FIFO named like a notebook or log would block the thread that opens it until a writer comes:
+    more requests for it than the server has threads must each be refused, and notebooks still render."""
+    os.mkfifo(run_files / "executed" / "stuck.ipynb")
+    os.mkfifo(run_files / "logs" / "stuck.log")
+    for _ in range(2 * RENDER_THREADS + 6):
+        for path in ("executed/stuck.ipynb", "executed/stuck.ipynb?raw=1", "logs/stuck.log"):
+            status, _, _ = request(server, f"/kale-magic/files/.kale/runs/r1/{path}")
+            assert status == 404, path
+    status, _, body = request(server, "/kale-magic/files/.kale/runs/r1/executed/train.ipynb")
+    assert status == 200 and "forty-two" in body
+    assert "stuck" not in request(server, "/kale-magic/files/.kale/runs/r1/executed")[2]
+
+
+def test_a_notebook_too_large_to_render_is_offered_raw(server, run_files):
+    big = run_files / "executed" / "big.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output(
+        "display_data", data={"image/png": "A" * (RENDER_MAX + 1), "text/plain": "<Figure>"})])])
+    nbformat.write(nb, str(big))
+    status, _, body = request(server, "/kale-magic/files/.kale/runs/r1/executed/big.ipynb")
+    assert status == 200 and "too large to render here" in body and "AAAA" not in body
+    assert 'href="big.ipynb?raw=1"' in body
+    status, headers, _ = request(server, "/kale-magic/files/.kale/runs/r1/executed/big.ipynb?raw=1", method="HEAD")
+    assert status == 200 and int(headers["Content-Length"]) == big.stat().st_size
+
+
+def test_hostile_names_answer_404_and_the_index_hides_what_leaves_the_root(server, run_files):
+    folder = os.fsencode(run_files / "odd")
+    os.mkdir(folder)
+    with open(folder + b"/caf\xe9.txt", "wb") as f:  # Latin-1: not UTF-8
+        f.write(b"x")
+    (run_files / "odd" / "plain.txt").write_text("fine")
+    os.symlink("loop-b", run_files / "odd" / "loop-a")
+    os.symlink("loop-a", run_files / "odd" / "loop-b")
+    os.symlink("/etc", run_files / "odd" / "outside-dir")
+    os.symlink("../../../../secret.txt", run_files / "odd" / "outside-file")
+    os.symlink("../logs", run_files / "odd" / "inside")
+    status, _, body = request(server, "/kale-magic/files/.kale/runs/r1/odd")
+    assert status == 200 and "plain.txt" in body and ">inside/<" in body
+    for hidden in ("outside", "loop", "caf"):
+        assert hidden not in body
+    base = "/kale-magic/files/.kale/runs/r1/odd/"
+    for name in ("loop-a", "loop-a/x", "caf%E9.txt", "plain.txt%00", "%00", "x" * 300, ("y" * 200 + "/") * 3,
+                 "outside-dir", "outside-dir/passwd", "outside-file"):
+        status, _, body = request(server, base + name)
+        assert status == 404, name
+        assert "Traceback" not in body and "fine" not in body
+    assert "Traceback" not in server["log"].read_text()
+    assert request(server, base + "inside/train.log")[2] == "epoch 1: loss 0.5\n"
+
+
 def test_only_kernels_the_server_started_link_to_it(tmp_path):
     """The extension exports its address to the server's environment; a kernel links there only if
     that server is its parent (not nbconvert or a terminal below it) and it is not VS Code's."""
@@ -136,3 +188,28 @@ def test_run_files_render_as_pages_worth_reading(server, run_files):
     assert "<td>data/train.csv</td><td class=\"num\">2.0 KiB</td>" in body and "1 files, 2.0 KiB" in body
     assert "<td>python</td><td>3.11.9</td>" in body and "numpy 2.4.6" in body
     assert json.loads(request(server, "/kale-magic/files/.kale/snapshots/manifests/s1.json?raw=1")[2])["id"] == "s1"
+
+
+def test_renderings_wait_for_a_thread_of_their_own_at_most_the_timeout(tmp_path):
+    """The extension's rendering threads are bounded: with every one of them busy, a request is
+    answered 503 when its timeout passes, and the server's default executor was never used."""
+    import asyncio
+    import threading
+
+    from tornado import web
+
+    from kale_magic.server.handlers import Renderer
+    from kale_magic.server.pages import notebook_page
+
+    renderer, release = Renderer(threads=1, timeout=0.2), threading.Event()
+    busy = renderer.executor.submit(release.wait)
+    nbformat.write(nbformat.v4.new_notebook(), str(tmp_path / "a.ipynb"))
+    try:
+        with pytest.raises(web.HTTPError) as refused:
+            asyncio.run(renderer.render("a.ipynb", lambda: notebook_page(tmp_path / "a.ipynb")))
+        assert refused.value.status_code == 503
+    finally:
+        release.set()
+    busy.result()
+    renderer.timeout = 120  # the first rendering imports nbconvert
+    assert "<b>a.ipynb</b>" in asyncio.run(renderer.render("a.ipynb", lambda: notebook_page(tmp_path / "a.ipynb")))

@@ -45,7 +45,7 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     state = RunState("r1", "demo", "exp", "local", steps=["a"], parameters={"n": 3})
     saves = []
     original = store.save
-    store.save = lambda record: (saves.append(record.status), original(record))
+    store.save = lambda record, **moved: (saves.append(record.status), original(record, **moved))
     store.recorder(state, hashes_for({"a": "y = n * 2"}))
     assert store.get("r1").status == "running"
     for _ in range(20):
@@ -64,6 +64,28 @@ def test_a_run_is_inserted_at_start_and_completed_at_finish(tmp_path):
     assert set(hashes_for({"a": "1"})) == {"a"}, "only steps have code hashes"
     with pytest.raises(TypeError):
         state.set_ids(colour="blue")
+
+
+def test_a_step_event_writes_its_row_only_and_the_run_reads_back_whole(tmp_path):
+    """A step's start or end rewrites its own row (not every step's: thousands of steps stay linear);
+    after any sequence of moves, what the store reads back is what a full save would write."""
+    import random
+
+    names = [f"s{i}" for i in range(30)]
+    state = RunState("r1", "demo", "exp", "local", steps=names)
+    with RunStore(tmp_path / "runs.db") as store:
+        written = []
+        original = store.save
+        store.save = lambda record, **moved: (written.append(len(record.steps)), original(record, **moved))
+        recorder = store.recorder(state, {})
+        chance = random.Random(7)
+        for name in chance.sample(names, len(names)):
+            state.step(name, "running")
+            state.step(name, chance.choice(["succeeded", "failed", "cached"]), message=f"{name} done")
+        assert written[0] == len(names) and set(written[1:]) == {1}
+        assert store.get("r1").steps == recorder.record(state.snapshot()).steps
+        state.finish("failed")
+        assert store.get("r1").steps == recorder.record(state.snapshot()).steps
 
 
 def test_steps_links_and_yaml_are_recorded(tmp_path):

@@ -42,7 +42,14 @@ CASES = {
     "open file": (["%%step a\nfh = open('f.txt', 'w')", "%%step b\nfh.write('x')"],
                   "cannot be passed between steps"),
     "unknown --param": (["%%parameters\nn = 1", "%%step a\nx = n"], "--param m: there is no parameter 'm'"),
+    "--param that is not a number": (["%%parameters\nn = 1", "%%step a\nx = n"],
+                                     "--param n=10**10: 'n' is a number (default 1); give a number."),
+    "--param beyond every number": (["%%parameters\nn = 1", "%%step a\nx = n"],
+                                    "--param n=1e999: 'n' is a whole number (default 1) and 1e999 is inf; "
+                                    "give a finite number."),
 }
+LINES = {"unknown --param": "--param m=2", "--param that is not a number": "--param n=10**10",
+         "--param beyond every number": "--param n=1e999"}
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -51,7 +58,7 @@ def test_validation_error(kernel, case, capsys):
     for source in cells:
         kernel.run(source)
     before = {k: id(v) for k, v in kernel.ns.items() if not k.startswith("_")}
-    line = "--param m=2" if case == "unknown --param" else ""
+    line = LINES.get(case, "")
     error = kernel.error(f"%kale_run {line}")
     assert isinstance(error, KaleError)
     assert message in str(error)

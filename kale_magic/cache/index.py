@@ -27,6 +27,7 @@ class CacheIndex:
 
     def __init__(self, kale: KaleDir):
         self.kale = kale
+        self._latest: dict[tuple[str, str], dict] | None = None  # (pipeline, step) -> newest entry, see latest
 
     # entries --------------------------------------------------------------------------------
     def entry(self, key: str) -> dict | None:
@@ -38,6 +39,8 @@ class CacheIndex:
 
     def put(self, entry: dict) -> None:
         atomic_write_json(self.kale.cache_entry(entry["key"]), entry, indent=1, sort_keys=True)
+        if self._latest is not None:
+            self._note_latest(entry)
 
     def remove(self, key: str) -> None:
         self.kale.cache_entry(key).unlink(missing_ok=True)
@@ -54,9 +57,21 @@ class CacheIndex:
         return sorted(valid, key=lambda e: e.get("created", 0), reverse=True)
 
     def latest(self, pipeline: str, step: str) -> dict | None:
-        """The most recent entry of this step, to explain what changed since."""
-        mine = [e for e in self.entries() if e.get("pipeline") == pipeline and e.get("step") == step]
-        return max(mine, key=lambda e: e.get("created", 0), default=None)
+        """The most recent entry of this step, to explain what changed since.  The entries are read once
+        per index (one run) and kept up to date by :meth:`put`: reading them all again for every step
+        made a run quadratic in its number of steps (an entry another kernel writes meanwhile is missed,
+        which costs an explanation, never a result)."""
+        if self._latest is None:
+            self._latest = {}
+            for entry in self.entries():
+                self._note_latest(entry)
+        return self._latest.get((pipeline, step))
+
+    def _note_latest(self, entry: dict) -> None:
+        where = (entry.get("pipeline"), entry.get("step"))
+        known = self._latest.get(where)
+        if known is None or entry.get("created", 0) >= known.get("created", 0):
+            self._latest[where] = entry
 
     def value_dir(self, run_id: str, step: str, name: str) -> Path:
         return self.kale.run(run_id).value(step, name)

@@ -277,6 +277,8 @@ def run_text(record) -> str:
     """One stored run as text: what ran, with which parameters, how each step went."""
     import time
 
+    from ..text import printable
+
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.started))
     took = f", {record.duration:.1f} s" if record.duration is not None else ""
     lines = [f"Run {record.run_id}: {record.status}",
@@ -298,7 +300,7 @@ def run_text(record) -> str:
         lines += [f"    {label}: {target}" for label, target in record.links.items()]
     if record.error:
         lines.append(f"  error: {record.error}")
-    return "\n".join(lines)
+    return printable("\n".join(lines), lines=True)  # for a terminal: control characters escaped
 
 
 def _default_converted_path(path: Path) -> Path:

@@ -206,19 +206,29 @@ class RunStore:
             return conn.execute("PRAGMA user_version").fetchone()[0]
 
     # writing ---------------------------------------------------------------
-    def save(self, record: RunRecord) -> None:
-        """Insert or replace a run and its steps in one transaction."""
+    def save(self, record: RunRecord, moved: bool = False) -> None:
+        """Insert or replace a run and its steps in one transaction.  ``moved``: ``record.steps`` holds
+        only the steps that changed since the last save, written in place (new ones last); the others
+        stand.  A step's start or end then costs one row, not one per step of the run, so recording a
+        run of thousands of steps stays linear."""
         values = [json.dumps(getattr(record, c), default=str) if c in _JSON_COLUMNS
                   else getattr(record, c) for c in _RUN_COLUMNS]
         marks = ", ".join("?" for _ in _RUN_COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in _RUN_COLUMNS[1:])
+        columns, step_marks = ", ".join(_STEP_COLUMNS), ", ".join("?" for _ in _STEP_COLUMNS)
         with self._write() as conn:
             conn.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({marks})"
                          f" ON CONFLICT (run_id) DO UPDATE SET {updates}", values)
+            if moved:
+                step_updates = ", ".join(f"{c} = excluded.{c}" for c in _STEP_COLUMNS[1:])
+                conn.executemany(
+                    f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, (SELECT COUNT(*) FROM steps"
+                    f" WHERE run_id = ?), {step_marks}) ON CONFLICT (run_id, name) DO UPDATE SET {step_updates}",
+                    [(record.run_id, record.run_id, *(getattr(s, c) for c in _STEP_COLUMNS)) for s in record.steps])
+                return
             conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
             conn.executemany(
-                f"INSERT INTO steps (run_id, position, {', '.join(_STEP_COLUMNS)})"
-                f" VALUES (?, ?, {', '.join('?' for _ in _STEP_COLUMNS)})",
+                f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, ?, {step_marks})",
                 [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
 
     def mark_interrupted(self) -> list[str]:
@@ -342,9 +352,10 @@ class Recorder:
         self.started = False
         self.owner = Owner.current().as_dict()
         self._steps: dict[str, str] = {}  # step -> the status last written
-        self._lock = threading.Lock()  # guards the three fields below
+        self._lock = threading.Lock()  # guards the fields below
         self._writer: threading.Thread | None = None  # the thread writing, while it has records to write
         self._pending: RunRecord | None = None  # the newest record not yet written
+        self._pending_moved = False  # whether it holds only the step that moved
         self._since = ""  # the event of the oldest change not yet written
         self._written = False  # whether the store holds any record of this run
 
@@ -353,20 +364,26 @@ class Recorder:
         return f"the run store ({self.store.path})"
 
     def __call__(self, state, event: str) -> None:
-        if not self.started or event == "finished" or self._step_moved(state, event):
+        if not self.started or event in ("finished", "steps"):  # "steps": the plan set the list of steps
             self.started = True
-            self._write(self.record(state.snapshot()), event)
+            self._write(state, event)
+        elif self._step_moved(state, event):
+            self._write(state, event, step=event.partition(":")[2])
 
-    def _write(self, record: RunRecord, event: str) -> None:
-        """Write ``record`` in a writer thread, waiting for it at most :attr:`WAIT` seconds.
+    def _write(self, state, event: str, step: str | None = None) -> None:
+        """Write the run in a writer thread, waiting for it at most :attr:`WAIT` seconds.
 
         A write takes milliseconds, so the run's thread normally sees it done.  While another
         connection holds the database (past the busy timeout, even), the run goes on: the writer
-        keeps the newest record and writes it when the lock is released.
+        keeps the newest record and writes it when the lock is released.  ``step``: only that step
+        moved, and when nothing is waiting to be written only its row is (see :meth:`RunStore.save`);
+        a record that replaces one still waiting is whole, so no step's change is lost.
         """
         with self._lock:
-            self._pending = record
             writer = self._writer
+            moved = step is not None and writer is None
+            record = self._pending = self.record(state.snapshot(), only=step if moved else None)
+            self._pending_moved = moved
             if writer is None:
                 self._since = event
                 writer = self._writer = threading.Thread(target=self._drain, daemon=True,
@@ -384,9 +401,9 @@ class Recorder:
         deadline = time.monotonic() + self.GIVE_UP
         while True:
             with self._lock:
-                record = self._pending
+                record, moved = self._pending, self._pending_moved
             try:
-                self.store.save(record)  # waits up to the store's busy timeout
+                self.store.save(record, moved=moved)  # waits up to the store's busy timeout
             except Exception as exc:  # noqa: BLE001 (the writer thread must say what it lost, whatever it was)
                 locked = isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc))
                 if locked and time.monotonic() < deadline:
@@ -412,12 +429,14 @@ class Recorder:
         self._steps[name] = status
         return True
 
-    def record(self, run) -> RunRecord:
+    def record(self, run, only: str | None = None) -> RunRecord:
+        """The run as the store keeps it; ``only``: with just that step (see :meth:`RunStore.save`)."""
         links = dict(run.links)
         for task in run.tasks.values():
             links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
         steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
-                            self.hashes.get(s.name), s.message, s.cache_key) for s in run.steps.values()]
+                            self.hashes.get(s.name), s.message, s.cache_key)
+                 for s in ([run.steps[only]] if only is not None else run.steps.values())]
         return RunRecord(
             run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
             status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),

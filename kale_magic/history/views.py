@@ -13,6 +13,7 @@ import re
 import time
 from numbers import Real
 
+from ..text import printable
 from .store import RunRecord
 
 _LOWER_IS_BETTER = re.compile(r"loss|err|mse|mae|rmse|perplexity|latency|time|duration|cost", re.I)
@@ -154,17 +155,28 @@ class RunsTable:
             return "No runs recorded yet."
         if self.frame is not None:
             # missing values blank; the run id a column, so the header is one line and each run one line
-            text = self.frame.astype(object).where(self.frame.notna(), "").reset_index().to_string(index=False)
+            frame = self.frame.astype(object).where(self.frame.notna(), "").reset_index()
+            text = _printable_frame(frame).to_string(index=False)
         else:
-            text = "\n".join(f"{run}  " + "  ".join(f"{k}={v}" for k, v in values.items())
+            text = "\n".join(f"{printable(run)}  " + "  ".join(f"{printable(k)}={printable(v)}"
+                                                               for k, v in values.items())
                              for run, values in _rows(self.records, self.short))
-        best = [f"{m}: {run}" for m, run in self._best_cells().items()]
+        best = [f"{printable(m)}: {printable(run)}" for m, run in self._best_cells().items()]
         if best:
             text += "\nbest  " + ", ".join(best)
         if self.plot:
             shown = short_ids(self.records) if self.short else None
             text += "\n" + metric_text(self.records, self.plot, shown)
         return text
+
+
+def _printable_frame(frame):
+    """The table as a terminal may show it: text in cells and labels with control characters escaped
+    (missing values are blank already)."""
+    shown = frame.apply(lambda column: column.map(lambda v: printable(v) if isinstance(v, str) else v))
+    shown.index = shown.index.map(printable)
+    shown.columns = [printable(label) for label in shown.columns]
+    return shown
 
 
 def _column(pd, values: list):
@@ -181,8 +193,8 @@ def metric_points(records: list[RunRecord], metric: str) -> list[tuple[str, floa
 
 def metric_text(records: list[RunRecord], metric: str, shown: dict[str, str] | None = None) -> str:
     points = metric_points(records, metric)
-    return f"{metric} over runs: " + (", ".join(f"{(shown or {}).get(run, run)}={v:g}" for run, v in points)
-                                      or "no values")
+    return (f"{printable(metric)} over runs: "
+            + (", ".join(f"{printable((shown or {}).get(run, run))}={v:g}" for run, v in points) or "no values"))
 
 
 def metric_svg(records: list[RunRecord], metric: str, width: int = 420, height: int = 160) -> str:
@@ -250,10 +262,11 @@ class RunComparison:
         yield "Steps", ("step", self.a.run_id, self.b.run_id, "code"), self.steps
 
     def __repr__(self) -> str:
-        lines = [f"Comparing {self.a.run_id} ({self.a.status}) with {self.b.run_id} ({self.b.status})"]
+        lines = [printable(f"Comparing {self.a.run_id} ({self.a.status}) with {self.b.run_id} ({self.b.status})")]
         for title, _, rows in self._sections():
             lines.append(f"{title}:")
-            lines += [f"  {n}: {_show(x)} -> {_show(y)}" + (f"  [{c}]" if c else "") for n, x, y, c in rows]
+            lines += [f"  {printable(n)}: {printable(_show(x))} -> {printable(_show(y))}" + (f"  [{c}]" if c else "")
+                      for n, x, y, c in rows]
             if not rows:
                 lines.append("  (none)")
         return "\n".join(lines)

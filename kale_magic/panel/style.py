@@ -11,6 +11,8 @@ import html
 import re
 from urllib.parse import urlsplit
 
+from ..text import printable
+
 ICONS = {
     "pending": "○", "running": "◔", "done": "✓", "succeeded": "✓",
     "failed": "✗", "cached": "↺", "skipped": "–",
@@ -20,12 +22,13 @@ COLORS = {
     "failed": "#c62828", "cached": "#00838f", "skipped": "#9e9e9e",
 }
 FAILED_FILL = "#fdecea"  # behind a failed row, inside a failed node
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def plain(text: object) -> str:
-    """User text without terminal colour codes (tracebacks from IPython carry them)."""
-    return _ANSI.sub("", str(text))
+    """User text without terminal colour codes (tracebacks from IPython carry them) and with every
+    other control character escaped (:func:`~kale_magic.text.printable`): safe to print."""
+    return printable(_COLOUR.sub("", str(text)), lines=True)
 
 
 def esc(text: object) -> str:

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 
-from ..run.state import RunState
+from ..run.state import RunState, StepState
 from .render import (Links, StateReport, footer_line, header_line, row_fragments, step_line, task_line,
                      traceback_under_row)
 
@@ -210,22 +210,28 @@ class TextView(_View):
         if event == "finished":
             self._finish()
         else:
+            kind, _, name = event.partition(":")
             with self._throttle.drawing:
-                self.draw()
+                self.draw(name if kind == "step" else None)
 
-    def draw(self) -> None:
-        run = self.state.snapshot()
-        rows = [(f"task:{t.name}", t, task_line(t, self.links)) for t in run.tasks.values()
-                if t.status != "running" or t.name == "Run"]  # the other tasks take an instant
-        rows += [(f"step:{s.name}", s, _with_traceback(s, step_line(s, self.links, terse=True)))
-                 for s in run.steps.values()]
-        for key, row, text in rows:
+    def draw(self, step: str | None = None) -> None:
+        """Print the rows that changed; after a step's event, only that step's row can have (looking at
+        every row on every event made a run's text output quadratic in its number of steps)."""
+        if step is not None:
+            rows = [self.state.steps[step]] if step in self.state.steps else []
+        else:
+            run = self.state.snapshot()
+            rows = [t for t in run.tasks.values() if t.status != "running" or t.name == "Run"]  # others: an instant
+            rows += run.steps.values()
+        for row in rows:
+            key = f"{'step' if isinstance(row, StepState) else 'task'}:{row.name}"
             before = self._printed.get(key, ("pending", ""))
             if before == (row.status, row.message):
                 continue
             self._printed[key] = (row.status, row.message)
             if not (row.status == before[0] and not row.message):  # a note that ended says nothing new
-                self._print(text)
+                self._print(_with_traceback(row, step_line(row, self.links, terse=True))
+                            if isinstance(row, StepState) else task_line(row, self.links))
 
     def finish(self) -> None:
         self.draw()

@@ -7,6 +7,7 @@ values are only looked at by type (``marshal.describe``): nothing is serialized.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -144,8 +145,10 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
     ancestors = _ancestors(order, parents)
     # Steps whose --after is wrong, and their descendants: what runs before them is unknown, so of what they
     # read only the names no step produces are problems already (every problem at once, none guessed).
-    unordered = {name for name in order if problems.unordered & (ancestors[name] | {name})}
+    unordered = {name for name in order
+                 if name in problems.unordered or not problems.unordered.isdisjoint(ancestors[name])}
     changes = {name: changed for name, (_, changed) in step_names.items()}
+    writers = _writers(order, changes)
     # Every step runs the %%imports/%%functions code; function bodies count only where called.
     always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
 
@@ -158,7 +161,7 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
         for var in dict.fromkeys(always_reads + reads.reads):
             if var in ignored:
                 continue
-            producer = _nearest_writer(var, name, ancestors, changes, order, problems)
+            producer = _nearest_writer(var, name, ancestors, writers, problems)
             if producer is not None and var in code_defined and _is_module(env.namespace.get(var)):
                 producer = None  # `np.x = ...` in a step: modules are re-imported, never marshalled
             if producer is None:
@@ -180,10 +183,13 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                 needed[(producer, var)] = transfer
             inputs[name].append(transfer)
 
-    for transfer in _results(order, ancestors, changes, ignored, env):
+    for transfer in _results(order, ancestors, changes, writers, ignored, env):
         needed.setdefault((transfer.producer, transfer.name), transfer)
     metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
     problems.raise_if_any()
+    outputs: dict[str, list[Transfer]] = {name: [] for name in order}
+    for (producer, _), transfer in needed.items():
+        outputs[producer].append(transfer)
     plan_steps = {}
     for name in order:
         step = steps[name]
@@ -193,7 +199,7 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
             parents=parents[name],
             parameters=tuple(p for p in parameters if p in step_params[name]),
             inputs=tuple(inputs[name]),
-            outputs=tuple(t for (producer, _), t in needed.items() if producer == name),
+            outputs=tuple(outputs[name]),
             metrics=tuple(m for m in metrics if metric_steps[m] == name),
             options=step.options,
         )
@@ -283,19 +289,23 @@ def _parents(steps: dict[str, _Step], problems: _Problems) -> dict[str, tuple[st
 
 def _topological(steps: dict[str, _Step], parents: dict[str, tuple[str, ...]], problems: _Problems) -> list[str] | None:
     """Kahn's algorithm, ties broken by notebook order, so the result is deterministic; None for a cycle."""
+    import heapq
+
     position = {name: i for i, name in enumerate(steps)}
     waiting = {name: set(p) for name, p in parents.items()}
+    children: dict[str, list[str]] = {name: [] for name in steps}
+    for child, deps in waiting.items():
+        for parent in deps:
+            children[parent].append(child)
     order: list[str] = []
-    ready = [n for n in steps if not waiting[n]]
+    ready = [(position[n], n) for n in steps if not waiting[n]]
     while ready:
-        ready.sort(key=position.__getitem__)
-        name = ready.pop(0)
+        _, name = heapq.heappop(ready)
         order.append(name)
-        for child, deps in waiting.items():
-            if name in deps:
-                deps.discard(name)
-                if not deps and child not in order and child not in ready:
-                    ready.append(child)
+        for child in children[name]:
+            waiting[child].discard(name)
+            if not waiting[child]:
+                heapq.heappush(ready, (position[child], child))
     if len(order) < len(steps):
         cycle = [n for n in steps if n not in order]
         problems.add(problems.STRUCTURE,
@@ -314,8 +324,18 @@ def _ancestors(order: list[str], parents: dict[str, tuple[str, ...]]) -> dict[st
 
 # data flow -------------------------------------------------------------------------
 
-def _nearest_writer(var, step, ancestors, changes, order, problems: _Problems) -> str | None:
-    writers = [a for a in order if a in ancestors[step] and var in changes[a]]
+def _writers(order: list[str], changes: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Each name -> the steps that change it, in run order: looked up per name, not searched per step
+    (a search per step and name made planning quadratic in the number of steps)."""
+    out: dict[str, list[str]] = {}
+    for step in order:
+        for var in changes[step]:
+            out.setdefault(var, []).append(step)
+    return out
+
+
+def _nearest_writer(var, step, ancestors, writers, problems: _Problems) -> str | None:
+    writers = [a for a in writers.get(var, ()) if a in ancestors[step]]
     nearest = [w for w in writers if not any(w in ancestors[other] for other in writers)]
     if len(nearest) > 1:
         problems.add(problems.FLOW,
@@ -362,18 +382,17 @@ def _is_setting(value) -> bool:
         return False
 
 
-def _results(order, ancestors, changes, ignored, env) -> list[Transfer]:
+def _results(order, ancestors, changes, writers, ignored, env) -> list[Transfer]:
     """Values a step changes last (no later step changes them): saved so ``run.load`` can return them.
 
     Unlike values another step needs, a result that cannot be marshalled is simply not kept.
     """
     out = []
     for step in order:
-        descendants = [s for s in order if step in ancestors[s]]
         for var in sorted(changes[step]):
             if var in ignored or var not in env.namespace or _is_module(env.namespace[var]):
                 continue
-            if any(var in changes[d] for d in descendants):
+            if any(step in ancestors[later] for later in writers[var]):  # a descendant changes it again
                 continue
             try:
                 out.append(_transfer(var, step, env))
@@ -452,6 +471,11 @@ def _apply_overrides(parameters: dict[str, object], overrides: Mapping[str, str]
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
             problems.add(problems.PARAMETERS, f"--param {name}={raw}: '{name}' is a number (default "
                                               f"{default!r}); give a number.")
+            continue
+        whole = isinstance(default, int) and not isinstance(default, bool)
+        if whole and isinstance(value, float) and not math.isfinite(value):  # 1e999 reads as inf
+            problems.add(problems.PARAMETERS, f"--param {name}={raw}: '{name}' is a whole number (default "
+                                              f"{default!r}) and {raw} is {value!r}; give a finite number.")
             continue
         out[name] = value
     return out

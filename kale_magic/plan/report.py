@@ -23,17 +23,15 @@ def plan_text(plan: Plan) -> str:
     for producer, consumer, names in flows:
         long = "" if producer in plan.steps[consumer].parents else " (a long edge: past the steps between them)"
         lines.append(f"  {producer} -> {consumer}: {', '.join(names) or '(order only)'}{long}")
-    transfers = [t for s in plan.steps.values() for t in s.inputs]
-    if transfers:
+    consumers: dict = {}  # (producer, name) -> (the value, the steps reading it in plan order)
+    for step in plan.steps.values():
+        for t in step.inputs:
+            consumers.setdefault((t.producer, t.name), (t, []))[1].append(step.name)
+    if consumers:
         lines.append("Values:")
-        seen = set()
-        for t in transfers:
-            if (t.producer, t.name) in seen:
-                continue
-            seen.add((t.producer, t.name))
-            consumers = [s.name for s in plan.steps.values() if t in s.inputs]
+        for t, readers in consumers.values():
             lines.append(f"  {t.name}: {t.type_name}, {human_size(t.size)}, {t.backend} backend, "
-                         f"{t.producer} -> {', '.join(consumers)}")
+                         f"{t.producer} -> {', '.join(readers)}")
     if plan.metrics:
         lines.append("Metrics: " + ", ".join(plan.metrics))
     if plan.notes:

@@ -26,12 +26,14 @@ def _load_jupyter_server_extension(serverapp) -> None:
     from jupyter_server.utils import url_path_join
 
     from .address import ROUTE, FileServer
-    from .handlers import RunFilesHandler
+    from .handlers import Renderer, RunFilesHandler
 
     base_url = serverapp.web_app.settings["base_url"]
     root = os.path.realpath(os.path.expanduser(serverapp.root_dir))
+    renderer = Renderer()  # the extension's own threads for rendering notebooks
     serverapp.web_app.add_handlers(".*$", [(url_path_join(base_url, ROUTE, "(.*)"), RunFilesHandler,
-                                           {"path": root})])
+                                           {"path": root, "renderer": renderer})])
     server = FileServer(url_path_join(base_url, ROUTE) + "/", root)
     os.environ.update(server.environment(os.getpid()))  # the server's kernels inherit its environment
     serverapp.log.info("kale-magic: run files are served at %s", server.url)
+

@@ -1,10 +1,22 @@
-"""The handler behind ``<base url>/kale-magic/files/<path>``: run files, read-only, for the server's users."""
+"""The handler behind ``<base url>/kale-magic/files/<path>``: run files, read-only, for the server's users.
+
+Requests may name anything, so every error is a 404, never a 500: names that do not exist or
+cannot (not UTF-8, a NUL byte, too long, a symlink loop),
+anything outside a ``.kale/`` folder of the root, and anything but folders and regular files —
+a FIFO or device named ``*.ipynb`` would block the thread that opens it for ever.  Notebooks are
+rendered on a small executor of the extension's own, each within a timeout, and only up to
+:data:`.pages.RENDER_MAX` bytes (the raw file is offered beyond), so no request can exhaust the
+server's threads or memory.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import mimetypes
+import os
+import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,6 +29,24 @@ from . import pages
 
 # Shown in the browser rather than downloaded.
 TEXT = frozenset({".log", ".txt", ".yaml", ".yml", ".py", ".md", ".csv", ".cfg", ".toml"})
+RENDER_THREADS = 2
+RENDER_TIMEOUT = 60.0  # seconds a rendering may take, waiting for a thread included
+
+
+class Renderer:
+    """The extension's own threads for rendering pages: bounded, so slow or huge notebooks queue here
+    instead of taking the server's default executor (contents, kernels) with them."""
+
+    def __init__(self, threads: int = RENDER_THREADS, timeout: float = RENDER_TIMEOUT):
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="kale-render")
+        self.timeout = timeout
+
+    async def render(self, name: str, render) -> str:
+        future = asyncio.wrap_future(self.executor.submit(render))
+        try:
+            return await asyncio.wait_for(future, self.timeout)
+        except asyncio.TimeoutError:
+            raise web.HTTPError(503, "rendering %s took over %s s", name, self.timeout) from None
 
 
 class RunFilesHandler(AuthenticatedFileHandler):
@@ -24,37 +54,43 @@ class RunFilesHandler(AuthenticatedFileHandler):
     with folder indexes and rendered notebooks.  Its pages run no scripts (a sandboxed
     origin), so nothing a step printed can act as the user on the server."""
 
+    def initialize(self, path: str, renderer: Renderer) -> None:
+        super().initialize(path)
+        self.renderer = renderer
+
     @property
     def content_security_policy(self) -> str:
         return JupyterHandler.content_security_policy.fget(self) + "; sandbox"
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Bytes that are not UTF-8 are kept (as surrogates) for ``_target`` to refuse with a 404: tornado's
+        own 400 for them reaches Jupyter's error page before the user is known, which fails with a
+        traceback in the server's log."""
+        return value.decode("utf-8", "surrogateescape")
 
     @web.authenticated
     @authorized
     async def get(self, path: str, include_body: bool = True) -> None:
         self.check_xsrf_cookie()
-        target = self._target(path)
-        render = None if target.is_dir() else pages.page_for(target, bool(self.get_argument("raw", None)))
-        if target.is_dir():
+        target, folder = self._target(path)
+        render = None if folder else pages.page_for(target, bool(self.get_argument("raw", None)))
+        if folder:
             self.finish(self._index(target))
         elif render is not None:
-            self.finish(await asyncio.to_thread(render))  # not on the server's loop
+            self.finish(await self.renderer.render(target.name, render))
         else:
             await web.StaticFileHandler.get(self, path, include_body)
 
-    def _target(self, path: str) -> Path:
-        """The file or folder asked for, when it is inside a ``.kale/`` folder under the root."""
+    def _target(self, path: str) -> tuple[Path, bool]:
+        """The regular file or folder asked for, when it is inside a ``.kale/`` folder under the
+        root, and whether it is a folder; 404 for anything else."""
         parts = path.strip("/").split("/")
-        if any(part in ("", ".", "..") for part in parts) or KALE_DIR not in parts:
+        if any(part in ("", ".", "..") or not _utf8(part) for part in parts) or KALE_DIR not in parts:
             raise web.HTTPError(404)
-        root = Path(self.root).resolve()
-        target = (root / "/".join(parts)).resolve()  # symlinks followed: they must stay inside too
-        try:
-            inside = target.relative_to(root).parts
-        except ValueError:
-            raise web.HTTPError(404) from None
-        if KALE_DIR not in inside or not target.exists():
+        kind = _kind(Path(self.root).resolve(), Path(self.root, *parts))
+        if kind is None:
             raise web.HTTPError(404)
-        return target
+        return kind
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         """Tornado's checks without Jupyter's refusal of hidden files (``get`` checked the path)."""
@@ -69,13 +105,41 @@ class RunFilesHandler(AuthenticatedFileHandler):
         return mimetypes.guess_type(self.absolute_path or "")[0] or "application/octet-stream"
 
     def _index(self, folder: Path) -> str:
+        """The folder's entries this handler serves; symlinks that lead outside the root's ``.kale/``
+        folders, special files and names that are not UTF-8 are left out (their names included)."""
         here = self.request.path.rstrip("/")
-        entries = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name))
-        items = [f'<li><a href="{html.escape(here + "/" + quote(p.name))}">'
-                 f'{html.escape(p.name)}{"/" if p.is_dir() else ""}</a></li>' for p in entries]
+        root = Path(self.root).resolve()
+        entries = []
+        for entry in os.scandir(folder):
+            kind = _kind(root, Path(entry.path)) if _utf8(entry.name) else None
+            if kind is not None:
+                entries.append((not kind[1], entry.name))
+        items = [f'<li><a href="{html.escape(here + "/" + quote(name))}">{html.escape(name)}'
+                 f'{"" if is_file else "/"}</a></li>' for is_file, name in sorted(entries)]
         if folder.name != KALE_DIR:
             items.insert(0, f'<li><a href="{html.escape(here.rsplit("/", 1)[0])}">../</a></li>')
-        root = Path(self.root).resolve()
         return pages.page(folder.relative_to(root).as_posix() + "/",
                           "<ul>" + "".join(items) + "</ul>" if entries else "<p>(empty)</p>")
 
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes, kept as surrogates
+        return False
+    return True
+
+
+def _kind(root: Path, path: Path) -> tuple[Path, bool] | None:
+    """(the resolved path, whether it is a folder) when ``path`` is a folder or regular file inside a
+    ``.kale/`` folder under ``root``, symlinks followed; None for anything else or what cannot be
+    resolved (a NUL byte, a name too long, a symlink loop, no such file)."""
+    try:
+        target = path.resolve()  # symlinks followed: they must stay inside too
+        inside = target.relative_to(root).parts
+        mode = target.stat().st_mode
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop (Python < 3.13)
+        return None
+    if KALE_DIR not in inside or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        return None
+    return target, stat.S_ISDIR(mode)

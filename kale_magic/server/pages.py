@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +26,7 @@ PAGE = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>
         " table{{border-collapse:collapse}} td,th{{padding:2px 8px;text-align:left;border-bottom:1px solid #eee}}"
         " td.num{{text-align:right}} .kale-note{{color:#616161;font-style:italic}}"
         "</style></head><body><h3>{title}</h3>{body}</body></html>")
+RENDER_MAX = 25 * 2**20  # bytes of a file rendered as a page (a notebook costs ~5x that in memory to render)
 _SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S | re.I)
 
 
@@ -50,13 +53,36 @@ def _raw_link(path: Path, what: str) -> str:
     return f'<p><a href="{html.escape(path.name)}?raw=1">{html.escape(what)}</a></p>'
 
 
+def read_regular(path: Path, limit: int = RENDER_MAX) -> bytes | None:
+    """The file's bytes, or None when it is larger than ``limit``; opened without blocking and checked
+    to be a regular file on the open descriptor, so a file swapped for a FIFO cannot hang the thread."""
+    from tornado import web
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise web.HTTPError(404)
+        return None if info.st_size > limit else file.read()
+
+
+def _too_large(path: Path) -> str:
+    return page(path.name, f"<p>This file is {human_size(path.stat().st_size)}, too large to render here (the "
+                           f"limit is {human_size(RENDER_MAX)}).</p>" + _raw_link(path, "Open the raw file"))
+
+
 def notebook_page(path: Path) -> str:
     """The executed step notebook as JupyterLab draws it (nbconvert's lab template: syntax and traceback
-    colours, images), without its scripts: the page is sandboxed and runs none."""
+    colours, images), without its scripts: the page is sandboxed and runs none.  Above
+    :data:`RENDER_MAX`, a link to the raw file instead."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(path), as_version=4))
+    content = read_regular(path)
+    if content is None:
+        return _too_large(path)
+    notebook = nbformat.reads(content.decode("utf-8", "replace"), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
     bar = (f'<div class="kale-page-bar" style="font-family:sans-serif;padding:6px 12px;border-bottom:1px solid '
            f'#ddd"><b>{html.escape(path.name)}</b> · <a href="{html.escape(path.name)}?raw=1" '
            f'download="{html.escape(path.name)}">the notebook file (.ipynb)</a></div>')
@@ -64,7 +90,10 @@ def notebook_page(path: Path) -> str:
 
 
 def text_page(path: Path, what: str) -> str:
-    text = path.read_text(errors="replace")
+    content = read_regular(path)
+    if content is None:
+        return _too_large(path)
+    text = content.decode("utf-8", "replace")
     body = (f'<p class="kale-note">{html.escape(what)}</p>' + _raw_link(path, "as plain text")
             + (f"<pre>{html.escape(text)}</pre>" if text.strip() else '<p class="kale-note">(empty)</p>'))
     return page(path.name, body)
@@ -72,8 +101,11 @@ def text_page(path: Path, what: str) -> str:
 
 def manifest_page(path: Path) -> str:
     """A snapshot manifest as tables: its files (size, content hash), what was left out, the environment."""
+    content = read_regular(path)
+    if content is None:
+        return _too_large(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(content)
         files = sorted(data["files"], key=lambda f: f["path"])
     except (ValueError, KeyError, TypeError):
         return page(path.name, '<p class="kale-note">(not a readable manifest)</p>' + _raw_link(path, "the JSON"))

@@ -12,7 +12,10 @@ stderr text is kept exactly.
 The executed notebook keeps the first :data:`EXCERPT` characters of a cell's
 text as they came, then only the last :data:`EXCERPT` before each rich output
 and at the end of the cell, behind one line saying how many characters were left
-out; the log has all of them.
+out; the log has all of them.  Displays (images, HTML, results) are kept as they come until they
+hold :data:`DISPLAY_MAX` characters in the whole notebook (what a cleared output held is given
+back); later ones are left out behind one output per cell that counts them, their text in the log.
+A step that shows a thousand figures thus leaves a notebook the server can still render.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import threading
 
 EXCERPT = 100_000  # characters of a cell's text the notebook keeps at its start, and again at its end
 LOG_FLUSH = 0.2  # seconds between drains, so that the log reads live
+DISPLAY_MAX = 20_000_000  # characters of display data (base64 images mostly) a step's notebook keeps
 
 
 class _Sink:
@@ -65,6 +69,7 @@ class Capture:
     def __init__(self, log_path):
         self._log = open(log_path, "ab")
         self._lock = threading.RLock()
+        self._displayed = 0  # characters of display data kept in the notebook
         self._chunks: list[bytes] = []  # stdout, encoded, not drained yet
         self.stdout = _text_stream(_Sink("<stdout>", self._chunks.append), write_through=False)
         self.stderr = _text_stream(_Sink("<stderr>", self._stderr), write_through=True)
@@ -83,6 +88,9 @@ class Capture:
             self._tail_names: list[tuple[int, str]] = []  # (index in _tail, stream name) where the stream changes
             self._tail_size = 0
             self._left_out = 0
+            self._cell_displayed = 0  # characters of display data kept in this cell
+            self._displays_left_out: dict | None = None  # this cell's marker output, once one was left out
+            self._left_out_count = self._left_out_size = 0
 
     def finish_cell(self) -> list[dict]:
         """The cell's outputs, its text joined; the log is flushed."""
@@ -99,14 +107,35 @@ class Capture:
         with self._lock:
             self._drain()
             self._place_tail()
-            self.cell.append(output)
+            if "data" not in output or self._room_for(output["data"]):
+                self.cell.append(output)
             if log_text is not None:
                 self._log.write(log_text.encode("utf-8", "backslashreplace") + b"\n")
                 self._log.flush()
 
     def clear(self) -> None:
         """``clear_output()``: the cell's outputs so far go (the log keeps them)."""
-        self.start_cell()
+        with self._lock:
+            self._displayed -= self._cell_displayed
+            self.start_cell()
+
+    def _room_for(self, data: dict) -> bool:
+        """Whether a display of ``data`` fits in what the notebook keeps; if not, it is counted in the
+        cell's marker output instead."""
+        size = sum(len(value) if isinstance(value, str) else len(repr(value)) for value in data.values())
+        if self._displayed + size <= DISPLAY_MAX:
+            self._displayed += size
+            self._cell_displayed += size
+            return True
+        if self._displays_left_out is None:
+            self._displays_left_out = {"output_type": "display_data", "data": {}, "metadata": {}}
+            self.cell.append(self._displays_left_out)
+        self._left_out_count += 1
+        self._left_out_size += size
+        self._displays_left_out["data"] = {"text/plain": (
+            f"[... {self._left_out_count:,} display output(s) of {self._left_out_size:,} characters left out "
+            f"here: the notebook keeps {DISPLAY_MAX:,} characters of displays; the step's log has their text ...]")}
+        return False
 
     # the log ----------------------------------------------------------------------------
     def sync(self) -> None:

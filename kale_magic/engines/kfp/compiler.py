@@ -26,6 +26,7 @@ from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
 from .bootstrap import ENVIRONMENT, RUNTIME, kernel_python
+from .pip_args import check_setting, kfp_arguments
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
 DEFAULT_ACCELERATOR = "nvidia.com/gpu"
@@ -69,8 +70,11 @@ class CompileOptions:
                       if k in names and (v is not None or k in NULLABLE)})
 
     def __post_init__(self):
-        object.__setattr__(self, "packages", tuple(self.packages))
-        object.__setattr__(self, "pip_index_urls", tuple(self.pip_index_urls))
+        for setting in ("packages", "pip_index_urls"):
+            try:
+                object.__setattr__(self, setting, tuple(check_setting(setting, getattr(self, setting))))
+            except ValueError as exc:
+                raise ValidationError(str(exc)) from None
         for url in self.pip_index_urls:
             _refuse_credentials(url)
         object.__setattr__(self, "mounts", tuple(_parse_volume(v) for v in self.volumes))
@@ -300,8 +304,8 @@ def _environment_component(setup, env, opts: CompileOptions, bundle: bytes):
     source = environment_source(env.function, env.image, env.requirements.lines(),
                                 f"kale-magic=={version}" if install else "", wheel_name(version), bundle,
                                 pip_index_options(opts.pip_index_urls))
-    component = dsl.component(_define(source, env.function), base_image=env.image,
-                              pip_index_urls=list(opts.pip_index_urls) or None, install_kfp_package=install)
+    component = dsl.component(_define(source, env.function), base_image=env.image, install_kfp_package=install,
+                              **kfp_arguments((), opts.pip_index_urls))
     return _with_env(component, opts)
 
 
@@ -336,8 +340,7 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
     func = _define(source, names.functions[step.name])
     environment = setup.environment(step.name) is not None
     component = dsl.component(func, base_image=setup.images[step.name],
-                              packages_to_install=list(opts.packages) or None,
-                              pip_index_urls=list(opts.pip_index_urls) or None,
+                              **kfp_arguments(opts.packages, opts.pip_index_urls),
                               install_kfp_package=opts.install_packages and not environment)
     if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
         container = component.component_spec.implementation.container

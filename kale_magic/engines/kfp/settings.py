@@ -51,3 +51,12 @@ class Kfp(Configurable):
             return check_image(proposal.value)
         except ValueError as exc:
             raise TraitError(f"Kfp.base_image = {proposal.value!r}: {exc}.") from None
+
+    @validate("packages", "pip_index_urls")
+    def _check_pip_settings(self, proposal):
+        from .pip_args import check_setting  # the same check as the compiler's
+
+        try:
+            return check_setting(proposal.trait.name, proposal.value)
+        except ValueError as exc:
+            raise TraitError(str(exc)) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -27,6 +28,28 @@ from .workers import WorkerServer
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
     from ...run.state import RunState
+
+
+def died(name: str, exit_code: int | None) -> str:
+    """Why a step's process ended without reporting.  SIGKILL that the engine did not send comes from
+    the kernel's out-of-memory killer almost always (or a user's ``kill -9``): say so, and what to do."""
+    if exit_code == -signal.SIGKILL:
+        from ...files import human_size
+
+        try:
+            memory = f"this machine has {human_size(os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))}"
+        except (ValueError, OSError):
+            memory = "see how much memory this machine has"
+        return (f"step '{name}' was killed (SIGKILL) before reporting, most likely by the system for using too "
+                f"much memory ({memory}): make it hold less at once, or give it more with --memory on KFP or "
+                "a machine with more memory; see its log")
+    if exit_code is not None and exit_code < 0:
+        try:
+            how = f"was killed by {signal.Signals(-exit_code).name}"
+        except ValueError:
+            how = f"was killed by signal {-exit_code}"
+        return f"step '{name}' {how} before reporting; see its log"
+    return f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
 
 
 class LocalEngine:
@@ -206,8 +229,7 @@ class LocalEngine:
         outcome = run_dir.read_outcome(name)
         if outcome is not None:
             return outcome
-        error = stopped or f"step '{name}' process died (exit status {exit_code}) before reporting; see its log"
-        return StepOutcome("failed", error=error)
+        return StepOutcome("failed", error=stopped or died(name, exit_code))
 
     def _next_deadline(self, plan: Plan, running: dict) -> float:
         """How long the loop may wait for an event: until the next --timeout, and at most 0.5 s (Ctrl-C)."""

@@ -35,6 +35,19 @@ class Schedule:
     def __init__(self, parents: Mapping[str, tuple[str, ...]]):
         self._parents = {step: tuple(p) for step, p in parents.items()}
         self._status = {StepInstance(step): PENDING for step in parents}
+        # What is ready is kept as instances end, not searched for: a search of every instance (and of
+        # its parents' instances) on each call made a run of N steps cost N^3.
+        self._position = {instance: i for i, instance in enumerate(self._status)}
+        self._instances: dict[str, list[StepInstance]] = {step: [] for step in parents}
+        for instance in self._status:
+            self._instances[instance.step].append(instance)
+        self._undone = {step: len(found) for step, found in self._instances.items()}  # not succeeded or cached
+        self._children: dict[str, list[str]] = {step: [] for step in parents}
+        for step, above in self._parents.items():
+            for parent in set(above):
+                self._children[parent].append(step)
+        self._unmet = {step: len(set(above)) for step, above in self._parents.items()}  # parents not done
+        self._candidates = {i for i in self._status if self._unmet[i.step] == 0}
 
     @property
     def status(self) -> dict[StepInstance, str]:
@@ -42,8 +55,8 @@ class Schedule:
 
     def ready(self) -> list[StepInstance]:
         """Pending instances whose parents' instances all succeeded (or were cached), in plan order."""
-        return [i for i, s in self._status.items()
-                if s == PENDING and all(self._step_done(p) for p in self._parents[i.step])]
+        self._candidates = {i for i in self._candidates if self._status[i] == PENDING}
+        return sorted(self._candidates, key=self._position.__getitem__)
 
     def start(self, instance: StepInstance) -> None:
         self._expect(instance, PENDING)
@@ -57,6 +70,8 @@ class Schedule:
         if self._status[instance] not in (PENDING, RUNNING):
             raise ValueError(f"{instance} already ended ({self._status[instance]})")
         self._status[instance] = status
+        if status in DONE:
+            self._done(instance.step)
         if status != "failed":
             return {}
         why = f"skipped: upstream step '{instance.step}' failed"
@@ -82,8 +97,15 @@ class Schedule:
     def failed(self) -> list[StepInstance]:
         return [i for i, s in self._status.items() if s == "failed"]
 
-    def _step_done(self, step: str) -> bool:
-        return all(s in DONE for i, s in self._status.items() if i.step == step)
+    def _done(self, step: str) -> None:
+        """One more instance of ``step`` succeeded or was cached; when all have, its children may run."""
+        self._undone[step] -= 1
+        if self._undone[step]:
+            return
+        for child in self._children[step]:
+            self._unmet[child] -= 1
+            if self._unmet[child] == 0:
+                self._candidates.update(self._instances[child])
 
     def _skip(self, instances: list[StepInstance], why: str) -> dict[StepInstance, str]:
         for instance in instances:
