@@ -16,7 +16,8 @@ from jupyter_app import serve
 from kale_magic.server.address import FileServer
 
 pytest.importorskip("jupyter_server", reason="the file server test needs jupyter_server (the [browser] extra)")
-from kale_magic.server.handlers import RENDER_MAX, RENDER_THREADS  # noqa: E402  (needs jupyter_server)
+from kale_magic.server.handlers import RENDER_THREADS  # noqa: E402  (needs jupyter_server)
+from kale_magic.server.pages import RENDER_MAX  # noqa: E402
 
 
 @pytest.fixture
