@@ -162,7 +162,10 @@ class RunStore:
         return cls(KaleDir(root).runs_db)
 
     def close(self) -> None:
-        self._conn.close()
+        """Close the connection once no thread uses it (a recorder's writer may be waiting on a lock):
+        closing it under a running statement crashes SQLite; used after, it raises."""
+        with self._lock:
+            self._conn.close()
 
     def __enter__(self):
         return self

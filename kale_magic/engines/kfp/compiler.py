@@ -48,6 +48,7 @@ class CompileOptions:
     base_image: str = DEFAULT_BASE_IMAGE
     packages: tuple[str, ...] = ()  # pip-installed at step start; empty: the image has everything
     caching: bool = True
+    rerun: bool = False  # %kale_run --no-cache: every step runs again (the environment, a function of its pins, may not)
     volumes: tuple[str, ...] = ()  # "PVC_NAME:/mount/path"
     secrets: tuple[str, ...] = ()  # "SECRET:KEY=ENV_VAR[,KEY=ENV_VAR]" or "SECRET:KEY"
     accelerator: str = DEFAULT_ACCELERATOR
@@ -441,7 +442,7 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         return
     o = step.options
     task.set_display_name(step.name)
-    task.set_caching_options(opts.caching and not o.no_cache)
+    task.set_caching_options(opts.caching and not opts.rerun and not o.no_cache)
     if o.cpu:
         task.set_cpu_request(o.cpu).set_cpu_limit(o.cpu)
     if o.memory:

@@ -25,7 +25,7 @@ class KfpType(EngineType):
         from .engine import KfpEngine
 
         config = dict(settings or {})
-        config["caching"] = config.get("caching", True) and not request.no_cache
+        config["rerun"] = request.no_cache
         return KfpEngine(request.host, config=config)
 
     def load_value(self, run_dir, step: str, name: str) -> None:
