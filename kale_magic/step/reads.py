@@ -174,6 +174,10 @@ class FileReads:
         rel = self._relative(folder)
         if rel is None or rel in self.listings:
             return
+        self._record_listing(rel)
+
+    def _record_listing(self, rel: str) -> None:
+        """The digest of folder ``rel``'s names now (listing it is no read of the step's own)."""
         self._local.busy = True
         try:
             self.listings[rel] = listing_digest(os.listdir(os.path.join(self.root, rel)))
@@ -226,13 +230,7 @@ class FileReads:
         rel = self._relative("." if path is None else path)
         if rel is None or rel in self.listings or self._import_system(sys._getframe(2), rel):
             return
-        self._local.busy = True
-        try:
-            self.listings[rel] = listing_digest(os.listdir(os.path.join(self.root, rel)))
-        except OSError:
-            self.listings[rel] = MISSING
-        finally:
-            self._local.busy = False
+        self._record_listing(rel)
 
     def _import_system(self, frame, rel: str) -> bool:
         """Whether a listing was made to find modules rather than by (or for) the step's code.
