@@ -324,6 +324,7 @@ def test_an_image_from_kale_magic_image_runs_the_steps_without_installing(kernel
     from kfp import components
 
     kernel.cells(*IMAGE_NOTEBOOK)
+    kernel.run(f"%config Kale.pipeline_root = {str(kfp_local)!r}")  # the snapshot and runtime published there
     kernel.run(f"%config Kale.base_image = {built_image!r}")
     kernel.run("%config Kale.install_packages = False")
     run = kernel.run("%kale_run --engine kfp --compile-only --no-cache")

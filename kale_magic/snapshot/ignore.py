@@ -10,10 +10,12 @@ own ``.kale/`` (runs and snapshots), version control and caches; nor is a ``.env
 from __future__ import annotations
 
 from pathlib import Path
-
-import pathspec
+from typing import TYPE_CHECKING
 
 from ..layout import KALE_DIR
+
+if TYPE_CHECKING:
+    import pathspec
 
 IGNORE_FILES = (".gitignore", ".kaleignore")
 ALWAYS_SKIPPED = frozenset({KALE_DIR, ".git", ".hg", ".svn", ".ipynb_checkpoints", "__pycache__"})
@@ -36,6 +38,8 @@ class IgnoreRules:
             except OSError:  # absent (usually), or unreadable: no rules from it
                 continue
         if lines:
+            import pathspec  # here, not at import: a Kubeflow step unpacking a snapshot walks no workspace
+
             self._specs[rel_dir] = pathspec.GitIgnoreSpec.from_lines(lines)
 
     def ignored(self, rel_path: str, is_dir: bool) -> bool:

@@ -44,10 +44,14 @@ class ImageContext:
 def image_requirements(plan: Plan, options) -> Requirements:
     """Everything any step of ``plan`` imports, with kfp's runtime (installed without its dependencies,
     as every lightweight component does)."""
+    import dataclasses
+
     import kfp
 
     from .setup import plan_setup
 
+    # every run but a --no-snapshot one hands its steps a zstd pack of the workspace to unpack
+    options = dataclasses.replace(options, snapshot_url=options.snapshot_url or "kale-snapshot.tar.zst")
     requirements = Requirements((("kfp", kfp.__version__),))
     for env in plan_setup(plan, options).environments.values():
         requirements |= env.requirements

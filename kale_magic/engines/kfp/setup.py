@@ -124,6 +124,6 @@ def _requirements(plan: Plan, step: StepPlan, opts) -> Requirements:
     for backend in marshal.registry:
         if backend.name in used or set(backend.packages) & imported:
             modules |= set(backend.packages) | {type(backend).__module__.split(".")[0]}
-    if opts.snapshot_url:  # unpacking it imports kale_magic.snapshot (its ignore rules use pathspec)
-        modules |= {"pathspec", "zstandard"} if opts.snapshot_url.endswith(".zst") else {"pathspec"}
+    if opts.snapshot_url and opts.snapshot_url.endswith(".zst"):  # unpacking the snapshot's pack
+        modules.add("zstandard")
     return step_requirements(sources, modules, opts.workspace, where=f"step '{step.name}'")
