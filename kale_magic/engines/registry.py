@@ -15,7 +15,6 @@ compares an engine's name.
 from __future__ import annotations
 
 import threading
-import warnings
 from typing import TYPE_CHECKING
 
 from ..errors import KaleError
@@ -138,14 +137,6 @@ class EngineRegistry:
             if self._loaded:
                 return
             self._loaded = True  # a plug-in importing kale_magic.engines while it loads sees the built-ins
-            from importlib.metadata import entry_points
+            from ..plugins import load_entry_points
 
-            for entry_point in sorted(entry_points(group=self._group), key=lambda ep: ep.name):
-                if entry_point.name in self._types:
-                    continue  # runtime registrations and built-ins win over installed packages
-                try:
-                    self.register(entry_point.load())
-                except Exception as exc:  # a broken plug-in must not break every run
-                    self._broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
-                    warnings.warn(f"kale-magic: engine entry point '{entry_point.name}' ({entry_point.value}) "
-                                  f"failed to load: {exc}", stacklevel=2)
+            load_entry_points(self._group, self.register, skip=self._types, broken=self._broken, kind="engine")

@@ -10,7 +10,6 @@ heavy library lazily.
 from __future__ import annotations
 
 import threading
-import warnings
 
 from ..errors import MarshalError
 from .base import ARTIFACT_TYPES, Backend
@@ -98,14 +97,7 @@ class BackendRegistry:
                 self._entry_points_loaded = True
 
     def _register_entry_points(self) -> None:
-        from importlib.metadata import entry_points
+        from ..plugins import load_entry_points
 
-        for entry_point in sorted(entry_points(group=self._group), key=lambda ep: ep.name):
-            if entry_point.name in self._backends:
-                continue  # runtime registrations win over installed packages
-            try:
-                self.register(entry_point.load())
-            except Exception as exc:  # a broken plug-in must not break every save
-                self._broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"kale-magic: marshal backend entry point '{entry_point.name}' "
-                              f"({entry_point.value}) failed to load: {exc}", stacklevel=2)
+        load_entry_points(self._group, self.register, skip=self._backends, broken=self._broken,
+                          kind="marshal backend")

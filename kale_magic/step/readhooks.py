@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import importlib.abc
 import sys
-import warnings
 from dataclasses import dataclass, field
 
 from ..errors import KaleError
@@ -154,15 +153,10 @@ class ReadHookRegistry:
         if self._loaded:
             return
         self._loaded = True
-        from importlib.metadata import entry_points
+        from ..plugins import load_entry_points
 
-        for entry_point in sorted(entry_points(group=self._group), key=lambda ep: ep.name):
-            try:
-                self.register(entry_point.load())
-            except Exception as exc:  # a broken plug-in must not break every step
-                self.broken[entry_point.name] = f"{type(exc).__name__}: {exc}"
-                warnings.warn(f"kale-magic: read hook entry point '{entry_point.name}' ({entry_point.value}) "
-                              f"failed to load: {exc}; its library counts as unhooked", stacklevel=2)
+        load_entry_points(self._group, self.register, broken=self.broken, kind="read hook",
+                          consequence="; its library counts as unhooked")
 
 
 class _PostImport(importlib.abc.MetaPathFinder):
