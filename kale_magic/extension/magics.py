@@ -435,6 +435,7 @@ class Kale(Magics):
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume,
+                          only=args.only, from_step=args.from_step, to_step=args.to_step,
                           schedule=self._schedule(args, engine.local, params))
 
     def _schedule(self, args, local: bool, params: dict):

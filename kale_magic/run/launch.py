@@ -48,6 +48,9 @@ class RunRequest:
     no_cache: bool = False  # run every step, reuse no cached result
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
     schedule: object = None  # a run.schedule.Schedule: create a recurring run on KFP instead of running now
+    only: tuple[str, ...] = ()  # a partial run: just these steps (--only), or
+    from_step: str | None = None  # ... this step and everything downstream (--from), and/or
+    to_step: str | None = None  # ... this step and its ancestors (--to)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
     cells = session.cells
     plan = validate(request, cells, session.environment, workspace, state)
+    select_steps(request, plan, engine)
     for listener in listeners:
         state.subscribe(listener)
     run_dir = workspace.kale.run(state.run_id)
@@ -129,6 +133,21 @@ def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, w
     return build_plan(cells, env, pipeline=state.pipeline, experiment=request.experiment,
                       description=request.description, overrides=request.params,
                       notebook_path=workspace.notebook, order_source=workspace.order_source)
+
+
+def select_steps(request: RunRequest, plan: Plan, engine: Engine) -> None:
+    """A partial run's selection, and where its reused values come from: refused, like a plan that does
+    not validate, before any step runs or anything is recorded."""
+    from ..plan.selection import select
+
+    selection = select(plan, request.only, request.from_step, request.to_step)
+    if selection is None:
+        return
+    partial = getattr(engine, "select", None)
+    if partial is None:
+        raise KaleError(f"{selection.option}: the {engine.name} engine cannot run part of a pipeline; "
+                        "run the whole notebook, or use --engine local.")
+    partial(plan, selection)
 
 
 def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
@@ -249,11 +268,14 @@ def execute(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine, compil
 
 def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
     """End the Run task; a failed step's error is on its own row, so the Run row only counts."""
+    from ..plan.selection import NOT_SELECTED
+
     counts = {status: [s.name for s in state.steps.values() if s.status == status]
               for status in ("failed", "cached", "skipped")}
     if outcome.succeeded:
-        cached = len(counts["cached"])
-        message = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+        cached, left = len(counts["cached"]), len(counts["skipped"])  # a partial run leaves steps alone
+        message = (f"{len(plan.steps) - left} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+                   + (f"; {left} not run ({NOT_SELECTED})" if left else ""))
         state.task("Run", "done", message)
     elif counts["failed"]:
         skipped = f", {len(counts['skipped'])} skipped" if counts["skipped"] else ""

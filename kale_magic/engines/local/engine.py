@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...errors import KaleError
 from ...layout import RunDir, StepOutcome
 from ...plan import Plan
+from ...plan.selection import NOT_SELECTED
 from ...step.notebooks import write_step_notebooks
 from ...step.runtime import StepContext
 from ..base import Compiled, Outcome, SnapshotRef
@@ -61,6 +63,7 @@ class LocalEngine:
         self.workdir: Path | None = None  # the materialized snapshot steps work in (prepare)
         self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
         self.environments = None  # each step's --env/--secret variables, resolved by compile for a run
+        self.selection = None  # a partial run's plan.selection.Selection (select), or None: every step
         self._will_run = True
         self._cancel = threading.Event()
 
@@ -79,6 +82,17 @@ class LocalEngine:
 
             manifest = read_manifest(snapshot.store, snapshot.id)
             self.cache.files = SnapshotFiles(manifest, snapshot.store, self.workdir)
+
+    def select(self, plan: Plan, selection) -> dict[str, str]:
+        """Run only ``selection``'s steps; the steps it reuses come from the step cache (each entry is a
+        step's success in an earlier run, keyed on its code, parameters, inputs and files): step -> that
+        run, or a :class:`KaleError` naming a value nothing can supply."""
+        if self.cache is None:
+            raise KaleError(f"{selection.option}: a partial run reuses earlier results through the step cache, "
+                            "which this engine was created without.")
+        sources = self.cache.sources(plan, plan.parameters, selection)
+        self.selection = selection
+        return sources
 
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
         """One step notebook per step; for a run, each step's variables (a missing secret refuses it here)."""
@@ -108,7 +122,11 @@ class LocalEngine:
         """
         self.workers.start()
         run_dir.make_step_dirs()
-        schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
+        kept = set(self.selection.run + self.selection.reuse) if self.selection else set(plan.steps)
+        schedule = Schedule({name: tuple(p for p in step.parents if p in kept)
+                             for name, step in plan.steps.items() if name in kept})
+        for name in self.selection.not_run if self.selection else ():
+            state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {self.selection.option})")
         running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
         stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
         events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
@@ -127,11 +145,21 @@ class LocalEngine:
                 if len(running) >= self.max_parallel:
                     break
                 reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
+                pinned = self.selection is not None and instance.step in self.selection.reuse
                 if reused:
                     schedule.end(instance, "cached")
                     state.add_metrics(reused.metrics)
+                    note = f" ({NOT_SELECTED})" if pinned else ""
                     state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                               message=f"reused from run {reused.run_id}", **reused.links)
+                               message=f"reused from run {reused.run_id}{note}", **reused.links)
+                    continue
+                if pinned:  # its result was there when the run was checked; something removed it since
+                    skipped = schedule.end(instance, "failed")
+                    why = self.cache.notes.get(instance.step, "its earlier result is gone")
+                    state.step(instance.step, "failed", message=f"step '{instance.step}' is {NOT_SELECTED} and "
+                               f"could not be reused ({why}); run it with %kale_run --to {instance.step}")
+                    for other, because in skipped.items():
+                        state.step(other.step, "skipped", message=because)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
                     warming.append(instance)
