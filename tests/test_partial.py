@@ -119,3 +119,40 @@ def test_options_match_exactly(kernel):
     run_cells(kernel, CELLS)
     with pytest.raises(UsageError, match="unrecognized arguments: --fro"):
         kernel.shell.run_line_magic("kale_run", "--fro b")
+
+
+def test_kale_runs_shows_what_a_partial_run_ran_reused_and_left(kernel):
+    run_cells(kernel, CELLS)
+    full, _ = kale_run(kernel)
+    partial, _ = kale_run(kernel, "--only c --no-cache")
+    table = kernel.run("%kale_runs")
+    rows = {line.split()[0]: line for line in repr(table).splitlines()[1:]}
+    tail = full.id.rsplit("-", 1)[1]
+    assert "ran c; a, b reused from run " + tail + "; d not run" in rows[partial.id.rsplit("-", 1)[1]]
+    assert "failed" not in rows[partial.id.rsplit("-", 1)[1]]
+    assert table.frame.loc[tail, "steps"] == ""  # the whole run's cell is empty
+
+
+def test_headless_run_only_reuses_the_earlier_run(tmp_path):
+    from cli_helpers import code, kale_magic, write
+
+    log = tmp_path.parent / f"{tmp_path.name}-executions.log"  # a side channel outside the workspace
+    mark = f"open({str(log)!r}, 'a').write('{{}}\\n')"
+    nb = write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%parameters\nn = 3"),
+               code("%%step make\n" + mark.format("make") + "\nxs = list(range(n))"),
+               code("%%step total\n" + mark.format("total") + "\ntotal = sum(xs)"),
+               code("%%step report\n" + mark.format("report") + "\nline = f'{total}'"),
+               code("%kale_run"))
+    refused = kale_magic("run", nb, "--only", "total", cwd=tmp_path)
+    assert refused.returncode == 1 and not log.exists()
+    assert ("--only total: step 'total' needs 'xs' from step 'make', which is not selected and has no earlier "
+            "result to reuse") in refused.stderr
+    first = kale_magic("run", nb, "--to", "total", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert log.read_text().split() == ["make", "total"]
+    log.unlink()
+    second = kale_magic("run", nb, "--from", "total", "--no-cache", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert log.read_text().split() == ["total", "report"]
+    assert "make cached: reused from run" in second.stdout and "(not selected)" in second.stdout
+    assert kale_magic("run", nb, "--fro", "total", cwd=tmp_path).returncode == 2  # no prefix matching
