@@ -156,3 +156,35 @@ def test_headless_run_only_reuses_the_earlier_run(tmp_path):
     assert log.read_text().split() == ["total", "report"]
     assert "make cached: reused from run" in second.stdout and "(not selected)" in second.stdout
     assert kale_magic("run", nb, "--fro", "total", cwd=tmp_path).returncode == 2  # no prefix matching
+
+
+# Kubeflow Pipelines, against the test API server -------------------------------------------------------
+import s3_server as s3  # noqa: E402
+
+s3_server, s3_env, kfp_default_store = s3.s3_server, s3.s3_env, s3.kfp_default_store  # the fixtures
+
+
+def test_kfp_to_compiles_and_runs_the_selected_sub_pipeline(kernel, kfp_server, kfp_default_store):
+    import yaml
+
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks={"a": "SUCCEEDED", "b": "SUCCEEDED"}))
+    run_cells(kernel, CELLS)
+    run = kernel.run(f"%kale_run --host {kfp_server.url} --to b")
+    assert run.status == "succeeded", run.state.error
+    spec = yaml.safe_load_all(kfp_server.spec_of(kfp_server.last_run["pipeline_version_reference"]
+                                                 ["pipeline_version_id"]))
+    tasks = next(spec)["root"]["dag"]["tasks"]
+    assert {"a", "b"} <= set(tasks) and not {"c", "d"} & set(tasks)  # c and d are not in the pipeline
+    assert {n: s.status for n, s in run.steps.items()} == {"a": "succeeded", "b": "succeeded",
+                                                            "c": "skipped", "d": "skipped"}
+    assert run.steps["c"].reason == "not run (not selected: --to b)"
+    assert run.state.tasks["Run"].message == "2 steps succeeded; 2 not run (not selected)"
+
+
+def test_kfp_refuses_a_partial_run_that_needs_an_earlier_value_before_uploading(kernel, kfp_server):
+    run_cells(kernel, CELLS)
+    with pytest.raises(KaleError, match=r"--only c: step 'c' needs 'xs' from step 'a', which is not selected, and "
+                                        r"the kfp engine cannot yet reuse a value from an earlier run; select a too "
+                                        r"\(or use --to c\), or run on the local engine\."):
+        kernel.shell.run_line_magic("kale_run", f"--host {kfp_server.url} --only c")
+    assert kfp_server.pipelines == {} and kfp_server.runs == {} and kfp_server.requests == []

@@ -25,10 +25,14 @@ class Selection:
     reuse: tuple[str, ...]
     not_run: tuple[str, ...]
 
-    @property
-    def steps(self) -> tuple[str, ...]:
-        """The steps the run handles (runs or reuses), in plan order."""
-        return tuple(s for s in self.run + self.reuse)
+    def subplan(self, plan: Plan) -> Plan:
+        """The pipeline of the selected steps alone, for an engine that runs it as it is (valid only
+        when nothing is reused: every value a selected step loads is made by a selected step)."""
+        from dataclasses import replace
+
+        kept = {name: plan.steps[name] for name in self.run}
+        return replace(plan, steps={name: replace(step, parents=tuple(p for p in step.parents if p in kept))
+                                    for name, step in kept.items()})
 
     def needs(self, plan: Plan, step: str) -> tuple[str, str]:
         """(selected step, value) that makes reused step ``step`` necessary, for a refusal's sentence."""

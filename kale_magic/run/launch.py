@@ -24,6 +24,7 @@ from ..files import atomic_write
 from ..layout import KaleDir, RunDir
 from ..plan import Plan
 from ..plan.planner import Environment, build_plan, default_pipeline_name
+from ..plan.selection import NOT_SELECTED
 from ..plan.report import plan_text
 from ..plan.session import RecordedCell
 from .debug import record_flows
@@ -97,20 +98,22 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
     cells = session.cells
     plan = validate(request, cells, session.environment, workspace, state)
-    select_steps(request, plan, engine)
+    selection, runs = select_steps(request, plan, engine)
     for listener in listeners:
         state.subscribe(listener)
     run_dir = workspace.kale.run(state.run_id)
     report_plan(plan, state, run_dir)
     run = Run(state, plan, run_dir)
+    for name in selection.not_run if selection else ():
+        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})")
     try:
         snapshot(request, workspace, cells, state, run_dir, engine)
-        compiled = compile_steps(plan, state, run_dir, engine)
+        compiled = compile_steps(runs, state, run_dir, engine)
         run.pipeline_file = compiled.pipeline_file
         if request.compile_only:
             state.stop("compiled", note="--compile-only")
             return run
-        upload(plan, state, engine, compiled)
+        upload(runs, state, engine, compiled)
     except KaleError as exc:  # the task failed the run (state.fail) and the panel shows why
         run.failure = exc
         return run
@@ -118,9 +121,9 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
         state.stop("uploaded", note="--upload-only")
         return run
     if request.schedule is not None:  # a recurring run on KFP instead of one run now
-        schedule(plan, state, engine, request.schedule)
+        schedule(runs, state, engine, request.schedule)
         return run
-    run.thread = execute(plan, state, run_dir, engine, compiled)
+    run.thread = execute(runs, state, run_dir, engine, compiled)
     if not request.background:
         wait(state, engine, run.thread)
     return run
@@ -135,19 +138,26 @@ def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, w
                       notebook_path=workspace.notebook, order_source=workspace.order_source)
 
 
-def select_steps(request: RunRequest, plan: Plan, engine: Engine) -> None:
-    """A partial run's selection, and where its reused values come from: refused, like a plan that does
-    not validate, before any step runs or anything is recorded."""
+def select_steps(request: RunRequest, plan: Plan, engine: Engine):
+    """A partial run's selection and the plan the engine gets: refused, like a plan that does not
+    validate, before any step runs or anything is recorded.  An engine with ``select`` finds where the
+    reused values come from and is given the whole plan; another runs the selected steps' sub-pipeline,
+    which it can only when nothing is reused."""
     from ..plan.selection import select
 
     selection = select(plan, request.only, request.from_step, request.to_step)
     if selection is None:
-        return
-    partial = getattr(engine, "select", None)
-    if partial is None:
-        raise KaleError(f"{selection.option}: the {engine.name} engine cannot run part of a pipeline; "
-                        "run the whole notebook, or use --engine local.")
-    partial(plan, selection)
+        return None, plan
+    if hasattr(engine, "select"):
+        engine.select(plan, selection)
+        return selection, plan
+    if selection.reuse:
+        consumer, value = selection.needs(plan, selection.reuse[0])
+        raise KaleError(f"{selection.option}: step '{consumer}' needs '{value}' from step '{selection.reuse[0]}', "
+                        f"which is not selected, and the {engine.name} engine cannot yet reuse a value from an "
+                        f"earlier run; select {selection.reuse[0]} too (or use --to {consumer}), or run on the "
+                        "local engine.")
+    return selection, selection.subplan(plan)
 
 
 def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
@@ -268,13 +278,11 @@ def execute(plan: Plan, state: RunState, run_dir: RunDir, engine: Engine, compil
 
 def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
     """End the Run task; a failed step's error is on its own row, so the Run row only counts."""
-    from ..plan.selection import NOT_SELECTED
-
     counts = {status: [s.name for s in state.steps.values() if s.status == status]
               for status in ("failed", "cached", "skipped")}
     if outcome.succeeded:
         cached, left = len(counts["cached"]), len(counts["skipped"])  # a partial run leaves steps alone
-        message = (f"{len(plan.steps) - left} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+        message = (f"{len(state.steps) - left} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
                    + (f"; {left} not run ({NOT_SELECTED})" if left else ""))
         state.task("Run", "done", message)
     elif counts["failed"]:

@@ -125,8 +125,6 @@ class LocalEngine:
         kept = set(self.selection.run + self.selection.reuse) if self.selection else set(plan.steps)
         schedule = Schedule({name: tuple(p for p in step.parents if p in kept)
                              for name, step in plan.steps.items() if name in kept})
-        for name in self.selection.not_run if self.selection else ():
-            state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {self.selection.option})")
         running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
         stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
         events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
