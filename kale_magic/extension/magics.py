@@ -341,8 +341,19 @@ class Kale(Magics):
         ran = getattr(getattr(self.last_run, "plan", None), "pipeline", None)
         pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
         with RunStore.for_workspace(workspace.root) as store:
+            self._record_scheduled(args, pipeline or workspace.pipeline_name, store)
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
                              compare=args.compare, pipeline=pipeline, short=True)
+
+    def _record_scheduled(self, args, pipeline: str, store) -> None:
+        """The runs a schedule started show in %kale_runs: the engine a host configures records them first."""
+        from .. import engines
+
+        settings = self._engine_settings()
+        engine = engines.registry.choose(None, args, settings)
+        note = engine.record_scheduled(settings.get(engine.name), pipeline, store)
+        if note:
+            print(note)
 
     @line_magic
     @arguments.documented_by(arguments.kale_debug)
