@@ -188,3 +188,9 @@ def test_kfp_refuses_a_partial_run_that_needs_an_earlier_value_before_uploading(
                                         r"\(or use --to c\), or run on the local engine\."):
         kernel.shell.run_line_magic("kale_run", f"--host {kfp_server.url} --only c")
     assert kfp_server.pipelines == {} and kfp_server.runs == {} and kfp_server.requests == []
+
+
+def test_cache_only_check_is_for_whole_runs(kernel):
+    run_cells(kernel, CELLS)
+    with pytest.raises(KaleError, match="--cache-only-check shows what a whole run would reuse; leave out --only"):
+        kernel.shell.run_line_magic("kale_run", "--cache-only-check --only c")

@@ -439,6 +439,9 @@ class Kale(Magics):
         if not engine.local and (args.cache_only_check or args.resume is not None):
             raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
                             "its own cache decides which steps run (turn it off with --no-cache).")
+        if args.cache_only_check and (args.only or args.from_step or args.to_step):
+            raise KaleError("--cache-only-check shows what a whole run would reuse; leave out --only, --from and "
+                            "--to (a partial run says before running which earlier result each left-out step reuses).")
         params = arguments.parse_params(args.param)
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
                           engine=engine.name, host=args.host, params=params,
