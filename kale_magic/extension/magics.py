@@ -313,6 +313,8 @@ class Kale(Magics):
 
         request = self._request(args)
         workspace = self._workspace()
+        if args.sweep:
+            return self._sweep(args, request, workspace)
         if args.cache_only_check:
             print(self._cache_check(request, workspace))
             return None
@@ -329,6 +331,50 @@ class Kale(Magics):
             raise RunFailed(self.last_run) from self.last_run.failure
         return self.last_run
 
+    def _sweep(self, args, request, workspace):
+        """``%kale_run --sweep``: the grid checked at once, then one run per point (:mod:`kale_magic.run.sweep`)."""
+        from ..history.store import RunStore, step_hashes
+        from ..history.sweep import sweep as sweep_files
+        from ..panel import pick_mode
+        from ..panel.sweep import SweepPanel
+        from ..run import hooks
+        from ..run.grid import parse_grid
+        from ..run.launch import Recording, start_run
+        from ..run.sweep import new_sweep, run_sweep
+
+        alone = [o for o, given in (("--schedule", args.schedule), ("--resume", args.resume is not None),
+                                    ("--cache-only-check", args.cache_only_check), ("--compile-only", args.compile_only),
+                                    ("--upload-only", args.upload_only)) if given]
+        if alone:
+            raise KaleError(f"--sweep runs every point of its grid now; leave out {alone[0]}.")
+        plan = self.plan(request)  # the notebook's problems, all at once, before the grid's
+        sweep = new_sweep(request, parse_grid(args.sweep, plan.parameters, request.params), plan)
+        cells = self._cells(workspace)
+        recording = Recording(cells, self._environment())
+        store = RunStore.for_workspace(workspace.root)
+        sweep_files(workspace.kale, store)
+        hook = hooks.resolve(self.on_run_end)
+        view = SweepPanel(sweep, self.panel if self.panel != "auto" else pick_mode()).start()
+
+        def start(point_request):
+            engine = self._engine(point_request, workspace)
+            listeners = [store.recorder(hashes=step_hashes(cells)), view]
+            run = start_run(point_request, workspace, recording, engine, listeners=listeners)
+            hooks.call_when_finished(run, hook)
+            return run, engine
+
+        self.last_run = run_sweep(sweep, start, self.max_parallel)
+        if not request.background:
+            try:
+                sweep.wait()
+            except KeyboardInterrupt:
+                sweep.cancel()
+                sweep.wait()
+        failed = next((r for r in sweep.runs if r.status == "failed"), None)
+        if failed is not None and self.stop_on_failure:
+            raise RunFailed(failed) from failed.failure
+        return sweep
+
     @line_magic
     @arguments.documented_by(arguments.kale_runs)
     def kale_runs(self, line):
@@ -342,7 +388,7 @@ class Kale(Magics):
         pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
         with RunStore.for_workspace(workspace.root) as store:
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
-                             compare=args.compare, pipeline=pipeline, short=True)
+                             compare=args.compare, pipeline=pipeline, short=True, sweep=args.sweep, by=args.by)
 
     @line_magic
     @arguments.documented_by(arguments.kale_debug)

@@ -1,0 +1,133 @@
+"""%kale_run --sweep: a run per point of the grid, grouped under one sweep id; shared steps run once."""
+
+import pytest
+
+from kale_magic.errors import KaleError, ValidationError
+from kale_magic.history.store import RunStore
+from kale_magic.run.grid import GRID_MAX, parse_grid
+from kale_magic.run.sweep import Sweep
+
+CELLS = [
+    "%%parameters\nlr = 0.1\ndepth = 3\nname = 'base'",
+    "%%step prep\ndata = [i * i for i in range(10)]",
+    "%%step train\nscore = round(sum(data) * lr + depth, 6)",
+    "%%metrics\nscore",
+]
+
+
+def score(lr, depth):
+    return round(sum(i * i for i in range(10)) * lr + depth, 6)
+
+
+def test_every_point_is_a_run_and_the_shared_step_runs_once(kernel, tmp_path, capsys):
+    kernel.cells(*CELLS)
+    sweep = kernel.run("%kale_run --experiment tune --sweep lr=0.1,0.01 --sweep depth=3,5")
+    assert isinstance(sweep, Sweep) and sweep.status == "succeeded"
+    points = [(0.1, 3), (0.1, 5), (0.01, 3), (0.01, 5)]
+    assert [(r.state.parameters["lr"], r.state.parameters["depth"]) for r in sweep.runs] == points
+    assert [r.metrics["score"] for r in sweep.runs] == [score(lr, d) for lr, d in points]  # the kernel's formula
+    assert [r.load("score") for r in sweep.runs] == [score(lr, d) for lr, d in points]
+    assert sweep.shared == ("prep",)
+    first = sweep.runs[0]
+    assert first.steps["prep"].status == "succeeded"
+    assert [(r.steps["prep"].status, r.steps["prep"].cached_from) for r in sweep.runs[1:]] == [("cached", first.id)] * 3
+    assert all(r.steps["train"].status == "succeeded" for r in sweep.runs)
+
+    table = sweep.table()
+    assert list(table["lr"]) == [0.1, 0.1, 0.01, 0.01] and list(table["status"]) == ["succeeded"] * 4
+    assert list(table["score"]) == [score(lr, d) for lr, d in points]
+    assert sweep.best("score") is sweep.runs[1] and sweep.best("score", mode="min") is sweep.runs[2]
+    with pytest.raises(KaleError, match="no point of sweep .* numeric metric 'accuracy'"):
+        sweep.best("accuracy")
+
+    with RunStore.for_workspace(tmp_path) as store:
+        records = store.runs(sweep=sweep.id)
+        assert [r.run_id for r in records] == [r.id for r in sweep.runs]
+        assert {r.sweep_id for r in records} == {sweep.id} and {r.experiment for r in records} == {"tune"}
+        assert store.runs(sweep=sweep.id.rsplit("-", 1)[-1])[0].run_id == first.id  # the short id works too
+    printed = capsys.readouterr().out
+    assert f"sweep {sweep.id}: shared step prep succeeded (once for all points)" in printed
+    assert printed.count(f"sweep {sweep.id}: point ") == 4
+
+
+def test_kale_runs_shows_a_sweep_and_plots_a_metric_by_a_parameter(kernel):
+    kernel.cells(*CELLS)
+    kernel.run("%kale_run --experiment tune --param depth=1")  # not part of the sweep
+    sweep = kernel.run("%kale_run --experiment tune --sweep lr=0.1,0.2,0.3 --sweep depth=3,5")
+    table = kernel.run(f"%kale_runs --sweep {sweep.id} --plot score --by lr")
+    assert [r.run_id for r in table.records] == [r.id for r in sweep.runs]
+    assert set(table.frame["sweep"]) == {sweep.id.rsplit("-", 1)[-1]}
+    text = repr(table)
+    assert f"score by lr (depth=3): 0.1 -> {score(0.1, 3):g}, 0.2 -> {score(0.2, 3):g}, 0.3 -> {score(0.3, 3):g}" in text
+    assert "score by lr (depth=5): " in text
+    assert table._repr_html_().count("<polyline") == 2  # one line per value of the other parameter
+    assert table._repr_html_().count("<circle") == 6
+    with pytest.raises(KaleError, match="--by lr says what to plot a metric against; add --plot METRIC"):
+        kernel.run(f"%kale_runs --sweep {sweep.id} --by lr")
+    with pytest.raises(KaleError, match="No sweep 'nope'"):
+        kernel.run("%kale_runs --sweep nope")
+
+
+def test_no_cache_still_runs_the_shared_step_once(kernel):
+    kernel.cells(*CELLS)
+    kernel.run("%kale_run")  # a cached prep from before the sweep, which --no-cache must not reuse
+    sweep = kernel.run("%kale_run --no-cache --sweep depth=1,2,3")
+    first = sweep.runs[0]
+    assert first.steps["prep"].status == "succeeded"
+    assert [r.steps["prep"].cached_from for r in sweep.runs[1:]] == [first.id] * 2
+    assert all(r.steps["train"].status == "succeeded" for r in sweep.runs)
+
+
+def test_list_literals_and_text_parameters(kernel):
+    kernel.cells(*CELLS, "%%step tag\nlabel = f'{name}-{depth}'")
+    sweep = kernel.run('%kale_run --sweep "name=[\'a,b\', \'c\']" --sweep "lr=[0.5]"')
+    assert [r.load("label") for r in sweep.runs] == ["a,b-3", "c-3"]
+    assert [r.state.parameters["lr"] for r in sweep.runs] == [0.5, 0.5]
+    assert sweep.shared == ("prep",)  # train reads lr, tag reads name
+
+
+def test_sweep_problems_are_named_all_at_once(kernel):
+    kernel.cells(*CELLS)
+    error = kernel.error('%kale_run --sweep nope=1 --sweep depth=3.5,4 --sweep "lr=[]"')
+    assert isinstance(error, ValidationError)
+    assert error.problems == [
+        "--sweep nope: there is no parameter 'nope' in the %%parameters cells (known: lr, depth, name); "
+        "sweep a parameter.",
+        "--sweep depth: 3.5 is not a whole number like the parameter's default 3; give whole numbers.",
+        "--sweep lr: the grid is empty (no values given); list one or more, e.g. --sweep lr=1,2.",
+    ]
+    values = ",".join(str(v) for v in range(20))
+    error = kernel.error(f"%kale_run --sweep depth={values} --sweep lr={values}")
+    assert error.problems == [f"--sweep: the grid has 400 points (20 depth × 20 lr), more than the {GRID_MAX} one "
+                              "sweep may run; sweep fewer values, or split it into several sweeps."]
+    assert "--sweep runs every point of its grid now; leave out --compile-only." in str(
+        kernel.error("%kale_run --compile-only --sweep depth=1,2"))
+    with RunStore.for_workspace(".") as store:
+        assert store.runs() == []  # nothing ran
+
+
+@pytest.mark.parametrize("options, problem", [
+    (["depth=1,2", "depth=3"], "--sweep depth is given twice; list all its values in one --sweep."),
+    (["depth"], "--sweep 'depth': write it as NAME=V1,V2,... or \"NAME=[V1, V2]\", e.g. --sweep lr=0.1,0.01."),
+    (["flag=1"], "--sweep flag: 1 is not True or False like the parameter's default False; give True or False."),
+    (["lr=0.1,fast"], "--sweep lr: 'fast' is not a finite number like the parameter's default 0.1; give finite "
+                      "numbers."),
+    (["lr=[0.1, 1e999]"], "--sweep lr: inf is not a finite number like the parameter's default 0.1; give finite "
+                          "numbers."),
+    (["tags=[[1], (2,)]"], "--sweep tags: (2,) is not a list like the parameter's default [0]; give list literals."),
+    (["lr=[1"], "--sweep lr=[1: not a Python list of literals; write e.g. \"lr=[0.1, 0.01]\"."),
+])
+def test_grid_refusals(options, problem):
+    with pytest.raises(ValidationError) as caught:
+        parse_grid(options, {"lr": 0.1, "depth": 3, "flag": False, "tags": [0]})
+    assert caught.value.problems == [problem]
+
+
+def test_grid_order_and_types():
+    grid = parse_grid(["lr=1,0.5", "flag=True,False", "tags=[[1], [2, 3]]"],
+                      {"lr": 0.1, "flag": False, "tags": [0]})
+    assert grid.names == ("lr", "flag", "tags")
+    assert grid.points[:3] == ({"lr": 1, "flag": True, "tags": [1]}, {"lr": 1, "flag": True, "tags": [2, 3]},
+                               {"lr": 1, "flag": False, "tags": [1]})
+    assert len(grid.points) == 8
+    assert parse_grid(["depth=3,3,4"], {"depth": 1}).points == ({"depth": 3}, {"depth": 4})  # repeats once
