@@ -131,3 +131,30 @@ def test_grid_order_and_types():
                                {"lr": 1, "flag": False, "tags": [1]})
     assert len(grid.points) == 8
     assert parse_grid(["depth=3,3,4"], {"depth": 1}).points == ({"depth": 3}, {"depth": 4})  # repeats once
+
+
+def test_kale_magic_run_sweeps_headless_and_computes_the_shared_step_once(tmp_path):
+    from cli_helpers import code, kale_magic, write
+
+    log = tmp_path.parent / f"{tmp_path.name}-executions.log"  # a side channel outside the workspace
+    mark = f"open({str(log)!r}, 'a').write('{{}}\\n')"
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
+          code("%%parameters\nlr = 0.1\ndepth = 3"),
+          code("%%step prep\n" + mark.format("prep") + "\ndata = list(range(10))"),
+          code("%%step train\n" + mark.format("train") + "\nscore = sum(data) * lr + depth"),
+          code("%%metrics\nscore"),
+          code("%kale_run --experiment tune"))
+    result = kale_magic("run", "nb.ipynb", "--sweep", "lr=1,2,3", "--sweep", "depth=0,10", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert sorted(log.read_text().split()) == ["prep"] + ["train"] * 6  # prep once for the six points
+    shown = kale_magic("runs", "--experiment", "tune", "--plot", "score", "--by", "lr", cwd=tmp_path)
+    assert "score by lr (depth=0): 1 -> 45, 2 -> 90, 3 -> 135" in shown.stdout
+    assert "score by lr (depth=10): 1 -> 55, 2 -> 100, 3 -> 145" in shown.stdout
+    with RunStore.for_workspace(tmp_path) as store:
+        records = store.runs(experiment="tune")
+    assert len(records) == 6 and len({r.sweep_id for r in records}) == 1
+    assert [(r.parameters["lr"], r.parameters["depth"], r.metrics["score"]) for r in records] == [
+        (lr, d, sum(range(10)) * lr + d) for lr in (1, 2, 3) for d in (0, 10)]
+    refused = kale_magic("run", "nb.ipynb", "--sweep", "depht=1,2", cwd=tmp_path)
+    assert refused.returncode == 1
+    assert "--sweep depht: there is no parameter 'depht' in the %%parameters cells (known: lr, depth)" in refused.stderr
