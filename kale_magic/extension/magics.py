@@ -333,6 +333,7 @@ class Kale(Magics):
 
     def _sweep(self, args, request, workspace):
         """``%kale_run --sweep``: the grid checked at once, then one run per point (:mod:`kale_magic.run.sweep`)."""
+        from .. import engines
         from ..history.store import RunStore, step_hashes
         from ..history.sweep import sweep as sweep_files
         from ..panel import pick_mode
@@ -347,6 +348,10 @@ class Kale(Magics):
                                     ("--upload-only", args.upload_only)) if given]
         if alone:
             raise KaleError(f"--sweep runs every point of its grid now; leave out {alone[0]}.")
+        if request.no_cache and not engines.get(request.engine).local:
+            raise KaleError(f"--sweep on {request.engine} runs the steps the points share once through its own "
+                            "cache, which --no-cache turns off; leave it out (%%step NAME --no-cache still reruns "
+                            "a step that must).")
         plan = self.plan(request)  # the notebook's problems, all at once, before the grid's
         sweep = new_sweep(request, parse_grid(args.sweep, plan.parameters, request.params), plan)
         cells = self._cells(workspace)
