@@ -158,3 +158,47 @@ def test_kale_magic_run_sweeps_headless_and_computes_the_shared_step_once(tmp_pa
     refused = kale_magic("run", "nb.ipynb", "--sweep", "depht=1,2", cwd=tmp_path)
     assert refused.returncode == 1
     assert "--sweep depht: there is no parameter 'depht' in the %%parameters cells (known: lr, depth)" in refused.stderr
+
+
+def test_a_failed_point_fails_the_sweep_and_the_others_still_run(kernel):
+    from kale_magic.errors import RunFailed
+
+    kernel.cells(*CELLS[:2], "%%step train\nassert depth != 5, 'depth 5 diverged'\nscore = depth", "%%metrics\nscore")
+    failure = kernel.error("%kale_run --sweep depth=3,5,7")
+    assert isinstance(failure, RunFailed) and "depth 5 diverged" in str(failure)
+    sweep = kernel.magics.last_run
+    assert sweep.status == "failed"
+    assert [p.status for p in sweep.points] == ["succeeded", "failed", "succeeded"]
+    assert [r.metrics.get("score") for r in sweep.runs] == [3, None, 7]
+    assert sweep.best("score", mode="min") is sweep.runs[0]
+    kernel.run("%kale_debug train --failed")  # the latest sweep's pipeline is the notebook's
+    assert kernel.ns["depth"] == 5
+
+
+def test_a_shared_step_that_fails_starts_no_other_point(kernel, tmp_path):
+    kernel.run("%config Kale.stop_on_failure = False")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.csv").write_text("1\n")
+    kernel.cells("%%parameters\ndepth = 3", "%%step prep\nimport os\nrows = len(os.listdir('data'))",
+                 "%%step train\nscore = rows * depth")
+    (tmp_path / "data" / "a.csv").unlink()
+    (tmp_path / "data").rmdir()  # the kernel's cell saw the folder; the pipeline's prep now fails
+    sweep = kernel.run("%kale_run --sweep depth=1,2,3")
+    assert sweep.status == "failed"
+    assert sweep.runs[0].steps["prep"].status == "failed" and len(sweep.runs) == 1
+    assert [p.status for p in sweep.points[1:]] == ["not started"] * 2
+    assert sweep.points[1].note == "not started: shared step 'prep' failed in the first point"
+    assert "not started: shared step 'prep' failed in the first point" in repr(sweep)
+
+
+def test_the_sweep_panel_shows_the_shared_steps_once_and_a_row_per_point(kernel):
+    from kale_magic.panel.sweep import sweep_html, sweep_text
+
+    kernel.cells(*CELLS)
+    sweep = kernel.run("%kale_run --sweep lr=0.5,0.25 --sweep depth=1,2")
+    html, text = sweep_html(sweep), sweep_text(sweep)
+    assert html.count("<tr>") == 1 + 4 and html.count(">prep<") + html.count("prep</span>") == 1
+    assert text.splitlines()[1] == "  shared steps (once, in point 1): ✓ prep succeeded"
+    rows = text.splitlines()[2:]
+    assert len(rows) == 4 and all("✓ succeeded" in row and "1/1 steps" in row for row in rows)
+    assert f"score={score(0.25, 2)!r}" in rows[3] and rows[3].lstrip().startswith("4. lr=0.25 depth=2")

@@ -389,7 +389,7 @@ class Kale(Magics):
         args = arguments.parse(arguments.kale_runs, line)
         workspace = self._workspace()
         # this notebook's pipeline: the one its last run ran (--pipeline may have named it), else its file's
-        ran = getattr(getattr(self.last_run, "plan", None), "pipeline", None)
+        ran = next(iter(self._last_pipelines()), None)
         pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
         with RunStore.for_workspace(workspace.root) as store:
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
@@ -403,7 +403,7 @@ class Kale(Magics):
 
         args = arguments.parse(arguments.kale_debug, line)
         workspace = self._workspace()
-        pipelines = {workspace.pipeline_name} | ({self.last_run.state.pipeline} if self.last_run else set())
+        pipelines = {workspace.pipeline_name} | self._last_pipelines()
         with RunStore.for_workspace(workspace.root) as store:
             loaded = debug(store, workspace.kale, pipelines, args.step, run_id=args.run, outputs=args.outputs,
                            failed=args.failed)
@@ -458,6 +458,11 @@ class Kale(Magics):
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
     # helpers --------------------------------------------------------------------------------
+    def _last_pipelines(self) -> set[str]:
+        """The pipeline the latest %kale_run ran (a sweep's points all run the same one)."""
+        runs = getattr(self.last_run, "runs", None) or ([self.last_run] if self.last_run else [])
+        return {run.state.pipeline for run in runs[:1]}
+
     def _warm(self, key: str | None = None, python: str = "") -> None:
         """Have the warm worker import what the steps will (never blocks): Kale.preload and the
         modules the %%imports/%%functions cells (with cell ``key`` about to be ``python``) import,
