@@ -202,3 +202,12 @@ def test_the_sweep_panel_shows_the_shared_steps_once_and_a_row_per_point(kernel)
     rows = text.splitlines()[2:]
     assert len(rows) == 4 and all("✓ succeeded" in row and "1/1 steps" in row for row in rows)
     assert f"score={score(0.25, 2)!r}" in rows[3] and rows[3].lstrip().startswith("4. lr=0.25 depth=2")
+
+
+def test_max_parallel_bounds_the_points_running_at_once(kernel):
+    kernel.run("%config Kale.max_parallel = 1")
+    kernel.cells(*CELLS)
+    sweep = kernel.run("%kale_run --sweep depth=1,2,3")
+    runs = sweep.runs
+    assert [r.status for r in runs] == ["succeeded"] * 3
+    assert all(later.state.started >= earlier.state.ended for earlier, later in zip(runs, runs[1:]))

@@ -53,7 +53,8 @@ class Kale(Magics):
 
     notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
                             "(Jupyter servers and VS Code do).").tag(config=True)
-    max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    max_parallel = Int(8, help="How many steps the local engine runs at the same time, and how many "
+                       "points of a --sweep run at once.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's warm worker imports once besides those the "
                    "%%imports and %%functions cells import (numpy always is), e.g. ['torch'].").tag(config=True)
     preload_imports = Bool(True, help="Let the local engine's warm worker import what the %%imports and "

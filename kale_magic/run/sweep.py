@@ -61,7 +61,8 @@ class Sweep:
     _finished: threading.Event = field(default_factory=threading.Event, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _engines: list = field(default_factory=list, repr=False)
-    listeners: list[Callable] = field(default_factory=list, repr=False)  # called with the sweep as points start and when it ends
+    # called with the sweep as each point starts and once when it ends (the sweep panel)
+    listeners: list[Callable] = field(default_factory=list, repr=False)
 
     @property
     def runs(self) -> list[Run]:
@@ -135,8 +136,8 @@ def _is_number(value) -> bool:
 def new_sweep(request: RunRequest, grid: Grid, plan: Plan) -> Sweep:
     """The sweep of ``request`` over ``grid``; ``plan``: the notebook's, to know which steps are shared."""
     sweep_id = "sweep-" + new_run_id()
-    points = [Point(number, values, replace(request, params={**request.params, **grid.overrides(values, plan.parameters)},
-                                           sweep_id=sweep_id, background=True))
+    points = [Point(number, values, replace(request, sweep_id=sweep_id, background=True,
+                                            params={**request.params, **grid.overrides(values, plan.parameters)}))
               for number, values in enumerate(grid.points, 1)]
     return Sweep(sweep_id, grid, shared_steps(plan, grid.names), points)
 
