@@ -211,3 +211,28 @@ def test_max_parallel_bounds_the_points_running_at_once(kernel):
     runs = sweep.runs
     assert [r.status for r in runs] == ["succeeded"] * 3
     assert all(later.state.started >= earlier.state.ended for earlier, later in zip(runs, runs[1:]))
+
+
+def test_background_returns_the_sweep_to_wait_on(kernel):
+    kernel.cells(*CELLS)
+    sweep = kernel.run("%kale_run --background --sweep depth=1,2")
+    assert sweep.wait() is sweep and sweep.status == "succeeded"
+    assert [r.metrics["score"] for r in sweep.runs] == [score(0.1, 1), score(0.1, 2)]
+
+
+@pytest.mark.slow  # a Jupyter kernel
+def test_execute_notebook_sweeps_with_the_kernels_values(tmp_path):
+    from cli_helpers import code, kale_magic, write
+
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%parameters\nlr = 0.1\ndepth = 3"),
+          code("%%step prep\ndata = list(range(10))"), code("%%step train\nscore = sum(data) * lr + depth"),
+          code("%%metrics\nscore"), code("sweep = %kale_run --experiment tune"),
+          code("print('best depth:', sweep.best('score').state.parameters['depth'])"))
+    result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--sweep", "depth=1,4,2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[cell 7] best depth: 4" in result.stdout.splitlines()
+    with RunStore.for_workspace(tmp_path) as store:
+        records = store.runs(experiment="tune")
+    assert [(r.parameters["depth"], r.metrics["score"], r.status) for r in records] == [
+        (d, 45 * 0.1 + d, "succeeded") for d in (1, 4, 2)]
+    assert len({r.sweep_id for r in records}) == 1
