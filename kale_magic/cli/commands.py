@@ -179,10 +179,16 @@ def _run_options(args) -> dict:
     options = {flag: getattr(args, flag) for flag in ("experiment", "pipeline", "description", "engine", "host")
                if getattr(args, flag)}
     options.update({flag: True for flag in ("compile_only", "no_cache", "no_snapshot") if getattr(args, flag)})
+    options.update({flag: getattr(args, flag) for flag in ("only", "from_step", "to_step") if getattr(args, flag)})
     for flag in ("param", "sweep"):
         if getattr(args, flag):
             options[flag] = list(getattr(args, flag))
     return options
+
+
+def _step_names(text: str) -> tuple[str, ...]:
+    """``--only a,b`` as ``%kale_run`` reads it."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _run_line(args) -> str:
@@ -192,8 +198,11 @@ def _run_line(args) -> str:
     words = []
     for name, value in _run_options(args).items():
         flag = "--" + name.replace("_", "-")
+        flag = {"--from-step": "--from", "--to-step": "--to"}.get(flag, flag)
         if value is True:
             words.append(flag)
+        elif name == "only":
+            words += [flag, ",".join(value)]
         elif name in ("param", "sweep"):
             words += [word for item in value for word in (flag, item)]
         else:
@@ -341,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the pipeline without running it")
     run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
     run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
+    run.add_argument("--only", type=_step_names, metavar="STEP[,STEP]",
+                     help="run just these steps, reusing the values they load from earlier runs")
+    run.add_argument("--from", dest="from_step", metavar="STEP", help="run STEP and every step after it")
+    run.add_argument("--to", dest="to_step", metavar="STEP", help="run STEP and the steps before it only")
     run.add_argument("--execute-notebook", action="store_true",
                      help="run every cell in a fresh kernel first, each %%kale_run line then running the "
                           "pipeline with the kernel's values (for notebooks whose plan needs them)")
@@ -375,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(func=cmd_cache)
 
     _add_snapshot_commands(sub)
+    for command in (parser, *sub.choices.values()):  # options match exactly: --from is not --from-anything
+        command.allow_abbrev = False
     return parser
 
 

@@ -77,6 +77,10 @@ def step():
           help="Only show which steps would be reused from the cache and why the others would run.")
 @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
           help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
+@argument("--only", type=_names, default=(), metavar="STEP[,STEP]",
+          help="Run just these steps; the values they load from other steps are reused from earlier runs.")
+@argument("--from", dest="from_step", metavar="STEP", help="Run STEP and every step after it; reuse the rest.")
+@argument("--to", dest="to_step", metavar="STEP", help="Run STEP and the steps before it only.")
 @argument("--schedule", metavar="CRON", help="KFP: create a recurring run instead of running now (six fields, "
                                               "seconds first; a five-field crontab line is converted).")
 @argument("--max-concurrency", type=int, metavar="N", help="With --schedule: runs at once (1 to 10, default 1).")

@@ -393,8 +393,19 @@ class Kale(Magics):
         ran = next(iter(self._last_pipelines()), None)
         pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
         with RunStore.for_workspace(workspace.root) as store:
+            self._record_scheduled(args, pipeline or workspace.pipeline_name, store)
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
                              compare=args.compare, pipeline=pipeline, short=True, sweep=args.sweep, by=args.by)
+
+    def _record_scheduled(self, args, pipeline: str, store) -> None:
+        """The runs a schedule started show in %kale_runs: the engine a host configures records them first."""
+        from .. import engines
+
+        settings = self._engine_settings()
+        engine = engines.registry.choose(None, args, settings)
+        note = engine.record_scheduled(settings.get(engine.name), pipeline, store)
+        if note:
+            print(note)
 
     @line_magic
     @arguments.documented_by(arguments.kale_debug)
@@ -485,6 +496,9 @@ class Kale(Magics):
         if not engine.local and (args.cache_only_check or args.resume is not None):
             raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
                             "its own cache decides which steps run (turn it off with --no-cache).")
+        if args.cache_only_check and (args.only or args.from_step or args.to_step):
+            raise KaleError("--cache-only-check shows what a whole run would reuse; leave out --only, --from and "
+                            "--to (a partial run says before running which earlier result each left-out step reuses).")
         params = arguments.parse_params(args.param)
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
                           engine=engine.name, host=args.host, params=params,
@@ -492,6 +506,7 @@ class Kale(Magics):
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume,
+                          only=args.only, from_step=args.from_step, to_step=args.to_step,
                           schedule=self._schedule(args, engine.local, params))
 
     def _schedule(self, args, local: bool, params: dict):

@@ -77,6 +77,7 @@ def _rows(records, short: bool = False):
     errors = any(record.error for record in records)
     scheduled = any("scheduled by" in record.links for record in records)
     swept = any(record.sweep_id for record in records)
+    partial = any(partial_steps(record) for record in records)
     shown = short_ids(records) if short else {r.run_id: r.run_id for r in records}
     for record in records:
         fixed = {"experiment": record.experiment, "pipeline": record.pipeline, "started": _when(record.started),
@@ -85,8 +86,28 @@ def _rows(records, short: bool = False):
             fixed["schedule"] = record.links.get("scheduled by", "")
         if swept:  # points of a sweep (%kale_run --sweep): which sweep, as %kale_runs --sweep takes it
             fixed["sweep"] = (record.sweep_id or "").rsplit("-", 1)[-1]
+        if partial:  # --only/--from/--to: which steps ran, which were reused from which run, which not run
+            fixed["steps"] = partial_steps(record)
         values = fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
         yield shown[record.run_id], values | ({"error": record.error} if errors else {})
+
+
+def partial_steps(record: RunRecord) -> str:
+    """A partial run's steps in one cell (empty for a whole run): never a failure for what it left alone."""
+    from ..plan.selection import NOT_SELECTED
+
+    unselected = [s for s in record.steps if NOT_SELECTED in s.message and s.status in ("cached", "skipped")]
+    if not unselected:
+        return ""
+    ran = [s.name for s in record.steps if s not in unselected]
+    sources: dict[str, list[str]] = {}
+    for step in unselected:
+        if step.status == "cached":
+            sources.setdefault(step.cached_from or "", []).append(step.name)
+    left = [s.name for s in unselected if s.status == "skipped"]
+    parts = [f"ran {', '.join(ran)}"] + [f"{', '.join(names)} reused from run {run.rsplit('-', 1)[-1]}"
+                                          for run, names in sources.items()]
+    return "; ".join(parts + ([f"{', '.join(left)} not run"] if left else []))
 
 
 class RunsTable:
