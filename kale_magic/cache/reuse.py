@@ -60,6 +60,7 @@ class StepCache:
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
         self.notes: dict[str, str] = {}  # step -> why it ran although it could have been cached
+        self.fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests, as the engine fanned it out
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
         """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
@@ -79,56 +80,75 @@ class StepCache:
         return record.run_id, {s.name: {"status": s.status, "key": s.cache_key} for s in record.steps}
 
     # the engine's calls ----------------------------------------------------------------------
-    def key_of(self, name: str) -> str | None:
+    def key_of(self, name: str, item: int | None = None) -> str | None:
         """The step's cache key in this run, once it was ready (the run registry keeps it for --resume)."""
-        return self.keys.get(name, (None, None))[0]
+        return self.keys.get(_label(name, item), (None, None))[0]
 
-    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str) -> Reused | None:
-        """Link step ``name``'s cached outputs into ``run_dir`` (run ``run_id``), if it can be reused: what
-        was reused, for the engine to report; None when the step must run (:attr:`notes` may say why)."""
-        step = plan.steps[name]
-        inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
+    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str,
+              item: int | None = None) -> Reused | None:
+        """Link step ``name``'s cached outputs (of its ``item``, for a foreach step) into ``run_dir`` (run
+        ``run_id``), if it can be reused: what was reused, for the engine to report; None when the step
+        must run (:attr:`notes` may say why).  An item's key holds its value's digest as well."""
+        step, label = plan.steps[name], _label(name, item)
+        inputs = {t.name: self._input(plan, step, t, item) for t in step.inputs}
         if any(record is None for record in inputs.values()):
             return None  # an input was not saved through the cache's view (e.g. its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
+        if item is not None:
+            parts["item"] = self.fanned[name][item]
         base = digest(parts)
-        self.keys[name] = (base, parts)
-        decision, entry, location = self._decide(step, base, parts)
+        self.keys[label] = (base, parts)
+        decision, entry, location = self._decide(step, base, parts, label=label)
         if entry is None:
             if decision.reason:
-                self.notes[name] = decision.reason
+                self.notes[label] = decision.reason
             return None
         try:
             for output in entry["outputs"]:
-                _link_tree(self.index.value_dir(location, name, output), run_dir.value(name, output))
-            links = self._link_reports(location, name, run_dir)
-            run_dir.write_outcome(name, StepOutcome("cached", metrics=entry.get("metrics", {}),
-                                                    saved=entry["outputs"]))
+                _link_tree(self.index.value_dir(location, label, output), run_dir.value(label, output))
+            links = self._link_reports(location, label, run_dir)
+            run_dir.write_outcome(label, StepOutcome("cached", metrics=entry.get("metrics", {}),
+                                                     saved=entry["outputs"]))
             self._touch(entry, run_id)
         except OSError as exc:
-            self.notes[name] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
+            self.notes[label] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
             return None
-        self.records.update({(name, output): record for output, record in entry["outputs"].items()})
-        self.keys[name] = (entry["key"], parts)
+        self.records.update({(label, output): record for output, record in entry["outputs"].items()})
+        self.keys[label] = (entry["key"], parts)
         return Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links)
 
-    def remember(self, plan: Plan, name: str, outcome, run_id: str) -> None:
-        """Record a step that just succeeded as a cache entry, keyed on the files it read too."""
-        step = plan.steps[name]
+    def _input(self, plan: Plan, step: StepPlan, transfer, item: int | None) -> dict | None:
+        """The marshal record of an input: its producer's, the same item's of a step it continues, or one
+        record standing for the list of a looping producer's items (their checksums in order)."""
+        producer = transfer.producer
+        if producer not in self.fanned:
+            return self.records.get((producer, transfer.name))
+        if step.itemwise(producer, plan):
+            return self.records.get((_label(producer, item), transfer.name))
+        records = [self.records.get((_label(producer, i), transfer.name)) for i in range(len(self.fanned[producer]))]
+        if any(record is None for record in records):
+            return None
+        return {"checksum": digest({str(i): r["checksum"] for i, r in enumerate(records)}),
+                "backend": records[0]["backend"] if records else None}
+
+    def remember(self, plan: Plan, name: str, outcome, run_id: str, item: int | None = None) -> None:
+        """Record a step (or an item of one) that just succeeded as a cache entry, keyed on the files it
+        read too."""
+        step, label = plan.steps[name], _label(name, item)
         saved = outcome.saved or {}
         for transfer in step.outputs:
             if transfer.name in saved:
-                self.records[(name, transfer.name)] = saved[transfer.name]
-        if outcome.status != "succeeded" or name not in self.keys:
+                self.records[(label, transfer.name)] = saved[transfer.name]
+        if outcome.status != "succeeded" or label not in self.keys:
             return
         if any(t.name not in saved for t in step.outputs):
             return
         reads = outcome.reads or {}
         if reads.get("changed"):
-            self.notes[name] = (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
+            self.notes[label] = (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
                                 "what it writes, or something else wrote it)")
             return
-        base, parts = self.keys[name]
+        base, parts = self.keys[label]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
         declared = {glob: self.files.declared(glob) for glob in step.options.reads}
@@ -141,11 +161,11 @@ class StepCache:
             keyed = (f"keyed on the whole workspace, as {unseen}; declare what it reads with "
                      f"%%step {name} --reads GLOB[,GLOB]")
         if keyed:  # after why it ran, if it could have been cached
-            self.notes[name] = "; ".join(filter(None, (self.notes.get(name), keyed)))
+            self.notes[label] = "; ".join(filter(None, (self.notes.get(label), keyed)))
         key = entry_key(base, files, listings, declared, conservative.get("workspace"))
-        self.keys[name] = (key, parts)
+        self.keys[label] = (key, parts)
         entry = {
-            "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": run_id,
+            "key": key, "base": base, "pipeline": self.pipeline, "step": label, "run_id": run_id,
             "locations": [run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
             "files": files, "listings": listings, "declared": declared, **conservative,
@@ -154,7 +174,7 @@ class StepCache:
         try:
             self.index.put(entry)
         except OSError as exc:  # the run itself succeeded; only later reuse is lost
-            self.notes[name] = f"not cached: {exc}"
+            self.notes[label] = f"not cached: {exc}"
 
     # before a run --------------------------------------------------------------------------------
     def predict(self, plan: Plan, parameters: dict) -> list[Decision]:
@@ -163,6 +183,10 @@ class StepCache:
         out = []
         for name, step in plan.steps.items():
             waiting = [t.producer for t in step.inputs if (t.producer, t.name) not in records]
+            if step.foreach:
+                out.append(Decision(name, None, f"it loops over '{step.foreach.name}': each item is looked up "
+                                                "when the run knows the items"))
+                continue
             if waiting:
                 out.append(Decision(name, None, f"upstream step '{waiting[0]}' runs first, so its outputs "
                                                 "may change"))
@@ -181,9 +205,10 @@ class StepCache:
         self.files.done()
 
     # deciding -----------------------------------------------------------------------------------
-    def _decide(self, step: StepPlan, base: str, parts: dict,
-                read_content: bool = True) -> tuple[Decision, dict | None, str | None]:
-        before = self.resumed.get(step.name, {})
+    def _decide(self, step: StepPlan, base: str, parts: dict, read_content: bool = True,
+                label: str | None = None) -> tuple[Decision, dict | None, str | None]:
+        label = label or step.name
+        before = self.resumed.get(label, {})
         forced = ("forced by --no-cache" if not self.use_cache
                   else f"forced by %%step {step.name} --no-cache" if step.options.no_cache else None)
         if forced and not before:
@@ -194,10 +219,10 @@ class StepCache:
         if forced and not resumable:
             return Decision(step.name, None, forced), None, None
         if entry is None:
-            return Decision(step.name, None, self._why_new(step, base, parts)), None, None
+            return Decision(step.name, None, self._why_new(step, base, parts, label)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
-            problem = _verify(self.index, location, step.name, entry["outputs"], read_content)
+            problem = _verify(self.index, location, label, entry["outputs"], read_content)
             if problem is None:
                 return Decision(step.name, entry["run_id"]), entry, location
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
@@ -209,8 +234,7 @@ class StepCache:
         return next((e for e in self.index.variants(base)
                      if not _missing(step, e) and self.files.matches(e)), None)
 
-    def _why_new(self, step: StepPlan, base: str, parts: dict) -> str:
-        name = step.name
+    def _why_new(self, step: StepPlan, base: str, parts: dict, name: str) -> str:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
             status = before.get("status")
@@ -256,6 +280,11 @@ class StepCache:
 
 
 # files ------------------------------------------------------------------------------------------
+
+def _label(step: str, item: int | None) -> str:
+    """How a step's item is named in keys, notes and the run's files: ``train[2]``."""
+    return step if item is None else f"{step}[{item}]"
+
 
 def _missing(step: StepPlan, entry: dict) -> list[str]:
     """The values ``step`` must save that ``entry`` does not hold (a run planned without a kernel keeps

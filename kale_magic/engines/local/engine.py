@@ -108,7 +108,11 @@ class LocalEngine:
         """
         self.workers.start()
         run_dir.make_step_dirs()
-        schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
+        schedule = Schedule({name: step.parents for name, step in plan.steps.items()},
+                            {name: step.foreach.continues for name, step in plan.steps.items() if step.foreach})
+        fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests (their number: its instances)
+        if self.cache:
+            self.cache.fanned = fanned
         running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
         stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
         events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
@@ -126,19 +130,23 @@ class LocalEngine:
             for instance in schedule.ready():
                 if len(running) >= self.max_parallel:
                     break
-                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
+                if instance.item is None and plan.steps[instance.step].foreach:
+                    self._fan_out(plan, instance, schedule, fanned, state, run_dir)
+                    break  # its items are ready now: look again
+                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id,
+                                                         item=instance.item)
                 if reused:
                     schedule.end(instance, "cached")
                     state.add_metrics(reused.metrics)
-                    state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                               message=f"reused from run {reused.run_id}", **reused.links)
+                    _report(state, instance, "cached", cached_from=reused.run_id, cache_key=reused.key,
+                            message=f"reused from run {reused.run_id}", **reused.links)
                     continue
                 if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
                     warming.append(instance)
                     state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
                                if self.workers.importing else "waiting for the warm worker to start")
                 notebook = compiled.notebooks[instance.step]
-                child = self.workers.submit(self._job(plan, instance.step, run_dir, notebook))
+                child = self.workers.submit(self._job(plan, instance, run_dir, notebook, fanned))
                 schedule.start(instance)
                 running[instance] = (child, time.time())
                 threading.Thread(target=watch, args=(instance, child), daemon=True).start()
@@ -160,7 +168,7 @@ class LocalEngine:
             self.cache.done()
         if self._cancel.is_set():
             for instance, why in schedule.cancel().items():
-                state.step(instance.step, "skipped", message=why)
+                _report(state, instance, "skipped", message=why)
             return Outcome("failed", "the run was cancelled")
         if schedule.failed:
             first = schedule.failed[0].step
@@ -186,38 +194,98 @@ class LocalEngine:
         running[instance] = (running[instance][0], started)
         if warming and warming[0] == instance:
             state.task("Run", "running", "")
-        name = instance.step
-        state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
+        label = str(instance)
+        _report(state, instance, "running", log=str(run_dir.log(label)), notebook=str(run_dir.executed(label)))
 
     def _ended(self, instance, entry, schedule, stopped, plan, state, run_dir) -> None:
         """Report how ``instance`` ended (the cache remembers a success) and skip what its failure stops."""
         (child, started), name = entry, instance.step
-        outcome = self._outcome(run_dir, name, child.exit, stopped.get(instance))
+        outcome = self._outcome(run_dir, str(instance), child.exit, stopped.get(instance))
         skipped = schedule.end(instance, outcome.status)
         state.add_metrics(outcome.metrics)
         if self.cache:
-            self.cache.remember(plan, name, outcome, state.run_id)
-        note = self.cache.notes.get(name, "") if self.cache else ""
-        state.step(name, outcome.status, started=started, message=outcome.error or note,
-                   traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
+            self.cache.remember(plan, name, outcome, state.run_id, item=instance.item)
+        note = self.cache.notes.get(str(instance), "") if self.cache else ""
+        _report(state, instance, outcome.status, started=started, message=outcome.error or note,
+                traceback=outcome.traceback,
+                cache_key=self.cache.key_of(name, instance.item) if self.cache else None)
         for other, why in skipped.items():
-            state.step(other.step, "skipped", message=why)
+            _report(state, other, "skipped", message=why)
 
-    def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
+    def _fan_out(self, plan: Plan, instance: StepInstance, schedule: Schedule, fanned: dict, state: RunState,
+                 run_dir: RunDir) -> None:
+        """A ``--foreach`` step is ready: its items become instances, and so do those of the steps that
+        continue it item by item; values it cannot loop over fail it, in one sentence."""
+        from ...errors import KaleError
+        from ...step.foreach import item_digest, items
+
+        name = instance.step
+        loop = plan.steps[name].foreach
+        try:
+            values = items(self._loop_value(plan, name, run_dir, fanned), name, loop.name)
+        except KaleError as exc:
+            state.step(name, "failed", message=str(exc))
+            for other, why in schedule.end(instance, "failed").items():
+                _report(state, other, "skipped", message=why)
+            return
+        except Exception as exc:  # noqa: BLE001 - a value that does not load fails the step, not the run
+            state.step(name, "failed", message=f"step '{name}' could not load '{loop.name}' to loop over it: "
+                                               f"{type(exc).__name__}: {exc}")
+            for other, why in schedule.end(instance, "failed").items():
+                _report(state, other, "skipped", message=why)
+            return
+        digests = [item_digest(v) for v in values]
+        chain = [name]
+        for other, step in plan.steps.items():  # plan order: a step after the steps it continues
+            if step.foreach and set(step.foreach.continues) & set(chain):
+                chain.append(other)
+        for step in chain:
+            fanned[step] = digests
+            schedule.expand(step, len(digests))
+            state.fan_out(step, len(digests))
+
+    @staticmethod
+    def _loop_value(plan: Plan, name: str, run_dir: RunDir, fanned: dict):
+        """The value a foreach step loops over: a parameter's, or the one its producer saved (a list of
+        the items' values when that producer loops itself)."""
+        from ... import marshal
+
+        loop = plan.steps[name].foreach
+        if loop.producer is None:
+            return plan.parameters[loop.name]
+        if loop.producer not in fanned:
+            return marshal.load(run_dir.value(loop.producer, loop.name), name=loop.name, step=loop.producer)
+        return [marshal.load(run_dir.value(str(StepInstance(loop.producer, i)), loop.name), name=loop.name,
+                             step=loop.producer) for i in range(len(fanned[loop.producer]))]
+
+    def _job(self, plan: Plan, instance: StepInstance, run_dir: RunDir, notebook: Path, fanned: dict) -> dict:
+        name, label = instance.step, str(instance)
         step = plan.steps[name]
+
+        def where(transfer):
+            """Where an input was saved: one directory, or one per item of a looping producer (a list)."""
+            producer = transfer.producer
+            if producer not in fanned:
+                return str(run_dir.value(producer, transfer.name))
+            if step.itemwise(producer, plan):
+                return str(run_dir.value(str(StepInstance(producer, instance.item)), transfer.name))
+            return [str(run_dir.value(str(StepInstance(producer, i)), transfer.name))
+                    for i in range(len(fanned[producer]))]
+
         context = StepContext(
             step=name,
-            inputs={t.name: str(run_dir.value(t.producer, t.name)) for t in step.inputs},
+            inputs={t.name: where(t) for t in step.inputs},
             producers={t.name: t.producer for t in step.inputs},
-            outputs={t.name: str(run_dir.value(name, t.name)) for t in step.outputs},
-            metrics_path=str(run_dir.metrics_file(name)),
+            outputs={t.name: str(run_dir.value(label, t.name)) for t in step.outputs},
+            metrics_path=str(run_dir.metrics_file(label)),
+            item=instance.item,
         )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return {
-            "notebook": str(notebook), "executed": str(run_dir.executed(name)),
-            "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
+            "notebook": str(notebook), "executed": str(run_dir.executed(label)),
+            "log": str(run_dir.log(label)), "outcome": str(run_dir.outcome_file(label)),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
             "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
             "sys_path": sys_path,
@@ -244,6 +312,14 @@ class LocalEngine:
                 stopped[instance] = (f"step '{instance}' ran longer than its --timeout of {timeout} s "
                                      "and was stopped")
                 self.workers.kill(child)
+
+
+def _report(state: RunState, instance: StepInstance, status: str, **changes) -> None:
+    """A step's state, or an item's (the step adds its items up)."""
+    if instance.item is None:
+        state.step(instance.step, status, **changes)
+    else:
+        state.item(instance.step, instance.item, status, **changes)
 
 
 def into_snapshot(path: list[str], root: Path, workdir: Path) -> list[str]:
