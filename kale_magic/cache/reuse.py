@@ -94,8 +94,11 @@ class StepCache:
         if any(record is None for record in inputs.values()):
             return None  # an input was not saved through the cache's view (e.g. its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
-        if item is not None:
+        if item is not None:  # keyed on its item, not on all of them: a new item leaves the others cached
             parts["item"] = self.fanned[name][item]
+            if not step.foreach.reads_all:
+                parts.pop(f"input:{step.foreach.name}", None)
+                parts.pop(f"parameter:{step.foreach.name}", None)
         base = digest(parts)
         self.keys[label] = (base, parts)
         decision, entry, location = self._decide(step, base, parts, label=label)
@@ -103,13 +106,15 @@ class StepCache:
             if decision.reason:
                 self.notes[label] = decision.reason
             return None
+        source = entry.get("step", label)  # an item may have had another place among the items then
         try:
             for output in entry["outputs"]:
-                _link_tree(self.index.value_dir(location, label, output), run_dir.value(label, output))
-            links = self._link_reports(location, label, run_dir)
+                _link_tree(self.index.value_dir(location, source, output), run_dir.value(label, output))
+            links = self._link_reports(location, label, run_dir, source)
             run_dir.write_outcome(label, StepOutcome("cached", metrics=entry.get("metrics", {}),
                                                      saved=entry["outputs"]))
-            self._touch(entry, run_id)
+            if source == label:  # this run's copy is where later runs look for it
+                self._touch(entry, run_id)
         except OSError as exc:
             self.notes[label] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
             return None
@@ -222,7 +227,7 @@ class StepCache:
             return Decision(step.name, None, self._why_new(step, base, parts, label)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
-            problem = _verify(self.index, location, label, entry["outputs"], read_content)
+            problem = _verify(self.index, location, entry.get("step", label), entry["outputs"], read_content)
             if problem is None:
                 return Decision(step.name, entry["run_id"]), entry, location
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
@@ -264,15 +269,16 @@ class StepCache:
         locations = [run_id] + [r for r in entry.get("locations", ()) if r != run_id]
         self.index.put({**entry, "locations": locations[:KEPT_LOCATIONS], "used": time.time()})
 
-    def _link_reports(self, location: str, name: str, run_dir: RunDir) -> dict:
-        """The earlier executed notebook and log, linked into this run so it reads complete."""
+    def _link_reports(self, location: str, name: str, run_dir: RunDir, was: str | None = None) -> dict:
+        """The earlier executed notebook and log (of ``was``, default ``name``), linked into this run so it
+        reads complete."""
         links = {}
         source = self.kale.run(location)
         for field, path in (("notebook", RunDir.executed), ("log", RunDir.log)):
             target = path(run_dir, name)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(path(source, name), target)
+                link_or_copy(path(source, was or name), target)
                 links[field] = str(target)
             except OSError:
                 continue

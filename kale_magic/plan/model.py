@@ -34,6 +34,7 @@ class Foreach:
     producer: str | None  # the step that produces NAME; None: NAME is a parameter
     head: str  # the first step of this clause's chain: the steps of one chain share their items
     continues: tuple[str, ...] = ()  # same-clause parents: item i of this step runs after their item i
+    reads_all: bool = False  # the body reads NAME itself, not only its item: each item's key covers NAME
 
 
 @dataclass(frozen=True)

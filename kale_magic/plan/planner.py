@@ -310,7 +310,10 @@ def _loops(steps, order, parents, ancestors, writers, parameters, step_names, co
                                              "or loop with another item name to start a new loop.")
         head = next((out[s].head for s in same if s in ancestors[name] and s in out), name)
         continues = tuple(p for p in parents[name] if p in out and out[p].head == head)
-        out[name] = Foreach(var, over, producer, head, continues)
+        readable = problems.readable(steps[name].cells)
+        body = analysis.analyze([c.python for c in readable], f"step '{name}'")
+        reads_all = over in body.reads or len(readable) < len(steps[name].cells)  # unsure: key on all of NAME
+        out[name] = Foreach(var, over, producer, head, continues, reads_all)
     return out
 
 
