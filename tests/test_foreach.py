@@ -112,3 +112,79 @@ def test_a_foreach_cell_in_the_kernel_binds_lists_and_continues_item_by_item(ker
                  "%%step twice --foreach w in words\nm = n * 2")
     assert kernel.ns["n"] == [1, 2, 3] and kernel.ns["m"] == [2, 4, 6]
     assert "w" not in kernel.ns  # the item exists only inside the loop, as in a step
+
+
+def test_every_foreach_mistake_is_one_sentence_in_one_refusal(kernel):
+    from kale_magic.errors import ValidationError
+
+    for cell in ["%%parameters\nalphas = [1, 2]",
+                 "stuff = [1, 2]",  # not annotated: no step produces it
+                 "%%step make\nfolds = [1, 2]\nbase = 10",
+                 "%%step a --after make --foreach s in stuff\nr = s * 2",
+                 "%%step b --after make --foreach fold in folds\nbase = base + fold",  # rebinds what it receives
+                 "%%step c --after make --foreach base in folds\nq = base",  # the item shadows make's 'base'
+                 "%%step d --after make --foreach fold in folds\nu = fold + 1",  # b's clause, not after b
+                 "%%step e --after make --foreach alpha in alphas\nv = alpha"]:
+        kernel.shell.run_cell(cell)
+    error = kernel.error("%kale_run --param alphas=5")  # a parameter that cannot be looped over
+    assert isinstance(error, ValidationError)
+    expected = [
+        "step 'a' (--foreach s in stuff) loops over 'stuff', which no step produces and no %%parameters cell "
+        "defines; check the spelling or produce it in an earlier step.",
+        "step 'b' (--foreach fold in folds) changes 'base', a value it receives; its items run apart and their "
+        "changes cannot be merged: produce a new value instead (e.g. base_fold = ...).",
+        "step 'c' (--foreach base in folds) names its item 'base', which is also a value step 'make' produces; "
+        "give the item a name of its own, e.g. --foreach base_item in folds.",
+        "step 'd' (--foreach fold in folds) repeats the clause of step 'b' but does not run after it, so it cannot "
+        "continue its items; add --after b, or loop with another item name to start a new loop.",
+        "step 'e' (--foreach alpha in alphas): step 'e' loops over 'alphas' (int), which --foreach cannot "
+        "iterate; make it a list, tuple, range, dict, 1-D numpy array or pandas Series (e.g. list(...)).",
+    ]
+    assert sorted(error.problems) == sorted(expected), error.problems
+
+
+def test_a_mutation_in_place_of_a_received_value_is_refused(kernel):
+    kernel.cells("%%step make\nkeys = ['a', 'b']\ntable = {}", "%%step fill --foreach k in keys\ntable[k] = 1")
+    error = kernel.error("%kale_run")
+    assert error.problems == ["step 'fill' (--foreach k in keys) changes 'table', a value it receives; its items "
+                              "run apart and their changes cannot be merged: produce a new value instead (e.g. "
+                              "table_k = ...)."]
+
+
+@pytest.mark.parametrize("line, said", [
+    ("--foreach fold folds", "expected 3 arguments"),
+    ("--foreach fold on folds", "--foreach fold on folds: write it as --foreach VAR in NAME"),
+    ("--foreach folds in folds", "the item needs its own name"),
+])
+def test_a_malformed_clause_is_refused_at_the_cell(kernel, line, said):
+    from IPython.core.error import UsageError
+
+    kernel.cells("%%step make\nfolds = [1]")
+    error = kernel.error(f"%%step t {line}\nx = 1")
+    assert isinstance(error, UsageError) and said in str(error)
+
+
+@pytest.mark.parametrize("value, said", [
+    ("(i for i in range(3))", "(generator), which --foreach cannot iterate"),
+    ("{1, 2}", "(set), which --foreach cannot iterate"),
+    ("np.zeros((2, 2))", "a 2-D numpy array of shape (2, 2)"),
+    ("list(range(10_001))", "(list) of 10,001 items, more than --foreach runs (10,000)"),
+])
+def test_a_value_foreach_cannot_iterate_is_refused_naming_it(kernel, value, said):
+    from IPython.core.error import UsageError
+
+    kernel.cells("import numpy as np", f"%%step make\nthings = {value}")
+    error = kernel.error("%%step use --foreach t in things\nx = t")
+    assert isinstance(error, UsageError) and "step 'use' loops over 'things'" in str(error) and said in str(error)
+
+
+def test_accepted_iterables_give_their_items_in_order():
+    import numpy as np
+    import pandas as pd
+
+    from kale_magic.step.foreach import items
+
+    for value, expected in [([1, 2], [1, 2]), ((1, 2), [1, 2]), (range(2), [0, 1]), ({"b": 1, "a": 2}, ["b", "a"]),
+                            (np.array([3, 4]), [3, 4]), (pd.Series([5, 6]), [5, 6]), (pd.Index(["x"]), ["x"]),
+                            (pd.RangeIndex(2), [0, 1])]:
+        assert items(value, "s", "v") == expected

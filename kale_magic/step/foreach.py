@@ -34,17 +34,17 @@ def items(value, step: str, name: str) -> list:
     elif kind.startswith("pandas.") and type(value).__name__ in ("Series", "Index") or _pandas_index(value):
         out = list(value)
     else:
-        raise KaleError(f"step '{step}' loops over '{name}', a {kind}, which --foreach cannot iterate; make it "
+        raise KaleError(f"step '{step}' loops over '{name}' ({kind}), which --foreach cannot iterate; make it "
                         "a list, tuple, range, dict, 1-D numpy array or pandas Series (e.g. list(...)).")
     if len(out) > MAX_ITEMS:
-        raise KaleError(f"step '{step}' loops over '{name}', a {kind} of {len(out):,} items, more than "
+        raise KaleError(f"step '{step}' loops over '{name}' ({kind}) of {len(out):,} items, more than "
                         f"--foreach runs ({MAX_ITEMS:,}); loop over batches of them instead.")
     return out
 
 
 def _pandas_index(value) -> bool:
     """A pandas Index subclass (RangeIndex, DatetimeIndex...) without importing pandas."""
-    return any(c.__module__.startswith("pandas.") and c.__name__ == "Index" for c in type(value).__mro__)
+    return any(c.__module__.split(".")[0] == "pandas" and c.__name__ == "Index" for c in type(value).__mro__)
 
 
 def item_digest(item) -> str:
