@@ -149,7 +149,8 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                  if name in problems.unordered or not problems.unordered.isdisjoint(ancestors[name])}
     changes = {name: changed for name, (_, changed) in step_names.items()}
     writers = _writers(order, changes)
-    loops = _loops(steps, order, parents, ancestors, writers, parameters, step_names, code_defined, problems)
+    loops = _loops(steps, order, parents, ancestors, writers, parameters, step_names, code_defined | invalid,
+                   problems)
     # Every step runs the %%imports/%%functions code; function bodies count only where called.
     always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
 
@@ -187,6 +188,11 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
     for transfer in _results(order, ancestors, changes, writers, ignored, env, set(loops)):
         needed.setdefault((transfer.producer, transfer.name), transfer)
     metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
+    for metric in metrics:
+        if metric_steps[metric] in loops:
+            problems.add(problems.METRICS, f"metric '{metric}' is produced by step '{metric_steps[metric]}' once per "
+                                           "item (--foreach); compute one value from the list in a later step "
+                                           f"(e.g. mean_{metric} = sum({metric}) / len({metric})) and name that.")
     problems.raise_if_any()
     outputs: dict[str, list[Transfer]] = {name: [] for name in order}
     for (producer, _), transfer in needed.items():
@@ -290,7 +296,7 @@ def _loops(steps, order, parents, ancestors, writers, parameters, step_names, co
                 items(parameters[over], name, over)
             except KaleError as exc:
                 problems.add(problems.PARAMETERS, f"{said}: {exc}")
-        elif producer is None:
+        elif producer is None and over not in code_defined:  # (also: a %%parameters line already refused)
             later = [s for s in writers.get(over, ()) if s != name]
             problems.add(problems.FLOW, f"{said} loops over '{over}', which step '{later[0]}' produces but does not "
                                         f"run before it; add --after {later[0]} to the %%step {name} line."
