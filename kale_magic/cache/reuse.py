@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import KaleError
@@ -30,13 +30,6 @@ KEPT_LOCATIONS = 3  # runs whose copies of a result are remembered, newest first
 
 
 @dataclass(frozen=True)
-class Decision:
-    step: str
-    reuse_from: str | None  # the run that produced the reusable result, or None: the step runs
-    reason: str = ""  # why it runs (empty for a first run)
-
-
-@dataclass(frozen=True)
 class Reused:
     """A step served from the cache: the run whose outputs were linked, the key, its metrics, report links."""
 
@@ -44,6 +37,14 @@ class Reused:
     key: str
     metrics: dict
     links: dict
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: str
+    reuse_from: str | None  # the run that produced the reusable result, or None: the step runs
+    reason: str = ""  # why it runs (empty for a first run)
+    reused: Reused | None = None  # what :meth:`StepCache.reuse` linked into the run, for the engine to report
 
 
 class StepCache:
@@ -59,7 +60,6 @@ class StepCache:
         self.resume, self.resumed = self._resolve(resume)
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
-        self.notes: dict[str, str] = {}  # step -> why it ran although it could have been cached
         self.fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests, as the engine fanned it out
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
@@ -85,14 +85,14 @@ class StepCache:
         return self.keys.get(_label(name, item), (None, None))[0]
 
     def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str,
-              item: int | None = None) -> Reused | None:
+              item: int | None = None) -> Decision:
         """Link step ``name``'s cached outputs (of its ``item``, for a foreach step) into ``run_dir`` (run
-        ``run_id``), if it can be reused: what was reused, for the engine to report; None when the step
-        must run (:attr:`notes` may say why).  An item's key holds its value's digest as well."""
+        ``run_id``) if it can be reused.  The decision says what was reused, for the engine to report, or
+        why the step must run.  An item's key holds its value's digest as well."""
         step, label = plan.steps[name], _label(name, item)
         inputs = {t.name: self._input(plan, step, t, item) for t in step.inputs}
         if any(record is None for record in inputs.values()):
-            return None  # an input was not saved through the cache's view (e.g. its producer failed)
+            return Decision(name, None)  # an input was not saved through the cache's view (its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
         if item is not None:  # keyed on its item, not on all of them: a new item leaves the others cached
             parts["item"] = self.fanned[name][item]
@@ -103,9 +103,7 @@ class StepCache:
         self.keys[label] = (base, parts)
         decision, entry, location = self._decide(step, base, parts, label=label)
         if entry is None:
-            if decision.reason:
-                self.notes[label] = decision.reason
-            return None
+            return decision
         source = entry.get("step", label)  # an item may have had another place among the items then
         try:
             for output in entry["outputs"]:
@@ -116,11 +114,11 @@ class StepCache:
             if source == label:  # this run's copy is where later runs look for it
                 self._touch(entry, run_id)
         except OSError as exc:
-            self.notes[label] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
-            return None
+            return Decision(name, None, f"could not link the cached outputs of run {entry['run_id']} ({exc}); "
+                                        "running it again")
         self.records.update({(label, output): record for output, record in entry["outputs"].items()})
         self.keys[label] = (entry["key"], parts)
-        return Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links)
+        return replace(decision, reused=Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links))
 
     def _input(self, plan: Plan, step: StepPlan, transfer, item: int | None) -> dict | None:
         """The marshal record of an input: its producer's, the same item's of a step it continues, or one
@@ -136,23 +134,24 @@ class StepCache:
         return {"checksum": digest({str(i): r["checksum"] for i, r in enumerate(records)}),
                 "backend": records[0]["backend"] if records else None}
 
-    def remember(self, plan: Plan, name: str, outcome, run_id: str, item: int | None = None) -> None:
-        """Record a step (or an item of one) that just succeeded as a cache entry, keyed on the files it
-        read too."""
+    def remember(self, plan: Plan, name: str, outcome, run_id: str, ran_because: str = "",
+                 item: int | None = None) -> str:
+        """Record a step (or an item of one) that just succeeded as a cache entry, keyed on the files it read
+        too.  Returns what its row says about the cache: why it ran (``ran_because``, its decision's reason),
+        or why it was not cached, and how it was keyed."""
         step, label = plan.steps[name], _label(name, item)
         saved = outcome.saved or {}
         for transfer in step.outputs:
             if transfer.name in saved:
                 self.records[(label, transfer.name)] = saved[transfer.name]
         if outcome.status != "succeeded" or label not in self.keys:
-            return
+            return ran_because
         if any(t.name not in saved for t in step.outputs):
-            return
+            return ran_because
         reads = outcome.reads or {}
         if reads.get("changed"):
-            self.notes[label] = (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
-                                "what it writes, or something else wrote it)")
-            return
+            return (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
+                    "what it writes, or something else wrote it)")
         base, parts = self.keys[label]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
@@ -165,8 +164,7 @@ class StepCache:
             conservative = {"workspace": self.files.whole(), "unseen": unseen}
             keyed = (f"keyed on the whole workspace, as {unseen}; declare what it reads with "
                      f"%%step {name} --reads GLOB[,GLOB]")
-        if keyed:  # after why it ran, if it could have been cached
-            self.notes[label] = "; ".join(filter(None, (self.notes.get(label), keyed)))
+        note = "; ".join(filter(None, (ran_because, keyed)))  # after why it ran, if it could have been cached
         key = entry_key(base, files, listings, declared, conservative.get("workspace"))
         self.keys[label] = (key, parts)
         entry = {
@@ -179,7 +177,8 @@ class StepCache:
         try:
             self.index.put(entry)
         except OSError as exc:  # the run itself succeeded; only later reuse is lost
-            self.notes[label] = f"not cached: {exc}"
+            return f"not cached: {exc}"
+        return note
 
     # before a run --------------------------------------------------------------------------------
     def predict(self, plan: Plan, parameters: dict) -> list[Decision]:
@@ -288,7 +287,7 @@ class StepCache:
 # files ------------------------------------------------------------------------------------------
 
 def _label(step: str, item: int | None) -> str:
-    """How a step's item is named in keys, notes and the run's files: ``train[2]``."""
+    """How a step's item is named in keys and the run's files: ``train[2]``."""
     return step if item is None else f"{step}[{item}]"
 
 
