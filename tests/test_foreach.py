@@ -204,3 +204,14 @@ def test_a_metric_of_a_foreach_step_and_a_kfp_compile_are_refused_in_one_sentenc
     plan = kernel.magics.plan()
     with pytest.raises(KaleError, match="step 'sq' uses --foreach, which kale-magic does not compile for Kubeflow"):
         compile_pipeline(plan, tmp_path / "p.yaml")
+
+
+def test_kale_show_marks_a_foreach_step_with_its_clause(kernel):
+    from kale_magic.panel.plan_view import PlanView
+
+    kernel.cells("%%step make\nwords = ['a', 'bb']", "%%step size --foreach w in words\nn = len(w)",
+                 "%%step twice --foreach w in words\nm = n * 2")
+    view = PlanView(kernel.magics.plan())
+    assert "  twice (after size); once per item: --foreach w in words, continuing size item by item" in repr(view)
+    page = view._repr_html_()
+    assert page.count('class="kale-node-stack"') == 4 and "∀ w in words" in page  # two cards behind each node
