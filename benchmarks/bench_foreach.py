@@ -85,10 +85,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--items", type=int, default=40)
     args = parser.parse_args()
+    home = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         shell = kale_shell(tmp)
         kf = [kfold(shell) for _ in range(args.repeat)]
         per = [overhead(shell, args.items) for _ in range(args.repeat)]
+        os.chdir(home)  # the shell's exit handler reads the working directory
     foreach = statistics.median(k[0] for k in kf)
     separate = statistics.median(k[1] for k in kf)
     print(f"5-fold x 3 models, --foreach (one run): {foreach:.2f} s; 15 separate %kale_runs: {separate:.2f} s "
