@@ -179,8 +179,9 @@ def _run_options(args) -> dict:
     options = {flag: getattr(args, flag) for flag in ("experiment", "pipeline", "description", "engine", "host")
                if getattr(args, flag)}
     options.update({flag: True for flag in ("compile_only", "no_cache", "no_snapshot") if getattr(args, flag)})
-    if args.param:
-        options["param"] = list(args.param)
+    for flag in ("param", "sweep"):
+        if getattr(args, flag):
+            options[flag] = list(getattr(args, flag))
     return options
 
 
@@ -193,8 +194,8 @@ def _run_line(args) -> str:
         flag = "--" + name.replace("_", "-")
         if value is True:
             words.append(flag)
-        elif name == "param":
-            words += [word for param in value for word in (flag, param)]
+        elif name in ("param", "sweep"):
+            words += [word for item in value for word in (flag, item)]
         else:
             words += [flag, value]
     return magic_arguments(words)
@@ -221,7 +222,8 @@ def cmd_runs(args) -> int:
 
     with _store(args.dir) as store:
         compare = tuple(args.compare) if args.compare else None
-        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare)))
+        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare,
+                             sweep=args.sweep, plot=args.plot, by=args.by)))
     return 0
 
 
@@ -330,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", help="pipeline name")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
+    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+                     help="run once per value of a parameter (repeatable: every combination), as %%kale_run --sweep")
     run.add_argument("--engine", metavar="ENGINE", help="where the steps run: local, kfp or an installed engine")
     run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
     run.add_argument("--description", help="pipeline description")
@@ -349,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
     runs.add_argument("--experiment", help="only the runs of this experiment")
     runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+    runs.add_argument("--sweep", metavar="ID", help="only the points of this sweep")
+    runs.add_argument("--plot", metavar="METRIC", help="also show this metric over the runs")
+    runs.add_argument("--by", metavar="PARAM", help="with --plot: the metric against this parameter")
     runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="what changed between two runs")
     runs.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")

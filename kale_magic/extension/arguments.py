@@ -67,6 +67,9 @@ def step():
 @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
 @argument("--param", action="append", default=[], metavar="NAME=VALUE",
           help="Override a %%%%parameters value (repeatable).")
+@argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+          help="Run once per value of a parameter (a list literal works too: \"lr=[0.1, 0.01]\"); repeated, "
+               "once per combination; returns a Sweep.")
 @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
 @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
 @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
@@ -95,6 +98,9 @@ def kale_run():
 @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
 @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
 @argument("--all", action="store_true", help="The runs of every notebook in the folder, not only this one's.")
+@argument("--sweep", metavar="ID", help="Only the points of this sweep (its id, or the last part of it).")
+@argument("--by", metavar="PARAM", help="With --plot: the metric against this parameter, one line per value "
+                                        "of the other parameters.")
 def kale_runs():
     """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
 

@@ -48,6 +48,7 @@ class RunRequest:
     no_cache: bool = False  # run every step, reuse no cached result
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
     schedule: object = None  # a run.schedule.Schedule: create a recurring run on KFP instead of running now
+    sweep_id: str | None = None  # this run is a point of that sweep (run.sweep)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     """
     pipeline = request.pipeline or workspace.pipeline_name
     state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
+    if request.sweep_id:
+        state.set_ids(sweep_id=request.sweep_id)
     cells = session.cells
     plan = validate(request, cells, session.environment, workspace, state)
     for listener in listeners:
