@@ -50,6 +50,9 @@ def _names(text: str) -> tuple[str, ...]:
 @argument("--secret", action="append", default=[], metavar="NAME[:KEY[=ENVVAR]]",
           help="Key KEY (default NAME) of Kubernetes Secret NAME as variable ENVVAR (default KEY); locally "
                "read from the kernel's environment or the .env file beside the notebook (repeatable).")
+@argument("--foreach", nargs=3, metavar=("VAR", "in", "NAME"),
+          help="Run the cell once per item of NAME (a parameter or a value an earlier step produces) with VAR "
+               "bound to the item; each name it produces is then the list of the items' values.")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
 
@@ -177,7 +180,21 @@ def step_options(args) -> StepOptions:
             reads = check_reads(args.reads)
         except ValueError as exc:
             raise UsageError(f"%%step {args.name}: --reads {args.reads}: {exc}.") from None
-    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, **checked, **_environment(args))
+    foreach = None if args.foreach is None else check_foreach(args.name, args.foreach)
+    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, foreach=foreach, **checked,
+                       **_environment(args))
+
+
+def check_foreach(step: str, words: list[str]) -> tuple[str, str]:
+    """``--foreach VAR in NAME`` as (VAR, NAME); a ``UsageError`` naming what is missing or wrong."""
+    var, word, name = words
+    if word != "in" or not var.isidentifier() or not name.isidentifier():
+        raise UsageError(f"%%step {step}: --foreach {' '.join(words)}: write it as --foreach VAR in NAME with "
+                         "two variable names, e.g. --foreach fold in folds.")
+    if var == name:
+        raise UsageError(f"%%step {step}: --foreach {var} in {name}: the item needs its own name, e.g. "
+                         f"--foreach item in {name}.")
+    return var, name
 
 
 def check_reads(text: str) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
 from ..plan.session import CELL_KINDS, RecordedCell, Session, StepOptions, cell_key, stale_key
 from . import arguments
+from .foreach import KernelLoops
 from .notebook_file import NotebookFinder
 
 MAX_PARALLEL = 256  # steps at once; each is a process
@@ -106,6 +107,7 @@ class Kale(Magics):
         self._renamed: set[str] = set()  # old setting names already noted
         super().__init__(shell)
         self.session = Session()
+        self.loops = KernelLoops()  # what --foreach cells produced, for the cells that continue them
         self._notebooks = NotebookFinder()
         self._cell_id: str | None = None
         self._depth = 0
@@ -221,12 +223,16 @@ class Kale(Magics):
             self._warm(key, python)  # the worker imports them while the kernel does
         self._depth += 1
         try:
-            result = self.shell.run_cell(cell, store_history=False, silent=silent)
+            def run_body() -> bool:
+                return self.shell.run_cell(cell, store_history=False, silent=silent).success
+
+            success = (self.loops.run(ns, step, options.foreach, python, run_body) if options.foreach
+                       else run_body())
         finally:
             self._depth -= 1
         created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not is_bookkeeping(n))
         self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options, created))
-        if not result.success:
+        if not success:
             raise CellFailed(f"the %%{kind} cell failed")
 
     @cell_magic
@@ -297,6 +303,7 @@ class Kale(Magics):
     def kale_reset(self, line):
         """Forget every recorded annotation (the cells' variables stay in the namespace)."""
         self.session.reset()
+        self.loops.reset()
         print("kale: all recorded annotations forgotten")
 
     @line_magic

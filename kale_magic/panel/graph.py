@@ -22,7 +22,7 @@ from ..plan import Plan, Transfer
 from ..files import human_size
 from . import layered
 from .layered import Edge, Key, Layout
-from .style import COLORS, FAILED_FILL, ICONS, new_tab
+from .style import COLORS, FAILED_FILL, ICONS, items_summary, new_tab
 from .svg import StepView, box, clip, num, svg_open, text, width
 
 MAX_WIDTH = 960  # px: a top-down picture wider than this is drawn left to right
@@ -59,13 +59,24 @@ def _values(plan: Plan, producer: str, names: tuple[str, ...]) -> list[Transfer]
 
 
 def _detail(plan: Plan, name: str) -> str:
-    params = plan.steps[name].parameters
-    return clip("⚙ " + ", ".join(params), NAME_CELLS + 6) if params else ""
+    """The node's second line: a foreach step's clause, the parameters it reads."""
+    step = plan.steps[name]
+    loop = f"∀ {step.foreach.var} in {step.foreach.name}" if step.foreach else ""
+    params = "⚙ " + ", ".join(step.parameters) if step.parameters else ""
+    return clip("  ".join(filter(None, (loop, params))), NAME_CELLS + 6)
+
+
+def _title(name: str, state) -> str:
+    """The node's name, with a foreach step's items once known: ``train ×5: 3 ✓ 1 ◔ 1 ✗``."""
+    items = getattr(state, "items", None)
+    return clip(name, NAME_CELLS) + (f" {items_summary(state)}" if items is not None else "")
 
 
 def _sizer(plan: Plan):
     """Measures the items of :func:`layered.layout` from what will be written in them."""
-    names = max((width(clip(n, NAME_CELLS), NAME_SIZE) for n in plan.steps), default=0.0)
+    # a foreach node leaves room for its items (``×12: 5 ✓ 4 ◔ 2 ✗ 1 –``)
+    names = max((width(clip(n, NAME_CELLS) + (" ×12: 5 ✓ 4 ◔ 2 ✗ 1 –" if s.foreach else ""), NAME_SIZE)
+                 for n, s in plan.steps.items()), default=0.0)
     details = max((width(_detail(plan, n), DETAIL_SIZE) for n in plan.steps), default=0.0)
     # Room for the status icon even in the planned picture, so a run's picture has the plan's layout.
     node = (2 * PAD + max(ICON + names, details, 56), 29 if details == 0 else 44)
@@ -181,11 +192,15 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
                  'repeatCount="indefinite"/></rect>')
     else:
         rect += "/>"
+    if plan.steps[name].foreach:  # a stack of cards: one step, many items
+        rect = "".join(f'<rect class="kale-node-stack" x="{num(left + d)}" y="{num(top - d)}" width="{num(b.w)}" '
+                       f'height="{num(b.h)}" rx="6" fill="{fill}" stroke="{stroke}" stroke-width="1"/>'
+                       for d in (6, 3)) + rect
     first = top + 19
     icon = (f'<text class="kale-node-icon" x="{num(left + PAD)}" y="{num(first)}" fill="{stroke}" '
             f'font-size="{NAME_SIZE}">{ICONS[status]}</text>') if status else ""
     label = (f'<text class="kale-node-name" x="{num(left + PAD + (ICON if status else 0))}" y="{num(first)}" '
-             f'font-size="{NAME_SIZE}" font-weight="bold" fill="{ink}">{text(clip(name, NAME_CELLS))}</text>')
+             f'font-size="{NAME_SIZE}" font-weight="bold" fill="{ink}">{text(_title(name, state))}</text>')
     detail = _detail(plan, name)
     if detail:
         label += (f'<text class="kale-node-params" x="{num(left + PAD)}" y="{num(first + 15)}" '
@@ -236,8 +251,8 @@ class LiveGraph:
     def html(self, plan: Plan, steps: Mapping[str, StepView], href: Callable[[str], str | None]) -> str:
         if plan is not self._plan:
             self._plan, self._geometry, self._drawn = plan, layout(plan), ((), "")
-        seen = tuple((n, s.status, s.message, s.cached_from, href(n) if s.status == "failed" else None)
-                     for n, s in steps.items())
+        seen = tuple((n, s.status, s.message, s.cached_from, href(n) if s.status == "failed" else None,
+                      tuple(i.status for i in getattr(s, "items", None) or ())) for n, s in steps.items())
         if seen != self._drawn[0]:
             self._drawn = (seen, graph_html(plan, steps, href=href, geometry=self._geometry))
         return self._drawn[1]

@@ -16,6 +16,10 @@ def plan_text(plan: Plan) -> str:
         extra = f"; parameters: {', '.join(step.parameters)}" if step.parameters else ""
         extra += f"; metrics: {', '.join(step.metrics)}" if step.metrics else ""
         extra += f"; reads: {', '.join(step.options.reads)}" if step.options.reads else ""
+        if step.foreach:
+            loop = step.foreach
+            extra += (f"; once per item: --foreach {loop.var} in {loop.name}"
+                      + (f", continuing {', '.join(loop.continues)} item by item" if loop.continues else ""))
         lines.append(f"  {step.name}{after}{extra}")
     flows = plan.flows()
     if flows:

@@ -204,6 +204,12 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
 
     from .delivery import check_container_specs, publish_bundle
 
+    looping = [name for name, step in plan.steps.items() if step.foreach]
+    if looping:  # compiled as one task it would run once, not per item: refused rather than wrong
+        from ...errors import KaleError
+
+        raise KaleError(f"step '{looping[0]}' uses --foreach, which kale-magic does not compile for Kubeflow "
+                        "Pipelines yet; run it with --engine local.")
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
