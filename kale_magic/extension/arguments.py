@@ -50,6 +50,10 @@ def _names(text: str) -> tuple[str, ...]:
 @argument("--secret", action="append", default=[], metavar="NAME[:KEY[=ENVVAR]]",
           help="Key KEY (default NAME) of Kubernetes Secret NAME as variable ENVVAR (default KEY); locally "
                "read from the kernel's environment or the .env file beside the notebook (repeatable).")
+@argument("--if", dest="condition", metavar='"EXPR"',
+          help="Run the step only when EXPR holds, over parameters and values of earlier steps (names, literals, "
+               "comparisons, and/or/not, arithmetic, subscripts, attributes, len abs min max any all round); "
+               "when false, it and every step after it are skipped and the run succeeds.")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
 
@@ -167,7 +171,16 @@ def step_options(args) -> StepOptions:
             reads = check_reads(args.reads)
         except ValueError as exc:
             raise UsageError(f"%%step {args.name}: --reads {args.reads}: {exc}.") from None
-    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, **checked, **_environment(args))
+    condition = None
+    if args.condition is not None:
+        from ..plan.condition import parse_condition
+
+        try:
+            condition = parse_condition(args.condition).text
+        except ValueError as exc:
+            raise UsageError(f'%%step {args.name}: --if "{args.condition}": {exc}.') from None
+    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, condition=condition, **checked,
+                       **_environment(args))
 
 
 def check_reads(text: str) -> tuple[str, ...]:

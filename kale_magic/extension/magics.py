@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Any, Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 
@@ -208,7 +209,8 @@ class Kale(Magics):
 
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
-                        options: StepOptions = StepOptions(), silent: bool = False):
+                        options: StepOptions = StepOptions(), silent: bool = False, why_not: str | None = None):
+        """Run the cell and record it; ``why_not``: an ``--if`` cell whose condition is false, recorded unrun."""
         from ..plan.planner import is_bookkeeping
 
         cell = cell.rstrip("\n")
@@ -218,6 +220,10 @@ class Kale(Magics):
         before = {name: id(value) for name, value in ns.items()}
         if kind in ("imports", "functions"):
             self._warm(key, python)  # the worker imports them while the kernel does
+        if why_not is not None:
+            print(f"kale: step {step} did not run: {why_not}")
+            self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options))
+            return
         self._depth += 1
         try:
             result = self.shell.run_cell(cell, store_history=False, silent=silent)
@@ -237,7 +243,25 @@ class Kale(Magics):
         check_step_name(args.name)
         options = arguments.step_options(args)
         self._warm()  # while the user works; %kale_run will need it
-        self._record_and_run("step", cell, step=args.name, options=options)
+        why_not = self._why_not(args.name, options.condition) if options.condition else None
+        self._record_and_run("step", cell, step=args.name, options=options, why_not=why_not)
+
+    def _why_not(self, step: str, text: str) -> str | None:
+        """Why an ``--if`` cell does not run its body in the kernel (None: it does), as the pipeline will say."""
+        from ..plan.condition import parse_condition
+
+        condition = parse_condition(text)
+        ns = self.shell.user_ns
+        unknown = [name for name in condition.names if name not in ns]
+        try:
+            if unknown:
+                raise NameError(f"'{unknown[0]}' is not defined in the kernel; run the cells that produce it first")
+            holds = condition.holds(ns)
+        except Exception as exc:
+            why = f'%%step {step}: --if "{text}" could not be evaluated: {type(exc).__name__}: {exc}'
+            self.session.mark_stale(stale_key("step", step, self._cell_id), why + "; fix it and run the cell again")
+            raise UsageError(why + ".") from None
+        return None if holds else condition.why_false(ns)
 
     @cell_magic
     def imports(self, line, cell):

@@ -35,6 +35,9 @@ class StepPlan:
     outputs: tuple[Transfer, ...]  # values it saves for later steps
     metrics: tuple[str, ...]  # metrics computed at the end of this step
     options: StepOptions = field(default_factory=StepOptions)
+    # --if: what its condition reads, evaluated before the step runs (not inputs: they do not key its cache)
+    condition_parameters: tuple[str, ...] = ()
+    condition_inputs: tuple[Transfer, ...] = ()
 
 
 @dataclass

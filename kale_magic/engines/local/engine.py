@@ -126,6 +126,9 @@ class LocalEngine:
             for instance in schedule.ready():
                 if len(running) >= self.max_parallel:
                     break
+                if plan.steps[instance.step].options.condition and self._gated(instance, plan, schedule, state,
+                                                                                run_dir):
+                    continue
                 reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
                 if reused:
                     schedule.end(instance, "cached")
@@ -202,6 +205,30 @@ class LocalEngine:
                    traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
         for other, why in skipped.items():
             state.step(other.step, "skipped", message=why)
+
+    @staticmethod
+    def _gated(instance, plan: Plan, schedule: Schedule, state, run_dir: RunDir) -> bool:
+        """Evaluate ``instance``'s ``--if`` on the values its ancestors saved (here, before anything runs:
+        a false one costs no process); False lets it run, else it ended skipped or failed, and so did what
+        its end skips."""
+        from ... import marshal
+        from ...plan.condition import parse_condition
+
+        step = plan.steps[instance.step]
+        condition = parse_condition(step.options.condition)
+        try:
+            values = {name: plan.parameters[name] for name in step.condition_parameters}
+            for t in step.condition_inputs:
+                values[t.name] = marshal.load(str(run_dir.value(t.producer, t.name)), name=t.name, step=t.producer)
+            if condition.holds(values):
+                return False
+            status, why = "skipped", condition.why_false(values)
+        except Exception as exc:  # the expression's own error, or a value that would not load
+            status, why = "failed", f'the --if "{condition.text}" of step \'{step.name}\' raised {type(exc).__name__}: {exc}'
+        for other, reason in schedule.end(instance, status, why).items():
+            state.step(other.step, "skipped", message=reason)
+        state.step(instance.step, status, message=why)
+        return True
 
     def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
