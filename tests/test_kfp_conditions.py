@@ -82,3 +82,19 @@ def test_the_compiled_pipeline_takes_the_kernels_branch_in_containers(kernel, th
     said = json.loads(outputs(docker_pipeline_root, "kale-gate-deploy", "executor_output.json").read_text())
     assert said["parameterValues"]["Output"] == ("true" if ran else "condition accuracy > threshold was false: "
                                                                      "accuracy = 0.87, threshold = 0.9")
+
+
+def test_a_successful_kfp_run_reports_the_steps_its_gate_held_back_as_skipped(kernel, tmp_path):
+    from kfp_api_server import FakeKfpServer
+    from kfp_plans import follow
+
+    plan = record(kernel, 0.5)
+    with FakeKfpServer() as server:
+        server.script_run(dict(state="SUCCEEDED", tasks={"train": "SUCCEEDED", "summary": "SUCCEEDED",
+                                                        "kale-gate-deploy": "SUCCEEDED", "report": "SUCCEEDED"}))
+        state = follow(server.url, tmp_path / "follow", plan=plan)
+    assert state.status == "succeeded"
+    why = "skipped: the condition accuracy > threshold of step 'deploy' was false (the kale-gate task's output says why)"
+    assert {n: (s.status, s.message) for n, s in state.steps.items() if s.status == "skipped"} == {
+        "deploy": ("skipped", why), "notify": ("skipped", why)}
+    assert state.steps["report"].status == "succeeded"
