@@ -1,5 +1,7 @@
 """``%%step NAME --if "EXPR"``: checked on its AST, the same truth in the kernel and on the local engine."""
 
+from dataclasses import replace
+
 import pytest
 
 from kale_magic.engines.local.scheduler import Schedule, StepInstance
@@ -119,6 +121,10 @@ def test_a_condition_that_cannot_run_is_refused_when_the_cell_runs(kernel):
                           "only len, abs, min, max, any, all, round; compute the value in a step before and test that.")
     error = kernel.error('%%step deploy --if "accuracy > 0.9"\npath = 1')
     assert "'accuracy' is not defined in the kernel" in str(error)
+    kernel.ns["accuracy"] = 0.87
+    error = kernel.error('%%step deploy --if "len(accuracy) > 0"\npath = 1')
+    assert str(error) == ('%%step deploy: --if "len(accuracy) > 0" could not be evaluated: TypeError: '
+                          "object of type 'float' has no len().")
     assert "path" not in kernel.ns
 
 
@@ -172,3 +178,24 @@ def test_show_and_the_graph_label_the_condition_and_grey_the_skipped_branch_with
     assert deploy.find("s:text[@class='kale-node-condition']", ns).text == "if accuracy > threshold"
     assert why in deploy.find("s:title", ns).text
     assert nodes["notify"].get("data-status") == "skipped" and why in nodes["notify"].find("s:title", ns).text
+
+
+def test_a_cached_producer_still_gates_and_a_condition_that_raises_fails_its_step(kernel):
+    cells = _cells(0.9)
+    run_cells(kernel, cells[:4] + cells[5:])
+    first = kernel.kale_run()
+    second = kernel.kale_run()  # train and summary come from the cache: the gate reads the reused accuracy
+    assert second.state.steps["summary"].status == "cached"
+    assert second.status == "succeeded" and second.state.steps["deploy"].status == "skipped"
+    assert second.state.steps["deploy"].message == first.state.steps["deploy"].message
+
+    # A value the run computes differently from the kernel (randomness, files): an error fails the step.
+    session = kernel.magics.session
+    cell = session.cells["id:cell-3"]
+    session.cells[cell.key] = replace(cell, options=replace(cell.options, condition="len(accuracy) > 0"))
+    run = kernel.kale_run()
+    assert run.status == "failed"
+    assert run.state.steps["deploy"].status == "failed"
+    assert run.state.steps["deploy"].message == (
+        "the --if \"len(accuracy) > 0\" of step 'deploy' raised TypeError: object of type 'float' has no len()")
+    assert run.state.steps["report"].status == "cached"  # the failure stops only what runs after deploy
