@@ -98,3 +98,22 @@ def test_a_successful_kfp_run_reports_the_steps_its_gate_held_back_as_skipped(ke
     assert {n: (s.status, s.message) for n, s in state.steps.items() if s.status == "skipped"} == {
         "deploy": ("skipped", why), "notify": ("skipped", why)}
     assert state.steps["report"].status == "succeeded"
+
+
+def test_kale_magic_compile_reads_the_condition_from_the_file(tmp_path):
+    from cli_helpers import code, kale_magic, write
+
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%parameters\nthreshold = 0.9"),
+          code("%%step summary\naccuracy = 0.87"),
+          code('%%step deploy --if "accuracy > threshold"\npath = "m.pkl"'),
+          code('%%step bad --if "check(accuracy)"\nz = 1'))
+    refused = kale_magic("compile", "nb.ipynb", cwd=tmp_path)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+    assert 'it calls check(), but a condition may call only len, abs, min, max, any, all, round' in refused.stderr
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%parameters\nthreshold = 0.9"),
+          code("%%step summary\naccuracy = 0.87"),
+          code('%%step deploy --if "accuracy > threshold"\npath = "m.pkl"'))
+    result = kale_magic("compile", "nb.ipynb", "-o", "p.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    tasks = next(yaml.safe_load_all((tmp_path / "p.yaml").read_text()))["root"]["dag"]["tasks"]
+    assert tasks["condition-1"]["triggerPolicy"]["condition"].endswith("kale-gate-deploy-Output'] == 'true'")
