@@ -94,7 +94,8 @@ def test_a_false_condition_skips_the_branch_in_the_kernel_and_the_run_alike(kern
     steps = run.state.steps
     assert run.status == "succeeded"
     assert (steps["deploy"].status, steps["deploy"].message) == ("skipped", why)
-    assert (steps["notify"].status, steps["notify"].message) == ("skipped", f"skipped: step 'deploy' was skipped ({why})")
+    assert (steps["notify"].status, steps["notify"].message) == (
+        "skipped", f"skipped: step 'deploy' was skipped ({why})")
     assert steps["report"].status == "succeeded"
     checked = 0
     for transfer in run.plan.transfers():

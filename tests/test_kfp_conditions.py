@@ -38,7 +38,8 @@ def test_the_step_and_its_descendants_sit_in_one_if_block_after_a_gate(kernel, t
     plan = record(kernel, 0.5)
     spec = next(yaml.safe_load_all(compile_pipeline(plan, tmp_path / "p.yaml").read_text()))
     root = spec["root"]["dag"]["tasks"]
-    assert set(root) - {"kale-environment", "importer"} == {"train", "summary", "report", "kale-gate-deploy", "condition-1"}
+    assert set(root) - {"kale-environment", "importer"} == {
+        "train", "summary", "report", "kale-gate-deploy", "condition-1"}
     gate = root["kale-gate-deploy"]
     assert set(gate["inputs"]["parameters"]) == {"threshold"}
     assert set(gate["inputs"]["artifacts"]) == {"in_accuracy", "kale_environment"}  # its values, its environment
@@ -94,7 +95,8 @@ def test_a_successful_kfp_run_reports_the_steps_its_gate_held_back_as_skipped(ke
                                                         "kale-gate-deploy": "SUCCEEDED", "report": "SUCCEEDED"}))
         state = follow(server.url, tmp_path / "follow", plan=plan)
     assert state.status == "succeeded"
-    why = "skipped: the condition accuracy > threshold of step 'deploy' was false (the kale-gate task's output says why)"
+    why = ("skipped: the condition accuracy > threshold of step 'deploy' was false (the kale-gate task's output "
+           "says why)")
     assert {n: (s.status, s.message) for n, s in state.steps.items() if s.status == "skipped"} == {
         "deploy": ("skipped", why), "notify": ("skipped", why)}
     assert state.steps["report"].status == "succeeded"

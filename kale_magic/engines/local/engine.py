@@ -224,7 +224,8 @@ class LocalEngine:
                 return False
             status, why = "skipped", condition.why_false(values)
         except Exception as exc:  # the expression's own error, or a value that would not load
-            status, why = "failed", f'the --if "{condition.text}" of step \'{step.name}\' raised {type(exc).__name__}: {exc}'
+            status = "failed"
+            why = f'the --if "{condition.text}" of step \'{step.name}\' raised {type(exc).__name__}: {exc}'
         for other, reason in schedule.end(instance, status, why).items():
             state.step(other.step, "skipped", message=reason)
         state.step(instance.step, status, message=why)
