@@ -303,7 +303,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
                          for t in step.condition_inputs})
             task = gate_components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
-            _apply_options(task, None, opts)
+            _apply_options(task, None, opts, requests=False)
             return task
 
         def inside(prefix):
@@ -526,9 +526,10 @@ def _define(source: str, function: str):
     return namespace[function]
 
 
-def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
+def _apply_options(task, step: StepPlan | None, opts: CompileOptions, requests: bool = True) -> None:
     """Per-step options from ``%%step``; ``step`` None for the environment task, which obeys the pipeline-wide
-    ones as every step does: caching, volumes and secrets (its pip may need the index's credentials)."""
+    ones as every step does: caching, volumes and secrets (its pip may need the index's credentials), and for
+    an ``--if`` gate (``requests`` False: it only loads a few values, and asks for no resources)."""
     from kfp import kubernetes
 
     if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
@@ -539,7 +540,8 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
     if step is None:
         task.set_caching_options(opts.caching)
-        task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
+        if requests:
+            task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
         return
     o = step.options
     task.set_display_name(step.name)
