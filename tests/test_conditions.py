@@ -86,8 +86,12 @@ def test_a_false_condition_skips_the_branch_in_the_kernel_and_the_run_alike(kern
     assert capsys.readouterr().out.strip().splitlines()[-1] == (
         "kale: step deploy did not run: condition accuracy > threshold was false: accuracy = 0.87, threshold = 0.9")
     assert "path" not in kernel.ns
-    kernel.error(cells[4], cell_id="cell-4")  # NameError, as in any notebook: notify needs what deploy did not make
-    kernel.run(cells[5], cell_id="cell-5")
+    kernel.run(cells[4], cell_id="cell-4")  # after deploy: held back too, as in the pipeline ("Run All" goes on)
+    assert capsys.readouterr().out.strip() == (
+        "kale: step notify did not run: step 'deploy' before it did not run (condition accuracy > threshold was "
+        "false: accuracy = 0.87, threshold = 0.9)")
+    assert "message" not in kernel.ns
+    kernel.run(cells[5], cell_id="cell-5")  # --after summary: runs
     after["report"] = {"line": kernel.ns["line"]}
     run = kernel.kale_run()
     why = "condition accuracy > threshold was false: accuracy = 0.87, threshold = 0.9"
@@ -182,8 +186,7 @@ def test_show_and_the_graph_label_the_condition_and_grey_the_skipped_branch_with
 
 
 def test_a_cached_producer_still_gates_and_a_condition_that_raises_fails_its_step(kernel):
-    cells = _cells(0.9)
-    run_cells(kernel, cells[:4] + cells[5:])
+    run_cells(kernel, _cells(0.9))
     first = kernel.kale_run()
     second = kernel.kale_run()  # train and summary come from the cache: the gate reads the reused accuracy
     assert second.state.steps["summary"].status == "cached"

@@ -109,6 +109,7 @@ class Kale(Magics):
         self._notebooks = NotebookFinder()
         self._cell_id: str | None = None
         self._depth = 0
+        self._held: dict[str, str] = {}  # step -> why its cells did not run in the kernel (a false --if)
         self._workers = None
         self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
@@ -244,7 +245,22 @@ class Kale(Magics):
         options = arguments.step_options(args)
         self._warm()  # while the user works; %kale_run will need it
         why_not = self._why_not(args.name, options.condition) if options.condition else None
+        why_not = why_not or self._after_held(args.name, options.after)
+        if why_not:
+            self._held[args.name] = why_not
+        else:
+            self._held.pop(args.name, None)
         self._record_and_run("step", cell, step=args.name, options=options, why_not=why_not)
+
+    def _after_held(self, step: str, after: tuple[str, ...] | None) -> str | None:
+        """Why a step after one that did not run in the kernel does not run either, as in the pipeline: its
+        parents are its --after steps, else the step recorded before it (its parent in execution order)."""
+        if after is None:
+            steps = [c.step for c in self.session.ordered() if c.kind == "step"]
+            earlier = steps[:steps.index(step)] if step in steps else steps
+            after = tuple(s for s in earlier[-1:] if s != step)
+        held = next((p for p in after if p in self._held), None)
+        return None if held is None else f"step '{held}' before it did not run ({self._held[held]})"
 
     def _why_not(self, step: str, text: str) -> str | None:
         """Why an ``--if`` cell does not run its body in the kernel (None: it does), as the pipeline will say."""
@@ -320,6 +336,7 @@ class Kale(Magics):
     def kale_reset(self, line):
         """Forget every recorded annotation (the cells' variables stay in the namespace)."""
         self.session.reset()
+        self._held.clear()
         print("kale: all recorded annotations forgotten")
 
     @line_magic
