@@ -36,6 +36,7 @@ FILLS = {"pending": "#fafafa", "running": "#e3f2fd", "succeeded": "#e8f5e9", "fa
          "cached": "#e0f7fa", "skipped": "#f5f5f5"}
 PLAN_STROKE, EDGE_STROKE = "#607d8b", "#9e9e9e"
 LONG_STROKE = "#7e9cc0"  # a long edge (values from an ancestor past its children): told apart from the others
+CONDITION_STROKE = "#ef6c00"  # an edge into an --if step: it runs only when its condition holds
 
 
 # -- what is written where ---------------------------------------------------
@@ -59,11 +60,13 @@ def _values(plan: Plan, producer: str, names: tuple[str, ...]) -> list[Transfer]
 
 
 def _detail(plan: Plan, name: str) -> str:
-    """The node's second line: a foreach step's clause, the parameters it reads."""
+    """The node's second line: a foreach step's clause, then its --if condition (what decides whether it
+    runs), else the parameters it reads."""
     step = plan.steps[name]
     loop = f"∀ {step.foreach.var} in {step.foreach.name}" if step.foreach else ""
-    params = "⚙ " + ", ".join(step.parameters) if step.parameters else ""
-    return clip("  ".join(filter(None, (loop, params))), NAME_CELLS + 6)
+    rest = (f"if {step.options.condition}" if step.options.condition
+            else "⚙ " + ", ".join(step.parameters) if step.parameters else "")
+    return clip("  ".join(filter(None, (loop, rest))), NAME_CELLS + 6)
 
 
 def _title(name: str, state) -> str:
@@ -129,12 +132,17 @@ def _edge_path(geo: Layout, edge: Edge) -> tuple[str, str]:
     return d, head
 
 
-def _edge_svg(geo: Layout, edge: Edge) -> str:
+def _edge_svg(plan: Plan, geo: Layout, edge: Edge) -> str:
     d, head = _edge_path(geo, edge)
     dash = "" if edge.names else ' stroke-dasharray="4 3"'
     stroke, long = (LONG_STROKE, ' data-long="true"') if edge.long else (EDGE_STROKE, "")
     tip = (f"<title>{text(', '.join(edge.names))}: {text(edge.producer)} → {text(edge.consumer)}, "
            f"past the steps between them</title>") if edge.long else ""
+    condition = plan.steps[edge.consumer].options.condition
+    if condition and not edge.long:  # labelled: the consumer runs only if it holds
+        stroke, dash = CONDITION_STROKE, ' stroke-dasharray="7 2 2 2"'
+        long += f' data-condition="{text(condition)}"'
+        tip = f"<title>{text(edge.consumer)} runs only if {text(condition)}</title>"
     return (f'<g class="kale-edge" data-from="{text(edge.producer)}" data-to="{text(edge.consumer)}" '
             f'data-values="{text(",".join(edge.names))}"{long}>{tip}'
             f'<path d="{d}" fill="none" stroke="{stroke}" stroke-width="1.3"{dash}/>'
@@ -160,7 +168,7 @@ def _value_svg(plan: Plan, geo: Layout, key: Key) -> str:
 
 def _tooltip(plan: Plan, name: str, state: StepView | None) -> str:
     step = plan.steps[name]
-    lines = [name]
+    lines = [name] + ([f"runs only if {step.options.condition}"] if step.options.condition else [])
     if state is not None:
         message = (state.message or "").removeprefix(f"{state.status}: ")
         lines.append(state.status + (f": {message}" if message else "")
@@ -203,8 +211,9 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
              f'font-size="{NAME_SIZE}" font-weight="bold" fill="{ink}">{text(_title(name, state))}</text>')
     detail = _detail(plan, name)
     if detail:
-        label += (f'<text class="kale-node-params" x="{num(left + PAD)}" y="{num(first + 15)}" '
-                  f'font-size="{DETAIL_SIZE}" fill="#616161">{text(detail)}</text>')
+        kind, tint = ("condition", CONDITION_STROKE) if plan.steps[name].options.condition else ("params", "#616161")
+        label += (f'<text class="kale-node-{kind}" x="{num(left + PAD)}" y="{num(first + 15)}" '
+                  f'font-size="{DETAIL_SIZE}" fill="{tint}">{text(detail)}</text>')
     node = (f'<g class="kale-node" data-step="{text(name)}" data-status="{status or "planned"}">'
             f'<title>{text(_tooltip(plan, name, state))}</title>{rect}{icon}{label}</g>')
     target = href(name) if href and status == "failed" else None
@@ -228,7 +237,7 @@ def graph_svg(plan: Plan, steps: Mapping[str, StepView] | None = None, *,
     steps = steps or {}
     label = f"pipeline {plan.pipeline}: {len(plan.steps)} steps"
     parts = [svg_open(geo.width, geo.height, "kale-graph", label)]
-    parts += [_edge_svg(geo, edge) for edge in geo.edges]
+    parts += [_edge_svg(plan, geo, edge) for edge in geo.edges]
     parts += [_value_svg(plan, geo, key) for key in geo.boxes if key[0] == "value"]
     parts += [_node_svg(plan, geo, name, steps.get(name), href) for name in plan.steps]
     parts.append("</svg>")

@@ -53,6 +53,9 @@ class StepPlan:
         """True when this step loads ``producer``'s values item by item (same clause), False when as lists."""
         other = plan.steps[producer].foreach
         return bool(self.foreach and other and other.head == self.foreach.head)
+    # --if: what its condition reads, evaluated before the step runs (not inputs: they do not key its cache)
+    condition_parameters: tuple[str, ...] = ()
+    condition_inputs: tuple[Transfer, ...] = ()
 
 
 @dataclass

@@ -185,6 +185,9 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                 needed[(producer, var)] = transfer
             inputs[name].append(transfer)
 
+    gates = {name: _condition_reads(name, steps[name].options.condition, parameters, ancestors, writers, needed,
+                                    env, problems, (changes, cells)) for name in order}
+
     for transfer in _results(order, ancestors, changes, writers, ignored, env, set(loops)):
         needed.setdefault((transfer.producer, transfer.name), transfer)
     metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
@@ -210,6 +213,8 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
             metrics=tuple(m for m in metrics if metric_steps[m] == name),
             options=step.options,
             foreach=loops.get(name),
+            condition_parameters=gates[name][0],
+            condition_inputs=gates[name][1],
         )
     return Plan(
         pipeline=pipeline, steps=plan_steps, experiment=experiment, description=description,
@@ -414,9 +419,34 @@ def _nearest_writer(var, step, ancestors, writers, problems: _Problems) -> str |
     return nearest[0] if nearest else None
 
 
-def _not_produced(var, step, ancestors, changes, cells, env) -> str | None:
+def _condition_reads(name, text, parameters, ancestors, writers, needed, env, problems, seen):
+    """(parameters, values of ancestors) an ``--if`` reads; a name that is neither is a problem."""
+    if not text:
+        return (), ()
+    from .condition import parse_condition
+
+    params, values = [], []
+    for var in parse_condition(text).names:
+        producer = _nearest_writer(var, name, ancestors, writers, problems)
+        if producer is None:
+            if var in parameters:
+                params.append(var)
+            else:
+                reader = f'step \'{name}\' --if "{text}"'
+                problems.add(problems.FLOW, _not_produced(var, name, ancestors, *seen, env, reader=reader) or (
+                    f"{reader} reads '{var}', but no step before '{name}' produces it and it is no parameter; "
+                    "check the spelling, or compute it in a step before."))
+            continue
+        transfer = needed.get((producer, var)) or problems.check(problems.VALUES, _transfer, var, producer, env)
+        if transfer is not None:
+            needed[(producer, var)] = transfer
+            values.append(transfer)
+    return tuple(params), tuple(values)
+
+
+def _not_produced(var, step, ancestors, changes, cells, env, reader=None) -> str | None:
     """Why ``var`` does not reach ``step``, where it can be found; None when it is nowhere."""
-    start = f"step '{step}' reads '{var}', but"
+    start = f"{reader or f'step {step!r}'} reads '{var}', but"
     later = [s for s in changes if var in changes[s] and s != step and s not in ancestors[step]]
     if later:
         return (f"{start} it is produced by step '{later[0]}', which does not run before '{step}'; "

@@ -24,6 +24,7 @@ class StepOptions:
     env: tuple[tuple[str, str], ...] = ()  # --env KEY=VALUE: variables set in the step's process
     secrets: tuple = ()  # --secret: kale_magic.step.environment.SecretRef, values resolved only when it runs
     foreach: tuple[str, str] | None = None  # --foreach VAR in NAME: (VAR, NAME)
+    condition: str | None = None  # --if "EXPR": the step runs only when it holds (plan.condition checks it)
 
 
 @dataclass(frozen=True)

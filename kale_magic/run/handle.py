@@ -88,7 +88,9 @@ class Run:
 
         path = saved_value(self.files, self.state.engine, step, name)
         if path is None:
-            raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
+            state = self.state.steps[step]
+            why = f", it was skipped ({state.message})" if state.status == "skipped" and state.message else ""
+            raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'{why}"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
         return marshal.load(path, name=name, step=step)
 

@@ -140,6 +140,11 @@ class LocalEngine:
                 if instance.item is None and plan.steps[instance.step].foreach:
                     self._fan_out(plan, instance, schedule, fanned, report, run_dir)
                     break  # its items are ready now: look again
+                gate = held_back(plan, instance.step, run_dir) if plan.steps[instance.step].options.condition else None
+                if gate is not None:  # its --if was false (or raised): it ends here, without a process
+                    report.gated(instance, *gate)
+                    report.skipped(schedule.end(instance, *gate))
+                    continue
                 decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id,
                                             item=instance.item) if self.cache else None
                 unselected = self.selection is not None and instance.step in self.selection.reuse
@@ -265,6 +270,23 @@ class LocalEngine:
             "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
             "sys_path": sys_path,
         }
+
+
+def held_back(plan: Plan, name: str, run_dir: RunDir) -> tuple[str, str] | None:
+    """None when step ``name``'s ``--if`` holds on the values its ancestors saved; else how it ends and why:
+    ("skipped", the condition and its values) or ("failed", the error the expression or a load raised)."""
+    from ... import marshal
+    from ...plan.condition import parse_condition
+
+    step = plan.steps[name]
+    condition = parse_condition(step.options.condition)
+    try:
+        values = {p: plan.parameters[p] for p in step.condition_parameters}
+        for t in step.condition_inputs:
+            values[t.name] = marshal.load(str(run_dir.value(t.producer, t.name)), name=t.name, step=t.producer)
+        return None if condition.holds(values) else ("skipped", condition.why_false(values))
+    except Exception as exc:  # the expression's own error, or a value that would not load
+        return "failed", f'the --if "{condition.text}" of step \'{name}\' raised {type(exc).__name__}: {exc}'
 
 
 def outcome_of(run_dir: RunDir, name: str, ended: Ended) -> StepOutcome:

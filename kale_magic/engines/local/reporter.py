@@ -73,6 +73,10 @@ class Reporter:
         self._set(instance, outcome.status, started=started, message=outcome.error or note,
                   traceback=outcome.traceback, cache_key=cache_key)
 
+    def gated(self, instance: StepInstance, status: str, why: str) -> None:
+        """``instance`` never started: its ``--if`` was false (skipped) or raised (failed), saying why."""
+        self.state.step(instance.step, status, message=why)
+
     def skipped(self, why: dict[StepInstance, str]) -> None:
         for instance, message in why.items():
             self._set(instance, "skipped", message=message)

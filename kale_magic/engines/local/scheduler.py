@@ -89,9 +89,9 @@ class Schedule:
         self._expect(instance, PENDING)
         self._status[instance] = RUNNING
 
-    def end(self, instance: StepInstance, status: str) -> dict[StepInstance, str]:
+    def end(self, instance: StepInstance, status: str, why: str = "") -> dict[StepInstance, str]:
         """``instance`` ended with ``status`` (also a pending one served from the cache); a failure skips
-        its pending descendants: returned with why."""
+        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with why."""
         if status not in ENDED:
             raise ValueError(f"unknown end status {status!r}")
         if self._status[instance] not in (PENDING, RUNNING):
@@ -100,9 +100,12 @@ class Schedule:
         if status in DONE:
             self._done(instance.step)
             self._item_done(instance)
-        if status != "failed":
+        if status == "skipped":
+            why = f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else "")
+        elif status == "failed":
+            why = f"skipped: upstream step '{instance}' failed"
+        else:
             return {}
-        why = f"skipped: upstream step '{instance}' failed"
         return self._skip([i for i in self._below(instance) if self._status[i] == PENDING], why)
 
     def cancel(self) -> dict[StepInstance, str]:
