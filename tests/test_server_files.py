@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 from urllib.parse import urlsplit
 
 import nbformat
@@ -198,7 +199,8 @@ def test_a_run_notebook_opens_in_jupyterlab_through_a_visible_copy_made_once(ser
     from kale_magic.snapshot.workspace import scan
 
     page = request(server, "/kale-magic/files/.kale/runs/r1/executed/train.ipynb")[2]
-    assert 'href="/kale-magic/open/.kale/runs/r1/executed/train.ipynb">open in JupyterLab</a>' in page
+    assert re.search(r'href="/kale-magic/open/\.kale/runs/r1/executed/train\.ipynb\?_xsrf=[^"]+">open in JupyterLab</a>',
+                     page)
     hidden = request(server, "/api/contents/.kale/runs/r1/executed/train.ipynb")[0]
     assert hidden == 404, "the server is started the default way: its contents API hides .kale/"
 

@@ -78,7 +78,10 @@ class RunFilesHandler(AuthenticatedFileHandler):
     async def get(self, path: str, include_body: bool = True) -> None:
         self.check_xsrf_cookie()
         target, folder = _target(self.root, path)
-        opener = url_path_join(self.base_url, OPEN_ROUTE, quote(path.strip("/")))
+        # The page is sandboxed (an opaque origin), so a click on its link sends no Referer: the link
+        # carries the XSRF token for the opener's cross-site check instead.
+        opener = (url_path_join(self.base_url, OPEN_ROUTE, quote(path.strip("/")))
+                  + "?_xsrf=" + quote(self.xsrf_token.decode()))
         render = None if folder else pages.page_for(target, bool(self.get_argument("raw", None)), opener)
         if folder:
             self.finish(self._index(target))
@@ -125,8 +128,8 @@ class OpenHandler(JupyterHandler):
     copied to the visible ``kale-notebooks/`` beside its ``.kale/`` (:meth:`KaleDir.opened_copy`)
     and the browser is sent there.  The copy is made once: a later click opens the same copy,
     with whatever the user changed in it, and the run's own file stays as the run wrote it.
-    Writing a file, the request needs the right to write contents, and like the file handler
-    it is refused from other sites (a GET checked by its Referer)."""
+    Writing a file, the request needs the right to write contents, and it is refused from other
+    sites: a GET without the XSRF token the rendered page's link carries must have a same-site Referer."""
 
     auth_resource = "contents"
 
