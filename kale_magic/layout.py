@@ -19,6 +19,9 @@
       cache/hashes.json              remembered hashes of files steps read in place (--no-snapshot)
       snapshots/                     the workspace snapshot store (its inside belongs to kale_magic.snapshot)
       pipelines/<pipeline>.yaml      compiled KFP pipelines
+    kale-notebooks/                  beside .kale/: copies of run notebooks opened in JupyterLab (the
+                                     server extension writes them; a .gitignore keeps them out of git
+                                     and of snapshots)
 
 No other module spells these names: they ask a ``KaleDir`` or a ``RunDir``.  A KFP
 step uses a ``RunDir`` in its container's temporary folder, so both engines write
@@ -33,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 KALE_DIR = ".kale"
+OPENED_DIR = "kale-notebooks"
 # What writers name the hidden sibling they write before renaming it into place (files.replacing,
 # marshal values, cache links): ".<name>.<random>.tmp", ".<name>.<pid>.link", and "<that>.old".
 _WRITER_TEMP = re.compile(r"\..+\.(tmp|link|old)")
@@ -197,6 +201,16 @@ class KaleDir:
 
     def pipeline_file(self, pipeline: str) -> Path:
         return self.path / "pipelines" / f"{pipeline}.yaml"
+
+    @property
+    def opened(self) -> Path:
+        """Visible copies of run notebooks: JupyterLab opens files through a contents manager that, in a
+        server started the default way, refuses anything under a hidden folder such as ``.kale/``."""
+        return self.root / OPENED_DIR
+
+    def opened_copy(self, path: str | Path) -> Path:
+        """Where the copy of ``path`` (a file under this ``.kale/``) goes: the same path below :attr:`opened`."""
+        return self.opened / Path(path).relative_to(self.path)
 
     def exists(self) -> bool:
         return self.path.is_dir()

@@ -381,3 +381,50 @@ def test_values_that_skip_a_generation_are_drawn_as_labelled_long_edges():
     text = plan_text(plan)
     assert "  features -> evaluate: X_test, y_test (a long edge: past the steps between them)" in text
     assert "  features -> train: X_train\n" in text
+
+
+def _as_sanitized(html_text: str) -> str:
+    """The words a reader sees of ``html_text`` after JupyterLab's sanitizer (untrusted output): ``<style>``
+    dropped with its rules, ``<svg>`` and its elements dropped with their words kept, inline styles kept
+    (``display`` is among the properties it allows), so an element with ``display:none`` hides its words."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.words = [], []
+
+        def handle_starttag(self, tag, attrs):
+            style = (dict(attrs).get("style") or "").replace(" ", "")
+            hidden = bool(self.stack and self.stack[-1][1]) or "display:none" in style
+            self.stack.append((tag, hidden, tag == "style" or bool(self.stack and self.stack[-1][2])))
+
+        def handle_startendtag(self, tag, attrs):
+            pass
+
+        def handle_endtag(self, tag):
+            while self.stack and self.stack.pop()[0] != tag:
+                pass
+
+        def handle_data(self, data):
+            if data.strip() and not (self.stack and (self.stack[-1][1] or self.stack[-1][2])):
+                self.words.append(data.strip())
+
+    reader = Reader()
+    reader.feed(html_text)
+    return " | ".join(reader.words)
+
+
+def test_a_stripped_picture_shows_one_readable_line():
+    """An untrusted notebook's panel: instead of every label and tooltip of the graph and the timeline run
+    together, each picture's box shows one line saying what it is and how to get it back."""
+    from kale_magic.panel.timeline import timeline_html
+
+    graph = graph_html(pipeline(CHAIN), {"load": StepState("load", status="succeeded")})
+    assert _as_sanitized(graph) == ("The pipeline's graph (3 steps) shows once the notebook is trusted (rerun "
+                                    "the cell, or Trust Notebook in JupyterLab's command palette)")
+    assert _as_sanitized(timeline_html(TIMES, PARENTS)).startswith("The timeline of 5 steps shows once")
+    # Trusted, the box's own stylesheet shows the picture and hides the line (checked in a real
+    # JupyterLab by tests/browser); the picture itself is unchanged.
+    assert graph_svg(pipeline(CHAIN), {"load": StepState("load", status="succeeded")}) in graph
+    assert ".kale-picture{display:block!important}.kale-untrusted{display:none}" in graph

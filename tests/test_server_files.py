@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 from urllib.parse import urlsplit
 
 import nbformat
@@ -189,6 +190,39 @@ def test_run_files_render_as_pages_worth_reading(server, run_files):
     assert "<td>data/train.csv</td><td class=\"num\">2.0 KiB</td>" in body and "1 files, 2.0 KiB" in body
     assert "<td>python</td><td>3.11.9</td>" in body and "numpy 2.4.6" in body
     assert json.loads(request(server, "/kale-magic/files/.kale/snapshots/manifests/s1.json?raw=1")[2])["id"] == "s1"
+
+
+def test_a_run_notebook_opens_in_jupyterlab_through_a_visible_copy_made_once(server, run_files):
+    """The rendered notebook links to the opener, which copies the notebook out of the hidden folder
+    (that the server's contents API refuses) and sends the browser to the copy in JupyterLab; a
+    second click keeps what the user changed in the copy; the copies stay out of git and snapshots."""
+    from kale_magic.snapshot.workspace import scan
+
+    page = request(server, "/kale-magic/files/.kale/runs/r1/executed/train.ipynb")[2]
+    assert re.search(r'href="/kale-magic/open/\.kale/runs/r1/executed/train\.ipynb\?_xsrf=[^"]+">open in JupyterLab</a>',
+                     page)
+    hidden = request(server, "/api/contents/.kale/runs/r1/executed/train.ipynb")[0]
+    assert hidden == 404, "the server is started the default way: its contents API hides .kale/"
+
+    status, headers, _ = request(server, "/kale-magic/open/.kale/runs/r1/executed/train.ipynb")
+    assert status == 302 and headers["Location"] == "/lab/tree/kale-notebooks/runs/r1/executed/train.ipynb"
+    copy = server["dir"] / "kale-notebooks" / "runs" / "r1" / "executed" / "train.ipynb"
+    assert copy.read_bytes() == (run_files / "executed" / "train.ipynb").read_bytes()
+    status, _, body = request(server, "/api/contents/kale-notebooks/runs/r1/executed/train.ipynb")
+    assert status == 200 and json.loads(body)["content"]["cells"][0]["source"] == "total = 6 * 7"
+
+    copy.write_text(copy.read_text().replace("6 * 7", "6 * 8"))  # the user's edit in JupyterLab
+    assert request(server, "/kale-magic/open/.kale/runs/r1/executed/train.ipynb")[0] == 302
+    assert "6 * 8" in copy.read_text() and "6 * 7" in (run_files / "executed" / "train.ipynb").read_text()
+    assert [f for f, _ in scan(server["dir"]).files if f.startswith("kale-notebooks/")] == []
+
+    for path in ("/kale-magic/open/.kale/runs/r1/logs/train.log", "/kale-magic/open/.kale/runs/r1/executed",
+                 "/kale-magic/open/.kale/runs/r1/missing.ipynb", "/kale-magic/open/secret.txt"):
+        assert request(server, path)[0] == 404, path
+    assert request(server, "/kale-magic/open/.kale/runs/r1/executed/train.ipynb", token=False)[0] in (302, 403)
+    status, _, _ = request(server, "/kale-magic/open/.kale/runs/r1/executed/train.ipynb", token=False,
+                           headers={"Referer": "http://evil.example/"})
+    assert status in (302, 403)
 
 
 def test_renderings_wait_for_a_thread_of_their_own_at_most_the_timeout(tmp_path):

@@ -246,7 +246,8 @@ def graph_svg(plan: Plan, steps: Mapping[str, StepView] | None = None, *,
 
 def graph_html(plan: Plan, steps: Mapping[str, StepView] | None = None, **kwargs) -> str:
     """:func:`graph_svg` in a box that scrolls beyond :data:`~.svg.MAX_HEIGHT`."""
-    return box(graph_svg(plan, steps, **kwargs), "kale-graph-box")
+    shown = f"The pipeline's graph ({len(plan.steps)} steps) shows once the notebook is trusted"
+    return box(graph_svg(plan, steps, **kwargs), "kale-graph-box", shown)
 
 
 class LiveGraph:

@@ -4,6 +4,13 @@ The pictures are strings built by hand: no drawing library, and the same input
 gives the same bytes.  Text is measured as monospace cells because the browser's
 font metrics are not known in the kernel; both pictures draw in a monospace font
 so the estimate holds.
+
+An untrusted notebook's output goes through JupyterLab's HTML sanitizer, which drops
+``<svg>`` elements but keeps the words inside them (every node, label and tooltip, run
+together into one paragraph) and drops ``<style>`` elements.  So a picture sits in a
+wrapper hidden by its own inline style, which only the box's stylesheet overrides, and
+is followed by one fallback line that the same stylesheet hides: stripped, the box shows
+just that line (see :func:`box`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,14 @@ from .style import plain
 FONT = "ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace"
 CELL = 0.6  # a monospace cell is about 0.6 em wide
 MAX_HEIGHT = 480  # px: a picture's box scrolls beyond this
+# How to get a picture back where a sanitizer stripped it (the end of its fallback line).
+TRUST = " (rerun the cell, or Trust Notebook in JupyterLab's command palette)"
+# Trusted output keeps this stylesheet: the picture shows, the fallback line does not.  The :has() rules
+# keep a stripped box showing its line when a trusted output elsewhere on the page brought the stylesheet
+# (browsers without :has() skip those two rules, and trusted boxes still show their pictures).
+_BOX_STYLE = ("<style>.kale-picture{display:block!important}.kale-untrusted{display:none}"
+              ".kale-picture:not(:has(svg)){display:none!important}"
+              ".kale-picture:not(:has(svg))+.kale-untrusted{display:block}</style>")
 # Characters XML 1.0 forbids even as references: an SVG holding one would not parse.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -81,7 +96,10 @@ def svg_open(width_px: float, height_px: float, css_class: str, label: str) -> s
             f'aria-label="{text(label)}" font-family="{FONT}" font-size="12">')
 
 
-def box(svg: str, css_class: str) -> str:
-    """A picture in a box that scrolls beyond :data:`MAX_HEIGHT` (and the output's width)."""
+def box(svg: str, css_class: str, fallback: str) -> str:
+    """A picture in a box that scrolls beyond :data:`MAX_HEIGHT` (and the output's width); ``fallback``
+    is the one line the box shows instead where a sanitizer stripped the picture (see the module)."""
     return (f'<div class="{css_class}" style="max-height:{MAX_HEIGHT}px;max-width:100%;overflow:auto;'
-            f'padding:4px 6px">{svg}</div>')
+            f'padding:4px 6px">{_BOX_STYLE}<div class="kale-picture" style="display:none">{svg}</div>'
+            f'<div class="kale-untrusted" style="font-size:11px;color:#616161">{html.escape(fallback + TRUST)}'
+            "</div></div>")

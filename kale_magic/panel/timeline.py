@@ -132,4 +132,5 @@ def _row(name: str, state: StepView, y: float, names_w: float, start: float, end
 def timeline_html(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[str]] | None = None, *,
                   now: float | None = None) -> str:
     """:func:`timeline_svg` in a box that scrolls like the graph's."""
-    return box(timeline_svg(steps, parents, now=now), "kale-timeline-box")
+    shown = f"The timeline of {len(steps)} steps shows once the notebook is trusted"
+    return box(timeline_svg(steps, parents, now=now), "kale-timeline-box", shown)

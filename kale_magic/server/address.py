@@ -21,6 +21,7 @@ from ..layout import KALE_DIR
 
 ENV = "KALE_MAGIC_FILE_SERVER"
 ROUTE = "kale-magic/files"  # below the server's base URL
+OPEN_ROUTE = "kale-magic/open"  # a run's notebook, copied where JupyterLab can open it
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,16 @@ from urllib.parse import quote
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import AuthenticatedFileHandler, JupyterHandler
+from jupyter_server.utils import url_path_join
 from tornado import web
 
-from ..layout import KALE_DIR
+from ..files import atomic_write
+from ..layout import KALE_DIR, KaleDir
 from . import pages
+from .address import OPEN_ROUTE
 
+# Where a copied notebook opens: the first of these frontends the server loaded.
+FRONTENDS = (("jupyterlab", "lab/tree"), ("notebook", "notebooks"))
 # Shown in the browser rather than downloaded.
 TEXT = frozenset({".log", ".txt", ".yaml", ".yml", ".py", ".md", ".csv", ".cfg", ".toml"})
 RENDER_THREADS = 2
@@ -72,25 +77,18 @@ class RunFilesHandler(AuthenticatedFileHandler):
     @authorized
     async def get(self, path: str, include_body: bool = True) -> None:
         self.check_xsrf_cookie()
-        target, folder = self._target(path)
-        render = None if folder else pages.page_for(target, bool(self.get_argument("raw", None)))
+        target, folder = _target(self.root, path)
+        # The page is sandboxed (an opaque origin), so a click on its link sends no Referer: the link
+        # carries the XSRF token for the opener's cross-site check instead.
+        opener = (url_path_join(self.base_url, OPEN_ROUTE, quote(path.strip("/")))
+                  + "?_xsrf=" + quote(self.xsrf_token.decode()))
+        render = None if folder else pages.page_for(target, bool(self.get_argument("raw", None)), opener)
         if folder:
             self.finish(self._index(target))
         elif render is not None:
             self.finish(await self.renderer.render(target.name, render))
         else:
             await web.StaticFileHandler.get(self, path, include_body)
-
-    def _target(self, path: str) -> tuple[Path, bool]:
-        """The regular file or folder asked for, when it is inside a ``.kale/`` folder under the
-        root, and whether it is a folder; 404 for anything else."""
-        parts = path.strip("/").split("/")
-        if any(part in ("", ".", "..") or not _utf8(part) for part in parts) or KALE_DIR not in parts:
-            raise web.HTTPError(404)
-        kind = _kind(Path(self.root).resolve(), Path(self.root, *parts))
-        if kind is None:
-            raise web.HTTPError(404)
-        return kind
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         """Tornado's checks without Jupyter's refusal of hidden files (``get`` checked the path)."""
@@ -120,6 +118,70 @@ class RunFilesHandler(AuthenticatedFileHandler):
             items.insert(0, f'<li><a href="{html.escape(here.rsplit("/", 1)[0])}">../</a></li>')
         return pages.page(folder.relative_to(root).as_posix() + "/",
                           "<ul>" + "".join(items) + "</ul>" if entries else "<p>(empty)</p>")
+
+
+class OpenHandler(JupyterHandler):
+    """``<base url>/kale-magic/open/<path>.ipynb``: a run's notebook opened in JupyterLab.
+
+    JupyterLab opens files through the server's contents manager, which refuses anything under
+    a hidden folder unless the server was started with ``allow_hidden``; so the notebook is
+    copied to the visible ``kale-notebooks/`` beside its ``.kale/`` (:meth:`KaleDir.opened_copy`)
+    and the browser is sent there.  The copy is made once: a later click opens the same copy,
+    with whatever the user changed in it, and the run's own file stays as the run wrote it.
+    Writing a file, the request needs the right to write contents, and it is refused from other
+    sites: a GET without the XSRF token the rendered page's link carries must have a same-site Referer."""
+
+    auth_resource = "contents"
+
+    def initialize(self, path: str, renderer: Renderer) -> None:
+        self.root = path
+        self.renderer = renderer
+
+    @web.authenticated
+    @authorized("write")
+    async def get(self, path: str) -> None:
+        self.check_xsrf_cookie()
+        target, folder = _target(self.root, path)
+        if folder or target.suffix != ".ipynb":
+            raise web.HTTPError(404)
+        route = self._frontend()
+        copy = await self.renderer.render(target.name, lambda: _copy_once(target))
+        relative = Path(copy).relative_to(Path(self.root).resolve()).as_posix()
+        self.redirect(url_path_join(self.base_url, route, quote(relative)))
+
+    def _frontend(self) -> str:
+        extensions = self.serverapp.extension_manager.extensions
+        for name, route in FRONTENDS:
+            if name in extensions and extensions[name].enabled:
+                return route
+        raise web.HTTPError(404, "neither JupyterLab nor Notebook 7 runs in this server")
+
+
+def _copy_once(notebook: Path) -> str:
+    """The visible copy of a run's ``notebook``, written unless it exists, in a folder whose
+    ``.gitignore`` keeps the copies out of git and of kale-magic's own snapshots."""
+    kale = KaleDir.containing(next(p for p in notebook.parents if p.name == KALE_DIR))
+    copy = kale.opened_copy(notebook)
+    if not copy.exists():
+        ignore = kale.opened / ".gitignore"
+        if not ignore.exists():
+            atomic_write(ignore, "# copies of kale-magic's run notebooks, opened in JupyterLab\n*\n")
+        content = pages.read_regular(notebook, limit=None)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(copy, content)
+    return str(copy)
+
+
+def _target(root: str, path: str) -> tuple[Path, bool]:
+    """The regular file or folder asked for, when it is inside a ``.kale/`` folder under ``root``,
+    and whether it is a folder; 404 for anything else."""
+    parts = path.strip("/").split("/")
+    if any(part in ("", ".", "..") or not _utf8(part) for part in parts) or KALE_DIR not in parts:
+        raise web.HTTPError(404)
+    kind = _kind(Path(root).resolve(), Path(root, *parts))
+    if kind is None:
+        raise web.HTTPError(404)
+    return kind
 
 
 def _utf8(name: str) -> bool:

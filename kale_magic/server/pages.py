@@ -34,12 +34,13 @@ def page(title: str, body: str) -> str:
     return PAGE.format(title=html.escape(title), body=body)
 
 
-def page_for(path: Path, raw: bool) -> Callable[[], str] | None:
-    """How to render ``path`` as a page (called off the server's loop: nbconvert takes a while), or None."""
+def page_for(path: Path, raw: bool, opener: str | None = None) -> Callable[[], str] | None:
+    """How to render ``path`` as a page (called off the server's loop: nbconvert takes a while), or None;
+    ``opener`` is the URL that opens a notebook in JupyterLab."""
     if raw:
         return None
     if path.suffix == ".ipynb":
-        return lambda: notebook_page(path)
+        return lambda: notebook_page(path, opener)
     if path.suffix == ".log" and path.stat().st_size == 0:
         return lambda: page(path.name, f'<p class="kale-note">{EMPTY_LOG}</p>')
     if path.name == "validation.txt":
@@ -53,9 +54,10 @@ def _raw_link(path: Path, what: str) -> str:
     return f'<p><a href="{html.escape(path.name)}?raw=1">{html.escape(what)}</a></p>'
 
 
-def read_regular(path: Path, limit: int = RENDER_MAX) -> bytes | None:
-    """The file's bytes, or None when it is larger than ``limit``; opened without blocking and checked
-    to be a regular file on the open descriptor, so a file swapped for a FIFO cannot hang the thread."""
+def read_regular(path: Path, limit: int | None = RENDER_MAX) -> bytes | None:
+    """The file's bytes, or None when it is larger than ``limit`` (None: no limit); opened without blocking
+    and checked to be a regular file on the open descriptor, so a file swapped for a FIFO cannot hang
+    the thread."""
     from tornado import web
 
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -63,7 +65,7 @@ def read_regular(path: Path, limit: int = RENDER_MAX) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise web.HTTPError(404)
-        return None if info.st_size > limit else file.read()
+        return None if limit is not None and info.st_size > limit else file.read()
 
 
 def _too_large(path: Path) -> str:
@@ -71,10 +73,11 @@ def _too_large(path: Path) -> str:
                            f"limit is {human_size(RENDER_MAX)}).</p>" + _raw_link(path, "Open the raw file"))
 
 
-def notebook_page(path: Path) -> str:
+def notebook_page(path: Path, opener: str | None = None) -> str:
     """The executed step notebook as JupyterLab draws it (nbconvert's lab template: syntax and traceback
-    colours, images), without its scripts: the page is sandboxed and runs none.  Above
-    :data:`RENDER_MAX`, a link to the raw file instead."""
+    colours, images), without its scripts: the page is sandboxed and runs none.  A bar on top links to
+    the .ipynb file and to ``opener``, which opens it in JupyterLab.  Above :data:`RENDER_MAX`, a link
+    to the raw file instead."""
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -85,7 +88,9 @@ def notebook_page(path: Path) -> str:
     body, _ = HTMLExporter(template_name="lab").from_notebook_node(notebook)
     bar = (f'<div class="kale-page-bar" style="font-family:sans-serif;padding:6px 12px;border-bottom:1px solid '
            f'#ddd"><b>{html.escape(path.name)}</b> · <a href="{html.escape(path.name)}?raw=1" '
-           f'download="{html.escape(path.name)}">the notebook file (.ipynb)</a></div>')
+           f'download="{html.escape(path.name)}">the notebook file (.ipynb)</a>'
+           + (f' · <a class="kale-open-lab" href="{html.escape(opener)}">open in JupyterLab</a>' if opener else "")
+           + "</div>")
     return re.sub(r"<body([^>]*)>", lambda m: f"<body{m.group(1)}>{bar}", _SCRIPT.sub("", body), count=1)
 
 

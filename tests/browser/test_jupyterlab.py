@@ -181,6 +181,9 @@ def _follow_every_link(page, panel, expected: list[tuple[str, str]], screenshots
             failures.append(f"{response.url} -> {response.status}")
 
     def on_failed(request):
+        # JupyterLab opened from a notebook page polls the server: closing its tab aborts those requests
+        if request.failure == "net::ERR_ABORTED" and "/kale-magic/" not in request.url:
+            return
         if from_a_link(request):
             failures.append(f"{request.url} failed: {request.failure}")
 
@@ -206,10 +209,21 @@ def _follow_every_link(page, panel, expected: list[tuple[str, str]], screenshots
             assert tab.locator("a", has_text="the notebook file (.ipynb)").count() == 1
         if screenshots and where in (("Compile", "notebooks"), ("make", "notebook")):
             tab.screenshot(path=str(ARTIFACTS / f"{screenshots}-link-{where[1]}.png"))
+        if where == ("make", "notebook"):
+            _open_in_jupyterlab(tab, "data = [1, 2, 3]")
         tab.close()
     page.context.remove_listener("response", on_response)
     page.context.remove_listener("requestfailed", on_failed)
     assert not failures, failures
+
+
+def _open_in_jupyterlab(tab, code: str) -> None:
+    """The rendered notebook's 'open in JupyterLab' link opens it in JupyterLab (a visible copy: the
+    server's contents API refuses the hidden .kale/ folder), showing its cells."""
+    tab.locator("a.kale-open-lab").click()
+    tab.wait_for_url(re.compile(r"/lab/tree/kale-notebooks/runs/[^/]+/executed/make\.ipynb"), timeout=60_000)
+    tab.locator(".jp-NotebookPanel .jp-Cell", has_text=code).first.wait_for(timeout=120_000)
+    assert tab.locator(".jp-Dialog").count() == 0, "JupyterLab opened the file without an error"
 
 
 def _graph_nodes(panel) -> dict[str, str]:
@@ -248,6 +262,7 @@ def test_panel_in_jupyterlab(lab, browser):
 
         # The graph above the step rows and the timeline under the footer, frozen with the final state.
         assert _graph_nodes(good) == {"make": "succeeded", "score": "succeeded"}
+        assert not good.locator(".kale-untrusted").first.is_visible(), "trusted: the picture, not its fallback"
         assert good.locator("svg.kale-timeline g.kale-bar").count() == 2
         assert _graph_nodes(bad) == {"make": "cached", "score": "cached", "read": "failed", "shout": "skipped"}
         failed_node = bad.locator("svg.kale-graph a.kale-error-link g.kale-node[data-step='read']")
@@ -255,6 +270,36 @@ def test_panel_in_jupyterlab(lab, browser):
 
         _follow_every_link(page, good, GOOD_LINKS, "jupyterlab")
         _follow_every_link(page, bad, BAD_LINKS)
+
+
+def test_an_untrusted_notebook_shows_a_readable_line_for_each_picture(lab, browser):
+    """A notebook executed elsewhere (nbclient) is untrusted in JupyterLab: its saved panel goes through
+    the HTML sanitizer, which strips the pictures; each shows one line instead of their words run together."""
+    import nbclient
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS[:6]])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbclient.NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(lab["dir"])}}).execute()
+    nbformat.write(nb, str(lab["dir"] / "untrusted.ipynb"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{lab['url']}/lab/tree/untrusted.ipynb?token={lab['token']}")
+        panel = page.locator(".kale-panel")
+        panel.wait_for(timeout=120_000)
+        assert panel.get_attribute("data-status") is None, "sanitized: the data- attributes are gone"
+        graph, timeline = panel.locator(".kale-graph-box"), panel.locator(".kale-timeline-box")
+        assert graph.inner_text().strip() == ("The pipeline's graph (2 steps) shows once the notebook is trusted "
+                                              "(rerun the cell, or Trust Notebook in JupyterLab's command palette)")
+        assert timeline.inner_text().strip().startswith("The timeline of 2 steps shows once the notebook is trusted")
+        assert "writes:" not in panel.inner_text(), "no tooltip of the graph shows as text"
+        assert re.search(r"score\s+succeeded", panel.inner_text()), "the rows stay readable"
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-untrusted-panel.png"))
+    except BaseException:
+        page.screenshot(path=str(ARTIFACTS / "jupyterlab-untrusted-failure.png"), full_page=True)
+        raise
+    finally:
+        page.close()
 
 
 def test_run_all_stops_at_a_failed_run(lab, browser):
