@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import KaleError
@@ -30,13 +30,6 @@ KEPT_LOCATIONS = 3  # runs whose copies of a result are remembered, newest first
 
 
 @dataclass(frozen=True)
-class Decision:
-    step: str
-    reuse_from: str | None  # the run that produced the reusable result, or None: the step runs
-    reason: str = ""  # why it runs (empty for a first run)
-
-
-@dataclass(frozen=True)
 class Reused:
     """A step served from the cache: the run whose outputs were linked, the key, its metrics, report links."""
 
@@ -44,6 +37,14 @@ class Reused:
     key: str
     metrics: dict
     links: dict
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: str
+    reuse_from: str | None  # the run that produced the reusable result, or None: the step runs
+    reason: str = ""  # why it runs (empty for a first run)
+    reused: Reused | None = None  # what :meth:`StepCache.reuse` linked into the run, for the engine to report
 
 
 class StepCache:
@@ -59,7 +60,6 @@ class StepCache:
         self.resume, self.resumed = self._resolve(resume)
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
-        self.notes: dict[str, str] = {}  # step -> why it ran although it could have been cached
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
         """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
@@ -83,21 +83,19 @@ class StepCache:
         """The step's cache key in this run, once it was ready (the run registry keeps it for --resume)."""
         return self.keys.get(name, (None, None))[0]
 
-    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str) -> Reused | None:
-        """Link step ``name``'s cached outputs into ``run_dir`` (run ``run_id``), if it can be reused: what
-        was reused, for the engine to report; None when the step must run (:attr:`notes` may say why)."""
+    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str) -> Decision:
+        """Link step ``name``'s cached outputs into ``run_dir`` (run ``run_id``) if it can be reused.  The
+        decision says what was reused, for the engine to report, or why the step must run."""
         step = plan.steps[name]
         inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
         if any(record is None for record in inputs.values()):
-            return None  # an input was not saved through the cache's view (e.g. its producer failed)
+            return Decision(name, None)  # an input was not saved through the cache's view (its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
         base = digest(parts)
         self.keys[name] = (base, parts)
         decision, entry, location = self._decide(step, base, parts)
         if entry is None:
-            if decision.reason:
-                self.notes[name] = decision.reason
-            return None
+            return decision
         try:
             for output in entry["outputs"]:
                 _link_tree(self.index.value_dir(location, name, output), run_dir.value(name, output))
@@ -106,28 +104,29 @@ class StepCache:
                                                     saved=entry["outputs"]))
             self._touch(entry, run_id)
         except OSError as exc:
-            self.notes[name] = f"could not link the cached outputs of run {entry['run_id']} ({exc}); running it again"
-            return None
+            return Decision(name, None, f"could not link the cached outputs of run {entry['run_id']} ({exc}); "
+                                        "running it again")
         self.records.update({(name, output): record for output, record in entry["outputs"].items()})
         self.keys[name] = (entry["key"], parts)
-        return Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links)
+        return replace(decision, reused=Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links))
 
-    def remember(self, plan: Plan, name: str, outcome, run_id: str) -> None:
-        """Record a step that just succeeded as a cache entry, keyed on the files it read too."""
+    def remember(self, plan: Plan, name: str, outcome, run_id: str, ran_because: str = "") -> str:
+        """Record a step that just succeeded as a cache entry, keyed on the files it read too.  Returns what
+        its row says about the cache: why it ran (``ran_because``, its decision's reason), or why it was not
+        cached, and how it was keyed."""
         step = plan.steps[name]
         saved = outcome.saved or {}
         for transfer in step.outputs:
             if transfer.name in saved:
                 self.records[(name, transfer.name)] = saved[transfer.name]
         if outcome.status != "succeeded" or name not in self.keys:
-            return
+            return ran_because
         if any(t.name not in saved for t in step.outputs):
-            return
+            return ran_because
         reads = outcome.reads or {}
         if reads.get("changed"):
-            self.notes[name] = (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
-                                "what it writes, or something else wrote it)")
-            return
+            return (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
+                    "what it writes, or something else wrote it)")
         base, parts = self.keys[name]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
@@ -140,8 +139,7 @@ class StepCache:
             conservative = {"workspace": self.files.whole(), "unseen": unseen}
             keyed = (f"keyed on the whole workspace, as {unseen}; declare what it reads with "
                      f"%%step {name} --reads GLOB[,GLOB]")
-        if keyed:  # after why it ran, if it could have been cached
-            self.notes[name] = "; ".join(filter(None, (self.notes.get(name), keyed)))
+        note = "; ".join(filter(None, (ran_because, keyed)))  # after why it ran, if it could have been cached
         key = entry_key(base, files, listings, declared, conservative.get("workspace"))
         self.keys[name] = (key, parts)
         entry = {
@@ -154,7 +152,8 @@ class StepCache:
         try:
             self.index.put(entry)
         except OSError as exc:  # the run itself succeeded; only later reuse is lost
-            self.notes[name] = f"not cached: {exc}"
+            return f"not cached: {exc}"
+        return note
 
     # before a run --------------------------------------------------------------------------------
     def predict(self, plan: Plan, parameters: dict) -> list[Decision]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,8 @@ from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
 from ...step.runtime import StepContext
 from ..base import Compiled, Outcome, SnapshotRef
+from .executor import Ended, Executor, Started
+from .reporter import Reporter
 from .scheduler import Schedule, StepInstance
 from .workers import WorkerServer
 
@@ -102,106 +102,61 @@ class LocalEngine:
     def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
         """Run every step whose parents succeeded; a failed step skips its descendants only.
 
-        The :class:`Schedule` decides what runs and the cache whether a step can be reused; this loop
-        is the only owner of what is running (watcher threads only post events to it) and the only
-        writer of step states.
+        The :class:`Schedule` decides what is ready, the cache whether a ready step is reused, the
+        :class:`Executor` runs, kills and times out the rest, and the :class:`Reporter` alone writes
+        what happened into ``state``; this loop only passes their answers along.
         """
         self.workers.start()
         run_dir.make_step_dirs()
         schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
-        running: dict[StepInstance, tuple] = {}  # instance -> (child, started); this loop's alone
-        stopped: dict[StepInstance, str] = {}  # instance -> why the engine killed it
-        events: queue.Queue = queue.Queue()  # (instance, started at | None for its end), from the watchers
-        warming: list[StepInstance] = []  # submitted before the worker had imported its modules
-
-        def watch(instance, child):
-            try:  # forked (a pid) even if it has already exited: a quick step's row gets its links all the same
-                if child.started.wait(600) and child.pid is not None:
-                    events.put((instance, time.time()))
-                child.done.wait()
-            finally:  # whatever happened above, the loop must hear that the step ended
-                events.put((instance, None))
-
+        executor = Executor(self.workers, {name: step.options.timeout for name, step in plan.steps.items()},
+                            self.max_parallel, self._cancel)
+        report = Reporter(state, run_dir)
+        ran_because: dict[StepInstance, str] = {}  # the cache's reason for running an instance
         while True:
             for instance in schedule.ready():
-                if len(running) >= self.max_parallel:
+                if executor.full:
                     break
-                reused = self.cache and self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id)
-                if reused:
+                decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id) \
+                    if self.cache else None
+                if decision is not None and decision.reused:
                     schedule.end(instance, "cached")
-                    state.add_metrics(reused.metrics)
-                    state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                               message=f"reused from run {reused.run_id}", **reused.links)
+                    report.cached(instance, decision.reused)
                     continue
-                if not warming and not self.workers.ready:  # its jobs wait for it: cold imports cost more
-                    warming.append(instance)
-                    state.task("Run", "running", "waiting for the warm worker to import the notebook's modules"
-                               if self.workers.importing else "waiting for the warm worker to start")
-                notebook = compiled.notebooks[instance.step]
-                child = self.workers.submit(self._job(plan, instance.step, run_dir, notebook))
+                ran_because[instance] = decision.reason if decision else ""
+                if not self.workers.ready:
+                    report.warming(instance, self.workers.importing)
+                executor.submit(instance, self._job(plan, instance.step, run_dir, compiled.notebooks[instance.step]))
                 schedule.start(instance)
-                running[instance] = (child, time.time())
-                threading.Thread(target=watch, args=(instance, child), daemon=True).start()
-            if not running:
+            if not executor.running:
                 if schedule.ready():  # cached steps made their children ready
                     continue
                 break
-            for instance, started in self._events(events, self._next_deadline(plan, running)):
-                if started is not None:
-                    self._started(instance, started, running, warming, state, run_dir)
+            for event in executor.wait():
+                if isinstance(event, Started):
+                    report.started(event.instance)
                 else:
-                    self._ended(instance, running.pop(instance), schedule, stopped, plan, state, run_dir)
-            if self._cancel.is_set():
-                for instance, (child, _) in running.items():
-                    stopped.setdefault(instance, f"step '{instance}' was cancelled")
-                    self.workers.kill(child)
-            self._kill_overdue(plan, running, stopped)
+                    self._ended(event, plan, schedule, report, run_dir, ran_because.pop(event.instance, ""))
         if self.cache:
             self.cache.done()
         if self._cancel.is_set():
-            for instance, why in schedule.cancel().items():
-                state.step(instance.step, "skipped", message=why)
+            report.skipped(schedule.cancel())
             return Outcome("failed", "the run was cancelled")
         if schedule.failed:
-            first = schedule.failed[0].step
-            return Outcome("failed", f"step '{first}' failed: {state.steps[first].message}")
+            first = schedule.failed[0]
+            return Outcome("failed", f"step '{first.step}' failed: {report.error_of(first)}")
         return Outcome("succeeded")
 
     # helpers ------------------------------------------------------------------------------
-    @staticmethod
-    def _events(events: queue.Queue, timeout: float) -> list:
-        """The watchers' events: the first within ``timeout`` seconds, then all that are already there."""
-        try:
-            got = [events.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        while True:
-            try:
-                got.append(events.get_nowait())
-            except queue.Empty:
-                return got
-
-    @staticmethod
-    def _started(instance, started, running, warming, state, run_dir) -> None:
-        running[instance] = (running[instance][0], started)
-        if warming and warming[0] == instance:
-            state.task("Run", "running", "")
-        name = instance.step
-        state.step(name, "running", log=str(run_dir.log(name)), notebook=str(run_dir.executed(name)))
-
-    def _ended(self, instance, entry, schedule, stopped, plan, state, run_dir) -> None:
-        """Report how ``instance`` ended (the cache remembers a success) and skip what its failure stops."""
-        (child, started), name = entry, instance.step
-        outcome = self._outcome(run_dir, name, child.exit, stopped.get(instance))
-        skipped = schedule.end(instance, outcome.status)
-        state.add_metrics(outcome.metrics)
-        if self.cache:
-            self.cache.remember(plan, name, outcome, state.run_id)
-        note = self.cache.notes.get(name, "") if self.cache else ""
-        state.step(name, outcome.status, started=started, message=outcome.error or note,
-                   traceback=outcome.traceback, cache_key=self.cache.key_of(name) if self.cache else None)
-        for other, why in skipped.items():
-            state.step(other.step, "skipped", message=why)
+    def _ended(self, event: Ended, plan: Plan, schedule: Schedule, report: Reporter, run_dir: RunDir,
+               ran_because: str) -> None:
+        """Report how an instance ended (the cache remembers a success) and skip what its failure stops."""
+        name = event.instance.step
+        outcome = outcome_of(run_dir, name, event)
+        skipped = schedule.end(event.instance, outcome.status)
+        note = self.cache.remember(plan, name, outcome, report.state.run_id, ran_because) if self.cache else ""
+        report.ended(event.instance, outcome, event.started, note, self.cache.key_of(name) if self.cache else None)
+        report.skipped(skipped)
 
     def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
@@ -223,27 +178,13 @@ class LocalEngine:
             "sys_path": sys_path,
         }
 
-    @staticmethod
-    def _outcome(run_dir: RunDir, name: str, exit_code, stopped: str | None) -> StepOutcome:
-        """What the step reported; else why the engine stopped it; else how its process died."""
-        outcome = run_dir.read_outcome(name)
-        if outcome is not None:
-            return outcome
-        return StepOutcome("failed", error=stopped or died(name, exit_code))
 
-    def _next_deadline(self, plan: Plan, running: dict) -> float:
-        """How long the loop may wait for an event: until the next --timeout, and at most 0.5 s (Ctrl-C)."""
-        waits = [started + plan.steps[i.step].options.timeout - time.time()
-                 for i, (_, started) in running.items() if plan.steps[i.step].options.timeout]
-        return max(0.05, min([0.5, *waits]))
-
-    def _kill_overdue(self, plan: Plan, running: dict, stopped: dict) -> None:
-        for instance, (child, started) in running.items():
-            timeout = plan.steps[instance.step].options.timeout
-            if timeout and time.time() - started >= timeout and instance not in stopped:
-                stopped[instance] = (f"step '{instance}' ran longer than its --timeout of {timeout} s "
-                                     "and was stopped")
-                self.workers.kill(child)
+def outcome_of(run_dir: RunDir, name: str, ended: Ended) -> StepOutcome:
+    """What the step reported; else why the executor stopped it; else how its process died."""
+    outcome = run_dir.read_outcome(name)
+    if outcome is not None:
+        return outcome
+    return StepOutcome("failed", error=ended.stopped or died(name, ended.exit_code))
 
 
 def into_snapshot(path: list[str], root: Path, workdir: Path) -> list[str]:
