@@ -91,10 +91,15 @@ class KfpEngine:
 
     def _cluster_root(self) -> str:
         """KFP's default root for this user: the ``kfp-launcher`` ConfigMap's, else by the mode healthz
-        reports, in the namespace set, else the kfp context's, else this pod's."""
+        reports, in the namespace set, else the kfp context's, else this pod's. An unreachable server is
+        the Upload task's error (with the YAML kept), not the Snapshot task's."""
         from .delivery import default_root
 
-        multi_user = bool(self._connect().get("multi_user"))
+        try:
+            multi_user = bool(self._connect().get("multi_user"))
+        except KaleError:  # the Upload task says why; the YAML it keeps takes the --compile-only default
+            self._client = None
+            return default_root(self.options.namespace)
         namespace = self.options.namespace or (self._client.get_user_namespace() or None if multi_user else None)
         return default_root(namespace, multi_user)
 
