@@ -9,6 +9,10 @@ import re
 def values_equal(a, b) -> bool:
     import numpy as np
 
+    if isinstance(a, (list, tuple)) and type(a) is type(b):  # a foreach step's values: item by item
+        return len(a) == len(b) and all(values_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and type(a) is type(b):
+        return list(a) == list(b) and all(values_equal(a[k], b[k]) for k in a)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return type(a) is type(b) and a.dtype == b.dtype and np.array_equal(a, b)
     if hasattr(a, "equals") and type(a) is type(b):

@@ -67,3 +67,56 @@ def test_impossible_transitions_are_refused(act):
 
 def test_an_item_of_a_step_is_an_instance_of_its_own():
     assert str(StepInstance("train", 3)) == "train[3]" and StepInstance("train", 3) != StepInstance("train")
+
+
+# --foreach: item instances ---------------------------------------------------------------------
+
+def _chain():
+    """split -> train (foreach) -> check (continues train item by item) -> summary (the lists)."""
+    return Schedule({"split": (), "train": ("split",), "check": ("train",), "summary": ("check",)},
+                    {"check": ("train",)})
+
+
+def test_a_foreach_step_expands_into_items_that_are_ready_together():
+    s = _chain()
+    s.end(StepInstance("split"), "succeeded")
+    assert s.ready() == [StepInstance("train")]
+    s.expand("train", 3)
+    s.expand("check", 3)
+    assert s.ready() == [StepInstance("train", i) for i in range(3)]
+
+
+def test_a_continuing_item_waits_for_its_own_item_only_and_the_fan_in_for_all():
+    s = _chain()
+    s.end(StepInstance("split"), "succeeded")
+    s.expand("train", 3)
+    s.expand("check", 3)
+    s.start(StepInstance("train", 1))
+    s.end(StepInstance("train", 1), "succeeded")
+    assert StepInstance("check", 1) in s.ready() and StepInstance("check", 0) not in s.ready()
+    for i in (0, 2):
+        s.end(StepInstance("train", i), "cached")
+    for i in range(3):
+        assert StepInstance("summary") not in s.ready()
+        s.end(StepInstance("check", i), "succeeded")
+    assert s.ready() == [StepInstance("summary")]
+
+
+def test_a_failed_item_skips_its_continuation_and_the_fan_in_not_the_other_items():
+    s = _chain()
+    s.end(StepInstance("split"), "succeeded")
+    s.expand("train", 2)
+    s.expand("check", 2)
+    skipped = s.end(StepInstance("train", 0), "failed")
+    assert set(skipped) == {StepInstance("check", 0), StepInstance("summary")}
+    assert "upstream step 'train[0]' failed" in skipped[StepInstance("summary")]
+    s.end(StepInstance("train", 1), "succeeded")
+    assert s.ready() == [StepInstance("check", 1)]
+
+
+def test_no_items_make_the_step_done_at_once():
+    s = _chain()
+    s.end(StepInstance("split"), "succeeded")
+    s.expand("train", 0)
+    s.expand("check", 0)
+    assert s.ready() == [StepInstance("summary")]

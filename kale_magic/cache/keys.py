@@ -83,7 +83,8 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
     for transfer in step.inputs:
         record = inputs[transfer.name]
         parts[f"input:{transfer.name}"] = f"{transfer.producer}:{record['checksum']}"
-        backends.add(record["backend"])
+        if record["backend"]:  # None: the list of no item's values
+            backends.add(record["backend"])
     for backend in sorted(backends):
         parts[f"backend:{backend}"] = backend_version(backend)
     for module in sorted(imported_modules(plan.imports + plan.functions + step.cells)):

@@ -61,6 +61,7 @@ class StepCache:
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
         self.pinned: frozenset[str] = frozenset()  # steps a partial run reuses whatever --no-cache says
+        self.fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests, as the engine fanned it out
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
         """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
@@ -80,47 +81,71 @@ class StepCache:
         return record.run_id, {s.name: {"status": s.status, "key": s.cache_key} for s in record.steps}
 
     # the engine's calls ----------------------------------------------------------------------
-    def key_of(self, name: str) -> str | None:
+    def key_of(self, name: str, item: int | None = None) -> str | None:
         """The step's cache key in this run, once it was ready (the run registry keeps it for --resume)."""
-        return self.keys.get(name, (None, None))[0]
+        return self.keys.get(_label(name, item), (None, None))[0]
 
-    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str) -> Decision:
-        """Link step ``name``'s cached outputs into ``run_dir`` (run ``run_id``) if it can be reused.  The
-        decision says what was reused, for the engine to report, or why the step must run."""
-        step = plan.steps[name]
-        inputs = {t.name: self.records.get((t.producer, t.name)) for t in step.inputs}
+    def reuse(self, plan: Plan, name: str, run_dir: RunDir, parameters: dict, run_id: str,
+              item: int | None = None) -> Decision:
+        """Link step ``name``'s cached outputs (of its ``item``, for a foreach step) into ``run_dir`` (run
+        ``run_id``) if it can be reused.  The decision says what was reused, for the engine to report, or
+        why the step must run.  An item's key holds its value's digest as well."""
+        step, label = plan.steps[name], _label(name, item)
+        inputs = {t.name: self._input(plan, step, t, item) for t in step.inputs}
         if any(record is None for record in inputs.values()):
             return Decision(name, None)  # an input was not saved through the cache's view (its producer failed)
         parts = key_parts(plan, name, parameters, inputs)
+        if item is not None:  # keyed on its item, not on all of them: a new item leaves the others cached
+            parts["item"] = self.fanned[name][item]
+            if not step.foreach.reads_all:
+                parts.pop(f"input:{step.foreach.name}", None)
+                parts.pop(f"parameter:{step.foreach.name}", None)
         base = digest(parts)
-        self.keys[name] = (base, parts)
-        decision, entry, location = self._decide(step, base, parts)
+        self.keys[label] = (base, parts)
+        decision, entry, location = self._decide(step, base, parts, label=label)
         if entry is None:
             return decision
+        source = entry.get("step", label)  # an item may have had another place among the items then
         try:
             for output in entry["outputs"]:
-                _link_tree(self.index.value_dir(location, name, output), run_dir.value(name, output))
-            links = self._link_reports(location, name, run_dir)
-            run_dir.write_outcome(name, StepOutcome("cached", metrics=entry.get("metrics", {}),
-                                                    saved=entry["outputs"]))
-            self._touch(entry, run_id)
+                _link_tree(self.index.value_dir(location, source, output), run_dir.value(label, output))
+            links = self._link_reports(location, label, run_dir, source)
+            run_dir.write_outcome(label, StepOutcome("cached", metrics=entry.get("metrics", {}),
+                                                     saved=entry["outputs"]))
+            if source == label:  # this run's copy is where later runs look for it
+                self._touch(entry, run_id)
         except OSError as exc:
             return Decision(name, None, f"could not link the cached outputs of run {entry['run_id']} ({exc}); "
                                         "running it again")
-        self.records.update({(name, output): record for output, record in entry["outputs"].items()})
-        self.keys[name] = (entry["key"], parts)
+        self.records.update({(label, output): record for output, record in entry["outputs"].items()})
+        self.keys[label] = (entry["key"], parts)
         return replace(decision, reused=Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links))
 
-    def remember(self, plan: Plan, name: str, outcome, run_id: str, ran_because: str = "") -> str:
-        """Record a step that just succeeded as a cache entry, keyed on the files it read too.  Returns what
-        its row says about the cache: why it ran (``ran_because``, its decision's reason), or why it was not
-        cached, and how it was keyed."""
-        step = plan.steps[name]
+    def _input(self, plan: Plan, step: StepPlan, transfer, item: int | None) -> dict | None:
+        """The marshal record of an input: its producer's, the same item's of a step it continues, or one
+        record standing for the list of a looping producer's items (their checksums in order)."""
+        producer = transfer.producer
+        if producer not in self.fanned:
+            return self.records.get((producer, transfer.name))
+        if step.itemwise(producer, plan):
+            return self.records.get((_label(producer, item), transfer.name))
+        records = [self.records.get((_label(producer, i), transfer.name)) for i in range(len(self.fanned[producer]))]
+        if any(record is None for record in records):
+            return None
+        return {"checksum": digest({str(i): r["checksum"] for i, r in enumerate(records)}),
+                "backend": records[0]["backend"] if records else None}
+
+    def remember(self, plan: Plan, name: str, outcome, run_id: str, ran_because: str = "",
+                 item: int | None = None) -> str:
+        """Record a step (or an item of one) that just succeeded as a cache entry, keyed on the files it read
+        too.  Returns what its row says about the cache: why it ran (``ran_because``, its decision's reason),
+        or why it was not cached, and how it was keyed."""
+        step, label = plan.steps[name], _label(name, item)
         saved = outcome.saved or {}
         for transfer in step.outputs:
             if transfer.name in saved:
-                self.records[(name, transfer.name)] = saved[transfer.name]
-        if outcome.status != "succeeded" or name not in self.keys:
+                self.records[(label, transfer.name)] = saved[transfer.name]
+        if outcome.status != "succeeded" or label not in self.keys:
             return ran_because
         if any(t.name not in saved for t in step.outputs):
             return ran_because
@@ -128,7 +153,7 @@ class StepCache:
         if reads.get("changed"):
             return (f"not cached: {', '.join(reads['changed'])} changed while the step ran (it reads "
                     "what it writes, or something else wrote it)")
-        base, parts = self.keys[name]
+        base, parts = self.keys[label]
         files = {rel: self.files.file(rel) for rel in reads.get("files", ())}
         listings = dict(reads.get("listings", {}))
         declared = {glob: self.files.declared(glob) for glob in step.options.reads}
@@ -142,9 +167,9 @@ class StepCache:
                      f"%%step {name} --reads GLOB[,GLOB]")
         note = "; ".join(filter(None, (ran_because, keyed)))  # after why it ran, if it could have been cached
         key = entry_key(base, files, listings, declared, conservative.get("workspace"))
-        self.keys[name] = (key, parts)
+        self.keys[label] = (key, parts)
         entry = {
-            "key": key, "base": base, "pipeline": self.pipeline, "step": name, "run_id": run_id,
+            "key": key, "base": base, "pipeline": self.pipeline, "step": label, "run_id": run_id,
             "locations": [run_id], "created": time.time(), "used": time.time(),
             "duration": outcome.duration, "no_cache": step.options.no_cache, "parts": parts,
             "files": files, "listings": listings, "declared": declared, **conservative,
@@ -166,6 +191,10 @@ class StepCache:
             if steps is not None and name not in steps:
                 continue
             waiting = [t.producer for t in step.inputs if (t.producer, t.name) not in records]
+            if step.foreach:
+                out.append(Decision(name, None, f"it loops over '{step.foreach.name}': each item is looked up "
+                                                "when the run knows the items"))
+                continue
             if waiting:
                 out.append(Decision(name, None, f"upstream step '{waiting[0]}' runs first, so its outputs "
                                                 "may change"))
@@ -200,9 +229,10 @@ class StepCache:
         self.files.done()
 
     # deciding -----------------------------------------------------------------------------------
-    def _decide(self, step: StepPlan, base: str, parts: dict,
-                read_content: bool = True) -> tuple[Decision, dict | None, str | None]:
-        before = self.resumed.get(step.name, {})
+    def _decide(self, step: StepPlan, base: str, parts: dict, read_content: bool = True,
+                label: str | None = None) -> tuple[Decision, dict | None, str | None]:
+        label = label or step.name
+        before = self.resumed.get(label, {})
         forced = (None if step.name in self.pinned
                   else "forced by --no-cache" if not self.use_cache
                   else f"forced by %%step {step.name} --no-cache" if step.options.no_cache else None)
@@ -214,10 +244,10 @@ class StepCache:
         if forced and not resumable:
             return Decision(step.name, None, forced), None, None
         if entry is None:
-            return Decision(step.name, None, self._why_new(step, base, parts)), None, None
+            return Decision(step.name, None, self._why_new(step, base, parts, label)), None, None
         problem = "no run holds its files any more"
         for location in entry.get("locations", ()):
-            problem = _verify(self.index, location, step.name, entry["outputs"], read_content)
+            problem = _verify(self.index, location, entry.get("step", label), entry["outputs"], read_content)
             if problem is None:
                 return Decision(step.name, entry["run_id"]), entry, location
         return Decision(step.name, None, f"cached outputs of run {entry['run_id']} are unusable ({problem}); "
@@ -229,8 +259,7 @@ class StepCache:
         return next((e for e in self.index.variants(base)
                      if not _missing(step, e) and self.files.matches(e)), None)
 
-    def _why_new(self, step: StepPlan, base: str, parts: dict) -> str:
-        name = step.name
+    def _why_new(self, step: StepPlan, base: str, parts: dict, name: str) -> str:
         before = self.resumed.get(name)
         if before and before.get("status") not in ("succeeded", "cached"):
             status = before.get("status")
@@ -260,15 +289,16 @@ class StepCache:
         locations = [run_id] + [r for r in entry.get("locations", ()) if r != run_id]
         self.index.put({**entry, "locations": locations[:KEPT_LOCATIONS], "used": time.time()})
 
-    def _link_reports(self, location: str, name: str, run_dir: RunDir) -> dict:
-        """The earlier executed notebook and log, linked into this run so it reads complete."""
+    def _link_reports(self, location: str, name: str, run_dir: RunDir, was: str | None = None) -> dict:
+        """The earlier executed notebook and log (of ``was``, default ``name``), linked into this run so it
+        reads complete."""
         links = {}
         source = self.kale.run(location)
         for field, path in (("notebook", RunDir.executed), ("log", RunDir.log)):
             target = path(run_dir, name)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                link_or_copy(path(source, name), target)
+                link_or_copy(path(source, was or name), target)
                 links[field] = str(target)
             except OSError:
                 continue
@@ -276,6 +306,11 @@ class StepCache:
 
 
 # files ------------------------------------------------------------------------------------------
+
+def _label(step: str, item: int | None) -> str:
+    """How a step's item is named in keys and the run's files: ``train[2]``."""
+    return step if item is None else f"{step}[{item}]"
+
 
 def _missing(step: StepPlan, entry: dict) -> list[str]:
     """The values ``step`` must save that ``entry`` does not hold (a run planned without a kernel keeps

@@ -50,6 +50,13 @@ def _names(text: str) -> tuple[str, ...]:
 @argument("--secret", action="append", default=[], metavar="NAME[:KEY[=ENVVAR]]",
           help="Key KEY (default NAME) of Kubernetes Secret NAME as variable ENVVAR (default KEY); locally "
                "read from the kernel's environment or the .env file beside the notebook (repeatable).")
+@argument("--foreach", nargs=3, metavar=("VAR", "in", "NAME"),
+          help="Run the cell once per item of NAME (a parameter or a value an earlier step produces) with VAR "
+               "bound to the item; each name it produces is then the list of the items' values.")
+@argument("--if", dest="condition", metavar='"EXPR"',
+          help="Run the step only when EXPR holds, over parameters and values of earlier steps (names, literals, "
+               "comparisons, and/or/not, arithmetic, subscripts, attributes, len abs min max any all round); "
+               "when false, it and every step after it are skipped and the run succeeds.")
 def step():
     """Mark this cell as (part of) a pipeline step, and run it."""
 
@@ -177,7 +184,32 @@ def step_options(args) -> StepOptions:
             reads = check_reads(args.reads)
         except ValueError as exc:
             raise UsageError(f"%%step {args.name}: --reads {args.reads}: {exc}.") from None
-    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, **checked, **_environment(args))
+    foreach = None if args.foreach is None else check_foreach(args.name, args.foreach)
+    condition = None
+    if args.condition is not None:
+        from ..plan.condition import parse_condition
+
+        try:
+            condition = parse_condition(args.condition).text
+        except ValueError as exc:
+            raise UsageError(f'%%step {args.name}: --if "{args.condition}": {exc}.') from None
+        if foreach:
+            raise UsageError(f'%%step {args.name}: --if with --foreach is not supported yet; put the condition '
+                             f'on a step after the loop, or test it inside the cell.')
+    return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, foreach=foreach, condition=condition,
+                       **checked, **_environment(args))
+
+
+def check_foreach(step: str, words: list[str]) -> tuple[str, str]:
+    """``--foreach VAR in NAME`` as (VAR, NAME); a ``UsageError`` naming what is missing or wrong."""
+    var, word, name = words
+    if word != "in" or not var.isidentifier() or not name.isidentifier():
+        raise UsageError(f"%%step {step}: --foreach {' '.join(words)}: write it as --foreach VAR in NAME with "
+                         "two variable names, e.g. --foreach fold in folds.")
+    if var == name:
+        raise UsageError(f"%%step {step}: --foreach {var} in {name}: the item needs its own name, e.g. "
+                         f"--foreach item in {name}.")
+    return var, name
 
 
 def check_reads(text: str) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from traitlets import Any, Bool, CaselessStrEnum, Int, List, TraitError, Unicode, validate
 
@@ -17,6 +18,7 @@ from ..errors import KaleError, RunFailed
 from ..panel.modes import MODES
 from ..plan.session import CELL_KINDS, RecordedCell, Session, StepOptions, cell_key, stale_key
 from . import arguments
+from .foreach import KernelLoops
 from .notebook_file import NotebookFinder
 
 MAX_PARALLEL = 256  # steps at once; each is a process
@@ -106,9 +108,11 @@ class Kale(Magics):
         self._renamed: set[str] = set()  # old setting names already noted
         super().__init__(shell)
         self.session = Session()
+        self.loops = KernelLoops()  # what --foreach cells produced, for the cells that continue them
         self._notebooks = NotebookFinder()
         self._cell_id: str | None = None
         self._depth = 0
+        self._held: dict[str, str] = {}  # step -> why its cells did not run in the kernel (a false --if)
         self._workers = None
         self.last_run = None  # the Run of the latest %kale_run, failed or not (kale_magic.last_run())
 
@@ -209,7 +213,8 @@ class Kale(Magics):
 
     # recording ------------------------------------------------------------------------------
     def _record_and_run(self, kind: str, cell: str, step: str | None = None,
-                        options: StepOptions = StepOptions(), silent: bool = False):
+                        options: StepOptions = StepOptions(), silent: bool = False, why_not: str | None = None):
+        """Run the cell and record it; ``why_not``: an ``--if`` cell whose condition is false, recorded unrun."""
         from ..plan.planner import is_bookkeeping
 
         cell = cell.rstrip("\n")
@@ -219,14 +224,22 @@ class Kale(Magics):
         before = {name: id(value) for name, value in ns.items()}
         if kind in ("imports", "functions"):
             self._warm(key, python)  # the worker imports them while the kernel does
+        if why_not is not None:
+            print(f"kale: step {step} did not run: {why_not}")
+            self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options))
+            return
         self._depth += 1
         try:
-            result = self.shell.run_cell(cell, store_history=False, silent=silent)
+            def run_body() -> bool:
+                return self.shell.run_cell(cell, store_history=False, silent=silent).success
+
+            success = (self.loops.run(ns, step, options.foreach, python, run_body) if options.foreach
+                       else run_body())
         finally:
             self._depth -= 1
         created = frozenset(n for n, v in ns.items() if before.get(n) != id(v) and not is_bookkeeping(n))
         self.session.record(RecordedCell(kind, cell, python, key, 0, self._cell_id, step, options, created))
-        if not result.success:
+        if not success:
             raise CellFailed(f"the %%{kind} cell failed")
 
     @cell_magic
@@ -238,7 +251,40 @@ class Kale(Magics):
         check_step_name(args.name)
         options = arguments.step_options(args)
         self._warm()  # while the user works; %kale_run will need it
-        self._record_and_run("step", cell, step=args.name, options=options)
+        why_not = self._why_not(args.name, options.condition) if options.condition else None
+        why_not = why_not or self._after_held(args.name, options.after)
+        if why_not:
+            self._held[args.name] = why_not
+        else:
+            self._held.pop(args.name, None)
+        self._record_and_run("step", cell, step=args.name, options=options, why_not=why_not)
+
+    def _after_held(self, step: str, after: tuple[str, ...] | None) -> str | None:
+        """Why a step after one that did not run in the kernel does not run either, as in the pipeline: its
+        parents are its --after steps, else the step recorded before it (its parent in execution order)."""
+        if after is None:
+            steps = [c.step for c in self.session.ordered() if c.kind == "step"]
+            earlier = steps[:steps.index(step)] if step in steps else steps
+            after = tuple(s for s in earlier[-1:] if s != step)
+        held = next((p for p in after if p in self._held), None)
+        return None if held is None else f"step '{held}' before it did not run ({self._held[held]})"
+
+    def _why_not(self, step: str, text: str) -> str | None:
+        """Why an ``--if`` cell does not run its body in the kernel (None: it does), as the pipeline will say."""
+        from ..plan.condition import parse_condition
+
+        condition = parse_condition(text)
+        ns = self.shell.user_ns
+        unknown = [name for name in condition.names if name not in ns]
+        try:
+            if unknown:
+                raise NameError(f"'{unknown[0]}' is not defined in the kernel; run the cells that produce it first")
+            holds = condition.holds(ns)
+        except Exception as exc:
+            why = f'%%step {step}: --if "{text}" could not be evaluated: {type(exc).__name__}: {exc}'
+            self.session.mark_stale(stale_key("step", step, self._cell_id), why + "; fix it and run the cell again")
+            raise UsageError(why + ".") from None
+        return None if holds else condition.why_false(ns)
 
     @cell_magic
     def imports(self, line, cell):
@@ -297,6 +343,8 @@ class Kale(Magics):
     def kale_reset(self, line):
         """Forget every recorded annotation (the cells' variables stay in the namespace)."""
         self.session.reset()
+        self.loops.reset()
+        self._held.clear()
         print("kale: all recorded annotations forgotten")
 
     @line_magic

@@ -22,7 +22,7 @@ from ..plan import Plan, Transfer
 from ..files import human_size
 from . import layered
 from .layered import Edge, Key, Layout
-from .style import COLORS, FAILED_FILL, ICONS, new_tab
+from .style import COLORS, FAILED_FILL, ICONS, items_summary, new_tab
 from .svg import StepView, box, clip, num, svg_open, text, width
 
 MAX_WIDTH = 960  # px: a top-down picture wider than this is drawn left to right
@@ -36,6 +36,7 @@ FILLS = {"pending": "#fafafa", "running": "#e3f2fd", "succeeded": "#e8f5e9", "fa
          "cached": "#e0f7fa", "skipped": "#f5f5f5"}
 PLAN_STROKE, EDGE_STROKE = "#607d8b", "#9e9e9e"
 LONG_STROKE = "#7e9cc0"  # a long edge (values from an ancestor past its children): told apart from the others
+CONDITION_STROKE = "#ef6c00"  # an edge into an --if step: it runs only when its condition holds
 
 
 # -- what is written where ---------------------------------------------------
@@ -59,13 +60,26 @@ def _values(plan: Plan, producer: str, names: tuple[str, ...]) -> list[Transfer]
 
 
 def _detail(plan: Plan, name: str) -> str:
-    params = plan.steps[name].parameters
-    return clip("⚙ " + ", ".join(params), NAME_CELLS + 6) if params else ""
+    """The node's second line: a foreach step's clause, then its --if condition (what decides whether it
+    runs), else the parameters it reads."""
+    step = plan.steps[name]
+    loop = f"∀ {step.foreach.var} in {step.foreach.name}" if step.foreach else ""
+    rest = (f"if {step.options.condition}" if step.options.condition
+            else "⚙ " + ", ".join(step.parameters) if step.parameters else "")
+    return clip("  ".join(filter(None, (loop, rest))), NAME_CELLS + 6)
+
+
+def _title(name: str, state) -> str:
+    """The node's name, with a foreach step's items once known: ``train ×5: 3 ✓ 1 ◔ 1 ✗``."""
+    items = getattr(state, "items", None)
+    return clip(name, NAME_CELLS) + (f" {items_summary(state)}" if items is not None else "")
 
 
 def _sizer(plan: Plan):
     """Measures the items of :func:`layered.layout` from what will be written in them."""
-    names = max((width(clip(n, NAME_CELLS), NAME_SIZE) for n in plan.steps), default=0.0)
+    # a foreach node leaves room for its items (``×12: 5 ✓ 4 ◔ 2 ✗ 1 –``)
+    names = max((width(clip(n, NAME_CELLS) + (" ×12: 5 ✓ 4 ◔ 2 ✗ 1 –" if s.foreach else ""), NAME_SIZE)
+                 for n, s in plan.steps.items()), default=0.0)
     details = max((width(_detail(plan, n), DETAIL_SIZE) for n in plan.steps), default=0.0)
     # Room for the status icon even in the planned picture, so a run's picture has the plan's layout.
     node = (2 * PAD + max(ICON + names, details, 56), 29 if details == 0 else 44)
@@ -118,12 +132,17 @@ def _edge_path(geo: Layout, edge: Edge) -> tuple[str, str]:
     return d, head
 
 
-def _edge_svg(geo: Layout, edge: Edge) -> str:
+def _edge_svg(plan: Plan, geo: Layout, edge: Edge) -> str:
     d, head = _edge_path(geo, edge)
     dash = "" if edge.names else ' stroke-dasharray="4 3"'
     stroke, long = (LONG_STROKE, ' data-long="true"') if edge.long else (EDGE_STROKE, "")
     tip = (f"<title>{text(', '.join(edge.names))}: {text(edge.producer)} → {text(edge.consumer)}, "
            f"past the steps between them</title>") if edge.long else ""
+    condition = plan.steps[edge.consumer].options.condition
+    if condition and not edge.long:  # labelled: the consumer runs only if it holds
+        stroke, dash = CONDITION_STROKE, ' stroke-dasharray="7 2 2 2"'
+        long += f' data-condition="{text(condition)}"'
+        tip = f"<title>{text(edge.consumer)} runs only if {text(condition)}</title>"
     return (f'<g class="kale-edge" data-from="{text(edge.producer)}" data-to="{text(edge.consumer)}" '
             f'data-values="{text(",".join(edge.names))}"{long}>{tip}'
             f'<path d="{d}" fill="none" stroke="{stroke}" stroke-width="1.3"{dash}/>'
@@ -149,7 +168,7 @@ def _value_svg(plan: Plan, geo: Layout, key: Key) -> str:
 
 def _tooltip(plan: Plan, name: str, state: StepView | None) -> str:
     step = plan.steps[name]
-    lines = [name]
+    lines = [name] + ([f"runs only if {step.options.condition}"] if step.options.condition else [])
     if state is not None:
         message = (state.message or "").removeprefix(f"{state.status}: ")
         lines.append(state.status + (f": {message}" if message else "")
@@ -181,15 +200,20 @@ def _node_svg(plan: Plan, geo: Layout, name: str, state: StepView | None,
                  'repeatCount="indefinite"/></rect>')
     else:
         rect += "/>"
+    if plan.steps[name].foreach:  # a stack of cards: one step, many items
+        rect = "".join(f'<rect class="kale-node-stack" x="{num(left + d)}" y="{num(top - d)}" width="{num(b.w)}" '
+                       f'height="{num(b.h)}" rx="6" fill="{fill}" stroke="{stroke}" stroke-width="1"/>'
+                       for d in (6, 3)) + rect
     first = top + 19
     icon = (f'<text class="kale-node-icon" x="{num(left + PAD)}" y="{num(first)}" fill="{stroke}" '
             f'font-size="{NAME_SIZE}">{ICONS[status]}</text>') if status else ""
     label = (f'<text class="kale-node-name" x="{num(left + PAD + (ICON if status else 0))}" y="{num(first)}" '
-             f'font-size="{NAME_SIZE}" font-weight="bold" fill="{ink}">{text(clip(name, NAME_CELLS))}</text>')
+             f'font-size="{NAME_SIZE}" font-weight="bold" fill="{ink}">{text(_title(name, state))}</text>')
     detail = _detail(plan, name)
     if detail:
-        label += (f'<text class="kale-node-params" x="{num(left + PAD)}" y="{num(first + 15)}" '
-                  f'font-size="{DETAIL_SIZE}" fill="#616161">{text(detail)}</text>')
+        kind, tint = ("condition", CONDITION_STROKE) if plan.steps[name].options.condition else ("params", "#616161")
+        label += (f'<text class="kale-node-{kind}" x="{num(left + PAD)}" y="{num(first + 15)}" '
+                  f'font-size="{DETAIL_SIZE}" fill="{tint}">{text(detail)}</text>')
     node = (f'<g class="kale-node" data-step="{text(name)}" data-status="{status or "planned"}">'
             f'<title>{text(_tooltip(plan, name, state))}</title>{rect}{icon}{label}</g>')
     target = href(name) if href and status == "failed" else None
@@ -213,7 +237,7 @@ def graph_svg(plan: Plan, steps: Mapping[str, StepView] | None = None, *,
     steps = steps or {}
     label = f"pipeline {plan.pipeline}: {len(plan.steps)} steps"
     parts = [svg_open(geo.width, geo.height, "kale-graph", label)]
-    parts += [_edge_svg(geo, edge) for edge in geo.edges]
+    parts += [_edge_svg(plan, geo, edge) for edge in geo.edges]
     parts += [_value_svg(plan, geo, key) for key in geo.boxes if key[0] == "value"]
     parts += [_node_svg(plan, geo, name, steps.get(name), href) for name in plan.steps]
     parts.append("</svg>")
@@ -236,8 +260,8 @@ class LiveGraph:
     def html(self, plan: Plan, steps: Mapping[str, StepView], href: Callable[[str], str | None]) -> str:
         if plan is not self._plan:
             self._plan, self._geometry, self._drawn = plan, layout(plan), ((), "")
-        seen = tuple((n, s.status, s.message, s.cached_from, href(n) if s.status == "failed" else None)
-                     for n, s in steps.items())
+        seen = tuple((n, s.status, s.message, s.cached_from, href(n) if s.status == "failed" else None,
+                      tuple(i.status for i in getattr(s, "items", None) or ())) for n, s in steps.items())
         if seen != self._drawn[0]:
             self._drawn = (seen, graph_html(plan, steps, href=href, geometry=self._geometry))
         return self._drawn[1]

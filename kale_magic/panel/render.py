@@ -17,7 +17,7 @@ from ..run.state import RunSnapshot, RunState, StepState, TaskState
 from ..server.address import FileServer
 from . import timeline
 from .graph import LiveGraph
-from .style import COLORS, FAILED_FILL, ICONS, esc, new_tab, plain, seconds
+from .style import COLORS, FAILED_FILL, ICONS, esc, items_summary, new_tab, plain, seconds
 
 _ROW = ("display:flex;gap:0.8em;align-items:baseline;padding:2px 6px;margin:0;"
         "font-family:var(--jp-code-font-family,monospace);font-size:12px;")
@@ -95,7 +95,8 @@ def step_line(step: StepState, links: Links, *, terse: bool = False) -> str:
     ``terse`` (terminal progress, a line per change): the live log while running, the
     notebook and log of a failed step, no links for a step that went well.
     """
-    line = f"    {ICONS[step.status]} {plain(step.name)} {step.status}"
+    name = plain(step.name) + (f" {items_summary(step)}" if step.items is not None else "")
+    line = f"    {ICONS[step.status]} {name} {step.status}"
     message = plain(step.message).removeprefix(f"{step.status}: ")
     if message:
         line += f": {message}"
@@ -142,7 +143,9 @@ def render_text(state: RunState | RunSnapshot, links: Links | None = None) -> st
     for task in run.tasks.values():
         lines.append(task_line(task, links))
         if task.name == "Run":
-            lines += [step_line(step, links) for step in run.steps.values()]
+            for step in run.steps.values():
+                lines.append(step_line(step, links))
+                lines += ["  " + step_line(item, links) for item in step.items or () if item.status != "succeeded"]
     if _ended(run):
         lines.append(footer_line(run))
     return "\n".join(lines)
@@ -185,10 +188,16 @@ def step_html(step: StepState, links: Links) -> str:
     failed = step.status == "failed"
     style = _ROW + "padding-left:2.6em;" + (_FAILED_ROW if failed else "")
     message = step.message or (f"cached from {step.cached_from}" if step.cached_from else "")
+    name = step.name + (f" {items_summary(step)}" if step.items is not None else "")
     row = (f'<div class="kale-row kale-step" data-name="{esc(step.name)}" data-status="{step.status}"'
            f' style="{style}">'
-           + _cells("step", step.name, step.status, step.duration, message, step_links(step), links)
+           + _cells("step", name, step.status, step.duration, message, step_links(step), links)
            + "</div>")
+    if step.items:  # expandable: one row per item, open while one failed
+        opened = " open" if step.status == "failed" else ""
+        row += (f'<details class="kale-items" data-step="{esc(step.name)}" style="margin:0 6px 2px 3.6em"{opened}>'
+                f'<summary style="cursor:pointer;font-size:11px">{len(step.items)} items</summary>'
+                + "".join(step_html(item, links) for item in step.items) + "</details>")
     traceback = traceback_under_row(step)
     if traceback:
         row += ('<details class="kale-traceback" style="margin:0 6px 4px 3.6em">'

@@ -54,3 +54,13 @@ def new_tab(href: str) -> str:
     if urlsplit(href).scheme in ("http", "https"):
         return ' target="_blank" rel="noopener noreferrer"'
     return ' target="_blank" rel="noopener"' if href.startswith("/") else ""
+
+
+def items_summary(step) -> str:
+    """A foreach step's items in one phrase: ``×5: 3 ✓ 1 ◔ 1 ✗`` (the states in a fixed order)."""
+    counts: dict[str, int] = {}
+    for item in step.items or ():
+        counts[item.status] = counts.get(item.status, 0) + 1
+    order = ("succeeded", "cached", "running", "pending", "failed", "skipped")
+    states = " ".join(f"{counts[s]} {ICONS[s]}" for s in order if counts.get(s))
+    return f"×{len(step.items)}" + (f": {states}" if states else "")

@@ -26,6 +26,18 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Foreach:
+    """A step's ``--foreach VAR in NAME``: it runs once per item of NAME with VAR bound to the item."""
+
+    var: str
+    name: str
+    producer: str | None  # the step that produces NAME; None: NAME is a parameter
+    head: str  # the first step of this clause's chain: the steps of one chain share their items
+    continues: tuple[str, ...] = ()  # same-clause parents: item i of this step runs after their item i
+    reads_all: bool = False  # the body reads NAME itself, not only its item: each item's key covers NAME
+
+
+@dataclass(frozen=True)
 class StepPlan:
     name: str
     cells: tuple[str, ...]  # the step's code, one entry per cell, as typed
@@ -35,6 +47,15 @@ class StepPlan:
     outputs: tuple[Transfer, ...]  # values it saves for later steps
     metrics: tuple[str, ...]  # metrics computed at the end of this step
     options: StepOptions = field(default_factory=StepOptions)
+    foreach: Foreach | None = None
+
+    def itemwise(self, producer: str, plan: "Plan") -> bool:
+        """True when this step loads ``producer``'s values item by item (same clause), False when as lists."""
+        other = plan.steps[producer].foreach
+        return bool(self.foreach and other and other.head == self.foreach.head)
+    # --if: what its condition reads, evaluated before the step runs (not inputs: they do not key its cache)
+    condition_parameters: tuple[str, ...] = ()
+    condition_inputs: tuple[Transfer, ...] = ()
 
 
 @dataclass

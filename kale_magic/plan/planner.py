@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import analysis
 from ..errors import UnmarshallableError, ValidationError
-from .model import Plan, StepPlan, Transfer
+from .model import Foreach, Plan, StepPlan, Transfer
 from .session import RecordedCell, StepOptions
 
 STEP_NAME = re.compile(r"^[a-z]([a-z0-9_-]{0,61}[a-z0-9])?$")
@@ -149,13 +149,15 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                  if name in problems.unordered or not problems.unordered.isdisjoint(ancestors[name])}
     changes = {name: changed for name, (_, changed) in step_names.items()}
     writers = _writers(order, changes)
+    loops = _loops(steps, order, parents, ancestors, writers, parameters, step_names, code_defined | invalid,
+                   problems)
     # Every step runs the %%imports/%%functions code; function bodies count only where called.
     always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
 
     inputs: dict[str, list[Transfer]] = {name: [] for name in order}
     step_params: dict[str, list[str]] = {name: [] for name in order}
     needed: dict[tuple[str, str], Transfer] = {}
-    missing: set[str] = set()  # one sentence per missing name, naming the first step that reads it
+    missing: set[str] = {f.name for f in loops.values() if f.producer is None and f.name not in parameters}
     for name in order:
         reads, _ = step_names[name]
         for var in dict.fromkeys(always_reads + reads.reads):
@@ -177,15 +179,23 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                 continue
             transfer = needed.get((producer, var))
             if transfer is None:
-                transfer = problems.check(problems.VALUES, _transfer, var, producer, env)
+                transfer = problems.check(problems.VALUES, _transfer, var, producer, env, set(loops))
                 if transfer is None:
                     continue
                 needed[(producer, var)] = transfer
             inputs[name].append(transfer)
 
-    for transfer in _results(order, ancestors, changes, writers, ignored, env):
+    gates = {name: _condition_reads(name, steps[name].options.condition, parameters, ancestors, writers, needed,
+                                    env, problems, (changes, cells)) for name in order}
+
+    for transfer in _results(order, ancestors, changes, writers, ignored, env, set(loops)):
         needed.setdefault((transfer.producer, transfer.name), transfer)
     metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
+    for metric in metrics:
+        if metric_steps[metric] in loops:
+            problems.add(problems.METRICS, f"metric '{metric}' is produced by step '{metric_steps[metric]}' once per "
+                                           "item (--foreach); compute one value from the list in a later step "
+                                           f"(e.g. mean_{metric} = sum({metric}) / len({metric})) and name that.")
     problems.raise_if_any()
     outputs: dict[str, list[Transfer]] = {name: [] for name in order}
     for (producer, _), transfer in needed.items():
@@ -202,6 +212,9 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
             outputs=tuple(outputs[name]),
             metrics=tuple(m for m in metrics if metric_steps[m] == name),
             options=step.options,
+            foreach=loops.get(name),
+            condition_parameters=gates[name][0],
+            condition_inputs=gates[name][1],
         )
     return Plan(
         pipeline=pipeline, steps=plan_steps, experiment=experiment, description=description,
@@ -243,15 +256,76 @@ def _group_steps(cells: list[RecordedCell], problems: _Problems) -> dict[str, _S
 
 
 def _step_names(step: _Step, code: analysis.Names, problems: _Problems) -> tuple[analysis.Names, set[str]]:
-    """(names the step reads and writes, names it changes); a cell that does not parse adds nothing."""
-    names = analysis.analyze([c.python for c in problems.readable(step.cells)], f"step '{step.name}'")
+    """(names the step reads and writes, names it changes); a cell that does not parse adds nothing.
+
+    A ``--foreach VAR in NAME`` step is read as the loop it is: it reads NAME, VAR is an item of NAME
+    (changing it changes NAME) and VAR itself is bound by the loop, not produced."""
+    sources = [c.python for c in problems.readable(step.cells)]
+    loop = step.options.foreach
+    if loop:
+        sources.insert(0, f"for {loop[0]} in {loop[1]}:\n    pass")
+    names = analysis.analyze(sources, f"step '{step.name}'")
     created = {n for c in step.cells for n in c.created}
     changed = names.changed | created
+    if loop:
+        changed.discard(loop[0])
+        names.writes.discard(loop[0])
     # Bound by the step itself in ways the AST cannot see (star imports, exec, globals()[...]).
     names.reads = [n for n in names.reads if n not in created - names.changed]
     closure = analysis.function_closure(names.reads, code.functions) - set(names.reads) - changed
     names.reads.extend(sorted(closure))
     return names, changed
+
+
+def _loops(steps, order, parents, ancestors, writers, parameters, step_names, code_defined,
+           problems: _Problems) -> dict[str, Foreach]:
+    """The ``--foreach`` clause of each looping step, checked: what NAME is, which steps continue which."""
+    from ..errors import KaleError
+    from ..step.foreach import items
+
+    out: dict[str, Foreach] = {}
+    for name in order:
+        clause = steps[name].options.foreach
+        if clause is None:
+            continue
+        var, over = clause
+        said = f"step '{name}' (--foreach {var} in {over})"
+        shadowed = [s for s in writers.get(var, ()) if s != name] or (["%%parameters"] if var in parameters else [])
+        if shadowed:
+            where = "a parameter" if shadowed[0] == "%%parameters" else f"a value step '{shadowed[0]}' produces"
+            problems.add(problems.FLOW, f"{said} names its item '{var}', which is also {where}; give the item a "
+                                        f"name of its own, e.g. --foreach {var}_item in {over}.")
+        producer = _nearest_writer(over, name, ancestors, writers, problems)
+        if producer is None and over in parameters:
+            try:
+                items(parameters[over], name, over)
+            except KaleError as exc:
+                problems.add(problems.PARAMETERS, f"{said}: {exc}")
+        elif producer is None and over not in code_defined:  # (also: a %%parameters line already refused)
+            later = [s for s in writers.get(over, ()) if s != name]
+            problems.add(problems.FLOW, f"{said} loops over '{over}', which step '{later[0]}' produces but does not "
+                                        f"run before it; add --after {later[0]} to the %%step {name} line."
+                         if later else f"{said} loops over '{over}', which no step produces and no %%parameters "
+                                       "cell defines; check the spelling or produce it in an earlier step.")
+        reads, changed = step_names[name]
+        received = sorted((changed & set(reads.reads)) - {var} - code_defined)
+        if received:
+            problems.add(problems.FLOW, f"{said} changes '{received[0]}', a value it receives; its items run apart "
+                                        "and their changes cannot be merged: produce a new value instead (e.g. "
+                                        f"{received[0]}_{var} = ...).")
+        same = [s for s in order[:order.index(name)] if steps[s].options.foreach == clause]
+        unchained = [s for s in same if s not in ancestors[name]]
+        if unchained:
+            problems.add(problems.STRUCTURE, f"{said} repeats the clause of step '{unchained[0]}' but does not run "
+                                             f"after it, so it cannot continue its items; add --after {unchained[0]}, "
+                                             "or loop with another item name to start a new loop.")
+        head = next((out[s].head for s in same if s in ancestors[name] and s in out), name)
+        continues = tuple(p for p in parents[name] if p in out and out[p].head == head)
+        readable = problems.readable(steps[name].cells)
+        body = analysis.analyze([c.python for c in readable], f"step '{name}'")
+        reads_all = over in body.reads or len(readable) < len(steps[name].cells)  # unsure: key on all of NAME
+        out[name] = Foreach(var, over, producer, head, continues, reads_all)
+    return out
 
 
 def _merge(first: StepOptions, later: StepOptions) -> StepOptions:
@@ -345,9 +419,34 @@ def _nearest_writer(var, step, ancestors, writers, problems: _Problems) -> str |
     return nearest[0] if nearest else None
 
 
-def _not_produced(var, step, ancestors, changes, cells, env) -> str | None:
+def _condition_reads(name, text, parameters, ancestors, writers, needed, env, problems, seen):
+    """(parameters, values of ancestors) an ``--if`` reads; a name that is neither is a problem."""
+    if not text:
+        return (), ()
+    from .condition import parse_condition
+
+    params, values = [], []
+    for var in parse_condition(text).names:
+        producer = _nearest_writer(var, name, ancestors, writers, problems)
+        if producer is None:
+            if var in parameters:
+                params.append(var)
+            else:
+                reader = f'step \'{name}\' --if "{text}"'
+                problems.add(problems.FLOW, _not_produced(var, name, ancestors, *seen, env, reader=reader) or (
+                    f"{reader} reads '{var}', but no step before '{name}' produces it and it is no parameter; "
+                    "check the spelling, or compute it in a step before."))
+            continue
+        transfer = needed.get((producer, var)) or problems.check(problems.VALUES, _transfer, var, producer, env)
+        if transfer is not None:
+            needed[(producer, var)] = transfer
+            values.append(transfer)
+    return tuple(params), tuple(values)
+
+
+def _not_produced(var, step, ancestors, changes, cells, env, reader=None) -> str | None:
     """Why ``var`` does not reach ``step``, where it can be found; None when it is nowhere."""
-    start = f"step '{step}' reads '{var}', but"
+    start = f"{reader or f'step {step!r}'} reads '{var}', but"
     later = [s for s in changes if var in changes[s] and s != step and s not in ancestors[step]]
     if later:
         return (f"{start} it is produced by step '{later[0]}', which does not run before '{step}'; "
@@ -382,7 +481,7 @@ def _is_setting(value) -> bool:
         return False
 
 
-def _results(order, ancestors, changes, writers, ignored, env) -> list[Transfer]:
+def _results(order, ancestors, changes, writers, ignored, env, looped=frozenset()) -> list[Transfer]:
     """Values a step changes last (no later step changes them): saved so ``run.load`` can return them.
 
     Unlike values another step needs, a result that cannot be marshalled is simply not kept.
@@ -395,7 +494,7 @@ def _results(order, ancestors, changes, writers, ignored, env) -> list[Transfer]
             if any(step in ancestors[later] for later in writers[var]):  # a descendant changes it again
                 continue
             try:
-                out.append(_transfer(var, step, env))
+                out.append(_transfer(var, step, env, looped))
             except ValidationError:
                 continue
     return out
@@ -411,12 +510,16 @@ def _written(cell: RecordedCell) -> set[str]:
     return analysis.analyze([cell.python], cell.label).changed | set(cell.created)
 
 
-def _transfer(var: str, producer: str, env: Environment) -> Transfer:
-    if var not in env.namespace:
+def _transfer(var: str, producer: str, env: Environment, looped=frozenset()) -> Transfer:
+    """How ``var`` travels from ``producer``; a looping producer saves each item's value, which the kernel
+    holds as the list of them (its first item tells the type)."""
+    value = env.namespace.get(var)
+    if producer in looped:
+        value = value[0] if isinstance(value, list) and value else None
+    if var not in env.namespace or value is None and producer in looped:
         return Transfer(var, producer, backend="auto", type_name="unknown")
     from .. import marshal
 
-    value = env.namespace[var]
     try:
         backend, type_name, artifact_type, size = marshal.describe(value)
     except UnmarshallableError as exc:

@@ -16,12 +16,19 @@ def plan_text(plan: Plan) -> str:
         extra = f"; parameters: {', '.join(step.parameters)}" if step.parameters else ""
         extra += f"; metrics: {', '.join(step.metrics)}" if step.metrics else ""
         extra += f"; reads: {', '.join(step.options.reads)}" if step.options.reads else ""
+        if step.foreach:
+            loop = step.foreach
+            extra += (f"; once per item: --foreach {loop.var} in {loop.name}"
+                      + (f", continuing {', '.join(loop.continues)} item by item" if loop.continues else ""))
+        extra += f"; runs only if {step.options.condition}" if step.options.condition else ""
         lines.append(f"  {step.name}{after}{extra}")
     flows = plan.flows()
     if flows:
         lines.append("Edges:")
     for producer, consumer, names in flows:
         long = "" if producer in plan.steps[consumer].parents else " (a long edge: past the steps between them)"
+        condition = plan.steps[consumer].options.condition
+        long += f" [if {condition}]" if condition and not long else ""
         lines.append(f"  {producer} -> {consumer}: {', '.join(names) or '(order only)'}{long}")
     consumers: dict = {}  # (producer, name) -> (the value, the steps reading it in plan order)
     for step in plan.steps.values():

@@ -23,6 +23,8 @@ class StepOptions:
     reads: tuple[str, ...] = ()  # globs of workspace files it reads where the runtime cannot see (--reads)
     env: tuple[tuple[str, str], ...] = ()  # --env KEY=VALUE: variables set in the step's process
     secrets: tuple = ()  # --secret: kale_magic.step.environment.SecretRef, values resolved only when it runs
+    foreach: tuple[str, str] | None = None  # --foreach VAR in NAME: (VAR, NAME)
+    condition: str | None = None  # --if "EXPR": the step runs only when it holds (plan.condition checks it)
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,6 @@ class Run:
 
     def load(self, name: str, step: str | None = None):
         """Load a value a step saved, by default from the last step that saved it."""
-        from .. import marshal
-
         producers = [t.producer for t in self.plan.transfers() if t.name == name] if self.plan else []
         if step is None:
             if not producers:
@@ -79,11 +77,20 @@ class Run:
             step = producers[-1]
         else:
             self._check_step(step)
+        items = self.state.steps[step].items if step in self.state.steps else None
+        if items is not None:  # a --foreach step saved one value per item: the list of them, in item order
+            return [self._load(item.name, name, producers) for item in items]
+        return self._load(step, name, producers)
+
+    def _load(self, step: str, name: str, producers: list[str]):
+        from .. import marshal
         from .debug import saved_value
 
         path = saved_value(self.files, self.state.engine, step, name)
         if path is None:
-            raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'"
+            state = self.state.steps[step]
+            why = f", it was skipped ({state.message})" if state.status == "skipped" and state.message else ""
+            raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'{why}"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
         return marshal.load(path, name=name, step=step)
 

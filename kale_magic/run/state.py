@@ -59,12 +59,32 @@ class StepState:
     cached_from: str | None = None  # run id whose outputs were reused
     cache_key: str | None = None  # the step's cache key in this run (local engine)
     links: Mapping[str, str] = field(default_factory=dict)
+    items: tuple["StepState", ...] | None = None  # a --foreach step's items once known, each named step[i]
 
     @property
     def duration(self) -> float | None:
         if self.started is None:
             return None
         return (self.ended or time.time()) - self.started
+
+
+def _of_items(step: StepState) -> StepState:
+    """A foreach step as its items add up: running while one is, failed when one failed, skipped when
+    one was skipped (an upstream item failed), cached when all were; its times span theirs."""
+    if not step.items:  # nothing to loop over: done at once, each name it produces an empty list
+        now = time.time()
+        return replace(step, status="succeeded", started=step.started or now, ended=step.ended or now)
+    statuses = {item.status for item in step.items}
+    status = next((s for s in ("running", "pending", "failed", "skipped") if s in statuses),
+                  "cached" if statuses == {"cached"} else "succeeded")
+    if status == "pending" and statuses != {"pending"}:
+        status = "running"
+    first = next((i for i in step.items if i.status == status and i.message), None)
+    starts = [i.started for i in step.items if i.started is not None]
+    ends = [i.ended for i in step.items if i.ended is not None]
+    done = status not in ("running", "pending")
+    return replace(step, status=status, message=f"{first.name}: {first.message}" if first else "",
+                   started=min(starts) if starts else None, ended=max(ends) if done and ends else None)
 
 
 @dataclass(frozen=True)
@@ -228,6 +248,30 @@ class RunState:
                 changes["ended"] = changes.get("ended") or now
             links = {**step.links, **(changes.pop("links", None) or {})}
             self._steps[name] = replace(step, status=status, links=links, **changes)
+        self._changed(f"step:{name}")
+
+    def fan_out(self, name: str, count: int) -> None:
+        """Step ``name`` runs as ``count`` items (``--foreach``), each pending."""
+        with self._lock:
+            step = replace(self._steps.get(name) or StepState(name),
+                           items=tuple(StepState(f"{name}[{i}]") for i in range(count)))
+            self._steps[name] = _of_items(step)
+        self._changed(f"step:{name}")
+
+    def item(self, name: str, index: int, status: str, **changes) -> None:
+        """Set item ``index`` of foreach step ``name`` like :meth:`step` sets a step; the step adds them up."""
+        with self._lock:
+            step = self._steps[name]
+            item, now = step.items[index], time.time()
+            if status == "running":
+                changes["started"] = changes.get("started") or now
+            elif status in ("succeeded", "failed", "cached"):
+                changes["started"] = changes.get("started") or item.started or now
+                changes["ended"] = changes.get("ended") or now
+            links = {**item.links, **(changes.pop("links", None) or {})}
+            items = list(step.items)
+            items[index] = replace(item, status=status, links=links, **changes)
+            self._steps[name] = _of_items(replace(step, items=tuple(items)))
         self._changed(f"step:{name}")
 
     # results and ids -----------------------------------------------------

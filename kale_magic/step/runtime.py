@@ -33,11 +33,13 @@ class StepContext:
     """Where this step's values come from and go to."""
 
     step: str = ""
-    inputs: dict[str, str] = field(default_factory=dict)  # name -> saved value directory
+    inputs: dict[str, str | list[str]] = field(default_factory=dict)  # name -> saved value directory (a list
+    # of directories: the items' values of a --foreach step, loaded as a list)
     producers: dict[str, str] = field(default_factory=dict)  # name -> step that saved it
     outputs: dict[str, str] = field(default_factory=dict)  # name -> directory to save to
     metrics_path: str | None = None
     saved: dict[str, dict] = field(default_factory=dict)  # name -> marshal record, filled while running
+    item: int | None = None  # which item of its --foreach clause this instance runs
 
     _active = None  # the context of the step running in this process
 
@@ -66,7 +68,17 @@ def load_inputs(namespace: dict, names: list[str]) -> None:
 
     ctx = StepContext.current()
     for name in names:
-        namespace[name] = marshal.load(ctx.inputs[name], name=name, step=ctx.producers.get(name))
+        where, step = ctx.inputs[name], ctx.producers.get(name)
+        namespace[name] = ([marshal.load(w, name=name, step=step) for w in where] if isinstance(where, list)
+                           else marshal.load(where, name=name, step=step))
+
+
+def bind_item(namespace: dict, var: str, name: str) -> None:
+    """``--foreach VAR in NAME``: bind VAR to this instance's item of NAME."""
+    from .foreach import items
+
+    ctx = StepContext.current()
+    namespace[var] = items(namespace[name], ctx.step, name)[ctx.item]
 
 
 def save_outputs(namespace: dict, names: list[str]) -> None:
@@ -228,7 +240,7 @@ def _run_cells(shell: StepShell, nb: dict, capture: Capture) -> StepOutcome:
             ename, evalue, _, text = shell.last_error
             role = cell.get("metadata", {}).get("kale", {}).get("role", "step")
             line = f"{ename}: {evalue}" if evalue else ename
-            if role in ("unmarshal", "marshal"):
+            if role in ("unmarshal", "item", "marshal"):
                 line = evalue or ename  # our own errors already name the variable and step
             return StepOutcome("failed", error=line, traceback=text)
     return StepOutcome("succeeded")

@@ -145,8 +145,20 @@ class Names:
         taken: set[str] = set()
         # kfp names a task after its component function: load_data -> "load-data"
         self.functions = {s: _unique(_identifier(s), taken, "_") for s in plan.steps}
+        # the task that evaluates a step's --if (kfp's conditions compare one output with a constant)
+        self.gates = {s: _unique(f"kale_gate_{_identifier(s)}", taken, "_")
+                      for s, step in plan.steps.items() if step.options.condition}
         self.tasks = {s: f.replace("_", "-") for s, f in self.functions.items()}
         self.steps_by_task = {t: s for s, t in self.tasks.items()}
+
+    @staticmethod
+    def gate_io(step: StepPlan) -> dict[tuple[str, str], str]:
+        """Argument names of a step's gate: (param | in, variable) -> name."""
+        taken: set[str] = set()
+        names = {("param", p): _unique(_identifier(p), taken, "_") for p in sorted(step.condition_parameters)}
+        names.update({("in", t.name): _unique(f"in_{_identifier(t.name)}", taken, "_")
+                      for t in _sorted(step.condition_inputs)})
+        return names
 
     @staticmethod
     def io(step: StepPlan) -> dict[tuple[str, str], str]:
@@ -205,6 +217,12 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
 
     from .delivery import check_container_specs, publish_bundle
 
+    looping = [name for name, step in plan.steps.items() if step.foreach]
+    if looping:  # compiled as one task it would run once, not per item: refused rather than wrong
+        from ...errors import KaleError
+
+        raise KaleError(f"step '{looping[0]}' uses --foreach, which kale-magic does not compile for Kubeflow "
+                        "Pipelines yet; run it with --engine local.")
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
@@ -250,7 +268,9 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
         bundles.extend(dict.fromkeys(imported.values()))
     environments = {image: _environment_component(setup, env, opts, contents[image])
                     for image, env in setup.environments.items()}
+    gates = condition_gates(plan)
     components = {s: _component(plan, plan.steps[s], names, opts, setup) for s in plan.steps}
+    gate_components = {s: _component(plan, plan.steps[s], names, opts, setup, gate=True) for s in names.gates}
 
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
 
@@ -264,19 +284,47 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             runtime = {RUNTIME: _runtime_importer(imported[image].url)} if image in imported else {}
             prepared[image] = component(**runtime)
             _apply_options(prepared[image], None, opts)
-        for name, step in plan.steps.items():
+
+        def environment(name):
+            return {ENVIRONMENT: prepared[setup.images[name]].outputs["environment"]} if setup.environment(
+                name) is not None else {}
+
+        def make(name, step):
             io = ios[name]
             args = {io[("param", p)]: params[p] for p in step.parameters}
             if snapshot is not None:
                 args[SNAPSHOT] = snapshot
-            if setup.environment(name) is not None:
-                args[ENVIRONMENT] = prepared[setup.images[name]].outputs["environment"]
+            args.update(environment(name))
             args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
                          for t in step.inputs})
             task = components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, step, opts)
             tasks[name] = task
+
+        def gate(name, step):
+            io = Names.gate_io(step)
+            args = {io[("param", p)]: params[p] for p in step.condition_parameters}
+            args.update(environment(name))
+            args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
+                         for t in step.condition_inputs})
+            task = gate_components[name](**args)
+            task.after(*(tasks[p] for p in step.parents))
+            _apply_options(task, None, opts, requests=False)
+            return task
+
+        def inside(prefix):
+            """The steps whose --if steps start with ``prefix``, each --if block nested in the one before."""
+            depth = len(prefix)
+            here = [n for n in plan.steps if gates[n][:depth] == prefix]
+            for name in here:
+                if len(gates[name]) == depth:
+                    make(name, plan.steps[name])
+            for name in dict.fromkeys(gates[n][depth] for n in here if len(gates[n]) > depth):
+                with dsl.If(gate(name, plan.steps[name]).output == "true", name=f"if {name}"):
+                    inside(prefix + (name,))
+
+        inside(())
 
     func = _pipeline_function(plan, build)
     root = opts.pipeline_root if opts.pipeline_root and is_store(opts.pipeline_root) else None
@@ -333,13 +381,40 @@ def _pipeline_function(plan: Plan, build):
     return namespace["pipeline"]
 
 
-def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup):
+def condition_gates(plan: Plan) -> dict[str, tuple[str, ...]]:
+    """Each step's ``--if`` steps (its own and its ancestors'), outermost first: the ``dsl.If`` blocks it sits
+    in.  KFP nests blocks and lets no task outside one depend on a task inside, so these must form a chain
+    (each a descendant of the one before); two unrelated ones above one step are refused in one sentence."""
+    order = list(plan.steps)
+    ancestors: dict[str, set[str]] = {}
+    gates: dict[str, tuple[str, ...]] = {}
+    problems = []
+    for name, step in plan.steps.items():
+        ancestors[name] = set(step.parents).union(*(ancestors[p] for p in step.parents))
+        found = {g for p in step.parents for g in gates[p]} | ({name} if step.options.condition else set())
+        chain = tuple(sorted(found, key=order.index))
+        loose = [(a, b) for a, b in zip(chain, chain[1:]) if a not in ancestors[b]]
+        if loose:
+            a, b = loose[0]
+            problems.append(f"step '{name}' runs after the --if steps '{a}' and '{b}', neither of which runs after "
+                            f"the other, which Kubeflow's nested conditions cannot express: add --after {a} to the "
+                            f"%%step {b} line, or test both conditions in one --if.")
+        gates[name] = chain
+    if problems:
+        raise ValidationError(*problems)
+    return gates
+
+
+def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup, gate: bool = False):
+    """The step's component, or (``gate``) the one that evaluates its ``--if`` and returns "true" or why not."""
     from kfp import dsl
 
     from .bootstrap import STEP_BOOTSTRAP
 
-    source = component_source(plan, step, names.functions[step.name], bool(opts.snapshot_url), setup)
-    func = _define(source, names.functions[step.name])
+    function = names.gates[step.name] if gate else names.functions[step.name]
+    source = (gate_source(plan, step, function, setup) if gate
+              else component_source(plan, step, function, bool(opts.snapshot_url), setup))
+    func = _define(source, function)
     environment = setup.environment(step.name) is not None
     component = dsl.component(func, base_image=setup.images[step.name],
                               **kfp_arguments(opts.packages, opts.pip_index_urls),
@@ -403,6 +478,38 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, 
             f"    run_component(\n{body}    )\n")
 
 
+def gate_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
+    """Python source of the component that evaluates ``step``'s ``--if`` on the values it reads (the same
+    evaluation as the kernel's and the local engine's); it returns "true", or the reason it is false."""
+    from .bootstrap import STEP_PREAMBLE
+
+    io = Names.gate_io(step)
+    environment = setup.environment(step.name) is not None
+    kinds = {t.name: t.artifact_type for t in step.condition_inputs}
+    signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.condition_parameters)]
+    signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.condition_inputs)]
+    if environment:
+        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+    params = "{" + ", ".join(f"{p!r}: {io[('param', p)]}" for p in sorted(step.condition_parameters)) + "}"
+    inputs = "{" + ", ".join(f"{t.name!r}: {io[('in', t.name)]}" for t in _sorted(step.condition_inputs)) + "}"
+    text_params = tuple(p for p in sorted(step.condition_parameters) if not _is_typed(plan.parameters[p]))
+    arguments = [
+        f"step={step.name!r}",
+        f"condition={step.options.condition!r}",
+        f"parameters={params}",
+        f"text_parameters={text_params!r}",
+        f"inputs={inputs}",
+        f"producers={ {t.name: t.producer for t in _sorted(step.condition_inputs)}!r}",
+        f"python={kernel_python()!r}",
+        f"runtime={setup.runtime!r}",
+    ]
+    body = "".join(f"        {a},\n" for a in arguments)
+    return (f"def {function}({', '.join(signature)}) -> str:\n"
+            + (STEP_PREAMBLE if environment else "")
+            + "    from kale_magic.engines.kfp.component import run_gate\n"
+            f"    return run_gate(\n{body}    )\n")
+
+
 def _sorted(transfers):
     return sorted(transfers, key=lambda t: t.name)
 
@@ -427,9 +534,10 @@ def _define(source: str, function: str):
     return namespace[function]
 
 
-def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
+def _apply_options(task, step: StepPlan | None, opts: CompileOptions, requests: bool = True) -> None:
     """Per-step options from ``%%step``; ``step`` None for the environment task, which obeys the pipeline-wide
-    ones as every step does: caching, volumes and secrets (its pip may need the index's credentials)."""
+    ones as every step does: caching, volumes and secrets (its pip may need the index's credentials), and for
+    an ``--if`` gate (``requests`` False: it only loads a few values, and asks for no resources)."""
     from kfp import kubernetes
 
     if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME
@@ -440,7 +548,8 @@ def _apply_options(task, step: StepPlan | None, opts: CompileOptions) -> None:
         kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=dict(pairs))
     if step is None:
         task.set_caching_options(opts.caching)
-        task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
+        if requests:
+            task.set_cpu_request(ENVIRONMENT_REQUESTS["cpu"]).set_memory_request(ENVIRONMENT_REQUESTS["memory"])
         return
     o = step.options
     task.set_display_name(step.name)

@@ -65,6 +65,25 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
         Path(metrics.path).write_text(json.dumps(outcome.metrics, sort_keys=True, default=repr), encoding="utf-8")
 
 
+def run_gate(step, condition, parameters, text_parameters, inputs, producers, python=None, runtime=None) -> str:
+    """Evaluate ``step``'s ``--if`` on its parameters and the values it reads: "true", or why it is false
+    (the output ``dsl.If`` compares; the reason shows in the task's output and log)."""
+    from ... import marshal
+    from ...plan.condition import parse_condition
+
+    _check_environment(step, python, runtime)
+    values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
+    values.update({name: marshal.load(artifact.path, name=name, step=producers.get(name))
+                   for name, artifact in inputs.items()})
+    checked = parse_condition(condition)
+    if checked.holds(values):
+        print(f"step '{step}' runs: condition {checked.text} holds")
+        return "true"
+    why = checked.why_false(values)
+    print(f"step '{step}' is skipped: {why}")
+    return why
+
+
 def _check_environment(step: str, python: str | None, runtime: str | None) -> None:
     """The step runs only where the Python and the kale-magic are the ones that compiled it."""
     from .bootstrap import kernel_python

@@ -274,6 +274,9 @@ class KfpEngine:
                 self._call("canceling the run", self._client.runs.run_service_terminate_run, run_id,
                            _request_timeout=REQUEST_TIMEOUT)
         if final == "SUCCEEDED":
+            for name, step in state.steps.items():  # inside a dsl.If whose gate said no: never created
+                if step.status in ("pending", "running"):
+                    state.step(name, "skipped", message=_not_triggered(plan, name))
             return Outcome("succeeded")
         if final == "CANCELED":
             error = "the run was canceled in Kubeflow Pipelines"
@@ -406,6 +409,17 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow,
             seen[step] = status
             state.step(step, status, message=message, links={"KFP run": link})
     return failures
+
+
+def _not_triggered(plan: Plan, name: str) -> str:
+    """Why a step of a successful run never ran: an ``--if`` above it was false (its gate task says which
+    and why; the API does not return the gate's output, so this names the candidates)."""
+    from .compiler import condition_gates
+
+    said = " or ".join(f"the condition {plan.steps[g].options.condition} of step '{g}'"
+                       for g in condition_gates(plan).get(name, ()))
+    return (f"skipped: {said} was false (the kale-gate task's output says why)" if said
+            else "skipped: Kubeflow Pipelines did not run it")
 
 
 def _step_states(details, steps_by_task, state) -> dict[str, tuple[str, str, bool, bool]]:

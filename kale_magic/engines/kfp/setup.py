@@ -124,7 +124,7 @@ def _requirements(plan: Plan, step: StepPlan, opts) -> Requirements:
 
     sources = plan.imports + plan.functions + step.cells
     imported = imported_modules(sources)
-    used = {t.backend for t in (*step.inputs, *step.outputs)}
+    used = {t.backend for t in (*step.inputs, *step.outputs, *step.condition_inputs)}  # its --if gate loads
     modules = set()
     for backend in marshal.registry:
         if backend.name in used or set(backend.packages) & imported:

@@ -123,7 +123,12 @@ class LocalEngine:
         run_dir.make_step_dirs()
         kept = set(self.selection.run + self.selection.reuse) if self.selection else set(plan.steps)
         schedule = Schedule({name: tuple(p for p in step.parents if p in kept)
-                             for name, step in plan.steps.items() if name in kept})
+                             for name, step in plan.steps.items() if name in kept},
+                            {name: step.foreach.continues for name, step in plan.steps.items()
+                             if step.foreach and name in kept})
+        fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests (their number: its instances)
+        if self.cache:
+            self.cache.fanned = fanned
         executor = Executor(self.workers, {name: step.options.timeout for name, step in plan.steps.items()},
                             self.max_parallel, self._cancel)
         report = Reporter(state, run_dir)
@@ -132,8 +137,16 @@ class LocalEngine:
             for instance in schedule.ready():
                 if executor.full:
                     break
-                decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id) \
-                    if self.cache else None
+                if instance.item is None and plan.steps[instance.step].foreach:
+                    self._fan_out(plan, instance, schedule, fanned, report, run_dir)
+                    break  # its items are ready now: look again
+                gate = held_back(plan, instance.step, run_dir) if plan.steps[instance.step].options.condition else None
+                if gate is not None:  # its --if was false (or raised): it ends here, without a process
+                    report.gated(instance, *gate)
+                    report.skipped(schedule.end(instance, *gate))
+                    continue
+                decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id,
+                                            item=instance.item) if self.cache else None
                 unselected = self.selection is not None and instance.step in self.selection.reuse
                 if decision is not None and decision.reused:
                     schedule.end(instance, "cached")
@@ -147,10 +160,10 @@ class LocalEngine:
                 ran_because[instance] = decision.reason if decision else ""
                 if not self.workers.ready:
                     report.warming(instance, self.workers.importing)
-                executor.submit(instance, self._job(plan, instance.step, run_dir, compiled.notebooks[instance.step]))
+                executor.submit(instance, self._job(plan, instance, run_dir, compiled.notebooks[instance.step], fanned))
                 schedule.start(instance)
             if not executor.running:
-                if schedule.ready():  # cached steps made their children ready
+                if schedule.ready():  # cached steps made their children ready, or a step fanned out
                     continue
                 break
             for event in executor.wait():
@@ -172,32 +185,108 @@ class LocalEngine:
     def _ended(self, event: Ended, plan: Plan, schedule: Schedule, report: Reporter, run_dir: RunDir,
                ran_because: str) -> None:
         """Report how an instance ended (the cache remembers a success) and skip what its failure stops."""
-        name = event.instance.step
-        outcome = outcome_of(run_dir, name, event)
-        skipped = schedule.end(event.instance, outcome.status)
-        note = self.cache.remember(plan, name, outcome, report.state.run_id, ran_because) if self.cache else ""
-        report.ended(event.instance, outcome, event.started, note, self.cache.key_of(name) if self.cache else None)
+        instance = event.instance
+        name, item = instance.step, instance.item
+        outcome = outcome_of(run_dir, str(instance), event)
+        skipped = schedule.end(instance, outcome.status)
+        note = self.cache.remember(plan, name, outcome, report.state.run_id, ran_because, item=item) \
+            if self.cache else ""
+        report.ended(instance, outcome, event.started, note, self.cache.key_of(name, item) if self.cache else None)
         report.skipped(skipped)
 
-    def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
+    def _fan_out(self, plan: Plan, instance: StepInstance, schedule: Schedule, fanned: dict, report: Reporter,
+                 run_dir: RunDir) -> None:
+        """A ``--foreach`` step is ready: its items become instances, and so do those of the steps that
+        continue it item by item; a value it cannot loop over fails it, in one sentence."""
+        from ...errors import KaleError
+        from ...step.foreach import item_digest, items
+
+        name = instance.step
+        loop = plan.steps[name].foreach
+        try:
+            values = items(self._loop_value(plan, name, run_dir, fanned), name, loop.name)
+        except KaleError as exc:
+            report.failed(instance, str(exc))
+            report.skipped(schedule.end(instance, "failed"))
+            return
+        except Exception as exc:  # noqa: BLE001 - a value that does not load fails the step, not the run
+            report.failed(instance, f"step '{name}' could not load '{loop.name}' to loop over it: "
+                                    f"{type(exc).__name__}: {exc}")
+            report.skipped(schedule.end(instance, "failed"))
+            return
+        digests = [item_digest(v) for v in values]
+        chain = [name]
+        for other, step in plan.steps.items():  # plan order: a step after the steps it continues
+            if step.foreach and set(step.foreach.continues) & set(chain):
+                chain.append(other)
+        for step in chain:
+            fanned[step] = digests
+            schedule.expand(step, len(digests))
+            report.fanned_out(step, len(digests))
+
+    @staticmethod
+    def _loop_value(plan: Plan, name: str, run_dir: RunDir, fanned: dict):
+        """The value a foreach step loops over: a parameter's, or the one its producer saved (a list of
+        the items' values when that producer loops itself)."""
+        from ... import marshal
+
+        loop = plan.steps[name].foreach
+        if loop.producer is None:
+            return plan.parameters[loop.name]
+        if loop.producer not in fanned:
+            return marshal.load(run_dir.value(loop.producer, loop.name), name=loop.name, step=loop.producer)
+        return [marshal.load(run_dir.value(str(StepInstance(loop.producer, i)), loop.name), name=loop.name,
+                             step=loop.producer) for i in range(len(fanned[loop.producer]))]
+
+    def _job(self, plan: Plan, instance: StepInstance, run_dir: RunDir, notebook: Path, fanned: dict) -> dict:
+        name, label = instance.step, str(instance)
         step = plan.steps[name]
+
+        def where(transfer):
+            """Where an input was saved: one directory, or one per item of a looping producer (a list)."""
+            producer = transfer.producer
+            if producer not in fanned:
+                return str(run_dir.value(producer, transfer.name))
+            if step.itemwise(producer, plan):
+                return str(run_dir.value(str(StepInstance(producer, instance.item)), transfer.name))
+            return [str(run_dir.value(str(StepInstance(producer, i)), transfer.name))
+                    for i in range(len(fanned[producer]))]
+
         context = StepContext(
             step=name,
-            inputs={t.name: str(run_dir.value(t.producer, t.name)) for t in step.inputs},
+            inputs={t.name: where(t) for t in step.inputs},
             producers={t.name: t.producer for t in step.inputs},
-            outputs={t.name: str(run_dir.value(name, t.name)) for t in step.outputs},
-            metrics_path=str(run_dir.metrics_file(name)),
+            outputs={t.name: str(run_dir.value(label, t.name)) for t in step.outputs},
+            metrics_path=str(run_dir.metrics_file(label)),
+            item=instance.item,
         )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return {
-            "notebook": str(notebook), "executed": str(run_dir.executed(name)),
-            "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
+            "notebook": str(notebook), "executed": str(run_dir.executed(label)),
+            "log": str(run_dir.log(label)), "outcome": str(run_dir.outcome_file(label)),
             "context": json.loads(context.to_json()), "cwd": str(cwd),
             "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
             "sys_path": sys_path,
         }
+
+
+def held_back(plan: Plan, name: str, run_dir: RunDir) -> tuple[str, str] | None:
+    """None when step ``name``'s ``--if`` holds on the values its ancestors saved; else how it ends and why:
+    ("skipped", the condition and its values) or ("failed", the error the expression or a load raised)."""
+    from ... import marshal
+    from ...plan.condition import parse_condition
+
+    step = plan.steps[name]
+    condition = parse_condition(step.options.condition)
+    try:
+        values = {p: plan.parameters[p] for p in step.condition_parameters}
+        for t in step.condition_inputs:
+            values[t.name] = marshal.load(str(run_dir.value(t.producer, t.name)), name=t.name, step=t.producer)
+        return None if condition.holds(values) else ("skipped", condition.why_false(values))
+    except Exception as exc:  # the expression's own error, or a value that would not load
+        return "failed", f'the --if "{condition.text}" of step \'{name}\' raised {type(exc).__name__}: {exc}'
 
 
 def outcome_of(run_dir: RunDir, name: str, ended: Ended) -> StepOutcome:

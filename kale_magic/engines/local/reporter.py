@@ -24,18 +24,33 @@ class Reporter:
         self.run_dir = run_dir
         self._warming: StepInstance | None = None  # submitted before the worker had imported its modules
 
+    def _set(self, instance: StepInstance, status: str, **changes) -> None:
+        """A step's row, or an item's (the step adds its items up)."""
+        if instance.item is None:
+            self.state.step(instance.step, status, **changes)
+        else:
+            self.state.item(instance.step, instance.item, status, **changes)
+
     def cached(self, instance: StepInstance, reused: Reused, unselected: bool = False) -> None:
         """``unselected``: a step a partial run left out, whose values a selected step loads."""
         self.state.add_metrics(reused.metrics)
         note = f" ({NOT_SELECTED})" if unselected else ""
-        self.state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                        message=f"reused from run {reused.run_id}{note}", **reused.links)
+        self._set(instance, "cached", cached_from=reused.run_id, cache_key=reused.key,
+                  message=f"reused from run {reused.run_id}{note}", **reused.links)
 
     def unusable(self, instance: StepInstance, why: str) -> None:
         """A step a partial run must reuse whose earlier result went away after the run was checked."""
         name = instance.step
         self.state.step(name, "failed", message=f"step '{name}' is {NOT_SELECTED} and could not be reused "
                                                 f"({why}); run it with %kale_run --to {name}")
+
+    def fanned_out(self, step: str, count: int) -> None:
+        """``step`` (``--foreach``) runs as ``count`` items."""
+        self.state.fan_out(step, count)
+
+    def failed(self, instance: StepInstance, message: str) -> None:
+        """``instance`` failed before it could run (a foreach step whose value cannot be looped over)."""
+        self._set(instance, "failed", message=message)
 
     def warming(self, instance: StepInstance, importing: bool) -> None:
         """``instance`` waits for the warm worker (cold imports cost more than waiting): said once a run."""
@@ -48,19 +63,23 @@ class Reporter:
     def started(self, instance: StepInstance) -> None:
         if instance == self._warming:
             self.state.task("Run", "running", "")
-        name = instance.step
-        self.state.step(name, "running", log=str(self.run_dir.log(name)), notebook=str(self.run_dir.executed(name)))
+        label = str(instance)
+        self._set(instance, "running", log=str(self.run_dir.log(label)), notebook=str(self.run_dir.executed(label)))
 
     def ended(self, instance: StepInstance, outcome: StepOutcome, started: float, note: str,
               cache_key: str | None) -> None:
         """``note``: what the cache says about a step that ran (shown unless the step failed)."""
         self.state.add_metrics(outcome.metrics)
-        self.state.step(instance.step, outcome.status, started=started, message=outcome.error or note,
-                        traceback=outcome.traceback, cache_key=cache_key)
+        self._set(instance, outcome.status, started=started, message=outcome.error or note,
+                  traceback=outcome.traceback, cache_key=cache_key)
+
+    def gated(self, instance: StepInstance, status: str, why: str) -> None:
+        """``instance`` never started: its ``--if`` was false (skipped) or raised (failed), saying why."""
+        self.state.step(instance.step, status, message=why)
 
     def skipped(self, why: dict[StepInstance, str]) -> None:
         for instance, message in why.items():
-            self.state.step(instance.step, "skipped", message=message)
+            self._set(instance, "skipped", message=message)
 
     def error_of(self, instance: StepInstance) -> str:
         return self.state.steps[instance.step].message

@@ -30,14 +30,20 @@ class StepInstance:
 
 class Schedule:
     """The status of every instance of one run; ``parents`` maps each step to its parents, in a
-    topological order (the plan's)."""
+    topological order (the plan's).
 
-    def __init__(self, parents: Mapping[str, tuple[str, ...]]):
+    A ``--foreach`` step starts as one instance; once its items are known, :meth:`expand` replaces it
+    by one instance per item.  ``itemwise`` maps a step to the parents it continues item by item (the
+    same clause): its item i waits for their item i only, not for all of them.
+    """
+
+    def __init__(self, parents: Mapping[str, tuple[str, ...]], itemwise: Mapping[str, tuple[str, ...]] = {}):
         self._parents = {step: tuple(p) for step, p in parents.items()}
+        self._itemwise = {step: frozenset(itemwise.get(step, ())) & set(p) for step, p in self._parents.items()}
         self._status = {StepInstance(step): PENDING for step in parents}
         # What is ready is kept as instances end, not searched for: a search of every instance (and of
         # its parents' instances) on each call made a run of N steps cost N^3.
-        self._position = {instance: i for i, instance in enumerate(self._status)}
+        self._position = {instance: (i, -1) for i, instance in enumerate(self._status)}
         self._instances: dict[str, list[StepInstance]] = {step: [] for step in parents}
         for instance in self._status:
             self._instances[instance.step].append(instance)
@@ -46,8 +52,9 @@ class Schedule:
         for step, above in self._parents.items():
             for parent in set(above):
                 self._children[parent].append(step)
-        self._unmet = {step: len(set(above)) for step, above in self._parents.items()}  # parents not done
-        self._candidates = {i for i in self._status if self._unmet[i.step] == 0}
+        # whole parents not done (item-wise parents are waited for per item)
+        self._unmet = {step: len(set(above) - self._itemwise[step]) for step, above in self._parents.items()}
+        self._candidates = {i for i in self._status if self._unmet[i.step] == 0 and not self._itemwise[i.step]}
 
     @property
     def status(self) -> dict[StepInstance, str]:
@@ -58,13 +65,33 @@ class Schedule:
         self._candidates = {i for i in self._candidates if self._status[i] == PENDING}
         return sorted(self._candidates, key=self._position.__getitem__)
 
+    def expand(self, step: str, count: int) -> list[StepInstance]:
+        """Replace ``step``'s one pending instance by ``count`` item instances (none: the step is done)."""
+        whole = StepInstance(step)
+        self._expect(whole, PENDING)
+        position = self._position.pop(whole)[0]
+        del self._status[whole]
+        self._candidates.discard(whole)
+        items = [StepInstance(step, i) for i in range(count)]
+        for instance in items:
+            self._status[instance] = PENDING
+            self._position[instance] = (position, instance.item)
+        self._instances[step] = items
+        self._undone[step] = count
+        if self._unmet[step] == 0:
+            self._candidates.update(i for i in items if self._items_done(i))
+        if count == 0:
+            self._undone[step] = 1
+            self._done(step)
+        return items
+
     def start(self, instance: StepInstance) -> None:
         self._expect(instance, PENDING)
         self._status[instance] = RUNNING
 
-    def end(self, instance: StepInstance, status: str) -> dict[StepInstance, str]:
+    def end(self, instance: StepInstance, status: str, why: str = "") -> dict[StepInstance, str]:
         """``instance`` ended with ``status`` (also a pending one served from the cache); a failure skips
-        its pending descendants: returned with why."""
+        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with why."""
         if status not in ENDED:
             raise ValueError(f"unknown end status {status!r}")
         if self._status[instance] not in (PENDING, RUNNING):
@@ -72,10 +99,14 @@ class Schedule:
         self._status[instance] = status
         if status in DONE:
             self._done(instance.step)
-        if status != "failed":
+            self._item_done(instance)
+        if status == "skipped":
+            why = f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else "")
+        elif status == "failed":
+            why = f"skipped: upstream step '{instance}' failed"
+        else:
             return {}
-        why = f"skipped: upstream step '{instance.step}' failed"
-        return self._skip([i for i in self.descendants(instance.step) if self._status[i] == PENDING], why)
+        return self._skip([i for i in self._below(instance) if self._status[i] == PENDING], why)
 
     def cancel(self) -> dict[StepInstance, str]:
         """Skip every pending instance; the running ones are the executor's to stop."""
@@ -88,6 +119,15 @@ class Schedule:
             if step in parents or any(p in below for p in parents):
                 below.append(name)
         return [i for i in self._status if i.step in below]
+
+    def _below(self, instance: StepInstance) -> list[StepInstance]:
+        """What a failure of ``instance`` stops: every instance of its descendants, except that the steps
+        continuing a failed item lose that item only."""
+        linked = {instance.step} if instance.item is not None else set()
+        for name in self._parents:  # topological order
+            if self._itemwise[name] & linked and not (set(self._parents[name]) - self._itemwise[name]) & linked:
+                linked.add(name)
+        return [i for i in self.descendants(instance.step) if i.step not in linked or i.item == instance.item]
 
     @property
     def running(self) -> list[StepInstance]:
@@ -103,9 +143,29 @@ class Schedule:
         if self._undone[step]:
             return
         for child in self._children[step]:
+            if step in self._itemwise[child]:
+                continue
             self._unmet[child] -= 1
             if self._unmet[child] == 0:
-                self._candidates.update(self._instances[child])
+                self._candidates.update(i for i in self._instances[child] if self._items_done(i))
+
+    def _item_done(self, instance: StepInstance) -> None:
+        """Item i of a step succeeded: item i of the steps continuing it may run, if the rest is done."""
+        if instance.item is None:
+            return
+        for child in self._children[instance.step]:
+            if instance.step in self._itemwise[child] and self._unmet[child] == 0:
+                mine = StepInstance(child, instance.item)
+                if mine in self._status and self._items_done(mine):
+                    self._candidates.add(mine)
+
+    def _items_done(self, instance: StepInstance) -> bool:
+        """The item-wise parents of ``instance`` have finished its item (vacuous for other steps)."""
+        if not self._itemwise[instance.step]:
+            return True
+        if instance.item is None:
+            return False  # continued item by item: runs once expanded
+        return all(self._status.get(StepInstance(p, instance.item)) in DONE for p in self._itemwise[instance.step])
 
     def _skip(self, instances: list[StepInstance], why: str) -> dict[StepInstance, str]:
         for instance in instances:
