@@ -56,7 +56,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # the three contenders: each writes its YAML for the same notebook -----------------------------
 def kale_magic_yaml(work: Path, root: Path, caching: bool = True) -> Path:
     """The notebook annotated with magics, run in a real kernel, compiled with the defaults
-    (``caching=False``: with ``Kale.caching = False``, so that only the environment task is reused)."""
+    (``caching=False``: with ``Kfp.caching = False``, so that only the environment task is reused)."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -66,8 +66,8 @@ def kale_magic_yaml(work: Path, root: Path, caching: bool = True) -> Path:
     os.chdir(work)
     shell = InteractiveShell(config=config)
     shell.run_line_magic("load_ext", "kale_magic")
-    shell.run_line_magic("config", f"Kale.caching = {caching}")
-    shell.run_line_magic("config", f"Kale.pipeline_root = {str(root)!r}")  # the runtime bundle is published there
+    shell.run_line_magic("config", f"Kfp.caching = {caching}")
+    shell.run_line_magic("config", f"Kfp.pipeline_root = {str(root)!r}")  # the runtime bundle is published there
     for cell in ("%%imports\nimport numpy as np", f"%%parameters\nn = {N}", f"%%step load\n{LOAD}",
                  f"%%step stats\n{STATS}", "%%metrics\nmean"):
         result = shell.run_cell(cell)

@@ -335,7 +335,7 @@ def test_a_large_step_notebook_travels_in_the_runtime_bundle_not_in_any_spec(tmp
 
 
 def test_index_credentials_are_refused_in_the_yaml_and_come_from_a_secret(tmp_path, fixed_runtime):
-    with pytest.raises(ValidationError, match=r"credentials in https://…@pypi.internal.*Kale.secrets"):
+    with pytest.raises(ValidationError, match=r"credentials in https://…@pypi.internal.*Kfp.secrets"):
         compile_pipeline(three_step_plan(), tmp_path / "p.yaml", pip_index_urls=("https://me:s3cret@pypi.internal/simple",))
     assert not (tmp_path / "p.yaml").exists()
     spec, platform = load(compile_pipeline(three_step_plan(), tmp_path / "p.yaml", caching=False,

@@ -231,6 +231,33 @@ def test_a_pandas_and_scikit_learn_notebook_gives_the_kernels_values(kernel, kfp
         "accuracy": kernel.ns["accuracy"]}
 
 
+DYNAMIC = [
+    """
+    %%step dump
+    import yaml
+    doc = yaml.safe_dump({"a": [1, 2]})
+    """,
+    """
+    %%step read
+    import os
+    unpacked = os.path.isdir(os.path.join(os.environ.get("KALE_ENVIRONMENT", "/nowhere"), "yaml"))
+    back = __import__("ya" + "ml").safe_load(doc)
+    """,
+]
+
+
+def test_a_step_unpacks_only_what_it_imports_and_the_rest_when_it_imports_it(kernel, kfp_local, tmp_path):
+    """The environment holds PyYAML for step dump; step read's code names no yaml import, so its bootstrap
+    leaves PyYAML packed (``unpacked`` is False there, as in the kernel), and its ``__import__`` unpacks it
+    then: the step gets the kernel's values."""
+    from kfp import components
+
+    plan = recorded_plan(kernel, DYNAMIC)
+    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
+    assert marshal.load(outputs(kfp_local, "read", "unpacked")) is False
+    assert marshal.load(outputs(kfp_local, "read", "back")) == kernel.ns["back"] == {"a": [1, 2]}
+
+
 def test_a_step_reads_workspace_files_from_the_snapshot(kernel, kfp_local, tmp_path, monkeypatch):
     """The snapshot travels through the pipeline root (a folder under kfp.local); the step reads the file
     as it was when the run started, and imports the notebook's own module from it."""

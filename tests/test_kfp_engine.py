@@ -213,7 +213,7 @@ def test_unreachable_host_is_a_clear_error_and_keeps_the_yaml(tmp_path):
 
 def test_missing_host_names_the_settings(tmp_path):
     message = failed_upload(None, tmp_path)
-    assert "No Kubeflow Pipelines host is configured" in message and "Kale.host" in message
+    assert "No Kubeflow Pipelines host is configured" in message and "Kfp.host" in message
 
 
 def test_rejected_credentials_say_which_setting_to_check(tmp_path):
@@ -263,7 +263,7 @@ def test_settings_resolution_order(monkeypatch):
     assert settings.link("runs/details/r1") == "https://ui.example/#/runs/details/r1"
     assert resolve_settings("kfp.example:8443").host == "https://kfp.example:8443"
     monkeypatch.delenv("KF_PIPELINES_ENDPOINT")
-    with pytest.raises(EngineError, match="Kale.host"):
+    with pytest.raises(EngineError, match="Kfp.host"):
         resolve_settings()
 
 
@@ -376,7 +376,7 @@ def test_volumes_need_a_server_that_parses_kfp_kubernetes_parameters(tmp_path):
         s.options, cpu=None, memory=None, gpu=None, retries=None)) for n, s in plan.steps.items()})
     with FakeKfpServer(version="2.4.0") as srv:
         message = failed_upload(srv.url, tmp_path, plan=plain, config={"volumes": ["data:/data"]})
-    assert "Kale.volumes need KFP 2.5 or newer" in message
+    assert "Kfp.volumes need KFP 2.5 or newer" in message
 
 
 def test_servers_before_2_16_are_told_to_ignore_the_security_context(tmp_path):

@@ -49,7 +49,7 @@ def test_a_library_installed_from_a_local_path_is_refused(tmp_path, monkeypatch,
         step_requirements(["import localpkg"], where="step 'train'")
     message = str(info.value)
     assert message.startswith("Module 'localpkg' imported by step 'train' belongs to localpkg, " + how)
-    assert "Kale.pip_index_urls" in message and "kale-magic image" in message
+    assert "Kfp.pip_index_urls" in message and "kale-magic image" in message
 
 
 def test_a_library_from_an_index_is_pinned(tmp_path, monkeypatch):
@@ -131,5 +131,5 @@ def test_pins_are_checked_against_the_index_for_the_image_platform():
     check_available(Requirements((("dill", importlib.metadata.version("dill")),)), (), kernel_python())
     with pytest.raises(ValidationError, match=r"^dill==0\.0\.1, pinned to the kernel's version for the steps, is on "
                                               r"none of the indexes .* for Linux x86_64, Python 3\.\d+ .*"
-                                              r"Kale.pip_index_urls"):
+                                              r"Kfp.pip_index_urls"):
         check_available(Requirements((("dill", "0.0.1"),)), (), kernel_python())

@@ -1,6 +1,7 @@
 """Snapshots on Kubeflow Pipelines: published to a real SeaweedFS, imported by every compiled step."""
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from kale_magic.engines.kfp.compiler import CompileOptions, compile_pipeline
 from kale_magic.snapshot import list_snapshots, publish, published_url, take_snapshot
 
 ROOT = Path(__file__).parents[1]
-s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
+s3_server, s3_env, kfp_default_store = s3.s3_server, s3.s3_env, s3.kfp_default_store  # the fixtures
 CELLS = ["%%step load\ntext = open('data.txt').read()", "%%step use\nn = len(text)"]
 
 
@@ -62,26 +63,67 @@ def test_compile_only_without_a_pipeline_root_names_the_workspace_files_the_step
     message = run.state.tasks["Compile"].message
     assert message.startswith("not published: the workspace files (data.txt) and kale-magic's runtime would be "
                               "read from minio://mlpipeline/v2/artifacts")
-    assert "set Kale.pipeline_root" in message
+    assert "set Kfp.pipeline_root" in message
 
 
-def test_an_upload_with_no_pipeline_root_publishes_to_the_namespaces_default_root(kernel, s3_env, kfp_server,
-                                                                                  tmp_path):
-    """A multi-user namespace may only write private-artifacts/<namespace>/ (the profile controller's
-    policy): with Kale.namespace and no root, the snapshot and the runtime go there, and the steps find them."""
+def test_no_snapshot_on_kfp_refuses_a_run_whose_workspace_has_files(kernel, kfp_server, tmp_path):
+    """KFP pods start in an empty folder: --no-snapshot would run the steps without data.txt, so the run is
+    refused before anything is uploaded, naming the file and the fix; the compiled YAML is kept."""
     (tmp_path / "data.txt").write_text("x")
-    client = s3_env.client()
-    if "mlpipeline" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
-        client.create_bucket(Bucket="mlpipeline")
     kernel.cells(*CELLS)
-    kernel.run("%config Kale.namespace = 'team-a'")
-    run = kernel.run(f"%kale_run --host {kfp_server.url} --upload-only")
+    error = kernel.error(f"%kale_run --host {kfp_server.url} --no-snapshot")
+    assert str(error).startswith("--no-snapshot: the KFP steps work in an empty folder, so this pipeline cannot "
+                                 "run without the workspace files (data.txt); drop --no-snapshot")
+    assert "Kfp.pipeline_root" in str(error)
+    assert kfp_server.pipelines == {}  # nothing uploaded
+
+
+def test_no_snapshot_compile_only_on_kfp_warns_and_an_empty_workspace_needs_nothing(kernel, kfp_server, tmp_path):
+    (tmp_path / "data.txt").write_text("x")
+    kernel.cells(*CELLS)
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-snapshot")
+    assert run.status == "compiled"
+    assert run.state.tasks["Snapshot"].message.startswith(
+        "--no-snapshot: the KFP steps work in an empty folder, so this pipeline runs without the workspace files "
+        "(data.txt)")
+    (tmp_path / "data.txt").unlink()
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-snapshot")
+    assert run.state.tasks["Snapshot"].message == "--no-snapshot: steps run in the notebook's folder"
+
+
+@pytest.mark.parametrize("multi_user, prefix", [(True, "private-artifacts/team-a/v2/artifacts/"),
+                                                (False, "v2/artifacts/")])
+def test_an_upload_with_no_pipeline_root_publishes_to_the_default_root_of_the_servers_mode(
+        kernel, kfp_default_store, kfp_env, tmp_path, multi_user, prefix):
+    """The mode comes from the server (healthz ``multi_user``), not from whether Kfp.namespace is set: a
+    multi-user namespace may only write private-artifacts/<namespace>/ (the profile controller's policy),
+    so the snapshot and the runtime go there; a single-user install ignores namespaces and keeps KFP's
+    shared root. Either way the YAML's importers name the keys that were written."""
+    from kfp_api_server import FakeKfpServer
+
+    (tmp_path / "data.txt").write_text("x")
+    kernel.cells(*CELLS)
+    kernel.run("%config Kfp.namespace = 'team-a'")
+    with FakeKfpServer(multi_user=multi_user) as server:
+        run = kernel.run(f"%kale_run --host {server.url} --upload-only")
     assert run.status == "uploaded", run.state.error
-    prefix = "private-artifacts/team-a/v2/artifacts/"
-    keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlpipeline", Prefix=prefix)["Contents"]]
-    assert {k[len(prefix):].split("/")[0] for k in keys} >= {"kale-snapshots", "kale-runtime"}
-    text = run.pipeline_file.read_text()
-    assert all(f"minio://mlpipeline/{k}" in text for k in keys if "kale-runtime" in k or "kale-snapshots" in k)
+    imported = re.findall(r"minio://mlpipeline/([^\s'\"]+)", run.pipeline_file.read_text())
+    assert {k[len(prefix):].split("/")[0] for k in imported if k.startswith(prefix)} == {"kale-snapshots",
+                                                                                       "kale-runtime"}
+    assert all(k.startswith(prefix) for k in imported), imported
+    client = kfp_default_store.client()
+    assert all(client.head_object(Bucket="mlpipeline", Key=k)["ContentLength"] > 0 for k in set(imported))
+
+
+def test_a_multi_user_server_with_no_namespace_known_is_refused_naming_the_setting(kernel, kfp_env, tmp_path):
+    from kfp_api_server import FakeKfpServer
+
+    (tmp_path / "data.txt").write_text("x")
+    kernel.cells(*CELLS)
+    with FakeKfpServer(multi_user=True) as server:
+        error = kernel.error(f"%kale_run --host {server.url} --upload-only")
+        assert not server.pipelines
+    assert "multi-user install" in str(error) and "%config Kfp.namespace" in str(error)
 
 
 def test_kale_run_publishes_the_snapshot_it_compiles_in(kernel, s3_env, kfp_server, tmp_path):

@@ -82,6 +82,9 @@ class Outcome:
 
 class Engine(Protocol):
     name: str
+    # Whether a --no-snapshot run's steps see the notebook's folder; one without it (absent: True) has its
+    # --no-snapshot runs refused while the workspace holds files (see run.launch).
+    live_folder: bool
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: "RunDir", will_run: bool) -> None:
         """Take note of the workspace the steps see (``None``: the live folder)."""

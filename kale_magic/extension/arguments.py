@@ -140,7 +140,7 @@ def kale_debug():
 @argument("--resume", metavar="NAME", help="Resume the paused schedule NAME.")
 @argument("--delete", metavar="NAME", help="Delete the schedule NAME (its runs stay).")
 @argument("--pipeline", help="The pipeline whose schedules these are (default: the notebook's, as %%kale_run).")
-@argument("--host", help="KFP API endpoint (default: Kale.host or KF_PIPELINES_ENDPOINT).")
+@argument("--host", help="KFP API endpoint (default: Kfp.host or KF_PIPELINES_ENDPOINT).")
 def kale_schedules():
     """List this notebook's schedules on Kubeflow Pipelines (next run, last run), or pause/resume/delete one."""
 
@@ -301,7 +301,7 @@ _IMAGE = re.compile(r"""
 
 
 def check_image(text: str) -> str:
-    """``text`` if it can name a container image; ValueError otherwise (also used for ``Kale.base_image``)."""
+    """``text`` if it can name a container image; ValueError otherwise (also used for ``Kfp.base_image``)."""
     if len(text) > 255 or not _IMAGE.fullmatch(text):
         raise ValueError("give a container image reference, such as python:3.11 or "
                          "registry.example.com/team/image:tag (lowercase repository, no spaces)")

@@ -186,7 +186,7 @@ def _missing(record: "RunRecord", step: str, name: str, producer: str) -> str:
     if not engines.get(record.engine).local:
         return (f"the value '{name}' that step '{producer}' saved in {record.engine} run {record.run_id} cannot be "
                 "read back "
-                "(KFP served that step from its cache, or Kale.pipeline_root is not an object store the "
+                "(KFP served that step from its cache, or Kfp.pipeline_root is not an object store the "
                 f"kernel reaches); re-run with --no-cache to debug step '{step}'.")
     return (f"run {record.run_id}'s values were cleaned (%kale_cache --clear deleted '{name}' of step "
             f"'{producer}'); run the pipeline again (%kale_run) to debug step '{step}'.")

@@ -182,8 +182,15 @@ def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell
     """The Snapshot task: freeze the workspace (or reuse a snapshot) and hand it to the engine."""
     will_run = not request.compile_only
     if request.no_snapshot and not request.from_snapshot:
-        engine.prepare(None, run_dir, will_run)
-        state.task("Snapshot", "skipped", "--no-snapshot: steps run in the notebook's folder")
+        note = "" if getattr(engine, "live_folder", True) else _empty_folder_note(workspace, engine.name.upper(), will_run)
+        try:
+            if note and will_run:
+                raise KaleError(note)
+            engine.prepare(None, run_dir, will_run)
+        except KaleError as exc:
+            state.fail("Snapshot", str(exc))
+            raise
+        state.task("Snapshot", "skipped", note or "--no-snapshot: steps run in the notebook's folder")
         return
     state.task("Snapshot", "running")
     try:
@@ -196,6 +203,26 @@ def snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell
     if run_dir.workspace.is_dir():  # the header links the snapshot's files as the steps see them; the row, its manifest
         state.add_links(snapshot=str(run_dir.workspace))
     state.task("Snapshot", "done", message, manifest=str(ref.manifest))
+
+
+def _empty_folder_note(workspace: Workspace, engine: str, will_run: bool) -> str:
+    """Why a ``--no-snapshot`` run of an engine whose steps work in an empty folder (KFP pods) cannot have
+    the workspace's files, naming them; "" when the workspace holds nothing but the notebook. Whether a
+    step reads a file is not always visible (paths built at run time), so any file counts."""
+    from ..snapshot.workspace import scan
+
+    notebook = workspace.notebook.resolve() if workspace.notebook else None
+    root = workspace.root.resolve()
+    files = [rel for rel, _ in scan(root, exclude=(workspace.kale.path.resolve(),)).files
+             if root / rel != notebook]
+    if not files:
+        return ""
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    verb = "cannot run" if will_run else "runs"
+    return (f"--no-snapshot: the {engine} steps work in an empty folder, so this pipeline {verb} without the "
+            f"workspace files ({shown}); drop --no-snapshot so the snapshot carries them through the pipeline "
+            "root (Kfp.pipeline_root), or move what the steps read to a volume (Kfp.volumes) and list the rest "
+            "in .kaleignore")
 
 
 def _take_snapshot(request: RunRequest, workspace: Workspace, cells: list[RecordedCell]) -> tuple[SnapshotRef, str]:

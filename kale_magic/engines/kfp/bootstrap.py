@@ -4,9 +4,11 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one gzip (level 1) tar: its output artifact, which
-also holds kfp's runtime. Each step takes that artifact as an input and unpacks it before anything else,
-then runs kfp's executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
+that compiled the pipeline, and packs the result as one gzip (level 1) tar per distribution: its output
+artifact, a folder, which also holds kfp's runtime. Each step takes that artifact as an input and unpacks,
+before anything else, only the distributions its code imports (and kfp, kale-magic and their runtime);
+another one of the environment is unpacked if the step's code imports it after all. Then it runs kfp's
+executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
 kale-magic is on no index, so the pipeline carries it without putting it in any container spec (see
@@ -35,12 +37,12 @@ RUNTIME = "kale_runtime"  # the environment task's input: the runtime bundle
 ENVIRONMENT_SOURCE = '''\
 def {function}({runtime_input}environment: Output[Artifact]):
     """Install what the steps import, pinned to the notebook kernel's versions, and pack it for them."""
-    import hashlib, importlib.metadata, io, os, shutil, subprocess, sys, tarfile, tempfile
+    import csv, hashlib, importlib.metadata, io, json, os, re, shutil, subprocess, sys, tarfile, tempfile
     python = {python!r}
     here = "%d.%d" % sys.version_info[:2]
     if here != python:
         raise SystemExit(f"the step image {image!r} runs Python {{here}} but the notebook's kernel runs Python "
-                         f"{{python}}: choose an image with Python {{python}} (Kale.base_image or --image)")
+                         f"{{python}}: choose an image with Python {{python}} (Kfp.base_image or --image)")
     carried = tempfile.mkdtemp(prefix="kale-runtime-")
     if {digest!r}:
         with open({runtime_name}.path, "rb") as bundle:
@@ -72,38 +74,97 @@ def {function}({runtime_input}environment: Output[Artifact]):
                         "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing], check=True)
     if os.path.isdir(os.path.join(carried, {notebooks!r})):
         shutil.move(os.path.join(carried, {notebooks!r}), target)
-    # gzip at level 1: a third of the bytes for every step's launcher to download, unpacked at disk speed
-    with tarfile.open(environment.path, "w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:
-        tar.add(target, arcname=".")
+    # One gzip (level 1) tar per distribution (its RECORD's files), one of the rest (_common), and which
+    # archives hold each top-level name: a step unpacks only the distributions it imports, the others when
+    # first imported (STEP_PREAMBLE). Unpacking every file of a pandas + scikit-learn environment cost each
+    # step several seconds; a directory artifact is uploaded and downloaded whole by KFP's launcher.
+    os.makedirs(environment.path)
+    owner, archives, modules = {{}}, {{}}, {{}}
+    for entry in sorted(os.listdir(target)):
+        if entry.endswith(".dist-info") and os.path.isfile(os.path.join(target, entry, "RECORD")):
+            name = re.sub(r"[-_.]+", "_", entry[:-len(".dist-info")].rsplit("-", 1)[0]).lower()
+            with open(os.path.join(target, entry, "RECORD"), encoding="utf-8", newline="") as record:
+                for row in csv.reader(record):
+                    path = os.path.normpath(row[0]) if row else ".."
+                    if not path.startswith("..") and os.path.isfile(os.path.join(target, path)):
+                        owner[path] = name
+    for folder, _, files in os.walk(target):
+        for file in files:
+            path = os.path.relpath(os.path.join(folder, file), target)
+            archives.setdefault(owner.get(path, "_common"), []).append(path)
+    for name, paths in sorted(archives.items()):
+        with tarfile.open(os.path.join(environment.path, name + ".tar.gz"), "w:gz", compresslevel=1,
+                          format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(paths):
+                tar.add(os.path.join(target, path), arcname=path, recursive=False)
+                top = path.split(os.sep)[0].split(".")[0]
+                if name not in modules.setdefault(top, []):
+                    modules[top].append(name)
+    with open(os.path.join(environment.path, "modules.json"), "w", encoding="utf-8") as index:
+        json.dump(modules, index, sort_keys=True)
     environment.metadata["installed"] = sorted(os.path.basename(line).partition("==")[0] for line in missing)
 '''
 
 STEP_PREAMBLE = '''\
-    import os as _os, site as _site
+    import importlib.machinery as _machinery, json as _json, os as _os, site as _site, sys as _sys
     _env = _os.environ["KALE_ENVIRONMENT"]  # unpacked by the step's bootstrap, on sys.path through PYTHONPATH
     _site.addsitedir(_env)  # its .pth files
+
+    class _Unpack:  # the environment's distributions this step's code does not import, unpacked if imported
+        def __init__(self, archives, unpacked):
+            with open(_os.path.join(archives, "modules.json"), encoding="utf-8") as index:
+                self.modules, self.archives, self.unpacked = _json.load(index), archives, set(unpacked)
+
+        def find_spec(self, name, path=None, target=None):
+            wanted = [a for a in self.modules.pop(name, []) if a not in self.unpacked] if path is None else []
+            if not wanted:
+                return None
+            import tarfile
+            for archive in wanted:
+                with tarfile.open(_os.path.join(self.archives, archive + ".tar.gz")) as tar:
+                    tar.extractall(_env)
+                self.unpacked.add(archive)
+            _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
+            return _machinery.PathFinder.find_spec(name, [_env])
+
+    _sys.meta_path.append(_Unpack(_os.environ["KALE_ARCHIVES"], _json.loads(_os.environ["KALE_UNPACKED"])))
 '''
 
-# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <kfp's command>``): it
-# unpacks the environment the launcher downloaded, where kfp's own ``Artifact.path`` puts it (gs://, minio://,
-# s3:// under /gcs, /minio, /s3: launcher_v2.go's LocalPathForURI; a local path under kfp.local), then execs
-# kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs
-# kfp from an index.
+# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <archives> <kfp's
+# command>``): it unpacks, from the environment the launcher downloaded (where kfp's own ``Artifact.path``
+# puts it: gs://, minio://, s3:// under /gcs, /minio, /s3, launcher_v2.go's LocalPathForURI; a local path
+# under kfp.local), the archives of the distributions the step imports (a JSON list), several ``tar``
+# processes at once (GNU tar unpacks a few times faster than Python's tarfile), then execs kfp's command with
+# the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs kfp from an index.
 STEP_BOOTSTRAP = '''\
-import json, os, sys, tarfile, tempfile
-argv = sys.argv[1:]
+import json, os, subprocess, sys, tarfile, tempfile
+wanted, argv = json.loads(sys.argv[1]), sys.argv[2:]
 spec = json.loads(argv[argv.index("--executor_input") + 1])
 uri = spec["inputs"]["artifacts"]["kale_environment"]["artifacts"][0]["uri"]
 for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
     if uri.startswith(prefix):
         uri = mount + uri[len(prefix):]
 env = tempfile.mkdtemp(prefix="kale-environment-")
-with tarfile.open(uri) as tar:
-    tar.extractall(env)
-os.environ["KALE_ENVIRONMENT"] = env
+found = [a for a in wanted if os.path.isfile(os.path.join(uri, a + ".tar.gz"))]
+try:
+    tars = [subprocess.Popen(["tar", "-xzf", os.path.join(uri, a + ".tar.gz"), "-C", env]) for a in found]
+    failed = [a for a, tar in zip(found, tars) if tar.wait()]
+except FileNotFoundError:  # no tar in the image
+    failed = found
+for archive in failed:
+    with tarfile.open(os.path.join(uri, archive + ".tar.gz")) as tar:
+        tar.extractall(env)
+os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=uri, KALE_UNPACKED=json.dumps(found))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
 os.execvp(argv[0], argv)
 '''
+
+
+def archive_name(distribution: str) -> str:
+    """The environment's archive of ``distribution`` (as the environment task names it: PEP 503, with ``_``)."""
+    import re
+
+    return re.sub(r"[-_.]+", "_", distribution).lower()
 
 
 def kernel_python() -> str:
@@ -136,7 +197,7 @@ def environment_source(function: str, image: str, requirements: list[str], runti
 
 
 def pip_index_options(index_urls) -> list[str]:
-    """pip's options for ``Kale.pip_index_urls``: the first is the index, the others extra indexes;
+    """pip's options for ``Kfp.pip_index_urls``: the first is the index, the others extra indexes;
     plain-http indexes are trusted hosts (as kfp does for its own install)."""
     from urllib.parse import urlsplit
 

@@ -91,7 +91,7 @@ def compile_yaml(plan, output, config: dict):
             publish_bundle(bundle)
         else:
             print(f"kale-magic: warning: the steps read kale-magic's runtime from {bundle.url}, which nothing "
-                  "published: set Kale.pipeline_root (with the store's credentials) to publish it as the YAML "
+                  "published: set Kfp.pipeline_root (with the store's credentials) to publish it as the YAML "
                   "is written, or run the notebook with %kale_run", file=sys.stderr)
     return written
 
@@ -112,8 +112,8 @@ def image_command(args, plan_file) -> int:
         print(f"build it with: docker build -t {args.tag} {folder}")
         return 0
     build(context, args.tag, network=args.network)
-    print(f"built {args.tag}: use it with %config Kale.base_image = {args.tag!r} and "
-          "%config Kale.install_packages = False")
+    print(f"built {args.tag}: use it with %config Kfp.base_image = {args.tag!r} and "
+          "%config Kfp.install_packages = False")
     return 0
 
 

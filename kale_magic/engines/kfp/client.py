@@ -1,7 +1,7 @@
 """Where the KFP API is, how to authenticate, and what its errors mean to a user.
 
-Host: ``--host``, then ``%config Kale.host``, then ``KF_PIPELINES_ENDPOINT``.
-UI links: ``Kale.ui_host``, then ``KF_PIPELINES_UI_ENDPOINT``, then the host.
+Host: ``--host``, then ``%config Kfp.host``, then ``KF_PIPELINES_ENDPOINT``.
+UI links: ``Kfp.ui_host``, then ``KF_PIPELINES_UI_ENDPOINT``, then the host.
 Authentication is whatever ``kfp.Client`` supports: a bearer token from
 ``KF_PIPELINES_TOKEN``, the cookies or header in the kfp context file
 (``~/.config/kfp/context.json``), or the in-cluster service-account token
@@ -27,7 +27,7 @@ UPLOAD_REFUSALS = ("Failed to create a pipeline", "Failed to create a pipeline v
 ISTIO_DENIED = "RBAC: access denied"
 CONNECT_TIMEOUT = 5.0  # seconds; an unreachable host must fail well within 10 s
 SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
-HOST_SETTINGS = "--host, %config Kale.host or KF_PIPELINES_ENDPOINT"
+HOST_SETTINGS = "--host, %config Kfp.host or KF_PIPELINES_ENDPOINT"
 AUTH_SETTINGS = ("KF_PIPELINES_TOKEN, the cookies/header in ~/.config/kfp/context.json, "
                  "or the service-account token (KF_PIPELINES_SA_TOKEN_PATH)")
 

@@ -15,6 +15,7 @@ the same file.  kfp is imported inside functions only.
 from __future__ import annotations
 
 import hashlib
+import json
 import keyword
 import linecache
 import re
@@ -89,9 +90,9 @@ def _refuse_credentials(url: str) -> None:
     parts = urlsplit(url)
     if parts.username or parts.password:
         raise ValidationError(
-            f"Kale.pip_index_urls has credentials in {parts.scheme}://…@{parts.hostname}, which would be written "
+            f"Kfp.pip_index_urls has credentials in {parts.scheme}://…@{parts.hostname}, which would be written "
             "into the pipeline YAML that KFP stores and shows: put the whole URL in a Kubernetes Secret and pass it "
-            "as pip's variable instead (Kale.secrets = ['SECRET:KEY=PIP_INDEX_URL'], Kale.pip_index_urls = []).")
+            "as pip's variable instead (Kfp.secrets = ['SECRET:KEY=PIP_INDEX_URL'], Kfp.pip_index_urls = []).")
 
 
 def _parse_volume(text: str) -> tuple[str, str]:
@@ -420,7 +421,8 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
                               install_kfp_package=opts.install_packages and not environment)
     if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
         container = component.component_spec.implementation.container
-        container.command = ["python3", "-c", STEP_BOOTSTRAP, *container.command]
+        container.command = ["python3", "-c", STEP_BOOTSTRAP, json.dumps(setup.unpacks[step.name]),
+                             *container.command]
     return _with_env(component, opts)
 
 

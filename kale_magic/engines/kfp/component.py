@@ -99,7 +99,7 @@ def _check_environment(step: str, python: str | None, runtime: str | None) -> No
         if found != runtime:
             raise RuntimeError(f"step '{step}' was compiled by kale-magic {runtime} but its image has kale-magic "
                                f"{found}: rebuild the image (kale-magic image), or let the steps install it "
-                               "(Kale.install_packages = True)")
+                               "(Kfp.install_packages = True)")
 
 
 def _carried_notebook(step: str, path: str, sha256: str | None) -> str:

@@ -15,7 +15,7 @@ root (``<root>/kale-runtime/<digest>.tar.xz``, content-addressed so a rerun uplo
 in by a ``dsl.importer`` task, exactly as the workspace snapshot is: the launcher downloads it with the
 namespace's own object-store credentials (``launcher_v2.go``'s ``downloadArtifacts``), so no pod needs
 a package index for kale-magic, and nothing of ours sits in a container spec. An image built by
-``kale-magic image`` (``Kale.install_packages = False``) needs no bundle at all.
+``kale-magic image`` (``Kfp.install_packages = False``) needs no bundle at all.
 
 :func:`check_container_specs` is the compile-time guard: every executor's container spec, serialized
 as the backend does, must stay under :data:`SPEC_LIMIT`.
@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...errors import ValidationError
+from ...errors import EngineError, ValidationError
 
 RUNTIME_DIR = "kale-runtime"  # under the pipeline root, beside kale-snapshots/
 SPEC_LIMIT = 120 * 1024  # bytes of one container spec; the kernel refuses an argument over 128 KiB
@@ -44,14 +44,27 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")  # a pod
 LAUNCHER_CONFIGMAP = "kfp-launcher"  # per namespace; its defaultPipelineRoot overrides KFP's default
 
 
-def default_root(namespace: str | None) -> str:
+def default_root(namespace: str | None, multi_user: bool | None = None) -> str:
     """The pipeline root KFP itself uses when the pipeline names none: the namespace's ``kfp-launcher``
-    ConfigMap's ``defaultPipelineRoot`` when this notebook may read it, else per namespace on a multi-user
-    install (the shared ``v2/artifacts`` prefix is denied there), else the shared one of a single-user install."""
+    ConfigMap's ``defaultPipelineRoot`` when this notebook may read it (the launcher reads the same,
+    ``v2/config/env.go``), else by the install's mode: per namespace on a multi-user install (its profile
+    controller's ``sync.py`` writes that root into each profile's ``kfp-launcher`` and its object-store
+    policy denies the shared ``v2/artifacts`` prefix), else KFP's shared one. ``multi_user`` is what the
+    API's healthz said (``apiserver/server/healthz_server.go``: ``multi_user``); None when no server was
+    asked (``--compile-only``): a namespace then stands for a multi-user install."""
     configured = launcher_root(namespace)
     if configured:
         return configured
-    return MULTI_USER_ROOT.format(namespace=namespace) if namespace else SINGLE_USER_ROOT
+    if multi_user is None:
+        multi_user = bool(namespace)
+    if not multi_user:
+        return SINGLE_USER_ROOT
+    namespace = namespace or _read(SERVICE_ACCOUNT / "namespace")
+    if not namespace:
+        raise EngineError("this Kubeflow Pipelines is a multi-user install, whose default pipeline root is per "
+                          "namespace, and no namespace is known: set %config Kfp.namespace = '<your profile's "
+                          "namespace>' (or Kfp.pipeline_root)")
+    return MULTI_USER_ROOT.format(namespace=namespace)
 
 
 def launcher_root(namespace: str | None) -> str | None:
@@ -153,5 +166,5 @@ def check_container_specs(pipeline_spec: dict, step_of_executor: dict[str, str])
             raise ValidationError(
                 f"The container spec of step '{step}' is {len(spec) / 1024:.0f} KiB as KFP's driver receives it, "
                 f"over the {SPEC_LIMIT // 1024} KiB one command-line argument can hold: keep data out of its "
-                "cells and %%functions (read it from a workspace file) and set Kale.pipeline_root so large step "
-                "code travels in the runtime bundle, or shorten Kale.packages and Kale.pip_index_urls.")
+                "cells and %%functions (read it from a workspace file) and set Kfp.pipeline_root so large step "
+                "code travels in the runtime bundle, or shorten Kfp.packages and Kfp.pip_index_urls.")

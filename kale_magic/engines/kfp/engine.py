@@ -37,6 +37,7 @@ REQUEST_TIMEOUT = 60  # seconds per API call that creates something or polls
 
 class KfpEngine:
     name = "kfp"
+    live_folder = False  # a pod starts in an empty folder: without the snapshot it has no workspace file
 
     def __init__(self, host: str | None = None, ui_host: str | None = None, *, config: dict | None = None,
                  pipeline_file: Path | None = None, poll_interval: float = 5.0):
@@ -49,6 +50,7 @@ class KfpEngine:
         self.poll_interval = poll_interval
         self._cancel = threading.Event()
         self._settings = self._client = self._experiment_id = self._version = None
+        self._healthz: dict = {}
         self._snapshot: tuple[Path, str] | None = None
         self._bundles: list = []  # runtime bundles the YAML imports from the object store
         self._publish_at_compile = False
@@ -56,7 +58,7 @@ class KfpEngine:
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
         """Give every step the snapshot and kale-magic's runtime through the pipeline root:
-        ``Kale.pipeline_root``, else the root KFP itself uses (per namespace on a multi-user install).
+        ``Kfp.pipeline_root``, else the root KFP itself uses (per namespace on a multi-user install).
         They are published with the upload, or as soon as the YAML is written when the root is a folder
         (``kfp.local``) or nothing will be uploaded (``--compile-only``) and the root is configured. A
         ``--compile-only`` YAML with no configured root refers to what nothing published: the Compile task
@@ -65,6 +67,8 @@ class KfpEngine:
         from .compiler import runtime_root
 
         configured = self.connection.get("pipeline_root")
+        if not configured and will_run:  # the default root depends on the install's mode: ask the server
+            self.options = dataclasses.replace(self.options, default_root=self._cluster_root())
         root = runtime_root(self.options)
         self.options = dataclasses.replace(self.options, default_root=root)  # looked up once
         self._publish_at_compile = not is_store(root) or (not will_run and bool(configured))
@@ -74,6 +78,30 @@ class KfpEngine:
             self._snapshot = (snapshot.store, snapshot.id)
             self.options = dataclasses.replace(self.options, snapshot_url=published_url(root, snapshot.id),
                                                workspace=snapshot.root)  # its modules are not installed
+
+    def _connect(self) -> dict:
+        """Connect once per run; the server's healthz (``tag_name``, ``multi_user``)."""
+        from .versions import healthz
+
+        if self._client is None:
+            self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
+            self._client = connect(self._settings)
+            self._healthz = self._call("reading the server's version", healthz, self._client)
+        return self._healthz
+
+    def _cluster_root(self) -> str:
+        """KFP's default root for this user: the ``kfp-launcher`` ConfigMap's, else by the mode healthz
+        reports, in the namespace set, else the kfp context's, else this pod's. An unreachable server is
+        the Upload task's error (with the YAML kept), not the Snapshot task's."""
+        from .delivery import default_root
+
+        try:
+            multi_user = bool(self._connect().get("multi_user"))
+        except KaleError:  # the Upload task says why; the YAML it keeps takes the --compile-only default
+            self._client = None
+            return default_root(self.options.namespace)
+        namespace = self.options.namespace or (self._client.get_user_namespace() or None if multi_user else None)
+        return default_root(namespace, multi_user)
 
     # Compile --------------------------------------------------------------------------------
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
@@ -104,13 +132,12 @@ class KfpEngine:
     def upload(self, plan: Plan, state: RunState, compiled: Compiled) -> Uploaded:
         """Upload the YAML as a new pipeline version (publishing the snapshot first), once the server's
         version is known to run it."""
-        from .versions import check, server_tag
+        from .versions import check
 
         try:
-            self._settings = resolve_settings(self.host, self.ui_host, config=self.connection)
-            state.task("Upload", "running", f"to {self._settings.host}")
-            self._client = connect(self._settings)
-            tag = self._call("reading the server's version", server_tag, self._client)
+            host = resolve_settings(self.host, self.ui_host, config=self.connection).host
+            state.task("Upload", "running", f"to {host}")
+            tag = self._connect().get("tag_name")
             note = check(tag, self._settings.host, plan, self.options)
             self._check_pins(plan)
             self._publish()
@@ -325,7 +352,7 @@ def _unpublished_note(snapshot: SnapshotRef | None, root: str) -> str:
     shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
     what = f"the workspace files ({shown}) and kale-magic's runtime" if files else "kale-magic's runtime"
     return (f"not published: {what} would be read from {root}, which nothing uploaded with --compile-only; "
-            "set Kale.pipeline_root (with the store's credentials) to publish them as the YAML is written, "
+            "set Kfp.pipeline_root (with the store's credentials) to publish them as the YAML is written, "
             "or run it with %kale_run")
 
 

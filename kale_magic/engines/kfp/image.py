@@ -3,7 +3,7 @@
 The image is the stock Python image of the kernel's version with the distributions the notebook's steps
 import, pinned to the kernel's versions (the same list the ``kale-environment`` task installs), kfp's
 runtime at the compiling version, and this exact kale-magic (its wheel, see :mod:`.wheel`). Use it with
-``Kale.base_image`` and ``Kale.install_packages = False``: the pipeline then has no environment task and
+``Kfp.base_image`` and ``Kfp.install_packages = False``: the pipeline then has no environment task and
 its steps install nothing (with installs left on, the environment task finds everything in the image
 and installs nothing either).
 """

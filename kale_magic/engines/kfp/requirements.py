@@ -123,8 +123,8 @@ def _refuse_local(dist, module: str, where: str) -> None:
     raise ValidationError(
         f"Module '{module}' imported by {where} belongs to {dist.metadata['Name']}, installed {how} "
         f"({origin['url']}), which a Kubeflow step cannot install: publish it to an index "
-        "(Kale.pip_index_urls), put its package folder in the notebook's folder so the snapshot carries it, "
-        "or build an image that holds it (kale-magic image, Kale.base_image).")
+        "(Kfp.pip_index_urls), put its package folder in the notebook's folder so the snapshot carries it, "
+        "or build an image that holds it (kale-magic image, Kfp.base_image).")
 
 
 def packages_distributions() -> dict[str, list[str]]:
@@ -179,7 +179,7 @@ def _closure(roots: frozenset, path_state: tuple) -> tuple[tuple[str, str], ...]
                     raise ValidationError(
                         f"{info[0]} needs {requirement.name} on the Linux step image ({requirement}), which this "
                         f"kernel ({kernel['sys_platform']}) does not have, so its version cannot be pinned: build "
-                        "the step image with kale-magic image on Linux (Kale.base_image, Kale.install_packages = "
+                        "the step image with kale-magic image on Linux (Kfp.base_image, Kfp.install_packages = "
                         "False).")
                 todo.append((requirement.name, frozenset(requirement.extras)))
     return tuple(sorted(found.values()))
@@ -216,8 +216,8 @@ def check_available(requirements: Requirements, pip_options: tuple[str, ...], py
     raise ValidationError(
         f"{what}, pinned to the kernel's version for the steps, is on none of the indexes the steps install from "
         f"for Linux {TARGET_MACHINE}, Python {python} ({(result.stderr.strip().splitlines() or ['pip failed'])[-1]}): "
-        "add the index that has it to Kale.pip_index_urls (a +cpu torch is on https://download.pytorch.org/whl/cpu), "
-        "or build the step image with kale-magic image (Kale.base_image, Kale.install_packages = False).")
+        "add the index that has it to Kfp.pip_index_urls (a +cpu torch is on https://download.pytorch.org/whl/cpu), "
+        "or build the step image with kale-magic image (Kfp.base_image, Kfp.install_packages = False).")
 
 
 @lru_cache(maxsize=4096)

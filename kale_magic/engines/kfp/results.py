@@ -1,7 +1,7 @@
 """A Kubeflow run's results in the notebook: its metrics, and where each value its steps saved lives.
 
 KFP writes a run's artifacts under ``<pipeline root>/<pipeline>/<run id>/<task>/[<salt>/]<output>``
-(the salt since KFP 2.5). With an object-store pipeline root (``Kale.pipeline_root``), the notebook
+(the salt since KFP 2.5). With an object-store pipeline root (``Kfp.pipeline_root``), the notebook
 reads them with the credentials the snapshot upload uses: each step's metrics file once the run ends,
 and a value when ``run.load`` asks for it (downloaded into the run's folder, then checked against its
 checksums like any saved value). A step that KFP served from its cache wrote nothing under this run:

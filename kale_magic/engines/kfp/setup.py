@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ...errors import ValidationError
 from ...plan import Plan, StepPlan
-from .bootstrap import kernel_python, pack_bundle
-from .requirements import Requirements, step_requirements
+from .bootstrap import archive_name, kernel_python, pack_bundle
+from .requirements import SELF, Requirements, step_requirements
 from .wheel import runtime_version
 
 EMBED_LIMIT = 64 * 1024  # bytes of a notebook in its component's source, as the driver gets it (limit: 120 KiB)
@@ -39,6 +39,8 @@ class Setup:
     environments: dict[str, Environment]  # image -> its environment task (none when nothing is installed)
     images: dict[str, str]  # step -> image
     runtime: str  # the version of kale-magic that compiles (and so must run) the steps
+    # step -> the environment's archives it unpacks before it starts (what it imports; the rest on import)
+    unpacks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def environment(self, step: str) -> Environment | None:
         return self.environments.get(self.images[step])
@@ -55,7 +57,7 @@ def plan_setup(plan: Plan, opts) -> Setup:
         _check_python(image, name)
     notebooks = {name: notebook_json(plan, step) for name, step in plan.steps.items()}
     carried = {name for name, text in notebooks.items() if embedded_size(text) > EMBED_LIMIT}
-    environments = {}
+    environments, unpacks = {}, {}
     for n, image in enumerate(dict.fromkeys(images.values())):
         steps = [name for name in plan.steps if images[name] == image]
         if not opts.install_packages and not carried.intersection(steps):
@@ -63,11 +65,14 @@ def plan_setup(plan: Plan, opts) -> Setup:
         requirements = Requirements(())
         if opts.install_packages:
             requirements = Requirements((("kfp", _kfp_version()),))  # the steps run kfp's executor from it
-            for name in steps:
-                requirements |= _requirements(plan, plan.steps[name], opts)
+        for name in steps:
+            own = _requirements(plan, plan.steps[name], opts) if opts.install_packages else Requirements(())
+            requirements |= own
+            unpacks[name] = tuple(dict.fromkeys(archive_name(d) for d in ("_common", "kfp", SELF,
+                                                                         *(p[0] for p in own.pins))))
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
         environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried))
-    return Setup(notebooks, environments, images, runtime_version())
+    return Setup(notebooks, environments, images, runtime_version(), unpacks)
 
 
 def embedded_size(text: str) -> int:
@@ -107,7 +112,7 @@ def _check_python(image: str, step: str) -> None:
     if match and "%s.%s" % match.groups() != kernel_python():
         raise ValidationError(
             f"Step '{step}' would run on {image}, which has Python {'.'.join(match.groups())}, but the notebook's "
-            f"kernel runs Python {kernel_python()}: use an image with Python {kernel_python()} (Kale.base_image "
+            f"kernel runs Python {kernel_python()}: use an image with Python {kernel_python()} (Kfp.base_image "
             "or %%step --image).")
 
 

@@ -27,10 +27,10 @@ class Need:
 NEEDS = {
     "resources": Need((2, 4), "--cpu/--memory/--gpu", "remove them"),  # resourceCpuLimit & co. fail to parse
     "retries": Need((2, 5), "--retries", "remove it"),  # ignored before 2.5
-    "volumes": Need((2, 5), "Kale.volumes", "remove them"),  # kfp-kubernetes' PVC parameters fail to parse
-    "secrets": Need((2, 5), "Kale.secrets and %%step --secret", "remove them"),
+    "volumes": Need((2, 5), "Kfp.volumes", "remove them"),  # kfp-kubernetes' PVC parameters fail to parse
+    "secrets": Need((2, 5), "Kfp.secrets and %%step --secret", "remove them"),
 }
-SECURITY_CONTEXT = (2, 16)  # Kale.run_as_user: earlier servers ignore the pods' security context
+SECURITY_CONTEXT = (2, 16)  # Kfp.run_as_user: earlier servers ignore the pods' security context
 
 
 def parse_version(tag: str | None) -> tuple[int, int] | None:
@@ -39,13 +39,14 @@ def parse_version(tag: str | None) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def server_tag(client) -> str | None:
-    """The server's ``tag_name`` from healthz (kfp_server_api's model drops it, so read the JSON)."""
+def healthz(client) -> dict:
+    """The server's healthz answer: ``tag_name`` and ``multi_user`` (kfp_server_api's model drops the tag,
+    so read the JSON)."""
     import json
 
     response = client._healthz_api.api_client.call_api("/apis/v2beta1/healthz", "GET", auth_settings=["Bearer"],
                                                        _preload_content=False, _request_timeout=10)
-    return json.loads(response.data or b"{}").get("tag_name")
+    return json.loads(response.data or b"{}")
 
 
 def check(tag: str | None, host: str, plan: Plan, options) -> str:
