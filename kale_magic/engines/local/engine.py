@@ -8,7 +8,6 @@ earlier success is not run: its outputs are hard-linked from that run instead.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 from ...layout import RunDir, StepOutcome
 from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
-from ...step.runtime import StepContext
+from ...step.job import StepJob
 from ..base import Compiled, Outcome, SnapshotRef
 from .executor import Ended, Executor, Started
 from .reporter import Reporter
@@ -160,23 +159,16 @@ class LocalEngine:
 
     def _job(self, plan: Plan, name: str, run_dir: RunDir, notebook: Path) -> dict:
         step = plan.steps[name]
-        context = StepContext(
-            step=name,
-            inputs={t.name: str(run_dir.value(t.producer, t.name)) for t in step.inputs},
-            producers={t.name: t.producer for t in step.inputs},
-            outputs={t.name: str(run_dir.value(name, t.name)) for t in step.outputs},
-            metrics_path=str(run_dir.metrics_file(name)),
-        )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
-        return {
-            "notebook": str(notebook), "executed": str(run_dir.executed(name)),
-            "log": str(run_dir.log(name)), "outcome": str(run_dir.outcome_file(name)),
-            "context": json.loads(context.to_json()), "cwd": str(cwd),
-            "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
-            "sys_path": sys_path,
-        }
+        return StepJob(
+            step=name, notebook=str(notebook), run=str(run_dir.path), cwd=str(cwd),
+            inputs={t.name: t.producer for t in step.inputs}, outputs=tuple(t.name for t in step.outputs),
+            backends={t.name: t.backend for t in step.outputs},
+            env={**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
+            sys_path=tuple(sys_path),
+        ).to_dict()
 
 
 def outcome_of(run_dir: RunDir, name: str, ended: Ended) -> StepOutcome:
