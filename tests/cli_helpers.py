@@ -1,6 +1,7 @@
 """Run the ``kale-magic`` command as users do: a real subprocess with this checkout importable."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,26 @@ def write(path, *cells, **metadata):
     nb.metadata.update(metadata)
     nbformat.write(nb, str(path))
     return path
+
+
+# A kernel's own log record: ipykernel formats the root logger like logging.basicConfig (LEVEL:logger:message).
+_KERNEL_RECORD = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):(?:tornado|asyncio|traitlets|IPKernelApp|ipykernel)"
+                            r"[\w.]*:")
+_TRACEBACK = re.compile(r"\s|Traceback \(most recent call last\)|During handling of|The above exception|"
+                        r"[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b|$")
+
+
+def own_stderr(text: str) -> str:
+    """A command's stderr without the log records (and their tracebacks) of a Jupyter kernel it started.
+
+    The kernel shares the command's stderr, and under load ipykernel logs races of its own
+    ("ERROR:tornado.general:Uncaught exception in ZMQStream callback", ipykernel#1250) that say
+    nothing about kale-magic: everything kale-magic printed is kept, in order."""
+    kept, in_record = [], False
+    for line in text.splitlines(keepends=True):
+        if _KERNEL_RECORD.match(line):
+            in_record = True
+        elif not (in_record and _TRACEBACK.match(line)):
+            in_record = False
+            kept.append(line)
+    return "".join(kept)

@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from cli_helpers import ROOT, code, kale_magic, kernel_env, write
+from cli_helpers import ROOT, code, kale_magic, kernel_env, own_stderr, write
 
 DEMOS = ROOT / "demo_notebooks"
 
@@ -134,7 +134,8 @@ def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cel
     result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--output", "done.ipynb", cwd=tmp_path)
     assert result.returncode == 1
     assert "after the failed run" not in result.stdout
-    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
+    assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n",
+                        own_stderr(result.stderr)), result.stderr
     assert result.stdout.count("RuntimeError: only in the pipeline") == 1
     assert "kale_magic.last_run()" not in result.stdout  # the pointer to the panel is for notebooks
     done = nbformat.read(str(tmp_path / "done.ipynb"), as_version=4)
@@ -157,8 +158,8 @@ def test_annotation_mistakes_are_all_named_in_one_refusal(tmp_path):
     assert not (tmp_path / ".kale" / "runs").exists()
     executed = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
     assert executed.returncode == 1
-    assert executed.stderr.startswith("kale-magic: nb.ipynb: cell 7 (run = %kale_run) raised ValidationError: "
-                                      "3 problems"), executed.stderr
+    assert own_stderr(executed.stderr).startswith("kale-magic: nb.ipynb: cell 7 (run = %kale_run) raised "
+                                                  "ValidationError: 3 problems"), executed.stderr
 
 
 def kale_tagged(path):
@@ -293,7 +294,7 @@ def test_with_stop_on_failure_off_a_failed_run_lets_the_notebook_go_on(tmp_path)
     assert "[cell 6] after the failed run" in executed.stdout.splitlines()
     went_on = r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\); the notebook went on " \
               r"\(Kale\.stop_on_failure = False\)\n"
-    assert re.fullmatch(went_on * 2, executed.stderr), executed.stderr
+    assert re.fullmatch(went_on * 2, own_stderr(executed.stderr)), executed.stderr
     planned = kale_magic("run", "nb.ipynb", cwd=tmp_path)  # from the sources: both %kale_run lines run
     assert planned.returncode == 0, planned.stdout + planned.stderr
     assert re.fullmatch(went_on * 2, planned.stderr), planned.stderr

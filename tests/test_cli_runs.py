@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from cli_helpers import code, kale_magic, write
+from cli_helpers import code, kale_magic, own_stderr, write
 
 pytestmark = pytest.mark.slow  # Jupyter kernels
 
@@ -28,7 +28,7 @@ def recorded_runs(tmp_path_factory):
     # the third run fails; the notebook says to go on, so the command succeeds and says so
     assert result.returncode == 0 and "ValueError: nothing to add" in result.stdout
     assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\); the notebook "
-                        r"went on \(Kale\.stop_on_failure = False\)\n", result.stderr)
+                        r"went on \(Kale\.stop_on_failure = False\)\n", own_stderr(result.stderr)), result.stderr
     ids = next((line for line in result.stdout.splitlines() if line.startswith("[cell 10] ids: ")), None)
     assert ids, result.stdout[-3000:]  # the cells after the failed run ran
     return root, ids.split()[3:]

@@ -209,3 +209,33 @@ def test_a_later_step_without_prev_tags_has_no_parent_as_in_kale():
     nb = kale_notebook(code("a = 1", "step:a"), code("b = 2", "step:b"), code("c = a", "step:c", "prev:a"))
     assert sources(convert(nb).notebook)[1:4] == [
         "%%step a\na = 1", "%%step b --after=\nb = 2", "%%step c --after a\nc = a"]
+
+
+def test_katib_search_space_becomes_a_suggested_sweep_line_that_parses_against_the_parameters():
+    from kale_magic.run.grid import parse_grid
+
+    katib = {"algorithm": {"algorithmName": "random"}, "objective": {"objectiveMetricName": "loss", "type": "minimize"},
+             "maxTrialCount": 12, "parameters": [
+                 {"name": "lr", "parameterType": "double", "feasibleSpace": {"min": "0.01", "max": "0.03", "step": "0.01"}},
+                 {"name": "depth", "parameterType": "int", "feasibleSpace": {"min": "2", "max": "4"}},
+                 {"name": "optimizer", "parameterType": "categorical", "feasibleSpace": {"list": ["sgd", "adam,w"]}},
+                 {"name": "momentum", "parameterType": "double", "feasibleSpace": {"min": "0.5", "max": "0.9"}}]}
+    nb = kale_notebook(code("lr = 0.1\ndepth = 3\noptimizer = 'sgd'\nmomentum = 0.7", "pipeline-parameters"),
+                       code("loss = lr * depth * momentum", "block:train"),
+                       experiment_name="tune", katib_run=True, katib_metadata=katib)
+    result = convert(nb)
+    last = result.notebook.cells[-1].source.splitlines()
+    assert last == [
+        "run = %kale_run --experiment tune",
+        "# Katib search space of the Kale notebook, as a grid (uncomment to run it):",
+        "# sweep = %kale_run --experiment tune --sweep lr=0.01,0.02,0.03 --sweep depth=2,3,4 "
+        "--sweep \"optimizer=['sgd', 'adam,w']\" --sweep momentum=0.5,0.9",
+        "# sweep.best('loss', mode='min')",
+    ]
+    notes = [str(n) for n in result.notes]
+    assert any("Katib parameter momentum: a continuous range 0.5..0.9; the suggestion sweeps its ends" in n for n in notes)
+    assert any("Katib's random search becomes a grid sweep of every combination (36 points)" in n for n in notes)
+    args = arguments.parse(arguments.kale_run, last[2].partition("%kale_run ")[2])
+    grid = parse_grid(args.sweep, {"lr": 0.1, "depth": 3, "optimizer": "sgd", "momentum": 0.7})
+    assert len(grid.points) == 36 and grid.points[1] == {"lr": 0.01, "depth": 2, "optimizer": "sgd", "momentum": 0.9}
+    assert {p["optimizer"] for p in grid.points} == {"sgd", "adam,w"}

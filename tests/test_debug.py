@@ -150,6 +150,56 @@ def test_a_kfp_run_is_debugged_through_the_object_store(kernel, s3_env, tmp_path
     assert kernel.ns["n"] == 4
 
 
+def test_failed_on_kfp_prints_the_failing_line_from_the_pods_log(kernel, s3_env, tmp_path, monkeypatch, capsys):
+    """The fake cluster saves a's and b's outputs where KFP's launcher does and fails c with the log its
+    pod prints (the step runtime's traceback, then the component's RuntimeError)."""
+    from kfp_api_server import FakeKfpServer
+
+    from kale_magic import marshal
+    from kale_magic.engines.kfp.compiler import Names
+
+    for var in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_UI_ENDPOINT", "KF_PIPELINES_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    for source in MUTATED[:3]:
+        kernel.run(source)
+    before_c = copy.deepcopy({n: kernel.ns[n] for n in ("data", "offset")})
+    kernel.error(MUTATED[3])
+    root = f"s3://{s3_env.bucket}/results"
+    kernel.run(f"%config Kale.pipeline_root = {root!r}")
+    kernel.run("%config Kale.stop_on_failure = False")
+    log = ("running step c\n" + "-" * 75 + "\nZeroDivisionError                         Traceback (most recent call "
+           "last)\nCell In[3], line 2\n      1 scale = 2\n----> 2 first = data[0] * scale / (data[0] - offset)\n\n"
+           "ZeroDivisionError: division by zero\nTraceback (most recent call last):\n  File \"component.py\"\n"
+           "RuntimeError: step 'c' failed: ZeroDivisionError: division by zero\n")
+    with FakeKfpServer() as server:
+        def cluster(run):
+            plan = kernel.magics.plan()
+            names = Names(plan)
+            for name in ("a", "b"):
+                step = plan.steps[name]
+                io = Names.io(step)
+                for transfer in step.outputs:
+                    local = tmp_path / "launcher" / name / transfer.name
+                    marshal.save(before_c[transfer.name] if name == "b" else [3, 1, 2], local, name=transfer.name)
+                    for path in local.rglob("*"):
+                        key = (f"results/{names.pipeline}/{run['run_id']}/{names.tasks[name]}/salt1/"
+                               f"{io[('out', transfer.name)]}/{path.relative_to(local).as_posix()}")
+                        s3_env.client().upload_file(str(path), s3_env.bucket, key)
+
+        server.on_run_created(cluster)
+        server.script_run(dict(state="FAILED", tasks={"a": "SUCCEEDED", "b": "SUCCEEDED", "c": ("FAILED", log)}))
+        run = kernel.run(f"%kale_run --host {server.url} --no-snapshot")
+    assert run.status == "failed" and run.steps["c"].error == "ZeroDivisionError: division by zero"
+    assert run.notebook("c").is_file()  # the compiled step notebook the failing line is read from
+    kernel.ns.update(data=None, offset=None)
+    capsys.readouterr()
+    kernel.run("%kale_debug --failed")
+    out = capsys.readouterr().out
+    assert kernel.ns["data"] == before_c["data"] == [1, 2, 3] and kernel.ns["offset"] == 1
+    assert "failing line: cell 1 of step 'c', line 2: first = data[0] * scale / (data[0] - offset)" in out
+
+
 DEMOS = Path(__file__).resolve().parents[1] / "demo_notebooks"
 
 

@@ -121,6 +121,35 @@ def test_kale_schedules_lists_pauses_resumes_and_deletes(kernel, server, capsys,
     assert run.status == "scheduled"
 
 
+def test_kale_runs_records_and_shows_the_runs_a_schedule_started(kernel, server, capsys):
+    kernel.cells(*CELLS, NO_STORE)
+    kernel.run(f"%config Kale.host = {server.url!r}")
+    kernel.run('%kale_run --schedule "0 0 2 * * *" --no-snapshot')
+    (job,) = server.recurring_runs.values()
+    server.fire_schedule(job["recurring_run_id"], "SUCCEEDED")
+    (fired,) = [r for r in server.runs.values() if r.get("recurring_run_id")]
+    capsys.readouterr()
+    table = repr(kernel.run("%kale_runs"))  # no %kale_schedules before it
+    assert "kale: 1 runs this notebook's schedules started are new here" in capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.split()[:1] == [fired["run_id"].rsplit("-", 1)[-1]])
+    assert job["display_name"] in row and "succeeded" in row, table
+    kernel.run("%kale_runs")
+    assert "new here" not in capsys.readouterr().out  # recorded once
+
+
+def test_kale_runs_still_shows_the_local_runs_when_the_host_cannot_be_read(kernel, capsys):
+    kernel.cells(*CELLS)
+    run = kernel.run("%kale_run --engine local")
+    kernel.run("%config Kale.host = 'http://127.0.0.1:9'")  # nothing listens on the discard port
+    capsys.readouterr()
+    table = repr(kernel.run("%kale_runs"))
+    out = capsys.readouterr().out
+    (note,) = [line for line in out.splitlines() if line.startswith("kale:")]
+    assert note.startswith("kale: the runs this notebook's schedules started were not read (Cannot reach"), out
+    assert note.endswith("KF_PIPELINES_ENDPOINT); showing the runs recorded here"), out
+    assert run.id.rsplit("-", 1)[-1] in table
+
+
 @pytest.mark.parametrize("given, six", [("0 2 * * *", "0 0 2 * * *"), ("*/15 * * * * ?", "*/15 * * * * ?"),
                                         ("0 0 9 * JAN-MAR MON-FRI", "0 0 9 * JAN-MAR MON-FRI"),
                                         ("@daily", "@daily"), ("@every 1h30m", "@every 1h30m")])

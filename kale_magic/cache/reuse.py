@@ -60,6 +60,7 @@ class StepCache:
         self.resume, self.resumed = self._resolve(resume)
         self.records: dict[tuple[str, str], dict] = {}  # (producer, name) -> marshal record, this run
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
+        self.pinned: frozenset[str] = frozenset()  # steps a partial run reuses whatever --no-cache says
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
         """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
@@ -156,11 +157,14 @@ class StepCache:
         return note
 
     # before a run --------------------------------------------------------------------------------
-    def predict(self, plan: Plan, parameters: dict) -> list[Decision]:
-        """What a run would do now, step by step, without running or linking anything."""
+    def predict(self, plan: Plan, parameters: dict, steps=None) -> list[Decision]:
+        """What a run would do now, step by step (``steps``: only these, in plan order), without running or
+        linking anything."""
         records: dict[tuple[str, str], dict] = {}
         out = []
         for name, step in plan.steps.items():
+            if steps is not None and name not in steps:
+                continue
             waiting = [t.producer for t in step.inputs if (t.producer, t.name) not in records]
             if waiting:
                 out.append(Decision(name, None, f"upstream step '{waiting[0]}' runs first, so its outputs "
@@ -175,6 +179,22 @@ class StepCache:
         self.files.done()
         return out
 
+    def sources(self, plan: Plan, parameters: dict, selection) -> dict[str, str]:
+        """Where a partial run's reused steps get their values: step -> the run whose result (same code,
+        parameters, inputs and files) is reused; a :class:`KaleError` naming the first that has none.
+        Those steps are reused from then on even where --no-cache would run them: they are not selected."""
+        self.pinned = frozenset(selection.reuse)
+        decisions = {d.step: d for d in self.predict(plan, parameters, selection.reuse)}
+        for step in selection.reuse:
+            decision = decisions[step]
+            if decision.reuse_from is None:
+                consumer, value = selection.needs(plan, step)
+                why = decision.reason or "it never succeeded"
+                raise KaleError(f"{selection.option}: step '{consumer}' needs '{value}' from step '{step}', which is "
+                                f"not selected and has no earlier result to reuse ({why}); produce it first with "
+                                f"%kale_run --to {step} (kale-magic run NOTEBOOK --to {step}).")
+        return {step: decisions[step].reuse_from for step in selection.reuse}
+
     def done(self) -> None:
         """The run ended: keep what was learnt about the workspace (remembered hashes)."""
         self.files.done()
@@ -183,7 +203,8 @@ class StepCache:
     def _decide(self, step: StepPlan, base: str, parts: dict,
                 read_content: bool = True) -> tuple[Decision, dict | None, str | None]:
         before = self.resumed.get(step.name, {})
-        forced = ("forced by --no-cache" if not self.use_cache
+        forced = (None if step.name in self.pinned
+                  else "forced by --no-cache" if not self.use_cache
                   else f"forced by %%step {step.name} --no-cache" if step.options.no_cache else None)
         if forced and not before:
             return Decision(step.name, None, forced), None, None

@@ -179,9 +179,16 @@ def _run_options(args) -> dict:
     options = {flag: getattr(args, flag) for flag in ("experiment", "pipeline", "description", "engine", "host")
                if getattr(args, flag)}
     options.update({flag: True for flag in ("compile_only", "no_cache", "no_snapshot") if getattr(args, flag)})
-    if args.param:
-        options["param"] = list(args.param)
+    options.update({flag: getattr(args, flag) for flag in ("only", "from_step", "to_step") if getattr(args, flag)})
+    for flag in ("param", "sweep"):
+        if getattr(args, flag):
+            options[flag] = list(getattr(args, flag))
     return options
+
+
+def _step_names(text: str) -> tuple[str, ...]:
+    """``--only a,b`` as ``%kale_run`` reads it."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _run_line(args) -> str:
@@ -191,10 +198,13 @@ def _run_line(args) -> str:
     words = []
     for name, value in _run_options(args).items():
         flag = "--" + name.replace("_", "-")
+        flag = {"--from-step": "--from", "--to-step": "--to"}.get(flag, flag)
         if value is True:
             words.append(flag)
-        elif name == "param":
-            words += [word for param in value for word in (flag, param)]
+        elif name == "only":
+            words += [flag, ",".join(value)]
+        elif name in ("param", "sweep"):
+            words += [word for item in value for word in (flag, item)]
         else:
             words += [flag, value]
     return magic_arguments(words)
@@ -221,7 +231,8 @@ def cmd_runs(args) -> int:
 
     with _store(args.dir) as store:
         compare = tuple(args.compare) if args.compare else None
-        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare)))
+        print(repr(runs_view(store, experiment=args.experiment, last=args.last, compare=compare,
+                             sweep=args.sweep, plot=args.plot, by=args.by)))
     return 0
 
 
@@ -330,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pipeline", help="pipeline name")
     run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="override a pipeline parameter (repeatable)")
+    run.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+                     help="run once per value of a parameter (repeatable: every combination), as %%kale_run --sweep")
     run.add_argument("--engine", metavar="ENGINE", help="where the steps run: local, kfp or an installed engine")
     run.add_argument("--host", help="Kubeflow Pipelines endpoint (runs on KFP)")
     run.add_argument("--description", help="pipeline description")
@@ -337,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="build the pipeline without running it")
     run.add_argument("--no-cache", action="store_true", help="run every step; reuse no cached result")
     run.add_argument("--no-snapshot", action="store_true", help="do not snapshot the workspace")
+    run.add_argument("--only", type=_step_names, metavar="STEP[,STEP]",
+                     help="run just these steps, reusing the values they load from earlier runs")
+    run.add_argument("--from", dest="from_step", metavar="STEP", help="run STEP and every step after it")
+    run.add_argument("--to", dest="to_step", metavar="STEP", help="run STEP and the steps before it only")
     run.add_argument("--execute-notebook", action="store_true",
                      help="run every cell in a fresh kernel first, each %%kale_run line then running the "
                           "pipeline with the kernel's values (for notebooks whose plan needs them)")
@@ -349,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs = sub.add_parser("runs", help="the recorded runs side by side (as %%kale_runs)")
     runs.add_argument("--experiment", help="only the runs of this experiment")
     runs.add_argument("--last", type=int, metavar="N", help="only the N most recent runs")
+    runs.add_argument("--sweep", metavar="ID", help="only the points of this sweep")
+    runs.add_argument("--plot", metavar="METRIC", help="also show this metric over the runs")
+    runs.add_argument("--by", metavar="PARAM", help="with --plot: the metric against this parameter")
     runs.add_argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"),
                       help="what changed between two runs")
     runs.add_argument("--dir", default=".", help="the notebooks' folder (default: .)")
@@ -368,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     cache.set_defaults(func=cmd_cache)
 
     _add_snapshot_commands(sub)
+    for command in (parser, *sub.choices.values()):  # options match exactly: --from is not --from-anything
+        command.allow_abbrev = False
     return parser
 
 

@@ -57,8 +57,9 @@ def _kale_cli_report(runs):
     out = []
     for run, stops in runs:
         run.wait()
-        out.append({"id": run.id, "status": run.status, "stops": stops,
-                    "metrics": {k: plain(v) for k, v in dict(run.metrics).items()}})
+        for one in getattr(run, "runs", None) or [run]:  # a Sweep: each point's run
+            out.append({"id": one.id, "status": one.status, "stops": stops,
+                        "metrics": {k: plain(v) for k, v in dict(one.metrics).items()}})
     print(%r + json.dumps(out))
 _kale_cli_report(_kale_cli_runs)
 """ % RESULT_MARKER

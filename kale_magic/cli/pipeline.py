@@ -25,7 +25,7 @@ class SettingError(KaleError):
 def run_pipeline(nb, path: Path, options: dict) -> tuple[list, bool]:
     """(runs, whether a failed run stops the notebook): one Run per ``%kale_run`` line of ``nb`` (the
     notebook at ``path``), in order, each with the cells above it recorded, its options with ``options``
-    (option name -> value; ``param`` values are added) over them, as "Run All" would run them.  A failed
+    (option name -> value; ``param`` and ``sweep`` values are added) over them, as "Run All" would run them.  A failed
     run is returned, not raised; it ends the list unless the notebook sets ``Kale.stop_on_failure = False``."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
@@ -48,7 +48,7 @@ def run_pipeline(nb, path: Path, options: dict) -> tuple[list, bool]:
         recorded = line.recorded
         args = run_arguments(line.options)
         for name, value in options.items():
-            setattr(args, name, getattr(args, name) + value if name == "param" else value)
+            setattr(args, name, getattr(args, name) + value if name in ("param", "sweep") else value)
         try:
             run = magics.start(args).wait()
         except RunFailed as failure:

@@ -62,6 +62,11 @@ class EngineType:
         raise KaleError(f"the {self.name} engine keeps no schedules: %kale_schedules lists those of a Kubeflow "
                         "Pipelines host (set Kfp.host or KF_PIPELINES_ENDPOINT, or give --host URL).")
 
+    def record_scheduled(self, settings, pipeline: str, store) -> str:
+        """``%kale_runs``: record in ``store`` the ended runs this engine's schedules of ``pipeline`` started,
+        so they show with the schedule's name; what to tell the user, or ""."""
+        return ""
+
     def add_commands(self, subcommands, plan_file) -> None:
         """Add its ``kale-magic`` subcommands to the argparse ``subcommands``; ``plan_file(path,
         pipeline=None, params=None)`` plans a notebook file: (plan, its ``%config`` settings, warnings)."""

@@ -64,6 +64,9 @@ def step():
 @argument("--upload-only", action="store_true", help="KFP: compile and upload the pipeline, do not run.")
 @argument("--param", action="append", default=[], metavar="NAME=VALUE",
           help="Override a %%%%parameters value (repeatable).")
+@argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+          help="Run once per value of a parameter (a list literal works too: \"lr=[0.1, 0.01]\"); repeated, "
+               "once per combination; returns a Sweep.")
 @argument("--compile-only", action="store_true", help="Write the step notebooks (and KFP YAML), do not run.")
 @argument("--no-snapshot", action="store_true", help="Do not snapshot the workspace.")
 @argument("--from-snapshot", metavar="ID", help="Run on the files of an earlier snapshot (%%kale_snapshots).")
@@ -74,6 +77,10 @@ def step():
           help="Only show which steps would be reused from the cache and why the others would run.")
 @argument("--resume", nargs="?", const="", default=None, metavar="RUN_ID",
           help="Reuse the steps that succeeded in RUN_ID (default: the last failed run) and are unchanged.")
+@argument("--only", type=_names, default=(), metavar="STEP[,STEP]",
+          help="Run just these steps; the values they load from other steps are reused from earlier runs.")
+@argument("--from", dest="from_step", metavar="STEP", help="Run STEP and every step after it; reuse the rest.")
+@argument("--to", dest="to_step", metavar="STEP", help="Run STEP and the steps before it only.")
 @argument("--schedule", metavar="CRON", help="KFP: create a recurring run instead of running now (six fields, "
                                               "seconds first; a five-field crontab line is converted).")
 @argument("--max-concurrency", type=int, metavar="N", help="With --schedule: runs at once (1 to 10, default 1).")
@@ -92,6 +99,9 @@ def kale_run():
 @argument("--plot", metavar="METRIC", help="Also plot this metric over the runs.")
 @argument("--compare", nargs=2, metavar=("RUN_A", "RUN_B"), help="What changed between two runs.")
 @argument("--all", action="store_true", help="The runs of every notebook in the folder, not only this one's.")
+@argument("--sweep", metavar="ID", help="Only the points of this sweep (its id, or the last part of it).")
+@argument("--by", metavar="PARAM", help="With --plot: the metric against this parameter, one line per value "
+                                        "of the other parameters.")
 def kale_runs():
     """The recorded runs side by side (parameters, metrics), a metric's plot, or two runs compared."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from ..errors import ValidationError
 from ..plan.analysis import metric_names
 from .arguments import check_step_option
+from .katib import sweep_lines
 
 KALE_METADATA = "kubeflow_notebook"
 SPECIAL_KINDS = {  # Kale tag -> our cell magic
@@ -40,7 +41,7 @@ _CACHE_TAG = re.compile(r"^cache:(enabled|disabled)$")
 _LIMIT_OPTIONS = {"nvidia.com/gpu": "gpu", "cpu": "cpu", "memory": "memory"}
 # Metadata keys Kale's panel writes that have no meaning outside Kubeflow/Rok.
 _IGNORED_METADATA = {"experiment", "notebook_path", "snapshot_volumes", "autosnapshot",
-                     "volume_access_mode", "katib_run", "katib_metadata", "kale_version"}
+                     "volume_access_mode", "katib_run", "kale_version"}
 
 
 @dataclass(frozen=True)
@@ -359,11 +360,13 @@ def kale_run_lines(meta: dict, notes: list[Note]) -> list[str]:
         if meta.get(key):
             words += [option, str(meta[key])]
     handled = {"experiment_name", "pipeline_name", "pipeline_description", "docker_image",
-               "base_image", "volumes", "steps_defaults"} | _IGNORED_METADATA
+               "base_image", "volumes", "steps_defaults", "katib_metadata"} | _IGNORED_METADATA
     for key in sorted(set(meta) - handled):
         if meta[key] not in (None, "", [], {}):
             notes.append(Note(None, f"{KALE_METADATA}.{key} has no kale-magic equivalent; not applied"))
-    return lines + [("run = %kale_run " + magic_arguments(words)).rstrip()]
+    sweep = sweep_lines(meta.get("katib_metadata") or {}, magic_arguments(words),
+                        lambda text: notes.append(Note(None, text)), protect_from_expansion)
+    return lines + [("run = %kale_run " + magic_arguments(words)).rstrip(), *sweep]
 
 
 def _config(trait: str, value) -> str:

@@ -53,7 +53,8 @@ class Kale(Magics):
 
     notebook_path = Unicode(None, allow_none=True, help="The notebook file, when the frontend does not say "
                             "(Jupyter servers and VS Code do).").tag(config=True)
-    max_parallel = Int(8, help="How many steps the local engine runs at the same time.").tag(config=True)
+    max_parallel = Int(8, help="How many steps the local engine runs at the same time, and how many "
+                       "points of a --sweep run at once.").tag(config=True)
     preload = List(Unicode(), help="Modules the local engine's warm worker imports once besides those the "
                    "%%imports and %%functions cells import (numpy always is), e.g. ['torch'].").tag(config=True)
     preload_imports = Bool(True, help="Let the local engine's warm worker import what the %%imports and "
@@ -313,6 +314,8 @@ class Kale(Magics):
 
         request = self._request(args)
         workspace = self._workspace()
+        if args.sweep:
+            return self._sweep(args, request, workspace)
         if args.cache_only_check:
             print(self._cache_check(request, workspace))
             return None
@@ -329,6 +332,55 @@ class Kale(Magics):
             raise RunFailed(self.last_run) from self.last_run.failure
         return self.last_run
 
+    def _sweep(self, args, request, workspace):
+        """``%kale_run --sweep``: the grid checked at once, then one run per point (:mod:`kale_magic.run.sweep`)."""
+        from .. import engines
+        from ..history.store import RunStore, step_hashes
+        from ..history.sweep import sweep as sweep_files
+        from ..panel import pick_mode
+        from ..panel.sweep import SweepPanel
+        from ..run import hooks
+        from ..run.grid import parse_grid
+        from ..run.launch import Recording, start_run
+        from ..run.sweep import new_sweep, run_sweep
+
+        alone = [o for o, given in (("--schedule", args.schedule), ("--resume", args.resume is not None),
+                                    ("--cache-only-check", args.cache_only_check), ("--compile-only", args.compile_only),
+                                    ("--upload-only", args.upload_only)) if given]
+        if alone:
+            raise KaleError(f"--sweep runs every point of its grid now; leave out {alone[0]}.")
+        if request.no_cache and not engines.get(request.engine).local:
+            raise KaleError(f"--sweep on {request.engine} runs the steps the points share once through its own "
+                            "cache, which --no-cache turns off; leave it out (%%step NAME --no-cache still reruns "
+                            "a step that must).")
+        plan = self.plan(request)  # the notebook's problems, all at once, before the grid's
+        sweep = new_sweep(request, parse_grid(args.sweep, plan.parameters, request.params), plan)
+        cells = self._cells(workspace)
+        recording = Recording(cells, self._environment())
+        store = RunStore.for_workspace(workspace.root)
+        sweep_files(workspace.kale, store)
+        hook = hooks.resolve(self.on_run_end)
+        view = SweepPanel(sweep, self.panel if self.panel != "auto" else pick_mode()).start()
+
+        def start(point_request):
+            engine = self._engine(point_request, workspace)
+            listeners = [store.recorder(hashes=step_hashes(cells)), view]
+            run = start_run(point_request, workspace, recording, engine, listeners=listeners)
+            hooks.call_when_finished(run, hook)
+            return run, engine
+
+        self.last_run = run_sweep(sweep, start, self.max_parallel)
+        if not request.background:
+            try:
+                sweep.wait()
+            except KeyboardInterrupt:
+                sweep.cancel()
+                sweep.wait()
+        failed = next((r for r in sweep.runs if r.status == "failed"), None)
+        if failed is not None and self.stop_on_failure:
+            raise RunFailed(failed) from failed.failure
+        return sweep
+
     @line_magic
     @arguments.documented_by(arguments.kale_runs)
     def kale_runs(self, line):
@@ -338,11 +390,22 @@ class Kale(Magics):
         args = arguments.parse(arguments.kale_runs, line)
         workspace = self._workspace()
         # this notebook's pipeline: the one its last run ran (--pipeline may have named it), else its file's
-        ran = getattr(getattr(self.last_run, "plan", None), "pipeline", None)
+        ran = next(iter(self._last_pipelines()), None)
         pipeline = None if args.all else ran or (workspace.pipeline_name if workspace.notebook else None)
         with RunStore.for_workspace(workspace.root) as store:
+            self._record_scheduled(args, pipeline or workspace.pipeline_name, store)
             return runs_view(store, experiment=args.experiment, last=args.last, plot=args.plot,
-                             compare=args.compare, pipeline=pipeline, short=True)
+                             compare=args.compare, pipeline=pipeline, short=True, sweep=args.sweep, by=args.by)
+
+    def _record_scheduled(self, args, pipeline: str, store) -> None:
+        """The runs a schedule started show in %kale_runs: the engine a host configures records them first."""
+        from .. import engines
+
+        settings = self._engine_settings()
+        engine = engines.registry.choose(None, args, settings)
+        note = engine.record_scheduled(settings.get(engine.name), pipeline, store)
+        if note:
+            print(note)
 
     @line_magic
     @arguments.documented_by(arguments.kale_debug)
@@ -352,7 +415,7 @@ class Kale(Magics):
 
         args = arguments.parse(arguments.kale_debug, line)
         workspace = self._workspace()
-        pipelines = {workspace.pipeline_name} | ({self.last_run.state.pipeline} if self.last_run else set())
+        pipelines = {workspace.pipeline_name} | self._last_pipelines()
         with RunStore.for_workspace(workspace.root) as store:
             loaded = debug(store, workspace.kale, pipelines, args.step, run_id=args.run, outputs=args.outputs,
                            failed=args.failed)
@@ -407,6 +470,11 @@ class Kale(Magics):
                           notebook_path=workspace.notebook, order_source=workspace.order_source)
 
     # helpers --------------------------------------------------------------------------------
+    def _last_pipelines(self) -> set[str]:
+        """The pipeline the latest %kale_run ran (a sweep's points all run the same one)."""
+        runs = getattr(self.last_run, "runs", None) or ([self.last_run] if self.last_run else [])
+        return {run.state.pipeline for run in runs[:1]}
+
     def _warm(self, key: str | None = None, python: str = "") -> None:
         """Have the warm worker import what the steps will (never blocks): Kale.preload and the
         modules the %%imports/%%functions cells (with cell ``key`` about to be ``python``) import,
@@ -428,6 +496,9 @@ class Kale(Magics):
         if not engine.local and (args.cache_only_check or args.resume is not None):
             raise KaleError(f"--cache-only-check and --resume work with the local engine; on {engine.name} "
                             "its own cache decides which steps run (turn it off with --no-cache).")
+        if args.cache_only_check and (args.only or args.from_step or args.to_step):
+            raise KaleError("--cache-only-check shows what a whole run would reuse; leave out --only, --from and "
+                            "--to (a partial run says before running which earlier result each left-out step reuses).")
         params = arguments.parse_params(args.param)
         return RunRequest(experiment=args.experiment, pipeline=args.pipeline, description=args.description,
                           engine=engine.name, host=args.host, params=params,
@@ -435,6 +506,7 @@ class Kale(Magics):
                           no_snapshot=args.no_snapshot, background=args.background,
                           from_snapshot=args.from_snapshot, snapshot_max=args.snapshot_max,
                           no_cache=args.no_cache, resume=args.resume,
+                          only=args.only, from_step=args.from_step, to_step=args.to_step,
                           schedule=self._schedule(args, engine.local, params))
 
     def _schedule(self, args, local: bool, params: dict):

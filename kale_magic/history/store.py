@@ -56,12 +56,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT '{}';
     """,
+    """
+    ALTER TABLE runs ADD COLUMN sweep_id TEXT;
+    CREATE INDEX runs_by_sweep ON runs (sweep_id, started);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
                 "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
-                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error", "owner")
+                "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error", "owner", "sweep_id")
 _STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key")
 _JSON_COLUMNS = ("parameters", "metrics", "links", "owner")
 _STEP_MOVES = ("running", "succeeded", "failed", "cached", "skipped")  # step statuses the registry is told
@@ -99,6 +103,7 @@ class RunRecord:
     error: str = ""
     steps: list[StepRecord] = field(default_factory=list)
     owner: dict = field(default_factory=dict)  # the process that recorded it (history.owner.Owner)
+    sweep_id: str | None = None  # the sweep this run is a point of (%kale_run --sweep)
 
     @property
     def duration(self) -> float | None:
@@ -269,9 +274,18 @@ class RunStore:
         return recorder
 
     # reading ---------------------------------------------------------------
-    def runs(self, experiment: str | None = None, last: int | None = None) -> list[RunRecord]:
-        """Runs oldest first; ``last`` keeps the most recent N."""
-        where, args = ("WHERE experiment = ?", [experiment]) if experiment is not None else ("", [])
+    def runs(self, experiment: str | None = None, last: int | None = None,
+             sweep: str | None = None) -> list[RunRecord]:
+        """Runs oldest first; ``last`` keeps the most recent N; ``sweep``: the points of the sweep with
+        this id (or unique prefix, or the random last part %kale_runs shows)."""
+        conditions, args = [], []
+        if experiment is not None:
+            conditions.append("experiment = ?")
+            args.append(experiment)
+        if sweep is not None:
+            conditions.append("sweep_id = ?")
+            args.append(self.sweep_id(sweep))
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         limit = "LIMIT ?" if last is not None else ""
         if last is not None:
             args.append(int(last))
@@ -279,6 +293,17 @@ class RunStore:
             rows = conn.execute(
                 f"SELECT * FROM runs {where} ORDER BY started DESC, rowid DESC {limit}", args).fetchall()
             return [self._record(row) for row in reversed(rows)]
+
+    def sweep_id(self, text: str) -> str:
+        """The sweep id ``text`` names (whole, a prefix or its random last part); a clear error otherwise."""
+        with self._read() as conn:
+            ids = [row[0] for row in conn.execute(
+                "SELECT DISTINCT sweep_id FROM runs WHERE sweep_id = ? OR substr(sweep_id, 1, ?) = ? "
+                "OR substr(sweep_id, -?) = ?", (text, len(text), text, len(text) + 1, "-" + text))]
+        if len(ids) == 1:
+            return ids[0]
+        what = "No sweep" if not ids else f"{len(ids)} sweeps match"
+        raise KaleError(f"{what} {text!r} in {self.path}; %kale_runs shows each run's sweep id.")
 
     def experiments(self) -> list[str]:
         with self._read() as conn:

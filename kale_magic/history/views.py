@@ -76,22 +76,48 @@ def _rows(records, short: bool = False):
     columns = _columns(records)
     errors = any(record.error for record in records)
     scheduled = any("scheduled by" in record.links for record in records)
+    swept = any(record.sweep_id for record in records)
+    partial = any(partial_steps(record) for record in records)
     shown = short_ids(records) if short else {r.run_id: r.run_id for r in records}
     for record in records:
         fixed = {"experiment": record.experiment, "pipeline": record.pipeline, "started": _when(record.started),
                  "status": record.status, "engine": record.engine}
         if scheduled:  # runs a KFP schedule started (recorded by %kale_schedules): which schedule
             fixed["schedule"] = record.links.get("scheduled by", "")
+        if swept:  # points of a sweep (%kale_run --sweep): which sweep, as %kale_runs --sweep takes it
+            fixed["sweep"] = (record.sweep_id or "").rsplit("-", 1)[-1]
+        if partial:  # --only/--from/--to: which steps ran, which were reused from which run, which not run
+            fixed["steps"] = partial_steps(record)
         values = fixed | {label: getattr(record, kind).get(key) for label, kind, key in columns}
         yield shown[record.run_id], values | ({"error": record.error} if errors else {})
+
+
+def partial_steps(record: RunRecord) -> str:
+    """A partial run's steps in one cell (empty for a whole run): never a failure for what it left alone."""
+    from ..plan.selection import NOT_SELECTED
+
+    unselected = [s for s in record.steps if NOT_SELECTED in s.message and s.status in ("cached", "skipped")]
+    if not unselected:
+        return ""
+    ran = [s.name for s in record.steps if s not in unselected]
+    sources: dict[str, list[str]] = {}
+    for step in unselected:
+        if step.status == "cached":
+            sources.setdefault(step.cached_from or "", []).append(step.name)
+    left = [s.name for s in unselected if s.status == "skipped"]
+    parts = [f"ran {', '.join(ran)}"] + [f"{', '.join(names)} reused from run {run.rsplit('-', 1)[-1]}"
+                                          for run, names in sources.items()]
+    return "; ".join(parts + ([f"{', '.join(left)} not run"] if left else []))
 
 
 class RunsTable:
     """Runs side by side: parameters and metrics as columns, the best value of each metric highlighted."""
 
-    def __init__(self, records: list[RunRecord], plot: str | None = None, short: bool = False):
+    def __init__(self, records: list[RunRecord], plot: str | None = None, short: bool = False,
+                 by: str | None = None):
         self.records = records
         self.plot = plot
+        self.by = by  # plot the metric against this parameter (sweeps), not over runs
         self.short = short  # rows named by short run ids (a notebook's view)
         self.metrics = _names(records, "metrics")
         self.frame = self._frame()
@@ -146,7 +172,9 @@ class RunsTable:
 
     def _repr_html_(self) -> str:
         out = self._table_html()
-        if self.plot:
+        if self.plot and self.by:
+            out += by_svg(self.records, self.plot, self.by)
+        elif self.plot:
             out += metric_svg(self.records, self.plot)
         return out
 
@@ -164,7 +192,9 @@ class RunsTable:
         best = [f"{printable(m)}: {printable(run)}" for m, run in self._best_cells().items()]
         if best:
             text += "\nbest  " + ", ".join(best)
-        if self.plot:
+        if self.plot and self.by:
+            text += "\n" + by_text(self.records, self.plot, self.by)
+        elif self.plot:
             shown = short_ids(self.records) if self.short else None
             text += "\n" + metric_text(self.records, self.plot, shown)
         return text
@@ -225,6 +255,66 @@ def metric_svg(records: list[RunRecord], metric: str, width: int = 420, height: 
             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
             f'stroke="#999"/><polyline points="{line}" fill="none" stroke="#1565c0" stroke-width="1.5"/>'
             f"{dots}{labels}</svg>")
+
+
+def by_lines(records: list[RunRecord], metric: str, by: str) -> dict[str, list[tuple[float, float]]]:
+    """``metric`` against parameter ``by``: one line per combination of the other parameters that vary
+    (its label, e.g. ``depth=3``), each a list of (parameter value, metric) sorted by the parameter."""
+    varying = [n for n in _names(records, "parameters") if n != by
+               and len({repr(r.parameters.get(n)) for r in records}) > 1]
+    lines: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        x, y = _number(record.parameters.get(by)), _number(record.metrics.get(metric))
+        if x is None or y is None:
+            continue
+        label = " ".join(f"{n}={record.parameters.get(n)!r}" for n in varying) or metric
+        lines.setdefault(label, []).append((x, y))
+    return {label: sorted(points) for label, points in lines.items()}
+
+
+def by_text(records: list[RunRecord], metric: str, by: str) -> str:
+    lines = by_lines(records, metric, by)
+    if not lines:
+        return f"{printable(metric)} by {printable(by)}: no run has a numeric {printable(metric)} and {printable(by)}"
+    return "\n".join(f"{printable(metric)} by {printable(by)} ({printable(label)}): "
+                     + ", ".join(f"{x:g} -> {y:g}" for x, y in points) for label, points in lines.items())
+
+
+_LINE_COLORS = ("#1565c0", "#c62828", "#2e7d32", "#6a1b9a", "#ef6c00", "#00838f", "#5d4037", "#455a64")
+
+
+def by_svg(records: list[RunRecord], metric: str, by: str, width: int = 420, height: int = 180) -> str:
+    """``metric`` against parameter ``by`` as an inline SVG, a line per combination of the other parameters."""
+    lines = by_lines(records, metric, by)
+    title = f'<div style="font-size:12px;margin-top:6px"><b>{esc(metric)}</b> by <b>{esc(by)}</b></div>'
+    if not lines:
+        return title + f"<p><i>No run has a numeric {esc(metric)} and {esc(by)}.</i></p>"
+    xs = [x for points in lines.values() for x, _ in points]
+    ys = [y for points in lines.values() for _, y in points]
+    left, right, top, bottom = 48, 12, 10, 24
+    x_span, y_span = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
+
+    def xy(x, y):
+        return (left + (x - min(xs)) / x_span * (width - left - right),
+                top + (max(ys) - y) / y_span * (height - top - bottom))
+
+    parts, legend = [], []
+    for number, (label, points) in enumerate(lines.items()):
+        color = _LINE_COLORS[number % len(_LINE_COLORS)]
+        coords = [xy(x, y) for x, y in points]
+        parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in coords)}" fill="none" '
+                     f'stroke="{color}" stroke-width="1.5"/>' + "".join(
+                         f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"><title>{esc(label)}, {esc(by)}='
+                         f"{x:g}: {y:g}</title></circle>" for (a, b), (x, y) in zip(coords, points)))
+        legend.append(f'<span style="color:{color};margin-right:1em">&#9644; {esc(label)}</span>')
+    labels = (f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{max(ys):.4g}</text>'
+              f'<text x="{left - 4}" y="{height - bottom}" text-anchor="end">{min(ys):.4g}</text>'
+              f'<text x="{left}" y="{height - 6}">{min(xs):g}</text>'
+              f'<text x="{width - right}" y="{height - 6}" text-anchor="end">{max(xs):g}</text>')
+    return (title + f'<svg class="kale-plot" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            f'font-size="10" font-family="sans-serif"><line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" '
+            f'stroke="#999"/><line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" '
+            f'stroke="#999"/>{"".join(parts)}{labels}</svg><div style="font-size:11px">{"".join(legend)}</div>')
 
 
 def _cell(value) -> str:
@@ -312,10 +402,19 @@ def _code_change(a, b) -> str:
 
 def runs_view(store, *, experiment: str | None = None, last: int | None = None,
               plot: str | None = None, compare: tuple[str, str] | None = None, pipeline: str | None = None,
-              short: bool = False):
-    """The object ``%kale_runs`` returns for its options; ``pipeline`` keeps that pipeline's runs only."""
+              short: bool = False, sweep: str | None = None, by: str | None = None):
+    """The object ``%kale_runs`` returns for its options; ``pipeline`` keeps that pipeline's runs only,
+    ``sweep`` the points of one sweep; ``by`` plots ``plot`` against that parameter."""
+    from ..errors import KaleError
+
+    if by and not plot:
+        raise KaleError(f"--by {by} says what to plot a metric against; add --plot METRIC.")
     if compare:
         return RunComparison(store.get(compare[0]), store.get(compare[1]))
-    records = store.runs(experiment=experiment)
+    records = store.runs(experiment=experiment, sweep=sweep)
     records = [r for r in records if pipeline is None or r.pipeline == pipeline]
-    return RunsTable(records[-last:] if last else records, plot=plot, short=short)
+    records = records[-last:] if last else records
+    if by and records and all(by not in r.parameters for r in records):
+        known = ", ".join(_names(records, "parameters")) or "none"
+        raise KaleError(f"--by {by}: these runs have no parameter '{by}' (parameters: {known}).")
+    return RunsTable(records, plot=plot, short=short, by=by)

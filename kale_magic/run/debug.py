@@ -229,15 +229,25 @@ def failing_line(run_dir: RunDir, step: str) -> str:
 
     outcome = run_dir.read_outcome(step)
     executed = run_dir.executed(step)
-    if outcome is None or not outcome.traceback or not executed.exists():
+    if outcome is not None and outcome.traceback and executed.exists():
+        traceback, notebook = outcome.traceback, executed
+        cells = [c for c in read_notebook(executed)["cells"] if c["cell_type"] == "code"]
+        by_count = {c.get("execution_count"): c for c in cells}
+    elif run_dir.log(step).is_file() and run_dir.notebook(step).is_file():
+        # a KFP step: its pod's log (kept by the engine) and the step notebook compiled here, whose code
+        # cells ran in order in a fresh shell, so execution count N is the N-th code cell
+        traceback, notebook = run_dir.log(step).read_text(encoding="utf-8", errors="replace"), run_dir.notebook(step)
+        cells = [c for c in read_notebook(notebook)["cells"] if c["cell_type"] == "code"]
+        by_count = {number: c for number, c in enumerate(cells, 1)}
+    else:
         return "the failing line is not on this machine (see the step's log)"
-    cells = [c for c in read_notebook(executed)["cells"] if c["cell_type"] == "code"]
-    by_count = {c.get("execution_count"): c for c in cells}
+    traceback = re.sub(r"\x1b\[[0-9;]*m", "", traceback)
     own = [c for c in cells if c["metadata"].get("kale", {}).get("role") == "step"]
     found = ""
-    for count, line in _FRAME.findall(re.sub(r"\x1b\[[0-9;]*m", "", outcome.traceback)):
+    for count, line in _FRAME.findall(traceback):
         cell = by_count.get(int(count))
-        if cell is not None and cell in own:
-            code = cell["source"].splitlines()[int(line) - 1].strip()
+        lines = cell["source"].splitlines() if cell is not None and cell in own else []
+        code = lines[int(line) - 1].strip() if 0 < int(line) <= len(lines) else ""
+        if code and code in traceback:  # the frame printed that very line: the mapping is right
             found = f"failing line: cell {own.index(cell) + 1} of step '{step}', line {line}: {code}"
     return found or "the error was raised outside the step's own cells (see its traceback in the log)"

@@ -24,6 +24,7 @@ from ..files import atomic_write
 from ..layout import KaleDir, RunDir
 from ..plan import Plan
 from ..plan.planner import Environment, build_plan, default_pipeline_name
+from ..plan.selection import NOT_SELECTED
 from ..plan.report import plan_text
 from ..plan.session import RecordedCell
 from .debug import record_flows
@@ -48,6 +49,10 @@ class RunRequest:
     no_cache: bool = False  # run every step, reuse no cached result
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
     schedule: object = None  # a run.schedule.Schedule: create a recurring run on KFP instead of running now
+    sweep_id: str | None = None  # this run is a point of that sweep (run.sweep)
+    only: tuple[str, ...] = ()  # a partial run: just these steps (--only), or
+    from_step: str | None = None  # ... this step and everything downstream (--from), and/or
+    to_step: str | None = None  # ... this step and its ancestors (--to)
 
 
 @dataclass(frozen=True)
@@ -92,21 +97,26 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     """
     pipeline = request.pipeline or workspace.pipeline_name
     state = RunState(new_run_id(), pipeline, request.experiment, request.engine)
+    if request.sweep_id:
+        state.set_ids(sweep_id=request.sweep_id)
     cells = session.cells
     plan = validate(request, cells, session.environment, workspace, state)
+    selection, runs = select_steps(request, plan, engine)
     for listener in listeners:
         state.subscribe(listener)
     run_dir = workspace.kale.run(state.run_id)
     report_plan(plan, state, run_dir)
     run = Run(state, plan, run_dir)
+    for name in selection.not_run if selection else ():
+        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})")
     try:
         snapshot(request, workspace, cells, state, run_dir, engine)
-        compiled = compile_steps(plan, state, run_dir, engine)
+        compiled = compile_steps(runs, state, run_dir, engine)
         run.pipeline_file = compiled.pipeline_file
         if request.compile_only:
             state.stop("compiled", note="--compile-only")
             return run
-        upload(plan, state, engine, compiled)
+        upload(runs, state, engine, compiled)
     except KaleError as exc:  # the task failed the run (state.fail) and the panel shows why
         run.failure = exc
         return run
@@ -114,9 +124,9 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
         state.stop("uploaded", note="--upload-only")
         return run
     if request.schedule is not None:  # a recurring run on KFP instead of one run now
-        schedule(plan, state, engine, request.schedule)
+        schedule(runs, state, engine, request.schedule)
         return run
-    run.thread = execute(plan, state, run_dir, engine, compiled)
+    run.thread = execute(runs, state, run_dir, engine, compiled)
     if not request.background:
         wait(state, engine, run.thread)
     return run
@@ -129,6 +139,28 @@ def validate(request: RunRequest, cells: list[RecordedCell], env: Environment, w
     return build_plan(cells, env, pipeline=state.pipeline, experiment=request.experiment,
                       description=request.description, overrides=request.params,
                       notebook_path=workspace.notebook, order_source=workspace.order_source)
+
+
+def select_steps(request: RunRequest, plan: Plan, engine: Engine):
+    """A partial run's selection and the plan the engine gets: refused, like a plan that does not
+    validate, before any step runs or anything is recorded.  An engine with ``select`` finds where the
+    reused values come from and is given the whole plan; another runs the selected steps' sub-pipeline,
+    which it can only when nothing is reused."""
+    from ..plan.selection import select
+
+    selection = select(plan, request.only, request.from_step, request.to_step)
+    if selection is None:
+        return None, plan
+    if hasattr(engine, "select"):
+        engine.select(plan, selection)
+        return selection, plan
+    if selection.reuse:
+        consumer, value = selection.needs(plan, selection.reuse[0])
+        raise KaleError(f"{selection.option}: step '{consumer}' needs '{value}' from step '{selection.reuse[0]}', "
+                        f"which is not selected, and the {engine.name} engine cannot yet reuse a value from an "
+                        f"earlier run; select {selection.reuse[0]} too (or use --to {consumer}), or run on the "
+                        "local engine.")
+    return selection, selection.subplan(plan)
 
 
 def report_plan(plan: Plan, state: RunState, run_dir: RunDir) -> None:
@@ -252,8 +284,9 @@ def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
     counts = {status: [s.name for s in state.steps.values() if s.status == status]
               for status in ("failed", "cached", "skipped")}
     if outcome.succeeded:
-        cached = len(counts["cached"])
-        message = f"{len(plan.steps)} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+        cached, left = len(counts["cached"]), len(counts["skipped"])  # a partial run leaves steps alone
+        message = (f"{len(state.steps) - left} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+                   + (f"; {left} not run ({NOT_SELECTED})" if left else ""))
         state.task("Run", "done", message)
     elif counts["failed"]:
         skipped = f", {len(counts['skipped'])} skipped" if counts["skipped"] else ""

@@ -77,6 +77,7 @@ class RunIds:
     kfp_pipeline_id: str | None = None
     kfp_version_id: str | None = None
     kfp_run_id: str | None = None
+    sweep_id: str | None = None  # the sweep this run is a point of (%kale_run --sweep)
 
 
 @dataclass(frozen=True)

@@ -169,7 +169,7 @@ class KfpEngine:
         """Create the run from the uploaded version and follow it to its end."""
         try:
             run_id = self._start(plan, state, plan.parameters)
-            outcome = self._follow(plan, state, run_id)
+            outcome = self._follow(plan, state, run_id, run_dir)
         except KaleError as err:
             return Outcome("failed", str(err))
         root = self.options.pipeline_root
@@ -227,7 +227,7 @@ class KfpEngine:
         state.task("Run", "running", f"run {run.run_id} on {self._settings.host}", run=link)
         return run.run_id
 
-    def _follow(self, plan: Plan, state: RunState, run_id: str) -> Outcome:
+    def _follow(self, plan: Plan, state: RunState, run_id: str, run_dir: RunDir) -> Outcome:
         steps_by_task = Names(plan).steps_by_task
         seen: dict[str, str] = {}
         failures: list[tuple[str, str]] = []  # a step fails once, often polls before the run ends
@@ -235,7 +235,8 @@ class KfpEngine:
         while True:
             run = self._poll(run_id)
             failures += _update_steps(state, run, steps_by_task, seen, state.links["run"],
-                                     lambda pod: self._read_log(run_id, pod), _once(lambda: self._workflow(run_id)))
+                                     lambda pod: self._read_log(run_id, pod), _once(lambda: self._workflow(run_id)),
+                                     keep_log=lambda step, log: _keep_log(run_dir, step, log))
             final = (run.state or "").upper()
             if final in FINAL_RUN_STATES:
                 break
@@ -334,7 +335,16 @@ def _workspace_files(snapshot: SnapshotRef) -> list[str]:
     return sorted(f["path"] for f in manifest.get("files", []) if f["path"] != notebook)
 
 
-def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> list[tuple[str, str]]:
+def _keep_log(run_dir: RunDir, step: str, log: str) -> None:
+    """A failed step's pod log, where a local step's log is: %kale_debug --failed finds its failing line."""
+    from ...files import atomic_write
+
+    run_dir.log(step).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir.log(step), log)
+
+
+def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow,
+                  keep_log=lambda step, log: None) -> list[tuple[str, str]]:
     """Copy per-task states into the step states; return (step, message) of the failed steps.
 
     The API builds task details from Argo's nodes (see :mod:`.workflow`): per step a ``<task>-driver``
@@ -354,7 +364,9 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow) -> 
         if status == "failed" and canceled:
             status, message = "skipped", "canceled"
         elif status == "failed":
-            message = _failure(task_name, workflow(), read_log, driver=driver)
+            message, log = _failure(task_name, workflow(), read_log, driver=driver)
+            if log:
+                keep_log(step, log)
             failures.append((step, message))
         elif status == "succeeded" and (found := workflow()) is not None:
             if found.cached(task_name):
@@ -393,16 +405,18 @@ def _step_states(details, steps_by_task, state) -> dict[str, tuple[str, str, boo
     return combined
 
 
-def _failure(task: str, workflow, read_log, driver: bool) -> str:
-    """What the failed step printed (its last attempt's pod log, or its driver's), else Argo's message."""
+def _failure(task: str, workflow, read_log, driver: bool) -> tuple[str, str | None]:
+    """What the failed step printed (its last attempt's pod log, or its driver's), else Argo's message;
+    and the step's own pod log, when there is one."""
     if workflow is None:
-        return "no message from KFP (its workflow could not be read)"
+        return "no message from KFP (its workflow could not be read)", None
     pod, note = workflow.failed_driver(task) if driver else workflow.failed_pod(task)
-    said = _step_error(read_log(pod) if pod else None) or note or "no message from KFP"
+    log = read_log(pod) if pod else None
+    said = _step_error(log) or note or "no message from KFP"
     if driver:
-        return f"the KFP driver failed: {said}"
+        return f"the KFP driver failed: {said}", None
     attempts = workflow.attempts(task)
-    return f"{said} (after {attempts} attempts)" if attempts > 1 else said
+    return (f"{said} (after {attempts} attempts)" if attempts > 1 else said), log
 
 
 def _once(func):

@@ -42,6 +42,11 @@ class KfpType(EngineType):
 
         return manage(args.host, settings or {}, pipeline, action, name, store=store)
 
+    def record_scheduled(self, settings, pipeline: str, store) -> str:
+        from .schedules import sync
+
+        return sync(None, settings or {}, pipeline, store)
+
     def add_commands(self, subcommands, plan_file) -> None:
         from .cli import add_commands
 

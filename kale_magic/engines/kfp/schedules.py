@@ -170,21 +170,16 @@ def manage(host: str | None, config: dict, pipeline: str, action: str | None = N
     ``store``), or what pausing/resuming/deleting one did."""
     from .client import api_error, connect, resolve_settings
     from .compiler import k8s_name
-    from .engine import _pipeline_id
 
     settings = resolve_settings(host, config=config)
     client = connect(settings)
     kfp_name = k8s_name(pipeline, prefix="pipeline")  # as the Upload task named it
     try:
-        namespace = client.get_user_namespace() or None
-        pipeline_id = _pipeline_id(client, kfp_name, namespace)
-        runs = of_pipeline(client, pipeline_id, namespace) if pipeline_id else []
+        runs = _of_notebook(client, kfp_name)
         if action is None:
             text = table(listing(client, runs), kfp_name)
             if store is not None and runs:
-                experiments = {r.experiment_id: client.get_experiment(experiment_id=r.experiment_id).display_name
-                               for r in runs if r.experiment_id}
-                new = record_started_runs(client, settings, runs, store, pipeline, experiments)
+                new = _record(client, settings, runs, store, pipeline)
                 text += f"\n{new} runs they started are new in %kale_runs" if new else ""
             return text
         return change(client, find(runs, name), action)
@@ -192,3 +187,40 @@ def manage(host: str | None, config: dict, pipeline: str, action: str | None = N
         raise
     except Exception as exc:
         raise api_error(exc, settings, f"{action or 'listing'} schedules") from None
+
+
+def sync(host: str | None, config: dict, pipeline: str, store) -> str:
+    """``%kale_runs``: record the ended runs the pipeline's schedules started, as ``%kale_schedules`` does;
+    what to tell the user ("" when nothing is new).  A server that cannot be read is said in one line and
+    never stops ``%kale_runs``: the runs recorded here still show."""
+    from .client import api_error, connect, resolve_settings
+    from .compiler import k8s_name
+
+    try:
+        settings = resolve_settings(host, config=config)
+        client = connect(settings)
+        try:
+            runs = _of_notebook(client, k8s_name(pipeline, prefix="pipeline"))
+            new = _record(client, settings, runs, store, pipeline) if runs else 0
+        except KaleError:
+            raise
+        except Exception as exc:
+            raise api_error(exc, settings, "reading the runs of the schedules") from None
+    except KaleError as exc:
+        return (f"kale: the runs this notebook's schedules started were not read ({str(exc).rstrip('.')}); "
+                "showing the runs recorded here")
+    return f"kale: {new} runs this notebook's schedules started are new here" if new else ""
+
+
+def _of_notebook(client, kfp_name: str) -> list:
+    from .engine import _pipeline_id
+
+    namespace = client.get_user_namespace() or None
+    pipeline_id = _pipeline_id(client, kfp_name, namespace)
+    return of_pipeline(client, pipeline_id, namespace) if pipeline_id else []
+
+
+def _record(client, settings, runs, store, pipeline: str) -> int:
+    experiments = {r.experiment_id: client.get_experiment(experiment_id=r.experiment_id).display_name
+                   for r in runs if r.experiment_id}
+    return record_started_runs(client, settings, runs, store, pipeline, experiments)

@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...errors import KaleError
 from ...layout import RunDir, StepOutcome
 from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
@@ -60,6 +61,7 @@ class LocalEngine:
         self.workdir: Path | None = None  # the materialized snapshot steps work in (prepare)
         self.cache = cache  # a kale_magic.cache.StepCache, or None to run every step
         self.environments = None  # each step's --env/--secret variables, resolved by compile for a run
+        self.selection = None  # a partial run's plan.selection.Selection (select), or None: every step
         self._will_run = True
         self._cancel = threading.Event()
 
@@ -78,6 +80,17 @@ class LocalEngine:
 
             manifest = read_manifest(snapshot.store, snapshot.id)
             self.cache.files = SnapshotFiles(manifest, snapshot.store, self.workdir)
+
+    def select(self, plan: Plan, selection) -> dict[str, str]:
+        """Run only ``selection``'s steps; the steps it reuses come from the step cache (each entry is a
+        step's success in an earlier run, keyed on its code, parameters, inputs and files): step -> that
+        run, or a :class:`KaleError` naming a value nothing can supply."""
+        if self.cache is None:
+            raise KaleError(f"{selection.option}: a partial run reuses earlier results through the step cache, "
+                            "which this engine was created without.")
+        sources = self.cache.sources(plan, plan.parameters, selection)
+        self.selection = selection
+        return sources
 
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
         """One step notebook per step; for a run, each step's variables (a missing secret refuses it here)."""
@@ -107,7 +120,9 @@ class LocalEngine:
         """
         self.workers.start()
         run_dir.make_step_dirs()
-        schedule = Schedule({name: step.parents for name, step in plan.steps.items()})
+        kept = set(self.selection.run + self.selection.reuse) if self.selection else set(plan.steps)
+        schedule = Schedule({name: tuple(p for p in step.parents if p in kept)
+                             for name, step in plan.steps.items() if name in kept})
         executor = Executor(self.workers, {name: step.options.timeout for name, step in plan.steps.items()},
                             self.max_parallel, self._cancel)
         report = Reporter(state, run_dir)
@@ -118,9 +133,15 @@ class LocalEngine:
                     break
                 decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id) \
                     if self.cache else None
+                unselected = self.selection is not None and instance.step in self.selection.reuse
                 if decision is not None and decision.reused:
                     schedule.end(instance, "cached")
-                    report.cached(instance, decision.reused)
+                    report.cached(instance, decision.reused, unselected)
+                    continue
+                if unselected:  # its result was there when the run was checked; something removed it since
+                    skipped = schedule.end(instance, "failed")
+                    report.unusable(instance, decision.reason or "its earlier result is gone")
+                    report.skipped(skipped)
                     continue
                 ran_because[instance] = decision.reason if decision else ""
                 if not self.workers.ready:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...layout import RunDir, StepOutcome
+from ...plan.selection import NOT_SELECTED
 from .scheduler import StepInstance
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
@@ -23,10 +24,18 @@ class Reporter:
         self.run_dir = run_dir
         self._warming: StepInstance | None = None  # submitted before the worker had imported its modules
 
-    def cached(self, instance: StepInstance, reused: Reused) -> None:
+    def cached(self, instance: StepInstance, reused: Reused, unselected: bool = False) -> None:
+        """``unselected``: a step a partial run left out, whose values a selected step loads."""
         self.state.add_metrics(reused.metrics)
+        note = f" ({NOT_SELECTED})" if unselected else ""
         self.state.step(instance.step, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                        message=f"reused from run {reused.run_id}", **reused.links)
+                        message=f"reused from run {reused.run_id}{note}", **reused.links)
+
+    def unusable(self, instance: StepInstance, why: str) -> None:
+        """A step a partial run must reuse whose earlier result went away after the run was checked."""
+        name = instance.step
+        self.state.step(name, "failed", message=f"step '{name}' is {NOT_SELECTED} and could not be reused "
+                                                f"({why}); run it with %kale_run --to {name}")
 
     def warming(self, instance: StepInstance, importing: bool) -> None:
         """``instance`` waits for the warm worker (cold imports cost more than waiting): said once a run."""
