@@ -12,14 +12,16 @@ from kale_magic.engines.local.reporter import Reporter
 from kale_magic.engines.local.scheduler import StepInstance
 from kale_magic.layout import RunDir, StepOutcome
 from kale_magic.run.state import RunState
+from kale_magic.step.job import StepJob
 
 
 def job(tmp_path, name, *cells):
     notebook = tmp_path / f"{name}.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells]), str(notebook))
-    return {"notebook": str(notebook), "executed": str(tmp_path / f"{name}.executed.ipynb"),
-            "log": str(tmp_path / f"{name}.log"), "outcome": str(tmp_path / f"{name}.outcome.json"),
-            "context": {"step": name}, "cwd": str(tmp_path), "env": dict(os.environ), "sys_path": list(sys.path)}
+    run = RunDir(tmp_path / "run")
+    run.make_step_dirs()
+    return StepJob(step=name, notebook=str(notebook), run=str(run.path), cwd=str(tmp_path), env=dict(os.environ),
+                   sys_path=tuple(sys.path)).to_dict()
 
 
 def until_idle(executor):

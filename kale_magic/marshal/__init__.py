@@ -50,7 +50,7 @@ def register(backend, priority: int | None = None) -> Backend:
     return registry.register(backend, priority)
 
 
-def save(obj, path, name: str | None = None, *, durable: bool = True) -> dict:
+def save(obj, path, name: str | None = None, *, durable: bool = True, prefer: str | None = None) -> dict:
     """Atomically write ``obj`` as a directory at ``path``; returns its record (also in ``kale.json``).
 
     ``durable=False`` skips the fsyncs.  A durable save starts writing each
@@ -59,8 +59,11 @@ def save(obj, path, name: str | None = None, *, durable: bool = True) -> dict:
     see a partial value; only a machine crash right after the save could leave a
     damaged one, which ``load`` reports by its checksum rather than returning
     wrong data.
+
+    ``prefer`` names the backend to try first (a step's plan chose it from the kernel's value, and its KFP
+    artifact type follows it); when it is unknown here or does not handle ``obj``, the usual order decides.
     """
-    return store.save(registry, obj, path, name, durable)
+    return store.save(registry, obj, path, name, durable, prefer)
 
 
 def load(path, name: str | None = None, step: str | None = None):

@@ -46,14 +46,14 @@ def describe(registry, obj):
     return backend.name, type_name(obj), backend.artifact_type, backend.size(obj)
 
 
-def save(registry, obj, path, name=None, durable=True) -> dict:
+def save(registry, obj, path, name=None, durable=True, prefer=None) -> dict:
     check_marshallable(obj)
     path = Path(path)
     temp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        record = _write(registry, obj, temp, name, durable)
+        record = _write(registry, obj, temp, name, durable, prefer)
         if durable:
             _sync_tree(temp)
         _publish(temp, path)
@@ -89,9 +89,11 @@ def _tree_size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
-def _write(registry, obj, directory: Path, name, durable: bool) -> dict:
+def _write(registry, obj, directory: Path, name, durable: bool, prefer: str | None = None) -> dict:
     declined = []
-    for backend in registry.candidates(obj):
+    candidates = registry.candidates(obj)
+    candidates.sort(key=lambda backend: backend.name != prefer)  # stable: the rest keep their order
+    for backend in candidates:
         try:
             with hashing.recording(durable) as written:
                 backend.save(obj, directory)

@@ -16,6 +16,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -24,6 +25,9 @@ from IPython.core.interactiveshell import InteractiveShell
 from ..files import atomic_write
 from ..layout import StepOutcome
 from .capture import Capture
+
+if TYPE_CHECKING:
+    from .job import StepJob
 
 CONTEXT_ENV = "KALE_STEP_CONTEXT"  # path of a context JSON, to run a step notebook by hand
 
@@ -38,6 +42,7 @@ class StepContext:
     producers: dict[str, str] = field(default_factory=dict)  # name -> step that saved it
     outputs: dict[str, str] = field(default_factory=dict)  # name -> directory to save to
     metrics_path: str | None = None
+    backends: dict[str, str] = field(default_factory=dict)  # output -> the backend the plan chose (tried first)
     saved: dict[str, dict] = field(default_factory=dict)  # name -> marshal record, filled while running
     item: int | None = None  # which item of its --foreach clause this instance runs
 
@@ -94,7 +99,8 @@ def save_outputs(namespace: dict, names: list[str]) -> None:
         # Not fsynced: a partial value is never visible (atomic rename), and a crash-damaged one fails
         # its checksum on load, so the run (or the cache) recomputes it rather than using it.
         try:
-            ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False)
+            ctx.saved[name] = marshal.save(namespace[name], ctx.outputs[name], name=name, durable=False,
+                                           prefer=ctx.backends.get(name))
         except UnmarshallableError as exc:
             raise UnmarshallableError(refusal(name, namespace[name], ctx.step, exc.reason)) from None
 
@@ -272,19 +278,19 @@ def warm_up() -> None:
 
 # the entry point used by the local engine's workers -------------------------------------------
 
-def run_job(job: dict) -> int:
-    """Run one step described by a job dict (paths as strings); write its outcome as JSON.
+def run_job(job: StepJob) -> int:
+    """Run one step job; write its outcome through the run's folder.
 
     The outcome also says which workspace files the step read (its cache key covers them).
     """
     from .reads import FileReads
 
-    context = StepContext(**job["context"])
+    run = job.run_dir
     try:
-        with FileReads(job["cwd"]) as reads:
-            outcome = run_step(job["notebook"], job["executed"], job["log"], context)
+        with FileReads(job.cwd) as reads:
+            outcome = run_step(job.notebook, run.executed(job.name), run.log(job.name), job.context())
         outcome.reads = reads.report()
     except BaseException as exc:  # report, don't lose, a failure of the runtime itself
         outcome = StepOutcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
-    atomic_write(job["outcome"], outcome.to_json())
+    run.write_outcome(job.name, outcome)
     return 0 if outcome.status == "succeeded" else 1

@@ -22,12 +22,15 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def run_component(step, parameters, text_parameters, inputs, producers, outputs, report, metrics=None,
-                  snapshot=None, notebook=None, notebook_file=None, notebook_sha256=None, python=None, runtime=None):
+                  snapshot=None, notebook=None, notebook_file=None, notebook_sha256=None, python=None, runtime=None,
+                  backends=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed.
 
     The notebook is ``notebook`` (JSON text) or, for a step too large for its command line, the file the
     environment task unpacked (``notebook_file``, checked against ``notebook_sha256``). ``python`` and
     ``runtime`` are what compiled the pipeline: the step refuses another Python or another kale-magic.
+    ``backends`` (output -> marshal backend) is the plan's choice, which the outputs' artifact types follow:
+    ``save`` tries it first (pipelines compiled before it was passed choose as they did).
     """
     from ...step import runtime as step_runtime
 
@@ -49,6 +52,7 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
         producers=producers,
         outputs={name: artifact.path for name, artifact in outputs.items()},
         metrics_path=str(work.metrics_file(step)),
+        backends=dict(backends or {}),
     )
     outcome = step_runtime.run_step(node, work.executed(step), work.log(step), context)
     sys.stdout.write(work.log(step).read_text(encoding="utf-8"))  # into the pod's log

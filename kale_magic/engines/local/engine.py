@@ -8,7 +8,6 @@ earlier success is not run: its outputs are hard-linked from that run instead.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -20,7 +19,7 @@ from ...errors import KaleError
 from ...layout import RunDir, StepOutcome
 from ...plan import Plan
 from ...step.notebooks import write_step_notebooks
-from ...step.runtime import StepContext
+from ...step.job import StepJob
 from ..base import Compiled, Outcome, SnapshotRef
 from .executor import Ended, Executor, Started
 from .reporter import Reporter
@@ -239,37 +238,28 @@ class LocalEngine:
                              step=loop.producer) for i in range(len(fanned[loop.producer]))]
 
     def _job(self, plan: Plan, instance: StepInstance, run_dir: RunDir, notebook: Path, fanned: dict) -> dict:
-        name, label = instance.step, str(instance)
+        name = instance.step
         step = plan.steps[name]
 
-        def where(transfer):
-            """Where an input was saved: one directory, or one per item of a looping producer (a list)."""
+        def source(transfer) -> str | list[str]:
+            """The instance that saved an input, or every item's instance of a looping producer (a list)."""
             producer = transfer.producer
             if producer not in fanned:
-                return str(run_dir.value(producer, transfer.name))
+                return producer
             if step.itemwise(producer, plan):
-                return str(run_dir.value(str(StepInstance(producer, instance.item)), transfer.name))
-            return [str(run_dir.value(str(StepInstance(producer, i)), transfer.name))
-                    for i in range(len(fanned[producer]))]
+                return str(StepInstance(producer, instance.item))
+            return [str(StepInstance(producer, i)) for i in range(len(fanned[producer]))]
 
-        context = StepContext(
-            step=name,
-            inputs={t.name: where(t) for t in step.inputs},
-            producers={t.name: t.producer for t in step.inputs},
-            outputs={t.name: str(run_dir.value(label, t.name)) for t in step.outputs},
-            metrics_path=str(run_dir.metrics_file(label)),
-            item=instance.item,
-        )
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
-        return {
-            "notebook": str(notebook), "executed": str(run_dir.executed(label)),
-            "log": str(run_dir.log(label)), "outcome": str(run_dir.outcome_file(label)),
-            "context": json.loads(context.to_json()), "cwd": str(cwd),
-            "env": {**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
-            "sys_path": sys_path,
-        }
+        return StepJob(
+            step=name, notebook=str(notebook), run=str(run_dir.path), cwd=str(cwd),
+            inputs={t.name: source(t) for t in step.inputs}, producers={t.name: t.producer for t in step.inputs},
+            outputs=tuple(t.name for t in step.outputs), backends={t.name: t.backend for t in step.outputs},
+            env={**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
+            sys_path=tuple(sys_path), item=instance.item,
+        ).to_dict()
 
 
 def held_back(plan: Plan, name: str, run_dir: RunDir) -> tuple[str, str] | None:

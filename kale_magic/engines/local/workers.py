@@ -206,21 +206,28 @@ def _death_signal():
     return arm
 
 
-def _child(job: dict, server: int, die_with_server) -> None:
-    """In the forked child: become the step's process, run it, never return."""
+def _child(data: dict, server: int, die_with_server) -> None:
+    """In the forked child: become the step's process, run its job, never return."""
     code = 1
     try:
+        from kale_magic.step.job import StepJob, StepJobError, write_refusal
+
         die_with_server(server)
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.setpgid(0, 0)  # its own process group: what it starts is stopped with it
+        try:
+            job = StepJob.from_dict(data)
+        except StepJobError as exc:
+            write_refusal(data, str(exc))
+            raise
         os.environ.clear()
-        os.environ.update(job["env"])
-        sys.path[:] = job["sys_path"]
-        os.chdir(job["cwd"])
+        os.environ.update(job.env)
+        sys.path[:] = job.sys_path
+        os.chdir(job.cwd)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        log = os.open(job.run_dir.log(job.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(log, 1)  # output of subprocesses (`!cmd`) and C code goes to the log too
         os.dup2(log, 2)
         from kale_magic.step.runtime import run_job
