@@ -25,7 +25,8 @@ def step_job(tmp_path, *cells, **fields):
 
 
 def test_a_job_survives_json_and_names_its_files_by_the_run_folder(tmp_path):
-    job = step_job(tmp_path, "x = 1", inputs={"a": "load"}, outputs=("x",), backends={"x": "dill"})
+    job = step_job(tmp_path, "x = 1", inputs={"a": "load"}, producers={"a": "load"}, outputs=("x",),
+                   backends={"x": "dill"})
     back = StepJob.from_dict(json.loads(json.dumps(job.to_dict())))
     assert back == job and back.version == VERSION
     context, run = back.context(), RunDir(job.run)
@@ -34,9 +35,24 @@ def test_a_job_survives_json_and_names_its_files_by_the_run_folder(tmp_path):
     assert context.metrics_path == str(run.metrics_file("make")) and context.backends == {"x": "dill"}
 
 
+def test_an_items_job_names_its_files_by_the_item_and_loads_a_loops_values_as_a_list(tmp_path):
+    job = step_job(tmp_path, "x = 1", item=2, outputs=("x",),
+                   inputs={"fold": "split[2]", "scores": ["train[0]", "train[1]"]},
+                   producers={"fold": "split", "scores": "train"})
+    back = StepJob.from_dict(json.loads(json.dumps(job.to_dict())))
+    context, run = back.context(), RunDir(job.run)
+    assert back.name == "make[2]" and context.item == 2
+    assert context.inputs == {"fold": str(run.value("split[2]", "fold")),
+                              "scores": [str(run.value("train[0]", "scores")), str(run.value("train[1]", "scores"))]}
+    assert context.outputs == {"x": str(run.value("make[2]", "x"))}
+    assert context.metrics_path == str(run.metrics_file("make[2]"))
+    assert context.producers == {"fold": "split", "scores": "train"}
+
+
 def test_a_job_of_another_version_is_refused_with_the_fix(tmp_path):
     data = {**step_job(tmp_path, "x = 1").to_dict(), "version": VERSION + 1}
-    with pytest.raises(StepJobError, match=r"step 'make' was sent a job of version 2 .* restart the kernel"):
+    with pytest.raises(StepJobError,
+                       match=rf"step 'make' was sent a job of version {VERSION + 1} .* restart the kernel"):
         StepJob.from_dict(data)
 
 
