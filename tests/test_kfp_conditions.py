@@ -14,14 +14,7 @@ from kale_magic import marshal
 from kale_magic.engines.kfp.compiler import compile_pipeline, condition_gates
 from kale_magic.errors import ValidationError
 
-GATED = [
-    "%%parameters\nthreshold = THRESHOLD",
-    "%%step train\nscores = [0.85, 0.89]\nmodel = {'kind': 'tree'}",
-    "%%step summary\naccuracy = sum(scores) / len(scores)",
-    '%%step deploy --if "accuracy > threshold"\npath = f"models/{model[\'kind\']}.pkl"',
-    "%%step notify\nmessage = 'deployed to ' + path",
-    "%%step report --after summary\nline = f'accuracy {accuracy:.2f}'",
-]
+from test_conditions import GATED  # the gated-deploy notebook the local tests run
 
 
 def record(kernel, threshold):
