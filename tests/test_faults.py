@@ -207,6 +207,24 @@ def test_config_values_are_checked_in_the_kernel_and_by_compile(kernel, caplog):
         read_annotations(nb)
 
 
+
+def test_the_notebook_file_is_read_with_the_engines_settings_by_their_own_names(tmp_path):
+    """``%config Kfp.NAME`` lines apply headless as in the kernel (the old ``Kale.NAME`` too); other classes'
+    lines are the kernel's and are left alone; a bad Kfp value is refused like a bad Kale one."""
+    nb = new_notebook(cells=[new_code_cell("%config Kfp.caching = False\n%config Kale.max_parallel = 3\n"
+                                           "%config InlineBackend.figure_format = 'retina'")])
+    assert read_annotations(nb).config == {"Kfp.caching": False, "max_parallel": 3}
+    nb = new_notebook(cells=[new_code_cell("%config Kfp.base_image = 'My Image'")])
+    with pytest.raises(ValidationError, match=r"^cell 1: .*base_image.*give a container image reference"):
+        read_annotations(nb)
+    for name, lines in (("off", [code("%config Kfp.caching = False")]), ("on", [])):
+        write(tmp_path / f"{name}.ipynb", code("%load_ext kale_magic"), *lines, code("%%step only\nanswer = 42"))
+        result = kale_magic("compile", f"{name}.ipynb", "--output", f"{name}.yaml", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    # KFP's cache is turned off in the tasks of the notebook that says so, and only there
+    assert "cachingOptions: {}" in (tmp_path / "off.yaml").read_text()
+    assert "cachingOptions: {}" not in (tmp_path / "on.yaml").read_text()
+
 # processes ------------------------------------------------------------------------------------------
 
 def test_what_a_step_starts_ends_when_the_step_ends(kernel):

@@ -60,13 +60,15 @@ def run_pipeline(nb, path: Path, options: dict) -> tuple[list, bool]:
 
 
 def _configure(magics, settings: dict) -> None:
-    """The notebook's ``%config Kale.NAME = literal`` lines, checked as ``%config`` checks them."""
+    """The notebook's ``%config Kale.NAME = literal`` (and ``Kfp.NAME``) lines, checked as ``%config``
+    checks them."""
     from traitlets import TraitError
 
     for name, value in settings.items():
+        qualified = name if "." in name else f"Kale.{name}"
         try:
             magics.configure(name, value)
         except TraitError as exc:
             if "has no setting" in str(exc):
-                raise SettingError(f"%config Kale.{name}: {exc}") from None
-            raise SettingError(f"%config Kale.{name} = {value!r}: {exc}") from None
+                raise SettingError(f"%config {qualified}: {exc}") from None
+            raise SettingError(f"%config {qualified} = {value!r}: {exc}") from None

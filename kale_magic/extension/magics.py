@@ -143,7 +143,16 @@ class Kale(Magics):
         return next((s for s in self.engine_settings.values() if s.has_trait(name)), None)
 
     def configure(self, name: str, value) -> None:
-        """``%config Kale.<name> = value``, also for the engines' settings under their old names."""
+        """``%config Kale.<name> = value``, also for the engines' settings under their old names; a name
+        qualified by an engine's settings class (``Kfp.host``) sets that class's setting."""
+        owner_class, _, bare = name.rpartition(".")
+        if owner_class and owner_class != "Kale":
+            owner = next((s for s in self.engine_settings.values() if type(s).__name__ == owner_class), None)
+            if owner is None or not owner.has_trait(bare):
+                raise TraitError(f"{owner_class} has no setting '{bare}' (see %config {owner_class}).")
+            setattr(owner, bare, value)
+            return
+        name = bare
         owner = self._owner_of(name) if not self.has_trait(name) else None
         if owner is None:
             if name not in self.class_trait_names(config=True):

@@ -21,7 +21,7 @@ from . import arguments
 _CELL_MAGIC = re.compile(r"^%%(\w+)[ \t]*(.*)$")
 #: A ``%kale_run`` line and its options (in a cell, after ``run =``, anywhere on a line).
 KALE_RUN = re.compile(r"%kale_run\b([^\n]*)")
-_CONFIG = re.compile(r"^\s*%config\s+Kale\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
+_CONFIG = re.compile(r"^\s*%config\s+(\w+)\.(\w+)\s*=\s*(.+?)\s*$", re.MULTILINE)
 # Code whose effect on global names only shows when it runs.
 _DYNAMIC_CALLS = {"exec", "eval", "globals", "locals", "vars", "setattr", "__import__"}
 SHOWN_NAMES = 8  # values named in compile's one warning about unknown types
@@ -43,7 +43,7 @@ class StaticNotebook:
 
     cells: list[RecordedCell] = field(default_factory=list)
     runs: list[RunLine] = field(default_factory=list)  # every %kale_run line, in notebook order
-    config: dict[str, object] = field(default_factory=dict)  # Kale.<trait> = literal, from %config lines
+    config: dict[str, object] = field(default_factory=dict)  # trait (Kale's) or Kfp.<trait> -> literal
 
     @property
     def run_line(self) -> str:
@@ -55,14 +55,19 @@ def read_annotations(nb) -> StaticNotebook:
     """Every annotated code cell as the magics would record it, in notebook order."""
     from IPython.core.inputtransformer2 import TransformerManager
 
+    from .. import engines
+
     transform = TransformerManager().transform_cell
     found = StaticNotebook()
+    ours = {"Kale"} | {t.settings_class().__name__ for t in engines.registry if t.settings_class() is not None}
     for index, cell in enumerate(nb.cells, 1):
         if cell.cell_type != "code":
             continue
         source = cell.source.lstrip("\n")
-        for trait, value in _CONFIG.findall(source):
-            found.config[trait] = _config_value(trait, value, index)
+        for owner, trait, value in _CONFIG.findall(source):
+            if owner in ours:  # other classes' lines (InlineBackend, ...) are the kernel's business
+                name = trait if owner == "Kale" else f"{owner}.{trait}"
+                found.config[name] = _config_value(name, value, index)
         found.runs += [RunLine(run.group(1).strip(), index, len(found.cells)) for run in KALE_RUN.finditer(source)]
         match = _CELL_MAGIC.match(source.split("\n", 1)[0])
         if not match or match.group(1) not in CELL_KINDS:
@@ -102,7 +107,8 @@ def _checked(read, where: str):
 
 
 def _config_value(trait: str, text: str, index: int):
-    """The literal a ``%config Kale.<trait>`` line sets, refused as the magics class would refuse it."""
+    """The literal a ``%config Kale.<trait>`` (or ``Kfp.<trait>``: ``trait`` is then ``Kfp.<trait>``) line
+    sets, refused as the magics class would refuse it."""
     from traitlets import TraitError
 
     from .magics import Kale
@@ -110,7 +116,8 @@ def _config_value(trait: str, text: str, index: int):
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        raise ValidationError(f"cell {index}: '%config Kale.{trait} = {text}' must be a literal "
+        qualified = trait if "." in trait else f"Kale.{trait}"
+        raise ValidationError(f"cell {index}: '%config {qualified} = {text}' must be a literal "
                               f"for compile to read it without running the notebook.") from None
     try:
         Kale(None).configure(trait, value)

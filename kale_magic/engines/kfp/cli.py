@@ -38,6 +38,7 @@ def compile_command(args, plan_file) -> int:
     require_kfp()  # first, in one line: before any warning about the notebook
     path = Path(args.notebook)
     plan, config, warnings = plan_file(path, pipeline=args.pipeline, params=args.param)
+    config = kfp_settings(config)
     for warning in warnings:
         print(f"kale-magic: warning: {warning}", file=sys.stderr)
     written = compile_yaml(plan, args.output, config)
@@ -69,6 +70,12 @@ def kfp_install_line() -> str:
         where = "." if Path(folder).resolve() == Path.cwd().resolve() else folder
         return f"pip install -e '{where}[kfp]'"
     return "pip install 'kale-magic[kfp]'"
+
+
+def kfp_settings(config: dict) -> dict:
+    """The notebook's settings by their bare names: ``%config Kfp.NAME`` lines over the old ``Kale.NAME``."""
+    return {**{name: value for name, value in config.items() if "." not in name},
+            **{name[len("Kfp."):]: value for name, value in config.items() if name.startswith("Kfp.")}}
 
 
 def compile_yaml(plan, output, config: dict):
@@ -104,6 +111,7 @@ def image_command(args, plan_file) -> int:
 
     path = Path(args.notebook)
     plan, config, _ = plan_file(path)
+    config = kfp_settings(config)
     options = CompileOptions.from_settings({**config, "workspace": path.resolve().parent})
     folder = Path(args.dir) if args.dir else KaleDir(path.resolve().parent).path / "images" / _file_name(args.tag)
     context = write_context(plan, options, folder, base=args.base)
