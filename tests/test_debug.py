@@ -163,7 +163,7 @@ def test_failed_on_kfp_prints_the_failing_line_from_the_pods_log(kernel, s3_env,
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     for source in MUTATED[:3]:
         kernel.run(source)
-    before_c = copy.deepcopy({n: kernel.ns[n] for n in ("data", "offset")})
+    before_c = copy.deepcopy({n: kernel.ns[n] for n in ("data", "n", "offset")})
     kernel.error(MUTATED[3])
     root = f"s3://{s3_env.bucket}/results"
     kernel.run(f"%config Kale.pipeline_root = {root!r}")
