@@ -68,6 +68,19 @@ class StepState:
         return (self.ended or time.time()) - self.started
 
 
+def _moved(state: StepState, status: str, changes: dict) -> StepState:
+    """``state`` (a step's or an item's) at ``status`` with ``changes``: its start and end times filled in
+    when not given, its links added to the ones it had."""
+    changes, now = dict(changes), time.time()
+    if status == "running":
+        changes["started"] = changes.get("started") or now
+    elif status in ("succeeded", "failed", "cached"):
+        changes["started"] = changes.get("started") or state.started or now
+        changes["ended"] = changes.get("ended") or now
+    links = {**state.links, **(changes.pop("links", None) or {})}
+    return replace(state, status=status, links=links, **changes)
+
+
 def _of_items(step: StepState) -> StepState:
     """A foreach step as its items add up: running while one is, failed when one failed, skipped when
     one was skipped (an upstream item failed), cached when all were; its times span theirs."""
@@ -240,14 +253,7 @@ class RunState:
         if unknown:
             raise TypeError(f"unknown step fields {sorted(unknown)}")
         with self._lock:
-            step, now = self._steps.get(name) or StepState(name), time.time()
-            if status == "running":
-                changes["started"] = changes.get("started") or now
-            elif status in ("succeeded", "failed", "cached"):
-                changes["started"] = changes.get("started") or step.started or now
-                changes["ended"] = changes.get("ended") or now
-            links = {**step.links, **(changes.pop("links", None) or {})}
-            self._steps[name] = replace(step, status=status, links=links, **changes)
+            self._steps[name] = _moved(self._steps.get(name) or StepState(name), status, changes)
         self._changed(f"step:{name}")
 
     def fan_out(self, name: str, count: int) -> None:
@@ -262,15 +268,8 @@ class RunState:
         """Set item ``index`` of foreach step ``name`` like :meth:`step` sets a step; the step adds them up."""
         with self._lock:
             step = self._steps[name]
-            item, now = step.items[index], time.time()
-            if status == "running":
-                changes["started"] = changes.get("started") or now
-            elif status in ("succeeded", "failed", "cached"):
-                changes["started"] = changes.get("started") or item.started or now
-                changes["ended"] = changes.get("ended") or now
-            links = {**item.links, **(changes.pop("links", None) or {})}
             items = list(step.items)
-            items[index] = replace(item, status=status, links=links, **changes)
+            items[index] = _moved(items[index], status, changes)
             self._steps[name] = _of_items(replace(step, items=tuple(items)))
         self._changed(f"step:{name}")
 
