@@ -1,0 +1,96 @@
+"""``--if`` with ``--foreach``: the condition per item, the same in the kernel and on the local engine
+(issue 24, points 1-3).  The lists after the loop hold the values of the items that ran, in item order."""
+
+import pytest
+
+from oracle import check, run_cells
+
+MODELS = [
+    "%%parameters\nmodels = ['tree', 'linear', 'svm', 'knn']\nleave_out = LEAVE_OUT\nthreshold = 0.4",
+    "%%step split\ndata = list(range(10))",
+    '%%step train --foreach m in models --if "m != leave_out"\nscore = round(len(m) / 10 + sum(data) / 1000, 3)\n'
+    "name = m",
+    '%%step check --foreach m in models --if "score > threshold"\ncalibrated = round(score * 2, 3)',
+    "%%step summary\nbest = max(score)\nnames = list(name)\nn_calibrated = len(calibrated)",
+]
+
+
+def _cells(leave_out):
+    return [cell.replace("LEAVE_OUT", repr(leave_out)) for cell in MODELS]
+
+
+def test_a_false_item_is_skipped_with_its_continuation_and_the_lists_hold_the_items_that_ran(kernel, capsys):
+    after = run_cells(kernel, _cells("linear"))
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said == ["kale: step train[1] did not run: condition m != leave_out was false: m = 'linear', "
+                    "leave_out = 'linear'",
+                    "kale: step check[1] did not run: step 'train[1]' was skipped (condition m != leave_out was "
+                    "false: m = 'linear', leave_out = 'linear')",
+                    "kale: step check[2] did not run: condition score > threshold was false: score = 0.345, "
+                    "threshold = 0.4",
+                    "kale: step check[3] did not run: condition score > threshold was false: score = 0.345, "
+                    "threshold = 0.4"]
+    assert kernel.ns["name"] == ["tree", "svm", "knn"] and kernel.ns["score"] == [0.445, 0.345, 0.345]
+    assert kernel.ns["calibrated"] == [0.89] and kernel.ns["n_calibrated"] == 1
+    assert "m" not in kernel.ns
+
+    run = kernel.kale_run()
+    assert check(run, after) >= 5  # run.load of every value equals the kernel's
+    steps = run.state.steps
+    assert run.status == "succeeded" and steps["summary"].status == "succeeded"
+    assert [i.status for i in steps["train"].items] == ["succeeded", "skipped", "succeeded", "succeeded"]
+    assert steps["train"].items[1].message == "condition m != leave_out was false: m = 'linear', leave_out = 'linear'"
+    assert steps["check"].items[1].message == ("skipped: step 'train[1]' was skipped (condition m != leave_out was "
+                                               "false: m = 'linear', leave_out = 'linear')")
+    assert [i.status for i in steps["check"].items] == ["succeeded", "skipped", "skipped", "skipped"]
+    assert (steps["train"].status, steps["check"].status) == ("succeeded", "succeeded")
+    assert run.load("name") == ["tree", "svm", "knn"] and run.load("calibrated") == [0.89]
+
+    from kale_magic.panel.render import render_text
+
+    assert "train ×4: 3 ✓ 1 – succeeded" in render_text(run.state)
+
+
+def test_the_other_branch_every_item_runs_and_a_second_run_reuses_them(kernel):
+    after = run_cells(kernel, _cells("none"))
+    assert kernel.ns["name"] == ["tree", "linear", "svm", "knn"] and kernel.ns["calibrated"] == [0.89, 1.29]
+    run = kernel.kale_run()
+    assert check(run, after) >= 5
+    assert [i.status for i in run.state.steps["train"].items] == ["succeeded"] * 4
+    assert [i.status for i in run.state.steps["check"].items] == ["succeeded"] * 2 + ["skipped"] * 2
+    again = kernel.kale_run()  # the gates read cached values; the fan-in's key covers the items that ran
+    assert [i.status for i in again.state.steps["check"].items] == ["cached"] * 2 + ["skipped"] * 2
+    assert again.state.steps["summary"].status == "cached" and check(again, after) >= 5
+    shifted = kernel.kale_run("--param threshold=0.5")  # check drops another item: summary's lists change
+    assert [i.status for i in shifted.state.steps["check"].items] == ["skipped", "cached", "skipped", "skipped"]
+    assert shifted.state.steps["summary"].status == "succeeded" and shifted.load("calibrated") == [1.29]
+
+
+def test_every_item_skipped_leaves_empty_lists_and_an_unknown_name_is_refused(kernel):
+    from kale_magic.errors import ValidationError
+
+    after = run_cells(kernel, ["%%parameters\nxs = [1, 2, 3]", '%%step keep --foreach x in xs --if "x % 2"\ny = x * 10',
+                               '%%step none --foreach x in xs --if "x > 5"\nw = x', "%%step join\ntotal = sum(y) + len(w)"])
+    assert kernel.ns["y"] == [10, 30] and kernel.ns["w"] == [] and kernel.ns["total"] == 40
+    assert kernel.magics.plan().steps["keep"].condition_inputs == ()  # the item is no value of another step
+    run = kernel.kale_run()  # every item of 'none' skipped: the step is skipped, its list is empty, join runs
+    assert check(run, after) >= 3 and run.state.steps["none"].status == "skipped"
+    assert run.state.steps["join"].status == "succeeded"
+
+    kernel.ns["limit"] = 2  # in the kernel, but from no step
+    kernel.run('%%step more --foreach x in xs --if "x < limit"\nz = x')
+    with pytest.raises(ValidationError) as refused:
+        kernel.magics.plan()
+    assert [p for p in refused.value.problems if "limit" in p][0].startswith(
+        "step 'more' --if \"x < limit\" reads 'limit'")
+
+
+def test_kfp_refuses_a_conditional_loop_in_one_sentence(kernel, tmp_path):
+    from kale_magic.engines.kfp.compiler import compile_pipeline
+    from kale_magic.errors import KaleError
+
+    kernel.cells("%%parameters\nxs = [1, 2]", '%%step sq --foreach x in xs --if "x > 1"\nacc = x * x')
+    with pytest.raises(KaleError) as refused:
+        compile_pipeline(kernel.magics.plan(), tmp_path / "p.yaml")
+    assert str(refused.value) == ("step 'sq' uses --if with --foreach, which kale-magic does not compile for Kubeflow "
+                                  "Pipelines; run it with --engine local, or test the condition inside the cell.")
