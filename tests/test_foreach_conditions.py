@@ -69,8 +69,10 @@ def test_the_other_branch_every_item_runs_and_a_second_run_reuses_them(kernel):
 def test_every_item_skipped_leaves_empty_lists_and_an_unknown_name_is_refused(kernel):
     from kale_magic.errors import ValidationError
 
-    after = run_cells(kernel, ["%%parameters\nxs = [1, 2, 3]", '%%step keep --foreach x in xs --if "x % 2"\ny = x * 10',
-                               '%%step none --foreach x in xs --if "x > 5"\nw = x', "%%step join\ntotal = sum(y) + len(w)"])
+    after = run_cells(kernel, ["%%parameters\nxs = [1, 2, 3]",
+                               '%%step keep --foreach x in xs --if "x % 2"\ny = x * 10',
+                               '%%step none --foreach x in xs --if "x > 5"\nw = x',
+                               "%%step join\ntotal = sum(y) + len(w)"])
     assert kernel.ns["y"] == [10, 30] and kernel.ns["w"] == [] and kernel.ns["total"] == 40
     assert kernel.magics.plan().steps["keep"].condition_inputs == ()  # the item is no value of another step
     run = kernel.kale_run()  # every item of 'none' skipped: the step is skipped, its list is empty, join runs

@@ -285,7 +285,8 @@ class LocalEngine:
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return StepJob(
             step=name, notebook=str(notebook), run=str(run_dir.path), cwd=str(cwd),
-            inputs={t.name: self._source(plan, instance, t.producer, fanned) for t in step.inputs}, producers={t.name: t.producer for t in step.inputs},
+            inputs={t.name: self._source(plan, instance, t.producer, fanned) for t in step.inputs},
+            producers={t.name: t.producer for t in step.inputs},
             outputs=tuple(t.name for t in step.outputs), backends={t.name: t.backend for t in step.outputs},
             env={**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
             sys_path=tuple(sys_path), item=instance.item,
