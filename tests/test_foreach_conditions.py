@@ -96,3 +96,32 @@ def test_kfp_refuses_a_conditional_loop_in_one_sentence(kernel, tmp_path):
         compile_pipeline(kernel.magics.plan(), tmp_path / "p.yaml")
     assert str(refused.value) == ("step 'sq' uses --if with --foreach, which kale-magic does not compile for Kubeflow "
                                   "Pipelines; run it with --engine local, or test the condition inside the cell.")
+
+
+def test_kale_magic_run_headless_runs_a_conditional_loop_with_the_kernels_values(kernel, tmp_path):
+    """``kale-magic run`` plans the notebook from its file (no kernel) and gives every value the kernel gives."""
+    from cli_helpers import code, kale_magic, write
+    from kale_magic import marshal
+    from oracle import values_equal
+
+    cells = _cells("linear")
+    after = run_cells(kernel, cells)
+    write(tmp_path / "loop.ipynb", code("%load_ext kale_magic"), *[code(c) for c in cells], code("%kale_run"))
+    result = kale_magic("run", "loop.ipynb", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any("train ×4: 3 ✓ 1 –" in line for line in result.stdout.splitlines()), result.stdout
+    (run_dir,) = (tmp_path / ".kale" / "runs").iterdir()
+    plan = kernel.magics.plan()
+    checked = 0
+    flowing = {(t.producer, t.name): t for step in plan.steps.values() for t in step.inputs + step.condition_inputs}
+    for transfer in flowing.values():  # every value a step or a gate loads
+        producer = transfer.producer
+        if plan.steps[producer].foreach:  # the items that ran, in item order
+            saved = sorted((run_dir / "data").glob(f"{producer}[[]*]/{transfer.name}"),
+                           key=lambda p: int(p.parent.name[len(producer) + 1:-1]))
+            loaded = [marshal.load(str(p), name=transfer.name, step=producer) for p in saved]
+        else:
+            loaded = marshal.load(str(run_dir / "data" / producer / transfer.name), name=transfer.name, step=producer)
+        assert values_equal(loaded, after[producer][transfer.name]), (transfer, loaded)
+        checked += 1
+    assert checked == 4  # data, score (also read by the gate of check), name, calibrated
