@@ -125,3 +125,17 @@ def test_kale_magic_run_headless_runs_a_conditional_loop_with_the_kernels_values
         assert values_equal(loaded, after[producer][transfer.name]), (transfer, loaded)
         checked += 1
     assert checked == 4  # data, score (also read by the gate of check), name, calibrated
+
+
+def test_only_a_condition_s_skip_leaves_an_item_out_of_the_lists():
+    """Items skipped by a failure or a cancel are no part of a list a condition shortened: loading fails."""
+    from kale_magic.run.state import StepState, skipped_by_condition
+
+    def skipped(message):
+        return skipped_by_condition(StepState("c[1]", "skipped", message=message))
+
+    assert skipped("condition x > 1 was false: x = 0")
+    assert skipped("skipped: step 't[1]' was skipped (condition x > 1 was false: x = 0)")
+    assert not skipped("skipped: upstream step 't[1]' failed")
+    assert not skipped("skipped: step 'gate' was skipped (condition a > b was false: a = 1, b = 2)")
+    assert not skipped("skipped: the run was cancelled")
