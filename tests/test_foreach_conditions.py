@@ -139,3 +139,17 @@ def test_only_a_condition_s_skip_leaves_an_item_out_of_the_lists():
     assert not skipped("skipped: upstream step 't[1]' failed")
     assert not skipped("skipped: step 'gate' was skipped (condition a > b was false: a = 1, b = 2)")
     assert not skipped("skipped: the run was cancelled")
+
+
+def test_the_edge_into_a_gated_step_names_the_values_its_condition_reads(kernel):
+    """Nothing but the gate loads ``accuracy``: the edge still carries it (once '(order only)')."""
+    from kale_magic.panel.graph import graph_svg
+    from kale_magic.plan.report import plan_text
+
+    kernel.cells("%%parameters\nthreshold = 0.5", "%%step summary\naccuracy = 0.8",
+                 '%%step deploy --if "accuracy > threshold"\npath = "model.pkl"')
+    plan = kernel.magics.plan()
+    assert plan.flows() == [("summary", "deploy", ("accuracy",))]
+    assert "  summary -> deploy: accuracy [if accuracy > threshold]" in plan_text(plan)
+    svg = graph_svg(plan)
+    assert ">accuracy<" in svg and 'data-condition="accuracy &gt; threshold"' in svg

@@ -60,8 +60,8 @@ class KernelLoops:
         if earlier is None or earlier.count != len(values):
             earlier = _Clause(len(values))
         # the lists of this clause still bound as the earlier cells left them
-        continued = {name: (ran, values_) for name, (ran, values_) in earlier.lists.items()
-                     if namespace.get(name) is values_}
+        continued = {name: ({item: at for at, item in enumerate(ran)}, values_)
+                     for name, (ran, values_) in earlier.lists.items() if namespace.get(name) is values_}
         produced: dict[str, list] = {}
         ran: list[int] = []
         skipped = dict(earlier.skipped)
@@ -73,9 +73,9 @@ class KernelLoops:
                     first, why = earlier.skipped[index]
                     print(f"kale: step {label} did not run: step '{first}' was skipped ({why})")
                     continue
-                for name, (ran_, values_) in continued.items():
-                    if index in ran_:
-                        namespace[name] = values_[ran_.index(index)]
+                for name, (at, values_) in continued.items():
+                    if index in at:
+                        namespace[name] = values_[at[index]]
                 namespace[var] = item
                 why = why_not() if why_not else None
                 if why:
@@ -103,7 +103,8 @@ class KernelLoops:
             names = analysis.analyze([f"for {var} in {over}:\n    pass", python]).writes - {var}
             produced = {name: [] for name in sorted(names) if not is_bookkeeping(name)}
         namespace.update(produced)
-        earlier.lists = {**continued, **{name: (ran, values_) for name, values_ in produced.items()}}
+        earlier.lists = {**{name: (list(at), values_) for name, (at, values_) in continued.items()},
+                         **{name: (ran, values_) for name, values_ in produced.items()}}
         earlier.skipped = skipped
         self.clauses[clause] = earlier
         return True
