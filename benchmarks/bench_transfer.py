@@ -42,6 +42,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -311,6 +312,9 @@ def main() -> None:
     parser.add_argument("--counters", action="store_true", help="median /proc/vmstat deltas per measurement")
     parser.add_argument("--samples", action="store_true", help="every measurement (wall/handoff), not only medians")
     args = parser.parse_args()
+    # a kill (not only Ctrl-C) unwinds too, so the 'full' state's ~16 GiB of files never stay on disk
+    for ending in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(ending, lambda number, frame: sys.exit(128 + number))
     kinds = [KINDS[name](args.small) for name in args.kinds.split(",")]
     states = args.states.split(",")
     if "empty" in states and os.geteuid() != 0:
