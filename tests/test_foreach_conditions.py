@@ -153,3 +153,12 @@ def test_the_edge_into_a_gated_step_names_the_values_its_condition_reads(kernel)
     assert "  summary -> deploy: accuracy [if accuracy > threshold]" in plan_text(plan)
     svg = graph_svg(plan)
     assert ">accuracy<" in svg and 'data-condition="accuracy &gt; threshold"' in svg
+
+
+def test_kale_debug_of_the_fan_in_loads_the_lists_of_the_items_that_ran(kernel):
+    after = run_cells(kernel, _cells("linear"))
+    run = kernel.kale_run()
+    kernel.ns.update(score=None, name=None, calibrated=None)
+    kernel.run(f"%kale_debug summary --run {run.id}")
+    assert kernel.ns["score"] == after["train"]["score"] == [0.445, 0.345, 0.345]
+    assert kernel.ns["name"] == ["tree", "svm", "knn"] and kernel.ns["calibrated"] == [0.89]
