@@ -448,6 +448,11 @@ def step_blocks(plan: Plan, gates: dict[str, tuple[str, ...]]) -> dict[str, tupl
             out[name] = tuple(("if", g) for g in gates[name])
             continue
         head = step.foreach.head
+        if step.options.condition:  # evaluated per item it would need a gate inside the loop: not built yet
+            problems.append(f"step '{name}' has both --foreach and --if, which kale-magic does not compile for "
+                            "Kubeflow Pipelines yet: run it with --engine local, or test the condition in a step "
+                            "before the loop.")
+            continue
         extra = [g for g in gates[name] if g not in gates[head]]
         if extra:
             problems.append(f"step '{name}' continues the items of step '{head}' but runs after the --if step "
