@@ -93,15 +93,19 @@ def iterations(root, task: str, name: str) -> list:
 
 
 @pytest.mark.slow
-def test_the_compiled_k_fold_pipeline_saves_the_kernels_values_in_containers(kernel, docker_pipeline_root,
-                                                                             tmp_path):
-    """kfp.local's orchestrator runs the ParallelFor and the Collected fan-in (summary's values prove the
-    lists arrive in item order)."""
+@pytest.mark.parametrize("cells, head, count", [
+    ([c.replace("n_folds = 5", "n_folds = 3") for c in KFOLD], "train", 3),  # 3 folds: 8 containers
+    (NESTED, "per", 3),  # a dict's keys as items, lists of lists fanned in
+], ids=["k-fold", "dict-keys"])
+def test_the_compiled_pipeline_saves_the_kernels_values_in_containers(kernel, docker_pipeline_root, tmp_path,
+                                                                      cells, head, count):
+    """kfp.local's orchestrator runs the ParallelFor and the Collected fan-in (the fan-in step's values prove
+    the lists arrive in item order)."""
     from kfp import components
     from kale_magic import marshal
     from test_kfp_containers import compile_for_test, outputs
 
-    after_step = run_cells(kernel, [c.replace("n_folds = 5", "n_folds = 3") for c in KFOLD])  # 8 containers
+    after_step = run_cells(kernel, cells)
     plan = kernel.magics.plan()
     components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
     checked = 0
@@ -114,9 +118,9 @@ def test_the_compiled_k_fold_pipeline_saves_the_kernels_values_in_containers(ker
                 produced = marshal.load(outputs(docker_pipeline_root, step.name, transfer.name.lower()))
             assert values_equal(produced, expected), (transfer, produced, expected)
             checked += 1
-    assert checked >= 6
-    said = json.loads(outputs(docker_pipeline_root, "kale-items-train", "executor_output.json").read_text())
-    assert said["parameterValues"]["Output"] == [0, 1, 2]
+    assert checked >= 4
+    said = json.loads(outputs(docker_pipeline_root, f"kale-items-{head}", "executor_output.json").read_text())
+    assert said["parameterValues"]["Output"] == list(range(count))
 
 
 KFOLD_TASKS = {"split": "SUCCEEDED", "kale-items-train": "SUCCEEDED", "train": ["SUCCEEDED"] * 5,
@@ -200,3 +204,14 @@ def test_a_foreach_step_with_a_condition_is_refused_for_kubeflow_in_one_sentence
     assert str(refused.value) == (
         "step 'fit' has both --foreach and --if, which kale-magic does not compile for Kubeflow Pipelines yet: run "
         "it with --engine local, or test the condition in a step before the loop.")
+
+
+def test_the_kernels_max_parallel_is_the_loops_parallelism_on_kubeflow():
+    from types import SimpleNamespace
+
+    from kale_magic.engines.base import EngineContext
+    from kale_magic.engines.kfp.kind import KfpType
+
+    engine = KfpType().create(SimpleNamespace(host="http://127.0.0.1:9", no_cache=False), None,
+                              settings={"install_packages": False}, context=EngineContext(max_parallel=3))
+    assert engine.options.max_parallel == 3

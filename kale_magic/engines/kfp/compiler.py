@@ -5,7 +5,9 @@ function whose body hands the embedded step notebook to
 :func:`kale_magic.engines.kfp.component.run_component`, with one ``Input``/``Output``
 artifact per marshalled value, typed pipeline parameters, an HTML report and,
 where the step computes metrics, an ``Output[Metrics]``.  The SDK does the rest
-(component specs, DAG, resources, Kubernetes platform config, YAML).
+(component specs, DAG, resources, Kubernetes platform config, YAML).  An ``--if`` step sits in a
+``dsl.If`` after a small gate task; a ``--foreach`` chain in a ``dsl.ParallelFor`` over the item indices
+a small items task lists, its values fanned in to later steps with ``dsl.Collected``.
 
 The output is deterministic: names are derived once, in :class:`Names`, and the
 embedded notebooks are normalised, so the same plan compiles byte for byte to
