@@ -217,13 +217,15 @@ def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, objec
 
 # compile -----------------------------------------------------------------
 def compile_pipeline(plan: Plan, path: Path | str | None = None,
-                     options: CompileOptions | None = None, *, bundles: list | None = None, **settings) -> Path:
+                     options: CompileOptions | None = None, *, bundles: list | None = None,
+                     imports: dict[tuple[str, str], str] | None = None, **settings) -> Path:
     """Write the KFP pipeline YAML for ``plan`` and return its path.
 
     The runtime bundles the YAML imports (:mod:`.delivery`) are published at once to a folder pipeline
     root (``kfp.local``); bundles for an object store are appended to ``bundles`` for the caller to
-    publish with the upload. ``settings`` are :class:`CompileOptions` fields, for callers without an
-    options object.
+    publish with the upload. ``imports``: (producer, value) -> artifact URI, for the inputs of a partial
+    run's steps that an earlier run made (:mod:`.reuse`). ``settings`` are :class:`CompileOptions` fields, for
+    callers without an options object.
     """
     from google.protobuf import json_format
     from kfp import compiler
@@ -233,7 +235,7 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
-    pipeline = build_pipeline(plan, opts, made)
+    pipeline = build_pipeline(plan, opts, made, imports)
     names = Names(plan)
     executors = {f"exec-{task}": step for step, task in names.tasks.items()}
     executors.update({f"exec-{f.replace('_', '-')}": step for step, f in names.loops.items()})
@@ -256,9 +258,10 @@ def runtime_root(opts: CompileOptions) -> str:
     return opts.pipeline_root or opts.default_root or default_root(opts.namespace)
 
 
-def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None):
+def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None,
+                   imports: dict[tuple[str, str], str] | None = None):
     """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``); the runtime
-    bundles it imports are appended to ``bundles``."""
+    bundles it imports are appended to ``bundles``; ``imports``: see :func:`compile_pipeline`."""
     from kfp import dsl
 
     from .delivery import Bundle, bundle_url
@@ -288,6 +291,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
         from .snapshot import snapshot_importer
 
         tasks = {}
+        imported_values = {}
         snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
         prepared = {}
         for image, component in environments.items():
@@ -295,14 +299,20 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             prepared[image] = component(**runtime)
             _apply_options(prepared[image], None, opts)
 
+        def value(step, transfer):
+            """``step``'s input: its producer's output (every item's, ``dsl.Collected``, from a loop ``step`` does
+            not continue), or the artifact an earlier run saved (imported once)."""
+            if transfer.producer in tasks:
+                output = tasks[transfer.producer].outputs[ios[transfer.producer][("out", transfer.name)]]
+                return dsl.Collected(output) if collected(plan, step, transfer.producer) else output
+            key = (transfer.producer, transfer.name)
+            if key not in imported_values:
+                imported_values[key] = _value_importer(imports[key], transfer)
+            return imported_values[key]
+
         def environment(name):
             return {ENVIRONMENT: prepared[setup.images[name]].outputs["environment"]} if setup.environment(
                 name) is not None else {}
-
-        def value(step, transfer):
-            """``transfer`` as ``step`` receives it: one artifact, or every item's (``dsl.Collected``)."""
-            output = tasks[transfer.producer].outputs[ios[transfer.producer][("out", transfer.name)]]
-            return dsl.Collected(output) if collected(plan, step, transfer.producer) else output
 
         def make(name, step, item):
             io = ios[name]
@@ -371,6 +381,17 @@ def _runtime_importer(url: str):
     task = dsl.importer(artifact_uri=url, artifact_class=dsl.Artifact, reimport=False,
                         metadata={"kale": "kale-magic runtime"})
     task.set_display_name("kale-magic runtime")
+    return task.output
+
+
+def _value_importer(uri: str, transfer):
+    """A value an earlier run saved, as the artifact the consumer's input expects (call inside the pipeline
+    function). ``reimport=False``: a later run importing the same URI reuses its ML Metadata artifact."""
+    from kfp import dsl
+
+    task = dsl.importer(artifact_uri=uri, artifact_class=getattr(dsl, _artifact(transfer.artifact_type)),
+                        reimport=False, metadata={"kale": f"value '{transfer.name}' of step '{transfer.producer}'"})
+    task.set_display_name(f"{transfer.name} from {transfer.producer}")
     return task.output
 
 
@@ -468,8 +489,8 @@ def step_blocks(plan: Plan, gates: dict[str, tuple[str, ...]]) -> dict[str, tupl
 
 def collected(plan: Plan, step: StepPlan, producer: str) -> bool:
     """Whether ``step`` receives ``producer``'s values as the list of its items' (``dsl.Collected``): the
-    producer loops and ``step`` does not continue its items."""
-    return bool(plan.steps[producer].foreach) and not step.itemwise(producer, plan)
+    producer loops and ``step`` does not continue its items (a producer a partial run left out: imported)."""
+    return producer in plan.steps and bool(plan.steps[producer].foreach) and not step.itemwise(producer, plan)
 
 
 def _dependency_order(needs: dict, unit: dict[str, object]) -> list:
