@@ -190,22 +190,6 @@ def test_a_server_before_2_14_is_refused_before_anything_is_uploaded(kernel, tmp
             f"Kubeflow Pipelines {version} at {server.url} cannot run this pipeline: {refused}")
 
 
-def test_a_foreach_step_with_a_condition_is_refused_for_kubeflow_in_one_sentence(kernel, tmp_path):
-    """The cell refuses --if with --foreach today; a plan that has both (another branch adds it locally) is
-    refused by the KFP compiler rather than compiled without its per-item condition."""
-    import dataclasses
-
-    run_cells(kernel, PARAMETER)
-    plan = kernel.magics.plan()
-    fit = plan.steps["fit"]
-    plan.steps["fit"] = dataclasses.replace(fit, options=dataclasses.replace(fit.options, condition="alpha > 0.5"))
-    with pytest.raises(ValidationError) as refused:
-        compile_pipeline(plan, tmp_path / "p.yaml")
-    assert str(refused.value) == (
-        "step 'fit' has both --foreach and --if, which kale-magic does not compile for Kubeflow Pipelines yet: run "
-        "it with --engine local, or test the condition in a step before the loop.")
-
-
 def test_the_kernels_max_parallel_is_the_loops_parallelism_on_kubeflow():
     from types import SimpleNamespace
 

@@ -232,6 +232,12 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
 
     from .delivery import check_container_specs, publish_bundle
 
+    gated = [name for name, step in plan.steps.items() if step.foreach and step.options.condition]
+    if gated:  # a gate per item inside a ParallelFor is not built: refused rather than run ungated
+        from ...errors import KaleError
+
+        raise KaleError(f"step '{gated[0]}' uses --if with --foreach, which kale-magic does not compile for "
+                        "Kubeflow Pipelines; run it with --engine local, or test the condition inside the cell.")
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
@@ -471,11 +477,6 @@ def step_blocks(plan: Plan, gates: dict[str, tuple[str, ...]]) -> dict[str, tupl
             out[name] = tuple(("if", g) for g in gates[name])
             continue
         head = step.foreach.head
-        if step.options.condition:  # evaluated per item it would need a gate inside the loop: not built yet
-            problems.append(f"step '{name}' has both --foreach and --if, which kale-magic does not compile for "
-                            "Kubeflow Pipelines yet: run it with --engine local, or test the condition in a step "
-                            "before the loop.")
-            continue
         extra = [g for g in gates[name] if g not in gates[head]]
         if extra:
             problems.append(f"step '{name}' continues the items of step '{head}' but runs after the --if step "
