@@ -164,6 +164,7 @@ SKLEARN = [
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # the environment task installs and packs 31 distributions: 4-5 min on a busy machine
 def test_a_pandas_and_scikit_learn_notebook_reading_a_workspace_file_under_the_launcher(kernel, cluster,
                                                                                       tmp_path, tmp_path_factory):
     """The workspace file reaches the steps only as the snapshot the launcher downloaded."""
