@@ -91,7 +91,7 @@ def check_contract(launcher, run) -> None:
 
 
 def demo_cells(demo: str) -> list[str]:
-    from kale_magic.step.notebooks import read_notebook
+    from kale_magic.ipynb import read_notebook
 
     notebook = read_notebook(Path(__file__).parents[1] / "demo_notebooks" / f"{demo}.ipynb")
     return [cell["source"] for cell in notebook["cells"]
