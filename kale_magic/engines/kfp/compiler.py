@@ -219,6 +219,12 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
 
     from .delivery import check_container_specs, publish_bundle
 
+    gated = [name for name, step in plan.steps.items() if step.foreach and step.options.condition]
+    if gated:  # a gate per item inside a ParallelFor is not built: refused rather than run ungated
+        from ...errors import KaleError
+
+        raise KaleError(f"step '{gated[0]}' uses --if with --foreach, which kale-magic does not compile for "
+                        "Kubeflow Pipelines; run it with --engine local, or test the condition inside the cell.")
     looping = [name for name, step in plan.steps.items() if step.foreach]
     if looping:  # compiled as one task it would run once, not per item: refused rather than wrong
         from ...errors import KaleError
