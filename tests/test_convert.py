@@ -7,7 +7,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from kale_magic.extension.convert import convert, is_kale_notebook, magic_arguments
+from kale_magic.source.convert import convert, is_kale_notebook, magic_arguments
 from kale_magic.extension import arguments
 from kale_magic.errors import ValidationError
 

@@ -13,8 +13,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from cli_helpers import code, kale_magic, write
 from kale_magic.errors import MarshalError, ValidationError
-from kale_magic.extension.convert import convert
-from kale_magic.extension.static import read_annotations
+from kale_magic.source.convert import convert
+from kale_magic.source.static import read_annotations
 from kale_magic.history.owner import Owner
 from kale_magic.history.store import RunStore
 from kale_magic.step.capture import DISPLAY_MAX, EXCERPT

@@ -388,7 +388,7 @@ ANNOTATIONS = ("%%imports", "%%parameters", "%%functions", "%%step", "%%metrics"
 
 
 def demo_plan(kernel, demo):
-    from kale_magic.step.notebooks import read_notebook
+    from kale_magic.ipynb import read_notebook
 
     notebook = read_notebook(Path(__file__).parents[1] / "demo_notebooks" / f"{demo}.ipynb")
     for cell in notebook["cells"]:

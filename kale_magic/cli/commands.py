@@ -8,113 +8,18 @@ one line on stderr; bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import warnings
 from pathlib import Path
 
 from ..errors import KaleError
+from ..ipynb import NotebookFileError, as_nbformat, read_notebook, write_notebook
 
 SUCCESS = ("succeeded", "compiled", "uploaded")  # a --compile-only or --upload-only run did what it was asked
 
 
-class NotebookFileError(KaleError):
-    """The file given on the command line is not a Python notebook we can read."""
-
-    label = "kale-magic"
-
-
-class Node(dict):
-    """A notebook read as JSON with attribute access, like nbformat's ``NotebookNode``, without importing
-    nbformat (whose schema validator compiles grammars for seconds when JupyterLab is installed)."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name, value):
-        self[name] = value
-
-
-def _as_nodes(value):
-    if isinstance(value, dict):
-        return Node((key, _as_nodes(item)) for key, item in value.items())
-    return [_as_nodes(item) for item in value] if isinstance(value, list) else value
-
-
-def _plain_v4(data: dict):
-    """A current notebook as :class:`Node` s (sources joined as nbformat does), or None to let nbformat read it."""
-    cells = data["cells"]
-    if data["nbformat"] != 4 or not all(isinstance(c, dict) and isinstance(c.get("cell_type"), str)
-                                        and isinstance(c.get("source"), (str, list)) for c in cells):
-        return None
-    nb = _as_nodes(data)
-    for cell in nb.cells:
-        if isinstance(cell.source, list):
-            cell.source = "".join(cell.source)
-    return nb
-
-
-def as_nbformat(nb):
-    """``nb`` as nbformat's own notebook object, for what hands it to nbformat or nbclient."""
-    import nbformat
-
-    return nb if isinstance(nb, nbformat.NotebookNode) else nbformat.from_dict(nb)
-
-
-def read_notebook(path: str | Path):
-    """Read ``path`` as an nbformat v4 Python notebook, or explain in one sentence why not."""
-    path = Path(path)
-    if not path.exists():
-        raise NotebookFileError(f"{path}: no such file.")
-    if path.is_dir():
-        raise NotebookFileError(f"{path}: is a directory, not a notebook.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise NotebookFileError(f"{path}: not a notebook (not UTF-8 text).") from None
-    except json.JSONDecodeError as exc:
-        raise NotebookFileError(f"{path}: not a notebook (invalid JSON: {exc.msg} at line "
-                                f"{exc.lineno}).") from None
-    if not (isinstance(data, dict) and isinstance(data.get("cells"), list)
-            and isinstance(data.get("nbformat"), int)):
-        raise NotebookFileError(f"{path}: not a Jupyter notebook (no 'cells' and 'nbformat').")
-    nb = _plain_v4(data)
-    if nb is None:
-        import nbformat
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                nb = nbformat.reads(json.dumps(data), as_version=4)
-            except Exception as exc:  # nbformat's conversion errors have no common base
-                raise NotebookFileError(f"{path}: not a readable notebook ({exc}).") from None
-    language = _kernel_language(nb)
-    if language not in (None, "python"):
-        raise NotebookFileError(f"{path}: a {language} notebook; kale-magic runs Python notebooks.")
-    return nb
-
-
-def _kernel_language(nb) -> str | None:
-    meta = nb.get("metadata", {})
-    language = meta.get("kernelspec", {}).get("language") or meta.get("language_info", {}).get("name")
-    return language.lower() if isinstance(language, str) else None
-
-
-def write_notebook(nb, path: str | Path) -> None:
-    import nbformat
-
-    try:
-        nbformat.write(nb, str(path))
-    except OSError as exc:
-        raise NotebookFileError(f"{path}: cannot write ({exc.strerror}).") from None
-
-
 def annotated_notebook(path: str | Path):
     """The notebook at ``path`` with our magics, converting Kale's tags in memory if it has them."""
-    from ..extension.convert import convert, is_kale_notebook
+    from ..source.convert import convert, is_kale_notebook
 
     nb = read_notebook(path)
     if not is_kale_notebook(nb):
@@ -127,7 +32,7 @@ def annotated_notebook(path: str | Path):
 
 # subcommands ----------------------------------------------------------------
 def cmd_convert(args) -> int:
-    from ..extension.convert import convert
+    from ..source.convert import convert
 
     result = convert(as_nbformat(read_notebook(args.notebook)))
     output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
@@ -193,7 +98,7 @@ def _step_names(text: str) -> tuple[str, ...]:
 
 def _run_line(args) -> str:
     """The same options as ``%kale_run`` text, for the notebook a kernel executes (--execute-notebook)."""
-    from ..extension.convert import magic_arguments
+    from ..source.convert import magic_arguments
 
     words = []
     for name, value in _run_options(args).items():
@@ -220,10 +125,9 @@ def _kernel_env(path: Path) -> dict:
 def _plan_file(path: Path, pipeline: str | None = None, params: list[str] = ()):
     """The plan of the notebook file at ``path`` from its sources (``params``: NAME=VALUE texts), its
     ``%config Kale.*`` settings and the warnings of cells whose names only show when they run."""
-    from ..extension.arguments import parse_params
-    from ..extension.static import static_plan
+    from ..source.static import static_plan
 
-    return static_plan(annotated_notebook(path), path.resolve(), pipeline=pipeline, params=parse_params(params))
+    return static_plan(annotated_notebook(path), path.resolve(), pipeline=pipeline, params=params)
 
 
 def cmd_runs(args) -> int:

@@ -90,8 +90,8 @@ def prepare(nb, run_options: str):
 
     from nbformat.v4 import new_code_cell
 
-    from ..extension.convert import add_load_ext
-    from ..extension.static import KALE_RUN
+    from ..source.convert import add_load_ext
+    from ..source.static import KALE_RUN
 
     nb = copy.deepcopy(nb)
     add_load_ext(nb)
@@ -182,7 +182,7 @@ class _Client(NotebookClient):
                                  store_history=True):
         from nbclient.exceptions import CellExecutionError
 
-        from ..extension.static import KALE_RUN
+        from ..source.static import KALE_RUN
 
         if self.failure is not None and cell is not self.report:
             return cell  # "Run All" stops at the failure; only the report still runs

@@ -1,7 +1,7 @@
 """``kale-magic run`` by default: run the pipeline a notebook describes, without executing its cells.
 
 The annotations are read from the cell sources as ``kale-magic compile`` reads them
-(:mod:`kale_magic.extension.static`) and recorded into the magics of a shell in this
+(:mod:`kale_magic.source.static`) and recorded into the magics of a shell in this
 process, whose namespace is empty; the notebook's ``%kale_run`` options, parsed by the
 magic's own parser, with the command line's over them, go to the same ``Kale.start`` —
 and so the same ``start_run`` — as ``%kale_run``: nothing is computed twice, literal
@@ -30,7 +30,7 @@ def run_pipeline(nb, path: Path, options: dict) -> tuple[list, bool]:
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
-    from ..extension.static import RunLine, dynamic_code_warnings, read_annotations, run_arguments
+    from ..source.static import RunLine, dynamic_code_warnings, read_annotations, run_arguments
 
     found = read_annotations(nb)
     for warning in dynamic_code_warnings(found.cells):

@@ -12,11 +12,12 @@ notebooks never share a name in the run store and the cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import KaleError
+from ..ipynb import read_notebook
 from ..plan.planner import default_pipeline_name
 
 FINGERPRINT = "pipeline-"
@@ -112,16 +113,14 @@ class NotebookFinder:
 
 def _read_cells(path: Path) -> _Cells | None:
     try:
-        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
-    except (OSError, ValueError, AttributeError):
+        cells = read_notebook(path).cells
+    except KaleError:  # not a notebook this kernel could be running
         return None
     order, annotated = {}, set()
-    for i, cell in enumerate(c for c in cells if isinstance(c, dict)):
+    for i, cell in enumerate(cells):
         if cell.get("id"):
             order[cell["id"]] = i
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        first, _, body = source.partition("\n")
+        first, _, body = str(cell.get("source", "")).partition("\n")
         if cell.get("cell_type") == "code" and first.startswith("%%") and first[2:].split():
             annotated.add((first[2:].split()[0], body.rstrip("\n")))
     return _Cells(order, frozenset(annotated))

@@ -198,7 +198,7 @@ def _parameters(run_dir: RunDir, record: "RunRecord", step: str, names: list[str
     """The parameter values the step ran with: its notebook's parameters cell, evaluated as the step did."""
     if not names:
         return []
-    from ..step.notebooks import read_notebook
+    from ..ipynb import read_notebook
 
     cells = read_notebook(run_dir.notebook(step))["cells"]
     source = next(c["source"] for c in cells if c["metadata"].get("kale", {}).get("role") == "parameters")
@@ -225,7 +225,7 @@ _FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")
 
 def failing_line(run_dir: RunDir, step: str) -> str:
     """The innermost traceback frame in the step's own cells, as 'cell N of step S, line L: code'."""
-    from ..step.notebooks import read_notebook
+    from ..ipynb import read_notebook
 
     outcome = run_dir.read_outcome(step)
     executed = run_dir.executed(step)

@@ -5,18 +5,15 @@ functions · the step's cells · marshal · metrics.  The data cells name variab
 only; *where* values live is decided by the engine through the step context, so
 the same notebook runs locally and inside a KFP component.
 
-Step notebooks are nbformat v4.5 documents handled as plain JSON (the tests check
-them against nbformat's schema): importing nbformat pulls in jsonschema, which with
-JupyterLab's dependencies installed compiles dozens of grammars on import — seconds
-on every kernel's first run and in every step container.
+Step notebooks are nbformat v4.5 documents (the tests check them against nbformat's
+schema) read and written by :mod:`kale_magic.ipynb`, without importing nbformat.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ..files import atomic_write
+from ..ipynb import write_notebook
 from ..layout import RunDir
 from ..plan import Plan
 
@@ -84,46 +81,7 @@ def step_notebook(plan: Plan, step_name: str):
 def write_step_notebooks(plan: Plan, run_dir: RunDir) -> dict[str, Path]:
     """The Compile task's notebooks, one per step, with the plan's parameter values."""
     paths = {name: run_dir.notebook(name) for name in plan.steps}
+    run_dir.notebooks.mkdir(parents=True, exist_ok=True)
     for name, path in paths.items():
         write_notebook(step_notebook(plan, name), path)
     return paths
-
-
-def write_notebook(nb: dict, path) -> None:
-    """Atomically, byte for byte as ``nbformat.write`` would (multiline strings as lists of lines)."""
-    text = json.dumps(_convert_text(nb, _split), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
-    atomic_write(path, text)
-
-
-def read_notebook(path) -> dict:
-    """A v4 notebook as a dict whose multiline strings (sources, outputs) are single strings."""
-    return _convert_text(json.loads(Path(path).read_text(encoding="utf-8")), _join)
-
-
-def _split(text):
-    return text.splitlines(True) if isinstance(text, str) else text
-
-
-def _join(text):
-    return "".join(text) if isinstance(text, list) else text
-
-
-def _convert_text(nb: dict, convert) -> dict:
-    """A copy with nbformat's multiline fields converted; JSON mime data stays as it is."""
-    cells = []
-    for cell in nb.get("cells", []):
-        cell = {**cell, "source": convert(cell.get("source", ""))}
-        if "outputs" in cell:
-            cell["outputs"] = [_convert_output(o, convert) for o in cell["outputs"]]
-        cells.append(cell)
-    return {**nb, "cells": cells}
-
-
-def _convert_output(output: dict, convert) -> dict:
-    output = dict(output)
-    if "text" in output:
-        output["text"] = convert(output["text"])
-    if "data" in output:
-        output["data"] = {k: v if k == "application/json" or k.endswith("+json") else convert(v)
-                          for k, v in output["data"].items()}
-    return output

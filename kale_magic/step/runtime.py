@@ -204,7 +204,7 @@ def new_shell() -> StepShell:
 
 def run_step(notebook, executed_path, log_path, context: StepContext) -> StepOutcome:
     """Run a step notebook (a path or a v4 dict) cell by cell; stop at the first error, like nbclient."""
-    from .notebooks import read_notebook, write_notebook
+    from ..ipynb import read_notebook, write_notebook
 
     started = time.time()
     nb = read_notebook(notebook) if isinstance(notebook, (str, os.PathLike)) else notebook

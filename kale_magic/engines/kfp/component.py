@@ -139,7 +139,7 @@ def inject_parameters(node, values: dict):
 
 def render_html(step: str, executed: Path) -> str:
     """A self-contained HTML page of the executed step notebook: code, text, images, errors."""
-    from ...step.notebooks import read_notebook
+    from ...ipynb import read_notebook
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(step)}</title>"
              "<style>pre{background:#f6f8fa;padding:8px;white-space:pre-wrap}"

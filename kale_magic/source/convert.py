@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ValidationError
 from ..plan.analysis import metric_names
-from .arguments import check_step_option
+from ..extension.arguments import check_step_option
 from .katib import sweep_lines
 
 KALE_METADATA = "kubeflow_notebook"

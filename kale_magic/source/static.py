@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ValidationError
 from ..plan.session import CELL_KINDS, RecordedCell, StepOptions, cell_key
-from . import arguments
+from ..extension import arguments
 
 _CELL_MAGIC = re.compile(r"^%%(\w+)[ \t]*(.*)$")
 #: A ``%kale_run`` line and its options (in a cell, after ``run =``, anywhere on a line).
@@ -111,7 +111,7 @@ def _config_value(trait: str, text: str, index: int):
     sets, refused as the magics class would refuse it."""
     from traitlets import TraitError
 
-    from .magics import Kale
+    from ..extension.magics import Kale
 
     try:
         value = ast.literal_eval(text)
@@ -127,15 +127,15 @@ def _config_value(trait: str, text: str, index: int):
     return value
 
 
-def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None,
-                params: dict[str, str] | None = None):
-    """(plan, Kale %config settings, warnings): the pipeline of ``nb`` planned from sources alone."""
+def static_plan(nb, notebook_path: Path, *, pipeline: str | None = None, params: list[str] = ()):
+    """(plan, Kale %config settings, warnings): the pipeline of ``nb`` planned from sources alone;
+    ``params`` (NAME=VALUE texts, as ``--param`` takes them) over the notebook's ``%kale_run --param``."""
     from ..plan.planner import Environment, build_plan, default_pipeline_name
 
     found = read_annotations(nb)
     run = run_arguments(found.run_line)
     overrides = arguments.parse_params(run.param)
-    overrides.update(params or {})
+    overrides.update(arguments.parse_params(params))
     plan = build_plan(found.cells, Environment.of({}),
                       pipeline=pipeline or run.pipeline or default_pipeline_name(notebook_path),
                       experiment=run.experiment, description=run.description, overrides=overrides,
