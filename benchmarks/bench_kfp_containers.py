@@ -56,7 +56,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # the three contenders: each writes its YAML for the same notebook -----------------------------
 def kale_magic_yaml(work: Path, root: Path, caching: bool = True) -> Path:
     """The notebook annotated with magics, run in a real kernel, compiled with the defaults
-    (``caching=False``: with ``Kfp.caching = False``, so that only the environment task is reused)."""
+    (``caching=False``: its steps marked ``--no-cache``, so that only the environment task is reused;
+    ``Kfp.caching = False`` would turn KFP's cache off for the environment task too, which obeys it)."""
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -66,10 +67,10 @@ def kale_magic_yaml(work: Path, root: Path, caching: bool = True) -> Path:
     os.chdir(work)
     shell = InteractiveShell(config=config)
     shell.run_line_magic("load_ext", "kale_magic")
-    shell.run_line_magic("config", f"Kfp.caching = {caching}")
     shell.run_line_magic("config", f"Kfp.pipeline_root = {str(root)!r}")  # the runtime bundle is published there
-    for cell in ("%%imports\nimport numpy as np", f"%%parameters\nn = {N}", f"%%step load\n{LOAD}",
-                 f"%%step stats\n{STATS}", "%%metrics\nmean"):
+    no_cache = "" if caching else " --no-cache"
+    for cell in ("%%imports\nimport numpy as np", f"%%parameters\nn = {N}", f"%%step load{no_cache}\n{LOAD}",
+                 f"%%step stats{no_cache}\n{STATS}", "%%metrics\nmean"):
         result = shell.run_cell(cell)
         result.raise_error()
     run = shell.run_line_magic("kale_run", "--engine kfp --compile-only --no-snapshot --pipeline bench")

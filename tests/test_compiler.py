@@ -34,8 +34,13 @@ def fixed_runtime(monkeypatch):
 
     monkeypatch.setattr(kfp_wheel, "wheel_bytes", lambda package=None: b"a wheel")
     monkeypatch.setattr(kfp_setup, "runtime_version", lambda package=None: "0.1.0+k000000000000")
-    monkeypatch.setattr(kfp_setup, "_requirements", lambda plan, step, opts: Requirements(
-        (("ipython", "9.0.0"), ("numpy", "2.0.0")) if step.name == "load" else (("dill", "0.4.0"),)))
+    def requirements(plan, step, opts, runtime=True):  # runtime False: only what the step's code imports
+        if step.name != "load":
+            return Requirements((("dill", "0.4.0"),) if runtime else ())
+        return Requirements((("ipython", "9.0.0"), ("numpy", "2.0.0"), ("prompt-toolkit", "3.0.0")) if runtime
+                            else (("numpy", "2.0.0"),))
+
+    monkeypatch.setattr(kfp_setup, "_requirements", requirements)
 
 
 @pytest.fixture
@@ -196,6 +201,19 @@ def test_steps_install_once_per_run_in_an_environment_task_per_image(compiled):
         assert command[:2] == ["python3", "-c"] and "KALE_ENVIRONMENT" in command[2]
         assert "pip install" not in " ".join(command)
     assert executors["exec-kale-environment-2"]["container"]["image"] == "registry.example/kale:1"
+
+
+def test_a_step_unpacks_at_start_what_its_code_and_the_runtime_load_and_the_rest_on_import(compiled):
+    """load's code imports numpy; IPython's prompt_toolkit, installed for it, is left packed until imported
+    (STEP_PREAMBLE's finder); the archives are uncompressed tars (a step's unpack is its CPU, not gzip's)."""
+    _, spec, _ = compiled
+    executors = spec["deploymentSpec"]["executors"]
+    unpacks = {step: json.loads(executors[f"exec-{step}"]["container"]["command"][3]) for step in ("load", "train")}
+    runtime = ["_common", "kfp", "kale_magic", "ipython", "ipython_pygments_lexers", "pygments", "traitlets", "dill",
+               "xxhash"]
+    assert unpacks == {"load": runtime + ["numpy"], "train": runtime}
+    environment = " ".join(executors["exec-kale-environment"]["container"]["command"])
+    assert "'prompt-toolkit==3.0.0'" in environment and 'name + ".tar"), "w"' in environment
 
 
 def test_pip_index_urls_reach_every_install(tmp_path, fixed_runtime):

@@ -66,11 +66,12 @@ def outputs(root: Path, task: str, name: str) -> Path:
 
 
 def compile_for_test(plan, path):
-    """Compiled with the defaults but caching, the runtime bundle published into kfp.local's root (a
-    folder, where the importer reads it); every executor spec passes the driver's real argv."""
+    """Compiled with the defaults, its steps to run again (``--no-cache``: the environment task, a function
+    of its pins, is reused), the runtime bundle published into kfp.local's root (a folder, where the
+    importer reads it); every executor spec passes the driver's real argv."""
     from containers import driver_argv
 
-    path = compile_pipeline(plan, path, caching=False, pipeline_root=local_root())
+    path = compile_pipeline(plan, path, rerun=True, pipeline_root=local_root())
     driver_argv(path)
     return path
 
@@ -256,6 +257,21 @@ def test_a_step_unpacks_only_what_it_imports_and_the_rest_when_it_imports_it(ker
     components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
     assert marshal.load(outputs(kfp_local, "read", "unpacked")) is False
     assert marshal.load(outputs(kfp_local, "read", "back")) == kernel.ns["back"] == {"a": [1, 2]}
+
+
+def test_a_later_run_reuses_the_environment_and_runs_its_steps_again(kernel, kfp_local, tmp_path):
+    """KFP's cache (kfp.local's: component, image, command, arguments, environment variables) holds the
+    environment task, which obeys Kfp.caching (on by default); steps compiled to run again (``--no-cache``)
+    run in the second run, unpacking that environment, and give the kernel's value."""
+    from kfp import components
+
+    plan = recorded_plan(kernel, ["%%imports\nimport numpy as np", "%%step only\ntotal = float(np.arange(5).sum())"])
+    pipeline = components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))
+    pipeline()
+    pipeline()
+    last = outputs(kfp_local, "only", "total").parent.parent
+    assert sorted(p.name for p in last.iterdir()) == ["only"]  # no kale-environment task ran in it
+    assert marshal.load(last / "only" / "total") == kernel.ns["total"] == 10.0
 
 
 def test_a_step_reads_workspace_files_from_the_snapshot(kernel, kfp_local, tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one gzip (level 1) tar per distribution: its output
+that compiled the pipeline, and packs the result as one uncompressed tar per distribution: its output
 artifact, a folder, which also holds kfp's runtime. Each step takes that artifact as an input and unpacks,
 before anything else, only the distributions its code imports (and kfp, kale-magic and their runtime);
 another one of the environment is unpacked if the step's code imports it after all. Then it runs kfp's
@@ -74,10 +74,14 @@ def {function}({runtime_input}environment: Output[Artifact]):
                         "--disable-pip-version-check", "--target", target, *{pip_options!r}, *missing], check=True)
     if os.path.isdir(os.path.join(carried, {notebooks!r})):
         shutil.move(os.path.join(carried, {notebooks!r}), target)
-    # One gzip (level 1) tar per distribution (its RECORD's files), one of the rest (_common), and which
-    # archives hold each top-level name: a step unpacks only the distributions it imports, the others when
-    # first imported (STEP_PREAMBLE). Unpacking every file of a pandas + scikit-learn environment cost each
-    # step several seconds; a directory artifact is uploaded and downloaded whole by KFP's launcher.
+    # One tar per distribution (its RECORD's files), one of the rest (_common), and which archives hold each
+    # top-level name: a step unpacks only the distributions it imports, the others when first imported
+    # (STEP_PREAMBLE). Unpacking every file of a pandas + scikit-learn environment cost each step several
+    # seconds; a directory artifact is uploaded and downloaded whole by KFP's launcher. Uncompressed: in a
+    # step container gzip's decompression was half of the unpack's CPU (numpy: 1.05-1.26 s CPU for tar -xzf
+    # of 24 MB of gzip, 0.30-0.72 s for tar -xf of its 72 MB; a pod's CPU is what its limit throttles), at
+    # the price of a download ~3x larger (at an in-cluster object store's 100+ MB/s, a few tenths of a
+    # second per 50 MB); stock Python images lack zstd or lz4, which would have both.
     os.makedirs(environment.path)
     owner, archives, modules = {{}}, {{}}, {{}}
     for entry in sorted(os.listdir(target)):
@@ -93,8 +97,7 @@ def {function}({runtime_input}environment: Output[Artifact]):
             path = os.path.relpath(os.path.join(folder, file), target)
             archives.setdefault(owner.get(path, "_common"), []).append(path)
     for name, paths in sorted(archives.items()):
-        with tarfile.open(os.path.join(environment.path, name + ".tar.gz"), "w:gz", compresslevel=1,
-                          format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(os.path.join(environment.path, name + ".tar"), "w", format=tarfile.PAX_FORMAT) as tar:
             for path in sorted(paths):
                 tar.add(os.path.join(target, path), arcname=path, recursive=False)
                 top = path.split(os.sep)[0].split(".")[0]
@@ -119,10 +122,17 @@ STEP_PREAMBLE = '''\
             wanted = [a for a in self.modules.pop(name, []) if a not in self.unpacked] if path is None else []
             if not wanted:
                 return None
-            import tarfile
+            import subprocess
             for archive in wanted:
-                with tarfile.open(_os.path.join(self.archives, archive + ".tar.gz")) as tar:
-                    tar.extractall(_env)
+                path = _os.path.join(self.archives, archive + ".tar")
+                try:  # GNU tar: several times faster than tarfile
+                    unpacked = subprocess.run(["tar", "-xf", path, "-C", _env]).returncode == 0
+                except FileNotFoundError:
+                    unpacked = False
+                if not unpacked:
+                    import tarfile
+                    with tarfile.open(path) as tar:
+                        tar.extractall(_env)
                 self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
             return _machinery.PathFinder.find_spec(name, [_env])
@@ -137,7 +147,8 @@ STEP_PREAMBLE = '''\
 # processes at once (GNU tar unpacks a few times faster than Python's tarfile), then execs kfp's command with
 # the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs kfp from an index.
 STEP_BOOTSTRAP = '''\
-import json, os, subprocess, sys, tarfile, tempfile
+import json, os, subprocess, sys, tarfile, tempfile, time
+started = time.time()
 wanted, argv = json.loads(sys.argv[1]), sys.argv[2:]
 spec = json.loads(argv[argv.index("--executor_input") + 1])
 uri = spec["inputs"]["artifacts"]["kale_environment"]["artifacts"][0]["uri"]
@@ -145,15 +156,17 @@ for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s
     if uri.startswith(prefix):
         uri = mount + uri[len(prefix):]
 env = tempfile.mkdtemp(prefix="kale-environment-")
-found = [a for a in wanted if os.path.isfile(os.path.join(uri, a + ".tar.gz"))]
+found = [a for a in wanted if os.path.isfile(os.path.join(uri, a + ".tar"))]
 try:
-    tars = [subprocess.Popen(["tar", "-xzf", os.path.join(uri, a + ".tar.gz"), "-C", env]) for a in found]
+    tars = [subprocess.Popen(["tar", "-xf", os.path.join(uri, a + ".tar"), "-C", env]) for a in found]
     failed = [a for a, tar in zip(found, tars) if tar.wait()]
 except FileNotFoundError:  # no tar in the image
     failed = found
 for archive in failed:
-    with tarfile.open(os.path.join(uri, archive + ".tar.gz")) as tar:
+    with tarfile.open(os.path.join(uri, archive + ".tar")) as tar:
         tar.extractall(env)
+print(f"kale-magic: unpacked {len(found)} archives of the environment in {time.time() - started:.2f} s: "
+      f"{' '.join(found)}", file=sys.stderr, flush=True)  # the step's log says what its start-up cost
 os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=uri, KALE_UNPACKED=json.dumps(found))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
 os.execvp(argv[0], argv)

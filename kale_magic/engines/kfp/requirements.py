@@ -29,6 +29,10 @@ from ...errors import ValidationError
 
 # what kale-magic's step runtime imports (IPython executes the notebook; dill and xxhash marshal)
 RUNTIME_DISTRIBUTIONS = ("ipython", "dill", "xxhash")
+# those of the runtime's closure a step loads before its code runs (its IPython shell: pygments for its
+# tracebacks, traitlets): a step unpacks them at start, the rest of the closure only if imported
+# (prompt_toolkit, wcwidth, pexpect, stack_data, ...: 12 of the 40 MB the runtime adds to a step)
+RUNTIME_STARTUP = ("ipython", "ipython-pygments-lexers", "pygments", "traitlets", "dill", "xxhash")
 # dependencies a step never loads unless it imports them itself: IPython's completer (jedi, a third of
 # the step runtime's size) is only imported when it is installed
 UNUSED_DEPENDENCIES = {"ipython": frozenset({"jedi"})}
@@ -56,15 +60,16 @@ class Requirements:
 
 
 def step_requirements(sources, backend_modules=(), workspace: Path | None = None,
-                      where: str = "the notebook") -> Requirements:
+                      where: str = "the notebook", runtime: bool = True) -> Requirements:
     """The pinned closure for code ``sources`` whose values use ``backend_modules``.
 
     ``workspace`` is the folder the step's snapshot carries (None: no snapshot); ``where`` names the
-    cells in messages (e.g. "step 'train'").
+    cells in messages (e.g. "step 'train'"); ``runtime`` False leaves out the step runtime's own
+    distributions (unless the code imports them): what the step's code itself loads.
     """
     from ...cache.keys import imported_modules
 
-    roots = set(RUNTIME_DISTRIBUTIONS)
+    roots = set(RUNTIME_DISTRIBUTIONS if runtime else ())
     for module in sorted(imported_modules(sources) | set(backend_modules)):
         dist = _distribution_of(module, workspace, where)
         if dist is not None:

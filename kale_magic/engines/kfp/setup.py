@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from ...errors import ValidationError
 from ...plan import Plan, StepPlan
 from .bootstrap import archive_name, kernel_python, pack_bundle
-from .requirements import SELF, Requirements, step_requirements
+from .requirements import RUNTIME_STARTUP, SELF, Requirements, step_requirements
 from .wheel import runtime_version
 
 EMBED_LIMIT = 64 * 1024  # bytes of a notebook in its component's source, as the driver gets it (limit: 120 KiB)
@@ -68,8 +68,11 @@ def plan_setup(plan: Plan, opts) -> Setup:
         for name in steps:
             own = _requirements(plan, plan.steps[name], opts) if opts.install_packages else Requirements(())
             requirements |= own
-            unpacks[name] = tuple(dict.fromkeys(archive_name(d) for d in ("_common", "kfp", SELF,
-                                                                         *(p[0] for p in own.pins))))
+            # at start: what its code (and its values' backends) imports, and what the runtime loads before
+            # the code runs; the rest of the runtime's closure when first imported
+            code = _requirements(plan, plan.steps[name], opts, runtime=False) if opts.install_packages else own
+            unpacks[name] = tuple(dict.fromkeys(archive_name(d) for d in ("_common", "kfp", SELF, *RUNTIME_STARTUP,
+                                                                         *(p[0] for p in code.pins))))
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
         environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried))
     return Setup(notebooks, environments, images, runtime_version(), unpacks)
@@ -116,9 +119,10 @@ def _check_python(image: str, step: str) -> None:
             "or %%step --image).")
 
 
-def _requirements(plan: Plan, step: StepPlan, opts) -> Requirements:
+def _requirements(plan: Plan, step: StepPlan, opts, runtime: bool = True) -> Requirements:
     """The step's pinned closure: its code's imports, plus the libraries of the marshal backends of its
-    values (or, for values whose backend is chosen when saved, of every backend for a library it imports)."""
+    values (or, for values whose backend is chosen when saved, of every backend for a library it imports),
+    plus (``runtime``) the step runtime's."""
     from ... import marshal
     from ...cache.keys import imported_modules
 
@@ -131,4 +135,4 @@ def _requirements(plan: Plan, step: StepPlan, opts) -> Requirements:
             modules |= set(backend.packages) | {type(backend).__module__.split(".")[0]}
     if opts.snapshot_url and opts.snapshot_url.endswith(".zst"):  # unpacking the snapshot's pack
         modules.add("zstandard")
-    return step_requirements(sources, modules, opts.workspace, where=f"step '{step.name}'")
+    return step_requirements(sources, modules, opts.workspace, where=f"step '{step.name}'", runtime=runtime)
