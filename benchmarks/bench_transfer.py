@@ -30,9 +30,10 @@ more than its copy, and which pages a write gets depends on what memory holds:
 
 Within a state the three measurements (value flows, name rebound, raw) are
 interleaved, each preceded by ``os.sync()`` so none pays for another's write-back,
-and medians are reported, with the load average at the state's start and end (the
-machine may be shared).  ``--counters`` adds the median /proc/vmstat deltas
-(reclaim, compaction, huge pages, page faults) of each measurement.
+and medians are reported, with the load average, free memory and page cache at the
+state's start and end (the machine may be shared: another user's cache drop or fill
+changes the state).  ``--counters`` adds the median /proc/vmstat deltas (reclaim,
+compaction, huge pages, page faults, cache drops) of each measurement.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import contextlib
 import io
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -54,7 +56,8 @@ from bench_local_engine import kale_shell  # noqa: E402
 
 COUNTERS = ("pgfault", "pgmajfault", "pgscan_direct", "pgscan_kswapd", "pgsteal_direct", "pgsteal_kswapd",
             "allocstall_normal", "allocstall_movable", "compact_stall", "compact_success", "compact_fail",
-            "thp_fault_alloc", "thp_fault_fallback", "workingset_refault_file")
+            "thp_fault_alloc", "thp_fault_fallback", "workingset_refault_file",
+            "drop_pagecache")  # the last: someone dropped the page cache mid-measurement (the machine may be shared)
 REPORTED = Path("/sys/module/page_reporting/parameters/reported_kib")  # free page reporting, where the kernel has it
 FILL_CHUNK = 64 << 20
 
@@ -205,9 +208,20 @@ def drop_caches() -> None:
         f.write("3\n")
 
 
-def mem_total() -> int:
+def meminfo() -> dict[str, int]:
+    """/proc/meminfo in bytes."""
     with open("/proc/meminfo") as f:
-        return next(int(line.split()[1]) << 10 for line in f if line.startswith("MemTotal:"))
+        return {line.split(":")[0]: int(line.split()[1]) << 10 for line in f}
+
+
+def mem_total() -> int:
+    return meminfo()["MemTotal"]
+
+
+def memory_now() -> str:
+    """Free memory and page cache now: whether the state is the one named (others may drop or fill caches)."""
+    info = meminfo()
+    return f"{info['MemFree'] / 2**30:.1f} GiB free, {info['Cached'] / 2**30:.1f} GiB page cache"
 
 
 @contextlib.contextmanager
@@ -261,7 +275,7 @@ def run_pipeline(shell, cells: list[str]) -> tuple[float, float]:
 
 def measure_state(shell, state: str, kinds: list[Kind], repeat: int, folder: Path, counters: bool,
                   samples_too: bool) -> None:
-    load_before = os.getloadavg()
+    load_before, memory_before = os.getloadavg(), memory_now()
     variants = {"flows": lambda kind: run_pipeline(shell, kind.cells(rebind=False)),
                 "rebound": lambda kind: run_pipeline(shell, kind.cells(rebind=True)),
                 "raw": lambda kind: (kind.raw(folder), None)}
@@ -276,9 +290,10 @@ def measure_state(shell, state: str, kinds: list[Kind], repeat: int, folder: Pat
                 samples[kind.name][variant].append(measure(kind))
                 after = vmstat()
                 deltas[kind.name][variant].append({k: after[k] - before[k] for k in after})
-    load_after = os.getloadavg()
+    load_after, memory_after = os.getloadavg(), memory_now()
     print(f"\nstate '{state}': median of {repeat}, load average {load_before[0]:.1f} -> {load_after[0]:.1f} "
-          f"(1 min), {load_before[1]:.1f} -> {load_after[1]:.1f} (5 min)")
+          f"(1 min), {load_before[1]:.1f} -> {load_after[1]:.1f} (5 min); memory at the start {memory_before}, "
+          f"at the end {memory_after}")
     for kind in kinds:
         runs = samples[kind.name]
         median = lambda variant, i: statistics.median(sample[i] for sample in runs[variant])
@@ -311,6 +326,9 @@ def main() -> None:
     parser.add_argument("--counters", action="store_true", help="median /proc/vmstat deltas per measurement")
     parser.add_argument("--samples", action="store_true", help="every measurement (wall/handoff), not only medians")
     args = parser.parse_args()
+    # a kill (not only Ctrl-C) unwinds too, so the 'full' state's ~16 GiB of files never stay on disk
+    for ending in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(ending, lambda number, frame: sys.exit(128 + number))
     kinds = [KINDS[name](args.small) for name in args.kinds.split(",")]
     states = args.states.split(",")
     if "empty" in states and os.geteuid() != 0:

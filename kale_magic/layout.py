@@ -8,6 +8,8 @@
         validation.txt               the plan as text
         flows.json                   step -> the parameters and values (with producers) it loads, the values
                                      it saves (%kale_debug reads it)
+        kfp-values.json              KFP runs: step -> value -> the object-store URL of its artifact
+        kfp-steps.json               KFP runs: step -> its identity (a later partial run reuses matching ones)
         notebooks/<step>.ipynb       generated step notebooks
         executed/<step>.ipynb        the same with their outputs
         logs/<step>.log              stdout/stderr, streamed while the step runs
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 KALE_DIR = ".kale"
@@ -116,6 +119,24 @@ class RunDir:
     def remote_values(self) -> Path:
         """``kfp-values.json``: step -> name -> object-store URL of a value a KFP run's step saved."""
         return self.path / "kfp-values.json"
+
+    @property
+    def step_identities(self) -> Path:
+        """``kfp-steps.json``: step -> its identity in a KFP run (code, parameters, inputs' producers), which a
+        later KFP partial run matches before importing the step's values (kale_magic.engines.kfp.reuse)."""
+        return self.path / "kfp-steps.json"
+
+    def items(self, step: str) -> list[int]:
+        """The items of ``--foreach`` step ``step`` this run has files of (an outcome, values or a KFP
+        value's URL), by index: its instances are named ``step[i]``."""
+        pattern = re.compile(re.escape(step) + r"\[(\d+)\]")
+        names = [p.stem for p in (self.path / "steps").glob(f"{glob_escape(step)}[[]*].json")]
+        names += [p.name for p in self.data.glob(f"{glob_escape(step)}[[]*]") if p.is_dir()]
+        try:
+            names += list(json.loads(self.remote_values.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
+            pass
+        return sorted({int(m.group(1)) for m in map(pattern.fullmatch, names) if m})
 
     def leftovers(self) -> list[Path]:
         """Temporary files and folders of writers killed half way in this run (never inside its workspace)."""

@@ -200,6 +200,65 @@ def test_failed_on_kfp_prints_the_failing_line_from_the_pods_log(kernel, s3_env,
     assert "failing line: cell 1 of step 'c', line 2: first = data[0] * scale / (data[0] - offset)" in out
 
 
+# inv loops over xs; its item 1 fails in the run only (a file the kernel did not see); again continues inv
+# item by item; join reads every item's z as a list
+LOOPING = ["%%imports\nimport os", "%%parameters\nxs = [1, 0, 2]\nk = 3", "%%step mk\nbase = [10.0]",
+           "%%step inv --foreach x in xs\ny = base[0] / x if x or os.path.exists('boom') else 0.0",
+           "%%step again --foreach x in xs\nz = y * k + x", "%%step join\ntotal = sum(z)"]
+
+
+def run_looping(kernel, tmp_path):
+    """Run LOOPING in the kernel, then on the engine with inv's item 1 failing; the kernel's values."""
+    kernel.cells(*LOOPING)
+    seen = copy.deepcopy({n: kernel.ns[n] for n in ("xs", "k", "base", "y", "z")})
+    (tmp_path / "boom").write_text("item 1 of inv fails in the run")
+    run = kernel.kale_run()
+    assert [i.status for i in run.state.steps["inv"].items] == ["succeeded", "failed", "succeeded"]
+    return run, seen
+
+
+def test_failed_on_a_foreach_step_loads_the_failed_items_inputs_and_item(kernel, tmp_path, capsys):
+    run, seen = run_looping(kernel, tmp_path)
+    kernel.ns.update(x=None, base=None, xs=None)
+    capsys.readouterr()
+    kernel.run("%kale_debug --failed")
+    out = capsys.readouterr().out
+    assert f"loaded what step 'inv[1]' received in run {run.id}" in out
+    assert values_equal(kernel.ns["base"], seen["base"]) and kernel.ns["xs"] == seen["xs"]
+    assert kernel.ns["x"] == seen["xs"][1] == 0
+    assert re.search(rf"x\s+int\s+—\s+item 1 of xs\s+{run.id}", out), out
+    assert "error: ZeroDivisionError: float division by zero" in out
+    assert "failing line: cell 1 of step 'inv[1]', line 1: y = base[0] / x if x or os.path.exists('boom') else 0.0" in out
+    with pytest.raises(ZeroDivisionError):  # the item's code fails in the kernel as it did in the run
+        exec(LOOPING[3].split("\n", 1)[1], {"os": __import__("os"), **kernel.ns})
+
+
+def test_a_foreach_steps_item_loads_its_own_values_and_a_fan_in_loads_every_items(kernel, tmp_path):
+    failed, seen = run_looping(kernel, tmp_path)
+    kernel.ns["k"] = "kept"
+    error = kernel.error("%kale_debug again")  # which item? refused, naming them and the option
+    assert isinstance(error, KaleError) and "\n" not in str(error) and kernel.ns["k"] == "kept"
+    assert str(error) == (f"step 'again' ran once per item of 'xs' in run {failed.id} (items: 0 succeeded, "
+                          "2 succeeded); name one: %kale_debug again --item I loads that item's inputs and x.")
+    assert str(kernel.error(f"%kale_debug inv --item 1 --run {failed.id} --outputs")) == (
+        f"item 1 of step 'inv' never produced outputs in run {failed.id} (it failed; items: 0 succeeded, 1 failed, "
+        "2 succeeded); name another with --item.")
+    assert "has no item 7 in run" in str(kernel.error("%kale_debug inv --item 7"))
+    assert str(kernel.error("%kale_debug mk --item 0")) == "step 'mk' has no --foreach, so it has no items; leave out --item."
+    (tmp_path / "boom").unlink()
+    run = kernel.kale_run("--no-cache")
+    assert run.status == "succeeded"
+    for i in range(3):
+        kernel.ns.update(y=None, x=None, k=None)
+        kernel.run(f"%kale_debug again --item {i}")
+        assert values_equal(kernel.ns["y"], seen["y"][i]) and kernel.ns["x"] == seen["xs"][i] and kernel.ns["k"] == 3
+        kernel.run(f"%kale_debug again --item {i} --outputs")
+        assert values_equal(kernel.ns["z"], seen["z"][i])
+    kernel.ns["z"] = None
+    kernel.run("%kale_debug join")  # every item's z, as the list the step loaded
+    assert values_equal(kernel.ns["z"], seen["z"]) and len(seen["z"]) == 3
+
+
 DEMOS = Path(__file__).resolve().parents[1] / "demo_notebooks"
 
 

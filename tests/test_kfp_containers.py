@@ -327,6 +327,73 @@ def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, k
         assert values_equal(run.load(name), kernel.ns[name]), name
 
 
+def download_imported_values(spec_text: str, client, launcher_dir: Path) -> list[str]:
+    """What KFP's launcher does for an input artifact an importer made of a folder URI (``downloadArtifacts`` ->
+    ``objectstore.DownloadBlob``: every object under the prefix) to ``/s3/<bucket>/<key>/``; the importers of
+    values an earlier run saved (not kale-magic's runtime or snapshot, which tests/containers fetches)."""
+    import yaml
+
+    spec = next(yaml.safe_load_all(spec_text))
+    uris = sorted(e["importer"]["artifactUri"]["constant"] for e in spec["deploymentSpec"]["executors"].values()
+                  if str(e.get("importer", {}).get("metadata", {}).get("kale", "")).startswith("value "))
+    for uri in uris:
+        bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+            for item in page.get("Contents", []):
+                target = launcher_dir / bucket / item["Key"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, item["Key"], str(target))
+                target.chmod(0o644)
+    for folder in launcher_dir.rglob("*"):
+        if folder.is_dir():
+            folder.chmod(0o755)
+    return uris
+
+
+def test_a_kfp_partial_run_imports_the_earlier_runs_values_from_s3(kernel, kfp_local, tmp_path_factory, s3_env):
+    """``%kale_run --from train`` on KFP: load is not run; its values come from the artifacts the earlier
+    KFP run left in S3, through importer tasks, into train's real container; every value equals the kernel's."""
+    from containers import launcher_download
+    from kfp import components
+    from kfp_api_server import FakeKfpServer
+    from oracle import values_equal
+
+    root = f"s3://{s3_env.bucket}/results"
+    kernel.cells(*NOTEBOOK)
+    kernel.run(f"%config Kfp.pipeline_root = {root!r}")
+    cluster_dir = tmp_path_factory.mktemp("cluster")  # outside the notebook's folder (--no-snapshot)
+    imported: list[list[str]] = []
+    with FakeKfpServer() as server:
+        def cluster(run):
+            version = server.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
+            yaml_file = cluster_dir / f"{run['run_id']}.yaml"
+            yaml_file.write_text(version["spec_text"])
+            launcher_download(version["spec_text"], s3_env.client(), kfp_local / ".launcher")
+            imported.append(download_imported_values(version["spec_text"], s3_env.client(), kfp_local / ".launcher"))
+            components.load_component_from_file(str(yaml_file))()
+            local_run = outputs(kfp_local, ".", ".").resolve()
+            pipeline = server.pipelines[version["pipeline_id"]]["name"]
+            for path in sorted(p for p in local_run.rglob("*") if p.is_file()):
+                task, *rest = path.relative_to(local_run).parts
+                key = f"results/{pipeline}/{run['run_id']}/{task}/salt1/{'/'.join(rest)}"
+                s3_env.client().upload_file(str(path), s3_env.bucket, key)
+
+        server.on_run_created(cluster)
+        server.script_run(dict(state="SUCCEEDED", tasks=dict.fromkeys(("load", "train", "report"), "SUCCEEDED")))
+        full = kernel.run(f"%kale_run --host {server.url} --no-snapshot --no-cache")
+        assert full.status == "succeeded", full.state.error
+        server.script_run(dict(state="SUCCEEDED", tasks=dict.fromkeys(("train", "report"), "SUCCEEDED")))
+        partial = kernel.run(f"%kale_run --host {server.url} --no-snapshot --no-cache --from train")
+    assert partial.status == "succeeded", partial.state.error
+    assert imported[0] == [] and len(imported[1]) == 2  # X and sizes of load, from the first run's artifacts
+    assert all(uri.startswith(f"{root}/") and f"/{full.state.ids.kfp_run_id}/load/salt1/" in uri
+               for uri in imported[1])
+    assert partial.steps["load"].status == "cached" and partial.steps["load"].cached_from == full.id
+    for name in ("X", "sizes", "model", "summary"):  # the oracle: train ran on the imported values
+        assert values_equal(partial.load(name), kernel.ns[name]), name
+    assert partial.metrics == {"acc": kernel.ns["acc"]}
+
+
 IMAGE_NOTEBOOK = ["%%imports\nimport numpy as np", "%%step load\nx = np.arange(5.0)", "%%step total\ns = float(x.sum())",
                   "%%metrics\ns"]
 

@@ -6,6 +6,8 @@ test_cache.py), never timed; values are held to the oracle (the kernel's values)
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from IPython.core.error import UsageError
 
@@ -184,11 +186,86 @@ def test_kfp_to_compiles_and_runs_the_selected_sub_pipeline(kernel, kfp_server, 
 
 def test_kfp_refuses_a_partial_run_that_needs_an_earlier_value_before_uploading(kernel, kfp_server):
     run_cells(kernel, CELLS)
-    with pytest.raises(KaleError, match=r"--only c: step 'c' needs 'xs' from step 'a', which is not selected, and "
-                                        r"the kfp engine cannot yet reuse a value from an earlier run; select a too "
-                                        r"\(or use --to c\), or run on the local engine\."):
+    with pytest.raises(KaleError, match=r"^--only c: step 'c' needs 'xs' from step 'a', which is not selected; on "
+                                        r"Kubeflow Pipelines a partial run imports it from an earlier run's artifacts, "
+                                        r"which needs Kfp.pipeline_root set to the object store"):
         kernel.shell.run_line_magic("kale_run", f"--host {kfp_server.url} --only c")
     assert kfp_server.pipelines == {} and kfp_server.runs == {} and kfp_server.requests == []
+
+
+def upload_outputs(kernel, s3_env, run: dict, steps, prefix: str = "results") -> None:
+    """What KFP's launcher does for each step that ran: its outputs (here the kernel's values) under the
+    pipeline root, at <root>/<pipeline>/<run id>/<task>/<salt>/<output>/."""
+    import tempfile
+
+    from kale_magic import marshal
+    from kale_magic.engines.kfp.compiler import Names
+
+    plan = kernel.magics.plan()
+    names = Names(plan)
+    for name in steps:
+        io = Names.io(plan.steps[name])
+        for transfer in plan.steps[name].outputs:
+            local = Path(tempfile.mkdtemp(prefix="kale-launcher-")) / transfer.name  # not in the workspace
+            marshal.save(kernel.ns[transfer.name], local, name=transfer.name)
+            for path in local.rglob("*"):
+                key = (f"{prefix}/{names.pipeline}/{run['run_id']}/{names.tasks[name]}/salt1/"
+                       f"{io[('out', transfer.name)]}/{path.relative_to(local).as_posix()}")
+                s3_env.client().upload_file(str(path), s3_env.bucket, key)
+
+
+def test_kfp_from_imports_the_values_an_earlier_kfp_run_saved(kernel, kfp_server, s3_env, tmp_path):
+    import yaml
+
+    run_cells(kernel, CELLS)
+    root = f"s3://{s3_env.bucket}/results"
+    kernel.run(f"%config Kfp.pipeline_root = {root!r}")
+    ran = [["a", "b", "c", "d"], ["b", "c", "d"]]  # the steps each run's pipeline has
+    kfp_server.on_run_created(lambda run: upload_outputs(kernel, s3_env, run, ran.pop(0)))
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks=dict.fromkeys("abcd", "SUCCEEDED")))
+    full = kernel.run(f"%kale_run --host {kfp_server.url}")
+    assert full.status == "succeeded", full.state.error
+    saved = __import__("json").loads(full.files.remote_values.read_text())["a"]["xs"]
+
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks=dict.fromkeys("bcd", "SUCCEEDED")))
+    partial = kernel.run(f"%kale_run --host {kfp_server.url} --from b")
+    assert partial.status == "succeeded", partial.state.error
+    spec = next(yaml.safe_load_all(kfp_server.spec_of(kfp_server.last_run["pipeline_version_reference"]
+                                                      ["pipeline_version_id"])))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"b", "c", "d"} <= set(tasks) and "a" not in tasks  # a is imported, not run
+    importers = {name: spec["deploymentSpec"]["executors"][spec["components"][task["componentRef"]["name"]]
+                                                           ["executorLabel"]]["importer"]
+                 for name, task in tasks.items() if name.startswith("importer")}
+    (importer_task, importer), = [(n, i) for n, i in importers.items() if "value 'xs'" in str(i.get("metadata"))]
+    assert importer["artifactUri"] == {"constant": saved} and saved.startswith(f"{root}/")  # the root's scheme
+    assert not importer.get("reimport") and importer["typeSchema"]["schemaTitle"] == "system.Artifact"
+    # b and c load it from the importer: once, shared
+    for consumer in ("b", "c"):
+        given = tasks[consumer]["inputs"]["artifacts"]["in_xs"]["taskOutputArtifact"]
+        assert given == {"outputArtifactKey": "artifact", "producerTask": importer_task}
+    step = partial.steps["a"]
+    assert step.status == "cached" and step.cached_from == full.id
+    assert step.reason == f"reused from run {full.id} (not selected)"
+    assert partial.load("xs") == kernel.ns["xs"] and partial.load("report") == kernel.ns["report"]
+
+
+def test_kfp_partial_run_refuses_a_changed_producer_before_uploading(kernel, kfp_server, s3_env, tmp_path):
+    run_cells(kernel, CELLS)
+    kernel.run(f"%config Kfp.pipeline_root = 's3://{s3_env.bucket}/results'")
+    kfp_server.on_run_created(lambda run: upload_outputs(kernel, s3_env, run, "abcd"))
+    kfp_server.script_run(dict(state="SUCCEEDED", tasks=dict.fromkeys("abcd", "SUCCEEDED")))
+    full = kernel.run(f"%kale_run --host {kfp_server.url}")
+    assert full.status == "succeeded", full.state.error
+    kernel.run(f"%%step a\n{mark('a')}xs = list(range(scale + 1))")  # a changed: its saved xs is stale
+    versions = len(kfp_server.requests)
+    with pytest.raises(KaleError) as refused:
+        kernel.shell.run_line_magic("kale_run", f"--host {kfp_server.url} --from b")
+    assert str(refused.value) == (
+        f"--from b: step 'b' needs 'xs' from step 'a', which is not selected and has no earlier KFP result to reuse "
+        f"(its code, parameters or inputs changed since run {full.id}, the latest that ran it); produce it first "
+        "with %kale_run --engine kfp --to a.")
+    assert len(kfp_server.requests) == versions  # nothing uploaded, nothing run
 
 
 def test_cache_only_check_is_for_whole_runs(kernel):

@@ -131,6 +131,7 @@ def kale_cache():
 @argument("--run", metavar="RUN_ID", help="The run (default: the latest run of this notebook that ran the step).")
 @argument("--outputs", action="store_true", help="Load what the step produced instead of what it received.")
 @argument("--failed", action="store_true", help="The last failed step; also print its error and failing line.")
+@argument("--item", type=int, metavar="I", help="A --foreach step's item I (with --failed: default the failed one).")
 def kale_debug():
     """Load into the kernel exactly what a step received in a run: its parameters and every value it loaded."""
 

@@ -475,7 +475,7 @@ class Kale(Magics):
         pipelines = {workspace.pipeline_name} | self._last_pipelines()
         with RunStore.for_workspace(workspace.root) as store:
             loaded = debug(store, workspace.kale, pipelines, args.step, run_id=args.run, outputs=args.outputs,
-                           failed=args.failed)
+                           failed=args.failed, item=args.item)
         self.shell.push(loaded.namespace())
         print(loaded.report())
 

@@ -8,6 +8,11 @@ a KFP run).  Which step produced which value in that run is recorded when the ru
 (:func:`record_flows`), so runs of earlier kernels can be debugged too.  Everything is checked
 before anything is loaded: a run whose values were cleaned, or a step that did not run in it,
 is refused in one sentence and the kernel is left as it was.
+
+A ``--foreach`` step ran once per item, as instances ``step[i]`` with files of their own: one item
+is debugged at a time (``--item I``, or the failed one with ``--failed``), with what that item
+loaded — its own item of a same-clause producer's values, every item's as a list of another's —
+and its VAR bound as the step bound it.
 """
 
 from __future__ import annotations
@@ -32,11 +37,20 @@ PRODUCED = ("succeeded", "cached")  # statuses of a step whose outputs are in th
 
 def record_flows(plan: "Plan", run_dir: RunDir) -> None:
     """Write which values each step of the run loads (and from which step) and saves."""
-    atomic_write_json(run_dir.flows, {
-        name: {"parameters": list(step.parameters),
-               "inputs": {t.name: t.producer for t in step.inputs},
-               "outputs": [t.name for t in step.outputs]}
-        for name, step in plan.steps.items()})
+    atomic_write_json(run_dir.flows, {name: _flow(plan, step) for name, step in plan.steps.items()})
+
+
+def _flow(plan: "Plan", step) -> dict:
+    flow = {"parameters": list(step.parameters), "inputs": {t.name: t.producer for t in step.inputs},
+            "outputs": [t.name for t in step.outputs]}
+    # values of --foreach producers: this instance's own item's ("item") or every item's, as a list ("all")
+    looped = {t.name: "item" if step.itemwise(t.producer, plan) else "all"
+              for t in step.inputs if plan.steps[t.producer].foreach}
+    if looped:
+        flow["items"] = looped
+    if step.foreach:
+        flow["foreach"] = [step.foreach.var, step.foreach.name]
+    return flow
 
 
 def saved_value(run_dir: RunDir, engine: str, step: str, name: str) -> Path | None:
@@ -93,34 +107,92 @@ class Debugged:
 
 
 def debug(store: "RunStore", kale, pipelines: set[str], step: str | None, run_id: str | None = None,
-          outputs: bool = False, failed: bool = False) -> Debugged:
+          outputs: bool = False, failed: bool = False, item: int | None = None) -> Debugged:
     """The values to load for ``%kale_debug`` (see the module's docstring); KaleError if it cannot."""
-    record, step = _pick(store, pipelines, step, run_id, outputs, failed)
+    record, step = _pick(store, kale, pipelines, step, run_id, outputs, failed)
     run_dir = kale.run(record.run_id)
     flows = _flows(run_dir, record, step)
+    index = _item(run_dir, record, step, flows, item, outputs, failed)
+    instance = step if index is None else f"{step}[{index}]"
     if outputs:
-        wanted = [(name, step) for name in flows["outputs"]]
+        wanted = [(name, instance) for name in flows["outputs"]]
         loaded = []
     else:
-        wanted = sorted(flows["inputs"].items())
+        wanted = [(name, _source(run_dir, producer, flows.get("items", {}).get(name), index))
+                  for name, producer in sorted(flows["inputs"].items())]
         loaded = _parameters(run_dir, record, step, flows["parameters"])
-    paths = {}
-    for name, producer in wanted:  # all or nothing: check every value before loading one
-        path = saved_value(run_dir, record.engine, producer, name)
-        if path is None:
-            raise KaleError(_missing(record, step, name, producer))
-        paths[name] = (path, producer)
-    loaded += [_load(path, name, producer, record.run_id) for name, (path, producer) in paths.items()]
-    result = Debugged(step, record.run_id, outputs, loaded)
+    paths: dict[str, list[tuple[Path, str]]] = {}
+    for name, source in wanted:  # all or nothing: check every value before loading one
+        paths[name] = []
+        for producer in source if isinstance(source, list) else [source]:
+            path = saved_value(run_dir, record.engine, producer, name)
+            if path is None:
+                raise KaleError(_missing(record, instance, name, producer))
+            paths[name].append((path, producer))
+    loaded += [_load(paths[name], name, record.run_id, listed=isinstance(source, list)) for name, source in wanted]
+    if index is not None and not outputs:
+        loaded.append(_bound_item(flows["foreach"], loaded, step, index, record.run_id))
+    result = Debugged(instance, record.run_id, outputs, loaded)
     if failed:
-        result.error = next(s.message for s in record.steps if s.name == step)
-        result.failing_line = failing_line(run_dir, step)
+        outcome = run_dir.read_outcome(instance) if index is not None else None
+        result.error = outcome.error if outcome and outcome.error else next(
+            s.message for s in record.steps if s.name == step)
+        result.failing_line = failing_line(run_dir, instance)
     return result
+
+
+# which item of a --foreach step --------------------------------------------------------------
+
+def _item(run_dir: RunDir, record: "RunRecord", step: str, flows: dict, item: int | None, outputs: bool,
+          failed: bool) -> int | None:
+    """The item of a ``--foreach`` step to debug (None: the step has no items)."""
+    if "foreach" not in flows:
+        if item is not None:
+            raise KaleError(f"step '{step}' has no --foreach, so it has no items; leave out --item.")
+        return None
+    known = {i: run_dir.read_outcome(f"{step}[{i}]") for i in run_dir.items(step)}
+    status = {i: outcome.status if outcome else "no record" for i, outcome in known.items()}
+    listing = ", ".join(f"{i} {s}" for i, s in status.items()) or "none"
+    if item is None and failed:
+        item = next((i for i, s in status.items() if s == "failed"), None)
+    if item is None:
+        var, name = flows["foreach"]
+        raise KaleError(f"step '{step}' ran once per item of '{name}' in run {record.run_id} (items: {listing}); "
+                        f"name one: %kale_debug {step} --item I{' --outputs' if outputs else ''} loads that item's "
+                        f"{'outputs' if outputs else f'inputs and {var}'}.")
+    if item not in known:
+        raise KaleError(f"step '{step}' has no item {item} in run {record.run_id} (items: {listing}); name one of "
+                        "them with --item.")
+    wanted = ("failed",) if failed else PRODUCED if outputs else RAN
+    if status[item] not in wanted + ("no record",):
+        did = "failed" if failed else "produced outputs" if outputs else "ran"
+        raise KaleError(f"item {item} of step '{step}' never {did} in run {record.run_id} (it {status[item]}; "
+                        f"items: {listing}); name another with --item.")
+    return item
+
+
+def _source(run_dir: RunDir, producer: str, looped: str | None, index: int | None) -> str | list[str]:
+    """The instance(s) that saved an input: the producer, its item ``index``, or all its items (a list)."""
+    if looped == "item" and index is not None:
+        return f"{producer}[{index}]"
+    if looped == "all":
+        found = run_dir.items(producer)
+        return [f"{producer}[{i}]" for i in range(max(found) + 1 if found else 0)]
+    return producer
+
+
+def _bound_item(loop: list[str], loaded: list["Loaded"], step: str, index: int, run_id: str) -> "Loaded":
+    """``--foreach VAR in NAME``: VAR as the step bound it, item ``index`` of the NAME it loaded."""
+    from ..step.foreach import items
+
+    var, name = loop
+    value = items(next(i.value for i in loaded if i.name == name), step, name)[index]
+    return Loaded(var, value, type(value).__name__, None, f"item {index} of {name}", run_id)
 
 
 # which run and step ------------------------------------------------------------------------
 
-def _pick(store, pipelines: set[str], step: str | None, run_id: str | None, outputs: bool,
+def _pick(store, kale, pipelines: set[str], step: str | None, run_id: str | None, outputs: bool,
           failed: bool) -> tuple["RunRecord", str]:
     if step is None and not failed:
         raise KaleError("%kale_debug needs a step: %kale_debug STEP [--run RUN_ID], or --failed for the last "
@@ -136,14 +208,14 @@ def _pick(store, pipelines: set[str], step: str | None, run_id: str | None, outp
                                 f"--run {record.run_id}.")
         if step not in steps:
             raise KaleError(f"run {record.run_id} has no step '{step}' (steps: {', '.join(steps) or 'none'}).")
-        if steps[step].status not in wanted:
+        if not _did(kale, record, steps[step], wanted):
             raise KaleError(_not_run(record, steps[step], outputs, failed))
         return record, step
     for record in reversed(store.runs()):
         if record.pipeline not in pipelines:
             continue
         for s in record.steps:
-            if (step is None or s.name == step) and s.status in wanted:
+            if (step is None or s.name == step) and _did(kale, record, s, wanted):
                 return record, s.name
     pipeline = " or ".join(sorted(pipelines))
     if failed:
@@ -152,6 +224,18 @@ def _pick(store, pipelines: set[str], step: str | None, run_id: str | None, outp
     did = "produced outputs" if outputs else "ran"
     raise KaleError(f"step '{step}' never {did} in a run of {pipeline} in this folder; run the pipeline "
                     "(%kale_run) first, or name a run with --run RUN_ID.")
+
+
+def _did(kale, record: "RunRecord", step, wanted: tuple[str, ...]) -> bool:
+    """Whether ``step`` ended with a status in ``wanted`` in the run, or one of its items did (a --foreach
+    step whose other items failed or were skipped)."""
+    if step.status in wanted:
+        return True
+    if step.status not in ("failed", "skipped"):
+        return False
+    run_dir = kale.run(record.run_id)
+    return any((outcome := run_dir.read_outcome(f"{step.name}[{i}]")) is not None and outcome.status in wanted
+               for i in run_dir.items(step.name))
 
 
 def _not_run(record: "RunRecord", step, outputs: bool, failed: bool) -> str:
@@ -208,16 +292,22 @@ def _parameters(run_dir: RunDir, record: "RunRecord", step: str, names: list[str
             for name in names]
 
 
-def _load(path: Path, name: str, producer: str, run_id: str) -> Loaded:
+def _load(found: list[tuple[Path, str]], name: str, run_id: str, listed: bool = False) -> Loaded:
+    """One value, or (``listed``) the list of every item's value of a ``--foreach`` producer."""
     import json
 
     from .. import marshal
     from ..marshal.store import RECORD_FILE
 
-    record = json.loads((path / RECORD_FILE).read_text(encoding="utf-8"))
-    value = marshal.load(path, name=name, step=producer)
-    kind = record.get("type") or type(value).__name__
-    return Loaded(name, value, kind.removeprefix("builtins."), record.get("size"), producer, run_id)
+    records = [json.loads((path / RECORD_FILE).read_text(encoding="utf-8")) for path, _ in found]
+    values = [marshal.load(path, name=name, step=producer) for path, producer in found]
+    if not listed:
+        kind = records[0].get("type") or type(values[0]).__name__
+        return Loaded(name, values[0], kind.removeprefix("builtins."), records[0].get("size"), found[0][1], run_id)
+    sizes = [r.get("size") for r in records]
+    step = found[0][1].partition("[")[0] if found else "?"
+    return Loaded(name, values, "list", None if None in sizes else sum(sizes), f"{step} ({len(values)} items)",
+                  run_id)
 
 
 _FRAME = re.compile(r"Cell In\[(\d+)\], line (\d+)")

@@ -204,13 +204,15 @@ def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, objec
 
 # compile -----------------------------------------------------------------
 def compile_pipeline(plan: Plan, path: Path | str | None = None,
-                     options: CompileOptions | None = None, *, bundles: list | None = None, **settings) -> Path:
+                     options: CompileOptions | None = None, *, bundles: list | None = None,
+                     imports: dict[tuple[str, str], str] | None = None, **settings) -> Path:
     """Write the KFP pipeline YAML for ``plan`` and return its path.
 
     The runtime bundles the YAML imports (:mod:`.delivery`) are published at once to a folder pipeline
     root (``kfp.local``); bundles for an object store are appended to ``bundles`` for the caller to
-    publish with the upload. ``settings`` are :class:`CompileOptions` fields, for callers without an
-    options object.
+    publish with the upload. ``imports``: (producer, value) -> artifact URI, for the inputs of a partial
+    run's steps that an earlier run made (:mod:`.reuse`). ``settings`` are :class:`CompileOptions` fields, for
+    callers without an options object.
     """
     from google.protobuf import json_format
     from kfp import compiler
@@ -226,7 +228,7 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
-    pipeline = build_pipeline(plan, opts, made)
+    pipeline = build_pipeline(plan, opts, made, imports)
     names = Names(plan)
     executors = {f"exec-{task}": step for step, task in names.tasks.items()}
     check_container_specs(json_format.MessageToDict(pipeline.pipeline_spec), executors)
@@ -248,9 +250,10 @@ def runtime_root(opts: CompileOptions) -> str:
     return opts.pipeline_root or opts.default_root or default_root(opts.namespace)
 
 
-def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None):
+def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None,
+                   imports: dict[tuple[str, str], str] | None = None):
     """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``); the runtime
-    bundles it imports are appended to ``bundles``."""
+    bundles it imports are appended to ``bundles``; ``imports``: see :func:`compile_pipeline`."""
     from kfp import dsl
 
     from .delivery import Bundle, bundle_url
@@ -278,12 +281,22 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
         from .snapshot import snapshot_importer
 
         tasks = {}
+        imported_values = {}
         snapshot = snapshot_importer(opts.snapshot_url) if opts.snapshot_url else None
         prepared = {}
         for image, component in environments.items():
             runtime = {RUNTIME: _runtime_importer(imported[image].url)} if image in imported else {}
             prepared[image] = component(**runtime)
             _apply_options(prepared[image], None, opts)
+
+        def value(transfer):
+            """A step's input: its producer's output, or the artifact an earlier run saved (imported once)."""
+            if transfer.producer in tasks:
+                return tasks[transfer.producer].outputs[ios[transfer.producer][("out", transfer.name)]]
+            key = (transfer.producer, transfer.name)
+            if key not in imported_values:
+                imported_values[key] = _value_importer(imports[key], transfer)
+            return imported_values[key]
 
         def environment(name):
             return {ENVIRONMENT: prepared[setup.images[name]].outputs["environment"]} if setup.environment(
@@ -295,8 +308,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             if snapshot is not None:
                 args[SNAPSHOT] = snapshot
             args.update(environment(name))
-            args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
-                         for t in step.inputs})
+            args.update({io[("in", t.name)]: value(t) for t in step.inputs})
             task = components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, step, opts)
@@ -306,8 +318,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             io = Names.gate_io(step)
             args = {io[("param", p)]: params[p] for p in step.condition_parameters}
             args.update(environment(name))
-            args.update({io[("in", t.name)]: tasks[t.producer].outputs[ios[t.producer][("out", t.name)]]
-                         for t in step.condition_inputs})
+            args.update({io[("in", t.name)]: value(t) for t in step.condition_inputs})
             task = gate_components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, None, opts, requests=False)
@@ -338,6 +349,17 @@ def _runtime_importer(url: str):
     task = dsl.importer(artifact_uri=url, artifact_class=dsl.Artifact, reimport=False,
                         metadata={"kale": "kale-magic runtime"})
     task.set_display_name("kale-magic runtime")
+    return task.output
+
+
+def _value_importer(uri: str, transfer):
+    """A value an earlier run saved, as the artifact the consumer's input expects (call inside the pipeline
+    function). ``reimport=False``: a later run importing the same URI reuses its ML Metadata artifact."""
+    from kfp import dsl
+
+    task = dsl.importer(artifact_uri=uri, artifact_class=getattr(dsl, _artifact(transfer.artifact_type)),
+                        reimport=False, metadata={"kale": f"value '{transfer.name}' of step '{transfer.producer}'"})
+    task.set_display_name(f"{transfer.name} from {transfer.producer}")
     return task.output
 
 

@@ -55,6 +55,8 @@ class KfpEngine:
         self._bundles: list = []  # runtime bundles the YAML imports from the object store
         self._publish_at_compile = False
         self._unpublished = ""  # why a --compile-only YAML cannot run as it is
+        self._selection = None  # a partial run's plan.selection.Selection (select), or None: every step
+        self._reused: dict = {}  # step -> reuse.Reused: the values a partial run imports from an earlier run
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
         """Give every step the snapshot and kale-magic's runtime through the pipeline root:
@@ -103,14 +105,36 @@ class KfpEngine:
         namespace = self.options.namespace or (self._client.get_user_namespace() or None if multi_user else None)
         return default_root(namespace, multi_user)
 
+    # Select ---------------------------------------------------------------------------------
+    def select(self, plan: Plan, selection) -> dict[str, str]:
+        """Run only ``selection``'s steps (the sub-pipeline); the values they load from unselected steps are
+        imported from an earlier KFP run's artifacts (:mod:`.reuse`): step -> that run, or a KaleError
+        naming a value no run can supply, before anything is uploaded."""
+        from ...layout import KaleDir
+        from .reuse import find
+
+        kale = KaleDir(plan.notebook_path.parent if plan.notebook_path else Path.cwd())  # as the pipeline file's
+        self._reused = find(plan, selection, self.options.pipeline_root, kale, self.name)
+        self._selection = selection
+        return {step: reused.run_id for step, reused in self._reused.items()}
+
+    def _selected(self, plan: Plan) -> Plan:
+        """The plan this engine compiles and runs: the selected steps' sub-pipeline in a partial run."""
+        return self._selection.subplan(plan) if self._selection else plan
+
     # Compile --------------------------------------------------------------------------------
     def compile(self, plan: Plan, run_dir: RunDir) -> Compiled:
         """Step notebooks under the run (to read what each step runs) and the pipeline YAML."""
         from ...step.notebooks import write_step_notebooks
+        from .reuse import record
 
+        record(plan, run_dir, self._reused)
+        plan = self._selected(plan)
         notebooks = write_step_notebooks(plan, run_dir)
         self._bundles = []
-        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options, bundles=self._bundles)
+        imports = {(r.step, name): uri for r in self._reused.values() for name, uri in r.values.items()}
+        self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options, bundles=self._bundles,
+                                              imports=imports)
         if self._publish_at_compile:
             self._publish()
         return Compiled(notebooks, self.pipeline_file, summary=self._unpublished)
@@ -194,6 +218,12 @@ class KfpEngine:
 
     def run(self, plan: Plan, state: RunState, run_dir: RunDir, compiled: Compiled) -> Outcome:
         """Create the run from the uploaded version and follow it to its end."""
+        from ...plan.selection import NOT_SELECTED
+
+        plan = self._selected(plan)
+        for step, reused in self._reused.items():
+            state.step(step, "cached", cached_from=reused.run_id,
+                       message=f"reused from run {reused.run_id} ({NOT_SELECTED})")
         try:
             run_id = self._start(plan, state, plan.parameters)
             outcome = self._follow(plan, state, run_id, run_dir)
@@ -204,7 +234,8 @@ class KfpEngine:
             from .results import collect
 
             try:
-                state.add_metrics(collect(plan, root, run_id, run_dir, self._origins(plan, state, run_id, root)))
+                state.add_metrics(collect(plan, root, run_id, run_dir, self._origins(plan, state, run_id, root),
+                                          reused={r.step: r.values for r in self._reused.values()}))
             except KaleError as err:
                 return Outcome("failed", outcome.error or f"the run's results could not be read from {root}: {err}")
         return outcome
@@ -218,7 +249,8 @@ class KfpEngine:
         from .results import has_outputs
 
         names = Names(plan)
-        cached = [names.tasks[name] for name, step in state.steps.items() if step.status == "cached"]
+        hits = [name for name, step in state.steps.items() if step.status == "cached" and name in names.tasks]
+        cached = [names.tasks[name] for name in hits]  # not the steps a partial run imported (not in the plan)
         if not cached:
             return {}
         spec = next(yaml.safe_load_all(self.pipeline_file.read_text(encoding="utf-8")))
@@ -233,7 +265,7 @@ class KfpEngine:
         else:
             why = f"no run among the last {MAX_RUNS} of this pipeline computed it"
         origins = {step: found[task] for step, task in names.tasks.items() if task in found}
-        for step in (name for name, s in state.steps.items() if s.status == "cached"):
+        for step in hits:
             state.step(step, "cached", message=f"KFP cache hit: outputs of KFP run {origins[step]}" if step in origins
                        else f"KFP cache hit; its values cannot be loaded: {why}")
         return origins

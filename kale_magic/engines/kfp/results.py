@@ -21,15 +21,16 @@ MARSHAL_RECORD = "kale.json"  # the file every saved value's folder holds (kale_
 
 
 def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir,
-            origins: dict[str, str] | None = None) -> dict[str, object]:
+            origins: dict[str, str] | None = None, reused: dict[str, dict[str, str]] | None = None) -> dict[str, object]:
     """The run's metrics; records where its values are in ``run_dir.remote_values``. ``origins``: the run
-    whose outputs a cached step reused, by step."""
+    whose outputs a cached step reused, by step; ``reused``: step -> value -> URL, of the steps a partial run
+    imported from an earlier run."""
     from ...snapshot.remote import download, list_keys
 
     names = Names(plan)
     listed: dict[str, list[str]] = {}
     metrics: dict[str, object] = {}
-    values: dict[str, dict[str, str]] = {}
+    values: dict[str, dict[str, str]] = dict(reused or {})
     for name, step in plan.steps.items():
         run = (origins or {}).get(name, kfp_run_id)
         if run not in listed:
