@@ -23,6 +23,19 @@ import pytest
 ACCESS_KEY = "kale-test-access"
 SECRET_KEY = "kale-test-secret-key"
 BUCKET = "kale-test"
+# A multi-user install's profile namespace: its credentials may touch only the prefixes the profile controller
+# grants (kubeflow/pipelines manifests, pipelines-profile-controller sync.py: artifacts/*,
+# private-artifacts/<namespace>/*, private/<namespace>/*, shared/* of the mlpipeline bucket)
+NAMESPACE = "team-a"
+NAMESPACE_KEYS = ("kale-team-a-access", "kale-team-a-secret-key")
+KFP_BUCKET = "mlpipeline"
+
+
+def namespace_actions(namespace: str) -> list[str]:
+    """The profile controller's policy as SeaweedFS identity actions (``Action:bucket/prefix*``)."""
+    prefixes = ("artifacts/", f"private-artifacts/{namespace}/", f"private/{namespace}/", "shared/")
+    return [f"{action}:{KFP_BUCKET}/{prefix}*" for action in ("Read", "Write", "List", "Tagging")
+            for prefix in prefixes]
 
 
 @dataclass
@@ -40,11 +53,13 @@ class S3Server:
         return {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": self.access_key,
                 "AWS_SECRET_ACCESS_KEY": self.secret_key}
 
-    def client(self):
+    def client(self, keys: tuple[str, str] | None = None):
+        """A client with the admin's credentials, or with ``keys`` (access, secret)."""
         import boto3
 
+        access, secret = keys or (self.access_key, self.secret_key)
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key)
+                            aws_access_key_id=access, aws_secret_access_key=secret)
 
 
 def weed_binary() -> str:
@@ -68,7 +83,9 @@ def start(workdir: Path, timeout: float = 90) -> S3Server:
     identities = workdir / "s3.json"
     identities.write_text(json.dumps({"identities": [{
         "name": "kale", "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}, {
+        "name": NAMESPACE, "credentials": [{"accessKey": NAMESPACE_KEYS[0], "secretKey": NAMESPACE_KEYS[1]}],
+        "actions": namespace_actions(NAMESPACE)}]}))
     ports = free_ports(8)
     master, volume, filer, s3, master_grpc, volume_grpc, filer_grpc, s3_grpc = ports
     log = workdir / "weed.log"
@@ -149,3 +166,16 @@ def kfp_default_store(s3_env):
     if "mlpipeline" not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
         client.create_bucket(Bucket="mlpipeline")
     return s3_env
+
+
+@pytest.fixture
+def namespace_store(s3_env, monkeypatch):
+    """The store as a multi-user install gives it to namespace ``NAMESPACE``: the mlpipeline bucket (made by
+    the admin) and, in the environment, the namespace's credentials, which the store's policy confines to
+    the profile controller's prefixes. Returns the namespace's client."""
+    admin = s3_env.client()
+    if KFP_BUCKET not in [b["Name"] for b in admin.list_buckets()["Buckets"]]:
+        admin.create_bucket(Bucket=KFP_BUCKET)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", NAMESPACE_KEYS[0])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", NAMESPACE_KEYS[1])
+    return s3_env.client(NAMESPACE_KEYS)

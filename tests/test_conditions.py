@@ -162,9 +162,9 @@ def test_show_and_the_graph_label_the_condition_and_grey_the_skipped_branch_with
     text = plan_text(plan)
     assert "  deploy (after summary); parameters: threshold; runs only if accuracy > threshold" not in text
     assert "  deploy (after summary); runs only if accuracy > threshold" in text
-    assert "  summary -> deploy: (order only) [if accuracy > threshold]" in text
+    assert "  summary -> deploy: accuracy [if accuracy > threshold]" in text
     kernel.run("%kale_show")
-    assert "summary -> deploy: (order only) [if accuracy > threshold]" in capsys.readouterr().out
+    assert "summary -> deploy: accuracy [if accuracy > threshold]" in capsys.readouterr().out
 
     why = "condition accuracy > threshold was false: accuracy = 0.87, threshold = 0.9"
     states = {"deploy": StepState("deploy", "skipped", message=why),

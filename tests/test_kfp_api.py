@@ -19,7 +19,7 @@ from kale_magic.engines.kfp.results import fetch
 from kale_magic.errors import EngineError
 from kale_magic.layout import RunDir
 
-s3_server, s3_env = s3.s3_server, s3.s3_env  # the fixtures
+s3_server, s3_env, namespace_store = s3.s3_server, s3.s3_env, s3.namespace_store  # the fixtures
 
 ALL_DONE = {"load": "SUCCEEDED", "train": "SUCCEEDED", "report": "SUCCEEDED"}
 VERSIONS = ["2.17.0", "2.5.0"]  # the default server, and the oldest that runs every option
@@ -321,6 +321,34 @@ def test_an_upload_the_api_server_refuses_says_what_that_answer_means(tmp_path):
     message = str(info.value)
     assert "HTTP 400 while uploading the pipeline: Failed to create a pipeline" in message
     assert "may not create pipelines in namespace 'team-a'" in message
+
+
+def test_with_no_pipeline_root_the_results_are_read_from_kfps_default_root(tmp_path, namespace_store):
+    """No Kfp.pipeline_root: KFP writes the run under its default root, the namespace's on a multi-user
+    install, where the notebook published kale-magic's runtime and reads the results back with the same
+    (namespace) credentials."""
+    plan = three_step_plan()
+    names = Names(plan)
+    prefix = f"private-artifacts/{s3.NAMESPACE}/v2/artifacts/{names.pipeline}"
+
+    with FakeKfpServer(multi_user=True) as srv:
+        def cluster(created):
+            local = tmp_path / "made" / "X"
+            marshal.save(np.arange(3.0), local, name="X")
+            out = Names.io(plan.steps["load"])[("out", "X")]
+            for path in (p for p in local.rglob("*") if p.is_file()):
+                namespace_store.upload_file(str(path), s3.KFP_BUCKET, f"{prefix}/{created['run_id']}/"
+                                            f"{names.tasks['load']}/salt/{out}/{path.relative_to(local)}")
+            namespace_store.put_object(Bucket=s3.KFP_BUCKET, Body=json.dumps({"acc": 0.5}).encode(),
+                                       Key=f"{prefix}/{created['run_id']}/{names.tasks['train']}/salt/{METRICS}")
+
+        srv.on_run_created(cluster)
+        srv.script_run(dict(state="SUCCEEDED", tasks=ALL_DONE))
+        state = run(srv.url, tmp_path, config={"namespace": s3.NAMESPACE, "install_packages": True})
+    assert state.metrics == {"acc": 0.5}, state.error
+    files = RunDir(tmp_path / "run")
+    assert fetch(files, "load", "X")
+    assert np.array_equal(marshal.load(files.value("load", "X")), np.arange(3.0))
 
 
 def test_a_fully_cached_rerun_reads_metrics_and_values_from_the_run_that_computed_them(tmp_path, s3_env):

@@ -237,3 +237,38 @@ def test_execute_notebook_sweeps_with_the_kernels_values(tmp_path):
     assert [(r.parameters["depth"], r.metrics["score"], r.status) for r in records] == [
         (d, 45 * 0.1 + d, "succeeded") for d in (1, 4, 2)]
     assert len({r.sweep_id for r in records}) == 1
+
+
+def test_no_cache_points_resume_the_first_even_when_its_store_writes_lag(kernel, monkeypatch):
+    """The other points resume from the first through the run store; a writer lagging behind the run's
+    state on a busy machine (here: every write after the first point's start held back) must not make
+    them run the shared step again."""
+    import threading
+
+    from kale_magic.history import store as history
+
+    save, held = history.RunStore.save, threading.Event()
+
+    def lagging(self, record, **kwargs):
+        if record.steps and any(s.name == "prep" and s.status == "succeeded" for s in record.steps):
+            held.wait(2.0)  # a write of prep's success waits until a second point started (or 2 s)
+        return save(self, record, **kwargs)
+
+    monkeypatch.setattr(history.RunStore, "save", lagging)
+    monkeypatch.setattr(history.Recorder, "WAIT", 0.0)
+    kernel.cells(*CELLS)
+    from kale_magic.run import sweep as sweeps
+
+    launch = sweeps._launch
+
+    def launched(sweep, point, start, slots):
+        started = launch(sweep, point, start, slots)
+        if point is not sweep.points[0]:
+            held.set()
+        return started
+
+    monkeypatch.setattr(sweeps, "_launch", launched)
+    sweep = kernel.run("%kale_run --no-cache --sweep depth=1,2")
+    first = sweep.runs[0]
+    assert first.steps["prep"].status == "succeeded"
+    assert [r.steps["prep"].cached_from for r in sweep.runs[1:]] == [first.id]

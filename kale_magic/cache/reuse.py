@@ -62,6 +62,7 @@ class StepCache:
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
         self.pinned: frozenset[str] = frozenset()  # steps a partial run reuses whatever --no-cache says
         self.fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests, as the engine fanned it out
+        self.dropped: set[str] = set()  # items a false --if skipped (``train[2]``): the lists leave them out
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
         """``--resume`` with no id means the last failed run of this pipeline (from the run registry)."""
@@ -123,13 +124,14 @@ class StepCache:
 
     def _input(self, plan: Plan, step: StepPlan, transfer, item: int | None) -> dict | None:
         """The marshal record of an input: its producer's, the same item's of a step it continues, or one
-        record standing for the list of a looping producer's items (their checksums in order)."""
+        record standing for the list of a looping producer's items that ran (their checksums in order)."""
         producer = transfer.producer
         if producer not in self.fanned:
             return self.records.get((producer, transfer.name))
         if step.itemwise(producer, plan):
             return self.records.get((_label(producer, item), transfer.name))
-        records = [self.records.get((_label(producer, i), transfer.name)) for i in range(len(self.fanned[producer]))]
+        labels = [_label(producer, i) for i in range(len(self.fanned[producer]))]
+        records = [self.records.get((label, transfer.name)) for label in labels if label not in self.dropped]
         if any(record is None for record in records):
             return None
         return {"checksum": digest({str(i): r["checksum"] for i, r in enumerate(records)}),

@@ -194,9 +194,6 @@ def step_options(args) -> StepOptions:
             condition = parse_condition(args.condition).text
         except ValueError as exc:
             raise UsageError(f'%%step {args.name}: --if "{args.condition}": {exc}.') from None
-        if foreach:
-            raise UsageError(f'%%step {args.name}: --if with --foreach is not supported yet; put the condition '
-                             f'on a step after the loop, or test it inside the cell.')
     return StepOptions(after=args.after, no_cache=args.no_cache, reads=reads, foreach=foreach, condition=condition,
                        **checked, **_environment(args))
 

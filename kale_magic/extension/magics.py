@@ -242,7 +242,8 @@ class Kale(Magics):
             def run_body() -> bool:
                 return self.shell.run_cell(cell, store_history=False, silent=silent).success
 
-            success = (self.loops.run(ns, step, options.foreach, python, run_body) if options.foreach
+            per_item = (lambda: self._why_not(step, options.condition)) if options.condition else None
+            success = (self.loops.run(ns, step, options.foreach, python, run_body, per_item) if options.foreach
                        else run_body())
         finally:
             self._depth -= 1
@@ -260,7 +261,8 @@ class Kale(Magics):
         check_step_name(args.name)
         options = arguments.step_options(args)
         self._warm()  # while the user works; %kale_run will need it
-        why_not = self._why_not(args.name, options.condition) if options.condition else None
+        why_not = self._why_not(args.name, options.condition) if options.condition and not options.foreach \
+            else None  # with --foreach, the condition is evaluated per item
         why_not = why_not or self._after_held(args.name, options.after)
         if why_not:
             self._held[args.name] = why_not

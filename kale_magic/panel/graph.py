@@ -54,8 +54,9 @@ def _value_lines(plan: Plan, producer: str, names: tuple[str, ...]) -> tuple[str
 
 
 def _values(plan: Plan, producer: str, names: tuple[str, ...]) -> list[Transfer]:
-    """The transfers behind an edge's names (edges are named after what their consumers load)."""
-    loaded = {t.name: t for s in plan.steps.values() for t in s.inputs if t.producer == producer}
+    """The transfers behind an edge's names (edges are named after what their consumers and gates load)."""
+    loaded = {t.name: t for s in plan.steps.values() for t in s.inputs + s.condition_inputs
+              if t.producer == producer}
     return [loaded[n] for n in names]
 
 

@@ -7,7 +7,9 @@ then, going back, the parent that held it up longest) are visible at a glance.
 A cached step took no time: it is a hollow mark where it was reused; a step
 that never ran (skipped, or left pending by a failure) has no bar, only its
 status.  One row per step in plan order; beyond :data:`~.svg.MAX_HEIGHT` the
-box scrolls like the graph's.
+box scrolls like the graph's.  A ``--foreach`` step is a bracket over the time its
+items took, with one row per item under it (the first :data:`ITEM_ROWS`, then how
+many more), so items that ran together are parallel bars.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ PLOT_WIDTH = 560
 ROW, BAR = 20, 12
 TOP, BOTTOM = 24, 22  # axis above the rows, legend below
 CRITICAL_STROKE = "#212121"
+ITEM_ROWS = 20  # item rows under a foreach step; beyond, one row says how many more
 
 
 def critical_path(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[str]]) -> list[str]:
@@ -73,7 +76,8 @@ def timeline_svg(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[s
     names_w = 26 + max([width(clip(n, NAME_CELLS), 12) for n in steps] + [60])
     scale = PLOT_WIDTH / span
     total_w = names_w + PLOT_WIDTH + 90
-    total_h = TOP + ROW * len(steps) + BOTTOM
+    rows = sum(1 + _item_rows(s) for s in steps.values())
+    total_h = TOP + ROW * rows + BOTTOM
     parts = [svg_open(total_w, total_h, "kale-timeline", f"timeline of {len(steps)} steps")]
     parts.append('<g class="kale-axis" font-size="10" fill="#757575">')
     for tick in ticks:
@@ -82,9 +86,25 @@ def timeline_svg(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[s
                      f'stroke="#eeeeee"/><text x="{num(x)}" y="{TOP - 8}" text-anchor="middle">'
                      f"{_tick_label(tick, step)}</text>")
     parts.append("</g>")
-    for row, (name, state) in enumerate(steps.items()):
-        parts.append(_row(name, state, TOP + row * ROW, names_w, start, end, scale,
-                          name in critical, name == slowest))
+    row = 0
+    for name, state in steps.items():
+        items = getattr(state, "items", None)
+        if items is None:
+            parts.append(_row(name, state, TOP + row * ROW, names_w, start, end, scale,
+                              name in critical, name == slowest))
+            row += 1
+            continue
+        parts.append(_group(name, state, TOP + row * ROW, names_w, start, scale, name in critical, name == slowest))
+        row += 1
+        for index, item in enumerate(items[:ITEM_ROWS]):
+            parts.append(_row(f"{name}[{index}]", item, TOP + row * ROW, names_w, start, end, scale, False, False,
+                              label=f"[{index}]", css="kale-item", parent=name))
+            row += 1
+        if len(items) > ITEM_ROWS:
+            parts.append(f'<text class="kale-more" x="38" y="{num(TOP + row * ROW + ROW / 2 + 4)}" font-size="10" '
+                         f'fill="#757575">{len(items) - ITEM_ROWS:,} more items of {text(clip(name, NAME_CELLS))}'
+                         "</text>")
+            row += 1
     legend = []
     if len(critical) > 1:
         took = seconds(max(steps[n].ended for n in critical) - min(steps[n].started for n in critical))
@@ -96,15 +116,49 @@ def timeline_svg(steps: Mapping[str, StepView], parents: Mapping[str, Sequence[s
     return "".join(parts)
 
 
-def _row(name: str, state: StepView, y: float, names_w: float, start: float, end: float, scale: float,
-         critical: bool, slowest: bool) -> str:
+def _item_rows(state: StepView) -> int:
+    items = getattr(state, "items", None)
+    return 0 if items is None else min(len(items), ITEM_ROWS) + (len(items) > ITEM_ROWS)
+
+
+def _group(name: str, state: StepView, y: float, names_w: float, start: float, scale: float,
+           critical: bool, slowest: bool) -> str:
+    """A foreach step's row: its name with the item count, a bracket from its first item's start to its
+    last item's end (its items' bars are the rows under it)."""
     color = COLORS[state.status]
     mid = y + ROW / 2 + 4
     weight = ' font-weight="bold"' if slowest else ""
     mark = ' data-critical="true"' if critical else ""
-    out = (f'<g class="kale-bar" data-step="{text(name)}" data-status="{state.status}"{mark}>'
-           f'<text x="10" y="{num(mid)}" fill="{color}">{ICONS[state.status]}</text>'
-           f'<text x="26" y="{num(mid)}"{weight} fill="#212121">{text(clip(name, NAME_CELLS))}</text>')
+    count = len(state.items)
+    out = (f'<g class="kale-bar kale-group" data-step="{text(name)}" data-status="{state.status}" '
+           f'data-items="{count}"{mark}><text x="10" y="{num(mid)}" fill="{color}">{ICONS[state.status]}</text>'
+           f'<text x="26" y="{num(mid)}"{weight} fill="#212121">{text(clip(name, NAME_CELLS - 6))} ×{count}</text>')
+    if state.started is None or state.ended is None:
+        note = "no items" if not count else "not run" if state.status == "pending" else state.status
+        return out + (f'<text x="{num(names_w + 4)}" y="{num(mid)}" font-size="10" fill="#9e9e9e">{note}</text></g>')
+    x0, x1 = names_w + (state.started - start) * scale, names_w + (state.ended - start) * scale
+    line = y + ROW / 2
+    stroke = CRITICAL_STROKE if critical else color
+    took = seconds(state.ended - state.started)
+    x1 = max(x1, x0 + 2)
+    return out + (f"<title>{text(f'{name}: {count} items, {state.status}, took {took}')}</title>"
+                  f'<path class="kale-bracket" d="M{num(x0)},{num(line + 4)} V{num(line)} H{num(x1)} '
+                  f'V{num(line + 4)}" fill="none" stroke="{stroke}" stroke-width="1.5"/>'
+                  f'<text x="{num(x1 + 5)}" y="{num(mid)}" font-size="10" fill="#616161">{took}</text></g>')
+
+
+def _row(name: str, state: StepView, y: float, names_w: float, start: float, end: float, scale: float,
+         critical: bool, slowest: bool, label: str | None = None, css: str = "kale-bar", parent: str = "") -> str:
+    """A step's row, or (``css`` kale-item) an item's under its step, labelled ``[i]`` and indented."""
+    color = COLORS[state.status]
+    mid = y + ROW / 2 + 4
+    weight = ' font-weight="bold"' if slowest else ""
+    mark = ' data-critical="true"' if critical else ""
+    mark += f' data-parent="{text(parent)}"' if parent else ""
+    out = (f'<g class="{css}" data-step="{text(name)}" data-status="{state.status}"{mark}>'
+           f'<text x="{10 + 12 * bool(parent)}" y="{num(mid)}" fill="{color}">{ICONS[state.status]}</text>'
+           f'<text x="{26 + 12 * bool(parent)}" y="{num(mid)}"{weight} fill="#212121">'
+           f'{text(clip(label or name, NAME_CELLS))}</text>')
     if state.started is None:
         note = "not run" if state.status == "pending" else state.status
         return out + (f'<text x="{num(names_w + 4)}" y="{num(mid)}" font-size="10" fill="#9e9e9e">'

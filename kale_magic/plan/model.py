@@ -84,13 +84,16 @@ class Plan:
     def flows(self) -> list[tuple[str, str, tuple[str, ...]]]:
         """Every producer -> consumer pair, with the names that flow: the parent -> child edges, and per
         step a *long* edge from each ancestor whose values it loads directly, skipping a generation
-        (``X_test`` from ``features`` to ``evaluate`` past ``train``).  What the pictures draw."""
+        (``X_test`` from ``features`` to ``evaluate`` past ``train``).  What the pictures draw.  The values an
+        ``--if`` reads flow too (into its gate, not its cell), after the step's own inputs."""
         out = []
         for step in self.steps.values():
-            out += [(parent, step.name, tuple(t.name for t in step.inputs if t.producer == parent))
+            read = step.inputs + tuple(t for t in step.condition_inputs
+                                       if (t.producer, t.name) not in {(i.producer, i.name) for i in step.inputs})
+            out += [(parent, step.name, tuple(t.name for t in read if t.producer == parent))
                     for parent in step.parents]
             skipping: dict[str, list[str]] = {}
-            for t in step.inputs:
+            for t in read:
                 if t.producer not in step.parents:
                     skipping.setdefault(t.producer, []).append(t.name)
             out += [(producer, step.name, tuple(names)) for producer, names in skipping.items()]

@@ -276,7 +276,8 @@ def trace_data_flow(structure: Structure, parameters: Parameters, code: Code, en
             inputs[name].append(transfer)
 
     gates = {name: _condition_reads(name, steps[name].options.condition, params, ancestors, writers, needed,
-                                    env, problems, (changes, cells)) for name in order}
+                                    env, problems, (changes, cells), steps[name].options.foreach)
+             for name in order}
 
     for transfer in _results(order, ancestors, changes, writers, ignored, env, set(loops)):
         needed.setdefault((transfer.producer, transfer.name), transfer)
@@ -530,14 +531,17 @@ def _nearest_writer(var, step, ancestors, writers, problems: _Problems) -> str |
     return nearest[0] if nearest else None
 
 
-def _condition_reads(name, text, parameters, ancestors, writers, needed, env, problems, seen):
-    """(parameters, values of ancestors) an ``--if`` reads; a name that is neither is a problem."""
+def _condition_reads(name, text, parameters, ancestors, writers, needed, env, problems, seen, loop=None):
+    """(parameters, values of ancestors) an ``--if`` reads; a name that is neither is a problem.  With
+    ``--foreach VAR in NAME`` (``loop``) it is evaluated per item: VAR is the item, bound by the engine."""
     if not text:
         return (), ()
     from .condition import parse_condition
 
     params, values = [], []
     for var in parse_condition(text).names:
+        if loop and var == loop[0]:
+            continue
         producer = _nearest_writer(var, name, ancestors, writers, problems)
         if producer is None:
             if var in parameters:

@@ -176,8 +176,8 @@ def _source(run_dir: RunDir, producer: str, looped: str | None, index: int | Non
     if looped == "item" and index is not None:
         return f"{producer}[{index}]"
     if looped == "all":
-        found = run_dir.items(producer)
-        return [f"{producer}[{i}]" for i in range(max(found) + 1 if found else 0)]
+        # the items that left files: an item a false --if skipped left none, and the step's lists leave it out
+        return [f"{producer}[{i}]" for i in sorted(set(run_dir.items(producer)))]
     return producer
 
 

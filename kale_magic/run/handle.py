@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import KaleError
 from ..layout import RunDir
 from ..plan import Plan
-from .state import RunState
+from .state import RunState, skipped_by_condition
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class Run:
         else:
             self._check_step(step)
         items = self.state.steps[step].items if step in self.state.steps else None
-        if items is not None:  # a --foreach step saved one value per item: the list of them, in item order
-            return [self._load(item.name, name, producers) for item in items]
+        if items is not None:  # a --foreach step saved one value per item: the list of those that ran, in order
+            return [self._load(item.name, name, producers) for item in items if not skipped_by_condition(item)]
         return self._load(step, name, producers)
 
     def _load(self, step: str, name: str, producers: list[str]):

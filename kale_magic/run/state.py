@@ -15,6 +15,8 @@ why), detached, and the run goes on; the engines never see its exception.
 
 from __future__ import annotations
 
+import re
+
 import sys
 import threading
 import time
@@ -81,15 +83,25 @@ def _moved(state: StepState, status: str, changes: dict) -> StepState:
     return replace(state, status=status, links=links, **changes)
 
 
+_ITEM_SKIPPED = re.compile(r"skipped: step '[^']*\[\d+\]' was skipped")  # the scheduler's words for a chain
+
+
+def skipped_by_condition(item: StepState) -> bool:
+    """An item skipped by its own false ``--if`` (or continuing one that was), not by a failure."""
+    return item.status == "skipped" and (item.message.startswith("condition ")
+                                         or _ITEM_SKIPPED.match(item.message) is not None)
+
+
 def _of_items(step: StepState) -> StepState:
     """A foreach step as its items add up: running while one is, failed when one failed, skipped when
-    one was skipped (an upstream item failed), cached when all were; its times span theirs."""
+    one was skipped because something failed (or all were skipped), cached when all that ran were; its
+    times span theirs.  Items a false ``--if`` skipped leave the step succeeded: the others' lists go on."""
     if not step.items:  # nothing to loop over: done at once, each name it produces an empty list
         now = time.time()
         return replace(step, status="succeeded", started=step.started or now, ended=step.ended or now)
-    statuses = {item.status for item in step.items}
+    statuses = {item.status for item in step.items if not skipped_by_condition(item)}
     status = next((s for s in ("running", "pending", "failed", "skipped") if s in statuses),
-                  "cached" if statuses == {"cached"} else "succeeded")
+                  "skipped" if not statuses else "cached" if statuses == {"cached"} else "succeeded")
     if status == "pending" and statuses != {"pending"}:
         status = "running"
     first = next((i for i in step.items if i.status == status and i.message), None)

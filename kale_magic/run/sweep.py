@@ -12,6 +12,7 @@ the first point's shared steps and nothing older.  Points run at once up to ``ma
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -158,6 +159,8 @@ def _coordinate(sweep: Sweep, start, max_parallel: int) -> None:
             return _give_up(sweep.points[1:], "the first point did not start")
         threading.Thread(target=_hold, args=(first.run, slots), daemon=True).start()
         problem = _shared_done(first.run, sweep.shared)
+        if not problem and any(point.request.no_cache for point in sweep.points[1:]):
+            problem = _shared_stored(first.run, sweep.shared)
         if problem:
             return _give_up(sweep.points[1:], problem)
         snapshot = first.run.state.ids.snapshot_id
@@ -219,6 +222,25 @@ def _shared_done(run: Run, shared: tuple[str, ...]) -> str:
         if run.state.ended is not None:
             return f"the first point ended {run.state.status} before its shared steps ran"
         changed.wait(1.0)  # an event wakes it; the timeout only guards a missed one
+
+
+def _shared_stored(run: Run, shared: tuple[str, ...]) -> str:
+    """Wait until the run store holds the first point's shared steps as done: a ``--resume`` reads them
+    there, and the store's writer may lag behind the run's state (a busy machine, a locked database)."""
+    from ..history.store import Recorder, RunStore
+    from ..layout import KaleDir
+
+    deadline, pause = time.monotonic() + Recorder.GIVE_UP, 0.01
+    with RunStore(KaleDir.containing(run.run_dir.parents[1]).runs_db) as store:
+        while True:
+            record = store.find(run.id)
+            stored = {s.name: s.status for s in record.steps} if record is not None else {}
+            if all(stored.get(n) in DONE for n in shared):
+                return ""
+            if time.monotonic() > deadline:
+                return "the run store has not recorded the first point's shared steps (--no-cache resumes from it)"
+            time.sleep(pause)  # the writer says nothing when it is done: look again, less and less often
+            pause = min(pause * 2, 0.5)
 
 
 def _give_up(points: list[Point], why: str) -> None:

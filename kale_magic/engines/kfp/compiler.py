@@ -5,7 +5,9 @@ function whose body hands the embedded step notebook to
 :func:`kale_magic.engines.kfp.component.run_component`, with one ``Input``/``Output``
 artifact per marshalled value, typed pipeline parameters, an HTML report and,
 where the step computes metrics, an ``Output[Metrics]``.  The SDK does the rest
-(component specs, DAG, resources, Kubernetes platform config, YAML).
+(component specs, DAG, resources, Kubernetes platform config, YAML).  An ``--if`` step sits in a
+``dsl.If`` after a small gate task; a ``--foreach`` chain in a ``dsl.ParallelFor`` over the item indices
+a small items task lists, its values fanned in to later steps with ``dsl.Collected``.
 
 The output is deterministic: names are derived once, in :class:`Names`, and the
 embedded notebooks are normalised, so the same plan compiles byte for byte to
@@ -37,6 +39,7 @@ ENVIRONMENT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 REPORT = "kale_report"
 METRICS = "kale_metrics"
 SNAPSHOT = "kale_snapshot"  # the workspace snapshot input every step unpacks first
+ITEM = "kale_item"  # a --foreach step's item index: the loop variable of its dsl.ParallelFor
 NULLABLE = ("run_as_user",)  # settings whose None means something (the image's own user)
 HOME = "/tmp/kale-home"  # writable for any user: pip's user installs, IPython's profile
 TYPED_PARAMETERS = (bool, int, float, str)  # passed as is; anything else travels as literal text
@@ -61,6 +64,7 @@ class CompileOptions:
     namespace: str | None = None  # the user's KFP namespace: its root is the default on a multi-user install
     default_root: str | None = None  # the namespace's default root, once looked up (delivery.default_root)
     workspace: Path | None = None  # the folder the snapshot carries: its modules are not installed
+    max_parallel: int = 8  # Kale.max_parallel: the items of a --foreach loop running at once (its parallelism)
     mounts: tuple[tuple[str, str], ...] = field(init=False, default=())
     secret_envs: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = field(init=False, default=())
 
@@ -148,6 +152,9 @@ class Names:
         # the task that evaluates a step's --if (kfp's conditions compare one output with a constant)
         self.gates = {s: _unique(f"kale_gate_{_identifier(s)}", taken, "_")
                       for s, step in plan.steps.items() if step.options.condition}
+        # the task that lists the items of a --foreach loop (each chain of same-clause steps has one)
+        self.loops = {s: _unique(f"kale_items_{_identifier(s)}", taken, "_")
+                      for s, step in plan.steps.items() if step.foreach and step.foreach.head == s}
         self.tasks = {s: f.replace("_", "-") for s, f in self.functions.items()}
         self.steps_by_task = {t: s for s, t in self.tasks.items()}
 
@@ -161,9 +168,15 @@ class Names:
         return names
 
     @staticmethod
+    def items_io(step: StepPlan) -> str:
+        """Argument name of the value a loop's items task reads (a parameter's, or the producer's artifact)."""
+        loop = step.foreach
+        return _identifier(loop.name) if loop.producer is None else f"in_{_identifier(loop.name)}"
+
+    @staticmethod
     def io(step: StepPlan) -> dict[tuple[str, str], str]:
         """Component argument name for each (kind, variable): kind is param, in or out."""
-        taken = {REPORT, METRICS}
+        taken = {REPORT, METRICS, ITEM}
         names = {}
         for kind, variables in (("param", step.parameters), ("in", [t.name for t in step.inputs]),
                                 ("out", [t.name for t in step.outputs])):
@@ -219,18 +232,19 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
 
     from .delivery import check_container_specs, publish_bundle
 
-    looping = [name for name, step in plan.steps.items() if step.foreach]
-    if looping:  # compiled as one task it would run once, not per item: refused rather than wrong
+    gated = [name for name, step in plan.steps.items() if step.foreach and step.options.condition]
+    if gated:  # a gate per item inside a ParallelFor is not built: refused rather than run ungated
         from ...errors import KaleError
 
-        raise KaleError(f"step '{looping[0]}' uses --foreach, which kale-magic does not compile for Kubeflow "
-                        "Pipelines yet; run it with --engine local.")
+        raise KaleError(f"step '{gated[0]}' uses --if with --foreach, which kale-magic does not compile for "
+                        "Kubeflow Pipelines; run it with --engine local, or test the condition inside the cell.")
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
     pipeline = build_pipeline(plan, opts, made, imports)
     names = Names(plan)
     executors = {f"exec-{task}": step for step, task in names.tasks.items()}
+    executors.update({f"exec-{f.replace('_', '-')}": step for step, f in names.loops.items()})
     check_container_specs(json_format.MessageToDict(pipeline.pipeline_spec), executors)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(pipeline, str(path))
@@ -272,8 +286,10 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
     environments = {image: _environment_component(setup, env, opts, contents[image])
                     for image, env in setup.environments.items()}
     gates = condition_gates(plan)
+    blocks = step_blocks(plan, gates)
     components = {s: _component(plan, plan.steps[s], names, opts, setup) for s in plan.steps}
-    gate_components = {s: _component(plan, plan.steps[s], names, opts, setup, gate=True) for s in names.gates}
+    gate_components = {s: _component(plan, plan.steps[s], names, opts, setup, kind="gate") for s in names.gates}
+    items_components = {s: _component(plan, plan.steps[s], names, opts, setup, kind="items") for s in names.loops}
 
     ios = {name: Names.io(step) for name, step in plan.steps.items()}
 
@@ -289,10 +305,12 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             prepared[image] = component(**runtime)
             _apply_options(prepared[image], None, opts)
 
-        def value(transfer):
-            """A step's input: its producer's output, or the artifact an earlier run saved (imported once)."""
+        def value(step, transfer):
+            """``step``'s input: its producer's output (every item's, ``dsl.Collected``, from a loop ``step`` does
+            not continue), or the artifact an earlier run saved (imported once)."""
             if transfer.producer in tasks:
-                return tasks[transfer.producer].outputs[ios[transfer.producer][("out", transfer.name)]]
+                output = tasks[transfer.producer].outputs[ios[transfer.producer][("out", transfer.name)]]
+                return dsl.Collected(output) if collected(plan, step, transfer.producer) else output
             key = (transfer.producer, transfer.name)
             if key not in imported_values:
                 imported_values[key] = _value_importer(imports[key], transfer)
@@ -302,13 +320,15 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             return {ENVIRONMENT: prepared[setup.images[name]].outputs["environment"]} if setup.environment(
                 name) is not None else {}
 
-        def make(name, step):
+        def make(name, step, item):
             io = ios[name]
             args = {io[("param", p)]: params[p] for p in step.parameters}
             if snapshot is not None:
                 args[SNAPSHOT] = snapshot
             args.update(environment(name))
-            args.update({io[("in", t.name)]: value(t) for t in step.inputs})
+            args.update({io[("in", t.name)]: value(step, t) for t in step.inputs})
+            if step.foreach:
+                args[ITEM] = item
             task = components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, step, opts)
@@ -318,24 +338,42 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             io = Names.gate_io(step)
             args = {io[("param", p)]: params[p] for p in step.condition_parameters}
             args.update(environment(name))
-            args.update({io[("in", t.name)]: value(t) for t in step.condition_inputs})
+            args.update({io[("in", t.name)]: value(step, t) for t in step.condition_inputs})
             task = gate_components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, None, opts, requests=False)
             return task
 
-        def inside(prefix):
-            """The steps whose --if steps start with ``prefix``, each --if block nested in the one before."""
-            depth = len(prefix)
-            here = [n for n in plan.steps if gates[n][:depth] == prefix]
-            for name in here:
-                if len(gates[name]) == depth:
-                    make(name, plan.steps[name])
-            for name in dict.fromkeys(gates[n][depth] for n in here if len(gates[n]) > depth):
-                with dsl.If(gate(name, plan.steps[name]).output == "true", name=f"if {name}"):
-                    inside(prefix + (name,))
+        def listing(name, step):
+            """The task that lists the loop's item indices (the value checked as the kernel checks it)."""
+            loop = step.foreach
+            argument = params[loop.name] if loop.producer is None else value(
+                step, next(t for t in step.inputs if t.name == loop.name))
+            task = items_components[name](**{Names.items_io(step): argument}, **environment(name))
+            _apply_options(task, None, opts, requests=False)
+            return task
 
-        inside(())
+        def inside(prefix, item):
+            """The steps whose blocks start with ``prefix``: its own steps and the blocks one level deeper (an
+            --if block, or a --foreach loop), each after the steps and blocks it depends on."""
+            depth = len(prefix)
+            unit = {n: n if len(blocks[n]) == depth else blocks[n][depth]
+                    for n in plan.steps if blocks[n][:depth] == prefix}
+            needs = {u: set() for u in unit.values()}
+            for name, own in unit.items():
+                needs[own].update(unit[p] for p in plan.steps[name].parents if p in unit and unit[p] != own)
+            for u in _dependency_order(needs, unit):
+                if isinstance(u, str):
+                    make(u, plan.steps[u], item)
+                elif u[0] == "if":
+                    with dsl.If(gate(u[1], plan.steps[u[1]]).output == "true", name=f"if {u[1]}"):
+                        inside(prefix + (u,), item)
+                else:
+                    with dsl.ParallelFor(listing(u[1], plan.steps[u[1]]).output, parallelism=opts.max_parallel,
+                                         name=f"foreach {u[1]}") as index:
+                        inside(prefix + (u,), index)
+
+        inside((), None)
 
     func = _pipeline_function(plan, build)
     root = opts.pipeline_root if opts.pipeline_root and is_store(opts.pipeline_root) else None
@@ -427,15 +465,71 @@ def condition_gates(plan: Plan) -> dict[str, tuple[str, ...]]:
     return gates
 
 
-def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup, gate: bool = False):
-    """The step's component, or (``gate``) the one that evaluates its ``--if`` and returns "true" or why not."""
+def step_blocks(plan: Plan, gates: dict[str, tuple[str, ...]]) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Each step's blocks, outermost first: its ``--if`` blocks (``("if", step)``), then, for a ``--foreach``
+    step, its loop (``("loop", head)``: the chain of same-clause steps shares one ``dsl.ParallelFor``).  A step
+    continuing a loop that runs after an ``--if`` step its loop's first step does not is refused in one sentence:
+    its items would sit in another block than the loop's."""
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    problems = []
+    for name, step in plan.steps.items():
+        if not step.foreach:
+            out[name] = tuple(("if", g) for g in gates[name])
+            continue
+        head = step.foreach.head
+        extra = [g for g in gates[name] if g not in gates[head]]
+        if extra:
+            problems.append(f"step '{name}' continues the items of step '{head}' but runs after the --if step "
+                            f"'{extra[0]}', which '{head}' does not, so Kubeflow cannot run them in one loop: add "
+                            f"--after {extra[0]} to the %%step {head} line.")
+        out[name] = tuple(("if", g) for g in gates[head]) + (("loop", head),)
+    if problems:
+        raise ValidationError(*problems)
+    return out
+
+
+def collected(plan: Plan, step: StepPlan, producer: str) -> bool:
+    """Whether ``step`` receives ``producer``'s values as the list of its items' (``dsl.Collected``): the
+    producer loops and ``step`` does not continue its items (a producer a partial run left out: imported)."""
+    return producer in plan.steps and bool(plan.steps[producer].foreach) and not step.itemwise(producer, plan)
+
+
+def _dependency_order(needs: dict, unit: dict[str, object]) -> list:
+    """The units of one block level (steps and inner blocks) in plan order, each after those it needs; a
+    loop that a step outside it must run in the middle of is refused in one sentence."""
+    done: list = []
+    left = list(needs)
+    while left:
+        ready = next((u for u in left if needs[u] <= set(done)), None)
+        if ready is None:
+            loop = next(u for u in left if not isinstance(u, str) and u[0] == "loop")
+            inner = [n for n, u in unit.items() if u == loop]
+            outer = next(n for n, u in unit.items() if u in left and u != loop and loop in needs[u])
+            raise ValidationError(
+                f"step '{outer}' reads the lists of the --foreach loop of step '{loop[1]}' (steps "
+                f"{', '.join(inner)}) and a step of that loop runs after it, which one Kubeflow ParallelFor cannot "
+                f"express: give the steps after '{outer}' another item name, starting a new loop.")
+        done.append(ready)
+        left.remove(ready)
+    return done
+
+
+def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, setup, kind: str = "step"):
+    """The step's component; (``kind`` "gate") the one that evaluates its ``--if`` and returns "true" or why
+    not; ("items") the one that lists the item indices of the loop it starts."""
     from kfp import dsl
 
     from .bootstrap import STEP_BOOTSTRAP
 
-    function = names.gates[step.name] if gate else names.functions[step.name]
-    source = (gate_source(plan, step, function, setup) if gate
-              else component_source(plan, step, function, bool(opts.snapshot_url), setup))
+    if kind == "gate":
+        function = names.gates[step.name]
+        source = gate_source(plan, step, function, setup)
+    elif kind == "items":
+        function = names.loops[step.name]
+        source = items_source(plan, step, function, setup)
+    else:
+        function = names.functions[step.name]
+        source = component_source(plan, step, function, bool(opts.snapshot_url), setup)
     func = _define(source, function)
     environment = setup.environment(step.name) is not None
     component = dsl.component(func, base_image=setup.images[step.name],
@@ -457,8 +551,10 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, 
     kinds = {t.name: t.artifact_type for t in (*step.inputs, *step.outputs)}
     environment = setup.environment(step.name) is not None
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.parameters)]
-    signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.inputs)]
+    signature += [f"{io[('in', t.name)]}: {_input(plan, step, t)}" for t in _sorted(step.inputs)]
     signature += [f"{io[('out', t.name)]}: Output[{_artifact(kinds[t.name])}]" for t in _sorted(step.outputs)]
+    if step.foreach:
+        signature.append(f"{ITEM}: int")
     if snapshot:
         signature.append(f"{SNAPSHOT}: Input[Artifact]")
     if environment:
@@ -494,6 +590,8 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, 
     ]
     if snapshot:
         arguments.append(f"snapshot={SNAPSHOT}")
+    if step.foreach:
+        arguments.append(f"item={ITEM}")
     body = "".join(f"        {a},\n" for a in arguments)
     return (f"def {function}({', '.join(signature)}):\n"
             + (STEP_PREAMBLE if environment else "")
@@ -508,9 +606,8 @@ def gate_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
 
     io = Names.gate_io(step)
     environment = setup.environment(step.name) is not None
-    kinds = {t.name: t.artifact_type for t in step.condition_inputs}
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.condition_parameters)]
-    signature += [f"{io[('in', t.name)]}: Input[{_artifact(kinds[t.name])}]" for t in _sorted(step.condition_inputs)]
+    signature += [f"{io[('in', t.name)]}: {_input(plan, step, t)}" for t in _sorted(step.condition_inputs)]
     if environment:
         signature.append(f"{ENVIRONMENT}: Input[Artifact]")
     params = "{" + ", ".join(f"{p!r}: {io[('param', p)]}" for p in sorted(step.condition_parameters)) + "}"
@@ -533,6 +630,39 @@ def gate_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
             f"    return run_gate(\n{body}    )\n")
 
 
+def items_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
+    """Python source of the component that lists the item indices of ``step``'s loop ``[0, 1, ...]`` (the
+    ``dsl.ParallelFor`` iterates over them; each item loads the value and takes its item, so every item type
+    stays exact): the value is checked as the kernel and the local engine check it (type, limit)."""
+    from .bootstrap import STEP_PREAMBLE
+
+    loop = step.foreach
+    argument = Names.items_io(step)
+    environment = setup.environment(step.name) is not None
+    if loop.producer is None:
+        signature = [f"{argument}: {_param_type(plan.parameters[loop.name])}"]
+        value = [f"value={argument}", f"text={not _is_typed(plan.parameters[loop.name])!r}"]
+    else:
+        transfer = next(t for t in step.inputs if t.name == loop.name)
+        signature = [f"{argument}: {_input(plan, step, transfer)}"]
+        value = [f"artifact={argument}", f"producer={loop.producer!r}"]
+    if environment:
+        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+    arguments = [f"step={step.name!r}", f"name={loop.name!r}", *value, f"python={kernel_python()!r}",
+                 f"runtime={setup.runtime!r}"]
+    body = "".join(f"        {a},\n" for a in arguments)
+    return (f"def {function}({', '.join(signature)}) -> List[int]:\n"
+            + (STEP_PREAMBLE if environment else "")
+            + "    from kale_magic.engines.kfp.component import run_items\n"
+            f"    return run_items(\n{body}    )\n")
+
+
+def _input(plan: Plan, step: StepPlan, transfer) -> str:
+    """The annotation of an input: one artifact, or the list of a loop's items' (``dsl.Collected``)."""
+    kind = _artifact(transfer.artifact_type)
+    return f"Input[List[{kind}]]" if collected(plan, step, transfer.producer) else f"Input[{kind}]"
+
+
 def _sorted(transfers):
     return sorted(transfers, key=lambda t: t.name)
 
@@ -547,12 +677,14 @@ def _artifact(artifact_type: str) -> str:
 
 def _define(source: str, function: str):
     """Define ``function`` from generated source, registered with linecache so kfp can read it back."""
+    from typing import List
+
     from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
     filename = f"<kale-step-{function}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     namespace = {"Input": Input, "Output": Output, "Artifact": Artifact, "Dataset": Dataset,
-                 "Model": Model, "HTML": HTML, "Metrics": Metrics}
+                 "Model": Model, "HTML": HTML, "Metrics": Metrics, "List": List}
     exec(compile(source, filename, "exec", dont_inherit=True), namespace)
     return namespace[function]
 

@@ -19,18 +19,21 @@ from pathlib import Path
 from ...layout import RunDir
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ITEM_KEY = "kale_item"  # a --foreach step's outputs say their item in their metadata: dsl.Collected lists in order
 
 
 def run_component(step, parameters, text_parameters, inputs, producers, outputs, report, metrics=None,
                   snapshot=None, notebook=None, notebook_file=None, notebook_sha256=None, python=None, runtime=None,
-                  backends=None):
+                  backends=None, item=None):
     """Run one step notebook against KFP artifacts; raise when the step fails so KFP marks it failed.
 
     The notebook is ``notebook`` (JSON text) or, for a step too large for its command line, the file the
     environment task unpacked (``notebook_file``, checked against ``notebook_sha256``). ``python`` and
     ``runtime`` are what compiled the pipeline: the step refuses another Python or another kale-magic.
     ``backends`` (output -> marshal backend) is the plan's choice, which the outputs' artifact types follow:
-    ``save`` tries it first (pipelines compiled before it was passed choose as they did).
+    ``save`` tries it first (pipelines compiled before it was passed choose as they did). ``item``: the
+    index of a ``--foreach`` step's item (its ``dsl.ParallelFor`` iteration); an input that is a list of
+    artifacts (``dsl.Collected``) loads as the list of the items' values, in item order.
     """
     from ...step import runtime as step_runtime
 
@@ -48,11 +51,12 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
         sys.path.insert(0, os.getcwd())  # its own modules import from there, as in the kernel
     context = step_runtime.StepContext(
         step=step,
-        inputs={name: artifact.path for name, artifact in inputs.items()},
+        inputs={name: _paths(artifact, step, name) for name, artifact in inputs.items()},
         producers=producers,
         outputs={name: artifact.path for name, artifact in outputs.items()},
         metrics_path=str(work.metrics_file(step)),
         backends=dict(backends or {}),
+        item=item,
     )
     outcome = step_runtime.run_step(node, work.executed(step), work.log(step), context)
     sys.stdout.write(work.log(step).read_text(encoding="utf-8"))  # into the pod's log
@@ -61,6 +65,8 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
         raise RuntimeError(f"step '{step}' failed: {outcome.error}")
     for name, artifact in outputs.items():
         artifact.metadata.update(outcome.saved.get(name, {}))
+        if item is not None:
+            artifact.metadata[ITEM_KEY] = item
     if metrics is not None:
         for name, value in sorted(outcome.metrics.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -72,13 +78,11 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
 def run_gate(step, condition, parameters, text_parameters, inputs, producers, python=None, runtime=None) -> str:
     """Evaluate ``step``'s ``--if`` on its parameters and the values it reads: "true", or why it is false
     (the output ``dsl.If`` compares; the reason shows in the task's output and log)."""
-    from ... import marshal
     from ...plan.condition import parse_condition
 
     _check_environment(step, python, runtime)
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
-    values.update({name: marshal.load(artifact.path, name=name, step=producers.get(name))
-                   for name, artifact in inputs.items()})
+    values.update({name: _load(artifact, step, name, producers.get(name)) for name, artifact in inputs.items()})
     checked = parse_condition(condition)
     if checked.holds(values):
         print(f"step '{step}' runs: condition {checked.text} holds")
@@ -86,6 +90,46 @@ def run_gate(step, condition, parameters, text_parameters, inputs, producers, py
     why = checked.why_false(values)
     print(f"step '{step}' is skipped: {why}")
     return why
+
+
+def run_items(step, name, value=None, text=False, artifact=None, producer=None, python=None,
+              runtime=None) -> list:
+    """The item indices ``[0, 1, ...]`` of the value ``step``'s loop goes over (a parameter's ``value``, text
+    when ``text``, or the ``artifact`` its producer saved), checked as in the kernel: a value --foreach cannot
+    iterate fails this task with the sentence that says why, before any item starts."""
+    from ...step.foreach import items
+
+    _check_environment(step, python, runtime)
+    if artifact is not None:
+        value = _load(artifact, step, name, producer)
+    elif text:
+        value = decode(value)
+    count = len(items(value, step, name))
+    print(f"step '{step}' runs {count} items of '{name}'")
+    return list(range(count))
+
+
+def _paths(artifact, step: str, name: str):
+    """An input's path, or the paths of a ``dsl.Collected`` list of artifacts in item order: KFP does not
+    promise the list's order, so each says its item (``ITEM_KEY``), and every item must be there once."""
+    if not isinstance(artifact, list):
+        return artifact.path
+    indices = [artifact_.metadata.get(ITEM_KEY) for artifact_ in artifact]
+    if None in indices or sorted(int(i) for i in indices) != list(range(len(artifact))):
+        raise RuntimeError(f"step '{step}' received '{name}' from {len(artifact)} items whose item numbers are "
+                           f"{indices}, not each of 0 to {len(artifact) - 1} once; compile and run the pipeline "
+                           "again")
+    return [a.path for _, a in sorted(zip((int(i) for i in indices), artifact), key=lambda pair: pair[0])]
+
+
+def _load(artifact, step: str, name: str, producer: str | None):
+    """An input's value: one artifact's, or the list of the items' values of a ``dsl.Collected`` one."""
+    from ... import marshal
+
+    where = _paths(artifact, step, name)
+    if isinstance(where, list):
+        return [marshal.load(w, name=name, step=producer) for w in where]
+    return marshal.load(where, name=name, step=producer)
 
 
 def _check_environment(step: str, python: str | None, runtime: str | None) -> None:

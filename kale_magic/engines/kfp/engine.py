@@ -53,6 +53,7 @@ class KfpEngine:
         self._healthz: dict = {}
         self._snapshot: tuple[Path, str] | None = None
         self._bundles: list = []  # runtime bundles the YAML imports from the object store
+        self._published = False  # whether this run put the snapshot or a runtime bundle in the object store
         self._publish_at_compile = False
         self._unpublished = ""  # why a --compile-only YAML cannot run as it is
         self._selection = None  # a partial run's plan.selection.Selection (select), or None: every step
@@ -145,6 +146,7 @@ class KfpEngine:
         from .compiler import runtime_root
         from .delivery import publish_bundle
 
+        self._published = bool(self._snapshot or self._bundles) and is_store(runtime_root(self.options))
         if self._snapshot:
             publish(*self._snapshot, runtime_root(self.options))
             self._snapshot = None
@@ -229,8 +231,12 @@ class KfpEngine:
             outcome = self._follow(plan, state, run_id, run_dir)
         except KaleError as err:
             return Outcome("failed", str(err))
-        root = self.options.pipeline_root
-        if root and is_store(root):  # the artifacts are where the notebook can read them
+        from .compiler import runtime_root
+
+        # The artifacts are under Kfp.pipeline_root, else under KFP's default root (the YAML names none); the
+        # notebook reads them there when it was set, or when this run already wrote there (its credentials work)
+        root = runtime_root(self.options)
+        if is_store(root) and (self.options.pipeline_root or self._published):
             from .results import collect
 
             try:

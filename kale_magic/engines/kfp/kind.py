@@ -26,6 +26,7 @@ class KfpType(EngineType):
 
         config = dict(settings or {})
         config["rerun"] = request.no_cache
+        config.setdefault("max_parallel", context.max_parallel)  # a --foreach loop's parallelism
         return KfpEngine(request.host, config=config)
 
     def load_value(self, run_dir, step: str, name: str) -> None:

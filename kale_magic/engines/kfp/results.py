@@ -43,7 +43,9 @@ def collect(plan: Plan, pipeline_root: str, kfp_run_id: str, run_dir: RunDir,
                 local = download(key, run_dir.metrics_file(name))
                 metrics.update(json.loads(local.read_text(encoding="utf-8")))
         io = Names.io(step)
-        for transfer in step.outputs:
+        # a --foreach step's items write under one task folder, apart only by KFP's salt, which does not say the
+        # item: listing one would make run.load return one item's value for the list, so none is listed
+        for transfer in step.outputs if not step.foreach else ():
             record = f"/{io[('out', transfer.name)]}/{MARSHAL_RECORD}"
             found = [key[:-len(MARSHAL_RECORD) - 1] for key in mine if key.endswith(record)]
             if found:

@@ -29,6 +29,9 @@ NEEDS = {
     "retries": Need((2, 5), "--retries", "remove it"),  # ignored before 2.5
     "volumes": Need((2, 5), "Kfp.volumes", "remove them"),  # kfp-kubernetes' PVC parameters fail to parse
     "secrets": Need((2, 5), "Kfp.secrets and %%step --secret", "remove them"),
+    # dsl.Collected of parameters and artifacts in the driver and launcher (kubeflow/pipelines#11725); the
+    # ParallelFor parallelism limit (#10798, 2.4) and upstream inputs inside a loop (#11627, 2.5) come before
+    "foreach": Need((2, 14), "--foreach", "run the notebook with --engine local"),
 }
 SECURITY_CONTEXT = (2, 16)  # Kfp.run_as_user: earlier servers ignore the pods' security context
 
@@ -79,6 +82,8 @@ def _uses(plan: Plan, options) -> dict[str, list[str]]:
             uses.setdefault("retries", []).append(name)
         if o.secrets:
             uses.setdefault("secrets", []).append(name)
+        if step.foreach:
+            uses.setdefault("foreach", []).append(name)
     if options.install_packages:  # the environment task's cpu/memory requests
         uses.setdefault("resources", []).append("kale-environment")
     if options.volumes:

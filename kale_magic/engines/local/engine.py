@@ -64,6 +64,8 @@ class LocalEngine:
         self.selection = None  # a partial run's plan.selection.Selection (select), or None: every step
         self._will_run = True
         self._cancel = threading.Event()
+        self._items: dict[str, list] = {}  # a run's foreach steps -> their items (what VAR is in each)
+        self._dropped: set[str] = set()  # a run's items a false --if skipped: not in the lists after the loop
 
     def prepare(self, snapshot: SnapshotRef | None, run_dir: RunDir, will_run: bool) -> None:
         """Steps work in a materialized copy of the snapshot; their cache keys see the files there."""
@@ -126,8 +128,9 @@ class LocalEngine:
                             {name: step.foreach.continues for name, step in plan.steps.items()
                              if step.foreach and name in kept})
         fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests (their number: its instances)
+        self._items, self._dropped = {}, set()
         if self.cache:
-            self.cache.fanned = fanned
+            self.cache.fanned, self.cache.dropped = fanned, self._dropped
         executor = Executor(self.workers, {name: step.options.timeout for name, step in plan.steps.items()},
                             self.max_parallel, self._cancel)
         report = Reporter(state, run_dir)
@@ -139,10 +142,14 @@ class LocalEngine:
                 if instance.item is None and plan.steps[instance.step].foreach:
                     self._fan_out(plan, instance, schedule, fanned, report, run_dir)
                     break  # its items are ready now: look again
-                gate = held_back(plan, instance.step, run_dir) if plan.steps[instance.step].options.condition else None
+                gate = held_back(plan, instance, run_dir, self._values(plan, instance, run_dir, fanned)) \
+                    if plan.steps[instance.step].options.condition else None
                 if gate is not None:  # its --if was false (or raised): it ends here, without a process
                     report.gated(instance, *gate)
-                    report.skipped(schedule.end(instance, *gate))
+                    skipped = schedule.end(instance, *gate)
+                    if instance.item is not None and gate[0] == "skipped":
+                        self._dropped.update(str(i) for i in [instance, *skipped])
+                    report.skipped(skipped)
                     continue
                 decision = self.cache.reuse(plan, instance.step, run_dir, plan.parameters, state.run_id,
                                             item=instance.item) if self.cache else None
@@ -220,6 +227,7 @@ class LocalEngine:
                 chain.append(other)
         for step in chain:
             fanned[step] = digests
+            self._items[step] = values
             schedule.expand(step, len(digests))
             report.fanned_out(step, len(digests))
 
@@ -234,46 +242,67 @@ class LocalEngine:
             return plan.parameters[loop.name]
         if loop.producer not in fanned:
             return marshal.load(run_dir.value(loop.producer, loop.name), name=loop.name, step=loop.producer)
-        return [marshal.load(run_dir.value(str(StepInstance(loop.producer, i)), loop.name), name=loop.name,
-                             step=loop.producer) for i in range(len(fanned[loop.producer]))]
+        return [marshal.load(run_dir.value(label, loop.name), name=loop.name, step=loop.producer)
+                for label in self._ran(loop.producer, fanned)]
+
+    def _ran(self, step: str, fanned: dict) -> list[str]:
+        """The items of foreach step ``step`` whose values its lists hold: those no false ``--if`` skipped."""
+        return [label for label in (str(StepInstance(step, i)) for i in range(len(fanned[step])))
+                if label not in self._dropped]
+
+    def _source(self, plan: Plan, instance: StepInstance, producer: str, fanned: dict) -> str | list[str]:
+        """Where ``instance`` loads a value ``producer`` saved: the producer, the same item of a step it
+        continues, or every item of a looping producer that ran (a list)."""
+        if producer not in fanned:
+            return producer
+        if plan.steps[instance.step].itemwise(producer, plan):
+            return str(StepInstance(producer, instance.item))
+        return self._ran(producer, fanned)
+
+    def _values(self, plan: Plan, instance: StepInstance, run_dir: RunDir, fanned: dict):
+        """What ``instance``'s ``--if`` reads, loaded when called: name -> value (its item as VAR)."""
+        from ... import marshal
+
+        def load() -> dict:
+            step = plan.steps[instance.step]
+            values = {p: plan.parameters[p] for p in step.condition_parameters}
+            for t in step.condition_inputs:
+                where = self._source(plan, instance, t.producer, fanned)
+                values[t.name] = ([marshal.load(str(run_dir.value(w, t.name)), name=t.name, step=t.producer)
+                                   for w in where] if isinstance(where, list) else
+                                  marshal.load(str(run_dir.value(where, t.name)), name=t.name, step=t.producer))
+            if instance.item is not None:
+                values[step.foreach.var] = self._items[instance.step][instance.item]
+            return values
+        return load
 
     def _job(self, plan: Plan, instance: StepInstance, run_dir: RunDir, notebook: Path, fanned: dict) -> dict:
         name = instance.step
         step = plan.steps[name]
-
-        def source(transfer) -> str | list[str]:
-            """The instance that saved an input, or every item's instance of a looping producer (a list)."""
-            producer = transfer.producer
-            if producer not in fanned:
-                return producer
-            if step.itemwise(producer, plan):
-                return str(StepInstance(producer, instance.item))
-            return [str(StepInstance(producer, i)) for i in range(len(fanned[producer]))]
 
         root = plan.notebook_path.parent if plan.notebook_path else Path.cwd()
         cwd = self.workdir or root
         sys_path = into_snapshot(sys.path, root, self.workdir) if self.workdir else list(sys.path)
         return StepJob(
             step=name, notebook=str(notebook), run=str(run_dir.path), cwd=str(cwd),
-            inputs={t.name: source(t) for t in step.inputs}, producers={t.name: t.producer for t in step.inputs},
+            inputs={t.name: self._source(plan, instance, t.producer, fanned) for t in step.inputs},
+            producers={t.name: t.producer for t in step.inputs},
             outputs=tuple(t.name for t in step.outputs), backends={t.name: t.backend for t in step.outputs},
             env={**os.environ, **(self.environments.variables.get(name, {}) if self.environments else {})},
             sys_path=tuple(sys_path), item=instance.item,
         ).to_dict()
 
 
-def held_back(plan: Plan, name: str, run_dir: RunDir) -> tuple[str, str] | None:
-    """None when step ``name``'s ``--if`` holds on the values its ancestors saved; else how it ends and why:
-    ("skipped", the condition and its values) or ("failed", the error the expression or a load raised)."""
-    from ... import marshal
+def held_back(plan: Plan, instance: StepInstance, run_dir: RunDir, values) -> tuple[str, str] | None:
+    """None when ``instance``'s ``--if`` holds on the values ``values()`` loads (parameters, values its
+    ancestors saved, an item's own VAR and same-clause values); else how it ends and why: ("skipped", the
+    condition and its values) or ("failed", the error the expression or a load raised)."""
     from ...plan.condition import parse_condition
 
-    step = plan.steps[name]
-    condition = parse_condition(step.options.condition)
+    name = str(instance)
+    condition = parse_condition(plan.steps[instance.step].options.condition)
     try:
-        values = {p: plan.parameters[p] for p in step.condition_parameters}
-        for t in step.condition_inputs:
-            values[t.name] = marshal.load(str(run_dir.value(t.producer, t.name)), name=t.name, step=t.producer)
+        values = values()
         return None if condition.holds(values) else ("skipped", condition.why_false(values))
     except Exception as exc:  # the expression's own error, or a value that would not load
         return "failed", f'the --if "{condition.text}" of step \'{name}\' raised {type(exc).__name__}: {exc}'

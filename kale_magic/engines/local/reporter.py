@@ -75,7 +75,7 @@ class Reporter:
 
     def gated(self, instance: StepInstance, status: str, why: str) -> None:
         """``instance`` never started: its ``--if`` was false (skipped) or raised (failed), saying why."""
-        self.state.step(instance.step, status, message=why)
+        self._set(instance, status, message=why)
 
     def skipped(self, why: dict[StepInstance, str]) -> None:
         for instance, message in why.items():

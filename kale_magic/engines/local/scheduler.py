@@ -91,7 +91,8 @@ class Schedule:
 
     def end(self, instance: StepInstance, status: str, why: str = "") -> dict[StepInstance, str]:
         """``instance`` ended with ``status`` (also a pending one served from the cache); a failure skips
-        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with why."""
+        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with why.  A skipped
+        item skips only the items continuing it; the steps reading its step's lists still run."""
         if status not in ENDED:
             raise ValueError(f"unknown end status {status!r}")
         if self._status[instance] not in (PENDING, RUNNING):
@@ -100,6 +101,8 @@ class Schedule:
         if status in DONE:
             self._done(instance.step)
             self._item_done(instance)
+        if status == "skipped" and instance.item is not None:
+            return self._drop(instance, why)
         if status == "skipped":
             why = f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else "")
         elif status == "failed":
@@ -120,13 +123,29 @@ class Schedule:
                 below.append(name)
         return [i for i in self._status if i.step in below]
 
-    def _below(self, instance: StepInstance) -> list[StepInstance]:
-        """What a failure of ``instance`` stops: every instance of its descendants, except that the steps
-        continuing a failed item lose that item only."""
+    def _drop(self, instance: StepInstance, why: str) -> dict[StepInstance, str]:
+        """An item's own ``--if`` was false: it and the items continuing it (same clause) are skipped and
+        leave the fan-in, which goes on with the items that ran; nothing else is skipped."""
+        linked = self._linked(instance)
+        chain = [i for i in self.descendants(instance.step)
+                 if i.step in linked and i.item == instance.item and self._status[i] == PENDING]
+        skipped = self._skip(chain, f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else ""))
+        for dropped in [instance, *chain]:
+            self._done(dropped.step)
+        return skipped
+
+    def _linked(self, instance: StepInstance) -> set[str]:
+        """``instance``'s step and the steps continuing its items (same clause), when it is an item."""
         linked = {instance.step} if instance.item is not None else set()
         for name in self._parents:  # topological order
             if self._itemwise[name] & linked and not (set(self._parents[name]) - self._itemwise[name]) & linked:
                 linked.add(name)
+        return linked
+
+    def _below(self, instance: StepInstance) -> list[StepInstance]:
+        """What a failure of ``instance`` stops: every instance of its descendants, except that the steps
+        continuing a failed item lose that item only."""
+        linked = self._linked(instance)
         return [i for i in self.descendants(instance.step) if i.step not in linked or i.item == instance.item]
 
     @property
@@ -138,7 +157,8 @@ class Schedule:
         return [i for i, s in self._status.items() if s == "failed"]
 
     def _done(self, step: str) -> None:
-        """One more instance of ``step`` succeeded or was cached; when all have, its children may run."""
+        """One more instance of ``step`` succeeded, was cached or (an item) was dropped by its ``--if``; when
+        all have, its children may run."""
         self._undone[step] -= 1
         if self._undone[step]:
             return
