@@ -7,8 +7,9 @@ KFP API server on 127.0.0.1, with ``kfp_env``), ``tiny_disk``, and the container
 ``tests/containers`` (``docker_pipeline_root`` ...; ``kfp_local`` in test_kfp_containers is that root).
 
 ``slow`` marks tests that need containers, browsers, Jupyter kernels (nbclient, jupyter_client) or big
-data; ``pytest -m "not slow"`` is the fast loop (README, Development).  The demo notebooks (nbval) and
-every test using a container fixture are marked here; the others carry the marker in their file.
+data, and long subprocess runs; ``pytest -m "not slow"`` is the fast loop (README, Development).  The demo
+notebooks (nbval) and every test using a container fixture or the object store server (``s3_server``) are
+marked here; the others carry the marker in their file.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from containers import (base_image, docker_client, docker_pipeline_root, pip_cac
 
 
 CONTAINER_FIXTURES = frozenset({"docker_client", "base_image", "docker_pipeline_root", "shared_pipeline_root"})
+SERVER_FIXTURES = frozenset({"s3_server"})  # an object store (seaweedfs) in a process of its own
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.path.suffix == ".ipynb" or CONTAINER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if item.path.suffix == ".ipynb" or (CONTAINER_FIXTURES | SERVER_FIXTURES) & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 

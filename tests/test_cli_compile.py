@@ -1,8 +1,11 @@
 """``kale-magic compile``: the KFP YAML from the cell sources alone, compared with the live kernel's."""
 
+import pytest
 import yaml
 
 from cli_helpers import code, kale_magic, write
+
+pytestmark = pytest.mark.slow  # kale-magic compile in a subprocess (kfp's compiler): seconds per test
 
 
 def notebook(path, *extra):

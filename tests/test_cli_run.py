@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell
 from cli_helpers import ROOT, code, kale_magic, kernel_env, own_stderr, write
 
 DEMOS = ROOT / "demo_notebooks"
+pytestmark = pytest.mark.slow  # kale-magic in a subprocess, running pipelines (and with --execute-notebook a Jupyter kernel)
 
 
 def run_metrics(workdir):
@@ -55,7 +56,6 @@ def test_run_plans_from_the_sources_and_computes_each_step_once(tmp_path):
     assert "True" not in lines and not any("total is" in line for line in lines)  # progress, not cell outputs
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("run = %kale_run"), code("print('after the run:', run.status)"))
     result = kale_magic("run", "nb.ipynb", "--param", "n=5", "--execute-notebook", "--output", "done.ipynb",
@@ -74,7 +74,6 @@ def test_execute_notebook_runs_every_cell_first_and_output_saves_it(tmp_path):
     assert not any("__kale_magic_runs__" in o.get("text", "") for c in done.cells for o in c.outputs)
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_a_line_printed_in_pieces_is_labelled_once(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("import sys, time\nsys.stdout.write('ids:'); sys.stdout.flush()\n"
                                           "time.sleep(0.5)  # the kernel sends the rest as another message\n"
@@ -94,7 +93,6 @@ def test_output_needs_execute_notebook(tmp_path):
     assert not (tmp_path / ".kale").exists()
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_command_line_options_are_added_to_the_notebooks_kale_run(tmp_path):
     annotated(tmp_path / "nb.ipynb", code("run = %kale_run --pipeline mine --experiment nb"),
               code("print('after the run:', run.status, run.plan.experiment, run.plan.description)"))
@@ -128,7 +126,6 @@ def test_a_failed_step_fails_the_command_and_is_said_once(tmp_path):
     assert re.fullmatch(r"kale-magic: nb\.ipynb: run \S+ failed \(its error is printed above\)\n", result.stderr)
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cell(tmp_path):
     write(tmp_path / "nb.ipynb", *FAILING)
     result = kale_magic("run", "nb.ipynb", "--execute-notebook", "--output", "done.ipynb", cwd=tmp_path)
@@ -143,7 +140,6 @@ def test_with_execute_notebook_a_failed_run_stops_the_notebook_like_a_failed_cel
     assert done.cells[4].outputs == []
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_annotation_mistakes_are_all_named_in_one_refusal(tmp_path):
     write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"),
           code("%%parameters\nn = len('abc')"),
@@ -198,7 +194,6 @@ def oracle_metrics(path, names, parameters=""):
     return json.loads(nb.cells[-1].outputs[0].text)
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_a_kale_tagged_notebook_runs_directly_with_the_metrics_of_its_cells(tmp_path):
     source = kale_tagged(tmp_path / "kale.ipynb")
     result = kale_magic("run", "kale.ipynb", "--param", "n=4", "--execute-notebook", "--output", "done.ipynb",
@@ -231,7 +226,6 @@ def test_the_kale_tagged_demo_runs_from_the_command_line(tmp_path):
     assert run_metrics(tmp_path) == oracle_metrics(demo, ["accuracy", "depth"])
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_the_extension_and_the_run_are_added_when_the_notebook_lacks_them(tmp_path):
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Title"),
                                          code("%%step only\nanswer = 6 * 7"), code("%%metrics\nanswer")])
@@ -286,7 +280,6 @@ STOP_OFF = [FAILING[0], code("%config Kale.stop_on_failure = False"), *FAILING[1
             code("again = %kale_run --experiment again")]
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_with_stop_on_failure_off_a_failed_run_lets_the_notebook_go_on(tmp_path):
     write(tmp_path / "nb.ipynb", *STOP_OFF)
     executed = kale_magic("run", "nb.ipynb", "--execute-notebook", cwd=tmp_path)
@@ -307,7 +300,6 @@ def test_without_stop_on_failure_off_the_first_failed_run_ends_a_headless_run(tm
     assert result.returncode == 1 and len(run_steps(tmp_path)) == 1
 
 
-@pytest.mark.slow  # a Jupyter kernel
 def test_headless_and_kernel_runs_of_a_notebook_share_the_step_cache(tmp_path):
     write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%imports\nimport numpy as np"),
           code("%%parameters\nn = 3"), code("%%step make\nxs = np.arange(n)"),

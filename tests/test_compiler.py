@@ -26,6 +26,10 @@ def load(path):
 
 @pytest.fixture
 def fixed_runtime(monkeypatch):
+    fix_runtime(monkeypatch)
+
+
+def fix_runtime(monkeypatch):
     """A stand-in kale-magic wheel and fixed pins, so the golden file does not change with every edit of
     kale-magic's code or every upgrade of a library in this environment."""
     from kale_magic.engines.kfp import setup as kfp_setup
@@ -43,9 +47,12 @@ def fixed_runtime(monkeypatch):
     monkeypatch.setattr(kfp_setup, "_requirements", requirements)
 
 
-@pytest.fixture
-def compiled(tmp_path, fixed_runtime):
-    path = compile_pipeline(three_step_plan(), tmp_path / "p.yaml", **OPTIONS)
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """Compiled once for the tests that only read it: kfp's compiler takes seconds."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fix_runtime(monkeypatch)
+        path = compile_pipeline(three_step_plan(), tmp_path_factory.mktemp("compiled") / "p.yaml", **OPTIONS)
     spec, platform = load(path)
     return path, spec, platform
 

@@ -208,6 +208,7 @@ def test_config_values_are_checked_in_the_kernel_and_by_compile(kernel, caplog):
 
 
 
+@pytest.mark.slow  # kale-magic compile in a subprocess, twice
 def test_the_notebook_file_is_read_with_the_engines_settings_by_their_own_names(tmp_path):
     """``%config Kfp.NAME`` lines apply headless as in the kernel (the old ``Kale.NAME`` too); other classes'
     lines are the kernel's and are left alone; a bad Kfp value is refused like a bad Kale one."""

@@ -73,8 +73,11 @@ def test_items_run_concurrently_up_to_max_parallel(kernel, tmp_path):
     """Each item waits until every item has started (a file per item): only concurrent items can end."""
     kernel.cells("%config Kale.max_parallel = 4",
                  "%%imports\nimport os, pathlib, time",
-                 "%%parameters\nparts = ['a', 'b', 'c', 'd']\nwhere = '" + str(tmp_path / "started") + "'",
-                 "%%step wait --foreach part in parts\nos.makedirs(where, exist_ok=True)\n"
+                 "%%parameters\nparts = ['a', 'b', 'c', 'd']\nwhere = '" + str(tmp_path / "started") + "'")
+    (tmp_path / "started").mkdir()  # the kernel runs the items one after another: none waits there
+    for part in "abcd":
+        (tmp_path / "started" / part).touch()
+    kernel.cells("%%step wait --foreach part in parts\nos.makedirs(where, exist_ok=True)\n"
                  "pathlib.Path(where, part).touch()\ndeadline = time.time() + 60\n"
                  "while len(os.listdir(where)) < len(parts) and time.time() < deadline:\n    time.sleep(0.01)\n"
                  "seen = len(os.listdir(where))")

@@ -93,6 +93,7 @@ def test_a_successful_kfp_run_reports_the_steps_its_gate_held_back_as_skipped(ke
     assert state.steps["report"].status == "succeeded"
 
 
+@pytest.mark.slow  # kale-magic compile in a subprocess
 def test_kale_magic_compile_reads_the_condition_from_the_file(tmp_path):
     from cli_helpers import code, kale_magic, write
 

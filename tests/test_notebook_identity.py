@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from kale_magic.history.store import RunStore
 
@@ -67,6 +68,7 @@ def test_without_a_file_the_name_is_a_fingerprint_of_the_step_names(kernel):
     assert kernel.magics.plan().pipeline not in (name, "pipeline")
 
 
+@pytest.mark.slow  # Jupyter kernels (nbconvert --execute)
 def test_nbconvert_runs_of_two_notebooks_in_one_folder_keep_their_own_identity(tmp_path):
     extra = ["%load_ext kale_magic", "%kale_show", "run = %kale_run", "assert run.status == 'succeeded'"]
     for name, steps in (("a", STEPS_A), ("b", STEPS_B)):

@@ -135,6 +135,7 @@ def test_kale_runs_shows_what_a_partial_run_ran_reused_and_left(kernel):
     assert table.frame.loc[tail, "steps"] == ""  # the whole run's cell is empty
 
 
+@pytest.mark.slow  # kale-magic run in a subprocess
 def test_headless_run_only_reuses_the_earlier_run(tmp_path):
     from cli_helpers import code, kale_magic, write
 

@@ -20,6 +20,8 @@ pytest.importorskip("jupyter_server", reason="the file server test needs jupyter
 from kale_magic.server.handlers import RENDER_THREADS  # noqa: E402  (needs jupyter_server)
 from kale_magic.server.pages import RENDER_MAX  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a Jupyter server per test
+
 
 @pytest.fixture
 def server(tmp_path):

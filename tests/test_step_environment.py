@@ -137,6 +137,7 @@ def test_dotenv_reading_follows_docker_and_dotenv():
         assert read_dotenv(Path(folder) / "absent") == {}
 
 
+@pytest.mark.slow  # kale-magic compile in a subprocess
 def test_kale_magic_compile_reads_env_and_secret_from_the_cell_sources(tmp_path):
     from cli_helpers import code, kale_magic, write
 

@@ -133,6 +133,7 @@ def test_grid_order_and_types():
     assert parse_grid(["depth=3,3,4"], {"depth": 1}).points == ({"depth": 3}, {"depth": 4})  # repeats once
 
 
+@pytest.mark.slow  # kale-magic run in a subprocess
 def test_kale_magic_run_sweeps_headless_and_computes_the_shared_step_once(tmp_path):
     from cli_helpers import code, kale_magic, write
 

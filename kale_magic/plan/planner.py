@@ -105,72 +105,162 @@ class _Problems:
                 out.append(cell)
         return out
 
+    @property
+    def sentences(self) -> list[str]:
+        """The problems found, the most fundamental first (what a refusal would say)."""
+        return [sentence for _, sentence in sorted(self._found, key=lambda f: f[0])]
+
+    def merge(self, data, other: "_Problems"):
+        """``data``, after taking ``other``'s problems (a phase's) in the order it found them."""
+        for rank, sentence in other._found:
+            self.add(rank, sentence)
+        self.unreadable |= other.unreadable
+        self.unordered |= other.unordered
+        return data
+
     def raise_if_any(self) -> None:
         if self._found:
-            raise ValidationError(*(sentence for _, sentence in sorted(self._found, key=lambda f: f[0])))
+            raise ValidationError(*self.sentences)
 
 
 def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "pipeline",
                experiment: str = "Default", description: str = "", overrides: Mapping[str, str] | None = None,
                notebook_path: Path | None = None, order_source: str = "execution order") -> Plan:
-    """The plan of the recorded cells, or a :class:`ValidationError` naming every problem found."""
+    """The plan of the recorded cells, or a :class:`ValidationError` naming every problem found.
+
+    Each phase returns its data and its problems; every phase runs whatever the earlier ones found, so
+    one refusal names every problem (a phase that depends on an unsure answer hedges instead)."""
     problems = _Problems()
     kinds = {kind: [c for c in cells if c.kind == kind] for kind in analysis_kinds()}
+    parameters = problems.merge(*read_parameters(kinds["parameters"], overrides or {}))
+    code = problems.merge(*read_code(kinds["imports"] + kinds["functions"], env.ignored))
+    structure = problems.merge(*order_steps(kinds["step"], code))
+    if not structure.order:
+        problems.raise_if_any()
+    flow = problems.merge(*trace_data_flow(structure, parameters, code, env, cells, unsure=problems.unreadable))
+    metrics = problems.merge(*find_metrics(kinds["metrics"], structure, flow.loops))
+    problems.raise_if_any()
+    return assemble(structure, parameters, flow, metrics, kinds, pipeline=pipeline, experiment=experiment,
+                    description=description, notebook_path=notebook_path, order_source=order_source)
 
-    parameters, invalid = {}, set()  # invalid: assigned by a %%parameters line that is a problem already
-    for cell in problems.readable(kinds["parameters"]):
+
+# the phases ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Parameters:
+    """The pipeline's parameters: the ``%%parameters`` literals with ``--param`` over them."""
+
+    values: dict[str, object]
+    invalid: frozenset[str]  # assigned by a %%parameters line that is a problem already: not "undefined"
+
+
+def read_parameters(cells: list[RecordedCell], overrides: Mapping[str, str]) -> tuple[Parameters, _Problems]:
+    problems = _Problems()
+    values, invalid = {}, set()
+    for cell in problems.readable(cells):
         found = problems.check(problems.PARAMETERS, analysis.literal_parameters, cell.python, cell.label)
         if found is None:
             invalid |= analysis.analyze([cell.python], cell.label).writes
-        parameters.update(found or {})
-    parameters = _apply_overrides(parameters, overrides or {}, problems)
+        values.update(found or {})
+    return Parameters(_apply_overrides(values, overrides, problems), frozenset(invalid)), problems
 
-    code_cells = kinds["imports"] + kinds["functions"]
-    code = analysis.analyze([c.python for c in problems.readable(code_cells)], "the %%imports/%%functions cells")
-    code_defined = code.writes | {n for c in code_cells for n in c.created}
-    ignored = set(env.ignored)
 
-    steps = _group_steps(kinds["step"], problems)
+@dataclass(frozen=True)
+class Code:
+    """What the ``%%imports``/``%%functions`` cells, which every step runs, do with global names."""
+
+    names: analysis.Names
+    defined: frozenset[str]  # names they bind, also those only seen created when they ran
+    always_reads: tuple[str, ...]  # names every step reads through them (function bodies: where called)
+
+
+def read_code(cells: list[RecordedCell], ignored: frozenset[str] = frozenset()) -> tuple[Code, _Problems]:
+    problems = _Problems()
+    names = analysis.analyze([c.python for c in problems.readable(cells)], "the %%imports/%%functions cells")
+    defined = names.writes | {n for c in cells for n in c.created}
+    always = tuple(n for n in names.reads if n not in ignored and n not in names.deferred)
+    return Code(names, frozenset(defined), always), problems
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The steps, grouped from their cells, and the order they run in."""
+
+    steps: dict[str, _Step]
+    parents: dict[str, tuple[str, ...]]
+    order: list[str]  # run order (notebook order where --after makes a cycle)
+    ancestors: dict[str, set[str]]
+    names: dict[str, tuple[analysis.Names, set[str]]]  # step -> (names it reads and writes, names it changes)
+    # Steps whose --after is wrong, and their descendants: what runs before them is unknown, so of what they
+    # read only the names no step produces are problems already (every problem at once, none guessed).
+    unordered: frozenset[str]
+
+    @property
+    def changes(self) -> dict[str, set[str]]:
+        return {name: changed for name, (_, changed) in self.names.items()}
+
+
+def order_steps(cells: list[RecordedCell], code: Code) -> tuple[Structure, _Problems]:
+    """The steps of the ``%%step`` cells in run order; no steps at all is a problem (and an empty order)."""
+    problems = _Problems()
+    steps = _group_steps(cells, problems)
     if not steps:
         problems.add(problems.STRUCTURE, "no %%step cells were recorded: annotate at least one cell with "
                                          "'%%step NAME' and run it, then run %kale_run again.")
-        problems.raise_if_any()
     parents = _parents(steps, problems)
-    step_names = {name: _step_names(step, code, problems) for name, step in steps.items()}
+    names = {name: _step_names(step, code.names, problems) for name, step in steps.items()}
     order = _topological(steps, parents, problems)
     if order is None:  # a cycle: follow values in notebook order, each step's flow said with a hedge
         order = list(steps)
         parents = {name: tuple(p for p in parents[name] if order.index(p) < order.index(name)) for name in order}
         problems.unordered.update(order)
     ancestors = _ancestors(order, parents)
-    # Steps whose --after is wrong, and their descendants: what runs before them is unknown, so of what they
-    # read only the names no step produces are problems already (every problem at once, none guessed).
     unordered = {name for name in order
                  if name in problems.unordered or not problems.unordered.isdisjoint(ancestors[name])}
-    changes = {name: changed for name, (_, changed) in step_names.items()}
+    return Structure(steps, parents, order, ancestors, names, frozenset(unordered)), problems
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Which values and parameters reach each step, from which step, and how they travel."""
+
+    loops: dict[str, Foreach]  # step -> its checked --foreach clause
+    inputs: dict[str, list[Transfer]]
+    parameters: dict[str, list[str]]  # step -> the parameters it reads
+    gates: dict[str, tuple[tuple[str, ...], tuple[Transfer, ...]]]  # step -> what its --if reads
+    outputs: dict[str, list[Transfer]]  # step -> what it saves: for later steps, and results run.load returns
+
+
+def trace_data_flow(structure: Structure, parameters: Parameters, code: Code, env: Environment,
+                    cells: list[RecordedCell], *, unsure: bool = False) -> tuple[Flow, _Problems]:
+    """``unsure``: an earlier phase met a cell that does not parse, so a name nothing defines may be
+    defined there: only names the analysis can place elsewhere are problems."""
+    problems = _Problems()
+    problems.unreadable = unsure
+    steps, order, ancestors = structure.steps, structure.order, structure.ancestors
+    changes, params = structure.changes, parameters.values
+    code_defined, ignored = code.defined, set(env.ignored)
     writers = _writers(order, changes)
-    loops = _loops(steps, order, parents, ancestors, writers, parameters, step_names, code_defined | invalid,
-                   problems)
-    # Every step runs the %%imports/%%functions code; function bodies count only where called.
-    always_reads = [n for n in code.reads if n not in ignored and n not in code.deferred]
+    loops = _loops(steps, order, structure.parents, ancestors, writers, params, structure.names,
+                   code_defined | parameters.invalid, problems)
 
     inputs: dict[str, list[Transfer]] = {name: [] for name in order}
     step_params: dict[str, list[str]] = {name: [] for name in order}
     needed: dict[tuple[str, str], Transfer] = {}
-    missing: set[str] = {f.name for f in loops.values() if f.producer is None and f.name not in parameters}
+    missing: set[str] = {f.name for f in loops.values() if f.producer is None and f.name not in params}
     for name in order:
-        reads, _ = step_names[name]
-        for var in dict.fromkeys(always_reads + reads.reads):
+        reads, _ = structure.names[name]
+        for var in dict.fromkeys(list(code.always_reads) + reads.reads):
             if var in ignored:
                 continue
             producer = _nearest_writer(var, name, ancestors, writers, problems)
             if producer is not None and var in code_defined and _is_module(env.namespace.get(var)):
                 producer = None  # `np.x = ...` in a step: modules are re-imported, never marshalled
             if producer is None:
-                if var in parameters:
+                if var in params:
                     step_params[name].append(var)
-                elif var not in code_defined | invalid | missing and (
-                        name not in unordered or not any(var in changes[s] for s in order)):
+                elif var not in code_defined | parameters.invalid | missing and (
+                        name not in structure.unordered or not any(var in changes[s] for s in order)):
                     missing.add(var)
                     problem = _not_produced(var, name, ancestors, changes, cells, env)
                     if problem is not None or not problems.unreadable:
@@ -185,45 +275,66 @@ def build_plan(cells: list[RecordedCell], env: Environment, *, pipeline: str = "
                 needed[(producer, var)] = transfer
             inputs[name].append(transfer)
 
-    gates = {name: _condition_reads(name, steps[name].options.condition, parameters, ancestors, writers, needed,
+    gates = {name: _condition_reads(name, steps[name].options.condition, params, ancestors, writers, needed,
                                     env, problems, (changes, cells), steps[name].options.foreach)
              for name in order}
 
     for transfer in _results(order, ancestors, changes, writers, ignored, env, set(loops)):
         needed.setdefault((transfer.producer, transfer.name), transfer)
-    metrics, metric_steps = _metrics(problems.readable(kinds["metrics"]), order, ancestors, changes, problems)
-    for metric in metrics:
-        if metric_steps[metric] in loops:
-            problems.add(problems.METRICS, f"metric '{metric}' is produced by step '{metric_steps[metric]}' once per "
-                                           "item (--foreach); compute one value from the list in a later step "
-                                           f"(e.g. mean_{metric} = sum({metric}) / len({metric})) and name that.")
-    problems.raise_if_any()
     outputs: dict[str, list[Transfer]] = {name: [] for name in order}
     for (producer, _), transfer in needed.items():
         outputs[producer].append(transfer)
+    return Flow(loops, inputs, step_params, gates, outputs), problems
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The ``%%metrics`` names that a step produces, and the step whose value is final."""
+
+    names: list[str]
+    producers: dict[str, str]
+
+
+def find_metrics(cells: list[RecordedCell], structure: Structure,
+                 loops: Mapping[str, Foreach] = {}) -> tuple[Metrics, _Problems]:
+    problems = _Problems()
+    names, producers = _metrics(problems.readable(cells), structure.order, structure.ancestors,
+                                structure.changes, problems)
+    for metric in names:
+        if producers[metric] in loops:
+            problems.add(problems.METRICS, f"metric '{metric}' is produced by step '{producers[metric]}' once per "
+                                           "item (--foreach); compute one value from the list in a later step "
+                                           f"(e.g. mean_{metric} = sum({metric}) / len({metric})) and name that.")
+    return Metrics(names, producers), problems
+
+
+def assemble(structure: Structure, parameters: Parameters, flow: Flow, metrics: Metrics,
+             kinds: Mapping[str, list[RecordedCell]], **identity) -> Plan:
+    """The Plan of phases that found no problem; ``identity``: its pipeline, experiment, description,
+    notebook_path and order_source."""
     plan_steps = {}
-    for name in order:
-        step = steps[name]
+    for name in structure.order:
+        step = structure.steps[name]
         plan_steps[name] = StepPlan(
             name=name,
             cells=tuple(c.source for c in step.cells),
-            parents=parents[name],
-            parameters=tuple(p for p in parameters if p in step_params[name]),
-            inputs=tuple(inputs[name]),
-            outputs=tuple(outputs[name]),
-            metrics=tuple(m for m in metrics if metric_steps[m] == name),
+            parents=structure.parents[name],
+            parameters=tuple(p for p in parameters.values if p in flow.parameters[name]),
+            inputs=tuple(flow.inputs[name]),
+            outputs=tuple(flow.outputs[name]),
+            metrics=tuple(m for m in metrics.names if metrics.producers[m] == name),
             options=step.options,
-            foreach=loops.get(name),
-            condition_parameters=gates[name][0],
-            condition_inputs=gates[name][1],
+            foreach=flow.loops.get(name),
+            condition_parameters=flow.gates[name][0],
+            condition_inputs=flow.gates[name][1],
         )
     return Plan(
-        pipeline=pipeline, steps=plan_steps, experiment=experiment, description=description,
-        imports=tuple(c.source for c in kinds["imports"]),
-        functions=tuple(c.source for c in kinds["functions"]),
-        parameters=parameters, metrics=tuple(metrics),
-        notebook_path=notebook_path, order_source=order_source,
-        notes=tuple(note for name in order for note in _unsure_notes(name, step_names[name][0])),
+        steps=plan_steps,
+        imports=tuple(c.source for c in kinds.get("imports", ())),
+        functions=tuple(c.source for c in kinds.get("functions", ())),
+        parameters=parameters.values, metrics=tuple(metrics.names),
+        notes=tuple(note for name in structure.order for note in _unsure_notes(name, structure.names[name][0])),
+        **identity,
     )
 
 
