@@ -185,7 +185,7 @@ def test_accepted_iterables_give_their_items_in_order():
     import numpy as np
     import pandas as pd
 
-    from kale_magic.step.foreach import items
+    from kale_magic.items import items
 
     for value, expected in [([1, 2], [1, 2]), ((1, 2), [1, 2]), (range(2), [0, 1]), ({"b": 1, "a": 2}, ["b", "a"]),
                             (np.array([3, 4]), [3, 4]), (pd.Series([5, 6]), [5, 6]), (pd.Index(["x"]), ["x"]),

@@ -9,7 +9,7 @@ import pytest
 from kfp_api_server import FakeKfpServer
 
 from kale_magic.errors import KaleError
-from kale_magic.run.schedule import next_fire, parse_schedule, six_fields
+from kale_magic.cron import next_fire, parse_schedule, six_fields
 
 CELLS = ["%%parameters\nn = 3", "%%step load\ndata = list(range(n))", "%%step total\ntotal = sum(data)"]
 # These tests are about the recurring-run calls: the steps read no workspace file and install nothing, so the

@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 
 from ..errors import KaleError
+from ..images import check_image
 from ..plan.session import StepOptions
 
 
@@ -286,23 +287,6 @@ def _cpu(text: str) -> str:
 def _memory(text: str) -> str:
     if not _MEMORY.fullmatch(text) or not int(text.rstrip("EPTGMKi")) > 0:
         raise ValueError("give a Kubernetes memory quantity above 0, such as 512Mi, 2Gi or 1G")
-    return text
-
-
-# A container image reference: [host[:port]/]path[:tag][@digest], as the distribution spec defines it.
-_IMAGE = re.compile(r"""
-    (?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::\d+)?/)?
-    [a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*
-    (?::[\w][\w.-]{0,127})?
-    (?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?
-""", re.VERBOSE)
-
-
-def check_image(text: str) -> str:
-    """``text`` if it can name a container image; ValueError otherwise (also used for ``Kfp.base_image``)."""
-    if len(text) > 255 or not _IMAGE.fullmatch(text):
-        raise ValueError("give a container image reference, such as python:3.11 or "
-                         "registry.example.com/team/image:tag (lowercase repository, no spaces)")
     return text
 
 

@@ -46,7 +46,7 @@ class KernelLoops:
         earlier cells bound are restored, the produced ones are left as the failure left them)."""
         from ..plan import analysis
         from ..plan.planner import is_bookkeeping
-        from ..step.foreach import items
+        from ..items import items
 
         var, over = clause
         if over not in namespace:

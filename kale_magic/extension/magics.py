@@ -570,7 +570,7 @@ class Kale(Magics):
 
     def _schedule(self, args, local: bool, params: dict):
         """--schedule and its options, checked before anything is uploaded; refused on the local engine."""
-        from ..run.schedule import crontab_line, parse_schedule
+        from ..cron import crontab_line, parse_schedule
 
         given = [f"--{o}" for o, v in (("max-concurrency", args.max_concurrency), ("start", args.start),
                                        ("end", args.end)) if v is not None]

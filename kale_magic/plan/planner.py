@@ -393,7 +393,7 @@ def _loops(steps, order, parents, ancestors, writers, parameters, step_names, co
            problems: _Problems) -> dict[str, Foreach]:
     """The ``--foreach`` clause of each looping step, checked: what NAME is, which steps continue which."""
     from ..errors import KaleError
-    from ..step.foreach import items
+    from ..items import items
 
     out: dict[str, Foreach] = {}
     for name in order:

@@ -183,7 +183,7 @@ def _source(run_dir: RunDir, producer: str, looped: str | None, index: int | Non
 
 def _bound_item(loop: list[str], loaded: list["Loaded"], step: str, index: int, run_id: str) -> "Loaded":
     """``--foreach VAR in NAME``: VAR as the step bound it, item ``index`` of the NAME it loaded."""
-    from ..step.foreach import items
+    from ..items import items
 
     var, name = loop
     value = items(next(i.value for i in loaded if i.name == name), step, name)[index]

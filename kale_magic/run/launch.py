@@ -48,7 +48,7 @@ class RunRequest:
     background: bool = False
     no_cache: bool = False  # run every step, reuse no cached result
     resume: str | None = None  # reuse what this run ("" = the last failed run) got done
-    schedule: object = None  # a run.schedule.Schedule: create a recurring run on KFP instead of running now
+    schedule: object = None  # a cron.Schedule: create a recurring run on KFP instead of running now
     sweep_id: str | None = None  # this run is a point of that sweep (run.sweep)
     only: tuple[str, ...] = ()  # a partial run: just these steps (--only), or
     from_step: str | None = None  # ... this step and everything downstream (--from), and/or

@@ -80,7 +80,7 @@ def load_inputs(namespace: dict, names: list[str]) -> None:
 
 def bind_item(namespace: dict, var: str, name: str) -> None:
     """``--foreach VAR in NAME``: bind VAR to this instance's item of NAME."""
-    from .foreach import items
+    from ..items import items
 
     ctx = StepContext.current()
     namespace[var] = items(namespace[name], ctx.step, name)[ctx.item]

@@ -97,7 +97,7 @@ def run_items(step, name, value=None, text=False, artifact=None, producer=None, 
     """The item indices ``[0, 1, ...]`` of the value ``step``'s loop goes over (a parameter's ``value``, text
     when ``text``, or the ``artifact`` its producer saved), checked as in the kernel: a value --foreach cannot
     iterate fails this task with the sentence that says why, before any item starts."""
-    from ...step.foreach import items
+    from ...items import items
 
     _check_environment(step, python, runtime)
     if artifact is not None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from ...errors import KaleError
-from ...run.schedule import Schedule, next_fire
+from ...cron import Schedule, next_fire
 
 REQUEST_TIMEOUT = 60
 

@@ -45,7 +45,7 @@ class Kfp(Configurable):
 
     @validate("base_image")
     def _check_base_image(self, proposal):
-        from ...extension.arguments import check_image  # the same check as %%step --image
+        from ...images import check_image  # the same check as %%step --image
 
         try:
             return check_image(proposal.value)

@@ -205,7 +205,7 @@ class LocalEngine:
         """A ``--foreach`` step is ready: its items become instances, and so do those of the steps that
         continue it item by item; a value it cannot loop over fails it, in one sentence."""
         from ...errors import KaleError
-        from ...step.foreach import item_digest, items
+        from ...items import item_digest, items
 
         name = instance.step
         loop = plan.steps[name].foreach

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from ..errors import KaleError
+from .errors import KaleError
 
 MAX_CONCURRENCY = 10  # the API server refuses more (recurring_run_server.go: "Support 1-10")
 DESCRIPTORS = {"@yearly": "0 0 0 1 1 *", "@annually": "0 0 0 1 1 *", "@monthly": "0 0 0 1 * *",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 
-from ..errors import KaleError
+from .errors import KaleError
 
 MAX_ITEMS = 10_000  # each item is a process (locally) or a pod (KFP): more is a typo or a job for one step
 
