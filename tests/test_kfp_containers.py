@@ -167,26 +167,6 @@ def test_the_error_a_failing_step_prints_reaches_the_panel(kernel, kfp_local, tm
     assert state.error == "step 'boom' failed on Kubeflow Pipelines: ZeroDivisionError: division by zero"
 
 
-def test_with_only_what_a_users_cluster_has_the_package_index(kernel, tmp_path, base_image, tmp_path_factory):
-    """No pip configuration of this machine in the containers, no shared cache: the environment task installs
-    the pins and kfp from the public index (PyPI), kale-magic comes in the runtime bundle, and the steps
-    install nothing at all."""
-    from kfp import components, local
-
-    from containers import POD_USER, runner
-
-    root, cache = tmp_path_factory.mktemp("cluster-root"), tmp_path_factory.mktemp("cluster-pip-cache")
-    root.chmod(0o777)
-    cache.chmod(0o777)
-    local.init(runner=runner(cache, host_pip=False, user=f"{POD_USER}:0"), pipeline_root=str(root))
-    plan = recorded_plan(kernel)
-    components.load_component_from_file(str(compile_for_test(plan, tmp_path / "pipeline.yaml")))()
-    for step in plan.steps.values():  # the oracle
-        for transfer in step.outputs:
-            value = marshal.load(outputs(root, step.name, transfer.name.lower()))
-            assert json.dumps(value, default=list) == json.dumps(kernel.ns[transfer.name], default=list)
-
-
 SKLEARN = [
     """
     %%imports
@@ -305,42 +285,6 @@ def test_a_step_with_a_megabyte_of_functions_runs(kernel, kfp_local, tmp_path):
     assert path.stat().st_size < 1_000_000  # the notebook is carried compressed, once
     components.load_component_from_file(str(path))()
     assert marshal.load(outputs(kfp_local, "big", "y")) == kernel.ns["y"] == 16000
-
-
-def test_a_kfp_runs_metrics_and_values_come_back_from_the_object_store(kernel, kfp_local, tmp_path, s3_env):
-    """%kale_run on a (fake) KFP server whose "cluster" runs the uploaded YAML in real containers and puts
-    the outputs where KFP's launcher does, in the real S3 server: run.metrics and run.load read them."""
-    from containers import launcher_download
-    from kfp import components
-    from kfp_api_server import FakeKfpServer
-    from oracle import values_equal
-
-    root = f"s3://{s3_env.bucket}/results"
-    kernel.cells(*NOTEBOOK)
-    kernel.run(f"%config Kale.pipeline_root = {root!r}")
-    with FakeKfpServer() as server:
-        def cluster(run):
-            version = server.versions[run["pipeline_version_reference"]["pipeline_version_id"]]
-            yaml_file = tmp_path / "uploaded.yaml"
-            yaml_file.write_text(version["spec_text"])
-            fetched = launcher_download(version["spec_text"], s3_env.client(), kfp_local / ".launcher")
-            assert any("/kale-runtime/" in url for url in fetched)  # the runtime came from the store
-            components.load_component_from_file(str(yaml_file))()
-            local_run = outputs(kfp_local, ".", ".").resolve()
-            pipeline = server.pipelines[version["pipeline_id"]]["name"]
-            for path in sorted(p for p in local_run.rglob("*") if p.is_file()):
-                task, *rest = path.relative_to(local_run).parts
-                key = f"results/{pipeline}/{run['run_id']}/{task}/salt1/{'/'.join(rest)}"
-                s3_env.client().upload_file(str(path), s3_env.bucket, key)
-
-        server.on_run_created(cluster)
-        server.script_run(dict(state="SUCCEEDED", tasks={"load": "SUCCEEDED", "train": "SUCCEEDED",
-                                                         "report": "SUCCEEDED"}))
-        run = kernel.run(f"%kale_run --host {server.url} --no-snapshot --no-cache")
-    assert run.status == "succeeded", run.state.error
-    assert run.metrics == {"acc": kernel.ns["acc"]}
-    for name in ("X", "sizes", "model", "summary"):
-        assert values_equal(run.load(name), kernel.ns[name]), name
 
 
 def download_imported_values(spec_text: str, client, launcher_dir: Path) -> list[str]:
