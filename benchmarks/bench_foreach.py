@@ -18,6 +18,7 @@ Every run is ``--no-cache --no-snapshot``; the panel's lines are not printed.
 """
 
 import argparse
+import builtins
 import contextlib
 import io
 import os
@@ -114,9 +115,12 @@ def kfp_local(root: str, parallelism: int = 8) -> float:
             fit = train(job=job, data=data.outputs["data"])
         return summary(score=dsl.Collected(fit.output)).output
 
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        kfold()
+    started, own_print = time.perf_counter(), builtins.print
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            kfold()
+    finally:  # kfp.local's indented_print swaps builtins.print from its ParallelFor threads and can leave it swapped
+        builtins.print = own_print
     return time.perf_counter() - started
 
 

@@ -78,6 +78,19 @@ class Kernel:
         return self.shell.magics_manager.registry["Kale"]
 
 
+@pytest.fixture(autouse=True)
+def _print_as_python_has_it():
+    """``builtins.print`` as it was, after every test: kfp.local indents its logs by swapping
+    ``builtins.print`` (``kfp.local.logging_utils.indented_print``), which is not thread-safe; the worker
+    threads of a ``dsl.ParallelFor`` can leave it swapped, and every later print then writes four spaces to
+    whatever ``sys.stdout`` is at that moment (seen as stray indentation in later tests' captured output)."""
+    import builtins
+
+    own = builtins.print
+    yield
+    builtins.print = own
+
+
 @pytest.fixture(scope="session")
 def workers():
     """One warm worker server for the whole test session (each kernel would otherwise start its own)."""
