@@ -42,6 +42,7 @@ def write(path, *cells, **metadata):
 # A kernel's own log record: ipykernel formats the root logger like logging.basicConfig (LEVEL:logger:message).
 _KERNEL_RECORD = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL):(?:tornado|asyncio|traitlets|IPKernelApp|ipykernel)"
                             r"[\w.]*:")
+_LIBZMQ_ASSERTION = re.compile(r"Assertion failed: .* \(src/\w+\.cpp:\d+\)\n?$")
 _TRACEBACK = re.compile(r"\s|Traceback \(most recent call last\)|During handling of|The above exception|"
                         r"[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b|$")
 
@@ -51,11 +52,14 @@ def own_stderr(text: str) -> str:
 
     The kernel shares the command's stderr, and under load ipykernel logs races of its own
     ("ERROR:tornado.general:Uncaught exception in ZMQStream callback", ipykernel#1250) that say
-    nothing about kale-magic: everything kale-magic printed is kept, in order."""
+    nothing about kale-magic, and its libzmq can abort on one ("Assertion failed: pfd.revents & POLLIN
+    (src/signaler.cpp:238)"): everything kale-magic printed is kept, in order."""
     kept, in_record = [], False
     for line in text.splitlines(keepends=True):
         if _KERNEL_RECORD.match(line):
             in_record = True
+        elif _LIBZMQ_ASSERTION.match(line):  # the kernel's libzmq aborting on a race of its own
+            in_record = False
         elif not (in_record and _TRACEBACK.match(line)):
             in_record = False
             kept.append(line)
