@@ -88,17 +88,19 @@ def kale_magic_yaml(work: Path, root: Path, caching: bool = True, settings: dict
     config.HistoryManager.enabled = False
     here = os.getcwd()
     os.chdir(work)
-    shell = InteractiveShell(config=config)
-    shell.run_line_magic("load_ext", "kale_magic")
-    shell.run_line_magic("config", f"Kfp.pipeline_root = {str(root)!r}")  # the runtime bundle is published there
-    for name, value in (settings or {}).items():
-        shell.run_line_magic("config", f"{name} = {value!r}")
-    for cell in notebook_cells(caching):
-        result = shell.run_cell(cell)
-        result.raise_error()
-    run = shell.run_line_magic("kale_run", "--engine kfp --compile-only --no-snapshot --pipeline bench")
-    InteractiveShell.clear_instance()
-    os.chdir(here)
+    try:
+        shell = InteractiveShell(config=config)
+        shell.run_line_magic("load_ext", "kale_magic")
+        shell.run_line_magic("config", f"Kfp.pipeline_root = {str(root)!r}")  # the runtime bundle is published there
+        for name, value in (settings or {}).items():
+            shell.run_line_magic("config", f"{name} = {value!r}")
+        for cell in notebook_cells(caching):
+            result = shell.run_cell(cell)
+            result.raise_error()
+        run = shell.run_line_magic("kale_run", "--engine kfp --compile-only --no-snapshot --pipeline bench")
+    finally:
+        InteractiveShell.clear_instance()
+        os.chdir(here)
     return Path(run.pipeline_file)
 
 
@@ -331,7 +333,7 @@ def main():
     client = containers.connect()
     image = client.images.get(containers.ensure_image(client))
     image.tag(*KALE_IMAGE.split(":"))  # Kale's steps name python:3.12: the same local base image
-    figures: dict = {"load": {"start": load()}, "floors": {}, "builds": {}, "series": {}}
+    figures: dict = {"load": {"start": load()}, "floors": {}, "builds": {}, "series": {}, "failed": {}}
 
     def record(name, runs):
         figures["series"][name] = [{"wall": w, "tasks": t, "unpacked": u} for w, t, u in runs]
@@ -352,26 +354,33 @@ def main():
             print(f"floors, {when}: docker run {statistics.median(figures['floors']['docker run']):.2f} s, "
                   f"kfp.local {statistics.median(figures['floors']['kfp.local']):.2f} s per step", flush=True)
 
+        def run_series(name):
+            if name == "kale-magic-image":
+                tag, seconds = kale_magic_image(work / "image-context")
+                built.append(tag)
+                figures["builds"]["kale-magic image"] = seconds
+                print(f"kale-magic image built in {seconds:.1f} s", flush=True)
+                record(name, measure(name, image_yaml(tag), work, cheap))
+            elif name == "kale-magic":
+                record(name, measure(name, kale_magic_yaml, work, args.repeat))
+                # later runs on a cluster: KFP's cache holds the environment (the steps are --no-cache)
+                cached = measure("kale-magic-cached", lambda w, r: kale_magic_yaml(w, r, caching=False), work,
+                                 args.repeat, caching=True)
+                record("kale-magic (environment cached)", cached)
+            else:
+                compile_ = {"kale": kale_yaml, "notebook-component": notebook_component_yaml}[name]
+                record(name, measure(name, compile_, work, args.repeat))
+
         try:
             floor_tag, seconds = floor_image(client)
             figures["builds"]["floor image (numpy + kfp)"] = seconds
             floors("start")
             for name in only:
-                if name == "kale-magic-image":
-                    tag, seconds = kale_magic_image(work / "image-context")
-                    built.append(tag)
-                    figures["builds"]["kale-magic image"] = seconds
-                    print(f"kale-magic image built in {seconds:.1f} s", flush=True)
-                    record(name, measure(name, image_yaml(tag), work, cheap))
-                elif name == "kale-magic":
-                    record(name, measure(name, kale_magic_yaml, work, args.repeat))
-                    # later runs on a cluster: KFP's cache holds the environment (the steps are --no-cache)
-                    cached = measure("kale-magic-cached", lambda w, r: kale_magic_yaml(w, r, caching=False), work,
-                                     args.repeat, caching=True)
-                    record("kale-magic (environment cached)", cached)
-                else:
-                    compile_ = {"kale": kale_yaml, "notebook-component": notebook_component_yaml}[name]
-                    record(name, measure(name, compile_, work, args.repeat))
+                try:
+                    run_series(name)
+                except Exception as error:  # one series failing leaves the others' figures standing
+                    figures["failed"][name] = f"{type(error).__name__}: {error}"[:2000]
+                    print(f"{name}: failed: {figures['failed'][name]}", flush=True)
             floors("end")
         finally:
             for tag in built:
