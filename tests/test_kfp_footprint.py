@@ -9,7 +9,7 @@ from kale_magic.engines.kfp.footprint import ADVICE_BYTES, UNPACK_BYTES_PER_SECO
 BIG = ADVICE_BYTES + (44 << 20)  # bytes of the big distribution's one file (sparse: no disk used)
 NOTE = re.compile(r"note: the steps' environment is ([\d.]+) (MiB|GiB) installed and step '(\w+)' unpacks "
                   r"([\d.]+) (MiB|GiB) of it before its code runs \(~(\d+) s per step\); to start steps faster, "
-                  r"build an image with everything installed: kale-magic image NOTEBOOK -t TAG, then "
+                  r"build an image with everything installed: kale-magic image (\S+) -t TAG, then "
                   r"%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
 
 
@@ -58,6 +58,7 @@ def test_a_step_importing_a_big_distribution_gets_one_note_naming_sizes_and_the_
     assert installed_bytes("bigpkg", "1.0") >= BIG
     assert BIG / 2**20 < unpacked <= environment  # bigpkg with the step runtime, within the whole environment
     assert int(match.group(6)) == round(unpacked * 2**20 / UNPACK_BYTES_PER_SECOND)
+    assert match.group(7) == "NOTEBOOK"  # the kernel runs no notebook file here
 
 
 def test_a_notebook_of_small_distributions_gets_no_note(kernel, tmp_path):
@@ -92,4 +93,5 @@ def test_kale_magic_compile_prints_the_note_in_one_line_for_a_real_big_library(t
     assert match, notes[0]
     assert match.group(3) == "make"  # both unpack torch; the first of the largest is named
     assert mib(*match.group(4, 5)) * 2**20 > ADVICE_BYTES
+    assert match.group(7) == "nb.ipynb"  # the command names the notebook
     assert (tmp_path / "p.yaml").is_file()

@@ -280,7 +280,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
     names = Names(plan)
     setup = plan_setup(plan, opts)
     if notes is not None:
-        notes.extend(filter(None, [image_advice(setup)]))
+        notes.extend(filter(None, [image_advice(setup, plan.notebook_path)]))
     wheel = wheel_bytes() if opts.install_packages and setup.environments else b""
     contents = {image: bundle(setup, env, wheel, wheel_name(setup.runtime))
                 for image, env in setup.environments.items()}

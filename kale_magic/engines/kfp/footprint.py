@@ -65,17 +65,21 @@ def footprint(setup, image: str) -> Footprint | None:
     return Footprint(sum(sizes.values()), largest, per_step[largest])
 
 
-def image_advice(setup) -> str:
-    """One line for the compile when a step would unpack more than :data:`ADVICE_BYTES`; else ""."""
+def image_advice(setup, notebook=None) -> str:
+    """One line for the compile when a step would unpack more than :data:`ADVICE_BYTES`; else "".
+    ``notebook``: the notebook file's path, named in the command (else NOTEBOOK)."""
+    from pathlib import Path
+
     from ...files import human_size
 
     found = [f for f in (footprint(setup, image) for image in setup.environments) if f is not None]
     big = max(found, key=lambda f: f.unpacked, default=None)
     if big is None or big.unpacked <= ADVICE_BYTES:
         return ""
+    name = Path(notebook).name if notebook else "NOTEBOOK"
     return (f"note: the steps' environment is {human_size(big.environment)} installed and step '{big.step}' unpacks "
             f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.0f} s per step); to start "
-            "steps faster, build an image with everything installed: kale-magic image NOTEBOOK -t TAG, then "
+            f"steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
             "%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
 
 
