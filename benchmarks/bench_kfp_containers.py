@@ -3,8 +3,9 @@
 The same two-step notebook (``load`` makes an array, ``stats`` takes its mean), each tool's own YAML, one
 ``kfp.local.DockerRunner`` on the local ``python:3.11`` base image (tests/containers; Kale's steps name
 ``python:3.12``, which is tagged onto the same image), with this machine's pip sources and one shared pip
-download cache, so every contender installs from the same place. Each contender runs once to fill the
-cache, then ``--repeat`` times; the figures are medians.
+download cache (kept under ``~/.cache/kale-magic-bench``), so every contender installs from the same place.
+Each contender runs ``--warmup`` times (default once) to fill the cache, then ``--repeat`` times; the
+figures are medians. ``--repeat 0`` only warms the cache, for a later pass with ``--warmup 0``.
 
 Per-step start-up cost is a task's wall time (container start, installs, imports): the steps' own code
 takes milliseconds. kale-magic also has its pipeline-level ``kale-environment`` task, which installs once
@@ -214,6 +215,7 @@ def floor_kfp_yaml(image: str):
 CONTENDERS = ("kale-magic", "kale-magic-image", "kale", "notebook-component")
 STEP_TASKS = ("load", "stats")  # the notebook's steps, as each tool names their tasks
 LOGS: Path | None = None  # --logs
+WARMUP = 1  # --warmup
 CHEAP_REPEAT = 3  # the floors and the image series take seconds a run: at least this many runs each
 UNPACKED = re.compile(r"kale-magic: unpacked .*? in ([\d.]+) s")  # a kale-magic step's log (bootstrap.py)
 
@@ -241,13 +243,14 @@ def floor(client, repeat: int) -> list[float]:
                         f"numpy=={importlib.metadata.version('numpy')}"], check=True)
     code = f"import numpy as np\nn = {N}\n{LOAD}\nprint(float(x.mean()))"
     times = []
-    for _ in range(repeat + 1):
+    warmup = max(WARMUP, 1)
+    for _ in range(warmup + repeat):
         start = time.perf_counter()
         client.containers.run(containers.BASE_IMAGE, ["python3", "-c", code], remove=True,
                               environment={"PYTHONPATH": "/floor"},
                               mounts=[Mount("/floor", str(target), type="bind", read_only=True)])
         times.append(time.perf_counter() - start)
-    return times[1:]
+    return times[warmup:]
 
 
 def floor_image(client) -> tuple[str, float]:
@@ -305,14 +308,17 @@ def task_seconds(log: str) -> dict[str, float]:
     return took
 
 
-def measure(name: str, compile_, work: Path, repeat: int, caching: bool = False) -> list:
-    """``repeat`` runs of the YAML ``compile_`` writes, after one that fills the pip cache (and, with
-    ``caching``, kfp.local's cache). One root per series (kale-magic's runtime bundle is published into it,
-    where kfp.local mounts it); each run writes its own folder there."""
+def measure(name: str, compile_, work: Path, repeat: int, caching: bool = False, cheap: bool = False) -> list:
+    """``repeat`` runs of the YAML ``compile_`` writes, after ``--warmup`` runs that fill the pip cache (and,
+    with ``caching``, at least one that fills kfp.local's cache; ``cheap``, a series of seconds: at least one
+    anyway). One root per series (kale-magic's runtime
+    bundle is published into it, where kfp.local mounts it); each run writes its own folder there."""
     (work / name).mkdir(parents=True)
     yaml = compile_(work / name, work / name / "root")
-    runs = [run_yaml(yaml, work / name / "root", caching=caching, label=name) for _ in range(repeat + 1)][1:]
-    print(f"{name}: {summary(runs)}", flush=True)
+    warmup = max(WARMUP, 1) if caching or cheap else WARMUP
+    runs = [run_yaml(yaml, work / name / "root", caching=caching, label=name) for _ in range(warmup + repeat)]
+    runs = runs[warmup:]
+    print(f"{name}: {summary(runs) if runs else 'warmed up, nothing measured'}", flush=True)
     return runs
 
 
@@ -322,9 +328,11 @@ def main():
     parser.add_argument("--only", default=",".join(CONTENDERS), help=f"among {', '.join(CONTENDERS)}")
     parser.add_argument("--json", type=Path, help="write the figures there too (after every series)")
     parser.add_argument("--logs", type=Path, help="write each run's kfp.local log into this folder")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first, filling the shared pip "
+                        "cache (0: an earlier pass filled it; the cached series always warms kfp.local's cache)")
     args = parser.parse_args()
-    global LOGS
-    LOGS = args.logs
+    global LOGS, WARMUP
+    LOGS, WARMUP = args.logs, args.warmup
     only = args.only.split(",")
     unknown = set(only) - set(CONTENDERS)
     if unknown:
@@ -348,7 +356,7 @@ def main():
         def floors(when):
             """Both floors (before and after the series: the load drifts over a run of this length)."""
             figures["floors"].setdefault("docker run", []).extend(floor(client, cheap))
-            runs = measure(f"floor-kfp-{when}", floor_kfp_yaml(floor_tag), work, cheap)
+            runs = measure(f"floor-kfp-{when}", floor_kfp_yaml(floor_tag), work, cheap, cheap=True)
             figures["floors"].setdefault("kfp.local", []).extend(s for _, tasks, _ in runs for s in step_seconds(tasks))
             record(f"floor (kfp.local, numpy + kfp in the image), {when}", runs)
             print(f"floors, {when}: docker run {statistics.median(figures['floors']['docker run']):.2f} s, "
@@ -360,7 +368,7 @@ def main():
                 built.append(tag)
                 figures["builds"]["kale-magic image"] = seconds
                 print(f"kale-magic image built in {seconds:.1f} s", flush=True)
-                record(name, measure(name, image_yaml(tag), work, cheap))
+                record(name, measure(name, image_yaml(tag), work, cheap, cheap=True))
             elif name == "kale-magic":
                 record(name, measure(name, kale_magic_yaml, work, args.repeat))
                 # later runs on a cluster: KFP's cache holds the environment (the steps are --no-cache)
