@@ -212,3 +212,29 @@ def test_with_only_the_package_index_a_users_cluster_has(kernel, base_image, nam
     check_contract(launcher, run)
     pip = {name for env in launcher.environments for name in env if name.startswith("PIP_")}
     assert pip == {"PIP_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_ROOT_USER_ACTION"}, pip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_run_load_of_a_foreach_steps_values_lists_its_items_from_the_store_in_item_order(kernel, cluster,
+                                                                                       tmp_path_factory):
+    """The items of a --foreach step upload under one task folder, apart only by the driver's salt; each says
+    its item in what it uploads, so run.load of the step's own values (and of the fan-in's) equals the
+    kernel's lists."""
+    from oracle import check, run_cells
+    from test_foreach import KFOLD
+
+    from kale_magic.engines.kfp.compiler import Names
+    from kale_magic.snapshot.remote import list_keys
+
+    cells = [c.replace("n_folds = 5", "n_folds = 3") for c in KFOLD] + ["%%metrics\naccuracy"]
+    after_step = run_cells(kernel, cells)
+    run = run_on_cluster(kernel, cluster, ["split", "kale-items-train", "train", "check", "summary"],
+                         tmp_path_factory.mktemp("yaml"))
+    assert check(run, after_step) == 6  # X, y, folds; model, score (3 items each); calibrated (3 items)
+    assert [len(run.load(name)) for name in ("score", "model", "calibrated")] == [3, 3, 3]
+    assert run.metrics == {"accuracy": kernel.ns["accuracy"]}
+    check_contract(cluster, run)
+    task = f"{ROOT}/{Names(run.plan).pipeline}/{run.state.ids.kfp_run_id}/train/"
+    salts = {key[len(task):].split("/")[0] for key in list_keys(task)}
+    assert len(salts) == 3  # one folder per item, apart by the salt only
