@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import KaleError
 from ..layout import RunDir
 from ..plan import Plan
-from .state import RunState, skipped_by_condition
+from ..skips import skipped_by_condition
+from .state import RunState
 
 
 @dataclass(frozen=True)

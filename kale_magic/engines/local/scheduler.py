@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
+from ...skips import CANCEL, CONDITION, FAILURE, Skip
+
 PENDING, RUNNING = "pending", "running"
 DONE = ("succeeded", "cached")  # an instance whose children may run
 ENDED = ("succeeded", "cached", "failed", "skipped")
@@ -89,10 +91,11 @@ class Schedule:
         self._expect(instance, PENDING)
         self._status[instance] = RUNNING
 
-    def end(self, instance: StepInstance, status: str, why: str = "") -> dict[StepInstance, str]:
+    def end(self, instance: StepInstance, status: str, why: str = "") -> dict[StepInstance, Skip]:
         """``instance`` ended with ``status`` (also a pending one served from the cache); a failure skips
-        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with why.  A skipped
-        item skips only the items continuing it; the steps reading its step's lists still run."""
+        its pending descendants, and so does a skip (``why``: a false ``--if``): returned with the kind and
+        sentence of each skip.  A skipped item skips only the items continuing it; the steps reading its
+        step's lists still run."""
         if status not in ENDED:
             raise ValueError(f"unknown end status {status!r}")
         if self._status[instance] not in (PENDING, RUNNING):
@@ -104,16 +107,17 @@ class Schedule:
         if status == "skipped" and instance.item is not None:
             return self._drop(instance, why)
         if status == "skipped":
-            why = f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else "")
+            skip = Skip(CONDITION, f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else ""))
         elif status == "failed":
-            why = f"skipped: upstream step '{instance}' failed"
+            skip = Skip(FAILURE, f"skipped: upstream step '{instance}' failed")
         else:
             return {}
-        return self._skip([i for i in self._below(instance) if self._status[i] == PENDING], why)
+        return self._skip([i for i in self._below(instance) if self._status[i] == PENDING], skip)
 
-    def cancel(self) -> dict[StepInstance, str]:
+    def cancel(self) -> dict[StepInstance, Skip]:
         """Skip every pending instance; the running ones are the executor's to stop."""
-        return self._skip([i for i, s in self._status.items() if s == PENDING], "skipped: the run was cancelled")
+        return self._skip([i for i, s in self._status.items() if s == PENDING],
+                          Skip(CANCEL, "skipped: the run was cancelled"))
 
     def descendants(self, step: str) -> list[StepInstance]:
         """The instances of every step that runs after ``step``, in plan order."""
@@ -123,13 +127,14 @@ class Schedule:
                 below.append(name)
         return [i for i in self._status if i.step in below]
 
-    def _drop(self, instance: StepInstance, why: str) -> dict[StepInstance, str]:
+    def _drop(self, instance: StepInstance, why: str) -> dict[StepInstance, Skip]:
         """An item's own ``--if`` was false: it and the items continuing it (same clause) are skipped and
         leave the fan-in, which goes on with the items that ran; nothing else is skipped."""
         linked = self._linked(instance)
         chain = [i for i in self.descendants(instance.step)
                  if i.step in linked and i.item == instance.item and self._status[i] == PENDING]
-        skipped = self._skip(chain, f"skipped: step '{instance}' was skipped" + (f" ({why})" if why else ""))
+        skipped = self._skip(chain, Skip(CONDITION, f"skipped: step '{instance}' was skipped"
+                                         + (f" ({why})" if why else "")))
         for dropped in [instance, *chain]:
             self._done(dropped.step)
         return skipped
@@ -187,10 +192,10 @@ class Schedule:
             return False  # continued item by item: runs once expanded
         return all(self._status.get(StepInstance(p, instance.item)) in DONE for p in self._itemwise[instance.step])
 
-    def _skip(self, instances: list[StepInstance], why: str) -> dict[StepInstance, str]:
+    def _skip(self, instances: list[StepInstance], skip: Skip) -> dict[StepInstance, Skip]:
         for instance in instances:
             self._status[instance] = "skipped"
-        return {instance: why for instance in instances}
+        return {instance: skip for instance in instances}
 
     def _expect(self, instance: StepInstance, status: str) -> None:
         if self._status[instance] != status:
