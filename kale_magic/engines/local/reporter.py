@@ -34,7 +34,8 @@ class Reporter:
 
     def cached(self, instance: StepInstance, reused: Reused, unselected: bool = False) -> None:
         """``unselected``: a step a partial run left out, whose values a selected step loads."""
-        self.state.add_metrics(reused.metrics)
+        if reused.metrics:
+            self.state.add_metrics(reused.metrics)
         note = f" ({NOT_SELECTED})" if unselected else ""
         self._set(instance, "cached", cached_from=reused.run_id, cache_key=reused.key,
                   message=f"reused from run {reused.run_id}{note}", skip=skips.NOT_SELECTED if unselected else "",
@@ -71,7 +72,8 @@ class Reporter:
     def ended(self, instance: StepInstance, outcome: StepOutcome, started: float, note: str,
               cache_key: str | None) -> None:
         """``note``: what the cache says about a step that ran (shown unless the step failed)."""
-        self.state.add_metrics(outcome.metrics)
+        if outcome.metrics:  # an event (every view and the store hear it) only when there are some
+            self.state.add_metrics(outcome.metrics)
         self._set(instance, outcome.status, started=started, message=outcome.error or note,
                   traceback=outcome.traceback, cache_key=cache_key)
 
