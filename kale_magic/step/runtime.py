@@ -249,7 +249,7 @@ def _run_cells(shell: StepShell, nb: dict, capture: Capture) -> StepOutcome:
             ename, evalue, _, text = shell.last_error
             role = cell.get("metadata", {}).get("kale", {}).get("role", "step")
             line = f"{ename}: {evalue}" if evalue else ename
-            if role in ("unmarshal", "item", "marshal"):
+            if role in ("unmarshal", "marshal"):
                 line = evalue or ename  # our own errors already name the variable and step
             return StepOutcome("failed", error=line, traceback=text)
     return StepOutcome("succeeded")
