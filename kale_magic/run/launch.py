@@ -109,7 +109,8 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     report_plan(plan, state, run_dir)
     run = Run(state, plan, run_dir)
     for name in selection.not_run if selection else ():
-        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})", skip=skips.NOT_SELECTED)
+        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})",
+                   skip=skips.NOT_SELECTED)
     try:
         snapshot(request, workspace, cells, state, run_dir, engine)
         compiled = compile_steps(runs, state, run_dir, engine)
@@ -312,9 +313,11 @@ def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
     counts = {status: [s.name for s in state.steps.values() if s.status == status]
               for status in ("failed", "cached", "skipped")}
     if outcome.succeeded:  # a partial run leaves steps alone; a false --if holds steps back
-        cached, left = len(counts["cached"]), sum(state.steps[n].skip == skips.NOT_SELECTED for n in counts["skipped"])
+        cached = len(counts["cached"])
+        left = sum(state.steps[n].skip == skips.NOT_SELECTED for n in counts["skipped"])
         gated = len(counts["skipped"]) - left
-        message = (f"{len(state.steps) - left - gated} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+        message = (f"{len(state.steps) - left - gated} steps succeeded"
+                   + (f" ({cached} from the cache)" if cached else "")
                    + (f"; {gated} skipped by a condition" if gated else "")
                    + (f"; {left} not run ({NOT_SELECTED})" if left else ""))
         state.task("Run", "done", message)

@@ -102,7 +102,8 @@ def _of_items(step: StepState) -> StepState:
     ends = [i.ended for i in step.items if i.ended is not None]
     done = status not in ("running", "pending")
     return replace(step, status=status, message=f"{first.name}: {first.message}" if first else "",
-                   skip=first.skip if first and status == "skipped" else "", started=min(starts) if starts else None, ended=max(ends) if done and ends else None)
+                   skip=first.skip if first and status == "skipped" else "",
+                   started=min(starts) if starts else None, ended=max(ends) if done and ends else None)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ KFP writes a run's artifacts under ``<pipeline root>/<pipeline>/<run id>/<task>/
 The items of a ``--foreach`` step all run as the same task, so they share its folder, apart only by their
 salts; each item's step leaves an empty ``kale-item-I-of-N`` file in every value folder it uploads
 (:data:`.component.ITEM_FILE`), so one listing of the folder says which salt holds which item, and
-``run.load`` of such a value gives the list of the items' values in item order. With an object-store pipeline root (``Kfp.pipeline_root``), the notebook
-reads them with the credentials the snapshot upload uses: each step's metrics file once the run ends,
-and a value when ``run.load`` asks for it (downloaded into the run's folder, then checked against its
-checksums like any saved value). A step that KFP served from its cache wrote nothing under this run:
+``run.load`` of such a value gives the list of the items' values in item order. With an object-store
+pipeline root (``Kfp.pipeline_root``), the notebook reads them with the credentials the snapshot upload
+uses: each step's metrics file once the run ends, and a value when ``run.load`` asks for it (downloaded
+into the run's folder, then checked against its checksums like any saved value). A step that KFP served from its cache wrote nothing under this run:
 its results are read under the run that computed them (its ``origin``, found by :mod:`.origins`).
 """
 
