@@ -1,0 +1,114 @@
+"""Each step takes, of the environment, only the archives its own requirements need.
+
+The environment task has one output per distribution besides the runtime group's folder (``environment``:
+kfp, kale-magic, what the runtime loads first, ``_common``); a step's inputs are that folder and the archives
+of its requirements, plus those of the steps whose pickled values it loads; a step whose imports its code
+cannot tell (``__import__``, a magic, a module of the notebook's folder) takes every archive.
+"""
+
+import json
+
+import pytest
+import yaml
+from test_compiler import fix_runtime
+
+from kale_magic.engines.kfp.bootstrap import ARCHIVE_INPUT
+from kale_magic.engines.kfp.compiler import compile_pipeline
+from kale_magic.engines.kfp.delivery import SPEC_LIMIT, container_specs
+from kale_magic.engines.kfp.requirements import Requirements
+from kale_magic.plan.model import Plan, StepPlan, Transfer
+
+PINS = {"numpy": (("numpy", "2.0.0"),), "yaml": (("pyyaml", "6.0"),), "pandas": (
+    ("numpy", "2.0.0"), ("pandas", "2.2.0"), ("python-dateutil", "2.9.0"), ("six", "1.16.0"))}
+
+
+def plan() -> Plan:
+    array = Transfer("x", "load", "numpy", "numpy.ndarray", "Dataset")
+    table = Transfer("table", "frame", "dill", "builtins.dict", "Artifact")
+    steps = {
+        "load": StepPlan("load", ("import numpy as np\nx = np.arange(3)",), (), (), (), (array,), ()),
+        "frame": StepPlan("frame", ("import pandas as pd\ntable = {'f': pd.DataFrame({'x': x})}",), ("load",), (),
+                          (array,), (table,), ()),
+        "total": StepPlan("total", ("s = float(x.sum())",), ("load",), (), (array,), (), ()),
+        "show": StepPlan("show", ("n = len(table['f'])",), ("frame",), (), (table,), (), ()),
+        "dump": StepPlan("dump", ("import yaml\ndoc = yaml.safe_dump([1])",), (), (), (), (), ()),
+        "dynamic": StepPlan("dynamic", ("m = __import__('ya' + 'ml')",), (), (), (), (), ()),
+    }
+    return Plan(pipeline="archives", steps=steps, parameters={})
+
+
+def requirements(plan, step, opts, runtime=True):
+    """The modules each step's code names, pinned (no kernel: fixed pins), plus the runtime's when asked."""
+    from kale_magic.cache.keys import imported_modules
+
+    pins = {p for module in imported_modules(step.cells) for p in PINS.get(module, ())}
+    pins |= {("numpy", "2.0.0")} if any(t.backend == "numpy" for t in (*step.inputs, *step.outputs)) else set()
+    if runtime:
+        pins |= {("dill", "0.4.0"), ("ipython", "9.0.0"), ("prompt-toolkit", "3.0.0")}
+    return Requirements(tuple(sorted(pins)))
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    from kale_magic.engines.kfp import setup as kfp_setup
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fix_runtime(monkeypatch)
+        monkeypatch.setattr(kfp_setup, "_requirements", requirements)
+        path = compile_pipeline(plan(), tmp_path_factory.mktemp("archives") / "p.yaml")
+    return next(yaml.safe_load_all(path.read_text()))
+
+
+def archives_of(spec, task: str) -> set[str]:
+    """The archives a task's executor takes as inputs (its component's and its task's own view)."""
+    tasks = spec["root"]["dag"]["tasks"]
+    given = {name for name in tasks[task]["inputs"]["artifacts"] if name.startswith(ARCHIVE_INPUT)}
+    component = spec["components"][tasks[task]["componentRef"]["name"]]
+    declared = {name for name in component["inputDefinitions"]["artifacts"] if name.startswith(ARCHIVE_INPUT)}
+    assert given == declared
+    assert "kale_environment" in tasks[task]["inputs"]["artifacts"]
+    return {name[len(ARCHIVE_INPUT):] for name in given}
+
+
+def test_the_environment_has_one_output_per_distribution_besides_the_runtime_groups_folder(compiled):
+    outputs = compiled["components"]["comp-kale-environment"]["outputDefinitions"]["artifacts"]
+    # prompt_toolkit, of the step runtime's closure, is in the runtime group's folder
+    assert set(outputs) == {"environment", *(ARCHIVE_INPUT + a for a in (
+        "numpy", "pandas", "python_dateutil", "pyyaml", "six"))}
+
+
+def test_each_step_takes_only_the_archives_of_its_own_requirements(compiled):
+    assert archives_of(compiled, "load") == {"numpy"}
+    assert archives_of(compiled, "total") == {"numpy"}  # its numpy backend's value
+    assert archives_of(compiled, "frame") == {"numpy", "pandas", "python_dateutil", "six"}
+    assert archives_of(compiled, "dump") == {"pyyaml"}
+
+
+def test_a_pickled_value_brings_the_archives_of_the_step_that_made_it(compiled):
+    """show's code imports nothing, but its dill value holds a DataFrame: frame's archives come with it."""
+    assert archives_of(compiled, "show") == archives_of(compiled, "frame")
+
+
+def test_a_step_whose_imports_cannot_be_known_takes_every_archive_and_says_why(compiled):
+    outputs = compiled["components"]["comp-kale-environment"]["outputDefinitions"]["artifacts"]
+    everything = {a[len(ARCHIVE_INPUT):] for a in outputs if a.startswith(ARCHIVE_INPUT)}
+    assert archives_of(compiled, "dynamic") == everything
+    command = compiled["deploymentSpec"]["executors"]["exec-dynamic"]["container"]["command"]
+    assert json.loads(command[3])["whole"] == "its code calls __import__"
+    assert json.loads(compiled["deploymentSpec"]["executors"]["exec-load"]["container"]["command"][3])["whole"] == ""
+
+
+def test_every_container_spec_stays_under_the_drivers_limit(compiled):
+    assert max(len(spec) for spec in container_specs(compiled).values()) < SPEC_LIMIT
+
+
+def test_a_module_of_the_notebooks_folder_means_every_archive(tmp_path):
+    from kale_magic.engines.kfp import setup as kfp_setup
+    from kale_magic.engines.kfp.compiler import CompileOptions
+
+    (tmp_path / "helpers.py").write_text("import yaml\n")
+    steps = {"use": StepPlan("use", ("import helpers\nv = helpers.__name__",), (), (), (), (), ())}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(kfp_setup, "_requirements", requirements)
+        setup = kfp_setup.plan_setup(Plan(pipeline="p", steps=steps, parameters={}), CompileOptions(workspace=tmp_path))
+    assert setup.whole == {"use": "its code imports the notebook folder's module 'helpers'"}
