@@ -4,11 +4,14 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one uncompressed tar per distribution: its output
-artifact, a folder, which also holds kfp's runtime. Each step takes that artifact as an input and unpacks,
-before anything else, only the distributions its code imports (and kfp, kale-magic and their runtime);
-another one of the environment is unpacked if the step's code imports it after all. Then it runs kfp's
-executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
+that compiled the pipeline, and packs the result as one uncompressed tar per distribution, in several
+output artifacts named at compile time from the pins: ``environment``, a folder holding the runtime group
+(kfp's runtime, kale-magic, the step runtime's closure, ``_common``) and ``modules.json``, and one archive
+``kale_env_<distribution>`` per other distribution. A step takes that folder and the archives of its own
+requirements (KFP's launcher downloads every input artifact whole into the pod: ``launcher_v2.go``,
+``downloadArtifacts``), unpacks, before anything else, only those its code imports (and the runtime group's
+start-up part), another one it received if its code imports it after all. Then it runs kfp's executor from
+it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
 kale-magic is on no index, so the pipeline carries it without putting it in any container spec (see
