@@ -112,3 +112,18 @@ def test_a_module_of_the_notebooks_folder_means_every_archive(tmp_path):
         monkeypatch.setattr(kfp_setup, "_requirements", requirements)
         setup = kfp_setup.plan_setup(Plan(pipeline="p", steps=steps, parameters={}), CompileOptions(workspace=tmp_path))
     assert setup.whole == {"use": "its code imports the notebook folder's module 'helpers'"}
+
+
+@pytest.mark.parametrize("code, reason", [
+    ("m = __import__('ya' + 'ml')", "its code calls __import__"),
+    ("import importlib\nm = importlib.import_module(name)", "its code calls import_module"),
+    ("exec(text)", "its code calls exec"),
+    ("%matplotlib inline\nx = 1", "its code calls run_line_magic"),
+    ("y = model.eval()", ""),  # a method, not the builtin
+    ("import numpy as np\nx = np.eval if False else 1", ""),
+])
+def test_what_makes_a_steps_imports_unknown(code, reason):
+    from kale_magic.engines.kfp.setup import unknown_imports
+
+    step = StepPlan("s", (code,), (), (), (), (), ())
+    assert unknown_imports(Plan(pipeline="p", steps={"s": step}, parameters={}), step, None) == reason

@@ -26,9 +26,12 @@ RUNTIME_ARCHIVES = ("_common", *(archive_name(d) for d in RUNTIME_GROUP))
 # marshal backends that write a library's own format: loading such a value imports that library only (the
 # backend's packages); any other (pickle, dill, joblib...) imports whatever classes the value holds
 STRUCTURED_BACKENDS = ("numpy", "pandas", "xgboost", "lightgbm", "torch-tensor")
-# calls that import what the code does not name: the step takes the whole environment
-DYNAMIC_CALLS = ("__import__", "import_module", "exec", "eval", "run_module", "run_path", "run_line_magic",
-                 "run_cell_magic", "system", "getoutput", "spec_from_file_location")
+# calls that import, in the step's process, what the code does not name: the step takes the whole environment
+# (a builtin's bare name only: ``model.eval()`` is no eval; ``!cmd`` runs another process, which sees only what
+# was unpacked whatever the step received)
+DYNAMIC_CALLS = ("__import__", "import_module", "run_module", "run_path", "run_line_magic", "run_cell_magic",
+                 "spec_from_file_location")
+DYNAMIC_BUILTINS = ("exec", "eval")
 from .wheel import runtime_version
 
 EMBED_LIMIT = 64 * 1024  # bytes of a notebook in its component's source, as the driver gets it (limit: 120 KiB)
@@ -153,7 +156,7 @@ def unknown_imports(plan: Plan, step: StepPlan, workspace) -> str:
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
-                if called in DYNAMIC_CALLS:
+                if called in DYNAMIC_CALLS or isinstance(node.func, ast.Name) and called in DYNAMIC_BUILTINS:
                     return f"its code calls {called}"
     if workspace is not None:
         for module in sorted(imported_modules((*plan.imports, *plan.functions, *step.cells))):
