@@ -127,3 +127,37 @@ def test_what_makes_a_steps_imports_unknown(code, reason):
 
     step = StepPlan("s", (code,), (), (), (), (), ())
     assert unknown_imports(Plan(pipeline="p", steps={"s": step}, parameters={}), step, None) == reason
+
+
+@pytest.mark.parametrize("received", [True, False])
+def test_the_step_preamble_unpacks_a_received_archive_on_import_and_names_the_fix_for_another(tmp_path, received):
+    """STEP_PREAMBLE, run as a step runs it: an archive the step received is unpacked when first imported; one
+    it did not receive fails the import as it would without it, and the log says how to get it."""
+    import io
+    import subprocess
+    import sys
+    import tarfile
+    import textwrap
+
+    from kale_magic.engines.kfp.bootstrap import STEP_PREAMBLE
+
+    folder, env = tmp_path / "environment", tmp_path / "unpacked"
+    folder.mkdir()
+    env.mkdir()
+    (folder / "modules.json").write_text(json.dumps({"kale_fake_mod": ["fake_dist"]}))
+    with tarfile.open(tmp_path / "fake_dist.tar", "w") as tar:
+        content = b"VALUE = 42\n"
+        info = tarfile.TarInfo("kale_fake_mod.py")
+        info.size = len(content)
+        tar.addfile(info, io.BytesIO(content))
+    archives = {"fake_dist": str(tmp_path / "fake_dist.tar")} if received else {}
+    code = textwrap.dedent(STEP_PREAMBLE) + "import kale_fake_mod\nprint(kale_fake_mod.VALUE)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={
+        "PATH": "/usr/bin:/bin", "PYTHONPATH": str(env), "KALE_ENVIRONMENT": str(env),
+        "KALE_ARCHIVES": json.dumps(archives), "KALE_INDEX": str(folder / "modules.json"), "KALE_UNPACKED": "[]"})
+    if received:
+        assert result.returncode == 0 and result.stdout == "42\n", result.stderr
+    else:
+        assert "ModuleNotFoundError: No module named 'kale_fake_mod'" in result.stderr
+        assert ("kale-magic: this step imports kale_fake_mod from fake_dist, which its code does not import by name, "
+                "so the step did not receive it: import it in the step's cells or in %%imports") in result.stderr
