@@ -98,6 +98,22 @@ def test_a_step_whose_imports_cannot_be_known_takes_every_archive_and_says_why(c
     assert json.loads(compiled["deploymentSpec"]["executors"]["exec-load"]["container"]["command"][3])["whole"] == ""
 
 
+def test_a_pickled_value_of_such_a_step_means_every_archive_too():
+    from kale_magic.engines.kfp import setup as kfp_setup
+    from kale_magic.engines.kfp.compiler import CompileOptions
+
+    made = Transfer("m", "dynamic", "dill", "builtins.object", "Artifact")
+    steps = dict(plan().steps)
+    steps["dynamic"] = StepPlan("dynamic", ("m = __import__('ya' + 'ml')",), (), (), (), (made,), ())
+    steps["use"] = StepPlan("use", ("v = m.__name__",), ("dynamic",), (), (made,), (), ())
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(kfp_setup, "_requirements", requirements)
+        setup = kfp_setup.plan_setup(Plan(pipeline="p", steps=steps, parameters={}), CompileOptions())
+    assert setup.whole["use"] == ("it loads a value of step 'dynamic', which takes every archive: its code calls "
+                                  "__import__")
+    assert setup.receives["use"] == setup.receives["dynamic"] == setup.environments[CompileOptions().base_image].archives
+
+
 def test_every_container_spec_stays_under_the_drivers_limit(compiled):
     assert max(len(spec) for spec in container_specs(compiled).values()) < SPEC_LIMIT
 

@@ -19,6 +19,7 @@ from ...errors import ValidationError
 from ...plan import Plan, StepPlan
 from .bootstrap import archive_name, kernel_python, pack_bundle
 from .requirements import RUNTIME_DISTRIBUTIONS, RUNTIME_STARTUP, SELF, Requirements, closure, step_requirements
+from .wheel import runtime_version
 
 # unpacked by every step before its code runs: kfp's executor, kale-magic, what the runtime loads first
 RUNTIME_GROUP = ("kfp", SELF, *RUNTIME_STARTUP)
@@ -32,7 +33,6 @@ STRUCTURED_BACKENDS = ("numpy", "pandas", "xgboost", "lightgbm", "torch-tensor")
 DYNAMIC_CALLS = ("__import__", "import_module", "run_module", "run_path", "run_line_magic", "run_cell_magic",
                  "spec_from_file_location")
 DYNAMIC_BUILTINS = ("exec", "eval")
-from .wheel import runtime_version
 
 EMBED_LIMIT = 64 * 1024  # bytes of a notebook in its component's source, as the driver gets it (limit: 120 KiB)
 PYTHON_IMAGE = re.compile(r"(?:^|/)python:(\d+)\.(\d+)")
@@ -132,7 +132,7 @@ def _received(plan: Plan, name: str, needs: dict, whole: dict) -> set[str]:
             continue
         seen.add(step)
         if step in whole:  # its values may hold classes of any module
-            whole.setdefault(name, f"it loads a value of step '{step}', whose {whole[step]}")
+            whole.setdefault(name, f"it loads a value of step '{step}', which takes every archive: {whole[step]}")
             return set()
         wanted |= needs[step]
         todo += [t.producer for t in (*plan.steps[step].inputs, *plan.steps[step].condition_inputs)
@@ -142,7 +142,7 @@ def _received(plan: Plan, name: str, needs: dict, whole: dict) -> set[str]:
 
 def unknown_imports(plan: Plan, step: StepPlan, workspace) -> str:
     """Why the modules ``step``'s code imports cannot be known from it ("" when they can): it calls
-    something that imports by a computed name, runs a magic or shell command, or imports a module of the
+    something that imports by a computed name, runs a line or cell magic, or imports a module of the
     notebook's own folder (whose imports are not followed)."""
     import ast
 
