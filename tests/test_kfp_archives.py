@@ -111,7 +111,8 @@ def test_a_pickled_value_of_such_a_step_means_every_archive_too():
         setup = kfp_setup.plan_setup(Plan(pipeline="p", steps=steps, parameters={}), CompileOptions())
     assert setup.whole["use"] == ("it loads a value of step 'dynamic', which takes every archive: its code calls "
                                   "__import__")
-    assert setup.receives["use"] == setup.receives["dynamic"] == setup.environments[CompileOptions().base_image].archives
+    everything = setup.environments[CompileOptions().base_image].archives
+    assert setup.receives["use"] == setup.receives["dynamic"] == everything
 
 
 def test_every_container_spec_stays_under_the_drivers_limit(compiled):
