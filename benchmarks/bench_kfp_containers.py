@@ -217,7 +217,7 @@ STEP_TASKS = ("load", "stats")  # the notebook's steps, as each tool names their
 LOGS: Path | None = None  # --logs
 WARMUP = 1  # --warmup
 CHEAP_REPEAT = 3  # the floors and the image series take seconds a run: at least this many runs each
-UNPACKED = re.compile(r"kale-magic: unpacked .*? in ([\d.]+) s")  # a kale-magic step's log (bootstrap.py)
+UNPACKED = re.compile(r"kale-magic: .*?unpacked .*? in ([\d.]+) s")  # a kale-magic step's log (bootstrap.py)
 
 
 # running ----------------------------------------------------------------------------------------
