@@ -287,7 +287,7 @@ def run_yaml(path: Path, root: Path, caching: bool = False,
     log = ANSI.sub("", out.getvalue())
     if LOGS:
         LOGS.mkdir(parents=True, exist_ok=True)
-        (LOGS / f"{label}-{len(list(LOGS.glob(label + '-*')))}.log").write_text(log)
+        (LOGS / f"{label}.{len(list(LOGS.glob(label + '.*.log')))}.log").write_text(log)
     return wall, task_seconds(log), [float(m) for m in UNPACKED.findall(log)]
 
 
