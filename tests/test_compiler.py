@@ -215,12 +215,17 @@ def test_a_step_unpacks_at_start_what_its_code_and_the_runtime_load_and_the_rest
     (STEP_PREAMBLE's finder); the archives are uncompressed tars (a step's unpack is its CPU, not gzip's)."""
     _, spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
-    unpacks = {step: json.loads(executors[f"exec-{step}"]["container"]["command"][3]) for step in ("load", "train")}
+    unpacks = {step: json.loads(executors[f"exec-{step}"]["container"]["command"][3])["unpack"]
+               for step in ("load", "train")}
     runtime = ["_common", "kfp", "kale_magic", "ipython", "ipython_pygments_lexers", "pygments", "traitlets", "dill",
                "xxhash"]
     assert unpacks == {"load": runtime + ["numpy"], "train": runtime}
     environment = " ".join(executors["exec-kale-environment"]["container"]["command"])
     assert "'prompt-toolkit==3.0.0'" in environment and 'name + ".tar"), "w"' in environment
+    # load takes numpy's archive (an output of its own), train none: each the runtime group's folder
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {step: sorted(tasks[step]["inputs"]["artifacts"]) for step in ("load", "train")} == {
+        "load": ["kale_env_numpy", "kale_environment"], "train": ["in_x", "kale_environment"]}
 
 
 def test_pip_index_urls_reach_every_install(tmp_path, fixed_runtime):

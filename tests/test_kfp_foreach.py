@@ -46,7 +46,8 @@ def test_a_foreach_chain_compiles_to_one_parallel_for_and_later_steps_to_collect
     inputs = component(spec, root["summary"])["inputDefinitions"]["artifacts"]
     assert inputs["in_score"]["isArtifactList"] and inputs["in_calibrated"]["isArtifactList"]
     items = component(spec, root["kale-items-train"])
-    assert set(items["inputDefinitions"]["artifacts"]) == {"in_folds", "kale_environment"}
+    # the environment's folder and the archives its step takes (numpy's: folds is an array)
+    assert set(items["inputDefinitions"]["artifacts"]) == {"in_folds", "kale_environment", "kale_env_numpy"}
     assert items["outputDefinitions"]["parameters"]["Output"]["parameterType"] == "LIST"
     for label, text in container_specs(spec).items():  # the driver's command line holds every executor
         assert len(text) <= SPEC_LIMIT, label

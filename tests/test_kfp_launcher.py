@@ -212,3 +212,43 @@ def test_with_only_the_package_index_a_users_cluster_has(kernel, base_image, nam
     check_contract(launcher, run)
     pip = {name for env in launcher.environments for name in env if name.startswith("PIP_")}
     assert pip == {"PIP_CACHE_DIR", "PIP_DISABLE_PIP_VERSION_CHECK", "PIP_ROOT_USER_ACTION"}, pip
+
+
+SPLIT = [
+    "%%step nums\nimport numpy as np\nx = np.arange(4) * 1.5",
+    "%%step doc\nimport yaml\ndoc = yaml.safe_dump({'a': [1, 2]})",
+    "%%step total\ns = float(x.sum())",
+    "%%step back\nback = __import__('ya' + 'ml').safe_load(doc)",
+]
+
+
+def received(launcher, task: str) -> set[str]:
+    """The environment's archives the launcher downloaded for ``task`` (its executor input's artifacts)."""
+    import json
+
+    from kale_magic.engines.kfp.bootstrap import ARCHIVE_INPUT
+
+    for argv in launcher.commands:
+        spec = json.loads(argv[argv.index("--executor_input") + 1])
+        if spec["outputs"]["outputFile"].split("/")[-3] == task:
+            artifacts = spec["inputs"].get("artifacts", {})
+            assert "kale_environment" in artifacts
+            return {name[len(ARCHIVE_INPUT):] for name in artifacts if name.startswith(ARCHIVE_INPUT)}
+    raise AssertionError(f"no task {task} ran")
+
+
+@pytest.mark.slow
+def test_a_step_downloads_only_the_archives_of_its_own_distributions(kernel, cluster, tmp_path_factory):
+    """nums gets numpy and not PyYAML, doc PyYAML and not numpy, total numpy for the array it loads; back,
+    whose ``__import__`` names nothing, gets every archive; every value is the kernel's."""
+    from oracle import check, run_cells
+
+    after_step = run_cells(kernel, SPLIT)
+    run = run_on_cluster(kernel, cluster, ["nums", "doc", "total", "back"], tmp_path_factory.mktemp("yaml"))
+    assert check(run, after_step) == 4
+    nums, doc, total, back = (received(cluster, task) for task in ("nums", "doc", "total", "back"))
+    assert "numpy" in nums and "pyyaml" not in nums
+    assert "pyyaml" in doc and "numpy" not in doc
+    assert "numpy" in total and "pyyaml" not in total
+    assert {"numpy", "pyyaml"} | nums | doc <= back
+    check_contract(cluster, run)

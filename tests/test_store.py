@@ -196,3 +196,41 @@ def test_kfp_ids_and_yaml_are_recorded_from_the_state_not_its_links(tmp_path):
     assert (run.kfp_run_id, run.kfp_pipeline_id, run.kfp_version_id, run.kfp_experiment_id) == (
         "kfp-123", "p1", "v7", "e1")
     assert run.yaml_path == str(tmp_path / "demo.yaml") and run.links["run"] == f"{ui}/runs/details/not-the-id"
+
+
+def test_a_dead_kernels_run_reads_interrupted_in_its_engines_words_without_asking_the_registry(tmp_path):
+    from kale_magic import engines
+    from kale_magic.extension.magics import Kale
+    from kale_magic.history import store as store_module
+    from kale_magic.run.launch import RunRequest
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    store = RunStore.for_workspace(tmp_path)
+    for run_id, engine, recorder in (("r-kfp", "kfp", Kale._recorder(store, RunRequest(engine="kfp"), [])),
+                                     ("r-local", "local", Kale._recorder(store, RunRequest(engine="local"), [])),
+                                     ("r-old", "kfp", store.recorder())):  # recorded before the words were kept
+        if run_id == "r-old":
+            assert "interrupted" not in recorder.owner
+        else:  # the words name this process; as if a kernel that has ended had recorded the run
+            assert str(os.getpid()) in recorder.owner["interrupted"]
+            recorder.owner["interrupted"] = recorder.owner["interrupted"].replace(str(os.getpid()), str(dead_pid))
+        recorder.owner.update(pid=dead_pid, started="")
+        state = RunState(run_id, "demo", "exp", engine, steps=["a"])
+        state.step("a", "running")
+        store.save(recorder.record(state.snapshot()))  # what the recorder's writer thread writes
+    store.close()
+
+    def no_registry(name):
+        raise AssertionError(f"the run store asked the engine registry for {name!r}")
+
+    engines_get, engines.get = engines.get, no_registry
+    try:
+        with RunStore.for_workspace(tmp_path) as reopened:  # opening it marks the dead kernel's runs
+            errors = {r.run_id: (r.status, r.error) for r in reopened.runs()}
+    finally:
+        engines.get = engines_get
+    assert errors["r-kfp"] == ("interrupted", engines_get("kfp").interrupted(dead_pid))
+    assert "may go on in Kubeflow Pipelines" in errors["r-kfp"][1]
+    assert errors["r-local"] == ("interrupted", store_module.interrupted(dead_pid))
+    assert errors["r-old"] == ("interrupted", store_module.interrupted(dead_pid))

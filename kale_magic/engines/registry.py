@@ -52,9 +52,11 @@ class EngineType:
         """Bring a value a step saved into ``run_dir`` (where ``Run.load`` reads it), when it is elsewhere."""
 
     def interrupted(self, pid: int) -> str:
-        """What a run of this engine means when the kernel that followed it ended (process ``pid``)."""
-        return (f"the kernel running it ended (pid {pid}) before the run finished; %kale_run --resume "
-                "reuses the steps that were done")
+        """What a run of this engine means when the kernel that followed it ended (process ``pid``); the run
+        store keeps it with the run's owner."""
+        from ..history.store import interrupted
+
+        return interrupted(pid)
 
     def schedules(self, args, settings, pipeline: str, action: str | None, name: str | None, store) -> str:
         """``%kale_schedules``: the pipeline's schedules as text, or what ``action`` (pause, resume,

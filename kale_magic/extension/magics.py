@@ -366,7 +366,7 @@ class Kale(Magics):
     def start(self, args):
         """``%kale_run`` with parsed options ``args`` (the CLI's too): the one call of ``start_run``."""
         from .. import panel
-        from ..history.store import RunStore, step_hashes
+        from ..history.store import RunStore
         from ..history.sweep import sweep
         from ..run import hooks
         from ..run.launch import Recording, start_run
@@ -381,11 +381,11 @@ class Kale(Magics):
         cells = self._cells(workspace)
         store = RunStore.for_workspace(workspace.root)  # opening it marks runs of dead kernels interrupted
         sweep(workspace.kale, store)
-        recorder = store.recorder(hashes=step_hashes(cells))
         hook = hooks.resolve(self.on_run_end)
         self.last_run = start_run(request, workspace, Recording(cells, self._environment()),
                                   self._engine(request, workspace),
-                                  listeners=[recorder, panel.listener(self.panel, notebook_dir=workspace.root)])
+                                  listeners=[self._recorder(store, request, cells),
+                                             panel.listener(self.panel, notebook_dir=workspace.root)])
         hooks.call_when_finished(self.last_run, hook)
         if self.last_run.status == "failed" and self.stop_on_failure:
             raise RunFailed(self.last_run) from self.last_run.failure
@@ -394,7 +394,7 @@ class Kale(Magics):
     def _sweep(self, args, request, workspace):
         """``%kale_run --sweep``: the grid checked at once, then one run per point (:mod:`kale_magic.run.sweep`)."""
         from .. import engines
-        from ..history.store import RunStore, step_hashes
+        from ..history.store import RunStore
         from ..history.sweep import sweep as sweep_files
         from ..panel import pick_mode
         from ..panel.sweep import SweepPanel
@@ -423,7 +423,7 @@ class Kale(Magics):
 
         def start(point_request):
             engine = self._engine(point_request, workspace)
-            listeners = [store.recorder(hashes=step_hashes(cells)), view]
+            listeners = [self._recorder(store, point_request, cells), view]
             run = start_run(point_request, workspace, recording, engine, listeners=listeners)
             hooks.call_when_finished(run, hook)
             return run, engine
@@ -634,6 +634,17 @@ class Kale(Magics):
     def _engine_settings(self) -> dict[str, dict]:
         """Each engine's settings, as values."""
         return {name: settings.trait_values(config=True) for name, settings in self.engine_settings.items()}
+
+    @staticmethod
+    def _recorder(store, request, cells):
+        """The run store's listener for one run, holding its engine's words for a run whose kernel ends."""
+        import os
+
+        from .. import engines
+        from ..history.store import step_hashes
+
+        words = engines.get(request.engine).interrupted(os.getpid())
+        return store.recorder(hashes=step_hashes(cells), interrupted=words)
 
     def _engine(self, request, workspace):
         from .. import engines

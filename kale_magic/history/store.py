@@ -250,9 +250,10 @@ class RunStore:
             rows = conn.execute("SELECT run_id, engine, owner FROM runs WHERE status = 'running'").fetchall()
         gone = []
         for row in rows:
-            owner = Owner.from_dict(json.loads(row["owner"] or "{}"))
+            recorded = json.loads(row["owner"] or "{}")
+            owner = Owner.from_dict(recorded)
             if owner is not None and owner.alive() is False:
-                gone.append((row["run_id"], _interrupted(row["engine"], owner)))
+                gone.append((row["run_id"], recorded.get("interrupted") or interrupted(owner.pid)))
         if not gone:
             return []
         steps = [("interrupted", "interrupted: the kernel ended while it ran", "running"),
@@ -265,9 +266,10 @@ class RunStore:
                                  [(status, message, run_id, was) for status, message, was in steps])
         return [run_id for run_id, _ in gone]
 
-    def recorder(self, state=None, hashes: dict[str, str] | None = None) -> "Recorder":
-        """A listener persisting a run (see :class:`Recorder`); given ``state``, it is attached and saved now."""
-        recorder = Recorder(self, hashes)
+    def recorder(self, state=None, hashes: dict[str, str] | None = None, interrupted: str = "") -> "Recorder":
+        """A listener persisting a run (see :class:`Recorder`); given ``state``, it is attached and saved now.
+        ``interrupted``: what the run will mean if this kernel ends before it does, in its engine's words."""
+        recorder = Recorder(self, hashes, interrupted)
         if state is not None:
             recorder(state, "attached")
             state.subscribe(recorder)
@@ -374,11 +376,12 @@ class Recorder:
     WAIT = 0.5  # seconds a write may hold the run's thread before it goes on in the background
     GIVE_UP = 600.0  # seconds a locked database may keep a record waiting before it is reported lost
 
-    def __init__(self, store: RunStore, hashes: dict[str, str] | None = None):
+    def __init__(self, store: RunStore, hashes: dict[str, str] | None = None, interrupted: str = ""):
         self.store = store
         self.hashes = dict(hashes or {})
         self.started = False
-        self.owner = Owner.current().as_dict()
+        # the engine's words are stored with the owner: the store's reader never asks the engine registry
+        self.owner = {**Owner.current().as_dict(), **({"interrupted": interrupted} if interrupted else {})}
         self._steps: dict[str, str] = {}  # step -> the status last written
         self._lock = threading.Lock()  # guards the fields below
         self._writer: threading.Thread | None = None  # the thread writing, while it has records to write
@@ -472,13 +475,8 @@ class Recorder:
             **asdict(run.ids))
 
 
-def _interrupted(engine: str, owner: Owner) -> str:
-    """What the run means now, in the words of its engine (any engine's, if it is no longer installed)."""
-    from .. import engines
-    from ..engines.registry import EngineType
-
-    try:
-        kind = engines.get(engine)
-    except KaleError:
-        kind = EngineType()
-    return kind.interrupted(owner.pid)
+def interrupted(pid: int) -> str:
+    """What a run means when the kernel that followed it (process ``pid``) ended, unless its engine
+    recorded words of its own (``Recorder(interrupted=...)``, from ``EngineType.interrupted``)."""
+    return (f"the kernel running it ended (pid {pid}) before the run finished; %kale_run --resume "
+            "reuses the steps that were done")

@@ -4,11 +4,14 @@ The compiled pipeline starts with one ``kale-environment`` task per step image. 
 component it first gets kfp's runtime install (``pip install kfp==<the compiling version> --no-deps``).
 Then it runs ``pip install --no-deps --target`` of the distributions the steps import, pinned to the
 kernel's versions and minus those the image already has at that version, plus the exact kale-magic
-that compiled the pipeline, and packs the result as one uncompressed tar per distribution: its output
-artifact, a folder, which also holds kfp's runtime. Each step takes that artifact as an input and unpacks,
-before anything else, only the distributions its code imports (and kfp, kale-magic and their runtime);
-another one of the environment is unpacked if the step's code imports it after all. Then it runs kfp's
-executor from it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
+that compiled the pipeline, and packs the result as one uncompressed tar per distribution, in several
+output artifacts named at compile time from the pins: ``environment``, a folder holding the runtime group
+(kfp's runtime, kale-magic, the step runtime's closure, ``_common``) and ``modules.json``, and one archive
+``kale_env_<distribution>`` per other distribution. A step takes that folder and the archives of its own
+requirements (KFP's launcher downloads every input artifact whole into the pod: ``launcher_v2.go``,
+``downloadArtifacts``), unpacks, before anything else, only those its code imports (and the runtime group's
+start-up part), another one it received if its code imports it after all. Then it runs kfp's executor from
+it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
 kale-magic is on no index, so the pipeline carries it without putting it in any container spec (see
@@ -33,9 +36,10 @@ import tarfile
 ENVIRONMENT = "kale_environment"  # the steps' input, the environment task's output
 NOTEBOOKS = "kale-notebooks"  # folder of the environment holding the carried step notebooks
 RUNTIME = "kale_runtime"  # the environment task's input: the runtime bundle
+ARCHIVE_INPUT = "kale_env_"  # + a distribution's archive name: its own output of the environment task
 
 ENVIRONMENT_SOURCE = '''\
-def {function}({runtime_input}environment: Output[Artifact]):
+def {function}({runtime_input}environment: Output[Artifact]{archive_outputs}):
     """Install what the steps import, pinned to the notebook kernel's versions, and pack it for them."""
     import csv, hashlib, importlib.metadata, io, json, os, re, shutil, subprocess, sys, tarfile, tempfile
     python = {python!r}
@@ -83,7 +87,7 @@ def {function}({runtime_input}environment: Output[Artifact]):
     # the price of a download ~3x larger (at an in-cluster object store's 100+ MB/s, a few tenths of a
     # second per 50 MB); stock Python images lack zstd or lz4, which would have both.
     os.makedirs(environment.path)
-    owner, archives, modules = {{}}, {{}}, {{}}
+    owner, archives, modules, outputs = {{}}, {{}}, {{}}, {archive_paths}
     for entry in sorted(os.listdir(target)):
         if entry.endswith(".dist-info") and os.path.isfile(os.path.join(target, entry, "RECORD")):
             name = re.sub(r"[-_.]+", "_", entry[:-len(".dist-info")].rsplit("-", 1)[0]).lower()
@@ -96,9 +100,12 @@ def {function}({runtime_input}environment: Output[Artifact]):
         for file in files:
             path = os.path.relpath(os.path.join(folder, file), target)
             archives.setdefault(owner.get(path, "_common"), []).append(path)
-    for name, paths in sorted(archives.items()):
-        with tarfile.open(os.path.join(environment.path, name + ".tar"), "w", format=tarfile.PAX_FORMAT) as tar:
-            for path in sorted(paths):
+    # a distribution of its own output (a file: the archive) unless it is of the runtime group (the folder);
+    # one the image already had is an empty archive, so that every output the steps take exists
+    for name in sorted(set(archives) | set(outputs)):
+        with tarfile.open(outputs.get(name) or os.path.join(environment.path, name + ".tar"), "w",
+                          format=tarfile.PAX_FORMAT) as tar:
+            for path in sorted(archives.get(name, ())):
                 tar.add(os.path.join(target, path), arcname=path, recursive=False)
                 top = path.split(os.sep)[0].split(".")[0]
                 if name not in modules.setdefault(top, []):
@@ -113,64 +120,89 @@ STEP_PREAMBLE = '''\
     _env = _os.environ["KALE_ENVIRONMENT"]  # unpacked by the step's bootstrap, on sys.path through PYTHONPATH
     _site.addsitedir(_env)  # its .pth files
 
-    class _Unpack:  # the environment's distributions this step's code does not import, unpacked if imported
-        def __init__(self, archives, unpacked):
-            with open(_os.path.join(archives, "modules.json"), encoding="utf-8") as index:
-                self.modules, self.archives, self.unpacked = _json.load(index), archives, set(unpacked)
+    class _Unpack:  # the archives this step received but did not unpack at start, unpacked when imported
+        def __init__(self, archives, index, unpacked):
+            with open(index, encoding="utf-8") as modules:
+                self.modules, self.archives, self.unpacked = _json.load(modules), archives, set(unpacked)
 
         def find_spec(self, name, path=None, target=None):
             wanted = [a for a in self.modules.pop(name, []) if a not in self.unpacked] if path is None else []
+            missing = [a for a in wanted if a not in self.archives]
+            if missing:  # in the environment for another step: this one's code names no import of it
+                print(f"kale-magic: this step imports {name} from {', '.join(missing)}, which its code does not "
+                      "import by name, so the step did not receive it: import it in the step's cells or in "
+                      "%%imports", file=_sys.stderr, flush=True)
+            wanted = [a for a in wanted if a in self.archives]
             if not wanted:
                 return None
             import subprocess
             for archive in wanted:
-                path = _os.path.join(self.archives, archive + ".tar")
                 try:  # GNU tar: several times faster than tarfile
-                    unpacked = subprocess.run(["tar", "-xf", path, "-C", _env]).returncode == 0
+                    unpacked = subprocess.run(["tar", "-xf", self.archives[archive], "-C", _env]).returncode == 0
                 except FileNotFoundError:
                     unpacked = False
                 if not unpacked:
                     import tarfile
-                    with tarfile.open(path) as tar:
+                    with tarfile.open(self.archives[archive]) as tar:
                         tar.extractall(_env)
                 self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
             return _machinery.PathFinder.find_spec(name, [_env])
 
-    _sys.meta_path.append(_Unpack(_os.environ["KALE_ARCHIVES"], _json.loads(_os.environ["KALE_UNPACKED"])))
+    _sys.meta_path.append(_Unpack(_json.loads(_os.environ["KALE_ARCHIVES"]), _os.environ["KALE_INDEX"],
+                                  _json.loads(_os.environ["KALE_UNPACKED"])))
 '''
 
-# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <archives> <kfp's
-# command>``): it unpacks, from the environment the launcher downloaded (where kfp's own ``Artifact.path``
-# puts it: gs://, minio://, s3:// under /gcs, /minio, /s3, launcher_v2.go's LocalPathForURI; a local path
-# under kfp.local), the archives of the distributions the step imports (a JSON list), several ``tar``
-# processes at once (GNU tar unpacks a few times faster than Python's tarfile), then execs kfp's command with
-# the environment on PYTHONPATH, so the kfp it carries runs the executor: no pod installs kfp from an index.
+# Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <plan> <kfp's
+# command>``). The environment reaches it as several inputs the launcher downloaded (where kfp's own
+# ``Artifact.path`` puts them: gs://, minio://, s3:// under /gcs, /minio, /s3, launcher_v2.go's
+# LocalPathForURI; a local path under kfp.local): ``kale_environment``, the runtime group's folder, and one
+# ``kale_env_<distribution>`` archive per distribution of the step's own requirements. ``<plan>`` (JSON) names
+# the archives the step's code imports, which it unpacks first, several ``tar`` processes at once (GNU tar
+# unpacks a few times faster than Python's tarfile), and why the step received every archive if it did;
+# then it execs kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor:
+# no pod installs kfp from an index.
 STEP_BOOTSTRAP = '''\
 import json, os, subprocess, sys, tarfile, tempfile, time
 started = time.time()
-wanted, argv = json.loads(sys.argv[1]), sys.argv[2:]
+plan, argv = json.loads(sys.argv[1]), sys.argv[2:]
 spec = json.loads(argv[argv.index("--executor_input") + 1])
-uri = spec["inputs"]["artifacts"]["kale_environment"]["artifacts"][0]["uri"]
-for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
-    if uri.startswith(prefix):
-        uri = mount + uri[len(prefix):]
+inputs = spec["inputs"]["artifacts"]
+
+def local(name):
+    uri = inputs[name]["artifacts"][0]["uri"]
+    for prefix, mount in (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/")):
+        if uri.startswith(prefix):
+            return mount + uri[len(prefix):]
+    return uri
+
+folder = local("kale_environment")
+archives = {{n[:-4]: os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tar")}}
+archives.update((n[len("{prefix}"):], local(n)) for n in inputs if n.startswith("{prefix}"))
 env = tempfile.mkdtemp(prefix="kale-environment-")
-found = [a for a in wanted if os.path.isfile(os.path.join(uri, a + ".tar"))]
+found = [a for a in plan["unpack"] if a in archives]
 try:
-    tars = [subprocess.Popen(["tar", "-xf", os.path.join(uri, a + ".tar"), "-C", env]) for a in found]
+    tars = [subprocess.Popen(["tar", "-xf", archives[a], "-C", env]) for a in found]
     failed = [a for a, tar in zip(found, tars) if tar.wait()]
 except FileNotFoundError:  # no tar in the image
     failed = found
 for archive in failed:
-    with tarfile.open(os.path.join(uri, archive + ".tar")) as tar:
+    with tarfile.open(archives[archive]) as tar:
         tar.extractall(env)
-print(f"kale-magic: unpacked {len(found)} archives of the environment in {time.time() - started:.2f} s: "
-      f"{' '.join(found)}", file=sys.stderr, flush=True)  # the step's log says what its start-up cost
-os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=uri, KALE_UNPACKED=json.dumps(found))
+print(f"kale-magic: received {{len(archives)}} archives of the environment"
+      + (f" (all: {{plan['whole']}})" if plan["whole"] else "")
+      + f", unpacked {{len(found)}} in {{time.time() - started:.2f}} s: {{' '.join(found)}}",
+      file=sys.stderr, flush=True)  # the step's log says what its start-up cost
+os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=json.dumps(archives),
+                  KALE_INDEX=os.path.join(folder, "modules.json"), KALE_UNPACKED=json.dumps(found))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
 os.execvp(argv[0], argv)
-'''
+'''.format(prefix=ARCHIVE_INPUT)
+
+
+def archive_input(archive: str) -> str:
+    """The environment task's output (and a step's input) holding the archive ``archive``."""
+    return ARCHIVE_INPUT + archive
 
 
 def archive_name(distribution: str) -> str:
@@ -196,15 +228,18 @@ def pack_bundle(files: dict[str, bytes]) -> bytes:
 
 
 def environment_source(function: str, image: str, requirements: list[str], runtime: str, wheel: str,
-                       bundle: bytes, pip_options: list[str]) -> str:
+                       bundle: bytes, pip_options: list[str], archives=()) -> str:
     """The environment task's component function, with what it installs and carries written into it.
 
     ``runtime``: the ``kale-magic==<version>`` line to install from ``wheel`` (empty: the image has it);
-    ``bundle``: the runtime bundle the task takes as its ``kale_runtime`` input (empty: it has none).
+    ``bundle``: the runtime bundle the task takes as its ``kale_runtime`` input (empty: it has none);
+    ``archives``: the distributions packed as outputs of their own (the others go in ``environment``).
     """
     return ENVIRONMENT_SOURCE.format(
         function=function, python=kernel_python(), image=image, requirements=list(requirements),
         runtime=runtime, wheel=wheel, pip_options=list(pip_options), notebooks=NOTEBOOKS,
+        archive_outputs="".join(f", {archive_input(a)}: Output[Artifact]" for a in archives),
+        archive_paths="{" + ", ".join(f"{a!r}: {archive_input(a)}.path" for a in archives) + "}",
         runtime_input=f"{RUNTIME}: Input[Artifact], " if bundle else "", runtime_name=RUNTIME,
         digest=hashlib.sha256(bundle).hexdigest() if bundle else "")
 

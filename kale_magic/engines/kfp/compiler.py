@@ -28,7 +28,7 @@ from ...errors import ValidationError
 from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
-from .bootstrap import ENVIRONMENT, RUNTIME, kernel_python
+from .bootstrap import ENVIRONMENT, RUNTIME, archive_input, kernel_python
 from .pip_args import check_setting, kfp_arguments
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
@@ -128,7 +128,8 @@ def _identifier(text: str) -> str:
     name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
     if not name or not name[0].isalpha() or keyword.iskeyword(name):
         name = f"v_{name}"
-    if re.fullmatch(r"(kale_environment|importer)(_\d+)?", name):  # the environment and importer tasks' names
+    # the environment and importer tasks' names, and the environment's archive inputs
+    if re.fullmatch(r"(kale_environment|importer)(_\d+)?|kale_env_\w+", name):
         name = f"{name}_s"
     return name
 
@@ -317,8 +318,13 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             return imported_values[key]
 
         def environment(name):
-            return {ENVIRONMENT: prepared[setup.images[name]].outputs["environment"]} if setup.environment(
-                name) is not None else {}
+            """The environment's outputs step ``name`` takes: the runtime group's folder, and the archives of its
+            own requirements' distributions (of every one when its imports cannot be known)."""
+            if setup.environment(name) is None:
+                return {}
+            outputs = prepared[setup.images[name]].outputs
+            return {ENVIRONMENT: outputs["environment"],
+                    **{archive_input(a): outputs[archive_input(a)] for a in setup.receives.get(name, ())}}
 
         def make(name, step, item):
             io = ios[name]
@@ -413,7 +419,7 @@ def _environment_component(setup, env, opts: CompileOptions, bundle: bytes):
     install = opts.install_packages
     source = environment_source(env.function, env.image, env.requirements.lines(),
                                 f"kale-magic=={version}" if install else "", wheel_name(version), bundle,
-                                pip_index_options(opts.pip_index_urls))
+                                pip_index_options(opts.pip_index_urls), env.archives)
     component = dsl.component(_define(source, env.function), base_image=env.image, install_kfp_package=install,
                               **kfp_arguments((), opts.pip_index_urls))
     return _with_env(component, opts)
@@ -537,7 +543,8 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
                               install_kfp_package=opts.install_packages and not environment)
     if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
         container = component.component_spec.implementation.container
-        container.command = ["python3", "-c", STEP_BOOTSTRAP, json.dumps(setup.unpacks[step.name]),
+        unpack = {"unpack": list(setup.unpacks[step.name]), "whole": setup.whole.get(step.name, "")}
+        container.command = ["python3", "-c", STEP_BOOTSTRAP, json.dumps(unpack, sort_keys=True),
                              *container.command]
     return _with_env(component, opts)
 
@@ -558,7 +565,7 @@ def component_source(plan: Plan, step: StepPlan, function: str, snapshot: bool, 
     if snapshot:
         signature.append(f"{SNAPSHOT}: Input[Artifact]")
     if environment:
-        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+        signature += _environment_inputs(setup, step.name)
     signature.append(f"{REPORT}: Output[HTML]")
     if step.metrics:
         signature.append(f"{METRICS}: Output[Metrics]")
@@ -609,7 +616,7 @@ def gate_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
     signature = [f"{io[('param', p)]}: {_param_type(plan.parameters[p])}" for p in sorted(step.condition_parameters)]
     signature += [f"{io[('in', t.name)]}: {_input(plan, step, t)}" for t in _sorted(step.condition_inputs)]
     if environment:
-        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+        signature += _environment_inputs(setup, step.name)
     params = "{" + ", ".join(f"{p!r}: {io[('param', p)]}" for p in sorted(step.condition_parameters)) + "}"
     inputs = "{" + ", ".join(f"{t.name!r}: {io[('in', t.name)]}" for t in _sorted(step.condition_inputs)) + "}"
     text_params = tuple(p for p in sorted(step.condition_parameters) if not _is_typed(plan.parameters[p]))
@@ -647,7 +654,7 @@ def items_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
         signature = [f"{argument}: {_input(plan, step, transfer)}"]
         value = [f"artifact={argument}", f"producer={loop.producer!r}"]
     if environment:
-        signature.append(f"{ENVIRONMENT}: Input[Artifact]")
+        signature += _environment_inputs(setup, step.name)
     arguments = [f"step={step.name!r}", f"name={loop.name!r}", *value, f"python={kernel_python()!r}",
                  f"runtime={setup.runtime!r}"]
     body = "".join(f"        {a},\n" for a in arguments)
@@ -655,6 +662,12 @@ def items_source(plan: Plan, step: StepPlan, function: str, setup) -> str:
             + (STEP_PREAMBLE if environment else "")
             + "    from kale_magic.engines.kfp.component import run_items\n"
             f"    return run_items(\n{body}    )\n")
+
+
+def _environment_inputs(setup, step: str) -> list[str]:
+    """The component arguments of the environment a step takes (see the ``environment`` of :func:`build_pipeline`)."""
+    archives = setup.receives.get(step, ())
+    return [f"{ENVIRONMENT}: Input[Artifact]", *(f"{archive_input(a)}: Input[Artifact]" for a in archives)]
 
 
 def _input(plan: Plan, step: StepPlan, transfer) -> str:
