@@ -1,6 +1,6 @@
 """``--foreach`` on the local engine, against its baselines measured in the same run.
 
-    python benchmarks/bench_foreach.py [--repeat 3] [--items 40]
+    python benchmarks/bench_foreach.py [--repeat 3] [--items 40] [--parts kfold,kfp-local,overhead]
 
 * k-fold x models: a 5-fold x 3-model notebook (scikit-learn; each item fits one model on one
   fold) as one ``%kale_run`` of a ``--foreach`` step over the 15 (model, fold) pairs, against the
@@ -145,22 +145,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--parts", default="kfold,kfp-local,overhead",
+                        help="which comparisons to run (the kfp.local one takes minutes per repeat)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     home = os.getcwd()
     with tempfile.TemporaryDirectory() as tmp:
         shell = kale_shell(tmp)
-        kf = [kfold(shell) for _ in range(args.repeat)]
-        local_runs = [kfp_local(os.path.join(tmp, f"kfp-local-{i}")) for i in range(args.repeat)]
-        per = [overhead(shell, args.items) for _ in range(args.repeat)]
+        kf = [kfold(shell) for _ in range(args.repeat)] if "kfold" in parts else []
+        local_runs = ([kfp_local(os.path.join(tmp, f"kfp-local-{i}")) for i in range(args.repeat)]
+                      if "kfp-local" in parts else [])
+        per = [overhead(shell, args.items) for _ in range(args.repeat)] if "overhead" in parts else []
         os.chdir(home)  # the shell's exit handler reads the working directory
-    foreach = statistics.median(k[0] for k in kf)
-    separate = statistics.median(k[1] for k in kf)
-    print(f"5-fold x 3 models, --foreach (one run): {foreach:.2f} s; 15 separate %kale_runs: {separate:.2f} s "
-          f"({separate / foreach:.2f}x)")
-    local_wall = statistics.median(local_runs)
-    print(f"the same as a hand-written dsl.ParallelFor pipeline under kfp.local (SubprocessRunner): "
-          f"{local_wall:.2f} s ({local_wall / foreach:.2f}x the --foreach run)")
-    for label in per[0]:
+    if kf:
+        foreach = statistics.median(k[0] for k in kf)
+        separate = statistics.median(k[1] for k in kf)
+        print(f"5-fold x 3 models, --foreach (one run): {foreach:.2f} s; 15 separate %kale_runs: {separate:.2f} s "
+              f"({separate / foreach:.2f}x)")
+    if local_runs:
+        local_wall = statistics.median(local_runs)
+        print(f"the same as a hand-written dsl.ParallelFor pipeline under kfp.local (SubprocessRunner): "
+              f"{local_wall:.2f} s" + (f" ({local_wall / foreach:.2f}x the --foreach run)" if kf else ""))
+    for label in per[0] if per else ():
         print(f"{label}: {statistics.median(p[label] for p in per) * 1000:.1f} ms per instance "
               f"({args.items} of them, Run task, median of {args.repeat})")
     print(f"load average: {os.getloadavg()[0]:.1f}")

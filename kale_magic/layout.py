@@ -121,6 +121,12 @@ class RunDir:
         return self.path / "kfp-values.json"
 
     @property
+    def remote_items(self) -> Path:
+        """``kfp-items.json``: ``--foreach`` step -> ``{"count": N}``, its items whose values a KFP run's
+        store holds (as ``step[i]`` in :attr:`remote_values`), or ``{"error": why}`` when they do not add up."""
+        return self.path / "kfp-items.json"
+
+    @property
     def step_identities(self) -> Path:
         """``kfp-steps.json``: step -> its identity in a KFP run (code, parameters, inputs' producers), which a
         later KFP partial run matches before importing the step's values (kale_magic.engines.kfp.reuse)."""

@@ -49,8 +49,8 @@ def test_a_skipped_instance_skips_its_descendants_with_the_reason_and_nothing_fa
     schedule = Schedule({"train": (), "deploy": ("train",), "notify": ("deploy",), "report": ("train",)})
     schedule.end(StepInstance("train"), "succeeded")
     skipped = schedule.end(StepInstance("deploy"), "skipped", "condition a > b was false: a = 1, b = 2")
-    assert {str(i): why for i, why in skipped.items()} == {
-        "notify": "skipped: step 'deploy' was skipped (condition a > b was false: a = 1, b = 2)"}
+    assert {str(i): tuple(why) for i, why in skipped.items()} == {
+        "notify": ("condition", "skipped: step 'deploy' was skipped (condition a > b was false: a = 1, b = 2)")}
     assert [str(i) for i in schedule.ready()] == ["report"] and schedule.failed == []
 
 
@@ -101,6 +101,8 @@ def test_a_false_condition_skips_the_branch_in_the_kernel_and_the_run_alike(kern
     assert (steps["notify"].status, steps["notify"].message) == (
         "skipped", f"skipped: step 'deploy' was skipped ({why})")
     assert steps["report"].status == "succeeded"
+    assert (steps["deploy"].skip, steps["notify"].skip) == ("condition", "condition")
+    assert run.state.tasks["Run"].message.endswith("steps succeeded; 2 skipped by a condition")  # not "not selected"
     checked = 0
     for transfer in run.plan.transfers():
         if transfer.producer in ("deploy", "notify"):

@@ -12,6 +12,7 @@ from kale_magic.engines.local.reporter import Reporter
 from kale_magic.engines.local.scheduler import StepInstance
 from kale_magic.layout import RunDir, StepOutcome
 from kale_magic.run.state import RunState
+from kale_magic.skips import Skip
 from kale_magic.step.job import StepJob
 
 
@@ -76,10 +77,11 @@ def test_the_reporter_writes_each_step_row_once_in_order(tmp_path):
     assert state.steps["a"].status == "running" and state.steps["a"].log == str(RunDir(tmp_path).log("a"))
     report.ended(a, StepOutcome("succeeded", metrics={"acc": 1.0}), 5.0, "forced by --no-cache", "k1")
     report.ended(b, StepOutcome("failed", error="ZeroDivisionError: division by zero"), 6.0, "a note", None)
-    report.skipped({StepInstance("c"): "skipped: upstream step 'b' failed"})
+    report.skipped({StepInstance("c"): Skip("failure", "skipped: upstream step 'b' failed")})
     steps = state.steps
     assert (steps["a"].status, steps["a"].message, steps["a"].cache_key, steps["a"].started) == (
         "succeeded", "forced by --no-cache", "k1", 5.0)
     assert (steps["b"].status, report.error_of(b)) == ("failed", "ZeroDivisionError: division by zero")
-    assert (steps["c"].status, steps["c"].message) == ("skipped", "skipped: upstream step 'b' failed")
+    assert (steps["c"].status, steps["c"].message, steps["c"].skip) == (
+        "skipped", "skipped: upstream step 'b' failed", "failure")
     assert state.metrics == {"acc": 1.0}

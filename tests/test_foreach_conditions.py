@@ -49,6 +49,13 @@ def test_a_false_item_is_skipped_with_its_continuation_and_the_lists_hold_the_it
     from kale_magic.panel.render import render_text
 
     assert "train ×4: 3 ✓ 1 – succeeded" in render_text(run.state)
+    from kale_magic.history.store import RunStore
+    from kale_magic.skips import skipped_by_condition
+
+    with RunStore.for_workspace(".") as store:  # the run as a fresh reader of the store sees it
+        recorded = {s.name: s for s in store.get(run.id).steps}
+    assert [skipped_by_condition(i) for i in recorded["check"].items] == [False, True, True, True]
+    assert recorded["check"].items[1].message == steps["check"].items[1].message
 
 
 def test_the_other_branch_every_item_runs_and_a_second_run_reuses_them(kernel):
@@ -127,18 +134,61 @@ def test_kale_magic_run_headless_runs_a_conditional_loop_with_the_kernels_values
     assert checked == 4  # data, score (also read by the gate of check), name, calibrated
 
 
-def test_only_a_condition_s_skip_leaves_an_item_out_of_the_lists():
-    """Items skipped by a failure or a cancel are no part of a list a condition shortened: loading fails."""
-    from kale_magic.run.state import StepState, skipped_by_condition
+def test_only_a_condition_s_skip_leaves_an_item_out_of_the_lists_as_the_store_restores_it(tmp_path):
+    """The kind of a skip, not its words, says whether a condition made it: an item skipped by a failure whose
+    message starts with "condition " is no condition's skip, in the run state and in a fresh store's record."""
+    from kale_magic.history.store import RunStore
+    from kale_magic.run.state import RunState
+    from kale_magic.skips import skipped_by_condition
 
-    def skipped(message):
-        return skipped_by_condition(StepState("c[1]", "skipped", message=message))
+    state = RunState("r-1", "p", "e", "local", ["t", "u"])
+    state.fan_out("t", 3)
+    state.item("t", 0, "succeeded")
+    state.item("t", 1, "skipped", message="condition x > 1 was false: x = 0", skip="condition")
+    state.item("t", 2, "skipped", message="condition x > 1 could not load 'x': its step failed", skip="failure")
+    state.step("u", "skipped", message="skipped: step 'g' was skipped (condition a > b was false)", skip="condition")
+    state.finish("failed", "t[2] was skipped")
+    assert [skipped_by_condition(i) for i in state.steps["t"].items] == [False, True, False]
+    assert state.steps["t"].status == "skipped" and state.steps["t"].skip == "failure"  # item 1 leaves no gap
+    with RunStore(tmp_path / "runs.db") as store:
+        store.save(store.recorder().record(state.snapshot()))  # what the recorder's writer thread writes
+    with RunStore(tmp_path / "runs.db") as fresh:
+        steps = {s.name: s for s in fresh.get("r-1").steps}
+    assert [(i.name, i.status, i.skip) for i in steps["t"].items] == [
+        ("t[0]", "succeeded", ""), ("t[1]", "skipped", "condition"), ("t[2]", "skipped", "failure")]
+    assert [skipped_by_condition(i) for i in steps["t"].items] == [False, True, False]
+    assert skipped_by_condition(steps["u"]) and steps["u"].items is None
 
-    assert skipped("condition x > 1 was false: x = 0")
-    assert skipped("skipped: step 't[1]' was skipped (condition x > 1 was false: x = 0)")
-    assert not skipped("skipped: upstream step 't[1]' failed")
-    assert not skipped("skipped: step 'gate' was skipped (condition a > b was false: a = 1, b = 2)")
-    assert not skipped("skipped: the run was cancelled")
+
+def test_rows_an_older_store_wrote_get_their_skips_kind_from_their_words(tmp_path):
+    """A store of schema 5 (no kinds): opening it classifies each skipped row once, by what the engines said."""
+    import sqlite3
+
+    from kale_magic.history.store import MIGRATIONS, RunStore
+    from kale_magic.skips import skipped_by_condition
+
+    path = tmp_path / "runs.db"
+    with sqlite3.connect(path) as old:
+        for migration in MIGRATIONS[:5]:
+            old.executescript(migration)
+        old.execute("PRAGMA user_version = 5")
+        old.execute("INSERT INTO runs (run_id, experiment, pipeline, engine, status, started) "
+                    "VALUES ('old', 'e', 'p', 'local', 'succeeded', 1.0)")
+        rows = {"own": "condition x > 1 was false: x = 0",
+                "below": "skipped: step 'gate' was skipped (condition a > b was false: a = 1, b = 2)",
+                "failed": "skipped: upstream step 'x' failed",
+                "items": "t[1]: skipped: upstream step 't[1]' failed",
+                "cancel": "skipped: the run was cancelled",
+                "left": "not run (not selected: --only a)",
+                "kfp": "skipped: the condition a > b of step 'g' was false (the kale-gate task's output says why)"}
+        old.executemany("INSERT INTO steps (run_id, name, position, status, message) VALUES ('old', ?, ?, 'skipped', ?)",
+                        [(name, i, message) for i, (name, message) in enumerate(rows.items())])
+    with RunStore(path) as store:
+        steps = {s.name: s for s in store.get("old").steps}
+    assert {name: s.skip for name, s in steps.items()} == {
+        "own": "condition", "below": "condition", "failed": "failure", "items": "failure", "cancel": "cancel",
+        "left": "not-selected", "kfp": "condition"}
+    assert [name for name, s in steps.items() if skipped_by_condition(s)] == ["own", "below", "kfp"]
 
 
 def test_the_edge_into_a_gated_step_names_the_values_its_condition_reads(kernel):

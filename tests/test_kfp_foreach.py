@@ -200,3 +200,55 @@ def test_the_kernels_max_parallel_is_the_loops_parallelism_on_kubeflow():
     engine = KfpType().create(SimpleNamespace(host="http://127.0.0.1:9", no_cache=False), None,
                               settings={"install_packages": False}, context=EngineContext(max_parallel=3))
     assert engine.options.max_parallel == 3
+
+
+TASK = "s3://b/root/p/run-1/train/"
+
+
+def store_keys(items: dict[str, tuple[int, int] | None], outputs=("out_score",)) -> list[str]:
+    """The keys a loop's items leave under their task folder: salt -> (item, count), None for no number."""
+    keys = []
+    for salt, number in items.items():
+        for output in outputs:
+            keys += [f"{TASK}{salt}/{output}/kale.json", f"{TASK}{salt}/{output}/data.pkl"]
+            if number is not None:
+                keys.append(f"{TASK}{salt}/{output}/kale-item-{number[0]}-of-{number[1]}")
+        keys.append(f"{TASK}{salt}/kale_report")
+    return sorted(keys)
+
+
+def test_the_store_s_items_are_listed_in_item_order_whatever_their_salts():
+    from kale_magic.engines.kfp.results import items_saved
+
+    keys = store_keys({"f0": (2, 3), "a9": (0, 3), "c1": (1, 3)}, outputs=("out_score", "out_model"))
+    found, looped = items_saved("train", TASK, keys, {"out_score": "score", "out_model": "model"})
+    assert looped == {"count": 3}
+    assert list(found) == ["train[0]", "train[1]", "train[2]"]
+    assert found["train[0]"] == {"score": f"{TASK}a9/out_score", "model": f"{TASK}a9/out_model"}
+    assert found["train[2]"]["score"] == f"{TASK}f0/out_score"
+    assert items_saved("train", TASK, [], {"out_score": "score"}) == ({}, {"count": 0})  # nothing to loop over
+
+
+@pytest.mark.parametrize("items, said", [
+    ({"a": (0, 3), "b": (2, 3)}, "the object store holds 'score' of step 'train' for items 0, 2, not each of 0 to 2 "
+                                 "once (an item failed, or KFP's cache served some items from another run): run the "
+                                 "pipeline again with --no-cache to load the list"),
+    ({"a": (0, 2), "b": (1, 2), "c": (1, 2)}, "the object store holds 'score' of step 'train' for items 0, 1 (2 times), "
+                                              "not each of 0 to 1 once"),
+    ({"a": (0, 2), "b": None}, "the items of step 'train' saved 'score' without their item numbers (a pipeline "
+                               "compiled by an older kale-magic): compile and run the pipeline again to load them"),
+], ids=["missing", "repeated", "unnumbered"])
+def test_a_missing_or_repeated_item_in_the_store_is_refused_in_one_sentence_when_loaded(tmp_path, items, said):
+    from kale_magic.engines.kfp.kind import KfpType
+    from kale_magic.engines.kfp.results import items_saved
+    from kale_magic.errors import KaleError
+    from kale_magic.files import atomic_write_json
+    from kale_magic.layout import RunDir
+
+    found, looped = items_saved("train", TASK, store_keys(items), {"out_score": "score"})
+    assert found == {} and looped["error"].startswith(said)
+    run_dir = RunDir(tmp_path)
+    atomic_write_json(run_dir.remote_items, {"train": looped})
+    with pytest.raises(KaleError) as refused:
+        KfpType().saved_items(run_dir, "train")
+    assert str(refused.value) == looped["error"] + "."

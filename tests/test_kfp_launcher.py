@@ -252,3 +252,29 @@ def test_a_step_downloads_only_the_archives_of_its_own_distributions(kernel, clu
     assert "numpy" in total and "pyyaml" not in total
     assert {"numpy", "pyyaml"} | nums | doc <= back
     check_contract(cluster, run)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_run_load_of_a_foreach_steps_values_lists_its_items_from_the_store_in_item_order(kernel, cluster,
+                                                                                       tmp_path_factory):
+    """The items of a --foreach step upload under one task folder, apart only by the driver's salt; each says
+    its item in what it uploads, so run.load of the step's own values (and of the fan-in's) equals the
+    kernel's lists."""
+    from oracle import check, run_cells
+    from test_foreach import KFOLD
+
+    from kale_magic.engines.kfp.compiler import Names
+    from kale_magic.snapshot.remote import list_keys
+
+    cells = [c.replace("n_folds = 5", "n_folds = 3") for c in KFOLD] + ["%%metrics\naccuracy"]
+    after_step = run_cells(kernel, cells)
+    run = run_on_cluster(kernel, cluster, ["split", "kale-items-train", "train", "check", "summary"],
+                         tmp_path_factory.mktemp("yaml"))
+    assert check(run, after_step) == 10  # every value each step loads, the loop's own lists among them
+    assert [len(run.load(name)) for name in ("score", "model", "calibrated")] == [3, 3, 3]
+    assert run.metrics == {"accuracy": kernel.ns["accuracy"]}
+    check_contract(cluster, run)
+    task = f"{ROOT}/{Names(run.plan).pipeline}/{run.state.ids.kfp_run_id}/train/"
+    salts = {key[len(task):].split("/")[0] for key in list_keys(task)}
+    assert len(salts) == 3  # one folder per item, apart by the salt only

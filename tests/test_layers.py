@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kale_magic"
 LAYERS = [
     {"cli"}, {"source"}, {"extension"}, {"panel", "server"}, {"run"}, {"engines"}, {"cache"},
     {"history", "snapshot"}, {"step"}, {"plan"}, {"marshal"},
-    {"ipynb", "layout", "files", "errors", "text", "plugins", "version", "items", "cron", "images"},
+    {"ipynb", "layout", "files", "errors", "text", "plugins", "version", "items", "cron", "images", "skips"},
 ]
 SHIMS = {"__init__", "runtime", "kfp_step"}  # old import paths and the extension's entry: they only point down
 RANK = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}

@@ -33,8 +33,9 @@ def test_a_failure_skips_its_pending_descendants_only_and_says_why():
     for step in ("clean", "stats"):
         schedule.start(StepInstance(step))
     skipped = schedule.end(StepInstance("clean"), "failed")
-    assert {str(i): why for i, why in skipped.items()} == {
-        "train": "skipped: upstream step 'clean' failed", "report": "skipped: upstream step 'clean' failed"}
+    assert {str(i): tuple(why) for i, why in skipped.items()} == {
+        "train": ("failure", "skipped: upstream step 'clean' failed"),
+        "report": ("failure", "skipped: upstream step 'clean' failed")}
     assert schedule.ready() == [] and names(schedule.running) == ["stats"]  # the sibling goes on
     schedule.end(StepInstance("stats"), "succeeded")
     assert names(schedule.failed) == ["clean"]
@@ -46,7 +47,9 @@ def test_cancel_skips_what_has_not_started():
     schedule = Schedule(DAG)
     schedule.end(StepInstance("load"), "succeeded")
     schedule.start(StepInstance("clean"))
-    assert set(names(schedule.cancel())) == {"stats", "train", "report"}
+    cancelled = schedule.cancel()
+    assert set(names(cancelled)) == {"stats", "train", "report"}
+    assert {why.kind for why in cancelled.values()} == {"cancel"}
     assert names(schedule.running) == ["clean"]  # the executor stops what runs
 
 
@@ -109,7 +112,7 @@ def test_a_failed_item_skips_its_continuation_and_the_fan_in_not_the_other_items
     s.expand("check", 2)
     skipped = s.end(StepInstance("train", 0), "failed")
     assert set(skipped) == {StepInstance("check", 0), StepInstance("summary")}
-    assert "upstream step 'train[0]' failed" in skipped[StepInstance("summary")]
+    assert "upstream step 'train[0]' failed" in skipped[StepInstance("summary")].message
     s.end(StepInstance("train", 1), "succeeded")
     assert s.ready() == [StepInstance("check", 1)]
 

@@ -57,11 +57,37 @@ def _hash(texts) -> str:
     return h.hexdigest()[:16]
 
 
-def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
-              inputs: Mapping[str, dict]) -> dict[str, str]:
-    """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record."""
-    from ..version import __version__
+def key_parts(plan: Plan, name: str, parameters: Mapping[str, object], inputs: Mapping[str, dict], *,
+              leave_out: frozenset[str] = frozenset(), constant: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parts of step ``name``'s key; ``inputs`` maps each input name to its marshal record. ``leave_out``:
+    parameters and inputs not keyed (an item is keyed on its own item, not on the value its loop goes over);
+    ``constant``: :func:`step_parts` of the step, when the caller computed them once for all its items."""
     from ..step.notebooks import literal
+
+    step = plan.steps[name]
+    parts = dict(step_parts(plan, name) if constant is None else constant)
+    for param in step.parameters:
+        if param in leave_out:
+            continue
+        text = literal(parameters[param])
+        parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])
+    backends = set()
+    for transfer in step.inputs:
+        if transfer.name in leave_out:
+            continue
+        record = inputs[transfer.name]
+        parts[f"input:{transfer.name}"] = f"{transfer.producer}:{record['checksum']}"
+        if record["backend"]:  # None: the list of no item's values
+            backends.add(record["backend"])
+    for backend in sorted(backends):
+        parts[f"backend:{backend}"] = backend_version(backend)
+    return parts
+
+
+def step_parts(plan: Plan, name: str) -> dict[str, str]:
+    """The parts of step ``name``'s key that its parameters and inputs do not change: its code, the
+    ``%%imports`` and the functions it uses, its options, and the versions of what it imports."""
+    from ..version import __version__
 
     step = plan.steps[name]
     parts = {
@@ -76,17 +102,6 @@ def key_parts(plan: Plan, name: str, parameters: Mapping[str, object],
         parts[f"env:{key}"] = value if len(value) <= SHORT_VALUE else "sha256:" + _hash([value])
     for secret in step.options.secrets:  # the reference only: a secret's value never reaches a file
         parts[f"secret:{secret.variable}"] = f"{secret.name}:{secret.key}"
-    for param in step.parameters:
-        text = literal(parameters[param])
-        parts[f"parameter:{param}"] = text if len(text) <= SHORT_VALUE else "sha256:" + _hash([text])
-    backends = set()
-    for transfer in step.inputs:
-        record = inputs[transfer.name]
-        parts[f"input:{transfer.name}"] = f"{transfer.producer}:{record['checksum']}"
-        if record["backend"]:  # None: the list of no item's values
-            backends.add(record["backend"])
-    for backend in sorted(backends):
-        parts[f"backend:{backend}"] = backend_version(backend)
     for module in sorted(imported_modules(plan.imports + plan.functions + step.cells)):
         parts[f"library:{module}"] = module_version(module)
     return parts

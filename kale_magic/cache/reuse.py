@@ -23,7 +23,7 @@ from ..files import link_or_copy
 from ..layout import KaleDir, RunDir, StepOutcome
 from ..plan import Plan, StepPlan
 from .index import CacheIndex
-from .keys import digest, entry_key, explain, key_parts
+from .keys import digest, entry_key, explain, key_parts, step_parts
 from .workspace import WorkspaceFiles
 
 KEPT_LOCATIONS = 3  # runs whose copies of a result are remembered, newest first
@@ -62,6 +62,7 @@ class StepCache:
         self.keys: dict[str, tuple[str, dict]] = {}  # step -> (key, parts); the base until files are known
         self.pinned: frozenset[str] = frozenset()  # steps a partial run reuses whatever --no-cache says
         self.fanned: dict[str, list[str]] = {}  # foreach step -> its items' digests, as the engine fanned it out
+        self._constant: tuple[Plan | None, dict[str, dict]] = (None, {})  # the plan, and each step's step_parts
         self.dropped: set[str] = set()  # items a false --if skipped (``train[2]``): the lists leave them out
 
     def _resolve(self, resume: str | None) -> tuple[str | None, dict]:
@@ -92,15 +93,14 @@ class StepCache:
         ``run_id``) if it can be reused.  The decision says what was reused, for the engine to report, or
         why the step must run.  An item's key holds its value's digest as well."""
         step, label = plan.steps[name], _label(name, item)
-        inputs = {t.name: self._input(plan, step, t, item) for t in step.inputs}
+        # an item is keyed on its item, not on all of them: a new item leaves the others cached
+        leave_out = frozenset({step.foreach.name}) if item is not None and not step.foreach.reads_all else frozenset()
+        inputs = {t.name: self._input(plan, step, t, item) for t in step.inputs if t.name not in leave_out}
         if any(record is None for record in inputs.values()):
             return Decision(name, None)  # an input was not saved through the cache's view (its producer failed)
-        parts = key_parts(plan, name, parameters, inputs)
-        if item is not None:  # keyed on its item, not on all of them: a new item leaves the others cached
+        parts = key_parts(plan, name, parameters, inputs, leave_out=leave_out, constant=self._step_parts(plan, name))
+        if item is not None:
             parts["item"] = self.fanned[name][item]
-            if not step.foreach.reads_all:
-                parts.pop(f"input:{step.foreach.name}", None)
-                parts.pop(f"parameter:{step.foreach.name}", None)
         base = digest(parts)
         self.keys[label] = (base, parts)
         decision, entry, location = self._decide(step, base, parts, label=label)
@@ -121,6 +121,16 @@ class StepCache:
         self.records.update({(label, output): record for output, record in entry["outputs"].items()})
         self.keys[label] = (entry["key"], parts)
         return replace(decision, reused=Reused(entry["run_id"], entry["key"], entry.get("metrics", {}), links))
+
+    def _step_parts(self, plan: Plan, name: str) -> dict[str, str]:
+        """The parts of a step's key that are the same for each of its items: computed once per plan (parsing
+        its code and the %%functions for every item cost milliseconds each)."""
+        if self._constant[0] is not plan:
+            self._constant = (plan, {})
+        known = self._constant[1]
+        if name not in known:
+            known[name] = step_parts(plan, name)
+        return known[name]
 
     def _input(self, plan: Plan, step: StepPlan, transfer, item: int | None) -> dict | None:
         """The marshal record of an input: its producer's, the same item's of a step it continues, or one

@@ -51,6 +51,12 @@ class EngineType:
     def load_value(self, run_dir: "RunDir", step: str, name: str) -> None:
         """Bring a value a step saved into ``run_dir`` (where ``Run.load`` reads it), when it is elsewhere."""
 
+    def saved_items(self, run_dir: "RunDir", step: str) -> list[str] | None:
+        """The instances (``step[i]``, in item order) whose values ``Run.load`` lists for ``--foreach`` step
+        ``step``, for an engine whose run state does not list a step's items; None when not known. Raises a
+        :class:`KaleError` (one sentence) when the items it finds do not add up."""
+        return None
+
     def interrupted(self, pid: int) -> str:
         """What a run of this engine means when the kernel that followed it ended (process ``pid``); the run
         store keeps it with the run's owner."""

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .. import skips
 from ..errors import KaleError
 from ..layout import KaleDir
 from .owner import Owner
@@ -60,13 +61,29 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE runs ADD COLUMN sweep_id TEXT;
     CREATE INDEX runs_by_sweep ON runs (sweep_id, started);
     """,
+    # a skip's kind (kale_magic.skips) beside its message, and a --foreach step's items; rows written before
+    # have their kind read once from the words the engines used then
+    """
+    ALTER TABLE steps ADD COLUMN skip TEXT NOT NULL DEFAULT '';
+    ALTER TABLE steps ADD COLUMN items TEXT;
+    UPDATE steps SET skip = CASE
+        WHEN message LIKE 'not run (not selected%' THEN 'not-selected'
+        WHEN message = 'skipped: the run was interrupted' THEN 'interrupted'
+        WHEN message LIKE '%skipped: the run was cancelled' OR message LIKE '%canceled' THEN 'cancel'
+        WHEN message LIKE '%skipped: upstream step %' OR message LIKE 'skipped: the run ended %' THEN 'failure'
+        WHEN message LIKE 'condition % was false%' OR message LIKE '%: condition % was false%'
+            OR message LIKE '%skipped: step ''%'' was skipped%' OR message LIKE 'skipped: the condition %'
+            OR message = 'skipped: Kubeflow Pipelines did not run it' THEN 'condition'
+        ELSE '' END WHERE status = 'skipped';
+    UPDATE steps SET skip = 'not-selected' WHERE status = 'cached' AND message LIKE 'reused from run % (not selected)'
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RUN_COLUMNS = ("run_id", "experiment", "pipeline", "engine", "status", "started", "ended",
                 "parameters", "metrics", "snapshot_id", "yaml_path", "kfp_run_id",
                 "kfp_pipeline_id", "kfp_version_id", "kfp_experiment_id", "links", "error", "owner", "sweep_id")
-_STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key")
+_STEP_COLUMNS = ("name", "status", "duration", "cached_from", "code_hash", "message", "cache_key", "skip", "items")
 _JSON_COLUMNS = ("parameters", "metrics", "links", "owner")
 _STEP_MOVES = ("running", "succeeded", "failed", "cached", "skipped")  # step statuses the registry is told
 
@@ -80,6 +97,21 @@ class StepRecord:
     code_hash: str | None = None
     message: str = ""
     cache_key: str | None = None  # the step's cache key in that run (local engine), for --resume
+    skip: str = ""  # a skipped step's kind of reason (kale_magic.skips); "" before the store kept it
+    items: list["StepRecord"] | None = None  # a --foreach step's items (local engine), named step[i]
+
+    def row(self, column: str):
+        """The value of ``column`` as the steps table holds it (its items as JSON, only what they say)."""
+        if column != "items":
+            return getattr(self, column)
+        return None if self.items is None else json.dumps(
+            [{k: v for k, v in asdict(item).items() if v not in (None, "")} for item in self.items])
+
+    @classmethod
+    def from_row(cls, row) -> "StepRecord":
+        data = dict(row)
+        items = json.loads(data.pop("items") or "null")
+        return cls(**data, items=None if items is None else [cls(**item) for item in items])
 
 
 @dataclass
@@ -232,12 +264,12 @@ class RunStore:
                 conn.executemany(
                     f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, (SELECT COUNT(*) FROM steps"
                     f" WHERE run_id = ?), {step_marks}) ON CONFLICT (run_id, name) DO UPDATE SET {step_updates}",
-                    [(record.run_id, record.run_id, *(getattr(s, c) for c in _STEP_COLUMNS)) for s in record.steps])
+                    [(record.run_id, record.run_id, *(s.row(c) for c in _STEP_COLUMNS)) for s in record.steps])
                 return
             conn.execute("DELETE FROM steps WHERE run_id = ?", (record.run_id,))
             conn.executemany(
                 f"INSERT INTO steps (run_id, position, {columns}) VALUES (?, ?, {step_marks})",
-                [(record.run_id, i, *(getattr(s, c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
+                [(record.run_id, i, *(s.row(c) for c in _STEP_COLUMNS)) for i, s in enumerate(record.steps)])
 
     def mark_interrupted(self) -> list[str]:
         """Runs recorded as running whose kernel is gone become ``interrupted``; their ids.
@@ -256,14 +288,14 @@ class RunStore:
                 gone.append((row["run_id"], recorded.get("interrupted") or interrupted(owner.pid)))
         if not gone:
             return []
-        steps = [("interrupted", "interrupted: the kernel ended while it ran", "running"),
-                 ("skipped", "skipped: the run was interrupted", "pending")]
+        steps = [("interrupted", "interrupted: the kernel ended while it ran", "", "running"),
+                 ("skipped", "skipped: the run was interrupted", skips.INTERRUPTED, "pending")]
         with self._write() as conn:
             for run_id, error in gone:
                 conn.execute("UPDATE runs SET status = 'interrupted', error = ? "
                              "WHERE run_id = ? AND status = 'running'", (error, run_id))
-                conn.executemany("UPDATE steps SET status = ?, message = ? WHERE run_id = ? AND status = ?",
-                                 [(status, message, run_id, was) for status, message, was in steps])
+                conn.executemany("UPDATE steps SET status = ?, message = ?, skip = ? WHERE run_id = ? AND status = ?",
+                                 [(status, message, skip, run_id, was) for status, message, skip, was in steps])
         return [run_id for run_id, _ in gone]
 
     def recorder(self, state=None, hashes: dict[str, str] | None = None, interrupted: str = "") -> "Recorder":
@@ -359,7 +391,7 @@ class RunStore:
         steps = self._conn.execute(
             f"SELECT {', '.join(_STEP_COLUMNS)} FROM steps WHERE run_id = ? ORDER BY position",
             (row["run_id"],)).fetchall()
-        return RunRecord(**data, steps=[StepRecord(**dict(s)) for s in steps])
+        return RunRecord(**data, steps=[StepRecord.from_row(s) for s in steps])
 
 
 class Recorder:
@@ -465,14 +497,20 @@ class Recorder:
         links = dict(run.links)
         for task in run.tasks.values():
             links.update({f"{task.name}: {k}": v for k, v in task.links.items()})
-        steps = [StepRecord(s.name, s.status, s.duration if s.ended else None, s.cached_from,
-                            self.hashes.get(s.name), s.message, s.cache_key)
+        steps = [_step_record(s, self.hashes.get(s.name))
                  for s in ([run.steps[only]] if only is not None else run.steps.values())]
         return RunRecord(
             run_id=run.run_id, experiment=run.experiment, pipeline=run.pipeline, engine=run.engine,
             status=run.status, started=run.started, ended=run.ended, parameters=dict(run.parameters),
             metrics=dict(run.metrics), links=links, error=run.error, steps=steps, owner=self.owner,
             **asdict(run.ids))
+
+
+def _step_record(step, code: str | None = None) -> StepRecord:
+    """A step's (or an item's) state as the store keeps it."""
+    return StepRecord(step.name, step.status, step.duration if step.ended else None, step.cached_from, code,
+                      step.message, step.cache_key, step.skip,
+                      None if step.items is None else [_step_record(item) for item in step.items])
 
 
 def interrupted(pid: int) -> str:

@@ -94,9 +94,9 @@ def _rows(records, short: bool = False):
 
 def partial_steps(record: RunRecord) -> str:
     """A partial run's steps in one cell (empty for a whole run): never a failure for what it left alone."""
-    from ..plan.selection import NOT_SELECTED
+    from ..skips import NOT_SELECTED
 
-    unselected = [s for s in record.steps if NOT_SELECTED in s.message and s.status in ("cached", "skipped")]
+    unselected = [s for s in record.steps if s.skip == NOT_SELECTED and s.status in ("cached", "skipped")]
     if not unselected:
         return ""
     ran = [s.name for s in record.steps if s not in unselected]

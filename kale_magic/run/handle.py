@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import KaleError
 from ..layout import RunDir
 from ..plan import Plan
-from .state import RunState, skipped_by_condition
+from ..skips import skipped_by_condition
+from .state import RunState
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,12 @@ class Run:
         items = self.state.steps[step].items if step in self.state.steps else None
         if items is not None:  # a --foreach step saved one value per item: the list of those that ran, in order
             return [self._load(item.name, name, producers) for item in items if not skipped_by_condition(item)]
+        if self.plan and step in self.plan.steps and self.plan.steps[step].foreach:  # items its engine found
+            from .. import engines
+
+            saved = engines.get(self.state.engine).saved_items(self.files, step)
+            if saved is not None:
+                return [self._load(label, name, producers) for label in saved]
         return self._load(step, name, producers)
 
     def _load(self, step: str, name: str, producers: list[str]):
@@ -88,8 +95,8 @@ class Run:
 
         path = saved_value(self.files, self.state.engine, step, name)
         if path is None:
-            state = self.state.steps[step]
-            why = f", it was skipped ({state.message})" if state.status == "skipped" and state.message else ""
+            state = self.state.steps.get(step)  # None for an item a KFP run's store listed (step[i])
+            why = f", it was skipped ({state.message})" if state and state.status == "skipped" and state.message else ""
             raise KaleError(f"step '{step}' of run {self.id} did not save '{name}'{why}"
                             + (f" (saved by: {', '.join(producers)})" if producers else "") + ".")
         return marshal.load(path, name=name, step=step)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import skips
 from ..engines.base import Compiled, Engine, Outcome, SnapshotRef
 from ..errors import KaleError
 from ..files import atomic_write
@@ -108,7 +109,8 @@ def start_run(request: RunRequest, workspace: Workspace, session: Recording, eng
     report_plan(plan, state, run_dir)
     run = Run(state, plan, run_dir)
     for name in selection.not_run if selection else ():
-        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})")
+        state.step(name, "skipped", message=f"not run ({NOT_SELECTED}: {selection.option})",
+                   skip=skips.NOT_SELECTED)
     try:
         snapshot(request, workspace, cells, state, run_dir, engine)
         compiled = compile_steps(runs, state, run_dir, engine)
@@ -310,9 +312,13 @@ def _finish(plan: Plan, state: RunState, outcome: Outcome) -> None:
     """End the Run task; a failed step's error is on its own row, so the Run row only counts."""
     counts = {status: [s.name for s in state.steps.values() if s.status == status]
               for status in ("failed", "cached", "skipped")}
-    if outcome.succeeded:
-        cached, left = len(counts["cached"]), len(counts["skipped"])  # a partial run leaves steps alone
-        message = (f"{len(state.steps) - left} steps succeeded" + (f" ({cached} from the cache)" if cached else "")
+    if outcome.succeeded:  # a partial run leaves steps alone; a false --if holds steps back
+        cached = len(counts["cached"])
+        left = sum(state.steps[n].skip == skips.NOT_SELECTED for n in counts["skipped"])
+        gated = len(counts["skipped"]) - left
+        message = (f"{len(state.steps) - left - gated} steps succeeded"
+                   + (f" ({cached} from the cache)" if cached else "")
+                   + (f"; {gated} skipped by a condition" if gated else "")
                    + (f"; {left} not run ({NOT_SELECTED})" if left else ""))
         state.task("Run", "done", message)
     elif counts["failed"]:

@@ -15,14 +15,14 @@ why), detached, and the run goes on; the engines never see its exception.
 
 from __future__ import annotations
 
-import re
-
 import sys
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Callable, Mapping
+
+from ..skips import skipped_by_condition
 
 if TYPE_CHECKING:
     from ..plan import Plan
@@ -55,6 +55,7 @@ class StepState:
     started: float | None = None
     ended: float | None = None
     message: str = ""  # one line: the error of a failed step, the reason of a skip
+    skip: str = ""  # a skipped step's kind of reason (kale_magic.skips: condition, failure, cancel, ...)
     traceback: str = ""
     notebook: str | None = None  # executed step notebook (local) or HTML report
     log: str | None = None
@@ -83,15 +84,6 @@ def _moved(state: StepState, status: str, changes: dict) -> StepState:
     return replace(state, status=status, links=links, **changes)
 
 
-_ITEM_SKIPPED = re.compile(r"skipped: step '[^']*\[\d+\]' was skipped")  # the scheduler's words for a chain
-
-
-def skipped_by_condition(item: StepState) -> bool:
-    """An item skipped by its own false ``--if`` (or continuing one that was), not by a failure."""
-    return item.status == "skipped" and (item.message.startswith("condition ")
-                                         or _ITEM_SKIPPED.match(item.message) is not None)
-
-
 def _of_items(step: StepState) -> StepState:
     """A foreach step as its items add up: running while one is, failed when one failed, skipped when
     one was skipped because something failed (or all were skipped), cached when all that ran were; its
@@ -99,16 +91,18 @@ def _of_items(step: StepState) -> StepState:
     if not step.items:  # nothing to loop over: done at once, each name it produces an empty list
         now = time.time()
         return replace(step, status="succeeded", started=step.started or now, ended=step.ended or now)
-    statuses = {item.status for item in step.items if not skipped_by_condition(item)}
+    counted = [item for item in step.items if not skipped_by_condition(item)]
+    statuses = {item.status for item in counted}
     status = next((s for s in ("running", "pending", "failed", "skipped") if s in statuses),
                   "skipped" if not statuses else "cached" if statuses == {"cached"} else "succeeded")
     if status == "pending" and statuses != {"pending"}:
         status = "running"
-    first = next((i for i in step.items if i.status == status and i.message), None)
+    first = next((i for i in counted or step.items if i.status == status and i.message), None)
     starts = [i.started for i in step.items if i.started is not None]
     ends = [i.ended for i in step.items if i.ended is not None]
     done = status not in ("running", "pending")
     return replace(step, status=status, message=f"{first.name}: {first.message}" if first else "",
+                   skip=first.skip if first and status == "skipped" else "",
                    started=min(starts) if starts else None, ended=max(ends) if done and ends else None)
 
 

@@ -55,9 +55,11 @@ def step_notebook(plan: Plan, step_name: str):
     if step.parameters:
         add(parameters_source({p: values[p] for p in step.parameters}), "parameters", ("parameters",))
     names = [t.name for t in step.inputs]
-    add(f"{RUNTIME_IMPORT}\n_kale_rt.load_inputs(globals(), {names!r})", "unmarshal")
-    if step.foreach:  # one item per instance: the engine says which (StepContext.item)
-        add(f"_kale_rt.bind_item(globals(), {step.foreach.var!r}, {step.foreach.name!r})", "item")
+    unmarshal = f"{RUNTIME_IMPORT}\n_kale_rt.load_inputs(globals(), {names!r})"
+    if step.foreach:  # one item per instance: the engine says which (StepContext.item); in the same cell,
+        # as each cell run costs an item ~3 ms of IPython's own work
+        unmarshal += f"\n_kale_rt.bind_item(globals(), {step.foreach.var!r}, {step.foreach.name!r})"
+    add(unmarshal, "unmarshal")
     for source in plan.imports:
         add(source, "imports")
     for source in plan.functions:

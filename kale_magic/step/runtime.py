@@ -45,6 +45,7 @@ class StepContext:
     backends: dict[str, str] = field(default_factory=dict)  # output -> the backend the plan chose (tried first)
     saved: dict[str, dict] = field(default_factory=dict)  # name -> marshal record, filled while running
     item: int | None = None  # which item of its --foreach clause this instance runs
+    count: int | None = None  # how many items the clause's value has (known once VAR is bound)
 
     _active = None  # the context of the step running in this process
 
@@ -83,7 +84,9 @@ def bind_item(namespace: dict, var: str, name: str) -> None:
     from ..items import items
 
     ctx = StepContext.current()
-    namespace[var] = items(namespace[name], ctx.step, name)[ctx.item]
+    values = items(namespace[name], ctx.step, name)
+    ctx.count = len(values)
+    namespace[var] = values[ctx.item]
 
 
 def save_outputs(namespace: dict, names: list[str]) -> None:
@@ -246,7 +249,7 @@ def _run_cells(shell: StepShell, nb: dict, capture: Capture) -> StepOutcome:
             ename, evalue, _, text = shell.last_error
             role = cell.get("metadata", {}).get("kale", {}).get("role", "step")
             line = f"{ename}: {evalue}" if evalue else ename
-            if role in ("unmarshal", "item", "marshal"):
+            if role in ("unmarshal", "marshal"):
                 line = evalue or ename  # our own errors already name the variable and step
             return StepOutcome("failed", error=line, traceback=text)
     return StepOutcome("succeeded")

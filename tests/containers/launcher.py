@@ -94,7 +94,9 @@ class Launcher:
         assert not stray, f"a placeholder other than the executor input names kfp.local's root: {stray}"
         spec = json.loads(argv[at])
         local_metadata = spec["outputs"]["outputFile"]
-        run, name = Path(local_metadata).parent.relative_to(task.pipeline_root).parts
+        # a loop's iteration runs under kfp.local's <run>/for-loop-N-iteration-I/<task>; the driver names the
+        # task only, its items apart by their salts (provisionOutputs in backend/src/v2/driver/driver.go)
+        run, *_, name = Path(local_metadata).parent.relative_to(task.pipeline_root).parts
         task_root = f"{self.root}/{self.run_path or run}/{name}/{uuid.uuid4().hex[:10]}"
         local_parameters = self._to_cluster(spec, task_root)
         argv[at] = json.dumps(spec)

@@ -20,6 +20,10 @@ from ...layout import RunDir
 
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 ITEM_KEY = "kale_item"  # a --foreach step's outputs say their item in their metadata: dsl.Collected lists in order
+# ... and in the object store, where the notebook cannot read that metadata (it is in ML Metadata): an empty file
+# in each output's folder names the item and the number of items, so listing the task's folder orders its salts
+ITEM_FILE = "kale-item-{item}-of-{count}"
+ITEM_FILE_PATTERN = re.compile(r"kale-item-(\d+)-of-(\d+)")
 
 
 def run_component(step, parameters, text_parameters, inputs, producers, outputs, report, metrics=None,
@@ -67,6 +71,7 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
         artifact.metadata.update(outcome.saved.get(name, {}))
         if item is not None:
             artifact.metadata[ITEM_KEY] = item
+            (Path(artifact.path) / ITEM_FILE.format(item=item, count=context.count)).touch()
     if metrics is not None:
         for name, value in sorted(outcome.metrics.items()):
             if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ... import skips
 from ...errors import EngineError, KaleError
 from ...layout import RunDir
 from ...plan import Plan
@@ -224,7 +225,7 @@ class KfpEngine:
 
         plan = self._selected(plan)
         for step, reused in self._reused.items():
-            state.step(step, "cached", cached_from=reused.run_id,
+            state.step(step, "cached", cached_from=reused.run_id, skip=skips.NOT_SELECTED,
                        message=f"reused from run {reused.run_id} ({NOT_SELECTED})")
         try:
             run_id = self._start(plan, state, plan.parameters)
@@ -314,7 +315,7 @@ class KfpEngine:
         if final == "SUCCEEDED":
             for name, step in state.steps.items():  # inside a dsl.If whose gate said no: never created
                 if step.status in ("pending", "running"):
-                    state.step(name, "skipped", message=_not_triggered(plan, name))
+                    state.step(name, "skipped", message=_not_triggered(plan, name), skip=skips.CONDITION)
             return Outcome("succeeded")
         if final == "CANCELED":
             error = "the run was canceled in Kubeflow Pipelines"
@@ -325,7 +326,8 @@ class KfpEngine:
                      f"Pipelines: {_message(run.error) or 'no reason given'}")
         for name, step in state.steps.items():
             if step.status in ("pending", "running"):
-                state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}")
+                state.step(name, "skipped", message=f"skipped: the run ended {final.lower()}",
+                           skip=skips.CANCEL if final == "CANCELED" else skips.FAILURE)
         return Outcome("failed", error)
 
     def _task_failure(self, run_id: str, steps_by_task: dict[str, str]) -> str:
@@ -428,9 +430,9 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow,
     for step, (task_name, status, driver, canceled_task) in _step_states(details, steps_by_task, state).items():
         if seen.get(step) in ("succeeded", "cached", "failed", "skipped"):
             continue
-        message = ""
+        message, skip = "", ""
         if status == "failed" and canceled:
-            status, message = "skipped", "canceled"
+            status, message, skip = "skipped", "canceled", skips.CANCEL
         elif status == "failed":
             message, log = _failure(task_name, workflow(), read_log, driver=driver)
             if log:
@@ -442,10 +444,10 @@ def _update_steps(state, run, steps_by_task, seen, link, read_log, workflow,
             elif (attempts := found.attempts(task_name)) > 1:
                 message = f"succeeded on attempt {attempts}"
         elif status == "skipped" and canceled_task:
-            message = "canceled"
+            message, skip = "canceled", skips.CANCEL
         if seen.get(step) != status:
             seen[step] = status
-            state.step(step, status, message=message, links={"KFP run": link})
+            state.step(step, status, message=message, skip=skip, links={"KFP run": link})
     return failures
 
 

@@ -34,6 +34,11 @@ class KfpType(EngineType):
 
         fetch(run_dir, step, name)
 
+    def saved_items(self, run_dir, step: str) -> list[str] | None:
+        from .results import saved_items  # where the run's end found each item's values in the object store
+
+        return saved_items(run_dir, step)
+
     def interrupted(self, pid: int) -> str:
         return (f"the kernel following this run ended (pid {pid}); the run itself may go on in Kubeflow "
                 "Pipelines: see its link")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ...layout import RunDir, StepOutcome
 from ...plan.selection import NOT_SELECTED
+from ... import skips
 from .scheduler import StepInstance
 
 if TYPE_CHECKING:  # engines report into a run's state; the run package drives them
@@ -33,10 +34,12 @@ class Reporter:
 
     def cached(self, instance: StepInstance, reused: Reused, unselected: bool = False) -> None:
         """``unselected``: a step a partial run left out, whose values a selected step loads."""
-        self.state.add_metrics(reused.metrics)
+        if reused.metrics:
+            self.state.add_metrics(reused.metrics)
         note = f" ({NOT_SELECTED})" if unselected else ""
         self._set(instance, "cached", cached_from=reused.run_id, cache_key=reused.key,
-                  message=f"reused from run {reused.run_id}{note}", **reused.links)
+                  message=f"reused from run {reused.run_id}{note}", skip=skips.NOT_SELECTED if unselected else "",
+                  **reused.links)
 
     def unusable(self, instance: StepInstance, why: str) -> None:
         """A step a partial run must reuse whose earlier result went away after the run was checked."""
@@ -69,17 +72,18 @@ class Reporter:
     def ended(self, instance: StepInstance, outcome: StepOutcome, started: float, note: str,
               cache_key: str | None) -> None:
         """``note``: what the cache says about a step that ran (shown unless the step failed)."""
-        self.state.add_metrics(outcome.metrics)
+        if outcome.metrics:  # an event (every view and the store hear it) only when there are some
+            self.state.add_metrics(outcome.metrics)
         self._set(instance, outcome.status, started=started, message=outcome.error or note,
                   traceback=outcome.traceback, cache_key=cache_key)
 
     def gated(self, instance: StepInstance, status: str, why: str) -> None:
         """``instance`` never started: its ``--if`` was false (skipped) or raised (failed), saying why."""
-        self._set(instance, status, message=why)
+        self._set(instance, status, message=why, skip=skips.CONDITION if status == "skipped" else "")
 
-    def skipped(self, why: dict[StepInstance, str]) -> None:
-        for instance, message in why.items():
-            self._set(instance, "skipped", message=message)
+    def skipped(self, why: dict[StepInstance, skips.Skip]) -> None:
+        for instance, skip in why.items():
+            self._set(instance, "skipped", message=skip.message, skip=skip.kind)
 
     def error_of(self, instance: StepInstance) -> str:
         return self.state.steps[instance.step].message
