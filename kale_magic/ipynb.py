@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import uuid
 import warnings
 from pathlib import Path
 
@@ -61,6 +62,17 @@ def read_notebook(path: str | Path) -> Node:
     if language not in (None, "python"):
         raise NotebookFileError(f"{path}: a {language} notebook; kale-magic runs Python notebooks.")
     return nb
+
+
+def new_cell_id() -> str:
+    """A cell id as nbformat makes one (``nbformat.corpus.words.generate_corpus_id``: 8 hex digits)."""
+    return uuid.uuid4().hex[:8]
+
+
+def new_code_cell(source: str = "") -> Node:
+    """A v4.5 code cell, as ``nbformat.v4.new_code_cell`` makes it, without importing nbformat."""
+    return Node(id=new_cell_id(), cell_type="code", metadata=Node(), execution_count=None, source=source,
+                outputs=[])
 
 
 def write_notebook(nb: dict, path: str | Path) -> None:

@@ -7,7 +7,10 @@ KFP API server on 127.0.0.1, with ``kfp_env``), ``tiny_disk``, and the container
 ``tests/containers`` (``docker_pipeline_root`` ...; ``kfp_local`` in test_kfp_containers is that root).
 
 ``slow`` marks tests that need containers, browsers, Jupyter kernels (nbclient, jupyter_client) or big
-data, and long subprocess runs; ``pytest -m "not slow"`` is the fast loop (README, Development).  The demo
+data, long subprocess runs (pip resolving against an index, a fresh interpreter importing an ML library),
+and heavy ML frameworks such as torch (its import alone costs seconds and thousands of modules, which
+slow every later ``inspect.stack()``; kfp's task setters call it); ``pytest -m "not slow"`` is the fast
+loop (README, Development).  The demo
 notebooks (nbval) and every test using a container fixture or the object store server (``s3_server``) are
 marked here; the others carry the marker in their file.
 """

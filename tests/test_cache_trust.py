@@ -63,6 +63,7 @@ def test_pyarrow_readers_record_files_folders_and_globs(tmp_path, monkeypatch):
     assert "parts" in report["listings"] and report["unseen"] == []
 
 
+@pytest.mark.slow  # torch: a heavy ML framework
 def test_torch_native_readers_are_recorded(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
 

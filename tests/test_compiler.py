@@ -76,6 +76,29 @@ def test_same_plan_compiles_byte_identical(tmp_path, fixed_runtime):
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_kfps_stack_inspection_sees_only_the_compile_not_the_notebooks_frames(tmp_path, fixed_runtime, monkeypatch):
+    """kfp's task setters call inspect.stack(), which reads the source of every frame on the stack; a
+    notebook's cells and IPython's frames would each cost a scan of sys.modules (seconds per compile in a
+    kernel with torch loaded), so the compile runs on a stack of its own."""
+    import inspect
+
+    depths, stack = [], inspect.stack
+
+    def counting_stack(context=1):
+        frames = stack(context)
+        depths.append([f.filename for f in frames[1:]])  # [0]: this function
+        return frames
+
+    monkeypatch.setattr(inspect, "stack", counting_stack)
+    cell = "def cell(n, compile):\n    return compile() if n == 0 else cell(n - 1, compile)\n"
+    namespace = {}
+    exec(compile(cell, "<ipython-input-7-cell>", "exec"), namespace)  # a notebook cell, 30 frames deep
+    namespace["cell"](30, lambda: compile_pipeline(three_step_plan(), tmp_path / "a.yaml", **OPTIONS))
+    assert depths, "kfp no longer inspects the stack: this test and the compile's thread can go"
+    assert all("<ipython-input-7-cell>" not in filenames for filenames in depths)
+    assert all(__file__ not in filenames for filenames in depths)
+
+
 def test_parses_strictly_into_pipeline_and_platform_specs(compiled):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2

@@ -122,6 +122,7 @@ def test_a_dependency_only_the_image_needs_and_the_kernel_lacks_is_refused(monke
         requirements._closure.cache_clear()
 
 
+@pytest.mark.slow  # pip resolving against the package index, three times
 def test_pins_are_checked_against_the_index_for_the_image_platform():
     import importlib.metadata
 

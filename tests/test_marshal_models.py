@@ -68,6 +68,7 @@ def test_unfitted_estimator_and_describe(tmp_path):
     assert out.C == 3.0
 
 
+@pytest.mark.slow  # scikit-learn imported in a fresh interpreter
 def test_pipeline_with_notebook_defined_transformer_travels_by_value(tmp_path, iris):
     X, _ = iris
     files = run_saver("""
@@ -96,6 +97,10 @@ def torch():
     return pytest.importorskip("torch")
 
 
+slow_torch = pytest.mark.slow  # torch: a heavy ML framework (tests/conftest.py)
+
+
+@slow_torch
 def test_tensors_round_trip_with_dtype_shape_and_grad_flag(tmp_path, torch):
     values = [torch.randn(3, 4, dtype=torch.float64), torch.arange(10, dtype=torch.int8)[::3],
               torch.zeros(0, 5), torch.tensor(True), torch.randn(2, 2).to(torch.bfloat16),
@@ -108,6 +113,7 @@ def test_tensors_round_trip_with_dtype_shape_and_grad_flag(tmp_path, torch):
         assert torch.equal(out, tensor)
 
 
+@slow_torch
 def test_module_optimizer_scheduler_and_state_dict(tmp_path, torch):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -139,6 +145,7 @@ def test_module_optimizer_scheduler_and_state_dict(tmp_path, torch):
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
 
 
+@slow_torch
 def test_module_defined_in_the_notebook_gives_identical_outputs(tmp_path, torch):
     files = run_saver("""
         import torch
@@ -161,6 +168,7 @@ def test_module_defined_in_the_notebook_gives_identical_outputs(tmp_path, torch)
     assert torch.equal(net(expected["x"]).detach(), expected["y"])
 
 
+@slow_torch
 def test_cuda_tensors_load_on_cpu_without_a_gpu(tmp_path, torch, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -174,6 +182,7 @@ def test_cuda_tensors_load_on_cpu_without_a_gpu(tmp_path, torch, monkeypatch):
     assert out.device.type == "cpu" and torch.equal(out, torch.arange(4.0))
 
 
+@slow_torch
 def test_describe_tensor_is_size_only(torch):
     assert marshal.describe(torch.zeros(100, 10, dtype=torch.float16)) == \
         ("torch-tensor", "torch.Tensor", "Dataset", 2000)

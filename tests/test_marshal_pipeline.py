@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+pytestmark = pytest.mark.slow  # torch, a heavy ML framework, in the steps
+
 pytest.importorskip("pandas")
 pytest.importorskip("sklearn")
 

@@ -166,7 +166,7 @@ def test_the_readme_example_posts_the_run_to_a_webhook(kernel, monkeypatch):
     assert len(code.strip().splitlines()) <= 10
     server = HTTPServer(("127.0.0.1", 0), _Webhook)
     server.posts = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         monkeypatch.setenv("TEAM_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
         monkeypatch.setenv("no_proxy", "127.0.0.1")

@@ -188,7 +188,7 @@ def test_the_namespaces_kfp_launcher_configmap_names_the_default_root(tmp_path, 
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(str(account / "ca.crt"), str(tmp_path / "key.pem"))
     server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         monkeypatch.setattr(delivery, "SERVICE_ACCOUNT", account)
         monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")

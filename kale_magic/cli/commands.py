@@ -24,7 +24,7 @@ def annotated_notebook(path: str | Path):
     nb = read_notebook(path)
     if not is_kale_notebook(nb):
         return nb
-    result = convert(as_nbformat(nb))
+    result = convert(nb)
     for note in result.notes:
         print(f"kale-magic: {path}: {note}", file=sys.stderr)
     return result.notebook
@@ -34,7 +34,7 @@ def annotated_notebook(path: str | Path):
 def cmd_convert(args) -> int:
     from ..source.convert import convert
 
-    result = convert(as_nbformat(read_notebook(args.notebook)))
+    result = convert(read_notebook(args.notebook))  # no nbformat: importing it costs seconds (ipynb.py)
     output = Path(args.output) if args.output else _default_converted_path(Path(args.notebook))
     write_notebook(result.notebook, output)
     for note in result.notes:

@@ -87,7 +87,7 @@ def _is_kale_tag(tag) -> bool:
 
 
 def convert(nb) -> Conversion:
-    """Return a converted copy of ``nb`` (an nbformat v4 notebook) and what needs the user's eye."""
+    """Return a converted copy of ``nb`` (a v4 notebook, ours or nbformat's) and what needs the user's eye."""
     nb = copy.deepcopy(nb)
     notes: list[Note] = []
     defaults = _steps_defaults(nb.metadata.get(KALE_METADATA, {}), notes)
@@ -315,18 +315,18 @@ def _annotate(cell, magic_line: str, body: str | None = None) -> None:
 
 def _add_ids(nb) -> None:
     """Cells need ids (nbformat 4.5) so the magics can tell cells of the same step apart."""
-    from nbformat.v4.nbbase import random_cell_id
+    from ..ipynb import new_cell_id
 
     if (nb.nbformat, nb.nbformat_minor) < (4, 5):
         nb.nbformat_minor = 5
     for cell in nb.cells:
         if not cell.get("id"):
-            cell["id"] = random_cell_id()
+            cell["id"] = new_cell_id()
 
 
 def add_load_ext(nb) -> None:
     """A ``%load_ext kale_magic`` cell before the first code cell, unless one loads it already."""
-    from nbformat.v4 import new_code_cell
+    from ..ipynb import new_code_cell
 
     if any(c.cell_type == "code" and "%load_ext kale_magic" in c.source for c in nb.cells):
         return
@@ -335,8 +335,7 @@ def add_load_ext(nb) -> None:
 
 
 def _add_kale_run(nb, notes: list[Note]) -> None:
-    from nbformat.v4 import new_code_cell
-
+    from ..ipynb import new_code_cell
     from .static import KALE_RUN
 
     if any(c.cell_type == "code" and KALE_RUN.search(c.source) for c in nb.cells):

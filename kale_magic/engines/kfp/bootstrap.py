@@ -27,6 +27,7 @@ importable, so they use the standard library only and are embedded in the compon
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import lzma
@@ -218,9 +219,14 @@ def kernel_python() -> str:
 
 def pack_bundle(files: dict[str, bytes]) -> bytes:
     """``files`` (path -> content) as one xz-compressed tar with fixed metadata: equal files, equal bytes."""
+    return _packed(tuple(sorted(files.items())))
+
+
+@functools.lru_cache(maxsize=8)  # compressing the 1 MB wheel takes ~0.5 s, and every compile of a kernel packs it again
+def _packed(files: tuple[tuple[str, bytes], ...]) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, content in sorted(files.items()):
+        for name, content in files:
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))

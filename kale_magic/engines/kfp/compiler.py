@@ -244,13 +244,24 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
     opts = options or CompileOptions(**settings)
     path = Path(path) if path else default_pipeline_file(plan)
     made: list = []
-    pipeline = build_pipeline(plan, opts, made, imports, notes)
-    names = Names(plan)
-    executors = {f"exec-{task}": step for step, task in names.tasks.items()}
-    executors.update({f"exec-{f.replace('_', '-')}": step for step, f in names.loops.items()})
-    check_container_specs(json_format.MessageToDict(pipeline.pipeline_spec), executors)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipeline, str(path))
+
+    def build_and_write():
+        pipeline = build_pipeline(plan, opts, made, imports, notes)
+        names = Names(plan)
+        executors = {f"exec-{task}": step for step, task in names.tasks.items()}
+        executors.update({f"exec-{f.replace('_', '-')}": step for step, f in names.loops.items()})
+        check_container_specs(json_format.MessageToDict(pipeline.pipeline_spec), executors)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        compiler.Compiler().compile(pipeline, str(path))
+
+    # In a thread of its own: kfp's task setters (set_cpu_request, set_env_variable...) call inspect.stack()
+    # (kfp/dsl/pipeline_task.py, _ensure_container_spec_exists), which reads every frame's source, and each
+    # frame without a module file (a notebook cell, IPython's and runpy's) scans all of sys.modules; in a
+    # kernel with torch loaded that was half of a compile. A new thread's stack holds only the compile.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="kale-compile") as pool:
+        pool.submit(build_and_write).result()
     for item in made:
         if is_store(item.url):
             if bundles is not None:
