@@ -83,10 +83,11 @@ def compile_yaml(plan, output, config: dict):
     from ...errors import MissingDependency
 
     bundles: list = []
+    notes: list = []
     try:
         from .compiler import CompileOptions, compile_pipeline
 
-        written = compile_pipeline(plan, output, CompileOptions.from_settings(config), bundles=bundles)
+        written = compile_pipeline(plan, output, CompileOptions.from_settings(config), bundles=bundles, notes=notes)
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "kfp":
             raise MissingDependency("kfp", "Compiling a pipeline") from None
@@ -100,6 +101,8 @@ def compile_yaml(plan, output, config: dict):
             print(f"kale-magic: warning: the steps read kale-magic's runtime from {bundle.url}, which nothing "
                   "published: set Kfp.pipeline_root (with the store's credentials) to publish it as the YAML "
                   "is written, or run the notebook with %kale_run", file=sys.stderr)
+    for note in notes:  # advice, not a warning: the YAML runs as it is
+        print(f"kale-magic: {note}", file=sys.stderr)
     return written
 
 

@@ -219,14 +219,16 @@ def pipeline_arguments(plan: Plan, values: dict[str, object]) -> dict[str, objec
 # compile -----------------------------------------------------------------
 def compile_pipeline(plan: Plan, path: Path | str | None = None,
                      options: CompileOptions | None = None, *, bundles: list | None = None,
-                     imports: dict[tuple[str, str], str] | None = None, **settings) -> Path:
+                     imports: dict[tuple[str, str], str] | None = None, notes: list | None = None,
+                     **settings) -> Path:
     """Write the KFP pipeline YAML for ``plan`` and return its path.
 
     The runtime bundles the YAML imports (:mod:`.delivery`) are published at once to a folder pipeline
     root (``kfp.local``); bundles for an object store are appended to ``bundles`` for the caller to
     publish with the upload. ``imports``: (producer, value) -> artifact URI, for the inputs of a partial
-    run's steps that an earlier run made (:mod:`.reuse`). ``settings`` are :class:`CompileOptions` fields, for
-    callers without an options object.
+    run's steps that an earlier run made (:mod:`.reuse`). ``notes``: one-line advice for the user is appended
+    there (:func:`.footprint.image_advice`). ``settings`` are :class:`CompileOptions` fields, for callers
+    without an options object.
     """
     from google.protobuf import json_format
     from kfp import compiler
@@ -244,7 +246,7 @@ def compile_pipeline(plan: Plan, path: Path | str | None = None,
     made: list = []
 
     def build_and_write():
-        pipeline = build_pipeline(plan, opts, made, imports)
+        pipeline = build_pipeline(plan, opts, made, imports, notes)
         names = Names(plan)
         executors = {f"exec-{task}": step for step, task in names.tasks.items()}
         executors.update({f"exec-{f.replace('_', '-')}": step for step, f in names.loops.items()})
@@ -277,17 +279,20 @@ def runtime_root(opts: CompileOptions) -> str:
 
 
 def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None,
-                   imports: dict[tuple[str, str], str] | None = None):
+                   imports: dict[tuple[str, str], str] | None = None, notes: list | None = None):
     """The kfp ``GraphComponent`` for the plan (compile it, or call it under ``kfp.local``); the runtime
-    bundles it imports are appended to ``bundles``; ``imports``: see :func:`compile_pipeline`."""
+    bundles it imports are appended to ``bundles``; ``imports``, ``notes``: see :func:`compile_pipeline`."""
     from kfp import dsl
 
     from .delivery import Bundle, bundle_url
+    from .footprint import image_advice
     from .setup import bundle, plan_setup
     from .wheel import wheel_bytes, wheel_name
 
     names = Names(plan)
     setup = plan_setup(plan, opts)
+    if notes is not None:
+        notes.extend(filter(None, [image_advice(setup, plan.notebook_path)]))
     wheel = wheel_bytes() if opts.install_packages and setup.environments else b""
     contents = {image: bundle(setup, env, wheel, wheel_name(setup.runtime))
                 for image, env in setup.environments.items()}

@@ -135,11 +135,12 @@ class KfpEngine:
         notebooks = write_step_notebooks(plan, run_dir)
         self._bundles = []
         imports = {(r.step, name): uri for r in self._reused.values() for name, uri in r.values.items()}
+        notes: list[str] = []  # the image advice (footprint.image_advice)
         self.pipeline_file = compile_pipeline(plan, self.pipeline_file, self.options, bundles=self._bundles,
-                                              imports=imports)
+                                              imports=imports, notes=notes)
         if self._publish_at_compile:
             self._publish()
-        return Compiled(notebooks, self.pipeline_file, summary=self._unpublished)
+        return Compiled(notebooks, self.pipeline_file, summary="; ".join(filter(None, [self._unpublished, *notes])))
 
     def _publish(self) -> None:
         """Put the snapshot and the runtime bundles where the YAML imports them from."""

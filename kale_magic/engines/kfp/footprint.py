@@ -1,0 +1,106 @@
+"""How much a Kubeflow step unpacks before its code runs, estimated at compile time; past a size, the advice
+to build an image instead.
+
+On a stock image the ``kale-environment`` task installs the pinned distributions once per run and every step
+then unpacks those its code imports (:attr:`.setup.Setup.unpacks`). Their size is read from the kernel's own
+installation, which holds the same versions: the bytes each distribution's ``RECORD`` lists
+(``importlib.metadata``), nothing downloaded. Wheels for Linux and for the kernel's platform differ a little;
+an estimate is all the advice needs.
+
+:data:`UNPACK_BYTES_PER_SECOND`, measured on the shared 2-core machine (2026-12-07, load 10-12;
+docs/kubeflow.md): GNU tar in a container of the stock image unpacked the environment's uncompressed
+archives into the container's file system at 25-65 MiB per CPU second (numpy with the step runtime and kfp,
+89 MiB in 1,900 files: 3.1-4.0 s of CPU, 6.8-8.5 s wall; pandas + scikit-learn with them, 524 MiB: 8.1-12.9 s
+of CPU, 22-36 s wall; the same numpy into a tmpfs: 0.5 s); 40 MiB/s is taken.
+
+:data:`ADVICE_BYTES`, 128 MiB: ~3 s of unpacking, more than 1.5 times the floor of a step on this runner (a
+container started and the step's own import: 1.8 s under heavy load, 0.4 s quiet), so unpacking alone
+keeps such a step from starting within twice the floor, the goal. The smallest data-science step, numpy with the runtime (~90 MiB, ~2 s),
+stays under it, so the note is kept for what an image changes most rather than shown for every notebook;
+one that adds pandas and scikit-learn (~520 MiB) or torch (~850 MiB) is over. Above it, ``kale-magic image``
+(everything installed in the image: nothing unpacked, no environment task) is what makes the steps start
+fast, and the compile says so in one line: a note, never a refusal.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.metadata
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+ADVICE_BYTES = 128 << 20  # one step's unpacking past this: the compile advises an image
+UNPACK_BYTES_PER_SECOND = 40 << 20  # GNU tar into a step container of the stock image, per CPU second
+
+
+@dataclass(frozen=True)
+class Footprint:
+    environment: int  # bytes the environment task installs (every distribution it packs)
+    step: str  # the step that unpacks the most
+    unpacked: int  # bytes that step unpacks before its code runs
+
+    @property
+    def unpack_seconds(self) -> float:
+        return self.unpacked / UNPACK_BYTES_PER_SECOND
+
+
+def footprint(setup, image: str) -> Footprint | None:
+    """The size of ``image``'s environment and of the largest step unpack from it; None without an environment
+    task that installs (an image that holds everything: ``Kfp.install_packages = False``) and for an image
+    other than a stock Python one, whose contents (which the environment task does not install again) the
+    compile cannot know."""
+    from .bootstrap import archive_name
+    from .setup import PYTHON_IMAGE
+
+    env = setup.environments.get(image)
+    if env is None or not env.requirements.pins or not PYTHON_IMAGE.match(image.rpartition("/")[2]):
+        return None
+    sizes = {archive_name(name): installed_bytes(name, version) for name, version in env.requirements.pins}
+    steps = [s for s, i in setup.images.items() if i == image and s in setup.unpacks]
+    if not steps:
+        return None
+    per_step = {s: sum(sizes.get(archive, 0) for archive in setup.unpacks[s]) for s in steps}
+    largest = max(steps, key=lambda s: (per_step[s], -steps.index(s)))
+    return Footprint(sum(sizes.values()), largest, per_step[largest])
+
+
+def image_advice(setup, notebook=None) -> str:
+    """One line for the compile when a step would unpack more than :data:`ADVICE_BYTES`; else "".
+    ``notebook``: the notebook file's path, named in the command (else NOTEBOOK)."""
+    from pathlib import Path
+
+    from ...files import human_size
+
+    found = [f for f in (footprint(setup, image) for image in setup.environments) if f is not None]
+    big = max(found, key=lambda f: f.unpacked, default=None)
+    if big is None or big.unpacked <= ADVICE_BYTES:
+        return ""
+    name = Path(notebook).name if notebook else "NOTEBOOK"
+    return (f"note: the steps' environment is {human_size(big.environment)} installed and step '{big.step}' unpacks "
+            f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.0f} s per step); to start "
+            f"steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
+            "%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
+
+
+@lru_cache(maxsize=1024)
+def installed_bytes(name: str, version: str) -> int:
+    """Bytes of the installed distribution ``name`` (the files its RECORD lists); 0 when the kernel has another
+    version or none (the estimate leaves it out)."""
+    try:
+        dist = importlib.metadata.distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        return 0
+    if dist.version != version:
+        return 0
+    base = str(dist.locate_file(""))
+    total = 0
+    for row in csv.reader((dist.read_text("RECORD") or "").splitlines()):
+        if len(row) >= 3 and row[2].isdigit():
+            total += int(row[2])
+        elif row:  # RECORD leaves its own size (and that of .pyc files pip compiled) out: read it from the disk
+            try:
+                total += os.stat(os.path.join(base, row[0])).st_size
+            except OSError:
+                pass
+    return total

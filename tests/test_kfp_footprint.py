@@ -1,0 +1,97 @@
+"""The compile's advice to build an image when a Kubeflow step would unpack a large environment before it starts."""
+
+import re
+
+import pytest
+
+from kale_magic.engines.kfp.footprint import ADVICE_BYTES, UNPACK_BYTES_PER_SECOND, installed_bytes
+
+BIG = ADVICE_BYTES + (44 << 20)  # bytes of the big distribution's one file (sparse: no disk used)
+NOTE = re.compile(r"note: the steps' environment is ([\d.]+) (MiB|GiB) installed and step '(\w+)' unpacks "
+                  r"([\d.]+) (MiB|GiB) of it before its code runs \(~(\d+) s per step\); to start steps faster, "
+                  r"build an image with everything installed: kale-magic image (\S+) -t TAG, then "
+                  r"%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
+
+
+@pytest.fixture
+def big_distribution(tmp_path_factory, monkeypatch):
+    """An installed distribution ``bigpkg`` 1.0 (outside the workspace, as pip leaves it) whose one data file is
+    larger than the advice's threshold; its RECORD lists no sizes, as for files pip writes itself."""
+    site = tmp_path_factory.mktemp("site")
+    (site / "bigpkg").mkdir()
+    (site / "bigpkg" / "__init__.py").write_text("VALUE = 1\n")
+    with open(site / "bigpkg" / "blob.bin", "wb") as blob:
+        blob.truncate(BIG)
+    info = site / "bigpkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: bigpkg\nVersion: 1.0\n")
+    (info / "RECORD").write_text("bigpkg/__init__.py,,\nbigpkg/blob.bin,,\nbigpkg-1.0.dist-info/METADATA,,\n"
+                                 "bigpkg-1.0.dist-info/RECORD,,\n")
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def mib(number: str, unit: str) -> float:
+    return float(number) * (1024 if unit == "GiB" else 1)
+
+
+CELLS = ["%%imports\nimport numpy as np", "%%step load\nx = np.arange(4.0)", "%%step total\ns = float(x.sum())"]
+
+
+def compile_only(kernel, root):
+    """``%kale_run --compile-only`` with a folder as the pipeline root (everything published as the YAML is
+    written: the Compile task has nothing else to say)."""
+    kernel.run(f"%config Kfp.pipeline_root = {str(root)!r}")
+    run = kernel.run("%kale_run --engine kfp --compile-only --no-snapshot")
+    assert run.status == "compiled"
+    return run.state.tasks["Compile"].message
+
+
+def test_a_step_importing_a_big_distribution_gets_one_note_naming_sizes_and_the_image_command(
+        kernel, big_distribution, tmp_path):
+    kernel.cells(*CELLS, "%%step big\nimport bigpkg\nv = bigpkg.VALUE + s")
+    message = compile_only(kernel, tmp_path / "root")
+    match = NOTE.fullmatch(message)
+    assert match, message
+    environment, step, unpacked = mib(*match.group(1, 2)), match.group(3), mib(*match.group(4, 5))
+    assert step == "big"  # the step that unpacks the most: the others import numpy only
+    assert installed_bytes("bigpkg", "1.0") >= BIG
+    assert BIG / 2**20 < unpacked <= environment  # bigpkg with the step runtime, within the whole environment
+    assert int(match.group(6)) == round(unpacked * 2**20 / UNPACK_BYTES_PER_SECOND)
+    assert match.group(7) == "NOTEBOOK"  # the kernel runs no notebook file here
+
+
+def test_a_notebook_of_small_distributions_gets_no_note(kernel, tmp_path):
+    """numpy with the step runtime: under the threshold."""
+    kernel.cells(*CELLS)
+    assert compile_only(kernel, tmp_path / "root") == "2 step notebooks"
+
+
+@pytest.mark.parametrize("settings", [
+    ["%config Kfp.base_image = 'registry.example/steps:1'", "%config Kfp.install_packages = False"],
+    ["%config Kfp.install_packages = False"],  # the stock image, told it has everything
+    ["%config Kfp.base_image = 'registry.example/steps:1'"],  # an image whose contents the compile cannot know
+])
+def test_an_image_based_compile_never_gets_the_note(kernel, big_distribution, tmp_path, settings):
+    kernel.cells(*settings, *CELLS, "%%step big\nimport bigpkg\nv = bigpkg.VALUE + s")
+    assert compile_only(kernel, tmp_path / "root") == "3 step notebooks"
+
+
+@pytest.mark.slow  # kale-magic compile in a subprocess
+def test_kale_magic_compile_prints_the_note_in_one_line_for_a_real_big_library(tmp_path):
+    """torch (the test environment has it) installed is far past the threshold: the command says so in one
+    line on stderr, and still writes the YAML."""
+    from cli_helpers import code, kale_magic, write
+
+    write(tmp_path / "nb.ipynb", code("%load_ext kale_magic"), code("%%imports\nimport torch"),
+          code("%%step make\nt = torch.ones(3)"), code("%%step total\ns = float(t.sum())"))
+    result = kale_magic("compile", "nb.ipynb", "-o", "p.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if "kale-magic image" in line]
+    assert len(notes) == 1, result.stderr
+    match = NOTE.fullmatch(notes[0].removeprefix("kale-magic: "))
+    assert match, notes[0]
+    assert match.group(3) == "make"  # both unpack torch; the first of the largest is named
+    assert mib(*match.group(4, 5)) * 2**20 > ADVICE_BYTES
+    assert match.group(7) == "nb.ipynb"  # the command names the notebook
+    assert (tmp_path / "p.yaml").is_file()
