@@ -115,6 +115,20 @@ def test_a_pickled_value_of_such_a_step_means_every_archive_too():
     assert setup.receives["use"] == setup.receives["dynamic"] == everything
 
 
+def test_a_partial_runs_pickled_value_from_an_earlier_run_means_every_archive():
+    """With --from/--only, a producer left out of the pipeline is not in its plan: its value's classes are unknown."""
+    from kale_magic.engines.kfp import setup as kfp_setup
+    from kale_magic.engines.kfp.compiler import CompileOptions
+
+    steps = {name: step for name, step in plan().steps.items() if name in ("show", "dump", "load")}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(kfp_setup, "_requirements", requirements)
+        setup = kfp_setup.plan_setup(Plan(pipeline="p", steps=steps, parameters={}), CompileOptions())
+    assert setup.whole == {"show": "it loads a pickled value that step 'frame' of an earlier run made"}
+    assert setup.receives["show"] == setup.environments[CompileOptions().base_image].archives
+    assert setup.receives["load"] == ("numpy",) and setup.receives["dump"] == ("pyyaml",)
+
+
 def test_every_container_spec_stays_under_the_drivers_limit(compiled):
     assert max(len(spec) for spec in container_specs(compiled).values()) < SPEC_LIMIT
 

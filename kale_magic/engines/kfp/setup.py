@@ -134,6 +134,9 @@ def _received(plan: Plan, name: str, needs: dict, whole: dict) -> set[str]:
         if step in whole:  # its values may hold classes of any module
             whole.setdefault(name, f"it loads a value of step '{step}', which takes every archive: {whole[step]}")
             return set()
+        if step not in plan.steps:  # a partial run's value from an earlier run: what its classes need is unknown
+            whole.setdefault(name, f"it loads a pickled value that step '{step}' of an earlier run made")
+            return set()
         wanted |= needs[step]
         todo += [t.producer for t in (*plan.steps[step].inputs, *plan.steps[step].condition_inputs)
                  if t.backend not in STRUCTURED_BACKENDS]
