@@ -15,8 +15,9 @@ of CPU, 22-36 s wall; the same numpy into a tmpfs: 0.5 s); 40 MiB/s is taken.
 
 :data:`ADVICE_BYTES`, 128 MiB: ~3 s of unpacking, more than 1.5 times the floor of a step on this runner (a
 container started and the step's own import: 1.8 s under heavy load, 0.4 s quiet), so unpacking alone
-keeps such a step from starting within twice the floor, the goal. The smallest data-science step, numpy with the runtime (~90 MiB, ~2 s),
-stays under it, so the note is kept for what an image changes most rather than shown for every notebook;
+keeps such a step from starting within twice the floor, the goal. The smallest data-science step, numpy
+with the runtime (~90 MiB, ~2 s), stays under it, so the note is kept for what an image changes most rather
+than shown for every notebook;
 one that adds pandas and scikit-learn (~520 MiB) or torch (~850 MiB) is over. Above it, ``kale-magic image``
 (everything installed in the image: nothing unpacked, no environment task) is what makes the steps start
 fast, and the compile says so in one line: a note, never a refusal.
