@@ -15,6 +15,10 @@ image`` builds for it (built once, before the timed runs; its build time is repo
 with ``Kfp.base_image`` set to it and ``Kfp.install_packages = False``: no environment task, nothing
 installed or unpacked by a step.
 
+kfp.local ignores the pipeline's Kubernetes platform config; every run here gets the emptyDir volumes its
+YAML asks for, as a cluster's driver mounts them (tests/containers/platform.py: a ``medium: Memory`` one is a
+tmpfs of its size). kale-magic's steps on the stock image unpack their environment into such a volume.
+
 Two floors, measured in the same run, before the series and again after them (the load drifts over a run
 this long; the ratios use the median of both):
 
@@ -277,11 +281,16 @@ def run_yaml(path: Path, root: Path, caching: bool = False,
     """
     from kfp import components, local
 
+    import pytest
+
+    from containers import platform
+
     local.init(runner=containers.runner(CACHE / "pip-cache"), pipeline_root=str(root), enable_caching=caching)
     pipeline = components.load_component_from_file(str(path))
     out = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(out):
+    with contextlib.redirect_stdout(out), pytest.MonkeyPatch.context() as monkeypatch:
+        platform.install(monkeypatch, path)  # the emptyDir volumes a cluster's driver would mount
         pipeline()
     wall = time.perf_counter() - start
     log = ANSI.sub("", out.getvalue())

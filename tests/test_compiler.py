@@ -32,6 +32,7 @@ def fixed_runtime(monkeypatch):
 def fix_runtime(monkeypatch):
     """A stand-in kale-magic wheel and fixed pins, so the golden file does not change with every edit of
     kale-magic's code or every upgrade of a library in this environment."""
+    from kale_magic.engines.kfp import footprint as kfp_footprint
     from kale_magic.engines.kfp import setup as kfp_setup
     from kale_magic.engines.kfp import wheel as kfp_wheel
     from kale_magic.engines.kfp.requirements import Requirements
@@ -45,6 +46,8 @@ def fix_runtime(monkeypatch):
                             else (("numpy", "2.0.0"),))
 
     monkeypatch.setattr(kfp_setup, "_requirements", requirements)
+    # every distribution 10 MiB installed: the steps' memory volumes do not depend on this machine's versions
+    monkeypatch.setattr(kfp_footprint, "installed_bytes", lambda name, version: 10 << 20)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +173,8 @@ def test_step_options_are_applied(compiled):
     assert resources["resourceMemoryRequest"] == resources["resourceMemoryLimit"] == "1Gi"
     assert resources["accelerator"]["resourceType"] == "nvidia.com/gpu"
     assert resources["accelerator"]["resourceCount"] == "1"
-    assert "resources" not in executors["exec-load"]["container"]
+    # load sets none: it requests only the memory its environment's volume takes (test_kfp_footprint)
+    assert set(executors["exec-load"]["container"]["resources"]) == {"memoryRequest", "resourceMemoryRequest"}
     assert executors["exec-report"]["container"]["image"] == "registry.example/kale:1"
     assert executors["exec-load"]["container"]["image"] == "python:%d.%d" % sys.version_info[:2]
     tasks = spec["root"]["dag"]["tasks"]

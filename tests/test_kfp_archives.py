@@ -7,6 +7,7 @@ cannot tell (``__import__``, a magic, a module of the notebook's folder) takes e
 """
 
 import json
+import os
 
 import pytest
 import yaml
@@ -150,6 +151,7 @@ def test_a_module_of_the_notebooks_folder_means_every_archive(tmp_path):
     ("import importlib\nm = importlib.import_module(name)", "its code calls import_module"),
     ("exec(text)", "its code calls exec"),
     ("%matplotlib inline\nx = 1", "its code calls run_line_magic"),
+    ("import yaml\nif x\n    pass", "its cell starting 'import yaml' does not parse (expected ':')"),
     ("y = model.eval()", ""),  # a method, not the builtin
     ("import numpy as np\nx = np.eval if False else 1", ""),
 ])
@@ -192,3 +194,54 @@ def test_the_step_preamble_unpacks_a_received_archive_on_import_and_names_the_fi
         assert "ModuleNotFoundError: No module named 'kale_fake_mod'" in result.stderr
         assert ("kale-magic: this step imports kale_fake_mod from fake_dist, which its code does not import by name, "
                 "so the step did not receive it: import it in the step's cells or in %%imports") in result.stderr
+
+
+def _module_archive(path, module: str, filler: int) -> None:
+    """A tar holding ``module``.py (``VALUE = 42``) and ``filler`` bytes of other data."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, content in ((f"{module}.py", b"VALUE = 42\n"), (f"{module}_data.bin", os.urandom(filler))):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(content), 0o644
+            tar.addfile(info, io.BytesIO(content))
+
+
+@pytest.mark.parametrize("volume, where, late_in", [
+    ("64m", "in memory", "/kale-unpacked/"),  # everything fits
+    ("1m", "on disk (more than the memory volume holds)", "/tmp/"),  # the start's archives do not fit
+    ("3m", "in memory", "/tmp/"),  # they do; the one imported later does not: it goes on disk
+])
+def test_a_step_unpacks_into_its_memory_volume_and_on_disk_what_does_not_fit(base_image, docker_client, tmp_path,
+                                                                             volume, where, late_in):
+    """STEP_BOOTSTRAP and STEP_PREAMBLE as a step runs them, in a container of the stock image with a tmpfs at
+    the memory volume's path (what a ``medium: Memory`` emptyDir of that size is): the archives unpack into
+    it, and where it is fuller than the compile estimated, on disk instead; the step's imports work either way
+    and its log says where."""
+    import textwrap
+
+    from kale_magic.engines.kfp.bootstrap import STEP_BOOTSTRAP, STEP_PREAMBLE
+    from kale_magic.engines.kfp.footprint import UNPACK_MOUNT
+
+    folder = tmp_path / "kale_environment"
+    folder.mkdir(parents=True)
+    _module_archive(folder / "start.tar", "kale_start_mod", 2 << 20)
+    _module_archive(tmp_path / "late.tar", "kale_late_mod", 2 << 20)
+    (folder / "modules.json").write_text(json.dumps({"kale_start_mod": ["start"], "kale_late_mod": ["late"]}))
+    for path in (tmp_path, folder, *tmp_path.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    inputs = {"kale_environment": {"artifacts": [{"uri": "/in/kale_environment"}]},
+              "kale_env_late": {"artifacts": [{"uri": "/in/late.tar"}]}}
+    executor_input = json.dumps({"inputs": {"artifacts": inputs}})
+    step = (textwrap.dedent(STEP_PREAMBLE) + "import kale_start_mod, kale_late_mod\n"
+            "print(kale_start_mod.__file__, kale_late_mod.__file__, kale_late_mod.VALUE)\n")
+    plan = json.dumps({"unpack": ["start"], "whole": "", "memory": UNPACK_MOUNT, "disk": ""})
+    logs = docker_client.containers.run(
+        base_image, ["python3", "-c", STEP_BOOTSTRAP, plan, "python3", "-c", step, "--executor_input", executor_input],
+        volumes={str(tmp_path): {"bind": "/in", "mode": "ro"}}, tmpfs={UNPACK_MOUNT: f"size={volume},exec,mode=1777"},
+        user="65534:0", remove=True, stdout=True, stderr=True).decode()
+    assert f"received 2 archives of the environment, unpacked 1 {where} in " in logs, logs
+    start, late, value = logs.strip().splitlines()[-1].split()
+    assert start.startswith(UNPACK_MOUNT + "/" if where == "in memory" else "/tmp/"), logs
+    assert late.startswith(late_in) and value == "42", logs

@@ -5,6 +5,7 @@ import re
 import pytest
 
 from kale_magic.engines.kfp.footprint import ADVICE_BYTES, UNPACK_BYTES_PER_SECOND, installed_bytes
+from kale_magic.plan.model import StepOptions
 
 BIG = ADVICE_BYTES + (44 << 20)  # bytes of the big distribution's one file (sparse: no disk used)
 NOTE = re.compile(r"note: the steps' environment is ([\d.]+) (MiB|GiB) installed and step '(\w+)' unpacks "
@@ -95,3 +96,83 @@ def test_kale_magic_compile_prints_the_note_in_one_line_for_a_real_big_library(t
     assert mib(*match.group(4, 5)) * 2**20 > ADVICE_BYTES
     assert match.group(7) == "nb.ipynb"  # the command names the notebook
     assert (tmp_path / "p.yaml").is_file()
+
+
+# where a step unpacks: a memory-backed emptyDir sized from what it receives ---------------------------------
+
+def compiled_executors(tmp_path, monkeypatch, sizes=None, **changes):
+    """The three-step plan compiled with fixed pins, every distribution 10 MiB installed (``sizes``: others):
+    executor label -> (its Kubernetes config, its container's resources, its bootstrap's plan)."""
+    import dataclasses
+    import json
+
+    import yaml
+    from kfp_plans import three_step_plan
+    from test_compiler import fix_runtime
+
+    from kale_magic.engines.kfp import footprint as kfp_footprint
+    from kale_magic.engines.kfp.compiler import compile_pipeline
+
+    fix_runtime(monkeypatch)
+    if sizes is not None:
+        monkeypatch.setattr(kfp_footprint, "installed_bytes", lambda name, version: sizes.get(name, 10 << 20))
+    plan = three_step_plan()
+    for step, options in changes.pop("options", {}).items():
+        plan.steps[step] = dataclasses.replace(plan.steps[step], options=options)
+    spec, platform = yaml.safe_load_all(compile_pipeline(plan, tmp_path / "p.yaml", **changes).read_text())
+    configs = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    out = {}
+    for label, executor in spec["deploymentSpec"]["executors"].items():
+        command = executor.get("container", {}).get("command", [])
+        bootstrap = json.loads(command[3]) if command[:2] == ["python3", "-c"] and len(command) > 3 and \
+            command[3].startswith("{") else None
+        out[label] = (configs.get(label, {}), executor.get("container", {}).get("resources", {}), bootstrap)
+    return out
+
+
+def test_each_step_unpacks_into_a_memory_volume_as_large_as_what_it_receives(tmp_path, monkeypatch):
+    """load receives five archives of 10 MiB (numpy, IPython, prompt-toolkit, dill, kfp): a quarter more and
+    64 MiB of room, 127 MiB, which its memory request also asks for; train's --memory 1Gi holds its volume and
+    stays its request; the environment task unpacks nothing."""
+    from kale_magic.engines.kfp.footprint import UNPACK_MOUNT
+
+    executors = compiled_executors(tmp_path, monkeypatch)
+    config, resources, bootstrap = executors["exec-load"]
+    assert config["emptyDirMounts"] == [{"medium": "Memory", "mountPath": UNPACK_MOUNT, "sizeLimit": "127Mi",
+                                         "volumeName": "kale-unpacked"}]
+    assert resources["resourceMemoryRequest"] == "127Mi"
+    assert bootstrap["memory"] == UNPACK_MOUNT and bootstrap["disk"] == ""
+    config, resources, bootstrap = executors["exec-train"]
+    assert config["emptyDirMounts"][0]["sizeLimit"] == "114Mi"  # four archives: it does not receive numpy
+    assert resources["resourceMemoryRequest"] == resources["resourceMemoryLimit"] == "1Gi"
+    assert "emptyDirMounts" not in executors["exec-kale-environment"][0]
+
+
+@pytest.mark.parametrize("changes, reason", [
+    (dict(options={"load": StepOptions(memory="250Mi")}),
+     "--memory 250Mi cannot hold its 127.0 MiB and as much again for its code"),
+    (dict(sizes={"numpy": 0}), "the notebook's kernel could not tell the installed size of numpy"),
+    (dict(sizes={"numpy": 900 << 20}), "its 1.2 GiB are more than 1.0 GiB"),
+])
+def test_a_step_unpacks_on_disk_when_memory_cannot_hold_its_files_or_their_size_is_unknown(
+        tmp_path, monkeypatch, changes, reason):
+    """No volume, no memory request beyond the user's, and the step's log will say why."""
+    executors = compiled_executors(tmp_path, monkeypatch, **changes)
+    config, resources, bootstrap = executors["exec-load"]
+    assert "emptyDirMounts" not in config
+    assert resources.get("resourceMemoryRequest") in (None, "250Mi")
+    assert bootstrap["memory"] == "" and bootstrap["disk"] == reason
+
+
+def test_an_image_that_holds_everything_unpacks_nothing_and_asks_for_no_volume(tmp_path, monkeypatch):
+    executors = compiled_executors(tmp_path, monkeypatch, install_packages=False)
+    assert not [label for label, (config, _, _) in executors.items() if "emptyDirMounts" in config]
+    assert not [label for label, (_, _, bootstrap) in executors.items() if bootstrap]
+
+
+@pytest.mark.parametrize("quantity, size", [("1000", 1000), ("512Mi", 512 << 20), ("2Gi", 2 << 30),
+                                            ("1G", 10**9), ("300M", 3 * 10**8), ("4Ki", 4096)])
+def test_memory_quantities_read_as_kubernetes_reads_them(quantity, size):
+    from kale_magic.engines.kfp.footprint import quantity_bytes
+
+    assert quantity_bytes(quantity) == size

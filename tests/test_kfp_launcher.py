@@ -18,6 +18,7 @@ import s3_server as s3
 import yaml
 
 from kale_magic.engines.kfp.delivery import MULTI_USER_ROOT
+from kale_magic.engines.kfp.footprint import UNPACK_MOUNT
 
 s3_server, s3_env, namespace_store = s3.s3_server, s3.s3_env, s3.namespace_store  # the fixtures
 ROOT = MULTI_USER_ROOT.format(namespace=s3.NAMESPACE)
@@ -90,6 +91,8 @@ def check_contract(launcher, run) -> None:
     steps = [uri for uri in launcher.uploaded if "kale-environment" not in uri]
     assert steps and all(uri.startswith(run_root) for uri in steps), launcher.uploaded
     assert not [name for env in launcher.environments for name in env if name.startswith("AWS_")]
+    # each step unpacked its environment into the memory-backed emptyDir its executor's config asks for
+    assert [step for step in run.plan.steps if UNPACK_MOUNT not in launcher.tmpfs.get(step, {})] == []
 
 
 def demo_cells(demo: str) -> list[str]:
@@ -125,11 +128,19 @@ def test_a_write_outside_the_namespaces_prefixes_is_refused_and_fails_the_task(n
 
 
 @pytest.mark.slow
-def test_the_quickstart_notebook_under_the_launcher_gives_the_kernels_values(kernel, cluster, tmp_path_factory):
+def test_the_quickstart_notebook_under_the_launcher_gives_the_kernels_values(kernel, cluster, tmp_path_factory,
+                                                                            capfd):
+    import re
+
     from oracle import check, run_cells
 
     after_step = run_cells(kernel, demo_cells("quickstart"))
+    capfd.readouterr()
     run = run_on_cluster(kernel, cluster, ["load", "clean", "stats", "report"], tmp_path_factory.mktemp("yaml"))
+    logs = capfd.readouterr()
+    where = re.findall(r"kale-magic: received \d+ archives of the environment, unpacked \d+ (.+?) in [\d.]+ s",
+                       logs.out + logs.err)
+    assert where == ["in memory"] * 4, where  # every step, in its memory volume
     assert check(run, after_step) == len(list(run.plan.transfers()))
     assert run.metrics == {"mean": kernel.ns["mean"], "spread": kernel.ns["spread"]}
     check_contract(cluster, run)

@@ -13,6 +13,7 @@ them object-store URIs and nothing else. This rig puts the launcher's contract b
   (argocompiler ``container.go``), fresh host folders here), with the namespace's credentials;
 - after it exits 0, every output artifact is uploaded from its local path to its URI (a missing one is
   allowed, as the launcher allows it), then the metadata file and parameters go back to kfp.local;
+- the emptyDir volumes the executor's Kubernetes config asks for are mounted (tests/containers/platform.py);
 - kfp.local's root is not mounted and the container gets no store credentials: a step that read or wrote
   anything but those local paths fails here as on a cluster.
 
@@ -29,6 +30,8 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+
+from .platform import docker_args, empty_dirs
 
 MOUNTS = (("gs://", "/gcs/"), ("minio://", "/minio/"), ("s3://", "/s3/"))  # launcher_v2.go LocalPathForURI
 PARAMETERS = "/tmp/kfp/outputs"  # driver.go: an output parameter's file
@@ -70,6 +73,8 @@ class Launcher:
         self.uploaded: list[str] = []
         self.commands: list[list[str]] = []  # each task's argv, as its container was started
         self.environments: list[dict[str, str]] = []  # and its environment variables
+        self.tmpfs: dict[str, dict[str, str]] = {}  # task name -> its memory-backed emptyDirs (path -> options)
+        self.empty_dirs: dict[str, list[dict]] = {}  # of the pipeline being run (platform.empty_dirs)
         self._tasks = itertools.count()
 
     def install(self, monkeypatch) -> None:
@@ -108,6 +113,9 @@ class Launcher:
             folder.mkdir(parents=True)
             folder.chmod(0o777)  # an emptyDir
             volumes[str(folder)] = {"bind": mount, "mode": "rw"}
+        platform = docker_args(self.empty_dirs.get(name, []), scratch)  # the driver's pod spec (k8s.go)
+        volumes.update(platform["volumes"])
+        self.tmpfs[name] = platform["tmpfs"]
         try:
             started = time.monotonic()
             self._download(spec, scratch)
@@ -121,7 +129,7 @@ class Launcher:
             try:
                 code = docker_task_handler.run_docker_container(
                     client=client, image=task.image, command=argv, volumes=volumes,
-                    **{**task.runner.container_run_args, "environment": task.env_vars})
+                    **{**task.runner.container_run_args, "environment": task.env_vars, "tmpfs": platform["tmpfs"]})
             finally:
                 client.close()
             if code != 0:
@@ -238,4 +246,5 @@ class Launcher:
         from containers import driver_argv
 
         driver_argv(pipeline_file)
+        self.empty_dirs = empty_dirs(pipeline_file)
         components.load_component_from_file(str(pipeline_file))(**arguments)

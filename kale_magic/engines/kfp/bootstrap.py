@@ -136,19 +136,35 @@ STEP_PREAMBLE = '''\
             wanted = [a for a in wanted if a in self.archives]
             if not wanted:
                 return None
-            import subprocess
             for archive in wanted:
-                try:  # GNU tar: several times faster than tarfile
-                    unpacked = subprocess.run(["tar", "-xf", self.archives[archive], "-C", _env]).returncode == 0
-                except FileNotFoundError:
-                    unpacked = False
-                if not unpacked:
-                    import tarfile
-                    with tarfile.open(self.archives[archive]) as tar:
-                        tar.extractall(_env)
+                self.unpack(archive)
                 self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
-            return _machinery.PathFinder.find_spec(name, [_env])
+            return _machinery.PathFinder.find_spec(name, list(dict.fromkeys([self.place, _env])))
+
+        place = _env  # where it unpacks: the environment's folder, on disk once the memory volume is full
+
+        def unpack(self, archive):
+            import subprocess, tarfile
+            try:  # GNU tar: several times faster than tarfile
+                if subprocess.run(["tar", "-xf", self.archives[archive], "-C", self.place]).returncode == 0:
+                    return
+            except FileNotFoundError:
+                pass
+            try:
+                with tarfile.open(self.archives[archive]) as tar:
+                    tar.extractall(self.place)
+            except OSError:  # a memory volume fuller than the compile estimated: this archive and the rest on disk
+                if self.place != _env:
+                    raise
+                import tempfile
+                with tarfile.open(self.archives[archive]) as tar:  # its files in the volume are incomplete
+                    for member in tar.getmembers():
+                        if not member.isdir() and _os.path.lexists(_os.path.join(_env, member.name)):
+                            _os.remove(_os.path.join(_env, member.name))
+                self.place = tempfile.mkdtemp(prefix="kale-environment-")
+                _sys.path.append(self.place)
+                self.unpack(archive)
 
     _sys.meta_path.append(_Unpack(_json.loads(_os.environ["KALE_ARCHIVES"]), _os.environ["KALE_INDEX"],
                                   _json.loads(_os.environ["KALE_UNPACKED"])))
@@ -164,7 +180,7 @@ STEP_PREAMBLE = '''\
 # then it execs kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor:
 # no pod installs kfp from an index.
 STEP_BOOTSTRAP = '''\
-import json, os, subprocess, sys, tarfile, tempfile, time
+import json, os, shutil, subprocess, sys, tarfile, tempfile, time
 started = time.time()
 plan, argv = json.loads(sys.argv[1]), sys.argv[2:]
 spec = json.loads(argv[argv.index("--executor_input") + 1])
@@ -180,19 +196,36 @@ def local(name):
 folder = local("kale_environment")
 archives = {{n[:-4]: os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tar")}}
 archives.update((n[len("{prefix}"):], local(n)) for n in inputs if n.startswith("{prefix}"))
-env = tempfile.mkdtemp(prefix="kale-environment-")
 found = [a for a in plan["unpack"] if a in archives]
-try:
-    tars = [subprocess.Popen(["tar", "-xf", archives[a], "-C", env]) for a in found]
-    failed = [a for a, tar in zip(found, tars) if tar.wait()]
-except FileNotFoundError:  # no tar in the image
-    failed = found
-for archive in failed:
-    with tarfile.open(archives[archive]) as tar:
-        tar.extractall(env)
+
+def unpack(env, quiet=False):
+    try:
+        tars = [subprocess.Popen(["tar", "-xf", archives[a], "-C", env], stderr=subprocess.DEVNULL if quiet else None)
+                for a in found]
+        failed = [a for a, tar in zip(found, tars) if tar.wait()]
+    except FileNotFoundError:  # no tar in the image
+        failed = found
+    for archive in failed:
+        with tarfile.open(archives[archive]) as tar:
+            tar.extractall(env)
+
+where, memory = "on disk" + (f" ({{plan['disk']}})" if plan.get("disk") else ""), plan.get("memory")
+if memory and not os.access(memory, os.W_OK):  # no volume there: a server or runner without emptyDir mounts
+    where, memory = "on disk (no memory volume at " + memory + ")", ""
+if memory:
+    env = tempfile.mkdtemp(prefix="kale-environment-", dir=memory)
+    try:
+        unpack(env, quiet=True)
+        where = "in memory"
+    except OSError:  # the volume is fuller than the compile estimated (another platform's wheels)
+        shutil.rmtree(env, ignore_errors=True)
+        memory, where = "", "on disk (more than the memory volume holds)"
+if not memory:
+    env = tempfile.mkdtemp(prefix="kale-environment-")
+    unpack(env)
 print(f"kale-magic: received {{len(archives)}} archives of the environment"
       + (f" (all: {{plan['whole']}})" if plan["whole"] else "")
-      + f", unpacked {{len(found)}} in {{time.time() - started:.2f}} s: {{' '.join(found)}}",
+      + f", unpacked {{len(found)}} {{where}} in {{time.time() - started:.2f}} s: {{' '.join(found)}}",
       file=sys.stderr, flush=True)  # the step's log says what its start-up cost
 os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=json.dumps(archives),
                   KALE_INDEX=os.path.join(folder, "modules.json"), KALE_UNPACKED=json.dumps(found))

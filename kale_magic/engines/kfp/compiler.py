@@ -29,6 +29,7 @@ from ...layout import KaleDir
 from ...plan import Plan, StepPlan
 from ...snapshot.remote import is_store
 from .bootstrap import ENVIRONMENT, RUNTIME, archive_input, kernel_python
+from .footprint import UNPACK_MOUNT
 from .pip_args import check_setting, kfp_arguments
 
 DEFAULT_BASE_IMAGE = f"python:{kernel_python()}"  # the kernel's Python: the pinned wheels load there
@@ -354,6 +355,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             task = components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, step, opts)
+            _unpack_volume(task, setup, step, limited=bool(step.options.memory))
             tasks[name] = task
 
         def gate(name, step):
@@ -364,6 +366,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
             task = gate_components[name](**args)
             task.after(*(tasks[p] for p in step.parents))
             _apply_options(task, None, opts, requests=False)
+            _unpack_volume(task, setup, step)
             return task
 
         def listing(name, step):
@@ -373,6 +376,7 @@ def build_pipeline(plan: Plan, opts: CompileOptions, bundles: list | None = None
                 step, next(t for t in step.inputs if t.name == loop.name))
             task = items_components[name](**{Names.items_io(step): argument}, **environment(name))
             _apply_options(task, None, opts, requests=False)
+            _unpack_volume(task, setup, step)
             return task
 
         def inside(prefix, item):
@@ -559,7 +563,9 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
                               install_kfp_package=opts.install_packages and not environment)
     if environment:  # the environment carries kfp: unpack it, then run kfp's executor from it
         container = component.component_spec.implementation.container
-        unpack = {"unpack": list(setup.unpacks[step.name]), "whole": setup.whole.get(step.name, "")}
+        size, why_not = setup.volumes[step.name]
+        unpack = {"unpack": list(setup.unpacks[step.name]), "whole": setup.whole.get(step.name, ""),
+                  "memory": UNPACK_MOUNT if size else "", "disk": why_not}
         container.command = ["python3", "-c", STEP_BOOTSTRAP, json.dumps(unpack, sort_keys=True),
                              *container.command]
     return _with_env(component, opts)
@@ -718,10 +724,26 @@ def _define(source: str, function: str):
     return namespace[function]
 
 
+def _unpack_volume(task, setup, step: StepPlan, limited: bool = False) -> None:
+    """The memory-backed volume ``task`` (``step``'s, its ``--if`` gate's or its loop's listing) unpacks its
+    environment into (:func:`.footprint.unpack_volume`), and as much memory requested unless the task has
+    ``--memory`` (``limited``). emptyDir mounts came in KFP 2.3 (kubeflow/pipelines#10913; driver ``k8s.go``),
+    before the resource requests every pipeline with an environment task already needs (2.4, :mod:`.versions`)."""
+    from kfp import kubernetes
+
+    size = setup.volumes.get(step.name, (0, ""))[0]
+    if not size:
+        return
+    kubernetes.empty_dir_mount(task, volume_name="kale-unpacked", mount_path=UNPACK_MOUNT, medium="Memory",
+                               size_limit=f"{size >> 20}Mi")
+    if not limited:
+        task.set_memory_request(f"{size >> 20}Mi")
+
+
 def _apply_options(task, step: StepPlan | None, opts: CompileOptions, requests: bool = True) -> None:
     """Per-step options from ``%%step``; ``step`` None for the environment task, which obeys the pipeline-wide
     ones as every step does: caching, volumes and secrets (its pip may need the index's credentials), and for
-    an ``--if`` gate (``requests`` False: it only loads a few values, and asks for no resources)."""
+    an ``--if`` gate (``requests`` False: it only loads a few values, and asks for no resources of its own)."""
     from kfp import kubernetes
 
     if opts.run_as_user is not None:  # Pod Security "restricted" rejects root pods; pip needs a writable HOME

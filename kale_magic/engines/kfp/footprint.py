@@ -21,6 +21,16 @@ than shown for every notebook;
 one that adds pandas and scikit-learn (~520 MiB) or torch (~850 MiB) is over. Above it, ``kale-magic image``
 (everything installed in the image: nothing unpacked, no environment task) is what makes the steps start
 fast, and the compile says so in one line: a note, never a refusal.
+
+Where a step unpacks: its cost is the disk, not tar (a 72 MB numpy archive into the container's own file
+system 1.58-1.74 s, into a tmpfs 0.09-0.13 s, same container), so each step that takes the environment gets a
+memory-backed ``emptyDir`` (a tmpfs; kfp-kubernetes' ``empty_dir_mount``, KFP 2.3+) at :data:`UNPACK_MOUNT`,
+sized by :func:`unpack_volume` from every archive it receives, and its bootstrap unpacks there. Its files
+count against the pod's memory, so the volume's size is also the step's memory request (the scheduler places
+the pod where they fit) unless ``%%step --memory`` sets one; a step whose ``--memory`` limit could not hold
+them with as much again left for its code, one above :data:`MEMORY_UNPACK_MAX`, and one receiving an archive
+whose size the kernel cannot tell (another version is installed here, or none) unpack on disk as before.
+The estimate is the kernel's platform's; on a volume fuller than estimated the step unpacks on disk instead.
 """
 
 from __future__ import annotations
@@ -31,8 +41,17 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 
+from ...files import human_size
+
 ADVICE_BYTES = 128 << 20  # one step's unpacking past this: the compile advises an image
 UNPACK_BYTES_PER_SECOND = 40 << 20  # GNU tar into a step container of the stock image, per CPU second
+UNPACK_MOUNT = "/kale-unpacked"  # the memory-backed emptyDir a step unpacks its environment into
+MEMORY_UNPACK_MAX = 1 << 30  # above: on disk (the compile advises an image long before)
+# the volume holds the received archives' installed size, a quarter more (another platform's wheels: numpy's
+# Linux wheel carries OpenBLAS, a macOS one does not) and room for kale-magic's wheel and the files no RECORD
+# lists (the kernel's own kale-magic may be an editable install, which RECORD lists as a few bytes)
+UNPACK_MARGIN = 1.25
+UNPACK_SLACK = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -71,8 +90,6 @@ def image_advice(setup, notebook=None) -> str:
     ``notebook``: the notebook file's path, named in the command (else NOTEBOOK)."""
     from pathlib import Path
 
-    from ...files import human_size
-
     found = [f for f in (footprint(setup, image) for image in setup.environments) if f is not None]
     big = max(found, key=lambda f: f.unpacked, default=None)
     if big is None or big.unpacked <= ADVICE_BYTES:
@@ -82,6 +99,39 @@ def image_advice(setup, notebook=None) -> str:
             f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.0f} s per step); to start "
             f"steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
             "%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
+
+
+def unpack_volume(setup, step: str, memory: str | None) -> tuple[int, str]:
+    """The size in bytes of the memory-backed volume ``step`` unpacks its environment into, 0 for the disk,
+    and why not memory (""). ``memory``: the step's ``--memory`` (its limit), None without one."""
+    from .bootstrap import archive_name
+
+    env = setup.environment(step)
+    if env is None or not env.requirements.pins:  # nothing installed: nothing to unpack
+        return 0, ""
+    pins = {archive_name(name): (name, version) for name, version in env.requirements.pins}
+    received = (set(pins) - set(env.archives)) | set(setup.receives.get(step, ()))
+    sizes = {archive: installed_bytes(*pins[archive]) for archive in sorted(received)}
+    unknown = [pins[archive][0] for archive, size in sizes.items() if not size]
+    if unknown:
+        return 0, f"the notebook's kernel could not tell the installed size of {', '.join(unknown)}"
+    size = -(-int(sum(sizes.values()) * UNPACK_MARGIN + UNPACK_SLACK) // (1 << 20)) << 20  # whole MiB
+    if size > MEMORY_UNPACK_MAX:
+        return 0, f"its {human_size(size)} are more than {human_size(MEMORY_UNPACK_MAX)}"
+    if memory is not None and 2 * size > quantity_bytes(memory):
+        return 0, f"--memory {memory} cannot hold its {human_size(size)} and as much again for its code"
+    return size, ""
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity (``512Mi``, ``2G``, ``1000``) in bytes."""
+    import re
+
+    number, unit = re.fullmatch(r"(\d+)([EPTGMK]i?)?", quantity).groups()
+    if not unit:
+        return int(number)
+    power = "KMGTPE".index(unit[0]) + 1
+    return int(number) * (1024 ** power if unit.endswith("i") else 1000 ** power)
 
 
 @lru_cache(maxsize=1024)

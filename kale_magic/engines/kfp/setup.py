@@ -60,6 +60,8 @@ class Setup:
     receives: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # step -> why it takes every archive (its imports cannot be known from its code)
     whole: dict[str, str] = field(default_factory=dict)
+    # step -> bytes of the memory-backed volume it unpacks into (0: on disk) and why not memory
+    volumes: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def environment(self, step: str) -> Environment | None:
         return self.environments.get(self.images[step])
@@ -105,7 +107,12 @@ def plan_setup(plan: Plan, opts) -> Setup:
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
         environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried),
                                           archives)
-    return Setup(notebooks, environments, images, runtime_version(), unpacks, receives, whole)
+    from .footprint import unpack_volume
+
+    setup = Setup(notebooks, environments, images, runtime_version(), unpacks, receives, whole)
+    setup.volumes.update((name, unpack_volume(setup, name, step.options.memory)) for name, step in plan.steps.items()
+                         if setup.environment(name) is not None)
+    return setup
 
 
 def runtime_group(opts) -> set[str]:
@@ -145,8 +152,9 @@ def _received(plan: Plan, name: str, needs: dict, whole: dict) -> set[str]:
 
 def unknown_imports(plan: Plan, step: StepPlan, workspace) -> str:
     """Why the modules ``step``'s code imports cannot be known from it ("" when they can): it calls
-    something that imports by a computed name, runs a line or cell magic, or imports a module of the
-    notebook's own folder (whose imports are not followed)."""
+    something that imports by a computed name, runs a line or cell magic, imports a module of the
+    notebook's own folder (whose imports are not followed), or has a cell that does not parse (its imports
+    cannot be read, so the sound answer is every archive)."""
     import ast
 
     from ...cache.keys import imported_modules, python_source
@@ -154,8 +162,8 @@ def unknown_imports(plan: Plan, step: StepPlan, workspace) -> str:
     for source in (*plan.imports, *plan.functions, *step.cells):
         try:
             tree = ast.parse(python_source(source))
-        except SyntaxError:
-            continue
+        except SyntaxError as e:
+            return f"its cell starting {source.strip().splitlines()[0][:40]!r} does not parse ({e.msg})"
         for node in ast.walk(tree):
             if isinstance(node, ast.Call):
                 called = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
