@@ -141,6 +141,7 @@ def test_the_quickstart_notebook_under_the_launcher_gives_the_kernels_values(ker
     where = re.findall(r"kale-magic: received \d+ archives of the environment, unpacked \d+ (.+?) in [\d.]+ s",
                        logs.out + logs.err)
     assert where == ["in memory"] * 4, where  # every step, in its memory volume
+    assert "is not a writable location" not in logs.out + logs.err  # IPython found the pod's HOME
     assert check(run, after_step) == len(list(run.plan.transfers()))
     assert run.metrics == {"mean": kernel.ns["mean"], "spread": kernel.ns["spread"]}
     check_contract(cluster, run)

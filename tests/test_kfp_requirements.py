@@ -87,6 +87,16 @@ def test_a_step_refuses_an_image_with_another_python_or_kale_magic_before_runnin
     assert not list(tmp_path.iterdir())
 
 
+def test_a_step_makes_the_pods_home_which_no_image_has(tmp_path, monkeypatch):
+    """HOME is /tmp/kale-home for a non-root pod: made before IPython starts, which otherwise warns in every
+    step's log and keeps its profile in a throw-away folder."""
+    from kale_magic.engines.kfp.component import _enter_environment
+
+    monkeypatch.setenv("HOME", str(tmp_path / "tmp" / "kale-home"))
+    _enter_environment("train", None, None)
+    assert (tmp_path / "tmp" / "kale-home").is_dir()
+
+
 def test_markers_are_evaluated_for_the_linux_step_image_not_the_kernel(monkeypatch):
     """Under a Windows kernel, IPython's pexpect (sys_platform != "win32") is still pinned for the Linux image."""
     import packaging.markers

@@ -41,7 +41,7 @@ def run_component(step, parameters, text_parameters, inputs, producers, outputs,
     """
     from ...step import runtime as step_runtime
 
-    _check_environment(step, python, runtime)
+    _enter_environment(step, python, runtime)
     if notebook_file is not None:
         notebook = _carried_notebook(step, notebook_file, notebook_sha256)
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
@@ -85,7 +85,7 @@ def run_gate(step, condition, parameters, text_parameters, inputs, producers, py
     (the output ``dsl.If`` compares; the reason shows in the task's output and log)."""
     from ...plan.condition import parse_condition
 
-    _check_environment(step, python, runtime)
+    _enter_environment(step, python, runtime)
     values = {k: decode(v) if k in text_parameters else v for k, v in parameters.items()}
     values.update({name: _load(artifact, step, name, producers.get(name)) for name, artifact in inputs.items()})
     checked = parse_condition(condition)
@@ -104,7 +104,7 @@ def run_items(step, name, value=None, text=False, artifact=None, producer=None, 
     iterate fails this task with the sentence that says why, before any item starts."""
     from ...items import items
 
-    _check_environment(step, python, runtime)
+    _enter_environment(step, python, runtime)
     if artifact is not None:
         value = _load(artifact, step, name, producer)
     elif text:
@@ -137,8 +137,10 @@ def _load(artifact, step: str, name: str, producer: str | None):
     return marshal.load(where, name=name, step=producer)
 
 
-def _check_environment(step: str, python: str | None, runtime: str | None) -> None:
-    """The step runs only where the Python and the kale-magic are the ones that compiled it."""
+def _enter_environment(step: str, python: str | None, runtime: str | None) -> None:
+    """The step runs only where the Python and the kale-magic are the ones that compiled it; the pod's ``HOME``
+    (``/tmp/kale-home`` for a non-root pod, which no image has) is made, where IPython keeps its profile: without
+    it every step warns that the folder is not writable and works in a throw-away one."""
     from .bootstrap import kernel_python
 
     here = kernel_python()
@@ -153,6 +155,11 @@ def _check_environment(step: str, python: str | None, runtime: str | None) -> No
             raise RuntimeError(f"step '{step}' was compiled by kale-magic {runtime} but its image has kale-magic "
                                f"{found}: rebuild the image (kale-magic image), or let the steps install it "
                                "(Kfp.install_packages = True)")
+    if os.environ.get("HOME"):
+        try:
+            os.makedirs(os.environ["HOME"], exist_ok=True)
+        except OSError:  # IPython says so itself
+            pass
 
 
 def _carried_notebook(step: str, path: str, sha256: str | None) -> str:

@@ -7,20 +7,24 @@ installation, which holds the same versions: the bytes each distribution's ``REC
 (``importlib.metadata``), nothing downloaded. Wheels for Linux and for the kernel's platform differ a little;
 an estimate is all the advice needs.
 
-:data:`UNPACK_BYTES_PER_SECOND`, measured on the shared 2-core machine (2026-12-07, load 10-12;
+:data:`UNPACK_BYTES_PER_SECOND`, on disk, measured on the shared 2-core machine (2026-12-07, load 10-12;
 docs/kubeflow.md): GNU tar in a container of the stock image unpacked the environment's uncompressed
 archives into the container's file system at 25-65 MiB per CPU second (numpy with the step runtime and kfp,
 89 MiB in 1,900 files: 3.1-4.0 s of CPU, 6.8-8.5 s wall; pandas + scikit-learn with them, 524 MiB: 8.1-12.9 s
-of CPU, 22-36 s wall; the same numpy into a tmpfs: 0.5 s); 40 MiB/s is taken.
+of CPU, 22-36 s wall); 40 MiB/s is taken. :data:`UNPACK_MEMORY_BYTES_PER_SECOND`, into a memory volume: the
+four archives of numpy, pandas, scipy and scikit-learn (343 MiB, 8,600 files), one ``tar`` each at once as
+the bootstrap runs them, into a tmpfs in 0.22-0.25 s (1.4-1.6 GiB/s; the container's file system: 0.75-3.8 s),
+load 0.3; a third of it, 512 MiB/s, is taken for a busy node.
 
-:data:`ADVICE_BYTES`, 128 MiB: ~3 s of unpacking, more than 1.5 times the floor of a step on this runner (a
-container started and the step's own import: 1.8 s under heavy load, 0.4 s quiet), so unpacking alone
-keeps such a step from starting within twice the floor, the goal. The smallest data-science step, numpy
-with the runtime (~90 MiB, ~2 s), stays under it, so the note is kept for what an image changes most rather
-than shown for every notebook;
+:data:`ADVICE_BYTES`, 128 MiB: on disk ~3 s of unpacking, more than 1.5 times the floor of a step on this
+runner (a container started and the step's own import: 1.8 s under heavy load, 0.3-0.4 s quiet); in memory
+it unpacks in a fraction of a second, but on a cluster every step's launcher still downloads all it receives
+(KFP's ``downloadArtifacts``: at an in-cluster store's 100-odd MB/s, over a second) and requests that much
+memory more, which an image does not. The smallest data-science step, numpy with the runtime (~90 MiB),
+stays under it, so the note is kept for what an image changes most rather than shown for every notebook;
 one that adds pandas and scikit-learn (~520 MiB) or torch (~850 MiB) is over. Above it, ``kale-magic image``
-(everything installed in the image: nothing unpacked, no environment task) is what makes the steps start
-fast, and the compile says so in one line: a note, never a refusal.
+(everything installed in the image: nothing downloaded or unpacked, no environment task) is what makes the
+steps start fast, and the compile says so in one line: a note, never a refusal.
 
 Where a step unpacks: its cost is the disk, not tar (a 72 MB numpy archive into the container's own file
 system 1.58-1.74 s, into a tmpfs 0.09-0.13 s, same container), so each step that takes the environment gets a
@@ -45,6 +49,7 @@ from ...files import human_size
 
 ADVICE_BYTES = 128 << 20  # one step's unpacking past this: the compile advises an image
 UNPACK_BYTES_PER_SECOND = 40 << 20  # GNU tar into a step container of the stock image, per CPU second
+UNPACK_MEMORY_BYTES_PER_SECOND = 512 << 20  # the same into its memory volume (a third of a quiet machine's rate)
 UNPACK_MOUNT = "/kale-unpacked"  # the memory-backed emptyDir a step unpacks its environment into
 MEMORY_UNPACK_MAX = 1 << 30  # above: on disk (the compile advises an image long before)
 # the volume holds the received archives' installed size, a quarter more (another platform's wheels: numpy's
@@ -59,10 +64,11 @@ class Footprint:
     environment: int  # bytes the environment task installs (every distribution it packs)
     step: str  # the step that unpacks the most
     unpacked: int  # bytes that step unpacks before its code runs
+    in_memory: bool = False  # into its memory volume (else on disk)
 
     @property
     def unpack_seconds(self) -> float:
-        return self.unpacked / UNPACK_BYTES_PER_SECOND
+        return self.unpacked / (UNPACK_MEMORY_BYTES_PER_SECOND if self.in_memory else UNPACK_BYTES_PER_SECOND)
 
 
 def footprint(setup, image: str) -> Footprint | None:
@@ -82,7 +88,7 @@ def footprint(setup, image: str) -> Footprint | None:
         return None
     per_step = {s: sum(sizes.get(archive, 0) for archive in setup.unpacks[s]) for s in steps}
     largest = max(steps, key=lambda s: (per_step[s], -steps.index(s)))
-    return Footprint(sum(sizes.values()), largest, per_step[largest])
+    return Footprint(sum(sizes.values()), largest, per_step[largest], setup.volumes.get(largest, (0, ""))[0] > 0)
 
 
 def image_advice(setup, notebook=None) -> str:
@@ -96,8 +102,8 @@ def image_advice(setup, notebook=None) -> str:
         return ""
     name = Path(notebook).name if notebook else "NOTEBOOK"
     return (f"note: the steps' environment is {human_size(big.environment)} installed and step '{big.step}' unpacks "
-            f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.0f} s per step); to start "
-            f"steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
+            f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.1f} s per step "
+            f"{'in memory' if big.in_memory else 'on disk'}, after downloading it); to start steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
             "%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
 
 
