@@ -196,29 +196,34 @@ def test_the_step_preamble_unpacks_a_received_archive_on_import_and_names_the_fi
                 "so the step did not receive it: import it in the step's cells or in %%imports") in result.stderr
 
 
-def _module_archive(path, module: str, filler: int) -> None:
-    """A tar holding ``module``.py (``VALUE = 42``) and ``filler`` bytes of other data."""
+def _module_archive(path, module: str, filler: int, extra: dict | None = None) -> None:
+    """A tar holding ``module``.py (``VALUE = 42``), ``filler`` bytes of other data and the ``extra`` files."""
     import io
     import tarfile
 
+    files = {f"{module}.py": b"VALUE = 42\n", f"{module}_data.bin": os.urandom(filler), **(extra or {})}
     with tarfile.open(path, "w") as tar:
-        for name, content in ((f"{module}.py", b"VALUE = 42\n"), (f"{module}_data.bin", os.urandom(filler))):
+        for name, content in files.items():
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(content), 0o644
             tar.addfile(info, io.BytesIO(content))
 
 
-@pytest.mark.parametrize("volume, where, late_in", [
-    ("64m", "in memory", "/kale-unpacked/"),  # everything fits
-    ("1m", "on disk (more than the memory volume holds)", "/tmp/"),  # the start's archives do not fit
-    ("3m", "in memory", "/tmp/"),  # they do; the one imported later does not: it goes on disk
+@pytest.mark.parametrize("volume, where, background, bg_in, late_in", [
+    ("64m", "in memory", 64 << 10, "/kale-unpacked/", "/kale-unpacked/"),  # everything fits
+    ("1m", "on disk (more than the memory volume holds)", 64 << 10, "/tmp/", "/tmp/"),  # the start's does not
+    ("3m", "in memory", 64 << 10, "/kale-unpacked/", "/tmp/"),  # the one imported later does not: on disk
+    ("3m", "in memory", 2 << 20, "/tmp/", "/tmp/"),  # nor the one unpacking in the background
 ])
 def test_a_step_unpacks_into_its_memory_volume_and_on_disk_what_does_not_fit(base_image, docker_client, tmp_path,
-                                                                             volume, where, late_in):
+                                                                             volume, where, background, bg_in,
+                                                                             late_in):
     """STEP_BOOTSTRAP and STEP_PREAMBLE as a step runs them, in a container of the stock image with a tmpfs at
     the memory volume's path (what a ``medium: Memory`` emptyDir of that size is): the archives unpack into
     it, and where it is fuller than the compile estimated, on disk instead; the step's imports work either way
-    and its log says where."""
+    and its log says where. The archive of the step's own import (``bg``) unpacks in the background, out of
+    sight until kale-magic settles it (as component.py does before the step's code); the .pth files of both the
+    archives that come later are processed as site processed those unpacked at start."""
     import textwrap
 
     from kale_magic.engines.kfp.bootstrap import STEP_BOOTSTRAP, STEP_PREAMBLE
@@ -227,21 +232,36 @@ def test_a_step_unpacks_into_its_memory_volume_and_on_disk_what_does_not_fit(bas
     folder = tmp_path / "kale_environment"
     folder.mkdir(parents=True)
     _module_archive(folder / "start.tar", "kale_start_mod", 2 << 20)
-    _module_archive(tmp_path / "late.tar", "kale_late_mod", 2 << 20)
-    (folder / "modules.json").write_text(json.dumps({"kale_start_mod": ["start"], "kale_late_mod": ["late"]}))
+    _module_archive(folder / "bg.tar", "kale_bg_mod", background,
+                    {"kale_bg.pth": b"kale_bg_extra\n", "kale_bg_extra/kale_bg_extra_mod.py": b"VALUE = 7\n"})
+    _module_archive(tmp_path / "late.tar", "kale_late_mod", 2 << 20,
+                    {"kale_late.pth": b"kale_late_extra\n", "kale_late_extra/kale_late_extra_mod.py": b"VALUE = 9\n"})
+    (folder / "modules.json").write_text(json.dumps({"kale_start_mod": ["start"], "kale_late_mod": ["late"],
+                                                     "kale_bg_mod": ["bg"], "kale_bg": ["bg"], "kale_late": ["late"]}))
     for path in (tmp_path, folder, *tmp_path.rglob("*")):
         path.chmod(0o755 if path.is_dir() else 0o644)
     inputs = {"kale_environment": {"artifacts": [{"uri": "/in/kale_environment"}]},
               "kale_env_late": {"artifacts": [{"uri": "/in/late.tar"}]}}
     executor_input = json.dumps({"inputs": {"artifacts": inputs}})
-    step = (textwrap.dedent(STEP_PREAMBLE) + "import kale_start_mod, kale_late_mod\n"
-            "print(kale_start_mod.__file__, kale_late_mod.__file__, kale_late_mod.VALUE)\n")
-    plan = json.dumps({"unpack": ["start"], "whole": "", "memory": UNPACK_MOUNT, "disk": ""})
+    step = textwrap.dedent(STEP_PREAMBLE) + textwrap.dedent("""\
+        import os, sys
+        import kale_start_mod
+        hidden = not os.path.exists(os.path.join(os.environ["KALE_ENVIRONMENT"], "kale_bg_mod.py"))
+        for finder in sys.meta_path:
+            getattr(finder, "settle", lambda: None)()
+        import kale_bg_extra_mod, kale_bg_mod, kale_late_mod
+        import kale_late_extra_mod
+        print(hidden, kale_bg_extra_mod.VALUE + kale_late_extra_mod.VALUE, kale_start_mod.__file__,
+              kale_bg_mod.__file__, kale_late_mod.__file__, kale_late_mod.VALUE)
+        """)
+    plan = json.dumps({"unpack": ["start", "bg"], "later": ["bg"], "whole": "", "memory": UNPACK_MOUNT, "disk": ""})
     logs = docker_client.containers.run(
         base_image, ["python3", "-c", STEP_BOOTSTRAP, plan, "python3", "-c", step, "--executor_input", executor_input],
         volumes={str(tmp_path): {"bind": "/in", "mode": "ro"}}, tmpfs={UNPACK_MOUNT: f"size={volume},exec,mode=1777"},
         user="65534:0", remove=True, stdout=True, stderr=True).decode()
-    assert f"received 2 archives of the environment, unpacked 1 {where} in " in logs, logs
-    start, late, value = logs.strip().splitlines()[-1].split()
+    assert f"received 3 archives of the environment, unpacked 1 {where} in " in logs, logs
+    assert "s: start; bg in the background" in logs, logs
+    hidden, extra, start, bg, late, value = logs.strip().splitlines()[-1].split()
+    assert hidden == "True" and extra == "16", logs  # out of sight until settled; .pth files processed
     assert start.startswith(UNPACK_MOUNT + "/" if where == "in memory" else "/tmp/"), logs
-    assert late.startswith(late_in) and value == "42", logs
+    assert bg.startswith(bg_in) and late.startswith(late_in) and value == "42", logs

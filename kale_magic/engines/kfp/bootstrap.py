@@ -122,9 +122,42 @@ STEP_PREAMBLE = '''\
     _site.addsitedir(_env)  # its .pth files
 
     class _Unpack:  # the archives this step received but did not unpack at start, unpacked when imported
-        def __init__(self, archives, index, unpacked):
+        def __init__(self, archives, index, unpacked, pending):
             with open(index, encoding="utf-8") as modules:
                 self.modules, self.archives, self.unpacked = _json.load(modules), archives, set(unpacked)
+            self.pending = pending  # archive -> the folder the bootstrap unpacks it into in the background
+
+        def settle(self, only=None):
+            """Wait for the archives unpacking in the background (``only`` one) and move them into place; kale-magic
+            calls it before any of the step's own code runs (component.py), so the step sees them whole."""
+            import shutil, time
+            for archive in [only] if only else list(self.pending):
+                staged = self.pending.pop(archive)
+                while not any(_os.path.exists(staged + end) for end in (".done", ".failed")):
+                    time.sleep(0.002)
+                if not _os.path.exists(staged + ".done"):  # tar failed (its memory volume is full): unpack it here
+                    shutil.rmtree(staged, ignore_errors=True)
+                    self.unpack(archive)
+                    self.unpacked.add(archive)
+                    continue
+                before = set(_os.listdir(_env))
+                for entry in _os.listdir(staged):
+                    self._merge(_os.path.join(staged, entry), _os.path.join(_env, entry))
+                self._site_files(_env, before)
+                self.unpacked.add(archive)
+            _machinery.PathFinder.invalidate_caches()
+
+        def _site_files(self, folder, before):  # the .pth files an archive brought, as site processed the others
+            for entry in sorted(set(_os.listdir(folder)) - before):
+                if entry.endswith(".pth"):
+                    _site.addpackage(folder, entry, None)
+
+        def _merge(self, source, target):  # a folder another archive also has (a namespace package, bin): by entry
+            if _os.path.isdir(source) and _os.path.isdir(target) and not _os.path.islink(target):
+                for entry in _os.listdir(source):
+                    self._merge(_os.path.join(source, entry), _os.path.join(target, entry))
+            else:
+                _os.replace(source, target)
 
         def find_spec(self, name, path=None, target=None):
             wanted = [a for a in self.modules.pop(name, []) if a not in self.unpacked] if path is None else []
@@ -137,7 +170,10 @@ STEP_PREAMBLE = '''\
             if not wanted:
                 return None
             for archive in wanted:
-                self.unpack(archive)
+                if archive in self.pending:
+                    self.settle(archive)
+                else:
+                    self.unpack(archive)
                 self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
             return _machinery.PathFinder.find_spec(name, list(dict.fromkeys([self.place, _env])))
@@ -145,6 +181,12 @@ STEP_PREAMBLE = '''\
         place = _env  # where it unpacks: the environment's folder, on disk once the memory volume is full
 
         def unpack(self, archive):
+            place = self.place
+            before = set(_os.listdir(place))
+            self._extract(archive)
+            self._site_files(self.place, before if self.place == place else set())
+
+        def _extract(self, archive):
             import subprocess, tarfile
             try:  # GNU tar: several times faster than tarfile
                 if subprocess.run(["tar", "-xf", self.archives[archive], "-C", self.place]).returncode == 0:
@@ -164,10 +206,11 @@ STEP_PREAMBLE = '''\
                             _os.remove(_os.path.join(_env, member.name))
                 self.place = tempfile.mkdtemp(prefix="kale-environment-")
                 _sys.path.append(self.place)
-                self.unpack(archive)
+                self._extract(archive)
 
     _sys.meta_path.append(_Unpack(_json.loads(_os.environ["KALE_ARCHIVES"]), _os.environ["KALE_INDEX"],
-                                  _json.loads(_os.environ["KALE_UNPACKED"])))
+                                  _json.loads(_os.environ["KALE_UNPACKED"]),
+                                  _json.loads(_os.environ.get("KALE_PENDING", "{}"))))
 '''
 
 # Runs first in a step's container, before kfp's executor (``python3 -c STEP_BOOTSTRAP <plan> <kfp's
@@ -197,6 +240,10 @@ folder = local("kale_environment")
 archives = {{n[:-4]: os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".tar")}}
 archives.update((n[len("{prefix}"):], local(n)) for n in inputs if n.startswith("{prefix}"))
 found = [a for a in plan["unpack"] if a in archives]
+# the archives of the step's own imports (numpy...) unpack in the background while kfp's executor and kale-magic's
+# runtime start, which need only the others; kale-magic waits for them before the step's code runs
+later = [a for a in plan.get("later", ()) if a in found]
+found = [a for a in found if a not in later]
 
 def unpack(env, quiet=False):
     try:
@@ -223,11 +270,21 @@ if memory:
 if not memory:
     env = tempfile.mkdtemp(prefix="kale-environment-")
     unpack(env)
+pending = {{}}
+for archive in later:  # marked done or failed when its tar ends; in the environment's folder: moved by a rename
+    staged = pending[archive] = os.path.join(env, ".kale-later-" + archive)
+    os.mkdir(staged)
+    try:
+        subprocess.Popen(["sh", "-c", 'tar -xf "$1" -C "$2" 2>/dev/null && : > "$2.done" || : > "$2.failed"',
+                          "sh", archives[archive], staged])
+    except OSError:  # no sh: the import hook unpacks it when it is imported
+        os.rmdir(pending.pop(archive))
 print(f"kale-magic: received {{len(archives)}} archives of the environment"
       + (f" (all: {{plan['whole']}})" if plan["whole"] else "")
-      + f", unpacked {{len(found)}} {{where}} in {{time.time() - started:.2f}} s: {{' '.join(found)}}",
+      + f", unpacked {{len(found)}} {{where}} in {{time.time() - started:.2f}} s: {{' '.join(found)}}"
+      + (f"; {{' '.join(pending)}} in the background" if pending else ""),
       file=sys.stderr, flush=True)  # the step's log says what its start-up cost
-os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=json.dumps(archives),
+os.environ.update(KALE_ENVIRONMENT=env, KALE_ARCHIVES=json.dumps(archives), KALE_PENDING=json.dumps(pending),
                   KALE_INDEX=os.path.join(folder, "modules.json"), KALE_UNPACKED=json.dumps(found))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [env, os.environ.get("PYTHONPATH")]))
 os.execvp(argv[0], argv)

@@ -140,7 +140,9 @@ def _load(artifact, step: str, name: str, producer: str | None):
 def _enter_environment(step: str, python: str | None, runtime: str | None) -> None:
     """The step runs only where the Python and the kale-magic are the ones that compiled it; the pod's ``HOME``
     (``/tmp/kale-home`` for a non-root pod, which no image has) is made, where IPython keeps its profile: without
-    it every step warns that the folder is not writable and works in a throw-away one."""
+    it every step warns that the folder is not writable and works in a throw-away one; and the archives of the
+    step's own imports, which its bootstrap unpacks in the background, are waited for: the step's code, the
+    processes it starts and its values' loading see them whole."""
     from .bootstrap import kernel_python
 
     here = kernel_python()
@@ -160,6 +162,9 @@ def _enter_environment(step: str, python: str | None, runtime: str | None) -> No
             os.makedirs(os.environ["HOME"], exist_ok=True)
         except OSError:  # IPython says so itself
             pass
+    for finder in sys.meta_path:  # the environment's archives still unpacking (bootstrap.py): whole before any code
+        if hasattr(finder, "settle"):
+            finder.settle()
 
 
 def _carried_notebook(step: str, path: str, sha256: str | None) -> str:
