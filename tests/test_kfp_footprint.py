@@ -9,8 +9,8 @@ from kale_magic.plan.model import StepOptions
 
 BIG = ADVICE_BYTES + (44 << 20)  # bytes of the big distribution's one file (sparse: no disk used)
 NOTE = re.compile(r"note: the steps' environment is ([\d.]+) (MiB|GiB) installed and step '(\w+)' unpacks "
-                  r"([\d.]+) (MiB|GiB) of it before its code runs \(~([\d.]+) s per step (?:in memory|on disk), after downloading "
-                  r"it\); to start steps faster, "
+                  r"([\d.]+) (MiB|GiB) of it before its code runs \(~([\d.]+) s per step (?:in memory|on disk), "
+                  r"after downloading it\); to start steps faster, "
                   r"build an image with everything installed: kale-magic image (\S+) -t TAG, then "
                   r"%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
 

@@ -10,7 +10,8 @@ output artifacts named at compile time from the pins: ``environment``, a folder 
 ``kale_env_<distribution>`` per other distribution. A step takes that folder and the archives of its own
 requirements (KFP's launcher downloads every input artifact whole into the pod: ``launcher_v2.go``,
 ``downloadArtifacts``), unpacks, before anything else, only those its code imports (and the runtime group's
-start-up part), another one it received if its code imports it after all. Then it runs kfp's executor from
+start-up part; those of the code's own imports in the background, settled before the code runs), another one
+it received if its code imports it after all. Then it runs kfp's executor from
 it: a step runs no pip at all. With KFP caching on, a later run with the same requirements reuses the
 environment and installs nothing at all.
 
@@ -219,7 +220,9 @@ STEP_PREAMBLE = '''\
 # LocalPathForURI; a local path under kfp.local): ``kale_environment``, the runtime group's folder, and one
 # ``kale_env_<distribution>`` archive per distribution of the step's own requirements. ``<plan>`` (JSON) names
 # the archives the step's code imports, which it unpacks first, several ``tar`` processes at once (GNU tar
-# unpacks a few times faster than Python's tarfile), and why the step received every archive if it did;
+# unpacks a few times faster than Python's tarfile), into the memory volume when the pod has it (``memory``;
+# ``disk``: why it has none), those of the code's own imports (``later``) in the background, and why the step
+# received every archive if it did;
 # then it execs kfp's command with the environment on PYTHONPATH, so the kfp it carries runs the executor:
 # no pod installs kfp from an index.
 STEP_BOOTSTRAP = '''\

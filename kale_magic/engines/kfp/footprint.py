@@ -103,7 +103,8 @@ def image_advice(setup, notebook=None) -> str:
     name = Path(notebook).name if notebook else "NOTEBOOK"
     return (f"note: the steps' environment is {human_size(big.environment)} installed and step '{big.step}' unpacks "
             f"{human_size(big.unpacked)} of it before its code runs (~{big.unpack_seconds:.1f} s per step "
-            f"{'in memory' if big.in_memory else 'on disk'}, after downloading it); to start steps faster, build an image with everything installed: kale-magic image {name} -t TAG, then "
+            f"{'in memory' if big.in_memory else 'on disk'}, after downloading it); to start steps faster, build an "
+            f"image with everything installed: kale-magic image {name} -t TAG, then "
             "%config Kfp.base_image = 'TAG' and %config Kfp.install_packages = False")
 
 
