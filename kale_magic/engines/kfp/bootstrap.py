@@ -122,7 +122,7 @@ STEP_PREAMBLE = '''\
     _env = _os.environ["KALE_ENVIRONMENT"]  # unpacked by the step's bootstrap, on sys.path through PYTHONPATH
     _site.addsitedir(_env)  # its .pth files
 
-    class _Unpack:  # the archives this step received but did not unpack at start, unpacked when imported
+    class _Unpack:  # the archives received but not unpacked at start: unpacked (or settled) when imported
         def __init__(self, archives, index, unpacked, pending):
             with open(index, encoding="utf-8") as modules:
                 self.modules, self.archives, self.unpacked = _json.load(modules), archives, set(unpacked)
