@@ -209,14 +209,17 @@ def _module_archive(path, module: str, filler: int, extra: dict | None = None) -
             tar.addfile(info, io.BytesIO(content))
 
 
-@pytest.mark.parametrize("volume, where, background, bg_in, late_in", [
-    ("64m", "in memory", 64 << 10, "/kale-unpacked/", "/kale-unpacked/"),  # everything fits
-    ("1m", "on disk (more than the memory volume holds)", 64 << 10, "/tmp/", "/tmp/"),  # the start's does not
-    ("3m", "in memory", 64 << 10, "/kale-unpacked/", "/tmp/"),  # the one imported later does not: on disk
-    ("3m", "in memory", 2 << 20, "/tmp/", "/tmp/"),  # nor the one unpacking in the background
+@pytest.mark.parametrize("volume, limit, where, background, bg_in, late_in", [
+    ("64m", None, "in memory", 64 << 10, "/kale-unpacked/", "/kale-unpacked/"),  # everything fits
+    ("1m", None, "on disk (more than the memory volume holds)", 64 << 10, "/tmp/", "/tmp/"),  # the start's does not
+    ("3m", None, "in memory", 64 << 10, "/kale-unpacked/", "/tmp/"),  # the one imported later does not: on disk
+    ("3m", None, "in memory", 2 << 20, "/tmp/", "/tmp/"),  # nor the one unpacking in the background
+    # a memory limit the compile did not know (a LimitRange's default) that cannot hold the files twice over
+    ("64m", "96m", "on disk (the pod's memory limit, 96 MiB, cannot hold its 64 MiB and as much again for its code)",
+     64 << 10, "/tmp/", "/tmp/"),
 ])
 def test_a_step_unpacks_into_its_memory_volume_and_on_disk_what_does_not_fit(base_image, docker_client, tmp_path,
-                                                                             volume, where, background, bg_in,
+                                                                             volume, limit, where, background, bg_in,
                                                                              late_in):
     """STEP_BOOTSTRAP and STEP_PREAMBLE as a step runs them, in a container of the stock image with a tmpfs at
     the memory volume's path (what a ``medium: Memory`` emptyDir of that size is): the archives unpack into
@@ -254,11 +257,12 @@ def test_a_step_unpacks_into_its_memory_volume_and_on_disk_what_does_not_fit(bas
         print(hidden, kale_bg_extra_mod.VALUE + kale_late_extra_mod.VALUE, kale_start_mod.__file__,
               kale_bg_mod.__file__, kale_late_mod.__file__, kale_late_mod.VALUE)
         """)
-    plan = json.dumps({"unpack": ["start", "bg"], "later": ["bg"], "whole": "", "memory": UNPACK_MOUNT, "disk": ""})
+    plan = json.dumps({"unpack": ["start", "bg"], "later": ["bg"], "whole": "", "memory": UNPACK_MOUNT,
+                       "size": 64 << 20, "disk": ""})
     logs = docker_client.containers.run(
         base_image, ["python3", "-c", STEP_BOOTSTRAP, plan, "python3", "-c", step, "--executor_input", executor_input],
         volumes={str(tmp_path): {"bind": "/in", "mode": "ro"}}, tmpfs={UNPACK_MOUNT: f"size={volume},exec,mode=1777"},
-        user="65534:0", remove=True, stdout=True, stderr=True).decode()
+        user="65534:0", remove=True, stdout=True, stderr=True, **({"mem_limit": limit} if limit else {})).decode()
     assert f"received 3 archives of the environment, unpacked 1 {where} in " in logs, logs
     assert "s: start; bg in the background" in logs, logs
     hidden, extra, start, bg, late, value = logs.strip().splitlines()[-1].split()

@@ -259,9 +259,23 @@ def unpack(env, quiet=False):
         with tarfile.open(archives[archive]) as tar:
             tar.extractall(env)
 
+def memory_limit():  # the container's memory limit (cgroup v2, else v1), which the volume's files count against
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as limit:
+                text = limit.read().strip()
+        except OSError:
+            continue
+        return int(text) if text.isdigit() and int(text) < 1 << 60 else None  # "max", v1's "unlimited"
+    return None
+
 where, memory = "on disk" + (f" ({{plan['disk']}})" if plan.get("disk") else ""), plan.get("memory")
 if memory and not os.access(memory, os.W_OK):  # no volume there: a server or runner without emptyDir mounts
     where, memory = "on disk (no memory volume at " + memory + ")", ""
+limit = memory_limit() if memory else None  # e.g. a namespace's LimitRange default, which the compile cannot see
+if limit and 2 * plan.get("size", 0) > limit:
+    where, memory = (f"on disk (the pod's memory limit, {{limit >> 20}} MiB, cannot hold its {{plan['size'] >> 20}} MiB "
+                     "and as much again for its code)"), ""
 if memory:
     env = tempfile.mkdtemp(prefix="kale-environment-", dir=memory)
     try:

@@ -566,7 +566,7 @@ def _component(plan: Plan, step: StepPlan, names: Names, opts: CompileOptions, s
         container = component.component_spec.implementation.container
         size, why_not = setup.volumes[step.name]
         unpack = {"unpack": list(setup.unpacks[step.name]), "whole": setup.whole.get(step.name, ""),
-                  "memory": UNPACK_MOUNT if size else "", "disk": why_not,
+                  "memory": UNPACK_MOUNT if size else "", "size": size, "disk": why_not,
                   # what only the step's own code needs unpacks in the background (bootstrap.py)
                   "later": [a for a in setup.unpacks[step.name] if a not in RUNTIME_ARCHIVES]}
         container.command = ["python3", "-c", STEP_BOOTSTRAP, json.dumps(unpack, sort_keys=True),

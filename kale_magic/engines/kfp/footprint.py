@@ -32,8 +32,9 @@ memory-backed ``emptyDir`` (a tmpfs; kfp-kubernetes' ``empty_dir_mount``, KFP 2.
 sized by :func:`unpack_volume` from every archive it receives, and its bootstrap unpacks there. Its files
 count against the pod's memory, so the volume's size is also the step's memory request (the scheduler places
 the pod where they fit) unless ``%%step --memory`` sets one; a step whose ``--memory`` limit could not hold
-them with as much again left for its code, one above :data:`MEMORY_UNPACK_MAX`, and one receiving an archive
-whose size the kernel cannot tell (another version is installed here, or none) unpack on disk as before.
+them with as much again left for its code (the bootstrap applies the same rule to the limit the pod has, which
+a LimitRange may set), one above :data:`MEMORY_UNPACK_MAX`, and one receiving an archive whose size the kernel
+cannot tell (another version is installed here, or none) unpack on disk as before.
 The estimate is the kernel's platform's; on a volume fuller than estimated the step unpacks on disk instead.
 """
 
