@@ -428,7 +428,8 @@ def table(figures: dict) -> str:
         if name.startswith("floor"):
             continue
         steps = [s for run in runs for s in step_seconds(run["tasks"])]
-        other = [f"{task} {statistics.median(v):.1f} s" for task, v in sorted(_by_task(runs).items())
+        by_task = _by_task(run["tasks"] for run in runs)
+        other = [f"{task} {statistics.median(v):.1f} s" for task, v in sorted(by_task.items())
                  if not any(step in task for step in STEP_TASKS)]
         unpacked = [u for run in runs for u in run["unpacked"]]
         if unpacked:
@@ -445,21 +446,19 @@ def table(figures: dict) -> str:
     return "\n".join(lines)
 
 
-def _by_task(runs) -> dict[str, list[float]]:
+def _by_task(runs_tasks) -> dict[str, list[float]]:
+    """Task -> its seconds in every run, from each run's task -> seconds."""
     tasks: dict[str, list[float]] = {}
-    for run in runs:
-        for task, seconds in run["tasks"].items():
+    for took in runs_tasks:
+        for task, seconds in took.items():
             tasks.setdefault(task, []).append(seconds)
     return tasks
 
 
 def summary(runs) -> str:
     wall = statistics.median(w for w, _, _ in runs)
-    tasks = {}
-    for _, took, _ in runs:
-        for task, seconds in took.items():
-            tasks.setdefault(task, []).append(seconds)
-    per_task = ", ".join(f"{t} {statistics.median(v):.1f} s" for t, v in sorted(tasks.items()))
+    by_task = _by_task(took for _, took, _ in runs)
+    per_task = ", ".join(f"{t} {statistics.median(v):.1f} s" for t, v in sorted(by_task.items()))
     unpacked = [u for _, _, run in runs for u in run]
     unpacking = f"; unpacking {statistics.median(unpacked):.2f} s per step" if unpacked else ""
     return f"wall {wall:.1f} s ({per_task}{unpacking})"

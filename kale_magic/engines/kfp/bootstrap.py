@@ -136,15 +136,14 @@ STEP_PREAMBLE = '''\
                 staged = self.pending.pop(archive)
                 while not any(_os.path.exists(staged + end) for end in (".done", ".failed")):
                     time.sleep(0.002)
-                if not _os.path.exists(staged + ".done"):  # tar failed (its memory volume is full): unpack it here
+                if _os.path.exists(staged + ".done"):
+                    before = set(_os.listdir(_env))
+                    for entry in _os.listdir(staged):
+                        self._merge(_os.path.join(staged, entry), _os.path.join(_env, entry))
+                    self._site_files(_env, before)
+                else:  # tar failed (its memory volume is full): unpack it here
                     shutil.rmtree(staged, ignore_errors=True)
                     self.unpack(archive)
-                    self.unpacked.add(archive)
-                    continue
-                before = set(_os.listdir(_env))
-                for entry in _os.listdir(staged):
-                    self._merge(_os.path.join(staged, entry), _os.path.join(_env, entry))
-                self._site_files(_env, before)
                 self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()
 
@@ -175,7 +174,7 @@ STEP_PREAMBLE = '''\
                     self.settle(archive)
                 else:
                     self.unpack(archive)
-                self.unpacked.add(archive)
+                    self.unpacked.add(archive)
             _machinery.PathFinder.invalidate_caches()  # the folder's listing is cached
             return _machinery.PathFinder.find_spec(name, list(dict.fromkeys([self.place, _env])))
 
@@ -274,8 +273,8 @@ if memory and not os.access(memory, os.W_OK):  # no volume there: a server or ru
     where, memory = "on disk (no memory volume at " + memory + ")", ""
 limit = memory_limit() if memory else None  # e.g. a namespace's LimitRange default, which the compile cannot see
 if limit and 2 * plan.get("size", 0) > limit:
-    where, memory = (f"on disk (the pod's memory limit, {{limit >> 20}} MiB, cannot hold its {{plan['size'] >> 20}} MiB "
-                     "and as much again for its code)"), ""
+    where, memory = (f"on disk (the pod's memory limit, {{limit >> 20}} MiB, cannot hold its "
+                     f"{{plan['size'] >> 20}} MiB and as much again for its code)"), ""
 if memory:
     env = tempfile.mkdtemp(prefix="kale-environment-", dir=memory)
     try:

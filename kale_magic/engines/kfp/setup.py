@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ...errors import ValidationError
 from ...plan import Plan, StepPlan
 from .bootstrap import archive_name, kernel_python, pack_bundle
+from .footprint import unpack_volume
 from .requirements import RUNTIME_DISTRIBUTIONS, RUNTIME_STARTUP, SELF, Requirements, closure, step_requirements
 from .wheel import runtime_version
 
@@ -107,8 +108,6 @@ def plan_setup(plan: Plan, opts) -> Setup:
         function = "kale_environment" if n == 0 else f"kale_environment_{n + 1}"
         environments[image] = Environment(function, image, requirements, tuple(s for s in steps if s in carried),
                                           archives)
-    from .footprint import unpack_volume
-
     setup = Setup(notebooks, environments, images, runtime_version(), unpacks, receives, whole)
     setup.volumes.update((name, unpack_volume(setup, name, step.options.memory)) for name, step in plan.steps.items()
                          if setup.environment(name) is not None)
