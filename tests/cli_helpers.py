@@ -19,6 +19,12 @@ def kernel_env():
     return env
 
 
+def printed(cell) -> str:
+    """What an executed cell printed: ipykernel flushes stdout on a timer, so one print may arrive as several
+    stream outputs (its text, then its newline) on a busy machine."""
+    return "".join(out.text for out in cell.outputs if out.output_type == "stream" and out.name == "stdout")
+
+
 def kale_magic(*args, cwd=None, timeout=600):
     return subprocess.run([sys.executable, "-m", "kale_magic.cli", *map(str, args)],
                           cwd=cwd, env=kernel_env(), capture_output=True, text=True, timeout=timeout)

@@ -9,7 +9,7 @@ import pytest
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
 
-from cli_helpers import ROOT, code, kale_magic, kernel_env, own_stderr, write
+from cli_helpers import ROOT, code, kale_magic, kernel_env, own_stderr, printed, write
 
 DEMOS = ROOT / "demo_notebooks"
 pytestmark = pytest.mark.slow  # kale-magic in a subprocess, running pipelines (and with --execute-notebook a Jupyter kernel)
@@ -191,7 +191,7 @@ def oracle_metrics(path, names, parameters=""):
     nb.cells.append(new_code_cell(f"import json; print(json.dumps({{k: globals()[k] for k in {names!r}}}))"))
     NotebookClient(nb, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute(env=kernel_env())
-    return json.loads(nb.cells[-1].outputs[0].text)
+    return json.loads(printed(nb.cells[-1]))
 
 
 def test_a_kale_tagged_notebook_runs_directly_with_the_metrics_of_its_cells(tmp_path):

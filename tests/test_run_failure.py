@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_helpers import printed
 
 from kale_magic.errors import KaleError, RunFailed
 
@@ -97,4 +98,4 @@ def test_in_a_real_kernel_the_failed_run_is_kale_magic_last_run(tmp_path):
                                   "print(failed.status, failed.steps['boom'].status, 'run' in dir())",
                                   allow_errors=True)
     execute()
-    assert nb.cells[-1].outputs[0].text == "failed failed False\n"
+    assert printed(nb.cells[-1]) == "failed failed False\n"

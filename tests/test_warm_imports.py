@@ -181,7 +181,7 @@ def test_a_notebook_with_pandas_and_sklearn_in_a_real_kernel_runs_twice_with_war
     from nbclient import NotebookClient
     from nbformat.v4 import new_code_cell, new_notebook
 
-    from cli_helpers import kernel_env
+    from cli_helpers import kernel_env, printed
 
     cells = [
         "%load_ext kale_magic\n%config Kale.panel = 'text'",
@@ -205,7 +205,7 @@ def test_a_notebook_with_pandas_and_sklearn_in_a_real_kernel_runs_twice_with_war
                    resources={"metadata": {"path": str(tmp_path)}}).execute(env=env)
     import json
 
-    result = json.loads(nb.cells[-1].outputs[-1].text)
+    result = json.loads(printed(nb.cells[-1]))
     assert result["statuses"] == ["succeeded", "succeeded"]
     assert result["summaries"] == ["50 rows, slope 3.0", "80 rows, slope 3.0"]
     assert result["kernel_summary"] == "50 rows, slope 3.0" and result["frame_equal"]
